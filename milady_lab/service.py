@@ -1,0 +1,180 @@
+"""The one facade that the REST handlers, the CLI, the widgets and notebooks call.
+
+Every public method takes plain values (JSON-shaped bodies, strings from a query
+string or the command line, or Python values), validates them, does the work and
+returns the body the matching REST route answers with. Failures are the exceptions in
+``milady_lab.errors``; anything else escaping here is a bug.
+
+Methods are synchronous and may block (database reads, dataset builds); the Jupyter
+extension runs them in an executor, the widgets in a thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import polars as pl
+
+from . import validation as v
+from .config import Settings
+from .errors import NotFoundError
+from .state import StateStore
+
+ProgressFn = Callable[[int, int], None]
+
+
+class TrainingService:
+    """milady-lab's operations over one state home and one trajectory source."""
+
+    def __init__(self, settings: Settings | None = None, *, reconcile: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(self.settings.state_db)
+        self._lock = threading.Lock()
+        if reconcile:
+            # A new server or CLI process takes over jobs an earlier one started.
+            self.jobs_manager.reconcile()
+
+    # -- wiring -----------------------------------------------------------------------------
+    @functools.cached_property
+    def source(self):  # -> TrajectorySource
+        from .trajectories import open_source
+
+        return open_source(self.settings.trajectories, self.settings)
+
+    @functools.cached_property
+    def jobs_manager(self):  # -> JobManager
+        from .training.jobs import JobManager
+
+        return JobManager(self.settings, self.store)
+
+    # -- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        from .training.backends import available_backends, best_backend
+
+        reason = self.source.unavailable_reason()
+        body: dict[str, Any] = {
+            "available": True,
+            "backend": best_backend(),
+            "runtimeAvailable": reason is None,
+            "activeJobId": self.jobs_manager.active_job_id(),
+            "backends": available_backends(),
+            "trajectorySource": self.source.description,
+        }
+        if reason is not None:
+            body["runtimeReason"] = reason
+        return body
+
+    # -- trajectories -------------------------------------------------------------------------
+    def list_trajectories(self, limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        limit_i = v.integer(limit, "limit", default=100, minimum=1, maximum=500)
+        offset_i = v.integer(offset, "offset", default=0, minimum=0, maximum=2**62)
+        assert limit_i is not None and offset_i is not None
+        frame = self.source.summaries(limit_i, offset_i)
+        return {
+            "trajectories": frame.to_dicts(),
+            "total": self.source.count(),
+            "offset": offset_i,
+            "limit": limit_i,
+        }
+
+    def get_trajectory(self, trajectory_id: Any) -> dict[str, Any]:
+        detail = self.source.detail(trajectory_id) if isinstance(trajectory_id, str) else None
+        if detail is None:
+            raise NotFoundError(f"no trajectory with id {_show(trajectory_id)}")
+        return {"trajectory": detail}
+
+    def trajectories_frame(self) -> pl.LazyFrame:
+        """All trajectory summaries, newest first, as a lazy Polars frame."""
+        return self.source.summaries_frame()
+
+    def llm_calls_frame(self) -> pl.LazyFrame:
+        """One row per LLM call of every trajectory, as a lazy Polars frame."""
+        return self.source.llm_calls_frame()
+
+    # -- datasets -------------------------------------------------------------------------------
+    def list_datasets(self) -> dict[str, Any]:
+        return {"datasets": self.store.list_datasets()}
+
+    def get_dataset(self, dataset_id: Any) -> dict[str, Any]:
+        rec = self.store.get_dataset(dataset_id) if v.is_valid_id(dataset_id) else None
+        if rec is None:
+            raise NotFoundError(f"no dataset with id {_show(dataset_id)}")
+        return {"dataset": rec}
+
+    def build_dataset(self, body: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+        from .datasets import BuildOptions, build_dataset
+
+        opts = BuildOptions.from_body(body)
+        rec = build_dataset(self.source, self.settings, self.store, opts, progress=progress)
+        return {"dataset": rec}
+
+    def preview_dataset(self, body: Any = None) -> dict[str, Any]:
+        """How many trajectories and examples a build with these options would give."""
+        from .datasets import BuildOptions, preview
+
+        return preview(self.source, BuildOptions.from_body(body))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def list_jobs(self) -> dict[str, Any]:
+        return {"jobs": self.jobs_manager.list()}
+
+    def start_job(self, body: Any = None) -> dict[str, Any]:
+        return {"job": self.jobs_manager.start(body, service=self)}
+
+    def get_job(self, job_id: Any) -> dict[str, Any]:
+        return {"job": self.jobs_manager.get(job_id)}
+
+    def cancel_job(self, job_id: Any) -> dict[str, Any]:
+        return {"job": self.jobs_manager.cancel(job_id)}
+
+    def job_metrics(self, job_id: Any, after: Any = None) -> dict[str, Any]:
+        after_i = v.integer(after, "after", default=0, minimum=0)
+        self.jobs_manager.get(job_id)  # 404 for unknown ids
+        return {"jobId": job_id, "metrics": self.store.metrics(job_id, after_seq=after_i or 0)}
+
+    # -- models ---------------------------------------------------------------------------------
+    def list_models(self) -> dict[str, Any]:
+        return {"models": self.store.list_models()}
+
+    def get_model(self, model_id: Any) -> dict[str, Any]:
+        rec = self.store.get_model(model_id) if v.is_valid_id(model_id) else None
+        if rec is None:
+            raise NotFoundError(f"no model with id {_show(model_id)}")
+        return {"model": rec}
+
+    def import_ollama(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+        from .models.ollama import import_model
+
+        model = self.get_model(model_id)["model"]
+        return import_model(self.store, model, body)
+
+    def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+        from .models.activation import activate
+
+        model = self.get_model(model_id)["model"]
+        return activate(self.settings, self.store, model, body)
+
+    def benchmark_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+        from .models.benchmark import run_benchmark
+
+        model = self.get_model(model_id)["model"]
+        return run_benchmark(self.settings, self.store, model, body)
+
+    # -- events ---------------------------------------------------------------------------------
+    def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:
+        after_i = v.integer(after, "after", default=0, minimum=0)
+        return self.store.events(after_seq=after_i or 0, limit=limit)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _show(value: Any) -> str:
+    """An id as it may appear in a message: quoted, shortened, control characters escaped."""
+    text = value if isinstance(value, str) else str(value)
+    shown = text[:80] + ("…" if len(text) > 80 else "")
+    return repr(shown)

@@ -1,0 +1,344 @@
+"""The durable state store: datasets, jobs, job metrics, models and the event log.
+
+One SQLite database under ``MILADY_LAB_HOME`` (WAL, versioned schema) that a Jupyter
+server, notebook kernels, CLI processes and training workers all open at once. Every
+write is a short transaction; ``busy_timeout`` lets concurrent writers queue instead of
+failing. Records come back as plain dicts with the camelCase keys of the REST bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    trajectory_count INTEGER NOT NULL,
+    example_count INTEGER NOT NULL,
+    train_count INTEGER NOT NULL,
+    valid_count INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    dataset_id TEXT,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    current_iteration INTEGER NOT NULL DEFAULT 0,
+    total_iterations INTEGER NOT NULL,
+    loss REAL,
+    val_loss REAL,
+    error TEXT,
+    tokens_per_second REAL,
+    trained_tokens INTEGER NOT NULL DEFAULT 0,
+    peak_memory INTEGER,
+    options TEXT NOT NULL DEFAULT '{}',
+    resume_from TEXT,
+    checkpoint_iteration INTEGER,
+    output_path TEXT,
+    pid INTEGER,
+    pid_start_time REAL,
+    heartbeat_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
+CREATE TABLE IF NOT EXISTS job_metrics (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    loss REAL,
+    val_loss REAL,
+    learning_rate REAL,
+    tokens_per_second REAL,
+    trained_tokens INTEGER,
+    peak_memory INTEGER
+);
+CREATE INDEX IF NOT EXISTS job_metrics_job ON job_metrics(job_id, seq);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    adapter_path TEXT NOT NULL,
+    base_model TEXT NOT NULL,
+    base_model_path TEXT,
+    backend TEXT NOT NULL,
+    dataset_id TEXT,
+    final_loss REAL,
+    ollama_name TEXT,
+    imported_at INTEGER,
+    provider_model TEXT,
+    activated_at INTEGER,
+    benchmark TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class _Col:
+    key: str  # camelCase key in records
+    column: str  # SQL column
+    kind: str = "plain"  # plain | json | bool
+
+
+def _cols(*spec: str) -> tuple[_Col, ...]:
+    out = []
+    for item in spec:
+        key, _, kind = item.partition(":")
+        column = "".join("_" + c.lower() if c.isupper() else c for c in key)
+        out.append(_Col(key, column, kind or "plain"))
+    return tuple(out)
+
+
+_DATASET = _cols(
+    "id", "createdAt", "trajectoryCount", "exampleCount", "trainCount", "validCount", "path",
+    "options:json",
+)
+_JOB = _cols(
+    "id", "status", "datasetId", "backend", "model", "createdAt", "startedAt", "completedAt",
+    "currentIteration", "totalIterations", "loss", "valLoss", "error", "tokensPerSecond",
+    "trainedTokens", "peakMemory", "options:json", "resumeFrom", "checkpointIteration",
+    "outputPath", "pid", "pidStartTime", "heartbeatAt",
+)
+_METRIC = _cols(
+    "jobId", "iteration", "ts", "loss", "valLoss", "learningRate", "tokensPerSecond",
+    "trainedTokens", "peakMemory",
+)
+_MODEL = _cols(
+    "id", "jobId", "name", "createdAt", "active:bool", "adapterPath", "baseModel",
+    "baseModelPath", "backend", "datasetId", "finalLoss", "ollamaName", "importedAt",
+    "providerModel", "activatedAt", "benchmark:json",
+)
+_TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
+
+#: Job states. ``queued`` and ``running`` are live; the rest are final.
+LIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+def _encode(col: _Col, value: Any) -> Any:
+    if col.kind == "json":
+        return None if value is None else json.dumps(value)
+    if col.kind == "bool":
+        return int(bool(value))
+    return value
+
+
+def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
+    rec: dict[str, Any] = {}
+    for col in cols:
+        value = row[col.column]
+        if col.kind == "json":
+            value = None if value is None else json.loads(value)
+        elif col.kind == "bool":
+            value = bool(value)
+        rec[col.key] = value
+    return rec
+
+
+class StateStore:
+    """Thread-safe access to the state database; one connection per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer milady-lab (schema {version}); "
+                    "upgrade milady-lab to open it"
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections -----------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE), so check-then-write is atomic."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- generic helpers ---------------------------------------------------------------
+    def _insert(self, table: str, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        cols = [c for c in _TABLES[table] if c.key in rec]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(c.column for c in cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})"
+        )
+        params = [_encode(c, rec[c.key]) for c in cols]
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.transaction() as tx:
+                tx.execute(sql, params)
+
+    def _update(
+        self, table: str, id_: str, fields: Mapping[str, Any], conn: sqlite3.Connection | None = None
+    ) -> None:
+        by_key = {c.key: c for c in _TABLES[table]}
+        unknown = set(fields) - set(by_key)
+        if unknown:
+            raise KeyError(f"unknown {table} fields: {sorted(unknown)}")
+        if not fields:
+            return
+        sql = f"UPDATE {table} SET {', '.join(by_key[k].column + ' = ?' for k in fields)} WHERE id = ?"
+        params = [*(_encode(by_key[k], v) for k, v in fields.items()), id_]
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.transaction() as tx:
+                tx.execute(sql, params)
+
+    def _get(self, table: str, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+        row = (conn or self._conn()).execute(f"SELECT * FROM {table} WHERE id = ?", (id_,)).fetchone()
+        return None if row is None else _decode(_TABLES[table], row)
+
+    def _list(self, table: str, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id ASC", params
+        ).fetchall()
+        return [_decode(_TABLES[table], r) for r in rows]
+
+    # -- datasets ---------------------------------------------------------------------------
+    def insert_dataset(self, rec: Mapping[str, Any]) -> None:
+        self._insert("datasets", rec)
+
+    def get_dataset(self, id_: str) -> dict[str, Any] | None:
+        return self._get("datasets", id_)
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return self._list("datasets")
+
+    # -- jobs -----------------------------------------------------------------------------
+    def insert_job(self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        self._insert("jobs", rec, conn)
+
+    def update_job(self, id_: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
+        self._update("jobs", id_, fields, conn)
+
+    def get_job(self, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+        return self._get("jobs", id_, conn)
+
+    def list_jobs(self, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        if statuses:
+            marks = ", ".join("?" for _ in statuses)
+            return self._list("jobs", f"WHERE status IN ({marks})", statuses)
+        return self._list("jobs")
+
+    def add_metric(self, job_id: str, **metric: Any) -> None:
+        rec = {"jobId": job_id, "ts": now_ms(), **metric}
+        self._insert_metric(rec)
+
+    def _insert_metric(self, rec: Mapping[str, Any]) -> None:
+        cols = [c for c in _METRIC if c.key in rec]
+        with self.transaction() as tx:
+            tx.execute(
+                f"INSERT INTO job_metrics ({', '.join(c.column for c in cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})",
+                [rec[c.key] for c in cols],
+            )
+
+    def metrics(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT * FROM job_metrics WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
+        ).fetchall()
+        out = []
+        for r in rows:
+            rec = _decode(_METRIC, r)
+            rec["seq"] = r["seq"]
+            out.append({k: v for k, v in rec.items() if v is not None})
+        return out
+
+    # -- models ---------------------------------------------------------------------------
+    def insert_model(self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        self._insert("models", rec, conn)
+
+    def update_model(self, id_: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
+        self._update("models", id_, fields, conn)
+
+    def get_model(self, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+        return self._get("models", id_, conn)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._list("models")
+
+    # -- events ----------------------------------------------------------------------------
+    def emit(
+        self, kind: str, message: str, conn: sqlite3.Connection | None = None, **data: Any
+    ) -> None:
+        """Append to the event log that the SSE stream, CLI and widgets follow."""
+        params = (now_ms(), kind, message, json.dumps(data))
+        sql = "INSERT INTO events (ts, kind, message, data) VALUES (?, ?, ?, ?)"
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.transaction() as tx:
+                tx.execute(sql, params)
+
+    def events(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
+        return [
+            {"seq": r["seq"], "kind": r["kind"], "ts": r["ts"], "message": r["message"], **json.loads(r["data"])}
+            for r in rows
+        ]
+
+    def last_event_seq(self) -> int:
+        row = self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(row[0])

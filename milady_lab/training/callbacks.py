@@ -1,0 +1,75 @@
+"""One event interface for a training run, with pluggable outputs.
+
+Shaped like Stable-Baselines3's callbacks: a backend calls these hooks; what happens
+with the events (rows in the state store, a tqdm bar, a test's list) is the
+callback's business. ``CallbackList`` fans out to several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class TrainingCallback:
+    """Base class; every hook is optional."""
+
+    def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
+        """Called once, before the first step (``start_iteration`` > 0 when resuming)."""
+
+    def on_metric(self, metric: dict[str, Any]) -> None:
+        """A measurement: ``iteration`` plus any of ``loss``, ``valLoss``, ``learningRate``,
+        ``tokensPerSecond``, ``trainedTokens``, ``peakMemory`` (bytes)."""
+
+    def on_log(self, message: str) -> None:
+        """A line worth showing to the user (loading the model, saving, ...)."""
+
+    def on_checkpoint(self, iteration: int, path: Path) -> None:
+        """A checkpoint from which a later run can resume was written."""
+
+    def should_stop(self) -> bool:
+        """Polled between steps; True ends the run early (cancel)."""
+        return False
+
+
+class CallbackList(TrainingCallback):
+    def __init__(self, callbacks: Iterable[TrainingCallback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
+        for cb in self.callbacks:
+            cb.on_train_start(total_iterations, start_iteration)
+
+    def on_metric(self, metric: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_metric(metric)
+
+    def on_log(self, message: str) -> None:
+        for cb in self.callbacks:
+            cb.on_log(message)
+
+    def on_checkpoint(self, iteration: int, path: Path) -> None:
+        for cb in self.callbacks:
+            cb.on_checkpoint(iteration, path)
+
+    def should_stop(self) -> bool:
+        return any(cb.should_stop() for cb in self.callbacks)
+
+
+class RecordingCallback(TrainingCallback):
+    """Keeps every event in memory (tests, notebooks)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, Any]] = []
+        self.logs: list[str] = []
+        self.checkpoints: list[tuple[int, Path]] = []
+
+    def on_metric(self, metric: dict[str, Any]) -> None:
+        self.metrics.append(dict(metric))
+
+    def on_log(self, message: str) -> None:
+        self.logs.append(message)
+
+    def on_checkpoint(self, iteration: int, path: Path) -> None:
+        self.checkpoints.append((iteration, path))

@@ -1,0 +1,75 @@
+"""The model every trajectory source reads into, and the interface sources implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import polars as pl
+
+#: One row per trajectory, in every listing and frame (camelCase like the REST bodies).
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "agentId": pl.String(),
+    "source": pl.String(),
+    "status": pl.String(),
+    "startTime": pl.Int64(),
+    "endTime": pl.Int64(),
+    "durationMs": pl.Int64(),
+    "llmCallCount": pl.Int64(),
+    "providerAccessCount": pl.Int64(),
+    "totalPromptTokens": pl.Int64(),
+    "totalCompletionTokens": pl.Int64(),
+    "totalReward": pl.Float64(),
+}
+
+#: One row per LLM call.
+LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
+    "trajectoryId": pl.String(),
+    "stepId": pl.String(),
+    "model": pl.String(),
+    "purpose": pl.String(),
+    "systemPrompt": pl.String(),
+    "userPrompt": pl.String(),
+    "response": pl.String(),
+    "promptTokens": pl.Int64(),
+    "completionTokens": pl.Int64(),
+    "latencyMs": pl.Int64(),
+    "timestamp": pl.Int64(),
+}
+
+#: What ``iter_steps`` yields: raw steps text per trajectory, in listing order.
+STEPS_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "startTime": pl.Int64(),
+    "steps": pl.String(),
+}
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be read right now; the message says why."""
+
+
+class TrajectorySource(Protocol):
+    """A place trajectories are read from. Listing order: newest first by startTime,
+    ties by id ascending. No method raises on a malformed row."""
+
+    description: str  # for status; never contains a password or token
+
+    def unavailable_reason(self) -> str | None:
+        """None when the source can be read, else a short reason (never raises)."""
+
+    def count(self) -> int: ...
+
+    def summaries(self, limit: int, offset: int) -> pl.DataFrame:
+        """One page of summaries (SUMMARY_SCHEMA), without parsing steps."""
+
+    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+        """Summary fields + ``llmCalls`` (each with stepId) + ``providerAccesses``."""
+
+    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+        """Every trajectory's raw steps text (STEPS_SCHEMA) in listing order, in batches."""
+
+    def summaries_frame(self) -> pl.LazyFrame: ...
+
+    def llm_calls_frame(self) -> pl.LazyFrame: ...
