@@ -45,7 +45,9 @@ class Settings:
         traj_s = str(traj)
         if "://" not in traj_s:
             traj_s = str(Path(traj_s).expanduser())
-        agent_cfg = agent_config or env.get(ENV_AGENT_CONFIG) or Path.home() / ".milady" / "milady.json"
+        agent_cfg = (
+            agent_config or env.get(ENV_AGENT_CONFIG) or Path.home() / ".milady" / "milady.json"
+        )
         cache_path = cache or env.get(ENV_CACHE) or Path.home() / ".cache" / "milady-lab"
         return cls(
             home=home_path,

@@ -119,23 +119,68 @@ def _cols(*spec: str) -> tuple[_Col, ...]:
 
 
 _DATASET = _cols(
-    "id", "createdAt", "trajectoryCount", "exampleCount", "trainCount", "validCount", "path",
+    "id",
+    "createdAt",
+    "trajectoryCount",
+    "exampleCount",
+    "trainCount",
+    "validCount",
+    "path",
     "options:json",
 )
 _JOB = _cols(
-    "id", "status", "datasetId", "backend", "model", "createdAt", "startedAt", "completedAt",
-    "currentIteration", "totalIterations", "loss", "valLoss", "error", "tokensPerSecond",
-    "trainedTokens", "peakMemory", "options:json", "resumeFrom", "checkpointIteration",
-    "outputPath", "pid", "pidStartTime", "heartbeatAt",
+    "id",
+    "status",
+    "datasetId",
+    "backend",
+    "model",
+    "createdAt",
+    "startedAt",
+    "completedAt",
+    "currentIteration",
+    "totalIterations",
+    "loss",
+    "valLoss",
+    "error",
+    "tokensPerSecond",
+    "trainedTokens",
+    "peakMemory",
+    "options:json",
+    "resumeFrom",
+    "checkpointIteration",
+    "outputPath",
+    "pid",
+    "pidStartTime",
+    "heartbeatAt",
 )
 _METRIC = _cols(
-    "jobId", "iteration", "ts", "loss", "valLoss", "learningRate", "tokensPerSecond",
-    "trainedTokens", "peakMemory",
+    "jobId",
+    "iteration",
+    "ts",
+    "loss",
+    "valLoss",
+    "learningRate",
+    "tokensPerSecond",
+    "trainedTokens",
+    "peakMemory",
 )
 _MODEL = _cols(
-    "id", "jobId", "name", "createdAt", "active:bool", "adapterPath", "baseModel",
-    "baseModelPath", "backend", "datasetId", "finalLoss", "ollamaName", "importedAt",
-    "providerModel", "activatedAt", "benchmark:json",
+    "id",
+    "jobId",
+    "name",
+    "createdAt",
+    "active:bool",
+    "adapterPath",
+    "baseModel",
+    "baseModelPath",
+    "backend",
+    "datasetId",
+    "finalLoss",
+    "ollamaName",
+    "importedAt",
+    "providerModel",
+    "activatedAt",
+    "benchmark:json",
 )
 _TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
 
@@ -214,7 +259,9 @@ class StateStore:
             self._local.conn = None
 
     # -- generic helpers ---------------------------------------------------------------
-    def _insert(self, table: str, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+    def _insert(
+        self, table: str, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None
+    ) -> None:
         cols = [c for c in _TABLES[table] if c.key in rec]
         sql = (
             f"INSERT INTO {table} ({', '.join(c.column for c in cols)}) "
@@ -228,7 +275,11 @@ class StateStore:
                 tx.execute(sql, params)
 
     def _update(
-        self, table: str, id_: str, fields: Mapping[str, Any], conn: sqlite3.Connection | None = None
+        self,
+        table: str,
+        id_: str,
+        fields: Mapping[str, Any],
+        conn: sqlite3.Connection | None = None,
     ) -> None:
         by_key = {c.key: c for c in _TABLES[table]}
         unknown = set(fields) - set(by_key)
@@ -236,7 +287,8 @@ class StateStore:
             raise KeyError(f"unknown {table} fields: {sorted(unknown)}")
         if not fields:
             return
-        sql = f"UPDATE {table} SET {', '.join(by_key[k].column + ' = ?' for k in fields)} WHERE id = ?"
+        assignments = ", ".join(f"{by_key[k].column} = ?" for k in fields)
+        sql = f"UPDATE {table} SET {assignments} WHERE id = ?"
         params = [*(_encode(by_key[k], v) for k, v in fields.items()), id_]
         if conn is not None:
             conn.execute(sql, params)
@@ -244,14 +296,22 @@ class StateStore:
             with self.transaction() as tx:
                 tx.execute(sql, params)
 
-    def _get(self, table: str, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
-        row = (conn or self._conn()).execute(f"SELECT * FROM {table} WHERE id = ?", (id_,)).fetchone()
+    def _get(
+        self, table: str, id_: str, conn: sqlite3.Connection | None = None
+    ) -> dict[str, Any] | None:
+        row = (
+            (conn or self._conn()).execute(f"SELECT * FROM {table} WHERE id = ?", (id_,)).fetchone()
+        )
         return None if row is None else _decode(_TABLES[table], row)
 
-    def _list(self, table: str, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id ASC", params
-        ).fetchall()
+    def _list(
+        self, table: str, where: str = "", params: tuple[Any, ...] = ()
+    ) -> list[dict[str, Any]]:
+        rows = (
+            self._conn()
+            .execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id ASC", params)
+            .fetchall()
+        )
         return [_decode(_TABLES[table], r) for r in rows]
 
     # -- datasets ---------------------------------------------------------------------------
@@ -294,9 +354,14 @@ class StateStore:
             )
 
     def metrics(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT * FROM job_metrics WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM job_metrics WHERE job_id = ? AND seq > ? ORDER BY seq",
+                (job_id, after_seq),
+            )
+            .fetchall()
+        )
         out = []
         for r in rows:
             rec = _decode(_METRIC, r)
@@ -331,11 +396,19 @@ class StateStore:
                 tx.execute(sql, params)
 
     def events(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            .fetchall()
+        )
         return [
-            {"seq": r["seq"], "kind": r["kind"], "ts": r["ts"], "message": r["message"], **json.loads(r["data"])}
+            {
+                "seq": r["seq"],
+                "kind": r["kind"],
+                "ts": r["ts"],
+                "message": r["message"],
+                **json.loads(r["data"]),
+            }
             for r in rows
         ]
 

@@ -110,7 +110,9 @@ def text(
     return value
 
 
-def choice(value: Any, name: str, options: Iterable[str], *, default: str | None = None) -> str | None:
+def choice(
+    value: Any, name: str, options: Iterable[str], *, default: str | None = None
+) -> str | None:
     if value is None:
         return default
     options = tuple(options)

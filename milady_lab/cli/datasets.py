@@ -16,9 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(handler=_list)
     build = dsub.add_parser("build", help="build a dataset from the trajectories")
     build.add_argument("--limit", help="at most this many qualifying trajectories")
-    build.add_argument(
-        "--min-llm-calls", help="usable LLM calls a trajectory needs (default 1)"
-    )
+    build.add_argument("--min-llm-calls", help="usable LLM calls a trajectory needs (default 1)")
     add_json_flag(build)
     build.set_defaults(handler=_build)
 

@@ -15,7 +15,9 @@ class TrainSpec:
     backend: str  # "cpu" | "cuda" | "mlx"
     model: str  # what the user asked for (friendly name, folder, .gguf, hub id)
     dataset_dir: Path  # holds train.jsonl and valid.jsonl
-    output_dir: Path  # the backend writes the final adapter here (a temp folder; the job renames it)
+    output_dir: (
+        Path  # the backend writes the final adapter here (a temp folder; the job renames it)
+    )
     checkpoint_dir: Path  # checkpoints, one sub-folder per saved iteration
     iterations: int = 100
     batch_size: int = 4

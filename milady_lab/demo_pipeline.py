@@ -1,0 +1,122 @@
+"""``make demo``: the whole pipeline, headless, through the same service the UI uses.
+
+explore → build a dataset → fine-tune SmolLM2 (live tqdm bar) → benchmark against the
+base model → activate into a scratch agent config → import into Ollama when one
+answers on localhost. Prints the benchmark table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import httpx
+
+from .config import Settings
+from .errors import MiladyLabError
+from .service import TrainingService
+
+
+def _ollama_running(url: str = "http://127.0.0.1:11434") -> bool:
+    try:
+        return httpx.get(f"{url}/api/version", timeout=1.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def follow_job(svc: TrainingService, job_id: str) -> dict:
+    """Show a tqdm bar for a job until it ends; returns the final record."""
+    from tqdm.auto import tqdm
+
+    job = svc.get_job(job_id)["job"]
+    bar = tqdm(total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True)
+    while True:
+        job = svc.get_job(job_id)["job"]
+        bar.n = job.get("currentIteration") or 0
+        postfix = {}
+        if job.get("loss") is not None:
+            postfix["loss"] = f"{job['loss']:.3f}"
+        if job.get("tokensPerSecond"):
+            postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            bar.close()
+            return job
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m milady_lab.demo_pipeline")
+    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--benchmark-examples", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    scratch_config = settings.home / "agent" / "milady.json"
+    if "MILADY_LAB_AGENT_CONFIG" not in os.environ:
+        settings = settings.with_overrides(agent_config=scratch_config)
+    svc = TrainingService(settings)
+    try:
+        status = svc.status()
+        print(f"source: {status['trajectorySource']}  backend: {status['backend']}")
+        if not status["runtimeAvailable"]:
+            print(f"trajectories unavailable: {status.get('runtimeReason')}", file=sys.stderr)
+            return 1
+
+        frame = svc.trajectories_frame().collect()
+        print(f"{frame.height} trajectories; by source:")
+        print(frame.group_by("source").len().sort("len", descending=True))
+
+        ds = svc.build_dataset({})["dataset"]
+        print(
+            f"dataset {ds['id']}: {ds['trajectoryCount']} trajectories, "
+            f"{ds['exampleCount']} examples ({ds['trainCount']} train / {ds['validCount']} valid)"
+        )
+
+        job = svc.start_job(
+            {
+                "datasetId": ds["id"],
+                "iterations": args.iterations,
+                "batchSize": args.batch_size,
+                "learningRate": args.learning_rate,
+            }
+        )["job"]
+        job = follow_job(svc, job["id"])
+        if job["status"] != "completed":
+            print(f"job {job['id']} {job['status']}: {job.get('error')}", file=sys.stderr)
+            return 1
+        print(f"trained {job['trainedTokens']} tokens at {job['tokensPerSecond']:.0f} tok/s")
+
+        model = next(m for m in svc.list_models()["models"] if m["jobId"] == job["id"])
+        print(f"model {model['id']} ({model['name']}); benchmarking against the base model …")
+        bench = svc.benchmark_model(model["id"], {"maxExamples": args.benchmark_examples})
+        print()
+        print(f"| score | base model | fine-tuned ({model['name']}) |")
+        print("|---|---|---|")
+        for key in ("coherence", "consistency", "helpfulness"):
+            print(f"| {key} | {bench['baseline'][key]:.3f} | {bench['scores'][key]:.3f} |")
+        print()
+
+        if _ollama_running():
+            imported = svc.import_ollama(model["id"], {})
+            print(f"imported into Ollama as {imported['model']['ollamaName']}")
+            activated = svc.activate_model(model["id"], {})
+        else:
+            print("no Ollama on localhost:11434 — skipping the import")
+            activated = svc.activate_model(model["id"], {"providerModel": f"local/{model['name']}"})
+        print(f"activated {activated['activeModel']} in {settings.agent_config}")
+        return 0
+    except MiladyLabError as exc:
+        print(f"milady-lab: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        svc.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
