@@ -223,7 +223,10 @@ class StateStore:
                     f"{self.path} was written by a newer milady-lab (schema {version}); "
                     "upgrade milady-lab to open it"
                 )
-            conn.executescript(_SCHEMA)
+            # Not executescript(): it COMMITs first, ending the transaction taken above.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections -----------------------------------------------------------------
@@ -315,8 +318,8 @@ class StateStore:
         return [_decode(_TABLES[table], r) for r in rows]
 
     # -- datasets ---------------------------------------------------------------------------
-    def insert_dataset(self, rec: Mapping[str, Any]) -> None:
-        self._insert("datasets", rec)
+    def insert_dataset(self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        self._insert("datasets", rec, conn)
 
     def get_dataset(self, id_: str) -> dict[str, Any] | None:
         return self._get("datasets", id_)

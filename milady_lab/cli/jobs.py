@@ -1,9 +1,187 @@
-"""``milady-lab jobs``: filled in by its owner."""
+"""``milady-lab jobs start|list|show|cancel``.
+
+``start --wait`` follows the job through the state store (a tqdm bar over the
+iterations with the live loss) and exits 0 only when it completed. Ctrl-C while
+waiting asks whether to cancel the job; without a terminal to ask on, the job is
+left running (it never depended on this process) and the command says so.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from typing import Any
+
+from ._common import add_json_flag, print_json, print_table, service_from
+
+_FINAL = ("completed", "failed", "cancelled")
+
+#: CLI flag → REST body field.
+_START_FLAGS = {
+    "dataset_id": "datasetId",
+    "backend": "backend",
+    "model": "model",
+    "iterations": "iterations",
+    "batch_size": "batchSize",
+    "learning_rate": "learningRate",
+    "max_trajectories": "maxTrajectories",
+    "resume_from": "resumeFrom",
+    "lora_rank": "loraRank",
+    "eval_every": "evalEvery",
+    "checkpoint_every": "checkpointEvery",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Placeholder until the jobs commands land."""
+    p = sub.add_parser("jobs", help="start, follow and cancel training jobs")
+    jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    start = jsub.add_parser("start", help="start a training job (queued if one runs)")
+    start.add_argument("--dataset-id", help="dataset to train on (default: the latest)")
+    start.add_argument("--backend", help="mlx, cuda or cpu (default: the best one here)")
+    start.add_argument("--model", help="base model: friendly name, folder, .gguf or hub id")
+    start.add_argument("--iterations", help="training iterations (default 100)")
+    start.add_argument("--batch-size", help="examples per iteration (default 4)")
+    start.add_argument("--learning-rate", help="peak learning rate (default 2e-4)")
+    start.add_argument(
+        "--max-trajectories", help="build a new dataset from at most this many trajectories"
+    )
+    start.add_argument("--resume-from", help="continue a cancelled or failed job's checkpoint")
+    start.add_argument("--lora-rank", help="LoRA rank (default 8)")
+    start.add_argument("--eval-every", help="iterations between validation losses")
+    start.add_argument("--checkpoint-every", help="iterations between checkpoints")
+    start.add_argument(
+        "--wait", action="store_true", help="follow the job until it ends (exit 1 unless completed)"
+    )
+    add_json_flag(start)
+    start.set_defaults(handler=_start)
+
+    ls = jsub.add_parser("list", help="list jobs, newest first")
+    add_json_flag(ls)
+    ls.set_defaults(handler=_list)
+
+    show = jsub.add_parser("show", help="show one job")
+    show.add_argument("job_id", metavar="ID")
+    add_json_flag(show)
+    show.set_defaults(handler=_show)
+
+    cancel = jsub.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id", metavar="ID")
+    add_json_flag(cancel)
+    cancel.set_defaults(handler=_cancel)
+
+
+def _start(args: argparse.Namespace) -> int:
+    service = service_from(args)
+    body = {
+        field: getattr(args, flag)
+        for flag, field in _START_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    job = service.start_job(body)["job"]
+    if not args.wait:
+        _print_job(job, args.json)
+        return 0
+    if not args.json:
+        print(f"job {job['id']} {job['status']}", file=sys.stderr)
+    job = follow(service, job["id"])
+    _print_job(job, args.json)
+    return 0 if job["status"] == "completed" else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    body = service_from(args).list_jobs()
+    if args.json:
+        print_json(body)
+    else:
+        print_table(
+            body["jobs"],
+            ["id", "status", "backend", "model", "datasetId", "progress", "loss", "createdAt"],
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    job = service_from(args).get_job(args.job_id)["job"]
+    _print_job(job, args.json)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    job = service_from(args).cancel_job(args.job_id)["job"]
+    _print_job(job, args.json)
+    return 0
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json({"job": job})
+        return
+    keys = [
+        "id", "status", "backend", "model", "datasetId", "progress", "currentIteration",
+        "totalIterations", "loss", "valLoss", "tokensPerSecond", "trainedTokens", "createdAt",
+        "startedAt", "completedAt", "resumeFrom", "checkpointIteration", "modelId", "error",
+    ]
+    width = max(len(k) for k in keys)
+    for key in keys:
+        value = job.get(key)
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        print(f"{key.ljust(width)}  {value}")
+
+
+def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
+    """Show a bar until the job ends; Ctrl-C offers to cancel it. Returns the final record."""
+    from tqdm.auto import tqdm
+
+    job = service.get_job(job_id)["job"]
+    bar = tqdm(
+        total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, disable=None
+    )
+    try:
+        while job["status"] not in _FINAL:
+            try:
+                time.sleep(interval)
+                job = service.get_job(job_id)["job"]
+                _update_bar(bar, job)
+            except KeyboardInterrupt:
+                bar.clear()
+                if not sys.stdin.isatty():
+                    print(
+                        f"\njob {job_id} keeps running; follow it with "
+                        f"`milady-lab jobs show {job_id}`, stop it with `milady-lab jobs cancel "
+                        f"{job_id}`",
+                        file=sys.stderr,
+                    )
+                    raise
+                if _ask(f"Cancel job {job_id}? [y/N] "):
+                    job = service.cancel_job(job_id)["job"]
+                else:
+                    print(f"still following {job_id}", file=sys.stderr)
+        _update_bar(bar, job)
+    finally:
+        bar.close()
+    return job
+
+
+def _update_bar(bar: Any, job: dict[str, Any]) -> None:
+    bar.n = job.get("currentIteration") or 0
+    postfix = {"status": job["status"]}
+    if job.get("loss") is not None:
+        postfix["loss"] = f"{job['loss']:.4f}"
+    if job.get("tokensPerSecond"):
+        postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
+    bar.set_postfix(postfix, refresh=False)
+    bar.refresh()
+
+
+def _ask(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return False
+    return answer.strip().lower() in ("y", "yes")

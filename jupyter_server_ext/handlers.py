@@ -1,0 +1,443 @@
+"""Thin Tornado handlers: HTTP in, one ``TrainingService`` call off the loop, JSON out.
+
+Everything a handler does besides calling the service is HTTP plumbing: read and
+bound the body, check its JSON shape against ``openapi.json`` (so REST clients get
+strict JSON types), map ``milady_lab.errors`` to status codes and answer every error
+as ``{"message": ...}``. Every verb is ``@web.authenticated`` then ``@authorized``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import re
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from milady_lab.errors import MiladyLabError
+
+from .openapi import request_schema, validate_body
+from .sse import PAGE, format_event
+
+#: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
+RESOURCE = "milady_lab"
+_ID = r"(?P<item_id>[^/]+)"
+_INT = re.compile(r"-?[0-9]{1,19}")
+#: Seconds between SSE heartbeat comments (keeps proxies from closing an idle stream).
+HEARTBEAT_S = 15.0
+
+
+class ApiError(web.HTTPError):
+    """An HTTP error whose message goes to the client as is."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+@web.stream_request_body
+class TrainingHandler(APIHandler):
+    """Base class: body bounds, executor calls, JSON errors."""
+
+    auth_resource = RESOURCE
+    #: The verbs a route answers (for 405's ``Allow``).
+    allowed_methods: tuple[str, ...] = ("GET",)
+
+    # -- the app ------------------------------------------------------------------------
+    @property
+    def ext(self) -> Any:
+        return self.settings["milady_lab"]
+
+    @property
+    def service(self) -> Any:
+        return self.ext.service
+
+    # -- request body: streamed so an oversized one is never held in memory -----------------
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+        self._too_large = False
+        await super().prepare()
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.ext.max_body_bytes:
+            # Read and drop the body, then answer 413 (clients see the answer, not a reset).
+            self._too_large = True
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.ext.max_body_bytes:
+            self._too_large = True
+            self._chunks = []
+        elif not self._too_large:
+            self._chunks.append(chunk)
+
+    def json_body(self, operation: str) -> Any:
+        """The request body as JSON (None when empty), checked against the spec's schema."""
+        if self._too_large:
+            limit_mb = self.ext.max_body_bytes / (1024 * 1024)
+            raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
+        raw = b"".join(self._chunks)
+        if not raw.strip():
+            body = None
+        else:
+            try:
+                body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            except (ValueError, RecursionError):
+                raise ApiError(400, "the request body is not valid JSON") from None
+        schema = request_schema(operation)
+        if schema is not None and body is not None:
+            problem = validate_body(body, schema)
+            if problem:
+                raise ApiError(400, problem)
+        return body
+
+    def query_int(self, name: str) -> str | None:
+        """A query parameter that must be a decimal integer; the service checks its range."""
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return None
+        if not _INT.fullmatch(raw):
+            raise ApiError(400, f"{name} must be an integer, got {raw[:40]!r}")
+        return raw
+
+    # -- calling the service --------------------------------------------------------------------
+    async def call(self, fn: Callable[..., Any], *args: Any, slow: bool = False) -> Any:
+        """Run ``fn(*args)`` in a pool thread; service errors become HTTP errors."""
+        pool: Executor = self.ext.work_pool if slow else self.ext.read_pool
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, functools.partial(fn, *args))
+        except MiladyLabError as exc:
+            raise ApiError(exc.status, exc.message) from None
+
+    def reply(self, body: Any, status: int = 200) -> None:
+        try:
+            text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # a NaN or infinite loss: JSON has no such numbers
+            text = json.dumps(_finite(body), ensure_ascii=False, allow_nan=False)
+        self.set_status(status)
+        self.finish(text)
+
+    # -- errors -----------------------------------------------------------------------------
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is JSON with a ``message``; unexpected exceptions say so, no details."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        reason: str | None = None
+        if isinstance(exc, ApiError):
+            message = exc.message
+        elif isinstance(exc, web.HTTPError):
+            try:
+                message = (exc.log_message % exc.args) if exc.args else (exc.log_message or "")
+            except (TypeError, ValueError):
+                message = exc.log_message or ""
+            reason = exc.reason
+            message = message or self._reason or "error"
+        elif exc is not None:
+            message = "internal error in milady-lab (a bug); the server log has the details"
+        else:
+            message = self._reason or "error"
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods))
+        reply: dict[str, Any] = {"message": message}
+        if reason:
+            reply["reason"] = reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(reply, ensure_ascii=False))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """4xx answers are routine (debug); anything else is a bug and logged in full.
+
+        The path is logged without its query string, which may hold the token.
+        """
+        where = f"{self.request.method} {self.request.path}"
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            self.log.debug("milady-lab %s: %s", where, value.status_code)
+        elif isinstance(value, ApiError):
+            self.log.warning("milady-lab %s: %s %s", where, value.status_code, value.message)
+        else:
+            self.log.error("milady-lab %s failed", where, exc_info=(typ, value, tb))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# -- routes ---------------------------------------------------------------------------------------
+class StatusHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:status"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.status))
+
+
+class TrajectoriesHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:trajectories"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit, offset = self.query_int("limit"), self.query_int("offset")
+        self.reply(await self.call(self.service.list_trajectories, limit, offset))
+
+
+class TrajectoryHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:trajectories"
+
+    @web.authenticated
+    @authorized
+    async def get(self, item_id: str) -> None:
+        self.reply(await self.call(self.service.get_trajectory, item_id))
+
+
+class DatasetsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:datasets"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.list_datasets))
+
+
+class DatasetBuildHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:datasets"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("buildDataset")
+        self.reply(await self.call(self.service.build_dataset, body, slow=True), 201)
+
+
+class JobsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:jobs"
+    allowed_methods = ("GET", "POST")
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.list_jobs))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("startJob")
+        answer = await self.call(self.service.start_job, body, slow=True)
+        self.ext.touch_activity()
+        self.reply(answer, 201)
+
+
+class JobHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:jobs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, item_id: str) -> None:
+        self.reply(await self.call(self.service.get_job, item_id))
+
+
+class JobCancelHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:jobs"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self, item_id: str) -> None:
+        self.reply(await self.call(self.service.cancel_job, item_id, slow=True))
+
+
+class JobMetricsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:jobs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, item_id: str) -> None:
+        after = self.query_int("after")
+        self.reply(await self.call(self.service.job_metrics, item_id, after))
+
+
+class ModelsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.list_models))
+
+
+class ModelImportHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self, item_id: str) -> None:
+        body = self.json_body("importOllama")
+        self.reply(await self.call(self.service.import_ollama, item_id, body, slow=True))
+
+
+class ModelActivateHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self, item_id: str) -> None:
+        body = self.json_body("activateModel")
+        self.reply(await self.call(self.service.activate_model, item_id, body, slow=True))
+
+
+class ModelBenchmarkHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self, item_id: str) -> None:
+        body = self.json_body("benchmarkModel")
+        self.reply(await self.call(self.service.benchmark_model, item_id, body, slow=True))
+
+
+class OpenAPIHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:status"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from .openapi import spec_bytes
+
+        self.set_status(200)
+        self.finish(spec_bytes())
+
+
+class EventsHandler(TrainingHandler):
+    """``text/event-stream`` of the event log; resumes after ``Last-Event-ID`` / ``after``."""
+
+    auth_resource = f"{RESOURCE}:events"
+    _track_activity = False  # a dashboard left open must not keep the server alive
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._gone = asyncio.Event()
+        await super().prepare()
+
+    def on_connection_close(self) -> None:
+        self._gone.set()
+        super().on_connection_close()
+
+    def _start_after(self) -> int | None:
+        """Where the stream starts: Last-Event-ID, else ``after``, else None (now)."""
+        last_id = (self.request.headers.get("Last-Event-ID") or "").strip()
+        if last_id.isdigit() and len(last_id) <= 19:
+            return int(last_id)
+        after = self.query_int("after")
+        if after is None:
+            return None
+        if int(after) < 0:
+            raise ApiError(400, f"after must be at least 0, got {after}")
+        return int(after)
+
+    def _deadline(self) -> float | None:
+        raw = self.get_query_argument("timeout", None)
+        if raw is None:
+            return None
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ApiError(400, f"timeout must be a number of seconds, got {raw[:40]!r}") from None
+        if not 0 <= seconds <= 86_400:  # also rejects nan
+            raise ApiError(400, "timeout must be between 0 and 86400 seconds")
+        return asyncio.get_running_loop().time() + seconds
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        hub = self.ext.event_hub
+        after = self._start_after()
+        deadline = self._deadline()
+        if after is None:
+            after = await hub.head()
+        loop = asyncio.get_running_loop()
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        async with hub.listening():
+            try:
+                # ``id`` alone sets the client's Last-Event-ID: a reconnect resumes from here.
+                self.write(f"retry: 2000\nid: {after}\n\n")
+                await self.flush()
+                while True:
+                    left = HEARTBEAT_S if deadline is None else deadline - loop.time()
+                    events = await self._next(hub, after, max(0.0, min(HEARTBEAT_S, left)))
+                    if events is None:
+                        break
+                    for event in events:
+                        self.write(format_event(event))
+                    if events:
+                        after = events[-1]["seq"]
+                    elif deadline is None:
+                        self.write(": keep-alive\n\n")
+                    await self.flush()
+                    if deadline is not None and loop.time() >= deadline and len(events) < PAGE:
+                        break
+            except StreamClosedError:
+                return
+        if not self._gone.is_set():
+            with contextlib.suppress(StreamClosedError):
+                self.finish(set_content_type="text/event-stream; charset=utf-8")
+
+    async def _next(self, hub: Any, after: int, wait: float) -> list[dict[str, Any]] | None:
+        """The next events, [] after ``wait`` s, None when the client left or the server stops."""
+        if self._gone.is_set():
+            return None
+        read = asyncio.ensure_future(hub.read(after, wait))
+        gone = asyncio.ensure_future(self._gone.wait())
+        done, _ = await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if read not in done:
+            read.cancel()
+            return None
+        return read.result()
+
+
+def route_table() -> list[tuple[str, type[TrainingHandler]]]:
+    """URL patterns (joined to the server's base_url by ExtensionApp)."""
+    base = "/api/training"
+    return [
+        (f"{base}/status", StatusHandler),
+        (f"{base}/trajectories", TrajectoriesHandler),
+        (f"{base}/trajectories/{_ID}", TrajectoryHandler),
+        (f"{base}/datasets", DatasetsHandler),
+        (f"{base}/datasets/build", DatasetBuildHandler),
+        (f"{base}/jobs", JobsHandler),
+        (f"{base}/jobs/{_ID}", JobHandler),
+        (f"{base}/jobs/{_ID}/cancel", JobCancelHandler),
+        (f"{base}/jobs/{_ID}/metrics", JobMetricsHandler),
+        (f"{base}/models", ModelsHandler),
+        (f"{base}/models/{_ID}/import-ollama", ModelImportHandler),
+        (f"{base}/models/{_ID}/activate", ModelActivateHandler),
+        (f"{base}/models/{_ID}/benchmark", ModelBenchmarkHandler),
+        (f"{base}/events", EventsHandler),
+        (f"{base}/openapi.json", OpenAPIHandler),
+    ]

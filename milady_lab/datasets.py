@@ -1,0 +1,471 @@
+"""The dataset builder: trajectories → chat-format JSONL that mlx-lm and TRL read as is.
+
+The rules (issue 2) in short: a *usable* LLM call has a user prompt and a response
+that are not blank; trajectories are taken newest first and qualify with at least
+``minLlmCallsPerTrajectory`` usable calls; ``limit`` caps the qualifying trajectories
+included; every usable call of an included trajectory is one example, kept once per
+(system-or-none, user, response).
+
+Everything is streamed: steps are read in batches in listing order, parsed with
+``trajectories.parse``, filtered and de-duplicated with Polars expressions, and each
+batch's examples are appended to the output files at once, so memory holds one batch
+plus 16 bytes of hash per kept example. The files are written to a locked
+``.tmp-<id>`` folder beside the final one; the rename into place and the insert of the
+record happen in one state-store transaction, so a dataset exists exactly when its
+record does, and leftovers of a crashed build are swept by the next build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from . import validation as v
+from .config import Settings
+from .errors import InputError
+from .state import StateStore, now_ms
+
+try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows falls back to the age rule alone
+    fcntl = None  # type: ignore[assignment]
+
+ProgressFn = Callable[[int, int], None]
+
+#: Steps rows per batch read from the source: bounds memory, amortises per-batch overhead.
+BATCH_ROWS = 4000
+#: Share of examples in ``valid.jsonl``, in percent.
+VALID_PERCENT = 10
+#: A ``.tmp-*`` folder younger than this is never swept (it may be between mkdir and lock).
+SWEEP_MIN_AGE_S = 60.0
+#: Seeds of the two 64-bit hashes that make the 128-bit de-duplication key.
+_SEEDS = (0x6D696C6164, 0x6C6162)
+#: Ids this module hands out; only folders named like this are ever removed as orphans.
+_ID_RE = re.compile(r"ds-\d{8}-\d{6}-[0-9a-f]{6}")
+_TMP_PREFIX = ".tmp-"
+#: A character that ``str.strip()`` keeps: Rust's ``\s`` is Unicode White_Space, and
+#: Python's ``str.isspace`` adds U+001C..U+001F; "blank" means the same in both.
+_NOT_BLANK = r"[^\s\x1c-\x1f]"
+
+#: How one line of train.jsonl / valid.jsonl reads back.
+LINE_SCHEMA: dict[str, pl.DataType] = {
+    "messages": pl.List(pl.Struct({"role": pl.String(), "content": pl.String()})),
+    "metadata": pl.Struct(
+        {
+            "trajectoryId": pl.String(),
+            "stepId": pl.String(),
+            "model": pl.String(),
+            "purpose": pl.String(),
+        }
+    ),
+}
+
+
+# -- options --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildOptions:
+    """Validated build options; ``limit`` None means no cap."""
+
+    limit: int | None = None
+    min_llm_calls: int = 1
+
+    #: Accepted body fields. Filters (source, status, dates) go here when widgets need them.
+    FIELDS = ("limit", "minLlmCallsPerTrajectory")
+
+    @classmethod
+    def from_body(cls, body: Any = None) -> BuildOptions:
+        """From a REST body, CLI strings or Python values; InputError names the bad field."""
+        if isinstance(body, BuildOptions):
+            return body
+        b = v.body_object(body, cls.FIELDS)
+        limit = v.integer(b.get("limit"), "limit", minimum=1, maximum=10**9)
+        min_calls = v.integer(
+            b.get("minLlmCallsPerTrajectory"), "minLlmCallsPerTrajectory",
+            default=1, minimum=1, maximum=10**9,
+        )
+        assert min_calls is not None
+        return cls(limit=limit, min_llm_calls=min_calls)
+
+    def as_body(self) -> dict[str, Any]:
+        return {"limit": self.limit, "minLlmCallsPerTrajectory": self.min_llm_calls}
+
+
+# -- selecting examples ---------------------------------------------------------------------
+def _present(column: str) -> pl.Expr:
+    """Not null and not only whitespace."""
+    return pl.col(column).str.contains(_NOT_BLANK).fill_null(False)
+
+
+@dataclass
+class _Tally:
+    scanned: int = 0
+    trajectories: int = 0
+    examples: int = 0
+
+
+def _parse(batch: pl.DataFrame) -> pl.DataFrame:
+    from .trajectories.parse import llm_calls_from_steps
+
+    return llm_calls_from_steps(batch.select("id", "steps"))
+
+
+def _example_batches(
+    source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
+) -> Iterator[pl.DataFrame]:
+    """De-duplicated examples in dataset order, one frame per source batch.
+
+    Columns: system (null when blank), userPrompt, response, trajectoryId, stepId,
+    model, purpose, h1 (a 64-bit content hash, also used for the split).
+    """
+    total = int(source.count())
+    remaining = opts.limit
+    seen = pl.DataFrame(schema={"h1": pl.UInt64, "h2": pl.UInt64})
+    steps = source.iter_steps(BATCH_ROWS)
+    try:
+        for batch in steps:
+            if batch.height == 0:
+                continue
+            tally.scanned += batch.height
+            calls = _parse(batch).with_row_index("c")
+            usable = calls.filter(_present("userPrompt") & _present("response"))
+            counts = usable.group_by("trajectoryId").len()
+            included = (
+                batch.select("id")
+                .with_row_index("t")
+                .join(counts, left_on="id", right_on="trajectoryId", how="inner")
+                .filter(pl.col("len") >= opts.min_llm_calls)
+                .sort("t")
+            )
+            if remaining is not None:
+                included = included.head(remaining)
+                remaining -= included.height
+            tally.trajectories += included.height
+            if included.height:
+                system = pl.when(_present("systemPrompt")).then(pl.col("systemPrompt"))
+                key = pl.struct(system, "userPrompt", "response")
+                examples = (
+                    usable.join(
+                        included.select("id", "t"), left_on="trajectoryId", right_on="id",
+                        how="inner",
+                    )
+                    .sort("t", "c")
+                    .select(
+                        system.alias("system"), "userPrompt", "response",
+                        "trajectoryId", "stepId", "model", "purpose",
+                        key.hash(_SEEDS[0]).alias("h1"), key.hash(_SEEDS[1]).alias("h2"),
+                    )
+                    .filter(pl.struct("h1", "h2").is_first_distinct())
+                    .join(seen, on=["h1", "h2"], how="anti", maintain_order="left")
+                )
+                seen = pl.concat([seen, examples.select("h1", "h2")], rechunk=False)
+                tally.examples += examples.height
+                if examples.height:
+                    yield examples.drop("h2")
+            if progress is not None:
+                progress(tally.scanned, max(total, tally.scanned))
+            if remaining == 0:
+                break
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()  # let the source release its cursor when we stop early
+    if progress is not None:
+        done = max(total, tally.scanned)
+        progress(done, done)
+
+
+def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
+    calls = "call" if opts.min_llm_calls == 1 else "calls"
+    return InputError(
+        f"no trajectory qualifies: none of the {tally.scanned} trajectories has at least "
+        f"{opts.min_llm_calls} usable LLM {calls} (a user prompt and a response that are "
+        "not blank); record more trajectories or lower minLlmCallsPerTrajectory"
+    )
+
+
+def preview(source: Any, opts: BuildOptions, progress: ProgressFn | None = None) -> dict[str, int]:
+    """What a build with ``opts`` would give, without writing anything."""
+    tally = _Tally()
+    for _ in _example_batches(source, opts, tally, progress):
+        pass
+    return {"trajectoryCount": tally.trajectories, "exampleCount": tally.examples}
+
+
+# -- writing --------------------------------------------------------------------------------
+def _lines(examples: pl.DataFrame) -> pl.DataFrame:
+    """The JSONL shape: chat messages (system only when not blank) plus metadata."""
+    return examples.select(
+        pl.concat_list(
+            pl.when(pl.col("system").is_not_null()).then(
+                pl.struct(role=pl.lit("system"), content=pl.col("system"))
+            ),
+            pl.struct(role=pl.lit("user"), content=pl.col("userPrompt")),
+            pl.struct(role=pl.lit("assistant"), content=pl.col("response")),
+        )
+        .list.drop_nulls()
+        .alias("messages"),
+        pl.struct("trajectoryId", "stepId", "model", "purpose").alias("metadata"),
+    )
+
+
+def _write_jsonl(lines: pl.DataFrame, fh: IO[bytes]) -> None:
+    """Append ``lines`` to an open file, one JSON object per line (tests patch this)."""
+    lines.write_ndjson(fh)
+
+
+@dataclass
+class _Split:
+    """Counts per file, and the example each file would give up if the other is empty."""
+
+    train: int = 0
+    valid: int = 0
+    # (h1, line index) of the train example with the smallest hash, and the valid one
+    # with the largest: the deterministic picks that keep both files non-empty.
+    train_pick: tuple[int, int] | None = None
+    valid_pick: tuple[int, int] | None = None
+
+
+def _pick(part: pl.DataFrame, offset: int, best: tuple[int, int] | None, smallest: bool):
+    if part.height == 0:
+        return best
+    idx = int(part["h1"].arg_min() if smallest else part["h1"].arg_max())  # type: ignore[arg-type]
+    cand = (int(part["h1"][idx]), offset + idx)
+    if best is None or (cand[0] < best[0] if smallest else cand[0] > best[0]):
+        return cand
+    return best
+
+
+def _move_line(src: Path, dst: Path, index: int) -> None:
+    """Move line ``index`` of ``src`` to the end of ``dst`` (only for tiny splits)."""
+    lines = src.read_bytes().splitlines(keepends=True)
+    moved = lines.pop(index)
+    src.write_bytes(b"".join(lines))
+    with dst.open("ab") as fh:
+        fh.write(moved)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_files(
+    folder: Path, source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
+) -> _Split:
+    split = _Split()
+    train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
+    with train_path.open("wb") as train_fh, valid_path.open("wb") as valid_fh:
+        for examples in _example_batches(source, opts, tally, progress):
+            is_valid = (examples["h1"] % 100) < VALID_PERCENT
+            train, valid = examples.filter(~is_valid), examples.filter(is_valid)
+            split.train_pick = _pick(train, split.train, split.train_pick, smallest=True)
+            split.valid_pick = _pick(valid, split.valid, split.valid_pick, smallest=False)
+            _write_jsonl(_lines(train), train_fh)
+            _write_jsonl(_lines(valid), valid_fh)
+            split.train += train.height
+            split.valid += valid.height
+    if tally.trajectories == 0:
+        raise _no_qualifying(tally, opts)
+    # At least one valid example when there are two or more, and never an empty train.
+    if split.valid == 0 and split.train >= 2 and split.train_pick is not None:
+        _move_line(train_path, valid_path, split.train_pick[1])
+        split.train, split.valid = split.train - 1, 1
+    elif split.train == 0 and split.valid >= 2 and split.valid_pick is not None:
+        _move_line(valid_path, train_path, split.valid_pick[1])
+        split.train, split.valid = 1, split.valid - 1
+    _fsync(train_path)
+    _fsync(valid_path)
+    return split
+
+
+# -- temp folders, sweeping -----------------------------------------------------------------
+def _try_lock(folder: Path) -> int | None:
+    """An fd holding an exclusive flock on ``folder``, or None when a live build holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    if fcntl is None:  # pragma: no cover
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_orphans(root: Path, store: StateStore) -> list[str]:
+    """Remove what crashed builds left: unlocked ``.tmp-*`` folders, and dataset folders
+    without a record (a crash between the rename and the commit). Returns the names removed.
+
+    Finals are checked inside a write transaction: a builder renames and inserts inside
+    one too, so a folder without a record seen here never becomes a dataset.
+    """
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    doomed: list[Path] = []
+    with store.transaction() as tx:
+        known = {r[0] for r in tx.execute("SELECT id FROM datasets")}
+        for entry in root.iterdir():
+            if entry.is_dir() and _ID_RE.fullmatch(entry.name) and entry.name not in known:
+                target = root / f"{_TMP_PREFIX}orphan-{entry.name}"
+                entry.rename(target)
+                removed.append(entry.name)
+                doomed.append(target)
+    for target in doomed:
+        shutil.rmtree(target, ignore_errors=True)
+    now = time.time()
+    for entry in root.iterdir():
+        if not entry.name.startswith(_TMP_PREFIX) or not entry.is_dir():
+            continue
+        try:
+            if now - entry.stat().st_mtime < SWEEP_MIN_AGE_S:
+                continue
+            fd = _try_lock(entry)
+        except FileNotFoundError:
+            continue
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(entry, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(entry.name)
+    return removed
+
+
+def _new_id(root: Path, store: StateStore) -> str:
+    """``ds-YYYYMMDD-HHMMSS-<6 hex>``: sortable, URL-safe, unique in the store and on disk."""
+    while True:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        ds_id = f"ds-{stamp}-{secrets.token_hex(3)}"
+        if (
+            store.get_dataset(ds_id) is None
+            and not (root / ds_id).exists()
+            and not (root / f"{_TMP_PREFIX}{ds_id}").exists()
+        ):
+            return ds_id
+
+
+# -- the build ------------------------------------------------------------------------------
+def build_dataset(
+    source: Any,
+    settings: Settings,
+    store: StateStore,
+    opts: BuildOptions,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Build a dataset under ``$MILADY_LAB_HOME/datasets/<id>/`` and record it.
+
+    Raises InputError, with nothing written, when no trajectory qualifies.
+    """
+    root = settings.datasets_dir
+    root.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(root, store)
+    ds_id = _new_id(root, store)
+    tmp, final = root / f"{_TMP_PREFIX}{ds_id}", root / ds_id
+    created = now_ms()
+    tmp.mkdir()
+    lock_fd = _try_lock(tmp)
+    try:
+        tally = _Tally()
+        split = _write_files(tmp, source, opts, tally, progress)
+        rec: dict[str, Any] = {
+            "id": ds_id,
+            "createdAt": created,
+            "trajectoryCount": tally.trajectories,
+            "exampleCount": tally.examples,
+            "trainCount": split.train,
+            "validCount": split.valid,
+            "path": str(final),
+            "options": opts.as_body(),
+        }
+        meta = {
+            **rec,
+            "source": getattr(source, "description", None),
+            "format": {
+                "files": {"train": "train.jsonl", "valid": "valid.jsonl"},
+                "line": '{"messages": [{"role", "content"}...], "metadata": '
+                '{"trajectoryId", "stepId", "model", "purpose"}}',
+                "split": f"valid when 64-bit Polars hash of (system, user, response) mod 100 "
+                f"< {VALID_PERCENT}; Polars {pl.__version__}",
+            },
+        }
+        (tmp / "metadata.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        _fsync(tmp / "metadata.json")
+        _fsync(tmp)
+        message = (
+            f"dataset {ds_id} built: {tally.trajectories} trajectories, "
+            f"{tally.examples} examples"
+        )
+        with store.transaction() as tx:
+            tmp.rename(final)
+            try:
+                store.insert_dataset(rec, conn=tx)
+                store.emit("dataset_built", message, conn=tx, datasetId=ds_id)
+            except BaseException:
+                final.rename(tmp)
+                raise
+        with contextlib.suppress(OSError):
+            _fsync(root)
+        return rec
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists() and store.get_dataset(ds_id) is None:
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+# -- reading back ---------------------------------------------------------------------------
+def load_examples(dataset_dir: str | os.PathLike[str], split: str = "train") -> pl.DataFrame:
+    """A built dataset's examples as a flat frame (for notebooks, widgets, histograms).
+
+    Columns: split, system (null when absent), user, assistant, trajectoryId, stepId,
+    model, purpose.
+    """
+    split = v.choice(split, "split", ("train", "valid", "all"), default="train") or "train"
+    folder = Path(dataset_dir)
+    names = ("train", "valid") if split == "all" else (split,)
+    frames = []
+    for name in names:
+        path = folder / f"{name}.jsonl"
+        if not path.exists():
+            raise InputError(f"{path} does not exist; is {folder} a dataset folder?")
+        raw = (
+            pl.read_ndjson(path, schema=LINE_SCHEMA)
+            if path.stat().st_size
+            else pl.DataFrame(schema=LINE_SCHEMA)
+        )
+        msgs = pl.col("messages")
+        frames.append(
+            raw.select(
+                pl.lit(name).alias("split"),
+                pl.when(msgs.list.len() == 3)
+                .then(msgs.list.first().struct.field("content"))
+                .alias("system"),
+                msgs.list.get(-2, null_on_oob=True).struct.field("content").alias("user"),
+                msgs.list.last().struct.field("content").alias("assistant"),
+                pl.col("metadata").struct.unnest(),
+            )
+        )
+    return pl.concat(frames)
+

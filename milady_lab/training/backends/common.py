@@ -1,0 +1,96 @@
+"""Helpers every backend shares: model path, schedule, checkpoints, memory.
+
+Kept free of torch and mlx imports so the mlx backend doesn't pay for torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...errors import InputError
+from ..spec import TrainSpec
+
+META_FILE = "checkpoint.json"
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The checkpoint folder with the highest iteration, or None (for ``resumeFrom``)."""
+    best: tuple[int, Path] | None = None
+    if not Path(checkpoint_dir).is_dir():
+        return None
+    for child in Path(checkpoint_dir).iterdir():
+        ok = child.name.isdigit() and (child / META_FILE).is_file()
+        if ok and (best is None or int(child.name) > best[0]):
+            best = (int(child.name), child)
+    return best[1] if best else None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10 % of the peak at the last iteration."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(total: int) -> int:
+    return max(1, min(100, total // 20))
+
+
+def resolve_model_path(spec: TrainSpec) -> Path:
+    """The HF folder to train on: the worker may pass it resolved in ``extra``."""
+    given = spec.extra.get("base_model_path")
+    if given:
+        return Path(given)
+    from ...config import Settings
+    from ..base_models import resolve_base_model
+
+    return resolve_base_model(spec.model, Settings.from_env()).hf_path
+
+
+def read_checkpoint_meta(path: Path, kind: str) -> dict[str, Any]:
+    """The checkpoint's ``checkpoint.json``; an input error if it is missing or foreign."""
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"{path} is not a training checkpoint (no readable {META_FILE})") from None
+    if meta.get("kind") != kind:
+        raise InputError(
+            f"checkpoint {path} was written by the {meta.get('kind')} backend; "
+            f"it can only be resumed with that backend"
+        )
+    return meta
+
+
+def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``final`` as a folder: ``fill(tmp)`` writes into a sibling temp folder that
+    is then renamed, so a crash never leaves a half-written checkpoint behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

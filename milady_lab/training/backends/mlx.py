@@ -1,0 +1,371 @@
+"""The ``mlx`` backend: mlx-lm's own trainer (``mlx_lm.tuner.train``), driven through
+its ``TrainingCallback`` — progress is never read from stdout.
+
+What is ours: the data (the same assistant-only masks as the torch backend, so every
+assistant turn trains, via a custom ``iterate_batches`` + ``loss``), metrics, cancel
+(raise from the callback), checkpoints with the optimizer state, and the output.
+
+Output folder: the PEFT form at the top (``adapter_model.safetensors`` +
+``adapter_config.json``, alpha = scale × rank), so every backend's adapter loads in
+peft and imports into Ollama the same way; mlx's native ``adapters.safetensors`` +
+``adapter_config.json`` in ``mlx/`` (for ``mlx_lm.load(adapter_path=...)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten
+
+from ...errors import InputError
+from ..callbacks import TrainingCallback
+from ..spec import TrainResult, TrainSpec
+from . import TrainingCancelled
+from .common import (
+    META_FILE,
+    peak_rss_bytes,
+    read_checkpoint_meta,
+    resolve_model_path,
+    warmup_steps,
+    write_atomically,
+)
+from .data import Example, grouped_batch_indices, load_examples
+
+CHECKPOINT_KIND = "mlx"
+MLX_SUBDIR = "mlx"
+ADAPTER_FILE = "adapters.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+PAD_TO = 32  # pad lengths to a multiple, as mlx-lm does, so compiled steps are reused
+
+
+def _schedule(lr: float, total: int) -> Any:
+    """Same shape as the torch backend's (linear warmup, cosine to 10 %), in mx ops
+    because the optimizer calls it inside the compiled step."""
+    warm = warmup_steps(total)
+    span = max(1, total - warm - 1)
+
+    def fn(step: mx.array) -> mx.array:
+        s = step.astype(mx.float32)
+        progress = mx.clip((s - warm) / span, 0.0, 1.0)
+        decay = 0.1 + 0.45 * (1.0 + mx.cos(math.pi * progress))
+        return lr * mx.where(s < warm, (s + 1) / warm, decay)
+
+    return fn
+
+
+def _to_batch(examples: list[Example], max_len: int) -> tuple[mx.array, mx.array, int]:
+    """Pad a batch to a multiple of PAD_TO; returns ids, float mask, non-padding tokens."""
+    longest = max(len(e) for e in examples)
+    width = min(max_len, PAD_TO * math.ceil(longest / PAD_TO)) if longest < max_len else longest
+    ids = np.zeros((len(examples), width), np.int32)
+    mask = np.zeros((len(examples), width), np.float32)
+    for j, e in enumerate(examples):
+        ids[j, : len(e)] = e.input_ids
+        mask[j, : len(e)] = e.mask
+    return mx.array(ids), mx.array(mask), sum(len(e) for e in examples)
+
+
+def masked_loss(model: Any, batch: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+    """Mean cross-entropy over masked (assistant) targets; mlx-lm's ``loss`` signature."""
+    logits = model(batch[:, :-1])
+    weights = mask[:, 1:]
+    ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * weights
+    ntoks = weights.sum()
+    return ce.astype(mx.float32).sum() / ntoks, ntoks
+
+
+class _Batches:
+    """``iterate_batches`` for mlx-lm: stateless per iteration (resume sees the same
+    batches) and counting the non-padding tokens it hands out."""
+
+    def __init__(self, seed: int, start: int) -> None:
+        self.seed = seed
+        self.start = start
+        self.tokens = 0
+
+    def __call__(
+        self,
+        dataset: list[Example],
+        batch_size: int,
+        max_seq_length: int,
+        loop: bool = False,
+        seed: int | None = None,
+        comm_group: Any = None,
+    ) -> Any:
+        if loop:  # training
+            lengths = [len(e) for e in dataset]
+            it = self.start
+            while True:
+                idx = grouped_batch_indices(lengths, batch_size, it, self.seed)
+                ids, mask, n = _to_batch([dataset[i] for i in idx], max_seq_length)
+                self.tokens += n
+                yield ids, mask
+                it += 1
+        else:  # evaluation: every example once
+            for i in range(0, len(dataset), batch_size):
+                ids, mask, _ = _to_batch(dataset[i : i + batch_size], max_seq_length)
+                yield ids, mask
+
+
+def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
+    keys = [
+        name
+        for name, mod in model.layers[0].named_modules()
+        if name.rsplit(".", 1)[-1] in targets and isinstance(mod, nn.Linear | nn.QuantizedLinear)
+    ]
+    if not keys:
+        raise InputError(f"none of the LoRA target modules {list(targets)} exist in this model")
+    return sorted(keys)
+
+
+def mlx_adapter_config(spec: TrainSpec, keys: list[str], num_layers: int) -> dict[str, Any]:
+    return {
+        "fine_tune_type": "lora",
+        "num_layers": num_layers,
+        "lora_parameters": {
+            "rank": spec.lora_rank,
+            "scale": spec.lora_alpha / spec.lora_rank,
+            "dropout": spec.lora_dropout,
+            "keys": keys,
+        },
+    }
+
+
+def mlx_to_peft(mlx_dir: Path, out_dir: Path, base_model_path: Path | str) -> None:
+    """Write the PEFT form of an mlx-lm LoRA adapter folder into ``out_dir``.
+
+    mlx computes ``x @ lora_a @ lora_b * scale`` with ``lora_a`` (in, r) and ``lora_b``
+    (r, out); peft computes ``B(A(x)) * alpha / r`` with ``lora_A.weight`` (r, in) and
+    ``lora_B.weight`` (out, r): transpose both and set ``alpha = scale × r``.
+    """
+    from safetensors.numpy import save_file
+
+    cfg = json.loads((mlx_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    lp = cfg["lora_parameters"]
+    rank = int(lp["rank"])
+    tensors: dict[str, np.ndarray] = {}
+    modules: set[str] = set()
+    for name, arr in mx.load(str(mlx_dir / ADAPTER_FILE)).items():
+        prefix, leaf = name.rsplit(".", 1)
+        if leaf not in ("lora_a", "lora_b"):
+            raise InputError(f"cannot convert mlx adapter tensor {name} to peft")
+        peft_leaf = "lora_A.weight" if leaf == "lora_a" else "lora_B.weight"
+        data = np.array(arr.astype(mx.float32), copy=False)
+        tensors[f"base_model.model.{prefix}.{peft_leaf}"] = np.ascontiguousarray(data.T)
+        modules.add(prefix.rsplit(".", 1)[-1])
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base_model_path),
+        "r": rank,
+        "lora_alpha": float(lp["scale"]) * rank,
+        "lora_dropout": float(lp.get("dropout", 0.0)),
+        "target_modules": sorted(modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def _set_leaves(tree: Any, flat: dict[str, mx.array]) -> None:
+    """Write ``flat`` (dotted paths, list indices as numbers) into ``tree`` in place, so
+    objects mlx-lm's compiled step already holds see the restored values."""
+    for path, value in flat.items():
+        node = tree
+        parts = path.split(".")
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+
+def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
+    """Run one LoRA fine-tune with mlx-lm; see the module docstring."""
+    from mlx_lm import load as mlx_load
+    from mlx_lm.tuner import trainer as mlx_trainer
+    from mlx_lm.tuner.callbacks import TrainingCallback as MlxCallback
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from transformers import AutoTokenizer
+
+    model_path = resolve_model_path(spec)
+    callback.on_log(f"loading base model {spec.model} from {model_path}")
+    try:
+        model, _ = mlx_load(str(model_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load base model {spec.model!r} with mlx-lm: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise InputError(f"base model {spec.model!r} has no chat template to format examples")
+
+    train_set, dropped = load_examples(
+        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
+    )
+    if not train_set:
+        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
+    val_set, _ = load_examples(
+        spec.dataset_dir / "valid.jsonl",
+        tokenizer,
+        spec.max_seq_length,
+        limit=int(spec.extra.get("max_val_examples", 64)),
+    )
+    callback.on_log(
+        f"{len(train_set)} training and {len(val_set)} validation examples"
+        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
+    )
+
+    mx.random.seed(spec.seed)
+    model.freeze()
+    keys = _lora_keys(model, spec.target_modules)
+    num_layers = len(model.layers)
+    mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
+    linear_to_lora_layers(model, num_layers, mlx_cfg["lora_parameters"])
+    total = spec.iterations
+    optimizer = optim.AdamW(learning_rate=_schedule(spec.learning_rate, total), weight_decay=0.0)
+
+    start, trained_tokens, train_time = 0, 0, 0.0
+    if spec.resume_from is not None:
+        meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
+        start = int(meta["iteration"])
+        if start >= total:
+            raise InputError(f"checkpoint is at iteration {start}, nothing left of {total}")
+        model.load_weights(
+            list(mx.load(str(spec.resume_from / ADAPTER_FILE)).items()), strict=False
+        )
+        optimizer.init(model.trainable_parameters())
+        opt_file = spec.resume_from / OPTIMIZER_FILE
+        if opt_file.is_file():
+            _set_leaves(optimizer.state, mx.load(str(opt_file)))
+        trained_tokens = int(meta.get("trainedTokens", 0))
+        train_time = float(meta.get("trainTime", 0.0))
+        mx.random.seed(spec.seed + start)
+        callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
+
+    mlx_dir = spec.output_dir / MLX_SUBDIR
+    mlx_dir.mkdir(parents=True, exist_ok=True)
+    batches = _Batches(spec.seed, start)
+    args = mlx_trainer.TrainingArgs(
+        batch_size=spec.batch_size,
+        iters=total - start,
+        val_batches=-1,
+        steps_per_report=1,  # a report (our metric + cancel check) after every step
+        steps_per_eval=10**9,  # we evaluate ourselves, after the step, like torch
+        steps_per_save=10**9,  # we checkpoint ourselves, with the optimizer state
+        max_seq_length=spec.max_seq_length,
+        adapter_file=str(mlx_dir / ADAPTER_FILE),
+    )
+
+    def save_checkpoint(iteration: int) -> Path:
+        def fill(tmp: Path) -> None:
+            mx.save_safetensors(
+                str(tmp / ADAPTER_FILE), dict(tree_flatten(model.trainable_parameters()))
+            )
+            (tmp / "adapter_config.json").write_text(json.dumps(mlx_cfg), encoding="utf-8")
+            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
+            meta = {
+                "kind": CHECKPOINT_KIND,
+                "iteration": iteration,
+                "jobId": spec.job_id,
+                "trainedTokens": state["tokens"],
+                "trainTime": state["time"],
+            }
+            (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
+        return write_atomically(spec.checkpoint_dir / str(iteration), fill)
+
+    state: dict[str, Any] = {
+        "tokens": trained_tokens,
+        "time": train_time,
+        "loss": None,
+        "val": None,
+    }
+
+    class Bridge(MlxCallback):
+        def __init__(self) -> None:
+            self.tic = time.perf_counter()
+
+        def on_train_loss_report(self, info: dict[str, Any]) -> None:
+            iteration = start + int(info["iteration"])
+            state["time"] += time.perf_counter() - self.tic
+            state["tokens"] = trained_tokens + batches.tokens
+            state["loss"] = float(info["train_loss"])
+            metric: dict[str, Any] = {
+                "iteration": iteration,
+                "loss": state["loss"],
+                "learningRate": float(info["learning_rate"]),
+                "tokensPerSecond": state["tokens"] / state["time"] if state["time"] else 0.0,
+                "trainedTokens": state["tokens"],
+                "peakMemory": max(int(mx.get_peak_memory()), peak_rss_bytes()),
+            }
+            if val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
+                state["val"] = mlx_trainer.evaluate(
+                    model=model,
+                    dataset=val_set,
+                    batch_size=spec.batch_size,
+                    num_batches=-1,
+                    max_seq_length=spec.max_seq_length,
+                    loss=masked_loss,
+                    iterate_batches=batches,
+                )
+                model.train()
+                metric["valLoss"] = state["val"]
+            callback.on_metric(metric)
+            if not math.isfinite(state["loss"]):
+                raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
+            if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
+                path = save_checkpoint(iteration)
+                callback.on_log(f"checkpoint at iteration {iteration}")
+                callback.on_checkpoint(iteration, path)
+            if iteration < total and callback.should_stop():
+                raise TrainingCancelled(iteration)
+            self.tic = time.perf_counter()
+
+    callback.on_train_start(total, start)
+    if callback.should_stop():
+        raise TrainingCancelled(start)
+    callback.on_log(f"training {total - start} iterations on mlx")
+    ui_class = mlx_trainer.TrainUI
+    # mlx-lm's rich progress output would fill the worker log; rank≠0 silences it.
+    mlx_trainer.TrainUI = lambda iters, rank=0: ui_class(iters, rank=1)
+    try:
+        mlx_trainer.train(
+            model,
+            optimizer,
+            train_set,
+            None,
+            args=args,
+            loss=masked_loss,
+            iterate_batches=batches,
+            training_callback=Bridge(),
+        )
+    finally:
+        mlx_trainer.TrainUI = ui_class
+
+    (mlx_dir / "adapter_config.json").write_text(json.dumps(mlx_cfg, indent=2), encoding="utf-8")
+    mlx_to_peft(mlx_dir, spec.output_dir, model_path)
+    callback.on_log(f"adapter written to {spec.output_dir}")
+    return TrainResult(
+        adapter_dir=spec.output_dir,
+        final_loss=state["loss"],
+        final_val_loss=state["val"],
+        trained_tokens=state["tokens"],
+        tokens_per_second=state["tokens"] / state["time"] if state["time"] else 0.0,
+        base_model_path=model_path,
+    )

@@ -1,0 +1,311 @@
+"""The ``cpu`` and ``cuda`` backends: transformers + peft LoRA in a hand-written loop.
+
+Why not ``transformers.Trainer``: most of its time on a small model goes into the
+``lm_head`` over every position (a ``tokens × vocab`` logits tensor) and into padding.
+Here a batch is packed padding-free into rows (``position_ids`` restart per example,
+which transformers turns into a block-diagonal causal mask), the decoder runs once,
+and ``lm_head`` + cross-entropy run only on the hidden states that predict assistant
+tokens. See ``benchmarks/bench_training.py`` for the measured gain.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import InputError
+from ..callbacks import TrainingCallback
+from ..spec import TrainResult, TrainSpec
+from . import TrainingCancelled
+from .common import (
+    META_FILE,
+    lr_factor,
+    peak_rss_bytes,
+    read_checkpoint_meta,
+    resolve_model_path,
+    warmup_steps,
+    write_atomically,
+)
+from .data import Example, batch_indices, load_examples, pack_rows
+
+CHECKPOINT_KIND = "torch"
+STATE_FILE = "trainer_state.pt"
+
+
+# -- the loop ------------------------------------------------------------------------------
+class _Packed:
+    """One padding-free row: ids, restarting positions, and where the loss is taken."""
+
+    def __init__(self, examples: list[Example], device: torch.device) -> None:
+        ids: list[int] = []
+        pos: list[int] = []
+        src: list[int] = []
+        tgt: list[int] = []
+        for ex in examples:
+            base = len(ids)
+            ids.extend(ex.input_ids)
+            pos.extend(range(len(ex)))
+            for t in range(1, len(ex)):
+                if ex.mask[t]:
+                    src.append(base + t - 1)  # hidden state t-1 predicts token t
+                    tgt.append(ex.input_ids[t])
+        self.n_tokens = len(ids)
+        self.n_labels = len(tgt)
+        self.input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
+        self.src = torch.tensor(src, dtype=torch.long, device=device)
+        self.tgt = torch.tensor(tgt, dtype=torch.long, device=device)
+
+
+def _row_loss_sum(decoder: Any, lm_head: Any, row: _Packed, autocast: Any) -> torch.Tensor:
+    """Summed cross-entropy over the row's assistant targets, without full logits."""
+    with autocast():
+        hidden = decoder(
+            input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False
+        ).last_hidden_state[0]
+        logits = lm_head(hidden.index_select(0, row.src))
+    return F.cross_entropy(logits.float(), row.tgt, reduction="sum")
+
+
+def _use_cpu_bf16(spec: TrainSpec) -> bool:
+    """bf16 autocast on CPU only when asked: on the machines measured (AVX-512 BF16)
+    it was not faster for LoRA on small models, and it costs precision."""
+    return bool(spec.extra.get("cpu_bf16", False))
+
+
+def train_torch(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
+    """Run one LoRA fine-tune on ``cpu`` or ``cuda``; see the module docstring."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec.backend == "cuda" and not torch.cuda.is_available():
+        raise InputError("backend 'cuda' asked for, but torch sees no GPU here")
+    device = torch.device("cuda" if spec.backend == "cuda" else "cpu")
+    on_cuda = device.type == "cuda"
+    bf16 = (on_cuda and torch.cuda.is_bf16_supported()) or (not on_cuda and _use_cpu_bf16(spec))
+
+    _seed_everything(spec.seed)
+    model_path = resolve_model_path(spec)
+    callback.on_log(f"loading base model {spec.model} from {model_path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        weights_dtype = torch.bfloat16 if (on_cuda and bf16) else torch.float32
+        base = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype=weights_dtype, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load base model {spec.model!r}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise InputError(f"base model {spec.model!r} has no chat template to format examples")
+
+    train_set, dropped = load_examples(
+        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
+    )
+    if not train_set:
+        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
+    val_limit = int(spec.extra.get("max_val_examples", 64))
+    val_set, _ = load_examples(
+        spec.dataset_dir / "valid.jsonl", tokenizer, spec.max_seq_length, limit=val_limit
+    )
+    callback.on_log(
+        f"{len(train_set)} training and {len(val_set)} validation examples"
+        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
+    )
+
+    targets = _existing_targets(base, spec.target_modules)
+    lora = LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = get_peft_model(base, lora)
+    model.to(device)
+    causal_lm = model.get_base_model()
+    decoder = causal_lm.base_model
+    lm_head = causal_lm.get_output_embeddings()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+    total = spec.iterations
+    warm = warmup_steps(total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warm))
+
+    start = 0
+    trained_tokens = 0
+    train_time = 0.0
+    if spec.resume_from is not None:
+        meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
+        start = int(meta["iteration"])
+        set_peft_model_state_dict(
+            model,
+            load_file(str(spec.resume_from / "adapter_model.safetensors"), device=str(device)),
+        )
+        state = torch.load(spec.resume_from / STATE_FILE, map_location=device, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"])
+        trained_tokens = int(state["trained_tokens"])
+        train_time = float(state["train_time"])
+        callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
+        if start >= total:
+            raise InputError(f"checkpoint is at iteration {start}, nothing left of {total}")
+
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    budget = int(spec.extra.get("pack_tokens", 8192 if on_cuda else 2048))
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+
+    callback.on_train_start(total, start)
+    callback.on_log(f"training {total - start} iterations on {spec.backend}")
+    model.train()
+    last_loss: float | None = None
+    last_val: float | None = None
+    for it in range(start, total):
+        if callback.should_stop():
+            raise TrainingCancelled(it)
+        tic = time.perf_counter()
+        batch = [
+            train_set[i] for i in batch_indices(len(train_set), spec.batch_size, it, spec.seed)
+        ]
+        rows = [_Packed(r, device) for r in pack_rows(batch, max(budget, max(map(len, batch))))]
+        n_labels = sum(r.n_labels for r in rows)
+        lr = scheduler.get_last_lr()[0]
+        loss_sum = 0.0
+        for row in rows:
+            part = _row_loss_sum(decoder, lm_head, row, autocast)
+            (part / n_labels).backward()
+            loss_sum += float(part.detach())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        train_time += time.perf_counter() - tic
+        trained_tokens += sum(r.n_tokens for r in rows)
+        last_loss = loss_sum / n_labels
+        iteration = it + 1
+        metric: dict[str, Any] = {
+            "iteration": iteration,
+            "loss": last_loss,
+            "learningRate": lr,
+            "tokensPerSecond": trained_tokens / train_time if train_time else 0.0,
+            "trainedTokens": trained_tokens,
+            "peakMemory": _peak_memory(device),
+        }
+        if val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
+            last_val = evaluate(
+                decoder, lm_head, val_set, spec.batch_size, budget, device, autocast
+            )
+            model.train()
+            metric["valLoss"] = last_val
+        callback.on_metric(metric)
+        if not math.isfinite(last_loss):
+            raise RuntimeError(f"loss became {last_loss} at iteration {iteration}")
+        if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "trained_tokens": trained_tokens,
+                "train_time": train_time,
+            }
+            path = _save_checkpoint(model, spec, iteration, state)
+            callback.on_log(f"checkpoint at iteration {iteration}")
+            callback.on_checkpoint(iteration, path)
+
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(spec.output_dir))
+    callback.on_log(f"adapter written to {spec.output_dir}")
+    return TrainResult(
+        adapter_dir=spec.output_dir,
+        final_loss=last_loss,
+        final_val_loss=last_val,
+        trained_tokens=trained_tokens,
+        tokens_per_second=trained_tokens / train_time if train_time else 0.0,
+        base_model_path=model_path,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    decoder: Any,
+    lm_head: Any,
+    examples: list[Example],
+    batch_size: int,
+    budget: int,
+    device: torch.device,
+    autocast: Any,
+) -> float:
+    """Mean cross-entropy per assistant token over ``examples``."""
+    decoder.eval()
+    total = 0.0
+    count = 0
+    for i in range(0, len(examples), max(1, batch_size)):
+        chunk = examples[i : i + batch_size]
+        for r in pack_rows(chunk, max(budget, max(map(len, chunk)))):
+            row = _Packed(r, device)
+            total += float(_row_loss_sum(decoder, lm_head, row, autocast))
+            count += row.n_labels
+    return total / max(1, count)
+
+
+def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str]:
+    """The wanted module names that exist in this architecture (an input error if none)."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    found = [t for t in wanted if t in names]
+    if not found:
+        raise InputError(f"none of the LoRA target modules {list(wanted)} exist in this model")
+    return found
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(model: Any, spec: TrainSpec, iteration: int, state: dict[str, Any]) -> Path:
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        torch.save(state, tmp / STATE_FILE)
+        meta = {"kind": CHECKPOINT_KIND, "iteration": iteration, "jobId": spec.job_id}
+        (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
+    return write_atomically(spec.checkpoint_dir / str(iteration), fill)

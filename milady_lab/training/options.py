@@ -1,0 +1,267 @@
+"""Checks for the options of a training job, all done before any process starts.
+
+A body arrives from REST (JSON types), the CLI (strings) or the Python API. Every
+field is checked here, cheaply: an unknown dataset or job id is a 404, a resume from a
+job that cannot be resumed is a 409, anything else wrong is a 400. The expensive work
+(resolving and converting the base model, reading the dataset) happens in the worker,
+which reports its own failures on the job record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import validation as v
+from ..errors import ConflictError, InputError, NotFoundError
+from ..state import StateStore
+
+BACKENDS = ("mlx", "cuda", "cpu")
+
+#: Request keys (camelCase, as in the REST body) this module accepts.
+FIELDS = (
+    "datasetId",
+    "backend",
+    "model",
+    "iterations",
+    "batchSize",
+    "learningRate",
+    "maxTrajectories",
+    "resumeFrom",
+    "loraRank",
+    "evalEvery",
+    "checkpointEvery",
+)
+
+MAX_ITERATIONS = 1_000_000
+MAX_BATCH_SIZE = 1024
+MAX_LORA_RANK = 512
+DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
+
+# A Hugging Face hub id: ``owner/name`` (owner optional for legacy ids is not accepted
+# here: a bare word must be a friendly name, so typos get a helpful message).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The validated options of one job; ``build_limit`` set means "build a dataset first"."""
+
+    dataset_id: str | None
+    backend: str
+    model: str
+    iterations: int
+    batch_size: int
+    learning_rate: float
+    max_trajectories: int | None = None
+    resume_from: str | None = None
+    lora_rank: int | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    build_dataset: bool = False
+
+    @classmethod
+    def from_body(cls, body: Any, store: StateStore) -> JobOptions:
+        """Validate a request body against the current state (datasets, jobs, backends)."""
+        from .backends import best_backend, check_backend
+
+        b = v.body_object(body, FIELDS)
+
+        resumed = _resumable_job(b.get("resumeFrom"), store)
+        prior: dict[str, Any] = {}
+        if resumed is not None:
+            # A resumed run continues the same training: same base model, backend,
+            # LoRA shape and (unless told otherwise) data and hyper-parameters.
+            prior = dict(resumed.get("options") or {})
+            prior.setdefault("datasetId", resumed.get("datasetId"))
+            prior.setdefault("backend", resumed["backend"])
+            prior.setdefault("model", resumed["model"])
+            prior.setdefault("iterations", resumed["totalIterations"])
+
+        backend = v.choice(b.get("backend"), "backend", BACKENDS)
+        if resumed is not None:
+            if backend is not None and backend != prior["backend"]:
+                raise InputError(
+                    f"backend must be {prior['backend']!r} to resume job {resumed['id']} "
+                    "(its checkpoints are in that backend's format)"
+                )
+            backend = prior["backend"]
+        if backend is None:
+            backend = best_backend()
+        check_backend(backend)  # InputError when this machine lacks it
+
+        model = v.text(b.get("model"), "model", max_length=1000)
+        if resumed is not None:
+            if model is not None and model != prior["model"]:
+                raise InputError(
+                    f"model must be {prior['model']!r} to resume job {resumed['id']} "
+                    "(its adapter was trained on that base model)"
+                )
+            model = prior["model"]
+        model = check_model(model)
+
+        iterations = v.integer(
+            b.get("iterations"), "iterations",
+            default=prior.get("iterations", DEFAULTS["iterations"]),
+            minimum=1, maximum=MAX_ITERATIONS,
+        )
+        batch_size = v.integer(
+            b.get("batchSize"), "batchSize",
+            default=prior.get("batchSize", DEFAULTS["batchSize"]),
+            minimum=1, maximum=MAX_BATCH_SIZE,
+        )
+        learning_rate = v.number(
+            b.get("learningRate"), "learningRate",
+            default=prior.get("learningRate", DEFAULTS["learningRate"]),
+            exclusive_minimum=0.0, maximum=1.0,
+        )
+        lora_rank = v.integer(
+            b.get("loraRank"), "loraRank", default=prior.get("loraRank"),
+            minimum=1, maximum=MAX_LORA_RANK,
+        )
+        if resumed is not None and lora_rank != prior.get("loraRank"):
+            raise InputError(f"loraRank must match job {resumed['id']} to resume it")
+        eval_every = v.integer(
+            b.get("evalEvery"), "evalEvery", default=prior.get("evalEvery"),
+            minimum=1, maximum=MAX_ITERATIONS,
+        )
+        checkpoint_every = v.integer(
+            b.get("checkpointEvery"), "checkpointEvery", default=prior.get("checkpointEvery"),
+            minimum=0, maximum=MAX_ITERATIONS,  # 0: no checkpoints
+        )
+        max_trajectories = v.integer(
+            b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=10_000_000
+        )
+        assert iterations is not None and batch_size is not None and learning_rate is not None
+        if resumed is not None and resumed.get("checkpointIteration", 0) >= iterations:
+            raise InputError(
+                f"job {resumed['id']} is checkpointed at iteration "
+                f"{resumed['checkpointIteration']}; iterations must be larger to resume it"
+            )
+
+        dataset_id, build = _dataset_choice(
+            b.get("datasetId"), prior.get("datasetId"), max_trajectories, store
+        )
+        return cls(
+            dataset_id=dataset_id,
+            backend=backend,
+            model=model,
+            iterations=iterations,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_trajectories=max_trajectories,
+            resume_from=resumed["id"] if resumed is not None else None,
+            lora_rank=lora_rank,
+            eval_every=eval_every,
+            checkpoint_every=checkpoint_every,
+            build_dataset=build,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The options as stored on the job (camelCase, only what was set)."""
+        names = {
+            "dataset_id": "datasetId", "backend": "backend", "model": "model",
+            "iterations": "iterations", "batch_size": "batchSize",
+            "learning_rate": "learningRate", "max_trajectories": "maxTrajectories",
+            "resume_from": "resumeFrom", "lora_rank": "loraRank", "eval_every": "evalEvery",
+            "checkpoint_every": "checkpointEvery",
+        }
+        return {names[k]: val for k, val in asdict(self).items() if k in names and val is not None}
+
+
+def check_model(model: str | None) -> str:
+    """A cheap shape check of the ``model`` option; the worker resolves it for real.
+
+    Accepted: a friendly name from the base-model table, an existing folder or
+    ``.gguf`` file, or a hub id (``owner/name``). Paths that do not exist and bare
+    unknown words are rejected here so a typo never costs a worker start.
+    """
+    from .base_models import DEFAULT_MODEL
+
+    if model is None:
+        return DEFAULT_MODEL
+    friendly = known_model_names()
+    if model.strip().lower() in friendly:
+        return model.strip().lower()
+    looks_like_path = model.startswith(("/", ".", "~")) or model.endswith(".gguf") or "\\" in model
+    if looks_like_path or (Path(model).expanduser().exists() and not _HUB_ID.fullmatch(model)):
+        path = Path(model).expanduser()
+        if path.is_dir():
+            return str(path.resolve())
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return str(path.resolve())
+        if path.exists():
+            raise InputError(f"model {model!r} is neither a model folder nor a .gguf file")
+        raise InputError(f"model {model!r}: no such folder or .gguf file")
+    if _HUB_ID.fullmatch(model) and ".." not in model:
+        return model
+    names = ", ".join(sorted(friendly)) or "(none)"
+    raise InputError(
+        f"unknown model {model!r}: use one of {names}, a local model folder, "
+        "a .gguf file or a Hugging Face hub id (owner/name)"
+    )
+
+
+def known_model_names() -> set[str]:
+    """The friendly base-model names (the default included), lower case."""
+    from .base_models import DEFAULT_MODEL, FRIENDLY_MODELS
+
+    return {DEFAULT_MODEL, *FRIENDLY_MODELS}
+
+
+def _resumable_job(value: Any, store: StateStore) -> dict[str, Any] | None:
+    """The job named by ``resumeFrom``: 404 when unknown, 409 when it cannot be resumed."""
+    if value is None:
+        return None
+    if not v.is_valid_id(value):
+        raise NotFoundError(f"no job with id {str(value)[:80]!r} to resume from")
+    job = store.get_job(value)
+    if job is None:
+        raise NotFoundError(f"no job with id {value!r} to resume from")
+    if job["status"] not in ("cancelled", "failed"):
+        raise ConflictError(
+            f"job {value} is {job['status']}; only a cancelled or failed job can be resumed"
+        )
+    if not job.get("checkpointIteration") or checkpoint_path(store, job) is None:
+        raise ConflictError(f"job {value} has no checkpoint to resume from")
+    return job
+
+
+def checkpoint_path(store: StateStore, job: dict[str, Any]) -> Path | None:
+    """The folder of a job's last checkpoint, as its worker recorded it, if still on disk."""
+    marker = store.path.parent / "jobs" / job["id"] / "checkpoint.json"
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        path = Path(info["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if path.is_dir() else None
+
+
+def _dataset_choice(
+    dataset_id: Any, prior: str | None, max_trajectories: int | None, store: StateStore
+) -> tuple[str | None, bool]:
+    """Which dataset to train on, or ``(None, True)`` when one must be built first."""
+    if dataset_id is not None:
+        if not v.is_valid_id(dataset_id):
+            raise NotFoundError(f"no dataset with id {str(dataset_id)[:80]!r}")
+        ds = store.get_dataset(dataset_id)
+        if ds is None:
+            raise NotFoundError(f"no dataset with id {dataset_id!r}")
+        if max_trajectories is not None and ds["trajectoryCount"] > max_trajectories:
+            raise InputError(
+                f"dataset {dataset_id} holds {ds['trajectoryCount']} trajectories, more than "
+                f"maxTrajectories={max_trajectories}; omit datasetId to build a smaller one"
+            )
+        return dataset_id, False
+    if prior is not None and max_trajectories is None and store.get_dataset(prior) is not None:
+        return prior, False
+    if max_trajectories is not None:
+        return None, True
+    latest = store.list_datasets()
+    if latest:
+        return latest[0]["id"], False
+    return None, True

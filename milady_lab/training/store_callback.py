@@ -1,0 +1,175 @@
+"""The callback a worker trains with: it writes the run's metrics and events into the
+state store, where the REST API, the CLI and the widgets read them.
+
+A fast loop reports hundreds of metrics a second; writing each in its own
+transaction would contend with every other process on the database. Metrics are
+therefore buffered and written by a background thread every ``flush_interval``
+seconds (0.5 s: a metric is never later than that), together with the job's latest
+figures, its heartbeat and one ``job_progress`` event. The same thread keeps the
+heartbeat going while the backend is busy elsewhere (loading a model, evaluating).
+
+Every write checks that the job is still ``running`` and owned by this worker; when it
+is not (cancelled, or marked failed by a reconcile that found it unresponsive), the
+callback asks the backend to stop, so an orphaned run never registers a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..state import StateStore, now_ms
+from .callbacks import TrainingCallback
+
+#: Metric keys the job_metrics table holds.
+METRIC_KEYS = (
+    "iteration", "loss", "valLoss", "learningRate", "tokensPerSecond", "trainedTokens",
+    "peakMemory",
+)
+
+
+class StoreCallback(TrainingCallback):
+    """Writes a job's progress into the state store (buffered, from a flusher thread)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        job_id: str,
+        job_dir: Path,
+        *,
+        stop_event: threading.Event | None = None,
+        owner_pid: int | None = None,
+        flush_interval: float = 0.5,
+        heartbeat_interval: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.job_dir = Path(job_dir)
+        self.stop_event = stop_event or threading.Event()
+        self.owner_pid = owner_pid
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        #: Why this worker no longer owns the job, once it does not.
+        self.lost: str | None = None
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._latest: dict[str, Any] = {}
+        self._dirty = False
+        self._last_write = 0.0
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> StoreCallback:
+        """Start the flusher/heartbeat thread."""
+        self._thread = threading.Thread(target=self._run, name=f"store-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread and write whatever is still buffered."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.flush_interval):
+            try:
+                with self._lock:
+                    due = self._dirty or (
+                        time.monotonic() - self._last_write >= self.heartbeat_interval
+                    )
+                if due:
+                    self.flush()
+            except Exception as exc:  # a busy database must not end the run
+                print(f"[milady-lab] could not write progress: {exc}", file=sys.stderr, flush=True)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
+        with self._lock:
+            self._latest.update(totalIterations=total_iterations, currentIteration=start_iteration)
+            self._dirty = True
+
+    def on_metric(self, metric: dict[str, Any]) -> None:
+        row = {k: metric[k] for k in METRIC_KEYS if metric.get(k) is not None}
+        if "iteration" not in row:
+            return
+        with self._lock:
+            self._pending.append(row)
+            latest = self._latest
+            latest["currentIteration"] = max(latest.get("currentIteration", 0), row["iteration"])
+            for key in ("loss", "valLoss", "tokensPerSecond", "trainedTokens"):
+                if key in row:
+                    latest[key] = row[key]
+            if "peakMemory" in row:
+                latest["peakMemory"] = max(latest.get("peakMemory") or 0, int(row["peakMemory"]))
+            self._dirty = True
+
+    def on_log(self, message: str) -> None:
+        print(f"[milady-lab] {message}", flush=True)
+        if self._owned():
+            self.store.emit("job_log", message[:2000], jobId=self.job_id)
+
+    def on_checkpoint(self, iteration: int, path: Path) -> None:
+        """Record where a later job can resume from (``checkpoint.json`` + the job row)."""
+        self.flush()
+        marker = self.job_dir / "checkpoint.json"
+        tmp = marker.with_name(f".checkpoint.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"iteration": iteration, "path": str(Path(path).resolve())}))
+        os.replace(tmp, marker)
+        with self._lock:
+            self._latest["checkpointIteration"] = iteration
+            self._dirty = True
+        with self.store.transaction() as conn:
+            if self._check_owner(conn):
+                self.store.update_job(self.job_id, conn, checkpointIteration=iteration)
+
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set()
+
+    # -- writing -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write buffered metrics, the job's latest figures and a heartbeat."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            latest = dict(self._latest)
+            dirty, self._dirty = self._dirty, False
+            self._last_write = time.monotonic()
+        for row in rows:
+            self.store.add_metric(self.job_id, **row)
+        with self.store.transaction() as conn:
+            if not self._check_owner(conn):
+                return
+            fields: dict[str, Any] = {"heartbeatAt": now_ms()}
+            if dirty:
+                fields.update(latest)
+            self.store.update_job(self.job_id, conn, **fields)
+            if dirty:
+                self.store.emit(
+                    "job_progress", f"job {self.job_id} at iteration "
+                    f"{latest.get('currentIteration', 0)}", conn, jobId=self.job_id, **latest,
+                )
+
+    def _owned(self) -> bool:
+        if self.lost is not None:
+            return False
+        rec = self.store.get_job(self.job_id)
+        return rec is not None and self._owns(rec)
+
+    def _check_owner(self, conn: Any) -> bool:
+        rec = self.store.get_job(self.job_id, conn)
+        return rec is not None and self._owns(rec)
+
+    def _owns(self, rec: dict[str, Any]) -> bool:
+        ok = rec["status"] == "running" and (self.owner_pid is None or rec["pid"] == self.owner_pid)
+        if not ok and self.lost is None:
+            self.lost = f"job {self.job_id} is {rec['status']} and no longer this worker's"
+            self.stop_event.set()
+        return ok

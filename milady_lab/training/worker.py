@@ -1,0 +1,319 @@
+"""``python -m milady_lab.training.worker JOB_ID``: the process that trains one job.
+
+Started by ``JobManager`` in its own session. It takes the job only if the row names
+its own pid (so a launch whose transaction rolled back does nothing), trains through
+``backends.run_training`` with a ``StoreCallback``, and always leaves the job in a
+final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
+``failed`` with a readable error. On its way out it starts the next queued job, so a
+queue drains with nothing waiting on the process that queued it.
+
+SIGTERM is graceful: during training it sets the flag the backend polls between
+steps; before training (loading the model) it interrupts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+_stop = threading.Event()
+_interruptible = True
+
+
+class _Interrupted(BaseException):
+    """SIGTERM outside the training loop; a BaseException so no ``except Exception`` eats it."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _stop.set()
+    if _interruptible:
+        raise _Interrupted()
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _interruptible
+    # First thing: until this runs, SIGTERM kills outright (and the canceller records it).
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m milady_lab.training.worker JOB_ID", file=sys.stderr)
+        return 2
+    job_id = args[0]
+
+    from ..config import Settings
+    from ..state import StateStore
+
+    settings = Settings.from_env()
+    store = StateStore(settings.state_db)
+    try:
+        job = _claim(store, job_id)
+        if job is None:
+            return 0
+        return _run(settings, store, job)
+    except _Interrupted:
+        _interruptible = False
+        _finish(store, job_id, "cancelled", None)
+        return 0
+    finally:
+        _interruptible = False
+        _start_next(settings, store)
+        store.close()
+
+
+def _claim(store: Any, job_id: str) -> dict[str, Any] | None:
+    """The job when it is running under this pid; records start time and heartbeat."""
+    from ..state import now_ms
+    from .jobs import process_start_time
+
+    me = os.getpid()
+    with store.transaction() as conn:
+        job = store.get_job(job_id, conn)
+        if job is None or job["status"] != "running" or job["pid"] not in (None, me):
+            print(f"[milady-lab] job {job_id} is not mine to run; exiting", flush=True)
+            return None
+        store.update_job(
+            job_id, conn, pid=me, pidStartTime=process_start_time(me), heartbeatAt=now_ms()
+        )
+    return store.get_job(job_id)
+
+
+def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
+    global _interruptible
+    from .backends import TrainingCancelled
+    from .callbacks import CallbackList, TrainingCallback
+    from .store_callback import StoreCallback
+
+    job_id = job["id"]
+    job_dir = settings.jobs_dir / job_id
+    cb = StoreCallback(store, job_id, job_dir, stop_event=_stop, owner_pid=os.getpid()).start()
+
+    class _Loop(TrainingCallback):
+        """Once training runs, SIGTERM only asks the loop to stop between steps."""
+
+        def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
+            global _interruptible
+            _interruptible = False
+            if _stop.is_set():  # a SIGTERM raced the switch
+                raise _Interrupted()
+
+    status, error, result, spec, resolved = "failed", None, None, None, None
+    try:
+        spec, resolved = _build_spec(settings, store, job, cb)
+        from .backends import run_training
+
+        result = run_training(spec, CallbackList([_Loop(), cb]))
+        _interruptible = False
+        status = "cancelled" if _stop.is_set() else "completed"
+    except (TrainingCancelled, _Interrupted):
+        _interruptible = False
+        status = "cancelled"
+    except BaseException as exc:
+        _interruptible = False
+        traceback.print_exc()
+        status, error = "failed", readable_error(exc)
+    finally:
+        _interruptible = False
+        try:
+            cb.close()
+        except Exception:
+            traceback.print_exc()
+    if cb.lost is not None:  # someone else ended this job; leave it as they did
+        print(f"[milady-lab] {cb.lost}", flush=True)
+        _remove_temp(settings, job_id)
+        return 1
+    if status == "completed" and result is not None and spec is not None:
+        try:
+            _complete(settings, store, job, spec, resolved, result)
+            return 0
+        except BaseException as exc:
+            traceback.print_exc()
+            error = f"training finished but the adapter could not be saved: {readable_error(exc)}"
+            status = "failed"
+    _finish(store, job_id, status, error)
+    _remove_temp(settings, job_id)
+    return 0 if status == "cancelled" else 1
+
+
+def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tuple[Any, Any]:
+    """Resolve the dataset, base model and resume point into a ``TrainSpec``."""
+    import shutil
+
+    from ..errors import InputError
+    from .base_models import resolve_base_model
+    from .options import checkpoint_path
+    from .spec import TrainSpec
+
+    opts = job.get("options") or {}
+    dataset = store.get_dataset(job["datasetId"]) if job.get("datasetId") else None
+    if dataset is None:
+        raise InputError(f"dataset {job.get('datasetId')!r} no longer exists")
+    resume = None
+    if job.get("resumeFrom"):
+        prior = store.get_job(job["resumeFrom"])
+        resume = checkpoint_path(store, prior) if prior else None
+        if resume is None:
+            raise InputError(f"the checkpoint of job {job['resumeFrom']} is gone")
+    cb.on_log(f"resolving base model {job['model']}")
+    resolved = resolve_base_model(job["model"], settings)
+    output_dir = settings.models_dir / f".tmp-{job['id']}"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.mkdir(parents=True)
+    tuned: dict[str, Any] = {}  # TrainSpec fields the user set; the rest keep their defaults
+    if opts.get("loraRank"):
+        tuned["lora_rank"] = opts["loraRank"]
+        tuned["lora_alpha"] = 2.0 * opts["loraRank"]
+    if opts.get("evalEvery"):
+        tuned["eval_every"] = opts["evalEvery"]
+    if opts.get("checkpointEvery") is not None:
+        tuned["checkpoint_every"] = opts["checkpointEvery"]
+    spec = TrainSpec(
+        job_id=job["id"],
+        backend=job["backend"],
+        model=job["model"],
+        dataset_dir=Path(dataset["path"]),
+        output_dir=output_dir,
+        checkpoint_dir=settings.jobs_dir / job["id"] / "checkpoints",
+        iterations=job["totalIterations"],
+        batch_size=opts.get("batchSize", 4),
+        learning_rate=opts.get("learningRate", 2e-4),
+        resume_from=resume,
+        extra={"base_model_path": str(resolved.hf_path)},
+        **tuned,
+    )
+    store.update_job(job["id"], outputPath=str(output_dir))
+    return spec, resolved
+
+
+def _complete(
+    settings: Any, store: Any, job: dict[str, Any], spec: Any, resolved: Any, result: Any
+) -> None:
+    """Move the adapter into place and register the model in the transaction that
+    marks the job completed, so a model exists exactly when its job completed."""
+    import shutil
+
+    from ..state import now_ms
+    from .jobs import new_id
+
+    job_id = job["id"]
+    model_id = new_id("model")
+    final = settings.models_dir / model_id
+    os.replace(result.adapter_dir, final)
+    try:
+        with store.transaction() as conn:
+            current = store.get_job(job_id, conn)
+            if current is None or current["status"] != "running" or current["pid"] != os.getpid():
+                raise RuntimeError(f"job {job_id} is no longer running here")
+            ts = now_ms()
+            name = _model_name(conn, job)
+            store.insert_model(
+                {
+                    "id": model_id,
+                    "jobId": job_id,
+                    "name": name,
+                    "createdAt": ts,
+                    "active": False,
+                    "adapterPath": str(final),
+                    "baseModel": job["model"],
+                    "baseModelPath": str(result.base_model_path or resolved.hf_path),
+                    "backend": job["backend"],
+                    "datasetId": job.get("datasetId"),
+                    "finalLoss": result.final_loss,
+                },
+                conn,
+            )
+            fields: dict[str, Any] = {
+                "status": "completed",
+                "completedAt": ts,
+                "currentIteration": spec.iterations,
+                "trainedTokens": result.trained_tokens,
+                "tokensPerSecond": result.tokens_per_second,
+                "error": None,
+            }
+            if result.final_loss is not None:
+                fields["loss"] = result.final_loss
+            if result.final_val_loss is not None:
+                fields["valLoss"] = result.final_val_loss
+            store.update_job(job_id, conn, **fields)
+            store.emit(
+                "job_completed", f"job {job_id} completed: model {name}", conn,
+                jobId=job_id, modelId=model_id,
+            )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    _remove_temp(settings, job_id)
+
+
+def _model_name(conn: Any, job: dict[str, Any]) -> str:
+    """``<base>-<dataset>-v<n>``: readable, and unique because n counts existing names."""
+    import re
+    from pathlib import PurePath
+
+    base = job["model"].rstrip("/\\")
+    base = PurePath(base.split("/")[-1] if "/" in base and not base.startswith("/") else base).name
+    base = re.sub(r"\.gguf$", "", base, flags=re.I)
+    base = re.sub(r"[^a-z0-9.]+", "-", base.lower()).strip("-.")[:40] or "model"
+    dataset = re.sub(r"[^a-z0-9]+", "-", (job.get("datasetId") or "data").lower()).strip("-")[:40]
+    prefix = f"{base}-{dataset}-v"
+    rows = conn.execute(
+        "SELECT name FROM models WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+    ).fetchall()
+    taken = {r["name"] for r in rows}
+    n = len(taken) + 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def _finish(store: Any, job_id: str, status: str, error: str | None) -> None:
+    """Final state, only if the job is still running under this pid."""
+    from ..state import now_ms
+
+    with store.transaction() as conn:
+        current = store.get_job(job_id, conn)
+        if current is None or current["status"] != "running" or current["pid"] != os.getpid():
+            return
+        store.update_job(job_id, conn, status=status, error=error, completedAt=now_ms())
+        message = f"job {job_id} {status}" + (f": {error}" if error else "")
+        store.emit(f"job_{status}", message, conn, jobId=job_id, error=error)
+
+
+def _remove_temp(settings: Any, job_id: str) -> None:
+    import shutil
+
+    shutil.rmtree(settings.models_dir / f".tmp-{job_id}", ignore_errors=True)
+
+
+def _start_next(settings: Any, store: Any) -> None:
+    """Hand the queue on: start the oldest queued job if nothing runs."""
+    try:
+        from .jobs import JobManager
+
+        JobManager(settings, store).start_next()
+    except Exception:
+        traceback.print_exc()
+
+
+def readable_error(exc: BaseException) -> str:
+    """One or two lines a user can act on: the message, and where it came from."""
+    from ..errors import MiladyLabError
+
+    if isinstance(exc, MiladyLabError):
+        return exc.message[:2000]
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, MemoryError):
+        text = "out of memory (MemoryError): try a smaller batchSize or model"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+    return text[:2000]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""One small interface the panels talk to, in-process or over REST.
+
+The panels never care where the work happens: :class:`LocalBackend` calls the
+:class:`~milady_lab.service.TrainingService` in the kernel's own process, and
+:class:`RemoteBackend` calls a :class:`~milady_lab.client.TrainingClient` — the Jupyter
+server the notebook runs in (found by itself) or a Milady agent's server. Both return
+the same plain records (the REST bodies' inner dicts) and raise the server's error.
+All methods block; panels call them from :class:`~._async.UiRunner` threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import MiladyLabError
+from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
+
+ProgressFn = Callable[[int, int], None]
+LIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message a user should read for a failure: the server's own words when known."""
+    if isinstance(exc, MiladyLabError):
+        return exc.message
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message and type(exc).__module__.startswith("milady_lab"):
+        return message
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Backend:
+    """What the panels need from milady-lab; every method may block and may raise."""
+
+    mode = "base"
+    description = ""
+    #: True when dataset folders (``path`` in the record) are readable from this process.
+    local_files = False
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # trajectories
+    def trajectories_frame(self) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
+        """Ids among ``candidates`` whose prompts or replies contain ``text`` (any case)."""
+        raise NotImplementedError
+
+    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # datasets
+    def list_datasets(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def build_dataset(
+        self, body: dict[str, Any], progress: ProgressFn | None = None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # jobs
+    def list_jobs(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # models
+    def list_models(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def base_models(self) -> list[str]:
+        """Base model names to offer (the user may type any other)."""
+        try:
+            from ..training.base_models import DEFAULT_MODEL, FRIENDLY_MODELS
+        except ImportError:  # pragma: no cover - training package missing
+            return ["smollm2-135m-instruct"]
+        return [DEFAULT_MODEL, *(m for m in FRIENDLY_MODELS if m != DEFAULT_MODEL)]
+
+    def close(self) -> None:
+        """Release what this backend opened."""
+
+
+class LocalBackend(Backend):
+    """The service in the kernel's own process."""
+
+    mode = "in-process"
+    local_files = True
+
+    def __init__(self, service: Any = None, settings: Any = None) -> None:
+        from ..service import TrainingService
+
+        self._owned = service is None
+        self.service = service if service is not None else TrainingService(settings)
+        self.description = f"in-process · {self.service.settings.home}"
+
+    def status(self) -> dict[str, Any]:
+        return self.service.status()
+
+    def trajectories_frame(self) -> pl.DataFrame:
+        return self.service.trajectories_frame().collect()
+
+    def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
+        needle = text.lower()
+        hit = pl.lit(False)
+        for col in ("systemPrompt", "userPrompt", "response"):
+            hit = hit | pl.col(col).fill_null("").str.to_lowercase().str.contains(
+                needle, literal=True
+            )
+        ids = (
+            self.service.llm_calls_frame()
+            .filter(hit)
+            .select(pl.col("trajectoryId").unique())
+            .collect()
+            .get_column("trajectoryId")
+            .to_list()
+        )
+        return set(ids) & set(candidates)
+
+    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+        return self.service.get_trajectory(trajectory_id)["trajectory"]
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return self.service.list_datasets()["datasets"]
+
+    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.service.preview_dataset(body)
+
+    def build_dataset(
+        self, body: dict[str, Any], progress: ProgressFn | None = None
+    ) -> dict[str, Any]:
+        return self.service.build_dataset(body, progress=progress)["dataset"]
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return self.service.list_jobs()["jobs"]
+
+    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.service.start_job(body)["job"]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self.service.get_job(job_id)["job"]
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self.service.cancel_job(job_id)["job"]
+
+    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return self.service.job_metrics(job_id, after)["metrics"]
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self.service.list_models()["models"]
+
+    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.service.import_ollama(model_id, body)
+
+    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.service.activate_model(model_id, body)
+
+    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.service.benchmark_model(model_id, body)
+
+    def close(self) -> None:
+        if self._owned:
+            self.service.close()
+
+
+def _body(result: Any) -> Any:
+    """A client result as plain JSON data, whether it returns dicts or typed objects."""
+    if isinstance(result, dict | list | str | int | float | bool) or result is None:
+        return result
+    for attr in ("model_dump", "to_dict", "dict"):
+        fn = getattr(result, attr, None)
+        if callable(fn):
+            return fn()
+    if hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(result)
+    return result
+
+
+def _inner(result: Any, key: str) -> Any:
+    body = _body(result)
+    if isinstance(body, dict) and key in body:
+        return body[key]
+    return body
+
+
+class RemoteBackend(Backend):
+    """A :class:`~milady_lab.client.TrainingClient` to a Jupyter server or a Milady agent."""
+
+    mode = "remote"
+    #: Trajectories read for the explorer at most (500 per request).
+    max_trajectories = 5000
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.description = f"remote · {getattr(client, 'base_url', '?')}"
+        self._details: dict[str, dict[str, Any]] = {}
+        # A dataset folder is readable here when the server runs on this machine.
+        self.local_files = True
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return _body(getattr(self.client, name)(*args, **kwargs))
+
+    def status(self) -> dict[str, Any]:
+        return self._call("status")
+
+    def trajectories_frame(self) -> pl.DataFrame:
+        rows: list[dict[str, Any]] = []
+        offset = 0
+        while len(rows) < self.max_trajectories:
+            page = self._call("list_trajectories", limit=500, offset=offset)
+            items = page["trajectories"]
+            rows.extend(items)
+            offset += len(items)
+            if not items or offset >= int(page.get("total", 0)):
+                break
+        cols = {k: [r.get(k) for r in rows] for k in SUMMARY_SCHEMA}
+        return pl.DataFrame(cols, schema=SUMMARY_SCHEMA)
+
+    def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
+        # The REST routes have no search: read each candidate's calls once and cache them.
+        needle = text.lower()
+        found: set[str] = set()
+        for tid in candidates:
+            detail = self.get_trajectory(tid)
+            for call in detail.get("llmCalls") or []:
+                blob = " ".join(
+                    str(call.get(k) or "") for k in ("systemPrompt", "userPrompt", "response")
+                )
+                if needle in blob.lower():
+                    found.add(tid)
+                    break
+        return found
+
+    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+        cached = self._details.get(trajectory_id)
+        if cached is None:
+            cached = _inner(self._call("get_trajectory", trajectory_id), "trajectory")
+            if cached.get("status") not in ("active",):
+                self._details[trajectory_id] = cached
+        return cached
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return _inner(self._call("list_datasets"), "datasets")
+
+    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("preview_dataset", body)
+
+    def build_dataset(
+        self, body: dict[str, Any], progress: ProgressFn | None = None
+    ) -> dict[str, Any]:
+        return _inner(self._call("build_dataset", body), "dataset")
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return _inner(self._call("list_jobs"), "jobs")
+
+    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        return _inner(self._call("start_job", body), "job")
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return _inner(self._call("get_job", job_id), "job")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return _inner(self._call("cancel_job", job_id), "job")
+
+    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return _inner(self._call("job_metrics", job_id, after=after), "metrics")
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return _inner(self._call("list_models"), "models")
+
+    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("import_ollama", model_id, body)
+
+    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("activate_model", model_id, body)
+
+    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("benchmark_model", model_id, body)
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if callable(close):
+            close()
+
+
+def discover_client(**kwargs: Any) -> Any:
+    """A TrainingClient for the Jupyter server this kernel was started by."""
+    from ..client import TrainingClient
+
+    for name in ("for_notebook_server", "discover", "from_running_server", "find"):
+        factory = getattr(TrainingClient, name, None)
+        if callable(factory):
+            return factory(**kwargs)
+    from jupyter_server.serverapp import list_running_servers
+
+    servers = list(list_running_servers())
+    if not servers:
+        raise RuntimeError(
+            "no running Jupyter server found; pass client=TrainingClient(url, token)"
+        )
+    parent = os.getppid()
+    server = next((s for s in servers if s.get("pid") == parent), servers[0])
+    return TrainingClient(server["url"].rstrip("/"), token=server.get("token") or None, **kwargs)
+
+
+def make_backend(
+    backend: Backend | None = None,
+    *,
+    service: Any = None,
+    client: Any = None,
+    remote: bool = False,
+    settings: Any = None,
+) -> Backend:
+    """Pick the backend from a panel's keyword arguments (see :class:`~.Dashboard`)."""
+    if backend is not None:
+        return backend
+    if client is not None:
+        return RemoteBackend(client)
+    if remote:
+        return RemoteBackend(discover_client())
+    return LocalBackend(service=service, settings=settings)
+
+
+def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] | None:
+    """The text of each example (all messages joined) of a built dataset, when readable."""
+    path = record.get("path")
+    if not path:
+        return None
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    texts: list[str] = []
+    for name in ("train.jsonl", "valid.jsonl"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        with file.open(encoding="utf-8") as fh:
+            for line in fh:
+                if len(texts) >= limit:
+                    return texts
+                try:
+                    ex = json.loads(line)
+                except ValueError:
+                    continue
+                msgs = ex.get("messages") if isinstance(ex, dict) else None
+                if isinstance(msgs, list):
+                    texts.append(
+                        "\n".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
+                    )
+                elif isinstance(ex, dict):
+                    texts.append(
+                        " ".join(str(ex.get(k, "")) for k in ("prompt", "completion", "text"))
+                    )
+    return texts
+
+
+def calls_frame(detail: dict[str, Any]) -> pl.DataFrame:
+    """A trajectory's LLM calls as a frame with the LLM_CALL_SCHEMA columns."""
+    calls = detail.get("llmCalls") or []
+    tid = detail.get("id")
+    cols: dict[str, list[Any]] = {k: [] for k in LLM_CALL_SCHEMA}
+    for call in calls:
+        for k in LLM_CALL_SCHEMA:
+            value = tid if k == "trajectoryId" and call.get(k) is None else call.get(k)
+            cols[k].append(value)
+    return pl.DataFrame(cols, schema=LLM_CALL_SCHEMA, strict=False)

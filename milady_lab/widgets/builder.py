@@ -1,0 +1,303 @@
+"""DatasetBuilder: choose build options, preview what they give, build, inspect datasets."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from . import plots
+from ._backend import read_dataset_texts
+from ._panel import Panel, fmt_ms, header, html_table
+
+#: Optional filter fields, offered only when the builder accepts them (BuildOptions.FIELDS).
+FILTER_FIELDS = ("source", "status", "startDate", "endDate", "search")
+
+
+def supported_fields(backend: Any) -> tuple[str, ...]:
+    """Body fields the dataset builder behind ``backend`` accepts."""
+    if getattr(backend, "mode", "") == "in-process":
+        from ..datasets import BuildOptions
+
+        return tuple(BuildOptions.FIELDS)
+    return ("limit", "minLlmCallsPerTrajectory")
+
+
+def find_tokenizer(cache: Path | None) -> Path | None:
+    """A ``tokenizer.json`` of a base model already converted into the cache, if any."""
+    if cache is None or not Path(cache).is_dir():
+        return None
+    for pattern in ("models/*/tokenizer.json", "*/tokenizer.json", "**/tokenizer.json"):
+        for found in sorted(Path(cache).glob(pattern)):
+            return found
+    return None
+
+
+def token_lengths(texts: list[str], tokenizer_file: Path | None = None) -> tuple[list[int], str]:
+    """Token count per text with the base model's tokenizer, else a chars/4 estimate."""
+    if tokenizer_file is not None:
+        try:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(tokenizer_file))
+            return [len(e.ids) for e in tok.encode_batch(texts)], "tokens"
+        except Exception:  # a broken cache must not break the panel; fall back
+            pass
+    return [math.ceil(len(t) / 4) for t in texts], "≈ tokens (chars / 4)"
+
+
+class DatasetBuilder(Panel):
+    """Build options with a live preview, a Build button with progress, and the datasets."""
+
+    title = "Datasets"
+
+    def __init__(self, backend: Any = None, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        self.on_built: list[Callable[[dict[str, Any]], None]] = []
+        self.datasets: list[dict[str, Any]] = []
+        self.last_preview: dict[str, Any] | None = None
+        self.last_built: dict[str, Any] | None = None
+        self._preview_gen = 0
+        self._progress: tuple[int, int] = (0, 0)
+        self._progress_posted = 0.0
+        self._progress_lock = threading.Lock()
+        self.fields = supported_fields(self.backend)
+
+        style = {"description_width": "auto"}
+        self.limit = w.BoundedIntText(
+            value=0,
+            min=0,
+            max=10**9,
+            description="Limit (0 = all)",
+            style=style,
+            layout=w.Layout(width="190px"),
+        )
+        self.min_calls = w.BoundedIntText(
+            value=1,
+            min=1,
+            max=10**6,
+            description="Min LLM calls / trajectory",
+            style=style,
+            layout=w.Layout(width="230px"),
+        )
+        self.filters: dict[str, w.Widget] = {}
+        if "source" in self.fields:
+            self.filters["source"] = w.Text(description="Source", placeholder="any", style=style)
+        if "status" in self.fields:
+            self.filters["status"] = w.Text(description="Status", placeholder="any", style=style)
+        if "startDate" in self.fields:
+            self.filters["startDate"] = w.DatePicker(description="From", style=style)
+        if "endDate" in self.fields:
+            self.filters["endDate"] = w.DatePicker(description="To", style=style)
+        if "search" in self.fields:
+            self.filters["search"] = w.Text(description="Search", placeholder="text", style=style)
+        self.preview_button = w.Button(description="Preview", icon="eye")
+        self.build_button = w.Button(
+            description="Build dataset", icon="cogs", button_style="primary"
+        )
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.preview_label = w.HTML()
+        self.progress = w.IntProgress(
+            value=0,
+            min=0,
+            max=1,
+            description="Build",
+            layout=w.Layout(width="420px", visibility="hidden"),
+        )
+        self.table = w.HTML(layout=w.Layout(width="100%"))
+        self.dataset_pick = w.Dropdown(
+            description="Histogram of", options=[], style=style, layout=w.Layout(width="420px")
+        )
+        self.histogram = w.Image(format="png", layout=w.Layout(width="460px"))
+
+        options_box = w.HBox(
+            [self.limit, self.min_calls, *self.filters.values()],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+        buttons = w.HBox([self.preview_button, self.build_button, self.refresh_button])
+        self.children = [
+            header(self.title),
+            options_box,
+            buttons,
+            self.preview_label,
+            self.progress,
+            self.status_line,
+            w.HTML("<h4 style='margin:8px 0 2px 0'>Built datasets</h4>"),
+            self.table,
+            self.dataset_pick,
+            self.histogram,
+        ]
+
+        for widget in (self.limit, self.min_calls, *self.filters.values()):
+            widget.observe(self.guard("preview")(lambda _c: self.preview()), names="value")
+        self.preview_button.on_click(self.guard("preview")(lambda _b: self.preview()))
+        self.build_button.on_click(self.guard("build")(lambda _b: self.build()))
+        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
+        self.dataset_pick.observe(
+            self.guard("histogram")(lambda _c: self.show_histogram()), names="value"
+        )
+        self.guard("load datasets")(self.refresh)()
+        self.guard("preview")(self.preview)()
+
+    # -- options ------------------------------------------------------------------------
+    def body(self) -> dict[str, Any]:
+        """The build request the widgets describe."""
+        body: dict[str, Any] = {"minLlmCallsPerTrajectory": int(self.min_calls.value)}
+        if self.limit.value:
+            body["limit"] = int(self.limit.value)
+        for key, widget in self.filters.items():
+            value = widget.value
+            if value in (None, ""):
+                continue
+            body[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        return body
+
+    # -- preview ------------------------------------------------------------------------
+    def preview(self) -> None:
+        """Count trajectories and examples for the current options, in the background."""
+        self._preview_gen += 1
+        gen = self._preview_gen
+        body = self.body()
+        self.preview_label.value = "<i>counting…</i>"
+
+        def done(result: dict[str, Any]) -> None:
+            if gen != self._preview_gen:
+                return  # the options changed meanwhile
+            self.last_preview = result
+            self.preview_label.value = (
+                f"<b>Preview:</b> {result.get('trajectoryCount', 0):,} trajectories → "
+                f"{result.get('exampleCount', 0):,} examples"
+            )
+
+        self.in_background("preview", lambda: self.backend.preview_dataset(body), done)
+
+    def after_error(self, action: str) -> None:
+        if action == "preview":
+            self.preview_label.value = "<b>Preview:</b> —"
+        if action == "build":
+            self.build_button.disabled = False
+            self.progress.bar_style = "danger"
+
+    # -- build --------------------------------------------------------------------------
+    def build(self) -> None:
+        """Build a dataset with the current options without blocking the kernel."""
+        body = self.body()
+        with self.hold_sync():
+            self.build_button.disabled = True
+            self.progress.layout.visibility = "visible"
+            self.progress.bar_style = "info"
+            self.progress.value = 0
+            self.progress.max = 1
+        self._progress = (0, 0)
+
+        def report(done: int, total: int) -> None:  # called in the worker thread
+            with self._progress_lock:
+                self._progress = (done, total)
+                now = time.monotonic()
+                if now - self._progress_posted < 0.2 and done < total:
+                    return
+                self._progress_posted = now
+            self.runner.post(self._show_progress)
+
+        def finished(rec: dict[str, Any]) -> None:
+            self.last_built = rec
+            with self.hold_sync():
+                self.build_button.disabled = False
+                self.progress.max = max(1, self.progress.max)
+                self.progress.value = self.progress.max
+                self.progress.bar_style = "success"
+            self.set_status(
+                f"built {rec.get('id')}: {rec.get('trajectoryCount', 0):,} trajectories, "
+                f"{rec.get('exampleCount', 0):,} examples",
+                "ok",
+            )
+            self.refresh(select=rec.get("id"))
+            for callback in list(self.on_built):
+                callback(rec)
+
+        self.in_background(
+            "build",
+            lambda: self.backend.build_dataset(body, progress=report),
+            finished,
+            busy="building dataset…",
+        )
+
+    def _show_progress(self) -> None:
+        done, total = self._progress
+        with self.hold_sync():
+            self.progress.max = max(1, total)
+            self.progress.value = min(done, self.progress.max)
+
+    # -- datasets -----------------------------------------------------------------------
+    def refresh(self, select: str | None = None) -> None:
+        """List the built datasets again."""
+        self.datasets = self.backend.list_datasets()
+        rows = [
+            [
+                d.get("id"),
+                fmt_ms(d.get("createdAt")),
+                d.get("trajectoryCount"),
+                d.get("exampleCount"),
+                d.get("trainCount", "—"),
+                d.get("validCount", "—"),
+            ]
+            for d in self.datasets
+        ]
+        self.table.value = (
+            html_table(
+                ["id", "created (UTC)", "trajectories", "examples", "train", "valid"],
+                rows,
+                numeric={2, 3, 4, 5},
+            )
+            if rows
+            else "<i>No dataset built yet: choose options and press Build.</i>"
+        )
+        options = [
+            (f"{d.get('id')} · {d.get('exampleCount', 0)} examples", d.get("id"))
+            for d in self.datasets
+        ]
+        current = select or self.dataset_pick.value
+        self.dataset_pick.options = options
+        ids = [v for _, v in options]
+        if ids:
+            new = current if current in ids else ids[0]
+            if self.dataset_pick.value != new:
+                self.dataset_pick.value = new
+            elif select:
+                self.show_histogram()
+        else:
+            self.histogram.value = plots.message_png("no dataset yet")
+
+    def show_histogram(self) -> None:
+        """Token-length histogram of the chosen dataset's examples (computed off-thread)."""
+        ds_id = self.dataset_pick.value
+        rec = next((d for d in self.datasets if d.get("id") == ds_id), None)
+        if rec is None:
+            return
+        cache = getattr(
+            getattr(getattr(self.backend, "service", None), "settings", None), "cache", None
+        )
+
+        def work() -> tuple[list[int], str] | None:
+            texts = read_dataset_texts(rec) if self.backend.local_files else None
+            if texts is None:
+                return None
+            return token_lengths(texts, find_tokenizer(cache))
+
+        def done(result: tuple[list[int], str] | None) -> None:
+            if self.dataset_pick.value != ds_id:
+                return
+            if result is None:
+                self.histogram.value = plots.message_png("dataset files are not readable here")
+                return
+            lengths, unit = result
+            self.histogram.value = plots.histogram_png(
+                lengths, f"Example length — {ds_id}", unit, bins=30, width=4.8
+            )
+
+        self.in_background("histogram", work, done)

@@ -1,0 +1,96 @@
+"""Dashboard: the four panels in tabs, sharing one backend and one runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from ._async import UiRunner
+from ._backend import Backend, describe_error, make_backend
+from ._panel import CSS, esc
+from .builder import DatasetBuilder
+from .explorer import TrajectoryExplorer
+from .launcher import JobLauncher
+from .models import ModelManager
+
+
+class Dashboard(w.VBox):
+    """Trajectories, datasets, training and models in one widget.
+
+    ``Dashboard()`` works in-process with ``Settings.from_env()``;
+    ``Dashboard(remote=True)`` talks to the Jupyter server this notebook runs in and
+    ``Dashboard(client=TrainingClient(url, token))`` to any server with the routes.
+    """
+
+    TITLES = ("Trajectories", "Datasets", "Training", "Models")
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        service: Any = None,
+        client: Any = None,
+        remote: bool = False,
+        settings: Any = None,
+        selected: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._owns_backend = backend is None
+        self.backend = make_backend(
+            backend, service=service, client=client, remote=remote, settings=settings
+        )
+        self.runner = UiRunner()
+        shared = {"runner": self.runner}
+        self.explorer = TrajectoryExplorer(self.backend, **shared)
+        self.builder = DatasetBuilder(self.backend, **shared)
+        self.launcher = JobLauncher(self.backend, **shared)
+        self.models = ModelManager(self.backend, **shared)
+        self.builder.on_built.append(lambda _rec: self.launcher.refresh_datasets())
+        self.launcher.on_job_final.append(lambda _job: self.models.refresh())
+        self.tabs = w.Tab(
+            children=[self.explorer, self.builder, self.launcher, self.models],
+            titles=self.TITLES,
+            selected_index=selected,
+        )
+        self.banner = w.HTML(self._banner())
+        self.children = [self.banner, self.tabs]
+        self.add_class("milady-dashboard")
+
+    @property
+    def panels(self) -> tuple[w.Widget, ...]:
+        return (self.explorer, self.builder, self.launcher, self.models)
+
+    def _banner(self) -> str:
+        try:
+            st = self.backend.status()
+            bits = [
+                f"<b>milady-lab</b> · {esc(self.backend.mode)}",
+                f"training backend <b>{esc(st.get('backend'))}</b>",
+                f"trajectories: {esc(st.get('trajectorySource', '?'))}",
+            ]
+            if not st.get("runtimeAvailable", True):
+                reason = esc(st.get("runtimeReason", "unavailable"))
+                bits.append(f"<span style='color:#b71c1c'>{reason}</span>")
+        except Exception as exc:  # the banner is informative only
+            bits = [
+                f"<b>milady-lab</b> · {esc(self.backend.mode)}",
+                f"<span style='color:#b71c1c'>status: {esc(describe_error(exc))}</span>",
+            ]
+        return f"{CSS}<div style='margin:2px 0 6px 0'>{' · '.join(bits)}</div>"
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Wait for background work and apply results (plain Python and tests)."""
+        self.runner.wait(timeout)
+
+    def close(self) -> None:
+        """Stop every panel's live updates and release the shared backend."""
+        for panel in self.panels:
+            panel.close()
+        self.runner.close()
+        if self._owns_backend:
+            self.backend.close()
+        self.tabs.close()
+        self.banner.close()
+        super().close()

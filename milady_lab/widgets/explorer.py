@@ -1,0 +1,386 @@
+"""TrajectoryExplorer: browse, filter and read the agent's trajectories in a notebook."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import ipywidgets as w
+import polars as pl
+
+from . import plots
+from ._backend import calls_frame
+from ._panel import Panel, esc, fmt_ms, header, html_table
+
+ALL = "(all)"
+PAGE_SIZE = 15
+
+
+def _day_ms(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _row_label(r: dict[str, Any]) -> str:
+    tokens = (r.get("totalPromptTokens") or 0) + (r.get("totalCompletionTokens") or 0)
+    return (
+        f"{fmt_ms(r.get('startTime')):16}  {str(r.get('source') or '?')[:10]:10}  "
+        f"{str(r.get('status') or '?')[:9]:9}  {r.get('llmCallCount') or 0:>5}  "
+        f"{tokens:>8,}  {str(r.get('id'))[:36]}"
+    )
+
+
+ROW_HEADER = f"{'start (UTC)':16}  {'source':10}  {'status':9}  {'calls':>5}  {'tokens':>8}  id"
+
+
+class TrajectoryExplorer(Panel):
+    """A paginated, filterable table of trajectories with each one's LLM calls.
+
+    ``explorer.frame`` is the filtered summaries frame and ``explorer.selected`` the
+    selected trajectory's LLM calls, both Polars, for scripted analysis.
+    """
+
+    title = "Trajectories"
+
+    def __init__(self, backend: Any = None, *, page_size: int = PAGE_SIZE, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        self.page_size = page_size
+        self.page = 0
+        self._all = pl.DataFrame(schema=_summary_schema())
+        self._frame = self._all
+        self._search_cache: dict[str, set[str]] = {}
+        self._suspend = False
+        self.selected_id: str | None = None
+        self.selected_detail: dict[str, Any] | None = None
+        self._selected = calls_frame({})
+
+        style = {"description_width": "auto"}
+        self.source_filter = w.Dropdown(
+            options=[ALL],
+            value=ALL,
+            description="Source",
+            style=style,
+            layout=w.Layout(width="170px"),
+        )
+        self.status_filter = w.Dropdown(
+            options=[ALL],
+            value=ALL,
+            description="Status",
+            style=style,
+            layout=w.Layout(width="170px"),
+        )
+        self.min_calls = w.BoundedIntText(
+            value=0,
+            min=0,
+            max=100_000,
+            description="Min LLM calls",
+            style=style,
+            layout=w.Layout(width="150px"),
+        )
+        self.date_from = w.DatePicker(
+            description="From", style=style, layout=w.Layout(width="190px")
+        )
+        self.date_to = w.DatePicker(description="To", style=style, layout=w.Layout(width="175px"))
+        self.search = w.Text(
+            placeholder="text in prompts or replies",
+            description="Search",
+            continuous_update=False,
+            style=style,
+            layout=w.Layout(width="300px"),
+        )
+        self.clear_button = w.Button(
+            description="Clear", icon="times", layout=w.Layout(width="80px")
+        )
+        self.refresh_button = w.Button(
+            description="Reload", icon="refresh", layout=w.Layout(width="90px")
+        )
+        self.count_label = w.HTML()
+        self.prev_button = w.Button(description="◀ Prev", layout=w.Layout(width="80px"))
+        self.next_button = w.Button(description="Next ▶", layout=w.Layout(width="80px"))
+        self.page_label = w.HTML()
+        self.table_header = w.HTML(f'<div class="milady-mono">&nbsp;{esc(ROW_HEADER)}</div>')
+        self.rows = w.Select(options=[], rows=page_size, layout=w.Layout(width="100%"))
+        self.rows.add_class("milady-rows")
+        self.calls_chart = w.Image(format="png", layout=w.Layout(width="420px"))
+        self.tokens_chart = w.Image(format="png", layout=w.Layout(width="480px"))
+        self.detail = w.HTML(layout=w.Layout(width="100%"))
+        self.detail.add_class("milady-detail")
+
+        filters1 = w.HBox(
+            [self.source_filter, self.status_filter, self.min_calls, self.date_from, self.date_to],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+        filters2 = w.HBox(
+            [self.search, self.clear_button, self.refresh_button, self.count_label],
+            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+        )
+        pager = w.HBox(
+            [self.prev_button, self.next_button, self.page_label],
+            layout=w.Layout(align_items="center"),
+        )
+        charts = w.HBox(
+            [self.calls_chart, self.tokens_chart], layout=w.Layout(flex_flow="row wrap")
+        )
+        self.children = [
+            header(self.title),
+            filters1,
+            filters2,
+            charts,
+            self.table_header,
+            self.rows,
+            pager,
+            self.status_line,
+            self.detail,
+        ]
+
+        for widget in (
+            self.source_filter,
+            self.status_filter,
+            self.min_calls,
+            self.date_from,
+            self.date_to,
+            self.search,
+        ):
+            widget.observe(self.guard("filter")(self._filters_changed), names="value")
+        self.rows.observe(self.guard("open trajectory")(self._on_select), names="value")
+        self.prev_button.on_click(self.guard("page")(lambda _b: self.go_page(self.page - 1)))
+        self.next_button.on_click(self.guard("page")(lambda _b: self.go_page(self.page + 1)))
+        self.clear_button.on_click(self.guard("clear")(lambda _b: self.clear_filters()))
+        self.refresh_button.on_click(self.guard("reload")(lambda _b: self.reload()))
+        self.guard("load trajectories")(self.reload)()
+
+    # -- data ---------------------------------------------------------------------------
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The trajectory summaries that pass the current filters."""
+        return self._frame
+
+    @property
+    def selected(self) -> pl.DataFrame:
+        """The selected trajectory's LLM calls (empty when none is selected)."""
+        return self._selected
+
+    def reload(self) -> None:
+        """Read all trajectory summaries again and re-apply the filters."""
+        self._all = self.backend.trajectories_frame()
+        self._search_cache.clear()
+        self._suspend = True
+        try:
+            for dropdown, col in ((self.source_filter, "source"), (self.status_filter, "status")):
+                values = sorted(v for v in self._all.get_column(col).unique().to_list() if v)
+                current = dropdown.value
+                dropdown.options = [ALL, *values]
+                dropdown.value = current if current in dropdown.options else ALL
+        finally:
+            self._suspend = False
+        self.apply_filters()
+        if not self._all.height:
+            self.set_status(
+                "no trajectories yet (source: "
+                f"{self.backend.status().get('trajectorySource', '?')})",
+                "info",
+            )
+
+    def filter_expr(self) -> pl.Expr:
+        """The current filters, except text search, as one Polars predicate."""
+        expr = pl.lit(True)
+        if self.source_filter.value != ALL:
+            expr &= pl.col("source") == self.source_filter.value
+        if self.status_filter.value != ALL:
+            expr &= pl.col("status") == self.status_filter.value
+        if self.min_calls.value:
+            expr &= pl.col("llmCallCount").fill_null(0) >= int(self.min_calls.value)
+        if self.date_from.value:
+            expr &= pl.col("startTime") >= _day_ms(self.date_from.value)
+        if self.date_to.value:
+            expr &= pl.col("startTime") < _day_ms(self.date_to.value + timedelta(days=1))
+        return expr
+
+    def apply_filters(self) -> None:
+        frame = self._all.lazy().filter(self.filter_expr()).collect()
+        text = (self.search.value or "").strip()
+        if text:
+            key = text.lower()
+            if key not in self._search_cache:
+                self._search_cache[key] = self.backend.search_trajectory_ids(
+                    text, self._all.get_column("id").to_list()
+                )
+            frame = frame.filter(pl.col("id").is_in(sorted(self._search_cache[key])))
+        self._frame = frame
+        self.page = 0
+        self._render_page()
+        self._render_charts()
+        shown = f"{frame.height:,} of {self._all.height:,} trajectories"
+        self.count_label.value = f"<b>{shown}</b>"
+        self.set_status(f"{shown} match the filters" + (f" and “{text}”" if text else ""), "info")
+
+    def clear_filters(self) -> None:
+        self._suspend = True
+        try:
+            for widget, value in (
+                (self.source_filter, ALL),
+                (self.status_filter, ALL),
+                (self.min_calls, 0),
+                (self.date_from, None),
+                (self.date_to, None),
+                (self.search, ""),
+            ):
+                widget.value = value
+        finally:
+            self._suspend = False
+        self.apply_filters()
+
+    def _filters_changed(self, _change: dict[str, Any]) -> None:
+        if not self._suspend:
+            self.apply_filters()
+
+    # -- table ----------------------------------------------------------------------------
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self._frame.height // self.page_size))
+
+    def go_page(self, page: int) -> None:
+        self.page = min(max(0, page), self.pages - 1)
+        self._render_page()
+
+    def _render_page(self) -> None:
+        start = self.page * self.page_size
+        rows = self._frame.slice(start, self.page_size).to_dicts()
+        with self.hold_sync():
+            self.rows.options = [(_row_label(r), r["id"]) for r in rows]
+            self.rows.value = (
+                self.selected_id if self.selected_id in {r["id"] for r in rows} else None
+            )
+            self.page_label.value = f"page {self.page + 1} of {self.pages}"
+            self.prev_button.disabled = self.page == 0
+            self.next_button.disabled = self.page >= self.pages - 1
+
+    def _render_charts(self) -> None:
+        counts = self._frame.get_column("llmCallCount").fill_null(0).to_list()
+        self.calls_chart.value = plots.histogram_png(
+            counts, "LLM calls per trajectory", "LLM calls", integer=True
+        )
+        series, bucket = tokens_by_source(self._frame)
+        self.tokens_chart.value = plots.tokens_over_time_png(series, bucket_ms=bucket)
+
+    # -- detail -------------------------------------------------------------------------
+    def _on_select(self, change: dict[str, Any]) -> None:
+        tid = change["new"]
+        if tid is None:
+            return
+        self.select(tid)
+
+    def select(self, trajectory_id: str) -> None:
+        """Show one trajectory's LLM calls and provider accesses."""
+        detail = self.backend.get_trajectory(trajectory_id)
+        self.selected_id = trajectory_id
+        self.selected_detail = detail
+        self._selected = calls_frame(detail)
+        self.detail.value = render_detail(detail)
+        if self.rows.value != trajectory_id and trajectory_id in {v for _, v in self.rows.options}:
+            self.rows.value = trajectory_id
+
+
+def _summary_schema() -> dict[str, pl.DataType]:
+    from ..trajectories.base import SUMMARY_SCHEMA
+
+    return SUMMARY_SCHEMA
+
+
+#: Bucket sizes for the tokens chart, smallest first: the first giving ≤ 40 bars wins.
+BUCKETS_MS = (3_600_000, 6 * 3_600_000, 86_400_000, 7 * 86_400_000, 30 * 86_400_000)
+
+
+def tokens_by_source(frame: pl.DataFrame) -> tuple[dict[str, tuple[list[int], list[float]]], int]:
+    """Total tokens per source per time bucket, and the bucket size in ms."""
+    data = frame.filter(pl.col("startTime").is_not_null())
+    if not data.height:
+        return {}, BUCKETS_MS[2]
+    times = data.get_column("startTime")
+    span = int(times.max()) - int(times.min())  # type: ignore[arg-type]
+    bucket = next((b for b in BUCKETS_MS if span / b <= 40), BUCKETS_MS[-1])
+    grouped = (
+        data.with_columns(
+            (pl.col("startTime") // bucket * bucket).alias("bucket"),
+            (
+                pl.col("totalPromptTokens").fill_null(0)
+                + pl.col("totalCompletionTokens").fill_null(0)
+            ).alias("tokens"),
+            pl.col("source").fill_null("?"),
+        )
+        .group_by("source", "bucket")
+        .agg(pl.col("tokens").sum())
+        .sort("bucket")
+    )
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for src, part in grouped.partition_by("source", as_dict=True).items():
+        name = src[0] if isinstance(src, tuple) else src
+        out[str(name)] = (part.get_column("bucket").to_list(), part.get_column("tokens").to_list())
+    return out, bucket
+
+
+def _fold(label: str, text: Any, open_limit: int = 280) -> str:
+    """Short text inline; long text folded in <details> so the page stays readable."""
+    body = "" if text is None else str(text)
+    if not body.strip():
+        return f"<div><b>{esc(label)}</b> <i>(empty)</i></div>"
+    if len(body) <= open_limit:
+        return f"<div><b>{esc(label)}</b><pre>{esc(body)}</pre></div>"
+    preview = esc(body[:120].replace("\n", " "))
+    return (
+        f"<details><summary><b>{esc(label)}</b> ({len(body):,} chars) — {preview}…</summary>"
+        f"<pre>{esc(body)}</pre></details>"
+    )
+
+
+def render_detail(detail: dict[str, Any]) -> str:
+    """One trajectory as HTML: summary chips, each LLM call, the provider accesses."""
+    calls = detail.get("llmCalls") or []
+    accesses = detail.get("providerAccesses") or []
+    chips = "".join(
+        f'<span class="milady-chip">{esc(k)}: {esc(v)}</span>'
+        for k, v in (
+            ("source", detail.get("source")),
+            ("status", detail.get("status")),
+            ("start", fmt_ms(detail.get("startTime"))),
+            ("LLM calls", len(calls)),
+            ("provider accesses", len(accesses)),
+        )
+    )
+    parts = [
+        f"<h4 style='margin:6px 0'>Trajectory <code>{esc(detail.get('id'))}</code></h4>",
+        f"<div>{chips}</div>",
+    ]
+    for i, call in enumerate(calls, 1):
+        meta = " · ".join(
+            esc(x)
+            for x in (
+                call.get("model"),
+                call.get("purpose"),
+                call.get("stepId"),
+                f"{call.get('promptTokens') or 0}+{call.get('completionTokens') or 0} tokens",
+            )
+            if x
+        )
+        parts.append(
+            f'<div class="milady-call"><div><b>Call {i}</b> '
+            f'<span style="color:#666">{meta}</span></div>'
+            f"{_fold('system', call.get('systemPrompt'))}{_fold('user', call.get('userPrompt'))}"
+            f"{_fold('reply', call.get('response'))}</div>"
+        )
+    if not calls:
+        parts.append("<div><i>No LLM calls recorded.</i></div>")
+    if accesses:
+        rows = [
+            [
+                a.get("providerName") or a.get("providerId"),
+                a.get("purpose"),
+                a.get("stepId"),
+                fmt_ms(a.get("timestamp")),
+            ]
+            for a in accesses
+        ]
+        parts.append(
+            "<h4 style='margin:8px 0 2px 0'>Provider accesses</h4>"
+            + html_table(["provider", "purpose", "step", "time (UTC)"], rows)
+        )
+    return "".join(parts)

@@ -1,0 +1,499 @@
+"""JobLauncher: start a training job and watch its loss fall live, without blocking the kernel.
+
+The live view is a :class:`~._async.Poller` on the kernel's asyncio loop: each round
+reads the job and its new metrics (``job_metrics(after=last_seq)``) in a thread, then
+updates the progress line and, when new points arrived, redraws the loss curve on the
+loop thread (at most twice a second, so within a second of a new metric). It polls every
+0.5 s while a job is live and every 2 s otherwise, so a job started elsewhere (CLI,
+REST, another notebook) is picked up; it stops when the panel is closed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from . import plots
+from ._async import Poller
+from ._backend import FINAL_STATUSES, LIVE_STATUSES
+from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table
+
+LIVE_DELAY = 0.5
+IDLE_DELAY = 2.0
+#: Redraw the curve at most this often (s); with polls every 0.5 s a changed curve is
+#: redrawn within a second.
+MIN_REDRAW = 0.5
+#: Re-list jobs (the dropdown) at most this often while watching one.
+JOBS_EVERY = 5.0
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def eta_seconds(job: dict[str, Any], now_ms: float | None = None) -> float | None:
+    """Seconds left, from the iterations done since the job started running."""
+    started = job.get("startedAt")
+    current = job.get("currentIteration") or 0
+    total = job.get("totalIterations") or 0
+    if job.get("status") != "running" or not started or not current or not total:
+        return None
+    first = job.get("checkpointIteration") if job.get("resumeFrom") else 0
+    done = current - (first or 0)
+    if done <= 0:
+        return None
+    elapsed = ((now_ms or time.time() * 1000) - started) / 1000
+    return max(0.0, elapsed / done * (total - current))
+
+
+class JobLauncher(Panel):
+    """Dataset, backend, model and hyper-parameters; Start, Cancel and a live loss curve."""
+
+    title = "Training"
+
+    def __init__(self, backend: Any = None, *, autostart: bool = True, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        self.on_job_final: list[Callable[[dict[str, Any]], None]] = []
+        self.job_id: str | None = None
+        self.job: dict[str, Any] | None = None
+        self.jobs: list[dict[str, Any]] = []
+        self.train_points: list[tuple[float, float]] = []
+        self.val_points: list[tuple[float, float]] = []
+        self.last_seq = 0
+        self.redraws = 0
+        self._last_draw = 0.0
+        self._dirty = False
+        self._jobs_at = 0.0
+        self._seen_live: set[str] = set()
+        self._final_seen: set[str] = set()
+        self._suspend = False
+
+        style = {"description_width": "auto"}
+        self.dataset = w.Dropdown(
+            description="Dataset", options=[], style=style, layout=w.Layout(width="360px")
+        )
+        self.backend_choice = w.Dropdown(
+            description="Backend", options=["cpu"], style=style, layout=w.Layout(width="160px")
+        )
+        self.model = w.Combobox(
+            description="Base model",
+            value="",
+            style=style,
+            placeholder="smollm2-135m-instruct",
+            ensure_option=False,
+            layout=w.Layout(width="330px"),
+        )
+        self.iterations = w.BoundedIntText(
+            value=100,
+            min=1,
+            max=1_000_000,
+            description="Iterations",
+            style=style,
+            layout=w.Layout(width="160px"),
+        )
+        self.batch_size = w.BoundedIntText(
+            value=4,
+            min=1,
+            max=1024,
+            description="Batch size",
+            style=style,
+            layout=w.Layout(width="150px"),
+        )
+        self.learning_rate = w.FloatText(
+            value=2e-4, description="Learning rate", style=style, layout=w.Layout(width="190px")
+        )
+        self.start_button = w.Button(description="Start", icon="play", button_style="success")
+        self.cancel_button = w.Button(
+            description="Cancel", icon="stop", button_style="danger", disabled=True
+        )
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.watch = w.Dropdown(
+            description="Job", options=[], style=style, layout=w.Layout(width="460px")
+        )
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, description="", layout=w.Layout(width="460px")
+        )
+        self.info = w.HTML()
+        self.curve = w.Image(format="png", layout=w.Layout(width="640px"))
+        self.curve.add_class("milady-loss-curve")
+        self.redraw_label = w.HTML()
+        self.jobs_table = w.HTML(layout=w.Layout(width="100%"))
+
+        row1 = w.HBox(
+            [self.dataset, self.backend_choice, self.model], layout=w.Layout(flex_flow="row wrap")
+        )
+        row2 = w.HBox(
+            [self.iterations, self.batch_size, self.learning_rate],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+        row3 = w.HBox([self.start_button, self.cancel_button, self.refresh_button])
+        watch_row = w.HBox(
+            [self.watch, self.progress], layout=w.Layout(flex_flow="row wrap", align_items="center")
+        )
+        self.children = [
+            header(self.title),
+            row1,
+            row2,
+            row3,
+            self.status_line,
+            watch_row,
+            self.info,
+            self.curve,
+            self.redraw_label,
+            w.HTML("<h4 style='margin:8px 0 2px 0'>Recent jobs</h4>"),
+            self.jobs_table,
+        ]
+
+        self.start_button.on_click(self.guard("start")(lambda _b: self.start()))
+        self.cancel_button.on_click(self.guard("cancel")(lambda _b: self.cancel()))
+        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
+        self.watch.observe(self.guard("watch")(self._on_watch), names="value")
+
+        self.poller = Poller(self.runner, self._fetch, self._apply, on_error=self._poll_error)
+        self._draw(force=True)
+        self.guard("load")(self.refresh)()
+        if autostart:
+            self.poller.start()
+
+    # -- options --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Reload datasets, backends, base models and jobs; pick up a running job."""
+        status = self.backend.status()
+        datasets = self.backend.list_datasets()
+        self.refresh_datasets(datasets)
+        backends = _backend_names(status.get("backends")) or [status.get("backend") or "cpu"]
+        best = status.get("backend") if status.get("backend") in backends else backends[0]
+        with self.hold_sync():
+            self.backend_choice.options = backends
+            self.backend_choice.value = best
+            self.model.options = self.backend.base_models()
+        self._set_jobs(self.backend.list_jobs())
+        self._pick_up()
+        if self.job_id is not None:
+            self.poll_once()
+
+    def refresh_datasets(self, datasets: list[dict[str, Any]] | None = None) -> None:
+        """Fill the dataset dropdown, newest first (a build elsewhere calls this)."""
+        if datasets is None or isinstance(datasets, dict):
+            datasets = self.backend.list_datasets()
+        current = self.dataset.value
+        options: list[tuple[str, str | None]] = [
+            (
+                f"{d.get('id')} · {d.get('exampleCount', 0)} examples · "
+                f"{fmt_ms(d.get('createdAt'))}",
+                d.get("id"),
+            )
+            for d in datasets
+        ]
+        if not options:
+            options = [("(none yet: one is built from all trajectories)", None)]
+        values = [v for _, v in options]
+        self.dataset.options = options
+        self.dataset.value = current if current in values else values[0]
+
+    def body(self) -> dict[str, Any]:
+        """The start request the widgets describe."""
+        body: dict[str, Any] = {
+            "backend": self.backend_choice.value,
+            "iterations": int(self.iterations.value),
+            "batchSize": int(self.batch_size.value),
+            "learningRate": float(self.learning_rate.value),
+        }
+        if self.dataset.value:
+            body["datasetId"] = self.dataset.value
+        model = (self.model.value or "").strip()
+        if model:
+            body["model"] = model
+        return body
+
+    # -- actions --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start a job with the current options (in a thread) and follow it."""
+        body = self.body()
+        self.start_button.disabled = True
+
+        def started(job: dict[str, Any]) -> None:
+            self.start_button.disabled = False
+            self.follow(job["id"])
+            self.job = job
+            self._seen_live.add(job["id"])
+            self.set_status(f"job {job['id']} {job.get('status', 'started')}", "ok")
+            self._jobs_at = 0.0
+            self.poller.start()
+            self._render_job()
+
+        self.in_background(
+            "start", lambda: self.backend.start_job(body), started, busy="starting job…"
+        )
+
+    def cancel(self) -> None:
+        """Cancel the job being watched; the panel then shows it cancelled."""
+        job_id = self.job_id
+        if job_id is None:
+            self.set_status("no job to cancel", "info")
+            return
+        self.cancel_button.disabled = True
+
+        def cancelled(job: dict[str, Any]) -> None:
+            if job_id == self.job_id:
+                self.job = {**(self.job or {}), **job}
+                self._dirty = True
+                self._render_job()
+                self._draw(force=True)
+            self.set_status(f"job {job_id} {job.get('status', 'cancelled')}", "ok")
+            self._jobs_at = 0.0
+
+        self.in_background(
+            "cancel",
+            lambda: self.backend.cancel_job(job_id),
+            cancelled,
+            busy=f"cancelling {job_id}…",
+        )
+
+    def after_error(self, action: str) -> None:
+        if action == "start":
+            self.start_button.disabled = False
+        if action == "cancel":
+            self.cancel_button.disabled = (
+                self.job is None or self.job.get("status") not in LIVE_STATUSES
+            )
+
+    def follow(self, job_id: str | None) -> None:
+        """Watch another job: reset the curve and read its metrics from the start."""
+        if job_id == self.job_id:
+            return
+        self.job_id = job_id
+        self.job = None
+        self.train_points, self.val_points = [], []
+        self.last_seq = 0
+        self._dirty = True
+        if job_id is not None and job_id not in {v for _, v in self.watch.options}:
+            self._set_jobs([*self.jobs, {"id": job_id, "status": "queued"}])
+        self._suspend = True
+        try:
+            self.watch.value = job_id
+        finally:
+            self._suspend = False
+
+    def _on_watch(self, change: dict[str, Any]) -> None:
+        if self._suspend:
+            return
+        self.follow(change["new"])
+        if self.job_id is not None:
+            self.poll_once()
+
+    # -- polling -------------------------------------------------------------------------
+    def poll_once(self) -> float:
+        """Read the job and new metrics and update the panel (what the loop task does)."""
+        return self.poller.poll_once()
+
+    def _fetch(self) -> dict[str, Any]:
+        """Blocking reads, in a thread: the watched job, its new metrics, sometimes all jobs."""
+        job_id, after = self.job_id, self.last_seq
+        data: dict[str, Any] = {"jobId": job_id, "after": after}
+        now = time.monotonic()
+        if job_id is None or now - self._jobs_at >= JOBS_EVERY:
+            data["jobs"] = self.backend.list_jobs()
+        if job_id is not None:
+            data["job"] = self.backend.get_job(job_id)
+            data["metrics"] = self.backend.job_metrics(job_id, after=after)
+        return data
+
+    def _apply(self, data: dict[str, Any]) -> float:
+        """On the loop thread: fold the reads into the widgets; returns the next delay."""
+        if self._closed:
+            return IDLE_DELAY
+        if "jobs" in data:
+            self._jobs_at = time.monotonic()
+            self._set_jobs(data["jobs"])
+            if self._pick_up():
+                return 0.0  # poll the new job at once
+        if data.get("jobId") == self.job_id and self.job_id is not None and "job" in data:
+            self._add_metrics(data.get("metrics") or [])
+            previous = (self.job or {}).get("status")
+            self.job = data["job"]
+            status = self.job.get("status")
+            if status != previous:
+                self._dirty = True
+            self._render_job()
+            if status in FINAL_STATUSES and self.job_id not in self._final_seen:
+                self._final_seen.add(self.job_id)
+                self._jobs_at = 0.0
+                for callback in list(self.on_job_final):
+                    callback(self.job)
+        live = self.job is not None and self.job.get("status") in LIVE_STATUSES
+        self._draw(live=live)
+        return LIVE_DELAY if live else IDLE_DELAY
+
+    def _poll_error(self, exc: BaseException) -> None:
+        self.show_error(exc, "update")
+
+    def _add_metrics(self, metrics: list[dict[str, Any]]) -> None:
+        for m in metrics:
+            seq = int(m.get("seq") or 0)
+            if seq and seq <= self.last_seq:
+                continue
+            self.last_seq = max(self.last_seq, seq)
+            it = m.get("iteration")
+            if it is None:
+                continue
+            if m.get("loss") is not None:
+                self.train_points.append((float(it), float(m["loss"])))
+                self._dirty = True
+            if m.get("valLoss") is not None:
+                self.val_points.append((float(it), float(m["valLoss"])))
+                self._dirty = True
+
+    def _pick_up(self) -> bool:
+        """Follow a live job we have not seen yet when the watched one is idle or done."""
+        watching_live = self.job is not None and self.job.get("status") in LIVE_STATUSES
+        if self.job_id is not None and (watching_live or self.job is None):
+            return False
+        live = [j for j in self.jobs if j.get("status") in LIVE_STATUSES]
+        live.sort(key=lambda j: (j.get("status") != "running", -(j.get("createdAt") or 0)))
+        for job in live:
+            if job["id"] not in self._seen_live:
+                self._seen_live.add(job["id"])
+                self.follow(job["id"])
+                self.set_status(f"following job {job['id']} ({job.get('status')})", "info")
+                return True
+        if self.job_id is None and self.jobs:
+            self.follow(self.jobs[0]["id"])  # show the latest job's curve
+            return True
+        return False
+
+    # -- rendering -----------------------------------------------------------------------
+    def _set_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        for job in jobs:
+            if job.get("status") in FINAL_STATUSES:
+                self._seen_live.add(job["id"])  # a finished job never needs picking up
+        options = [
+            (f"{j['id']} · {j.get('status')} · {j.get('model') or ''}", j["id"]) for j in jobs
+        ]
+        if self.job_id is not None and self.job_id not in {v for _, v in options}:
+            options.insert(0, (f"{self.job_id}", self.job_id))
+        rows = [
+            [
+                j["id"],
+                j.get("status"),
+                j.get("backend"),
+                j.get("model"),
+                j.get("datasetId"),
+                f"{j.get('currentIteration') or 0}/{j.get('totalIterations') or '?'}",
+                fmt_num(j.get("loss")),
+                fmt_ms(j.get("createdAt")),
+            ]
+            for j in jobs[:10]
+        ]
+        self._suspend = True
+        try:
+            with self.hold_sync():
+                if list(self.watch.options) != options:
+                    self.watch.options = options
+                self.watch.value = self.job_id if self.job_id in {v for _, v in options} else None
+                self.jobs_table.value = (
+                    html_table(
+                        [
+                            "job",
+                            "status",
+                            "backend",
+                            "model",
+                            "dataset",
+                            "iteration",
+                            "loss",
+                            "created (UTC)",
+                        ],
+                        rows,
+                        numeric={6},
+                    )
+                    if rows
+                    else "<i>No job yet.</i>"
+                )
+        finally:
+            self._suspend = False
+
+    def _render_job(self) -> None:
+        job = self.job or {}
+        status = job.get("status", "—")
+        total = int(job.get("totalIterations") or 0)
+        current = int(job.get("currentIteration") or 0)
+        tps = job.get("tokensPerSecond")
+        parts = [
+            f"<b data-status='{esc(status)}' class='milady-job-status'>{esc(status)}</b>",
+            f"iteration {current}/{total or '?'}",
+            f"loss {fmt_num(job.get('loss'))}",
+        ]
+        if job.get("valLoss") is not None:
+            parts.append(f"val {fmt_num(job.get('valLoss'))}")
+        parts.append(f"{fmt_num(round(tps)) if isinstance(tps, int | float) else '—'} tokens/s")
+        parts.append(f"ETA {_fmt_eta(eta_seconds(job))}")
+        if status == "failed" and job.get("error"):
+            parts.append(f"<span style='color:#b71c1c'>{esc(job['error'])}</span>")
+        style = {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(
+            status, "info"
+        )
+        with self.hold_sync():
+            self.progress.max = max(1, total)
+            self.progress.value = min(current, self.progress.max)
+            self.progress.bar_style = style
+            self.progress.description = f"{int(100 * current / total) if total else 0}%"
+            self.info.value = (
+                f"<div class='milady-job-info'>{esc(job.get('id', ''))} · "
+                + " · ".join(parts)
+                + "</div>"
+            )
+            self.cancel_button.disabled = status not in LIVE_STATUSES
+
+    def _draw(self, *, live: bool = False, force: bool = False) -> None:
+        """Redraw the loss curve when it changed, at most every MIN_REDRAW seconds."""
+        now = time.monotonic()
+        since = now - self._last_draw
+        # Only a change is drawn: an identical PNG would cost CPU and send nothing new.
+        due = force or (self._dirty and since >= MIN_REDRAW)
+        if not due:
+            return
+        job = self.job or {}
+        title = f"Loss — {self.job_id}" if self.job_id else "Loss"
+        if job.get("status") in FINAL_STATUSES:
+            title += f" ({job['status']})"
+        png = plots.loss_curve_png(
+            self.train_points,
+            self.val_points,
+            title=title,
+            total_iterations=job.get("totalIterations"),
+        )
+        self._last_draw = now
+        self._dirty = False
+        if png != self.curve.value:
+            self.redraws += 1
+            with self.hold_sync():
+                self.curve.value = png
+                self.redraw_label.value = (
+                    f"<span class='milady-redraws' data-redraws='{self.redraws}' "
+                    f"style='color:#888;font-size:11px'>plot updates: {self.redraws} · "
+                    f"{len(self.train_points)} train / {len(self.val_points)} "
+                    "validation points</span>"
+                )
+
+    def stop(self) -> None:
+        self.poller.stop()
+
+
+def _backend_names(value: Any) -> list[str]:
+    """``status()['backends']`` as names, whether strings or records."""
+    out: list[str] = []
+    for item in value or []:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and item.get("available", True) and item.get("name"):
+            out.append(str(item["name"]))
+    return out

@@ -1,0 +1,247 @@
+"""ModelManager: fine-tuned models with their metrics; import, activate, benchmark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from . import plots
+from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table
+
+SCORE_KEYS = ("coherence", "consistency", "helpfulness")
+
+
+def benchmark_of(model: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(scores, baseline) stored on a model record, or two empty dicts."""
+    bench = model.get("benchmark")
+    if not isinstance(bench, dict):
+        return {}, {}
+    scores = bench.get("scores") if isinstance(bench.get("scores"), dict) else {}
+    baseline = bench.get("baseline") if isinstance(bench.get("baseline"), dict) else {}
+    return dict(scores or {}), dict(baseline or {})
+
+
+class ModelManager(Panel):
+    """Registered models; Import into Ollama, Activate and Benchmark the chosen one."""
+
+    title = "Models"
+
+    def __init__(self, backend: Any = None, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        self.models: list[dict[str, Any]] = []
+        self.last_result: dict[str, Any] | None = None
+        style = {"description_width": "auto"}
+        self.table = w.HTML(layout=w.Layout(width="100%"))
+        self.pick = w.Dropdown(
+            description="Model", options=[], style=style, layout=w.Layout(width="520px")
+        )
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.ollama_name = w.Text(
+            description="Ollama name",
+            placeholder="default: from the model",
+            style=style,
+            layout=w.Layout(width="300px"),
+        )
+        self.ollama_base = w.Text(
+            description="Base",
+            placeholder="default: e.g. smollm2:135m",
+            style=style,
+            layout=w.Layout(width="260px"),
+        )
+        self.ollama_url = w.Text(
+            description="Ollama URL",
+            value="http://localhost:11434",
+            style=style,
+            layout=w.Layout(width="300px"),
+        )
+        self.import_button = w.Button(description="Import into Ollama", icon="download")
+        self.provider_model = w.Text(
+            description="Provider model",
+            placeholder="default: ollama/<imported name>",
+            style=style,
+            layout=w.Layout(width="360px"),
+        )
+        self.activate_button = w.Button(
+            description="Activate", icon="check", button_style="success"
+        )
+        self.benchmark_button = w.Button(
+            description="Benchmark", icon="tachometer", button_style="info"
+        )
+        self.chart = w.Image(format="png", layout=w.Layout(width="500px"))
+        self._buttons = (self.import_button, self.activate_button, self.benchmark_button)
+
+        self.children = [
+            header(self.title),
+            self.table,
+            w.HBox([self.pick, self.refresh_button]),
+            w.HTML("<b>Import into Ollama</b>"),
+            w.HBox(
+                [self.ollama_name, self.ollama_base, self.ollama_url, self.import_button],
+                layout=w.Layout(flex_flow="row wrap"),
+            ),
+            w.HTML("<b>Use in the agent</b>"),
+            w.HBox(
+                [self.provider_model, self.activate_button, self.benchmark_button],
+                layout=w.Layout(flex_flow="row wrap"),
+            ),
+            self.status_line,
+            self.chart,
+        ]
+        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
+        self.import_button.on_click(self.guard("import")(lambda _b: self.import_ollama()))
+        self.activate_button.on_click(self.guard("activate")(lambda _b: self.activate()))
+        self.benchmark_button.on_click(self.guard("benchmark")(lambda _b: self.benchmark()))
+        self.pick.observe(self.guard("select")(lambda _c: self._show_chart()), names="value")
+        self.guard("load models")(self.refresh)()
+
+    # -- listing --------------------------------------------------------------------------
+    def refresh(self, *_args: Any) -> None:
+        """List the models again (a finished job calls this too)."""
+        self.models = self.backend.list_models()
+        rows = []
+        for m in self.models:
+            scores, baseline = benchmark_of(m)
+            bench = (
+                " · ".join(
+                    f"{k[:4]} {scores[k]:.2f}" + (f" ({baseline[k]:.2f})" if k in baseline else "")
+                    for k in SCORE_KEYS
+                    if isinstance(scores.get(k), int | float)
+                )
+                or "—"
+            )
+            rows.append(
+                [
+                    Raw("<b>✔</b>") if m.get("active") else "",
+                    m.get("name"),
+                    m.get("id"),
+                    m.get("baseModel"),
+                    m.get("backend"),
+                    fmt_num(m.get("finalLoss")),
+                    bench,
+                    m.get("ollamaName") or "—",
+                    fmt_ms(m.get("createdAt")),
+                ]
+            )
+        self.table.value = (
+            html_table(
+                [
+                    "active",
+                    "name",
+                    "id",
+                    "base",
+                    "backend",
+                    "final loss",
+                    "benchmark (base)",
+                    "Ollama",
+                    "created (UTC)",
+                ],
+                rows,
+                numeric={5},
+            )
+            if rows
+            else "<i>No model yet: a completed training job registers one.</i>"
+        )
+        options = [(f"{m.get('name')} ({m.get('id')})", m.get("id")) for m in self.models]
+        current = self.pick.value
+        self.pick.options = options
+        ids = [v for _, v in options]
+        self.pick.value = current if current in ids else (ids[0] if ids else None)
+        for button in self._buttons:
+            button.disabled = not ids
+        self._show_chart()
+
+    def selected_model(self) -> dict[str, Any] | None:
+        return next((m for m in self.models if m.get("id") == self.pick.value), None)
+
+    def _require(self) -> str:
+        if self.pick.value is None:
+            raise LookupError("choose a model first (none is registered yet)")
+        return str(self.pick.value)
+
+    def _show_chart(self) -> None:
+        model = self.selected_model()
+        if model is None:
+            self.chart.value = plots.message_png("no model selected", 5.0, 2.8)
+            return
+        scores, baseline = benchmark_of(model)
+        last = self.last_result or {}
+        if (
+            not scores
+            and last.get("modelId") == model.get("id")
+            and isinstance(last.get("scores"), dict)
+        ):
+            scores, baseline = benchmark_of({"benchmark": last})
+        if scores:
+            self.chart.value = plots.scores_png(
+                scores, baseline, title=f"Benchmark — {model.get('name')}"
+            )
+        else:
+            self.chart.value = plots.message_png("not benchmarked yet: press Benchmark", 5.0, 2.8)
+
+    # -- actions ------------------------------------------------------------------------
+    def _run(self, action: str, work: Any, message: Any, busy: str) -> None:
+        for button in self._buttons:
+            button.disabled = True
+
+        def done(result: dict[str, Any]) -> None:
+            self.last_result = result
+            for button in self._buttons:
+                button.disabled = False
+            self.refresh()
+            self.set_status(message(result), "ok")
+
+        self.in_background(action, work, done, busy=busy)
+
+    def after_error(self, action: str) -> None:
+        for button in self._buttons:
+            button.disabled = self.pick.value is None
+
+    def import_ollama(self) -> None:
+        """Import the chosen model's adapter into Ollama (loopback URL only)."""
+        model_id = self._require()
+        body = {
+            k: v
+            for k, v in (
+                ("modelName", self.ollama_name.value.strip()),
+                ("baseModel", self.ollama_base.value.strip()),
+                ("ollamaUrl", self.ollama_url.value.strip()),
+            )
+            if v
+        }
+        self._run(
+            "import",
+            lambda: self.backend.import_ollama(model_id, body),
+            lambda r: f"imported into Ollama as {(r.get('model') or {}).get('ollamaName')}",
+            "importing into Ollama…",
+        )
+
+    def activate(self) -> None:
+        """Make the chosen model the agent's model."""
+        model_id = self._require()
+        provider = self.provider_model.value.strip()
+        body = {"providerModel": provider} if provider else {}
+        self._run(
+            "activate",
+            lambda: self.backend.activate_model(model_id, body),
+            lambda r: f"activated: the agent now uses {r.get('activeModel')}",
+            "activating…",
+        )
+
+    def benchmark(self) -> None:
+        """Score the chosen model and its base model (runs in a thread; minutes on CPU)."""
+        model_id = self._require()
+
+        def message(r: dict[str, Any]) -> str:
+            scores = r.get("scores") or {}
+            shown = ", ".join(
+                f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, int | float)
+            )
+            return f"benchmark done: {shown}"
+
+        self._run(
+            "benchmark",
+            lambda: self.backend.benchmark_model(model_id, None),
+            message,
+            "benchmarking (this takes a few minutes on a CPU)…",
+        )

@@ -1,0 +1,199 @@
+"""Small matplotlib charts rendered to PNG bytes for ``ipywidgets.Image``.
+
+Each chart builds its own :class:`matplotlib.figure.Figure` with the Agg canvas — no
+pyplot, so no global figure registry and no interactive backend inside the kernel.
+The panels still call these from one thread only (see ``_async``), because
+matplotlib's font and text caches are not safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3"]
+DPI = 96
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _style(ax, title: str, xlabel: str = "", ylabel: str = "") -> None:
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def message_png(text: str, width: float = 4.2, height: float = 2.6) -> bytes:
+    """A placeholder chart holding one line of text (no data yet, not available)."""
+    fig = _figure(width, height)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="#777777", wrap=True)
+    return _png(fig)
+
+
+def histogram_png(
+    values: Sequence[float],
+    title: str,
+    xlabel: str,
+    *,
+    bins: int | Sequence[float] = 20,
+    width: float = 4.2,
+    height: float = 2.6,
+    integer: bool = False,
+) -> bytes:
+    """A histogram; ``integer`` centres one bar on each whole number (counts per item)."""
+    if not values:
+        return message_png(f"{title}: no data", width, height)
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    if integer:
+        lo, hi = int(min(values)), int(max(values))
+        if hi - lo <= 40:
+            bins = [x - 0.5 for x in range(lo, hi + 2)]
+    ax.hist(values, bins=bins, color=PALETTE[0], edgecolor="white", linewidth=0.5)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if integer:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, title, xlabel, "count")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def tokens_over_time_png(
+    series: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+    *,
+    bucket_ms: int = 86_400_000,
+    title: str = "Tokens over time by source",
+    width: float = 4.8,
+    height: float = 2.6,
+) -> bytes:
+    """Stacked bars, one colour per source: ``{source: (bucket start ms, tokens)}``."""
+    if not series:
+        return message_png(f"{title}: no data", width, height)
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    buckets = sorted({x for xs, _ in series.values() for x in xs})
+    bottom = dict.fromkeys(buckets, 0.0)
+    bar_width = bucket_ms / 86_400_000 * 0.85  # matplotlib date units are days
+    for i, (source, (xs, ys)) in enumerate(sorted(series.items())):
+        by_bucket = dict(zip(xs, ys, strict=False))
+        heights = [float(by_bucket.get(b, 0.0)) for b in buckets]
+        dates = [datetime.fromtimestamp(b / 1000, UTC) for b in buckets]
+        ax.bar(
+            dates,
+            heights,
+            bar_width,
+            bottom=[bottom[b] for b in buckets],
+            align="edge",
+            color=PALETTE[i % len(PALETTE)],
+            label=source,
+            linewidth=0,
+        )
+        for b, h in zip(buckets, heights, strict=True):
+            bottom[b] += h
+    _style(ax, title, "", "tokens")
+    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper left")
+    ax.set_ylim(0, max(bottom.values()) * 1.3 or 1)
+    fig.autofmt_xdate(rotation=30)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def loss_curve_png(
+    train: Sequence[tuple[float, float]],
+    valid: Sequence[tuple[float, float]],
+    *,
+    title: str = "Loss",
+    total_iterations: int | None = None,
+    width: float = 6.4,
+    height: float = 3.0,
+) -> bytes:
+    """Training loss (line) and validation loss (markers) against iteration."""
+    if not train and not valid:
+        return message_png("waiting for the first loss…", width, height)
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    if train:
+        ax.plot(
+            [p[0] for p in train],
+            [p[1] for p in train],
+            color=PALETTE[0],
+            linewidth=1.4,
+            label="train",
+        )
+    if valid:
+        ax.plot(
+            [p[0] for p in valid],
+            [p[1] for p in valid],
+            color=PALETTE[1],
+            marker="o",
+            markersize=4,
+            linewidth=1.0,
+            linestyle="--",
+            label="validation",
+        )
+    if total_iterations:
+        ax.set_xlim(0, max(total_iterations, 1))
+    _style(ax, title, "iteration", "loss")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def scores_png(
+    scores: Mapping[str, float],
+    baseline: Mapping[str, float] | None = None,
+    *,
+    title: str = "Benchmark",
+    width: float = 5.0,
+    height: float = 2.8,
+) -> bytes:
+    """Grouped bars: the fine-tuned model's scores next to the base model's."""
+    names = list(scores)
+    if not names:
+        return message_png("no benchmark yet", width, height)
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    xs = range(len(names))
+    w = 0.38 if baseline else 0.6
+    tuned = ax.bar(
+        [x - (w / 2 if baseline else 0) for x in xs],
+        [float(scores[n]) for n in names],
+        w,
+        color=PALETTE[0],
+        label="fine-tuned",
+    )
+    ax.bar_label(tuned, fmt="%.2f", fontsize=7)
+    if baseline:
+        base = ax.bar(
+            [x + w / 2 for x in xs],
+            [float(baseline.get(n, 0.0)) for n in names],
+            w,
+            color="#AAAAAA",
+            label="base model",
+        )
+        ax.bar_label(base, fmt="%.2f", fontsize=7)
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 1.1)
+    _style(ax, title, "", "score")
+    ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,200 @@
+"""The dashboard in a real JupyterLab, driven in Debian's Chromium by Playwright.
+
+Starts JupyterLab (with the milady-lab extension and ipywidgets' lab extension) on a
+free loopback port with a token, opens a notebook that shows ``Dashboard()``, runs it,
+starts a job on a tiny Llama, watches the loss curve redraw, runs a cell while the job
+trains, cancels the job, and leaves screenshots in ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.service import TrainingService
+
+from widgets.conftest import DEMO_SEED, stop_jobs
+from widgets.jupyter_proc import JupyterProcess, run_jupyter
+
+pytestmark = pytest.mark.browser
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+]
+TRAIN_ITERATIONS = 5000  # long enough to be cancelled while running
+
+
+def ensure_chromium() -> Path:
+    """Debian's chromium, installed by scripts/system-deps.sh when missing; never downloaded."""
+    if not CHROMIUM.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh")], check=True)
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing and scripts/system-deps.sh could not install it")
+    return CHROMIUM
+
+
+@pytest.fixture
+def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Settings]]:
+    from milady_lab.demo import write_demo_db
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(HERE / "dashboard.ipynb", root / "dashboard.ipynb")
+    settings = Settings.from_env(
+        home=tmp_path / "home",
+        trajectories=write_demo_db(tmp_path / "trajectories.sqlite", count=150, seed=DEMO_SEED),
+        agent_config=tmp_path / "milady.json",
+        cache=tmp_path / "cache",
+    )
+    svc = TrainingService(settings)
+    svc.build_dataset({"limit": 24, "minLlmCallsPerTrajectory": 1})
+    env = {**settings.as_env(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "MPLBACKEND": "Agg"}
+    try:
+        with run_jupyter("lab", root, tmp_path / "jupyter", env, timeout=180) as jp:
+            yield jp, settings
+    finally:
+        stop_jobs(svc)
+        svc.close()
+
+
+def _redraws(page) -> int:
+    loc = page.locator(".milady-redraws")
+    if not loc.count():
+        return 0
+    return int(loc.first.get_attribute("data-redraws") or 0)
+
+
+def _wait(pred, timeout: float, what: str, page=None, step: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            if page is not None:
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.mark.timeout(420)
+def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_model: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    jp, settings = lab
+    ensure_chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ("explorer.png", "running.png", "cancelled.png", "failure.png"):
+        (ARTIFACTS / old).unlink(missing_ok=True)
+    profile = lab[1].home.parent / "chromium-profile"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1500, "height": 1900},
+        )
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{jp.url}/lab/tree/dashboard.ipynb?reset&token={jp.token}")
+            page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=120_000)
+            # wait for the kernel before running cells
+            _wait(lambda: "Idle" in (page.locator(".jp-Notebook-ExecutionIndicator")
+                                     .first.get_attribute("data-status") or "")
+                  or page.locator("[data-status='idle']").count() > 0,
+                  120, "the kernel to be idle", page)
+
+            # Run → Run All Cells, as a user would
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").click()
+
+            dashboard = page.locator(".milady-dashboard")
+            dashboard.wait_for(state="visible", timeout=180_000)
+            explorer = page.locator(".milady-panel").first
+            rows = explorer.locator(".milady-rows select")
+            rows.wait_for(state="visible")
+            _wait(lambda: rows.locator("option").count() > 0, 60, "trajectory rows", page)
+            rows.select_option(index=1)
+            page.locator(".milady-detail .milady-call").first.wait_for(state="visible")
+            _wait(lambda: explorer.locator("img").count() >= 2, 30, "explorer charts", page)
+            dashboard.screenshot(path=str(ARTIFACTS / "explorer.png"))
+
+            # Training tab: tiny model, many iterations, Start
+            page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Training").click()
+            launcher = page.locator(".milady-panel", has=page.locator(".milady-loss-curve"))
+            launcher.wait_for(state="visible")
+            model_input = launcher.locator(".widget-combobox input")
+            model_input.fill(str(tiny_model))
+            model_input.press("Enter")
+            iters = launcher.locator(".widget-inline-hbox", has_text="Iterations").locator("input")
+            iters.fill(str(TRAIN_ITERATIONS))
+            iters.press("Enter")
+            batch = launcher.locator(".widget-inline-hbox", has_text="Batch size").locator("input")
+            batch.fill("2")
+            batch.press("Enter")
+            time.sleep(0.5)  # let the values sync to the kernel
+            before = _redraws(page)
+            launcher.locator("button", has_text="Start").click()
+
+            status = launcher.locator(".milady-job-status")
+            _wait(lambda: status.count() and status.first.get_attribute("data-status") == "running",
+                  120, "the job to run", page)
+            curve = launcher.locator(".milady-loss-curve")
+            srcs = set()
+
+            def redrawn(n: int) -> bool:
+                src = curve.get_attribute("src")
+                if src:
+                    srcs.add(src)
+                return _redraws(page) >= before + n and len(srcs) >= n
+
+            _wait(lambda: redrawn(2), 120, "the loss curve to redraw twice", page)
+
+            # a cell runs while the job trains: the kernel is free
+            cell = page.locator(".jp-Cell.jp-CodeCell").nth(1)
+            cell.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            out = cell.locator(".jp-OutputArea-output", has_text="kernel free")
+            out.wait_for(state="visible", timeout=60_000)
+            seen_in_cell = int(re.findall(r"so far: (\d+)", out.inner_text())[0])
+            assert seen_in_cell >= before + 2
+            # ... and the plot keeps updating after it
+            _wait(lambda: _redraws(page) > seen_in_cell, 60, "more redraws after the cell", page)
+            assert status.first.get_attribute("data-status") == "running"
+            launcher.scroll_into_view_if_needed()
+            dashboard.screenshot(path=str(ARTIFACTS / "running.png"))
+
+            launcher.locator("button", has_text="Cancel").click()
+            _wait(lambda: status.first.get_attribute("data-status") == "cancelled", 60,
+                  "the job to read cancelled", page)
+            launcher.locator(".milady-status[data-kind='ok']", has_text="cancelled").wait_for()
+            time.sleep(1.0)  # the final curve redraw
+            dashboard.screenshot(path=str(ARTIFACTS / "cancelled.png"))
+        finally:
+            browser.close()
+
+    svc = TrainingService(settings, reconcile=False)
+    try:
+        jobs = svc.list_jobs()["jobs"]
+        assert [j["status"] for j in jobs] == ["cancelled"]
+    finally:
+        svc.close()
+    for name in ("explorer.png", "running.png", "cancelled.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+    assert os.environ.get("MILADY_LAB_HOME") != str(settings.home)

@@ -1,0 +1,189 @@
+"""Fixtures for the models tests: a tiny Llama with its own tokenizer, a real PEFT
+adapter on it, a held-out dataset, a state store with a registered model, and the
+Ollama stand-in server. Everything is built locally in seconds (no hub)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.state import StateStore, now_ms
+
+from .ollama_standin import OllamaStandIn
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_WORDS = "hello there friend how are you today the weather is nice thanks for asking sure".split()
+_ACTIONS = ["REPLY", "IGNORE", "MUTE_ROOM", "FOLLOW_ROOM"]
+
+
+def agent_reply(rng: random.Random) -> str:
+    """A reply shaped like an elizaOS agent's structured answer."""
+    words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8)))
+    thought = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 5)))
+    return (
+        f"<response><thought>{thought}</thought><actions>{rng.choice(_ACTIONS)}</actions>"
+        f"<text>{words}</text></response>"
+    )
+
+
+def make_examples(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        user = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10)))
+        out.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are Milady. Answer in <response> XML."},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": agent_reply(rng)},
+                ]
+            }
+        )
+    return out
+
+
+def _build_tokenizer(folder: Path) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = [json.dumps(e) for e in make_examples(300, 99)] + [agent_reply(random.Random(i)) for i in range(300)]
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF folder: a 2-layer Llama (hidden 32, GQA) with a byte-level BPE tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = _build_tokenizer(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEFT LoRA folder (adapter_model.safetensors + adapter_config.json) with non-zero B."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        init_lora_weights=False, task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(base, cfg)
+    folder = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(folder)
+    assert (folder / "adapter_model.safetensors").is_file()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("dataset")
+    for name, n, seed in (("train.jsonl", 40, 1), ("valid.jsonl", 12, 2)):
+        with (folder / name).open("w") as f:
+            for ex in make_examples(n, seed):
+                f.write(json.dumps(ex) + "\n")
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        home=tmp_path / "home",
+        trajectories=tmp_path / "traj.sqlite",
+        agent_config=tmp_path / "agent" / "milady.json",
+        cache=tmp_path / "cache",
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[StateStore]:
+    s = StateStore(settings.state_db)
+    yield s
+    s.close()
+
+
+def insert_model(
+    store: StateStore, adapter: Path, base: Path, dataset_dir: Path | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Register a model (and its dataset) the way the job system does."""
+    n = len(store.list_models()) + 1
+    dataset_id = None
+    if dataset_dir is not None:
+        dataset_id = f"ds-{n}"
+        store.insert_dataset(
+            {
+                "id": dataset_id, "createdAt": now_ms(), "trajectoryCount": 1, "exampleCount": 52,
+                "trainCount": 40, "validCount": 12, "path": str(dataset_dir), "options": {},
+            }
+        )
+    rec = {
+        "id": f"model-{n}", "jobId": f"job-{n}", "name": f"Milady Tiny v{n}", "createdAt": now_ms() + n,
+        "active": False, "adapterPath": str(adapter), "baseModel": "tiny-llama",
+        "baseModelPath": str(base), "backend": "cpu", "datasetId": dataset_id, "finalLoss": 1.0,
+        **extra,
+    }
+    store.insert_model(rec)
+    got = store.get_model(rec["id"])
+    assert got is not None
+    return got
+
+
+@pytest.fixture
+def model(store: StateStore, tiny_adapter: Path, tiny_base: Path, tiny_dataset: Path) -> dict[str, Any]:
+    return insert_model(store, tiny_adapter, tiny_base, tiny_dataset)
+
+
+@pytest.fixture
+def ollama() -> Iterator[OllamaStandIn]:
+    server = OllamaStandIn().start()
+    yield server
+    server.stop()

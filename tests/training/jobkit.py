@@ -1,0 +1,210 @@
+"""Shared fixtures and helpers for the job tests (``test_jobs.py``, ``test_worker.py``,
+``test_job_*.py``): a state home, a tiny Llama to train for real, small datasets, and
+a teardown that leaves no worker process behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.state import StateStore, now_ms
+from milady_lab.training.jobs import JobManager, group_alive
+
+#: The fixtures; test modules take them with ``from .jobkit import *``.
+__all__ = ["job_model_dir", "manager", "settings", "store"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_WORDS = [
+    "hello",
+    "there",
+    "friend",
+    "how",
+    "are",
+    "you",
+    "today",
+    "the",
+    "weather",
+    "is",
+    "nice",
+    "thanks",
+    "for",
+    "asking",
+]
+
+
+def examples(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        user = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8)))
+        reply = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8)))
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": reply},
+                ]
+            }
+        )
+    return out
+
+
+def _build_tiny_llama(folder: Path) -> Path:
+    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([json.dumps(e) for e in examples(200, 1)], trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def job_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The backend tests' ``tiny_llama_dir`` when it exists, else our own tiny Llama."""
+    with contextlib.suppress(pytest.FixtureLookupError):
+        return Path(request.getfixturevalue("tiny_llama_dir"))
+    return _build_tiny_llama(tmp_path_factory.mktemp("job-tiny-llama"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # Workers inherit this: one thread each, so parallel workers don't fight for 2 cores.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    home = tmp_path / "home"
+    home.mkdir()
+    return Settings.from_env(
+        home=home,
+        trajectories=tmp_path / "no-trajectories.sqlite",
+        agent_config=tmp_path / "agent.json",
+        cache=tmp_path / "cache",
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[StateStore]:
+    s = StateStore(settings.state_db)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def manager(settings: Settings, store: StateStore) -> Iterator[JobManager]:
+    """A JobManager whose teardown cancels every live job and checks no worker is left."""
+    mgr = JobManager(settings, store)
+    yield mgr
+    cleanup_jobs(mgr)
+
+
+def cleanup_jobs(mgr: JobManager) -> None:
+    for rec in mgr.store.list_jobs(("queued",)):
+        with contextlib.suppress(Exception):
+            mgr.cancel(rec["id"])
+    for rec in mgr.store.list_jobs(("running",)):
+        with contextlib.suppress(Exception):
+            mgr.cancel(rec["id"])
+    for rec in mgr.store.list_jobs():
+        pid = rec.get("pid")
+        if pid and group_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def add_dataset(
+    settings: Settings, store: StateStore, *, n: int = 24, broken: bool = False, name: str = "ds"
+) -> str:
+    """A dataset folder + record as the dataset builder would leave it."""
+    ds_id = f"{name}-{now_ms()}-{random.randrange(16**6):06x}"
+    folder = settings.datasets_dir / ds_id
+    folder.mkdir(parents=True)
+    rows = examples(n, 7)
+    if broken:
+        (folder / "train.jsonl").write_text("this is not json\n")
+    else:
+        (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    (folder / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    store.insert_dataset(
+        {
+            "id": ds_id,
+            "createdAt": now_ms(),
+            "trajectoryCount": n,
+            "exampleCount": n,
+            "trainCount": n - 4,
+            "validCount": 4,
+            "path": str(folder),
+            "options": {},
+        }
+    )
+    return ds_id
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def wait_status(mgr: JobManager, job_id: str, statuses: tuple[str, ...], timeout: float) -> dict:
+    rec = wait_for(
+        lambda: (r := mgr.get(job_id))["status"] in statuses and r,
+        timeout,
+        f"job {job_id} to be {'/'.join(statuses)}",
+    )
+    return rec
+
+
+def worker_log(settings: Settings, job_id: str) -> str:
+    path = settings.jobs_dir / job_id / "worker.log"
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -1,0 +1,374 @@
+"""Panel logic in plain pytest: ipywidgets 8 widgets work without a kernel, and
+``Button.click()`` fires the handlers. The real service runs in-process over demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from milady_lab.service import TrainingService
+from milady_lab.widgets import (
+    Dashboard,
+    DatasetBuilder,
+    JobLauncher,
+    LocalBackend,
+    ModelManager,
+    TrajectoryExplorer,
+)
+from milady_lab.widgets._async import UiRunner
+
+from .conftest import DEMO_COUNT, register_model
+
+PNG = b"\x89PNG"
+
+
+def is_png(value: Any) -> bool:
+    return bytes(value[:4]) == PNG
+
+
+def status_of(panel: Any) -> tuple[str, str]:
+    return panel.last_status
+
+
+# -- explorer -------------------------------------------------------------------------------
+
+
+def test_explorer_lists_pages_and_filters(backend: LocalBackend, service: TrainingService) -> None:
+    ex = TrajectoryExplorer(backend)
+    everything = service.trajectories_frame().collect()
+    assert ex.frame.height == everything.height == DEMO_COUNT
+    assert len(ex.rows.options) == ex.page_size
+    assert is_png(ex.calls_chart.value) and is_png(ex.tokens_chart.value)
+
+    # paging with the buttons
+    first_page = [v for _, v in ex.rows.options]
+    ex.next_button.click()
+    assert ex.page == 1 and [v for _, v in ex.rows.options] != first_page
+    ex.prev_button.click()
+    assert [v for _, v in ex.rows.options] == first_page
+    assert ex.prev_button.disabled
+
+    # source and status
+    source = everything.get_column("source").mode().item(0)
+    ex.source_filter.value = source
+    assert 0 < ex.frame.height < DEMO_COUNT
+    assert set(ex.frame.get_column("source").to_list()) == {source}
+    status = ex.frame.get_column("status").mode().item(0)
+    ex.status_filter.value = status
+    assert set(ex.frame.get_column("status").to_list()) == {status}
+    ex.clear_button.click()
+    assert ex.frame.height == DEMO_COUNT
+
+    # minimum LLM calls
+    ex.min_calls.value = 3
+    assert ex.frame.height == everything.filter(pl.col("llmCallCount") >= 3).height
+    ex.min_calls.value = 0
+
+    # date range: the day of the newest trajectory only
+    newest = datetime.fromtimestamp(everything.get_column("startTime").max() / 1000, UTC).date()
+    ex.date_from.value = newest
+    ex.date_to.value = newest
+    lo = int(datetime(newest.year, newest.month, newest.day, tzinfo=UTC).timestamp() * 1000)
+    hi = lo + int(timedelta(days=1).total_seconds() * 1000)
+    expected = everything.filter((pl.col("startTime") >= lo) & (pl.col("startTime") < hi))
+    assert ex.frame.height == expected.height > 0
+    ex.clear_filters()
+    assert ex.frame.height == DEMO_COUNT
+
+
+def test_explorer_search_and_detail(backend: LocalBackend, service: TrainingService) -> None:
+    ex = TrajectoryExplorer(backend)
+    calls = service.llm_calls_frame().collect()
+    # a word from one reply, in other case: the search ignores case
+    reply = next(r for r in calls.get_column("response").to_list() if r and len(r) > 40)
+    needle = reply[10:30].upper()
+    ex.search.value = needle
+    hits = set(ex.frame.get_column("id").to_list())
+    expected = set(
+        calls.filter(
+            pl.concat_str(
+                [pl.col(c).fill_null("") for c in ("systemPrompt", "userPrompt", "response")],
+                separator="\n",
+            )
+            .str.to_lowercase()
+            .str.contains(needle.lower(), literal=True)
+        )
+        .get_column("trajectoryId")
+        .to_list()
+    )
+    assert hits and hits == expected & set(service.trajectories_frame().collect()["id"])
+    ex.search.value = "no such text anywhere 1234567"
+    assert ex.frame.height == 0
+    assert ex.rows.options == ()
+    ex.search.value = ""
+
+    # selecting a row shows its calls and provider accesses
+    tid = next(iter(hits))
+    ex.search.value = needle
+    ex.rows.value = tid
+    detail = service.get_trajectory(tid)["trajectory"]
+    assert ex.selected_id == tid
+    assert ex.selected.height == len(detail["llmCalls"]) > 0
+    assert set(ex.selected.get_column("trajectoryId").to_list()) == {tid}
+    assert "Call 1" in ex.detail.value and "<details>" in ex.detail.value
+    if detail["providerAccesses"]:
+        assert "Provider accesses" in ex.detail.value
+
+
+def test_explorer_shows_errors_instead_of_raising(service: TrainingService) -> None:
+    class Flaky(LocalBackend):
+        def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+            raise RuntimeError("disk on fire")
+
+    ex = TrajectoryExplorer(Flaky(service))
+    ex.rows.value = ex.rows.options[0][1]
+    kind, message = status_of(ex)
+    assert kind == "error" and "RuntimeError: disk on fire" in message
+    # a not-found from the service reads as the service wrote it
+    ex.backend = LocalBackend(service)
+    ex.guard("open trajectory")(ex.select)("no-such-trajectory")
+    kind, message = status_of(ex)
+    assert kind == "error" and "no trajectory with id 'no-such-trajectory'" in message
+
+
+# -- dataset builder ------------------------------------------------------------------------
+
+
+def test_builder_preview_build_and_list(backend: LocalBackend, service: TrainingService) -> None:
+    b = DatasetBuilder(backend)
+    b.wait()
+    assert b.last_preview == service.preview_dataset({"minLlmCallsPerTrajectory": 1})
+    assert "examples" in b.preview_label.value
+    b.limit.value = 10
+    b.min_calls.value = 2
+    b.wait()
+    assert b.last_preview == service.preview_dataset({"limit": 10, "minLlmCallsPerTrajectory": 2})
+    assert b.last_preview["trajectoryCount"] == 10
+
+    b.build_button.click()
+    assert b.build_button.disabled
+    b.wait()
+    b.wait()  # the histogram is computed after the listing refresh
+    kind, message = status_of(b)
+    assert kind == "ok" and "10 trajectories" in message, message
+    assert not b.build_button.disabled
+    assert b.progress.bar_style == "success" and b.progress.value == b.progress.max
+    listed = service.list_datasets()["datasets"]
+    assert len(listed) == 1 and listed[0]["id"] in b.table.value
+    assert b.dataset_pick.value == listed[0]["id"]
+    assert is_png(b.histogram.value)
+
+
+def test_builder_shows_the_services_error(backend: LocalBackend, service: TrainingService) -> None:
+    b = DatasetBuilder(backend)
+    b.min_calls.value = 10_000
+    b.wait()
+    b.build_button.click()
+    b.wait()
+    kind, message = status_of(b)
+    assert kind == "error" and message.startswith("build failed: no trajectory qualifies")
+    assert not b.build_button.disabled
+    assert service.list_datasets()["datasets"] == []
+
+
+# -- job launcher ---------------------------------------------------------------------------
+
+
+def test_launcher_options_and_start_error(backend: LocalBackend, service: TrainingService) -> None:
+    from milady_lab.training.backends import available_backends, best_backend
+
+    service.build_dataset({"limit": 5})
+    jl = JobLauncher(backend)
+    assert list(jl.backend_choice.options) == available_backends()
+    assert jl.backend_choice.value == best_backend()
+    assert jl.dataset.value == service.list_datasets()["datasets"][0]["id"]
+    assert "smollm2-135m-instruct" in jl.model.options
+    assert not jl.poller.running  # no kernel loop: tests poll by hand
+
+    jl.model.value = "no-such-model-anywhere"
+    jl.start_button.click()
+    jl.wait()
+    kind, message = status_of(jl)
+    assert kind == "error" and message.startswith("start failed:"), message
+    assert not jl.start_button.disabled
+    jl.cancel_button.click()  # nothing to cancel: a message, no exception
+    assert status_of(jl)[0] in ("info", "error")
+    jl.close()
+
+
+@pytest.mark.slow
+def test_launcher_start_live_curve_cancel(
+    backend: LocalBackend, service: TrainingService, tiny_model: Path
+) -> None:
+    service.build_dataset({"limit": 20})
+    jl = JobLauncher(backend)
+    jl.model.value = str(tiny_model)
+    jl.iterations.value = 100_000
+    jl.batch_size.value = 2
+    jl.start_button.click()
+    jl.wait()
+    assert status_of(jl)[0] == "ok", status_of(jl)
+    job_id = jl.job_id
+    assert job_id is not None and not jl.cancel_button.disabled
+
+    deadline = time.monotonic() + 90
+    redraws_at_start = jl.redraws
+    while jl.redraws < redraws_at_start + 2 or len(jl.train_points) < 2:
+        assert time.monotonic() < deadline, f"no live curve; job: {service.get_job(job_id)}"
+        jl.poll_once()
+        time.sleep(0.3)
+    assert jl.job["status"] == "running"
+    assert "iteration" in jl.info.value and "tokens/s" in jl.info.value
+    assert 0 < jl.progress.value <= jl.progress.max == 100_000
+    assert f"data-redraws='{jl.redraws}'" in jl.redraw_label.value
+
+    jl.cancel_button.click()
+    jl.wait(30)
+    assert service.get_job(job_id)["job"]["status"] == "cancelled"
+    assert status_of(jl) == ("ok", f"job {job_id} cancelled")
+    jl.poll_once()
+    assert "cancelled" in jl.info.value and jl.cancel_button.disabled
+    assert jl.progress.bar_style == "warning"
+    jl.close()
+
+
+def test_launcher_picks_up_a_running_job(backend: LocalBackend, service: TrainingService,
+                                         tiny_model: Path) -> None:
+    service.build_dataset({"limit": 5})
+    job = service.start_job({"model": str(tiny_model), "iterations": 100_000, "batchSize": 1})["job"]
+    jl = JobLauncher(backend)
+    assert jl.job_id == job["id"]
+    assert jl.watch.value == job["id"]
+    assert jl.job is not None and jl.job["status"] in ("queued", "running")
+    service.cancel_job(job["id"])
+    jl.poll_once()
+    assert jl.job["status"] == "cancelled"
+    jl.close()
+
+
+def test_live_loop_runs_on_an_asyncio_loop(backend: LocalBackend, service: TrainingService,
+                                           tiny_model: Path) -> None:
+    """On a running loop (as in a kernel) the panel polls by itself and stops on close."""
+    service.build_dataset({"limit": 5})
+
+    async def scenario() -> tuple[str | None, bool, bool]:
+        jl = JobLauncher(backend)
+        assert jl.poller.running
+        job = await asyncio.to_thread(
+            service.start_job, {"model": str(tiny_model), "iterations": 100_000, "batchSize": 1}
+        )
+        for _ in range(100):  # the idle poll (2 s) notices the new job
+            if jl.job_id == job["job"]["id"] and jl.job is not None:
+                break
+            await asyncio.sleep(0.1)
+        picked = jl.job_id
+        await asyncio.to_thread(service.cancel_job, job["job"]["id"])
+        task = jl.poller.task
+        jl.close()
+        await asyncio.sleep(0.1)
+        return picked if picked == job["job"]["id"] else None, task is not None and task.done(), \
+            jl.poller.running
+
+    picked, task_done, still_running = asyncio.run(scenario())
+    assert picked is not None
+    assert task_done and not still_running
+
+
+def test_runner_applies_results_on_the_loop_thread() -> None:
+    import threading
+
+    async def scenario() -> tuple[int, int, Any]:
+        runner = UiRunner()
+        loop_thread = threading.get_ident()
+        seen: list[tuple[int, Any]] = []
+        runner.submit(lambda: threading.get_ident(), lambda r, e: seen.append((threading.get_ident(), r)))
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        runner.close()
+        return loop_thread, seen[0][0], seen[0][1]
+
+    loop_thread, applied_on, worker = asyncio.run(scenario())
+    assert applied_on == loop_thread != worker
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def test_models_list_activate_and_errors(backend: LocalBackend, service: TrainingService) -> None:
+    plain = register_model(service)
+    benched = register_model(
+        service,
+        id="m-benched",
+        name="benched-v2",
+        benchmark={"scores": {"coherence": 0.6, "consistency": 0.7, "helpfulness": 0.3},
+                   "baseline": {"coherence": 0.5, "consistency": 0.4, "helpfulness": 0.2}},
+    )
+    mm = ModelManager(backend)
+    assert plain["name"] in mm.table.value and "benched-v2" in mm.table.value
+    assert "0.60" in mm.table.value and "1.234" in mm.table.value
+    mm.pick.value = benched["id"]
+    assert is_png(mm.chart.value)
+
+    # activate without an import or provider model: the service's 409 message
+    mm.pick.value = plain["id"]
+    mm.activate_button.click()
+    mm.wait()
+    kind, message = status_of(mm)
+    assert kind == "error" and message.startswith("activate failed:") and "import" in message
+    assert not mm.activate_button.disabled
+
+    # a non-loopback Ollama URL is refused before any connection
+    mm.ollama_url.value = "http://example.com:11434"
+    mm.import_button.click()
+    mm.wait()
+    kind, message = status_of(mm)
+    assert kind == "error" and message.startswith("import failed:") and "loopback" in message
+
+    # activating with an explicit provider model works and shows in the table
+    mm.provider_model.value = "ollama/milady-test"
+    mm.activate_button.click()
+    mm.wait()
+    assert status_of(mm) == ("ok", "activated: the agent now uses ollama/milady-test")
+    assert service.get_model(plain["id"])["model"]["active"] is True
+    assert "<b>✔</b>" in mm.table.value
+
+
+def test_models_empty_state(backend: LocalBackend) -> None:
+    mm = ModelManager(backend)
+    assert "No model yet" in mm.table.value
+    assert mm.activate_button.disabled and mm.benchmark_button.disabled
+    mm.guard("activate")(mm.activate)()
+    assert status_of(mm)[0] == "error" and "choose a model first" in status_of(mm)[1]
+
+
+# -- dashboard ------------------------------------------------------------------------------
+
+
+def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    dash = Dashboard()
+    try:
+        assert dash.tabs.titles == ("Trajectories", "Datasets", "Training", "Models")
+        assert all(p.backend is dash.backend for p in dash.panels)
+        assert dash.backend.mode == "in-process"
+        assert "in-process" in dash.banner.value
+        assert dash.explorer.frame.height == DEMO_COUNT
+        # a build in the builder tab appears in the launcher's dataset list
+        dash.builder.limit.value = 3
+        dash.builder.build_button.click()
+        dash.wait()
+        dash.wait()
+        built = dash.builder.last_built
+        assert built is not None and dash.launcher.dataset.value == built["id"]
+    finally:
+        dash.close()
+    assert dash.runner._closed
