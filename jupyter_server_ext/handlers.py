@@ -25,7 +25,7 @@ from tornado.iostream import StreamClosedError
 
 from milady_lab.errors import MiladyLabError
 
-from .openapi import request_schema, validate_body
+from .openapi import request_schema, spec_for_base_url, validate_body
 from .sse import PAGE, format_event
 
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
@@ -87,27 +87,25 @@ class TrainingHandler(APIHandler):
             raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
         raw = b"".join(self._chunks)
         if not raw.strip():
-            body = None
-        else:
-            try:
-                body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-            except (ValueError, RecursionError):
-                raise ApiError(400, "the request body is not valid JSON") from None
+            return None  # no body: every field takes its default
+        try:
+            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "the request body is not valid JSON") from None
         schema = request_schema(operation)
-        if schema is not None and body is not None:
-            problem = validate_body(body, schema)
-            if problem:
-                raise ApiError(400, problem)
+        problem = validate_body(body, schema) if schema is not None else None
+        if problem:
+            raise ApiError(400, problem)
         return body
 
-    def query_int(self, name: str) -> str | None:
+    def query_int(self, name: str) -> int | None:
         """A query parameter that must be a decimal integer; the service checks its range."""
         raw = self.get_query_argument(name, None)
         if raw is None:
             return None
         if not _INT.fullmatch(raw):
             raise ApiError(400, f"{name} must be an integer, got {raw[:40]!r}")
-        return raw
+        return int(raw)
 
     # -- calling the service --------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, slow: bool = False) -> Any:
@@ -321,15 +319,15 @@ class ModelBenchmarkHandler(TrainingHandler):
 
 
 class OpenAPIHandler(TrainingHandler):
+    """The shipped spec, with ``servers`` set to this server's base URL."""
+
     auth_resource = f"{RESOURCE}:status"
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from .openapi import spec_bytes
-
         self.set_status(200)
-        self.finish(spec_bytes())
+        self.finish(spec_for_base_url(self.base_url))
 
 
 class EventsHandler(TrainingHandler):
@@ -352,11 +350,9 @@ class EventsHandler(TrainingHandler):
         if last_id.isdigit() and len(last_id) <= 19:
             return int(last_id)
         after = self.query_int("after")
-        if after is None:
-            return None
-        if int(after) < 0:
-            raise ApiError(400, f"after must be at least 0, got {after}")
-        return int(after)
+        if after is not None and not 0 <= after <= 2**62:
+            raise ApiError(400, f"after must be between 0 and 2**62, got {after}")
+        return after
 
     def _deadline(self) -> float | None:
         raw = self.get_query_argument("timeout", None)

@@ -38,6 +38,13 @@ def spec() -> dict[str, Any]:
 
 
 @functools.cache
+def spec_for_base_url(base_url: str) -> bytes:
+    """The spec as served under ``base_url`` (its paths are relative to that)."""
+    doc = {**spec(), "servers": [{"url": base_url.rstrip("/") or "/"}]}
+    return json.dumps(doc, indent=1).encode()
+
+
+@functools.cache
 def _operations() -> dict[str, dict[str, Any]]:
     out = {}
     for item in spec()["paths"].values():

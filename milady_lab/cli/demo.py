@@ -1,9 +1,58 @@
-"""``milady-lab demo``: filled in by its owner."""
+"""``milady-lab demo-data``: write a database of realistic demo trajectories."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+
+from .. import validation as v
+from ..errors import InputError
+from ._common import add_json_flag, print_json, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Placeholder until the demo commands land."""
+    p = sub.add_parser(
+        "demo-data",
+        help="write demo trajectories (Milady's table) to a SQLite file",
+        description="Write realistic, messy elizaOS-style trajectories to a new SQLite "
+        "file (replacing it). Same seed, same data.",
+    )
+    p.add_argument("--db", help="file to write (default: MILADY_LAB_TRAJECTORIES)")
+    p.add_argument("--count", help="trajectories to write (default 1000)")
+    p.add_argument("--seed", help="random seed (default 0)")
+    add_json_flag(p)
+    p.set_defaults(handler=_demo_data)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..demo import write_demo_db
+
+    count = v.integer(args.count, "count", default=1000, minimum=1, maximum=10_000_000)
+    seed = v.integer(args.seed, "seed", default=0, minimum=0, maximum=2**63 - 1)
+    db = args.db or settings_from(args).trajectories
+    if "://" in db:
+        raise InputError(f"--db must be a file path, not {db.split('://', 1)[0]}://…")
+    assert count is not None and seed is not None
+    bar = tqdm(total=count, unit="traj", desc="writing", disable=not sys.stderr.isatty())
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    started = time.perf_counter()
+    try:
+        path = write_demo_db(db, count=count, seed=seed, progress=progress)
+    except OSError as exc:
+        raise InputError(f"cannot write {db}: {exc.strerror or exc}") from None
+    finally:
+        bar.close()
+    body = {"path": str(path), "count": count, "seed": seed}
+    if args.json:
+        print_json(body)
+    else:
+        took = time.perf_counter() - started
+        print(f"wrote {count} trajectories to {path} in {took:.1f} s")
+    return 0

@@ -83,8 +83,7 @@ def _start(args: argparse.Namespace) -> int:
     if not args.wait:
         _print_job(job, args.json)
         return 0
-    if not args.json:
-        print(f"job {job['id']} {job['status']}", file=sys.stderr)
+    print(f"job {job['id']} {job['status']}", file=sys.stderr, flush=True)
     job = follow(service, job["id"])
     _print_job(job, args.json)
     return 0 if job["status"] == "completed" else 1
@@ -119,9 +118,25 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         print_json({"job": job})
         return
     keys = [
-        "id", "status", "backend", "model", "datasetId", "progress", "currentIteration",
-        "totalIterations", "loss", "valLoss", "tokensPerSecond", "trainedTokens", "createdAt",
-        "startedAt", "completedAt", "resumeFrom", "checkpointIteration", "modelId", "error",
+        "id",
+        "status",
+        "backend",
+        "model",
+        "datasetId",
+        "progress",
+        "currentIteration",
+        "totalIterations",
+        "loss",
+        "valLoss",
+        "tokensPerSecond",
+        "trainedTokens",
+        "createdAt",
+        "startedAt",
+        "completedAt",
+        "resumeFrom",
+        "checkpointIteration",
+        "modelId",
+        "error",
     ]
     width = max(len(k) for k in keys)
     for key in keys:

@@ -13,8 +13,14 @@ itself; ``reconcile()`` (run whenever a service starts) and every read of a runn
 job repair what a killed worker left behind.
 
 Records returned here are the REST bodies: internal fields (``pid``,
-``pidStartTime``, ``outputPath``, ``heartbeatAt``) are left out; ``progress`` and
-``modelId`` are added.
+``pidStartTime``, ``outputPath``, ``heartbeatAt``) are left out, so process details
+never leave the machine; ``progress`` (0–1) and, once completed, ``modelId`` are added.
+``raw()`` gives the full row to workers and tests.
+
+Events written to the store's log (followed by SSE, the CLI and widgets), each with
+``jobId``: ``job_queued``, ``job_started``, ``job_progress`` (latest figures, at most
+every 0.5 s), ``job_log``, and one of ``job_completed`` (with ``modelId``),
+``job_failed`` (with ``error``) or ``job_cancelled``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
-from ..errors import ConflictError, InputError, NotFoundError
+from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError
 from ..state import FINAL_STATUSES, StateStore, now_ms
 from .options import JobOptions
 
@@ -152,7 +158,12 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _describe_exit(pid: int) -> str:
-    code = _exit_codes.get(pid)
+    """Why a worker is gone, as precisely as this process can tell."""
+    child = _children.get(pid)
+    if child is not None:  # ours: its exit status is (about to be) known
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1.0)
+    code = _exit_codes.get(pid, child.returncode if child is not None else None)
     if code is None:
         return "it was killed (signal 9 / out of memory?) or crashed without reporting"
     if code < 0:
@@ -250,20 +261,23 @@ class JobManager:
         return self.get(job_id)
 
     def _build_dataset(self, opts: JobOptions, service: Any) -> str:
+        """Build the dataset a job without ``datasetId`` trains on, in this process, so
+        that "nothing to train on" is an input error before any worker starts."""
         from ..datasets import BuildOptions, build_dataset
 
-        if service is not None:
-            source = service.source
-        else:
-            from ..trajectories import open_source
-
-            source = open_source(self.settings.trajectories, self.settings)
         body = {"limit": opts.max_trajectories} if opts.max_trajectories else {}
         try:
+            if service is not None:
+                source = service.source
+            else:
+                from ..trajectories import open_source
+
+                source = open_source(self.settings.trajectories, self.settings)
             rec = build_dataset(source, self.settings, self.store, BuildOptions.from_body(body))
-        except InputError as exc:
+        except MiladyLabError as exc:
+            # The source is not named: a database URL may carry a password.
             raise InputError(
-                f"no dataset to train on and none could be built: {exc.message}"
+                f"could not build a dataset to train on from the trajectories: {exc.message}"
             ) from exc
         return rec["id"]
 
@@ -316,9 +330,13 @@ class JobManager:
         _children[proc.pid] = proc
         threading.Thread(target=_reap, args=(proc,), daemon=True, name=f"reap-{proc.pid}").start()
         self.store.update_job(
-            job_id, conn,
-            status="running", startedAt=ts, heartbeatAt=ts,
-            pid=proc.pid, pidStartTime=process_start_time(proc.pid),
+            job_id,
+            conn,
+            status="running",
+            startedAt=ts,
+            heartbeatAt=ts,
+            pid=proc.pid,
+            pidStartTime=process_start_time(proc.pid),
         )
         self.store.emit("job_started", f"job {job_id} started", conn, jobId=job_id)
 
@@ -352,15 +370,21 @@ class JobManager:
 
     # -- repairing --------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Follow running jobs whose worker lives, fail the others, start what is queued."""
+        """Follow running jobs whose worker lives, fail the others, start what is queued.
+
+        Called whenever a service starts (a new Jupyter server, kernel or CLI process).
+        """
         self._check_running()
-        self.start_next()
 
     def _check_running(self) -> None:
-        changed = False
-        for rec in self.store.list_jobs(("running",)):
-            changed = self._check_worker(rec) or changed
-        if changed:
+        """Fail running jobs whose worker is gone; start a queued job if nothing runs.
+
+        Reads first, so the frequent calls (status polls) take no write lock when all is well.
+        """
+        running = self.store.list_jobs(("running",))
+        for rec in running:
+            self._check_worker(rec)  # starts the next job itself when it fails one
+        if not running and self.store.list_jobs(("queued",)):
             self.start_next()
 
     def _check_worker(self, rec: dict[str, Any]) -> bool:
@@ -409,8 +433,8 @@ class JobManager:
         out = {k: val for k, val in rec.items() if k not in _INTERNAL}
         total = rec.get("totalIterations") or 0
         current = rec.get("currentIteration") or 0
-        out["progress"] = 1.0 if rec["status"] == "completed" else (
-            min(1.0, current / total) if total else 0.0
+        out["progress"] = (
+            1.0 if rec["status"] == "completed" else (min(1.0, current / total) if total else 0.0)
         )
         if rec["status"] == "completed":
             if models is None:

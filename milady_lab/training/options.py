@@ -104,33 +104,48 @@ class JobOptions:
         model = check_model(model)
 
         iterations = v.integer(
-            b.get("iterations"), "iterations",
+            b.get("iterations"),
+            "iterations",
             default=prior.get("iterations", DEFAULTS["iterations"]),
-            minimum=1, maximum=MAX_ITERATIONS,
+            minimum=1,
+            maximum=MAX_ITERATIONS,
         )
         batch_size = v.integer(
-            b.get("batchSize"), "batchSize",
+            b.get("batchSize"),
+            "batchSize",
             default=prior.get("batchSize", DEFAULTS["batchSize"]),
-            minimum=1, maximum=MAX_BATCH_SIZE,
+            minimum=1,
+            maximum=MAX_BATCH_SIZE,
         )
         learning_rate = v.number(
-            b.get("learningRate"), "learningRate",
+            b.get("learningRate"),
+            "learningRate",
             default=prior.get("learningRate", DEFAULTS["learningRate"]),
-            exclusive_minimum=0.0, maximum=1.0,
+            exclusive_minimum=0.0,
+            maximum=1.0,
         )
         lora_rank = v.integer(
-            b.get("loraRank"), "loraRank", default=prior.get("loraRank"),
-            minimum=1, maximum=MAX_LORA_RANK,
+            b.get("loraRank"),
+            "loraRank",
+            default=prior.get("loraRank"),
+            minimum=1,
+            maximum=MAX_LORA_RANK,
         )
         if resumed is not None and lora_rank != prior.get("loraRank"):
             raise InputError(f"loraRank must match job {resumed['id']} to resume it")
         eval_every = v.integer(
-            b.get("evalEvery"), "evalEvery", default=prior.get("evalEvery"),
-            minimum=1, maximum=MAX_ITERATIONS,
+            b.get("evalEvery"),
+            "evalEvery",
+            default=prior.get("evalEvery"),
+            minimum=1,
+            maximum=MAX_ITERATIONS,
         )
         checkpoint_every = v.integer(
-            b.get("checkpointEvery"), "checkpointEvery", default=prior.get("checkpointEvery"),
-            minimum=0, maximum=MAX_ITERATIONS,  # 0: no checkpoints
+            b.get("checkpointEvery"),
+            "checkpointEvery",
+            default=prior.get("checkpointEvery"),
+            minimum=0,
+            maximum=MAX_ITERATIONS,  # 0: no checkpoints
         )
         max_trajectories = v.integer(
             b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=10_000_000
@@ -163,10 +178,16 @@ class JobOptions:
     def to_record(self) -> dict[str, Any]:
         """The options as stored on the job (camelCase, only what was set)."""
         names = {
-            "dataset_id": "datasetId", "backend": "backend", "model": "model",
-            "iterations": "iterations", "batch_size": "batchSize",
-            "learning_rate": "learningRate", "max_trajectories": "maxTrajectories",
-            "resume_from": "resumeFrom", "lora_rank": "loraRank", "eval_every": "evalEvery",
+            "dataset_id": "datasetId",
+            "backend": "backend",
+            "model": "model",
+            "iterations": "iterations",
+            "batch_size": "batchSize",
+            "learning_rate": "learningRate",
+            "max_trajectories": "maxTrajectories",
+            "resume_from": "resumeFrom",
+            "lora_rank": "loraRank",
+            "eval_every": "evalEvery",
             "checkpoint_every": "checkpointEvery",
         }
         return {names[k]: val for k, val in asdict(self).items() if k in names and val is not None}
@@ -216,8 +237,10 @@ def _resumable_job(value: Any, store: StateStore) -> dict[str, Any] | None:
     """The job named by ``resumeFrom``: 404 when unknown, 409 when it cannot be resumed."""
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise InputError("resumeFrom must be a string (a job id)")
     if not v.is_valid_id(value):
-        raise NotFoundError(f"no job with id {str(value)[:80]!r} to resume from")
+        raise NotFoundError(f"no job with id {value[:80]!r} to resume from")
     job = store.get_job(value)
     if job is None:
         raise NotFoundError(f"no job with id {value!r} to resume from")
@@ -246,8 +269,10 @@ def _dataset_choice(
 ) -> tuple[str | None, bool]:
     """Which dataset to train on, or ``(None, True)`` when one must be built first."""
     if dataset_id is not None:
+        if not isinstance(dataset_id, str):
+            raise InputError("datasetId must be a string (a dataset id)")
         if not v.is_valid_id(dataset_id):
-            raise NotFoundError(f"no dataset with id {str(dataset_id)[:80]!r}")
+            raise NotFoundError(f"no dataset with id {dataset_id[:80]!r}")
         ds = store.get_dataset(dataset_id)
         if ds is None:
             raise NotFoundError(f"no dataset with id {dataset_id!r}")

@@ -28,7 +28,12 @@ from .callbacks import TrainingCallback
 
 #: Metric keys the job_metrics table holds.
 METRIC_KEYS = (
-    "iteration", "loss", "valLoss", "learningRate", "tokensPerSecond", "trainedTokens",
+    "iteration",
+    "loss",
+    "valLoss",
+    "learningRate",
+    "tokensPerSecond",
+    "trainedTokens",
     "peakMemory",
 )
 
@@ -153,8 +158,11 @@ class StoreCallback(TrainingCallback):
             self.store.update_job(self.job_id, conn, **fields)
             if dirty:
                 self.store.emit(
-                    "job_progress", f"job {self.job_id} at iteration "
-                    f"{latest.get('currentIteration', 0)}", conn, jobId=self.job_id, **latest,
+                    "job_progress",
+                    f"job {self.job_id} at iteration {latest.get('currentIteration', 0)}",
+                    conn,
+                    jobId=self.job_id,
+                    **latest,
                 )
 
     def _owned(self) -> bool:

@@ -240,8 +240,11 @@ def _complete(
                 fields["valLoss"] = result.final_val_loss
             store.update_job(job_id, conn, **fields)
             store.emit(
-                "job_completed", f"job {job_id} completed: model {name}", conn,
-                jobId=job_id, modelId=model_id,
+                "job_completed",
+                f"job {job_id} completed: model {name}",
+                conn,
+                jobId=job_id,
+                modelId=model_id,
             )
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)

@@ -72,6 +72,18 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
         svc.close()
 
 
+def _kernel_ready(page) -> bool:
+    """True once the kernel is idle; accepts the "Select Kernel" dialog if it shows."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count() and dialog.first.is_visible():
+        button = dialog.locator("button", has_text=re.compile(r"^Select$"))
+        if button.count():
+            button.first.click()
+        return False
+    status = page.locator(".jp-Notebook-ExecutionIndicator")
+    return status.count() > 0 and status.first.get_attribute("data-status") == "idle"
+
+
 def _redraws(page) -> int:
     loc = page.locator(".milady-redraws")
     if not loc.count():
@@ -109,23 +121,22 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1500, "height": 1900},
         )
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
         try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
             page.set_default_timeout(60_000)
             page.goto(f"{jp.url}/lab/tree/dashboard.ipynb?reset&token={jp.token}")
             page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=120_000)
-            # wait for the kernel before running cells
-            _wait(lambda: "Idle" in (page.locator(".jp-Notebook-ExecutionIndicator")
-                                     .first.get_attribute("data-status") or "")
-                  or page.locator("[data-status='idle']").count() > 0,
-                  120, "the kernel to be idle", page)
+            # JupyterLab may ask which kernel to use; take the notebook's own (python3)
+            _wait(lambda: _kernel_ready(page), 120, "the kernel to be idle", page)
 
             # Run → Run All Cells, as a user would
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
             dashboard = page.locator(".milady-dashboard")
-            dashboard.wait_for(state="visible", timeout=180_000)
+            dashboard.wait_for(state="visible", timeout=90_000)
             explorer = page.locator(".milady-panel").first
             rows = explorer.locator(".milady-rows select")
             rows.wait_for(state="visible")
@@ -186,6 +197,12 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             launcher.locator(".milady-status[data-kind='ok']", has_text="cancelled").wait_for()
             time.sleep(1.0)  # the final curve redraw
             dashboard.screenshot(path=str(ARTIFACTS / "cancelled.png"))
+        except Exception:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+            print("--- browser console ---", *console[-40:], sep="\n")
+            print("--- jupyter log ---", jp.log_tail(80), sep="\n")
+            raise
         finally:
             browser.close()
 

@@ -106,20 +106,34 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PEFT LoRA folder (adapter_model.safetensors + adapter_config.json) with non-zero B."""
+    """A PEFT LoRA folder (adapter_model.safetensors + adapter_config.json), briefly
+    trained on agent-shaped replies so it measurably beats its (random) base."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(1)
+    tok = AutoTokenizer.from_pretrained(tiny_base)
     base = AutoModelForCausalLM.from_pretrained(tiny_base)
     cfg = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        init_lora_weights=False, task_type="CAUSAL_LM",
+        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(base, cfg)
+    model = get_peft_model(base, cfg)
+    texts = [tok.apply_chat_template(e["messages"], tokenize=False) for e in make_examples(64, 5)]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    model.train()
+    for step in range(40):
+        rows = slice((step * 16) % 64, (step * 16) % 64 + 16)
+        loss = model(input_ids=enc["input_ids"][rows], attention_mask=enc["attention_mask"][rows],
+                     labels=labels[rows]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
     folder = tmp_path_factory.mktemp("adapter")
-    peft_model.save_pretrained(folder)
+    model.save_pretrained(folder)
     assert (folder / "adapter_model.safetensors").is_file()
     return folder
 

@@ -56,7 +56,8 @@ def test_queue_cancel_and_resume(
 
     # Cancel the running job once it has a checkpoint: its process group is gone in ≤ 5 s.
     wait_for(
-        lambda: (manager.raw(a["id"])["checkpointIteration"] or 0) >= 40, 120,
+        lambda: (manager.raw(a["id"])["checkpointIteration"] or 0) >= 40,
+        120,
         "a checkpoint of the long job",
     )
     pgid = manager.raw(a["id"])["pid"]
@@ -97,9 +98,21 @@ def test_queue_cancel_and_resume(
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", CLI, "--home", str(settings.home),
-         "--trajectories", settings.trajectories, "--cache", str(settings.cache), *args],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "--home",
+            str(settings.home),
+            "--trajectories",
+            settings.trajectories,
+            "--cache",
+            str(settings.cache),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -165,8 +178,9 @@ def test_twenty_simultaneous_starts_one_runs(
     request = body(job_model_dir, ds, iterations=LONG, batchSize=1)
     ctx = multiprocessing.get_context("fork")
     barrier, out = ctx.Barrier(20), ctx.Queue()
-    procs = [ctx.Process(target=_start_one, args=(settings, request, barrier, out))
-             for _ in range(20)]
+    procs = [
+        ctx.Process(target=_start_one, args=(settings, request, barrier, out)) for _ in range(20)
+    ]
     for p in procs:
         p.start()
     statuses = Counter(out.get(timeout=90) for _ in procs)

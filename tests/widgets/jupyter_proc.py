@@ -79,13 +79,18 @@ def run_jupyter(
     """``jupyter server`` or ``jupyter lab`` with a token; stopped (whole group) on exit."""
     token = secrets.token_hex(16)
     port = free_port()
+    base.mkdir(parents=True, exist_ok=True)
     log = base / f"jupyter-{app}.log"
     args = [
         sys.executable, "-m", "jupyter", app, "--no-browser",
-        f"--ServerApp.token={token}", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}", f"--port={port}", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-        "--ServerApp.allow_unauthenticated_access=False", *extra_args,
+        "--ServerApp.allow_unauthenticated_access=False",
+        # milady-lab's REST extension, whether or not pip installed its config file
+        "--ServerApp.jpserver_extensions", "jupyter_server_ext=True", *extra_args,
     ]
+    if os.geteuid() == 0:  # containers and CI run as root
+        args.append("--allow-root")
     if app == "lab":
         args.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
     fh = log.open("wb")

@@ -61,23 +61,67 @@ def _schedule(lr: float, total: int) -> Any:
     return fn
 
 
-def _to_batch(examples: list[Example], max_len: int) -> tuple[mx.array, mx.array, int]:
-    """Pad a batch to a multiple of PAD_TO; returns ids, float mask, non-padding tokens."""
+# Architectures whose ``Model.__call__`` is exactly decoder → (tied) lm_head, so the
+# loss may apply the head to assistant positions only; others get full logits.
+_SELECTIVE_HEAD_MODULES = {"llama", "qwen2", "qwen3"}
+
+
+def _supports_selective_head(model: Any) -> bool:
+    return type(model).__module__.rsplit(".", 1)[-1] in _SELECTIVE_HEAD_MODULES
+
+
+def _round_up(n: int) -> int:
+    return PAD_TO * math.ceil(max(1, n) / PAD_TO)
+
+
+def _to_batch(examples: list[Example], max_len: int, selective: bool) -> tuple[tuple, int]:
+    """Padded arrays for ``loss`` plus the batch's non-padding tokens.
+
+    Lengths are padded to a multiple of PAD_TO (mlx-lm does the same) so the compiled
+    step is reused. ``selective``: ids, then flat indices of the hidden states that
+    predict assistant tokens, their targets and weights (0 for padding entries).
+    Otherwise: ids and a float mask over target positions (full logits).
+    """
     longest = max(len(e) for e in examples)
-    width = min(max_len, PAD_TO * math.ceil(longest / PAD_TO)) if longest < max_len else longest
+    width = max(longest, min(max_len, _round_up(longest)))
     ids = np.zeros((len(examples), width), np.int32)
     mask = np.zeros((len(examples), width), np.float32)
     for j, e in enumerate(examples):
         ids[j, : len(e)] = e.input_ids
         mask[j, : len(e)] = e.mask
-    return mx.array(ids), mx.array(mask), sum(len(e) for e in examples)
+    tokens = sum(len(e) for e in examples)
+    if not selective:
+        return (mx.array(ids), mx.array(mask)), tokens
+    rows, cols = np.nonzero(mask[:, 1:])  # target t+1 is predicted at position t
+    k = _round_up(len(rows))
+    src = np.zeros(k, np.int32)
+    tgt = np.zeros(k, np.int32)
+    weight = np.zeros(k, np.float32)
+    src[: len(rows)] = rows * (width - 1) + cols
+    tgt[: len(rows)] = ids[rows, cols + 1]
+    weight[: len(rows)] = 1.0
+    return (mx.array(ids), mx.array(src), mx.array(tgt), mx.array(weight)), tokens
 
 
-def masked_loss(model: Any, batch: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
-    """Mean cross-entropy over masked (assistant) targets; mlx-lm's ``loss`` signature."""
-    logits = model(batch[:, :-1])
-    weights = mask[:, 1:]
-    ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * weights
+def masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array, mx.array]:
+    """Mean cross-entropy over assistant targets, in mlx-lm's ``loss`` signature.
+
+    With (src, tgt, weight) the head runs only on the hidden states that predict an
+    assistant token: the logits for prompt tokens are never computed.
+    """
+    if len(rest) == 1:
+        logits = model(batch[:, :-1])
+        weights = rest[0][:, 1:]
+        ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * weights
+    else:
+        src, tgt, weights = rest
+        hidden = model.model(batch[:, :-1])
+        picked = hidden.reshape(-1, hidden.shape[-1])[src]
+        if model.args.tie_word_embeddings:
+            logits = model.model.embed_tokens.as_linear(picked)
+        else:
+            logits = model.lm_head(picked)
+        ce = nn.losses.cross_entropy(logits, tgt) * weights
     ntoks = weights.sum()
     return ce.astype(mx.float32).sum() / ntoks, ntoks
 
@@ -86,9 +130,10 @@ class _Batches:
     """``iterate_batches`` for mlx-lm: stateless per iteration (resume sees the same
     batches) and counting the non-padding tokens it hands out."""
 
-    def __init__(self, seed: int, start: int) -> None:
+    def __init__(self, seed: int, start: int, selective: bool) -> None:
         self.seed = seed
         self.start = start
+        self.selective = selective
         self.tokens = 0
 
     def __call__(
@@ -105,14 +150,14 @@ class _Batches:
             it = self.start
             while True:
                 idx = grouped_batch_indices(lengths, batch_size, it, self.seed)
-                ids, mask, n = _to_batch([dataset[i] for i in idx], max_seq_length)
+                arrays, n = _to_batch([dataset[i] for i in idx], max_seq_length, self.selective)
                 self.tokens += n
-                yield ids, mask
+                yield arrays
                 it += 1
         else:  # evaluation: every example once
             for i in range(0, len(dataset), batch_size):
-                ids, mask, _ = _to_batch(dataset[i : i + batch_size], max_seq_length)
-                yield ids, mask
+                arrays, _ = _to_batch(dataset[i : i + batch_size], max_seq_length, self.selective)
+                yield arrays
 
 
 def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
@@ -260,7 +305,7 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
 
     mlx_dir = spec.output_dir / MLX_SUBDIR
     mlx_dir.mkdir(parents=True, exist_ok=True)
-    batches = _Batches(spec.seed, start)
+    batches = _Batches(spec.seed, start, _supports_selective_head(model))
     args = mlx_trainer.TrainingArgs(
         batch_size=spec.batch_size,
         iters=total - start,

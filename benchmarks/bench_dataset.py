@@ -1,0 +1,213 @@
+"""Dataset build: 100k demo trajectories (~5 LLM calls each) in SQLite → JSONL dataset.
+
+Goal (issue 2): ≤ 10 s and ≤ 1.5 GB peak RSS, and ≥ 10× faster than a plain
+row-at-a-time implementation of the same rules, run here on the same database.
+
+Each build runs in its own child process so its peak RSS is its own (``os.wait4``).
+The database is generated once with ``milady_lab.demo`` and cached under
+``/tmp/milady-lab-bench``; it is read through once before timing so both builds see a
+warm page cache. Both builds must give the same trajectory and example counts.
+
+    python benchmarks/bench_dataset.py [--count 100000] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
+GOAL_S, GOAL_RSS_MB, GOAL_RATIO = 10.0, 1536.0, 10.0
+
+
+# -- the two builds (run in a child process) ------------------------------------------------
+def build_polars(db: str, home: str) -> dict[str, Any]:
+    """milady-lab's builder, exactly as the service calls it."""
+    from milady_lab.config import Settings
+    from milady_lab.datasets import BuildOptions, build_dataset
+    from milady_lab.state import StateStore
+    from milady_lab.trajectories import open_source
+
+    settings = Settings.from_env(home=home, trajectories=db)
+    store = StateStore(settings.state_db)
+    start = time.perf_counter()
+    source = open_source(settings.trajectories, settings)
+    rec = build_dataset(source, settings, store, BuildOptions.from_body({}))
+    return {"seconds": time.perf_counter() - start, **rec}
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else repr(value)
+    return None
+
+
+def _get(obj: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if obj.get(key) is not None:
+            return obj[key]
+    return None
+
+
+def build_plain(db: str, home: str) -> dict[str, Any]:
+    """The same rules, one row at a time: sqlite3 cursor, json.loads, dict de-duplication,
+    json.dumps per line. The baseline the issue asks to compare with."""
+    start = time.perf_counter()
+    out = Path(home) / "plain"
+    out.mkdir(parents=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute(
+        "SELECT id, steps_json FROM trajectories ORDER BY start_time DESC, id ASC"
+    )
+    seen: set[tuple[str | None, str, str]] = set()
+    trajectories = examples = train_n = valid_n = 0
+    with open(out / "train.jsonl", "w", encoding="utf-8") as train, open(
+        out / "valid.jsonl", "w", encoding="utf-8"
+    ) as valid:
+        for tid, text in rows:
+            try:
+                doc = json.loads(text, strict=False) if text and text.strip()[:1] in "[{" else []
+            except ValueError:
+                doc = []
+            if isinstance(doc, dict):
+                if isinstance(doc.get("steps"), list):
+                    doc = doc["steps"]
+                elif _get(doc, "llmCalls", "llm_calls") is not None:
+                    doc = [doc]
+                else:
+                    doc = []
+            usable = []
+            for pos, step in enumerate(doc if isinstance(doc, list) else []):
+                if not isinstance(step, dict):
+                    continue
+                step_id = _text(_get(step, "stepId", "step_id")) or f"step-{pos}"
+                calls = _get(step, "llmCalls", "llm_calls")
+                for call in calls if isinstance(calls, list) else []:
+                    if not isinstance(call, dict):
+                        continue
+                    user = _text(_get(call, "userPrompt", "user_prompt"))
+                    response = _text(_get(call, "response"))
+                    if not user or not user.strip() or not response or not response.strip():
+                        continue
+                    system = _text(_get(call, "systemPrompt", "system_prompt"))
+                    usable.append((system if system and system.strip() else None, user,
+                                   response, step_id, call))
+            if not usable:
+                continue  # min calls = 1
+            trajectories += 1
+            for system, user, response, step_id, call in usable:
+                key = (system, user, response)
+                if key in seen:
+                    continue
+                seen.add(key)
+                messages = [{"role": "system", "content": system}] if system else []
+                messages += [{"role": "user", "content": user},
+                             {"role": "assistant", "content": response}]
+                line = json.dumps({"messages": messages, "metadata": {
+                    "trajectoryId": tid, "stepId": step_id,
+                    "model": _text(call.get("model")), "purpose": _text(call.get("purpose")),
+                }}, ensure_ascii=False)
+                if zlib.crc32(line.encode()) % 100 < 10:
+                    valid.write(line + "\n")
+                    valid_n += 1
+                else:
+                    train.write(line + "\n")
+                    train_n += 1
+                examples += 1
+    conn.close()
+    return {"seconds": time.perf_counter() - start, "trajectoryCount": trajectories,
+            "exampleCount": examples, "trainCount": train_n, "validCount": valid_n}
+
+
+# -- the parent -----------------------------------------------------------------------------
+def ensure_db(count: int, seed: int) -> Path:
+    db = CACHE / f"demo-{count}-seed{seed}.sqlite"
+    if not db.exists():
+        from milady_lab.demo import write_demo_db
+
+        print(f"generating {db} (once) …", flush=True)
+        t = time.perf_counter()
+        write_demo_db(db, count, seed)
+        print(f"  {time.perf_counter() - t:.1f} s", flush=True)
+    return db
+
+
+def run_child(kind: str, db: Path) -> tuple[dict[str, Any], float, float]:
+    """(result, wall seconds, peak RSS MB) of one build in a fresh process."""
+    home = tempfile.mkdtemp(prefix=f"home-{kind}-", dir=CACHE)
+    try:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", kind, str(db), home], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"{kind} build failed with exit code {proc.returncode}")
+        result = json.loads(output.decode().strip().splitlines()[-1])
+        rss_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        return result, wall, rss_mb
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "DB", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, db, home = args.child
+        result = (build_polars if kind == "polars" else build_plain)(db, home)
+        print(json.dumps(result))
+        return 0
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    db = ensure_db(args.count, args.seed)
+    with open(db, "rb") as fh:  # warm the page cache for both builds alike
+        while fh.read(1 << 24):
+            pass
+    fast, fast_wall, fast_rss = run_child("polars", db)
+    plain, plain_wall, plain_rss = run_child("plain", db)
+    for key in ("trajectoryCount", "exampleCount"):
+        assert fast[key] == plain[key], f"{key}: polars {fast[key]} != plain {plain[key]}"
+    ratio = plain["seconds"] / fast["seconds"]
+    size_mb = db.stat().st_size / 2**20
+    print(f"dataset build: {args.count} trajectories ({size_mb:.0f} MB SQLite) → "
+          f"{fast['trajectoryCount']} trajectories, {fast['exampleCount']} examples "
+          f"({fast['trainCount']} train / {fast['validCount']} valid)")
+    print(f"  milady-lab : {fast['seconds']:6.2f} s build ({fast_wall:.2f} s process), "
+          f"peak RSS {fast_rss:5.0f} MB")
+    print(f"  plain rows : {plain['seconds']:6.2f} s build ({plain_wall:.2f} s process), "
+          f"peak RSS {plain_rss:5.0f} MB")
+    print(f"  speed-up   : {ratio:.1f}×")
+    checks = [
+        (f"build ≤ {GOAL_S:.0f} s", fast["seconds"] <= GOAL_S),
+        (f"peak RSS ≤ {GOAL_RSS_MB / 1024:.1f} GB", fast_rss <= GOAL_RSS_MB),
+        (f"speed-up ≥ {GOAL_RATIO:.0f}×", ratio >= GOAL_RATIO),
+    ]
+    verdicts = ", ".join(f"{name} {'ok' if ok else 'MISSED'}" for name, ok in checks)
+    print(f"  goals      : {verdicts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

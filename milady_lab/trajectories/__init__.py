@@ -1,0 +1,106 @@
+"""Trajectory sources: where the agent's records are read from, all giving the same frames.
+
+``open_source(spec, settings)`` picks the reader from the ``MILADY_LAB_TRAJECTORIES``
+value:
+
+* ``postgresql://…`` / ``postgres://…`` — the agent's PostgreSQL database;
+* ``milady+http://host:port`` / ``milady+https://…`` — a running agent's REST API,
+  mirrored into a local SQLite cache;
+* a ``.json`` file or a folder of them — files exported by the agent;
+* any other path (or ``sqlite:PATH``) — a SQLite file holding the ``trajectories`` table.
+
+Opening never fails: a source that cannot be read says why in ``unavailable_reason()``
+and reads as empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..config import Settings
+from .base import (
+    LLM_CALL_SCHEMA,
+    STEPS_SCHEMA,
+    SUMMARY_SCHEMA,
+    SourceUnavailable,
+    TrajectorySource,
+)
+from .parse import CALL_ROWS_SCHEMA, llm_calls_from_steps
+
+__all__ = [
+    "CALL_ROWS_SCHEMA",
+    "LLM_CALL_SCHEMA",
+    "STEPS_SCHEMA",
+    "SUMMARY_SCHEMA",
+    "SourceUnavailable",
+    "TrajectorySource",
+    "UnavailableSource",
+    "llm_calls_from_steps",
+    "open_source",
+]
+
+
+def open_source(spec: str, settings: Settings | None = None) -> TrajectorySource:
+    """The source named by ``spec`` (see the module docstring)."""
+    spec = str(spec).strip()
+    lower = spec.lower()
+    if lower.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresSource
+
+        return PostgresSource(spec)
+    if lower.startswith(("milady+http://", "milady+https://")):
+        from .agent_api import AgentApiSource
+
+        return AgentApiSource(spec, settings or Settings.from_env())
+    if lower.startswith("sqlite:"):
+        from .sqlite import SQLiteSource
+
+        return SQLiteSource(spec[len("sqlite:") :].removeprefix("//"))
+    if "://" in spec or not spec:
+        shown = spec.split("://", 1)[0] + "://…" if "://" in spec else "(empty)"
+        return UnavailableSource(
+            shown,
+            f"unsupported trajectory source {shown}: use a SQLite path, a .json export, "
+            "postgresql://… or milady+http://host:port",
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir() or path.suffix.lower() == ".json":
+        from .export import ExportSource
+
+        return ExportSource(path)
+    from .sqlite import SQLiteSource
+
+    return SQLiteSource(path)
+
+
+class UnavailableSource:
+    """A source that cannot exist (a bad spec): empty, with the reason."""
+
+    def __init__(self, description: str, reason: str) -> None:
+        self.description = description
+        self._reason = reason
+
+    def unavailable_reason(self) -> str | None:
+        return self._reason
+
+    def count(self) -> int:
+        return 0
+
+    def summaries(self, limit: int, offset: int) -> pl.DataFrame:
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+
+    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+        return None
+
+    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+        return iter(())
+
+    def summaries_frame(self) -> pl.LazyFrame:
+        return pl.LazyFrame(schema=SUMMARY_SCHEMA)
+
+    def llm_calls_frame(self) -> pl.LazyFrame:
+        return pl.LazyFrame(schema=CALL_ROWS_SCHEMA)

@@ -1,0 +1,313 @@
+"""Files exported by Milady (``POST /api/trajectories/export``, format json).
+
+A file holds a JSON array of trajectories or ``{"trajectories": [...]}``; each entry is
+in the agent API shape (summary fields + ``llmCalls`` + ``providerAccesses``, flat or
+under ``"trajectory"``) or the raw row shape (snake_case columns with ``steps_json``).
+A folder of such ``.json`` files is read as one source.
+
+Entries are turned back into rows of Milady's table (``trajectory_row``) and loaded into
+a private SQLite file, reloaded when the files change, so this source pages, orders and
+parses exactly like ``SQLiteSource``. The agent API source uses the same conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..demo import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
+from .sqlite import SQLiteSource
+
+_CALL_KEYS = (
+    ("callId", ("callId", "call_id", "id")),
+    ("timestamp", ("timestamp",)),
+    ("model", ("model",)),
+    ("systemPrompt", ("systemPrompt", "system_prompt")),
+    ("userPrompt", ("userPrompt", "user_prompt")),
+    ("response", ("response",)),
+    ("temperature", ("temperature",)),
+    ("maxTokens", ("maxTokens", "max_tokens")),
+    ("purpose", ("purpose",)),
+    ("actionType", ("actionType", "action_type")),
+    ("latencyMs", ("latencyMs", "latency_ms")),
+    ("promptTokens", ("promptTokens", "prompt_tokens")),
+    ("completionTokens", ("completionTokens", "completion_tokens")),
+)
+_ACCESS_KEYS = (
+    ("providerId", ("providerId", "provider_id", "id")),
+    ("providerName", ("providerName", "provider_name")),
+    ("timestamp", ("timestamp",)),
+    ("data", ("data",)),
+    ("query", ("query",)),
+    ("purpose", ("purpose",)),
+)
+
+
+def _get(obj: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if obj.get(key) is not None:
+            return obj[key]
+    return None
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:  # an ISO timestamp
+            return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return default
+    return default
+
+
+def _float(value: Any, default: float | None = None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _iso(value: Any, fallback_ms: int | None) -> str:
+    if isinstance(value, str) and value.strip():
+        return value
+    ms = _int(value, fallback_ms) or 0
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _pick(item: dict[str, Any], keys: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
+    out = {}
+    for name, alts in keys:
+        value = _get(item, *alts)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def steps_from_api(calls: Any, accesses: Any) -> list[dict[str, Any]]:
+    """Steps rebuilt from the API's flat ``llmCalls``/``providerAccesses`` lists.
+
+    Consecutive calls with one stepId form a step, so calls keep their recorded order;
+    an access joins the first step with its stepId, or a new step at the end.
+    """
+    steps: list[dict[str, Any]] = []
+    by_id: dict[str, dict[str, Any]] = {}
+
+    def new_step(key: str) -> dict[str, Any]:
+        step = {"stepId": key, "llmCalls": [], "providerAccesses": []}
+        steps.append(step)
+        by_id.setdefault(key, step)
+        return step
+
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, dict):
+            key = _text(_get(call, "stepId", "step_id")) or "step-0"
+            step = steps[-1] if steps and steps[-1]["stepId"] == key else new_step(key)
+            step["llmCalls"].append(_pick(call, _CALL_KEYS))
+    for access in accesses if isinstance(accesses, list) else []:
+        if isinstance(access, dict):
+            key = _text(_get(access, "stepId", "step_id")) or "step-0"
+            step = by_id.get(key) or new_step(key)
+            step["providerAccesses"].append(_pick(access, _ACCESS_KEYS))
+    return steps
+
+
+def entry_id(entry: Any) -> str | None:
+    """The trajectory id of one exported entry (any accepted shape)."""
+    if not isinstance(entry, dict):
+        return None
+    head = entry.get("trajectory") if isinstance(entry.get("trajectory"), dict) else entry
+    return _text(_get(head, "id", "trajectoryId", "trajectory_id"))
+
+
+def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+    """One exported trajectory (any accepted shape) as a row of Milady's table, in
+    ``demo.COLUMNS`` order; None when it has no id. ``summary`` (a listing item) fills
+    summary fields the entry lacks."""
+    if not isinstance(entry, dict):
+        return None
+    head = entry.get("trajectory") if isinstance(entry.get("trajectory"), dict) else entry
+    s: dict[str, Any] = {**(summary or {}), **head}
+    tid = entry_id(entry) or _text(_get(s, "id", "trajectoryId", "trajectory_id"))
+    if not tid:
+        return None
+    raw_steps = _get(s, "steps_json", "stepsJson")
+    if raw_steps is None and isinstance(s.get("steps"), list | dict):
+        raw_steps = s["steps"]
+    if raw_steps is None:
+        calls = _get(entry, "llmCalls", "llm_calls")
+        accesses = _get(entry, "providerAccesses", "provider_accesses")
+        if calls is None and head is not entry:
+            calls = _get(head, "llmCalls", "llm_calls")
+            accesses = _get(head, "providerAccesses", "provider_accesses")
+        raw_steps = steps_from_api(calls, accesses)
+    steps_json = (
+        raw_steps
+        if isinstance(raw_steps, str)
+        else json.dumps(raw_steps, ensure_ascii=False, separators=(",", ":"))
+    )
+    start = _int(_get(s, "startTime", "start_time"), 0)
+    end = _int(_get(s, "endTime", "end_time"))
+    metadata = s.get("metadata")
+    step_count = _int(_get(s, "stepCount", "step_count"))
+    if step_count is None:
+        step_count = len(raw_steps) if isinstance(raw_steps, list) else 0
+    return (
+        tid,
+        _text(_get(s, "trajectoryId", "trajectory_id")) or tid,
+        _text(_get(s, "agentId", "agent_id")) or "",
+        _text(s.get("source")) or "runtime",
+        _text(s.get("status")) or "completed",
+        start,
+        end,
+        _int(_get(s, "durationMs", "duration_ms")),
+        step_count,
+        _int(_get(s, "llmCallCount", "llm_call_count"), 0),
+        _int(_get(s, "providerAccessCount", "provider_access_count"), 0),
+        _int(_get(s, "totalPromptTokens", "total_prompt_tokens"), 0),
+        _int(_get(s, "totalCompletionTokens", "total_completion_tokens"), 0),
+        _float(_get(s, "totalReward", "total_reward"), 0.0),
+        steps_json,
+        metadata if isinstance(metadata, str) else json.dumps(metadata or {}),
+        _iso(_get(s, "createdAt", "created_at"), start),
+        _iso(_get(s, "updatedAt", "updated_at"), end or start),
+        _int(_get(s, "episodeLength", "episode_length")),
+        _float(_get(s, "aiJudgeReward", "ai_judge_reward")),
+        _text(_get(s, "aiJudgeReasoning", "ai_judge_reasoning")),
+        _text(s.get("archetype")),
+    )
+
+
+def entries_of(doc: Any) -> list[Any]:
+    """The trajectory entries of one export document; [] for anything else."""
+    if isinstance(doc, dict):
+        doc = doc.get("trajectories")
+    return doc if isinstance(doc, list) else []
+
+
+def create_cache_db(conn: sqlite3.Connection) -> None:
+    conn.execute(TABLE_DDL)
+    conn.execute(LISTING_INDEX_DDL)
+
+
+def upsert_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    conn.executemany(INSERT_SQL.replace("INSERT INTO", "INSERT OR REPLACE INTO", 1), rows)
+
+
+class ExportSource(SQLiteSource):
+    """A JSON export file, or a folder of them, served through a private SQLite copy."""
+
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.export_path = Path(path).expanduser()
+        workdir = Path(tempfile.mkdtemp(prefix="milady-lab-export-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, workdir, True)
+        super().__init__(workdir / "export.sqlite", description=f"export:{self.export_path}")
+        self._load_lock = threading.Lock()
+        self._signature: tuple[Any, ...] | None = None
+        self._checked = 0.0
+        self._problem: str | None = None
+
+    def _files(self) -> list[Path]:
+        if self.export_path.is_dir():
+            return sorted(p for p in self.export_path.iterdir() if p.suffix.lower() == ".json")
+        return [self.export_path]
+
+    def _refresh(self) -> None:
+        """Reload the copy when the export files changed (checked at most once a second)."""
+        with self._load_lock:
+            now = time.monotonic()
+            if self._signature is not None and now - self._checked < self.CHECK_EVERY_S:
+                return
+            self._checked = now
+            try:
+                files = self._files()
+                signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+            except OSError:
+                signature, files = ("missing",), []
+            if signature == self._signature:
+                return
+            self._signature = signature
+            self._problem = self._load(files)
+
+    def _load(self, files: list[Path]) -> str | None:
+        if not self.export_path.exists():
+            self.path.unlink(missing_ok=True)
+            return f"no export at {self.export_path}"
+        if not files:
+            self.path.unlink(missing_ok=True)
+            return f"no .json files in {self.export_path}"
+        rows: list[tuple[Any, ...]] = []
+        bad: list[str] = []
+        for file in files:
+            try:
+                with open(file, "rb") as fh:
+                    entries = entries_of(json.load(fh))
+            except (OSError, ValueError, RecursionError) as exc:
+                bad.append(f"{file.name}: {exc}")
+                continue
+            rows.extend(r for r in map(trajectory_row, entries) if r is not None)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=OFF")
+            create_cache_db(conn)
+            conn.execute("BEGIN")
+            upsert_rows(conn, rows)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        os.replace(tmp, self.path)  # the reader notices the new inode and reopens
+        if bad and not rows:
+            return f"{self.export_path} is not a trajectories export ({bad[0]})"
+        return None
+
+    def unavailable_reason(self) -> str | None:
+        self._refresh()
+        return self._problem or super().unavailable_reason()
+
+    def count(self) -> int:
+        self._refresh()
+        return super().count()
+
+    def summaries(self, limit: int, offset: int) -> pl.DataFrame:
+        self._refresh()
+        return super().summaries(limit, offset)
+
+    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+        self._refresh()
+        return super().detail(trajectory_id)
+
+    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+        self._refresh()
+        return super().iter_steps(batch_rows)
+
+    def summaries_frame(self) -> pl.LazyFrame:
+        self._refresh()
+        return super().summaries_frame()

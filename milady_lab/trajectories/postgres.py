@@ -1,0 +1,196 @@
+"""Milady's ``trajectories`` table in PostgreSQL (the agent's production database).
+
+Read-only transactions, values always passed as parameters. Ordering matches the
+SQLite source exactly: ``start_time DESC NULLS LAST`` (PostgreSQL puts NULLs first by
+default) and ``id COLLATE "C"`` (byte order, as SQLite and Polars sort; a locale
+collation would order mixed-case or punctuated ids differently).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import polars as pl
+import psycopg
+
+from . import _rows
+from .base import SUMMARY_SCHEMA, SourceUnavailable
+
+_ORDER = 'ORDER BY start_time DESC NULLS LAST, id COLLATE "C"'
+_SELECT = _rows.pg_select()
+_SECRET_PARAMS = {"password", "passfile", "sslpassword", "token"}
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password (userinfo or query parameter) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        query = urlencode(
+            [
+                (k, "***" if k.lower() in _SECRET_PARAMS else v)
+                for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            ]
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "postgresql://***"
+
+
+class PostgresSource:
+    """Trajectories from a PostgreSQL database named by a ``postgresql://`` URL."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
+        self._url = url
+        self._timeout = connect_timeout
+        self.description = mask_url(url)
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = urlsplit(self._url).password if "://" in self._url else None
+        return text.replace(password, "***") if password else text
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._url, connect_timeout=self._timeout, autocommit=False)
+        except (psycopg.Error, ValueError) as exc:
+            raise SourceUnavailable(
+                f"cannot connect to {self.description}: {self._scrub(exc)}"
+            ) from None
+        conn.read_only = True
+        return conn
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._close()
+            self._conn = self._connect()
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _read(self, work: Any, empty: Any) -> Any:
+        """Run ``work(cursor)`` in one read-only transaction; failures give ``empty``."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction(), conn.cursor() as cur:
+                    return work(cur)
+            except SourceUnavailable:
+                return empty
+            except psycopg.OperationalError:
+                self._close()
+                return empty
+            except psycopg.Error:
+                return empty
+
+    # -- protocol ---------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM trajectories LIMIT 0")
+            except SourceUnavailable as exc:
+                return str(exc)
+            except psycopg.errors.UndefinedTable:
+                return f"{self.description} has no trajectories table"
+            except psycopg.Error as exc:
+                self._close()
+                return f"cannot read {self.description}: {self._scrub(exc)}"
+        return None
+
+    def count(self) -> int:
+        def work(cur: psycopg.Cursor[Any]) -> int:
+            cur.execute("SELECT count(*) FROM trajectories")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return self._read(work, 0)
+
+    def summaries(self, limit: int, offset: int) -> pl.DataFrame:
+        if limit <= 0 or offset < 0:
+            return pl.DataFrame(schema=SUMMARY_SCHEMA)
+
+        def work(cur: psycopg.Cursor[Any]) -> list[Any]:
+            cur.execute(
+                f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT %s OFFSET %s",
+                (limit, offset),
+            )
+            return cur.fetchall()
+
+        return _rows.summaries_from_rows(self._read(work, []))
+
+    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+        tid = _rows.clean_id(trajectory_id)
+        if tid is None or "\x00" in tid:  # PostgreSQL text cannot hold NUL
+            return None
+
+        def work(cur: psycopg.Cursor[Any]) -> Any:
+            cur.execute(
+                f"SELECT {_SELECT}, CAST(steps_json AS text) FROM trajectories WHERE id = %s",
+                (tid,),
+            )
+            return cur.fetchone()
+
+        row = self._read(work, None)
+        return None if row is None else _rows.detail_body(row[:-1], row[-1])
+
+    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+        """Steps text in listing order through a server-side cursor on its own connection.
+
+        A source that cannot be read yields nothing; one failing midway raises
+        SourceUnavailable rather than pass for complete."""
+        try:
+            conn = self._connect()
+        except SourceUnavailable:
+            return
+        started = False
+        try:
+            with conn.transaction(), conn.cursor(name="milady_lab_steps") as cur:
+                cur.itersize = max(1, batch_rows)
+                cur.execute(
+                    "SELECT CAST(id AS text), CAST(start_time AS bigint), "
+                    f"CAST(steps_json AS text) FROM trajectories {_ORDER}"
+                )
+                while batch := cur.fetchmany(max(1, batch_rows)):
+                    started = True
+                    yield _rows.steps_from_rows(batch)
+        except psycopg.Error as exc:
+            if not started:  # no table, no rights: an unavailable source reads as empty
+                return
+            raise SourceUnavailable(
+                f"reading {self.description} failed: {self._scrub(exc)}"
+            ) from None
+        finally:
+            conn.close()
+
+    def summaries_frame(self) -> pl.LazyFrame:
+        def load() -> pl.DataFrame:
+            def work(cur: psycopg.Cursor[Any]) -> list[Any]:
+                cur.execute(f"SELECT {_SELECT} FROM trajectories {_ORDER}")
+                return cur.fetchall()
+
+            return _rows.summaries_from_rows(self._read(work, []))
+
+        return _rows.deferred_summaries(load)
+
+    def llm_calls_frame(self) -> pl.LazyFrame:
+        return _rows.deferred_calls(self.iter_steps)

@@ -1,0 +1,256 @@
+"""Milady's ``trajectories`` table in a SQLite file, opened read-only.
+
+The agent may be writing while we read, so the file is opened with ``mode=ro`` (never
+``immutable``), each call sees a consistent snapshot, and cached figures (the count,
+the paging anchors) are dropped whenever ``PRAGMA data_version`` says another
+connection committed, or the file was replaced (a new inode).
+
+Fast pages at any offset: ``LIMIT/OFFSET`` walks every skipped index entry, which is
+~50 ms at offset 1M. For offsets past ``ANCHOR_EVERY`` the source keeps an anchor —
+the (start_time, id) key — every ``ANCHOR_EVERY`` rows of the listing order, built
+in one pass over the index, and pages from the nearest anchor with a keyset query.
+That needs the index ``(start_time DESC, id)`` (``milady-lab demo-data`` creates it
+as ``trajectories_listing``). Without it every answer is still correct, only each deep
+page costs a sort of the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from . import _rows
+from .base import SUMMARY_SCHEMA, SourceUnavailable
+
+ANCHOR_EVERY = 1024
+_ORDER = "ORDER BY start_time DESC, id"
+_SELECT = _rows.sqlite_select()
+
+
+def _lenient(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+class SQLiteSource:
+    """Trajectories from a SQLite file; see the module docstring for the paging scheme."""
+
+    def __init__(self, path: str | os.PathLike[str], *, description: str | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self.description = description or f"sqlite:{self.path}"
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] | None = None
+        self._version: int | None = None
+        self._cache: dict[str, Any] = {}
+
+    # -- connection -------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10
+            )
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"cannot open {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA query_only=1")
+            conn.execute("SELECT 1 FROM trajectories LIMIT 0").fetchall()
+        except sqlite3.Error as exc:
+            conn.close()
+            if "no such table" in str(exc):
+                raise SourceUnavailable(f"{self.path} has no trajectories table") from None
+            raise SourceUnavailable(f"cannot read {self.path}: {exc}") from None
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """The shared connection, reopened when the file was replaced; caches dropped on
+        any committed change."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._close()
+            raise SourceUnavailable(f"no trajectory database at {self.path}") from None
+        except OSError as exc:
+            self._close()
+            raise SourceUnavailable(f"cannot read {self.path}: {exc.strerror}") from None
+        ident = (st.st_dev, st.st_ino)
+        if self._conn is None or ident != self._ident:
+            self._close()
+            self._conn, self._ident = self._open(), ident
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self._conn, self._ident, self._version = None, None, None
+        self._cache.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _read(self, work: Any, empty: Any) -> Any:
+        """Run ``work(conn)`` in one read snapshot; an unreadable source gives ``empty``."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN")
+                try:
+                    return work(conn)
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc):
+                        raise
+                    conn.text_factory = _lenient  # invalid UTF-8 in some row
+                    try:
+                        return work(conn)
+                    finally:
+                        conn.text_factory = str
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except SourceUnavailable:
+                return empty
+            except sqlite3.Error:
+                self._close()
+                return empty
+
+    # -- protocol ---------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        with self._lock:
+            try:
+                self._connection()
+            except SourceUnavailable as exc:
+                return str(exc)
+            except sqlite3.Error as exc:
+                self._close()
+                return f"cannot read {self.path}: {exc}"
+        return None
+
+    def count(self) -> int:
+        return self._read(self._count, 0)
+
+    def _count(self, conn: sqlite3.Connection) -> int:
+        if "count" not in self._cache:
+            self._cache["count"] = conn.execute("SELECT count(*) FROM trajectories").fetchone()[0]
+        return self._cache["count"]
+
+    def summaries(self, limit: int, offset: int) -> pl.DataFrame:
+        if limit <= 0 or offset < 0:
+            return pl.DataFrame(schema=SUMMARY_SCHEMA)
+        rows = self._read(lambda conn: self._page(conn, limit, offset), [])
+        return _rows.summaries_from_rows(rows)
+
+    def _page(self, conn: sqlite3.Connection, limit: int, offset: int) -> list[Any]:
+        if offset < ANCHOR_EVERY or self._has_null_start(conn):
+            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
+            return conn.execute(sql, (limit, offset)).fetchall()
+        anchors = self._anchors(conn)
+        slot = offset // ANCHOR_EVERY
+        if slot >= len(anchors):
+            return []
+        start, anchor_id = anchors[slot]
+        skip = offset - slot * ANCHOR_EVERY
+        # Rows from the anchor on: the rest of its start_time tie group, then older rows.
+        tied = conn.execute(
+            "SELECT count(*) FROM trajectories WHERE start_time = ? AND id >= ?",
+            (start, anchor_id),
+        ).fetchone()[0]
+        rows: list[Any] = []
+        if skip < tied:
+            rows = conn.execute(
+                f"SELECT {_SELECT} FROM trajectories WHERE start_time = ? AND id >= ? "
+                "ORDER BY id LIMIT ? OFFSET ?",
+                (start, anchor_id, limit, skip),
+            ).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(
+                f"SELECT {_SELECT} FROM trajectories WHERE start_time < ? {_ORDER} "
+                "LIMIT ? OFFSET ?",
+                (start, limit - len(rows), max(0, skip - tied)),
+            ).fetchall()
+        return rows
+
+    def _has_null_start(self, conn: sqlite3.Connection) -> bool:
+        if "nulls" not in self._cache:
+            sql = "SELECT EXISTS (SELECT 1 FROM trajectories WHERE start_time IS NULL)"
+            self._cache["nulls"] = bool(conn.execute(sql).fetchone()[0])
+        return self._cache["nulls"]
+
+    def _anchors(self, conn: sqlite3.Connection) -> list[tuple[Any, str]]:
+        """Every ANCHOR_EVERY-th key of the listing order, from one pass over the index."""
+        if "anchors" not in self._cache:
+            sql = (
+                "SELECT start_time, id FROM (SELECT start_time, id, "
+                f"row_number() OVER ({_ORDER}) - 1 AS n FROM trajectories) "
+                "WHERE n % ? = 0 ORDER BY n"
+            )
+            self._cache["anchors"] = conn.execute(sql, (ANCHOR_EVERY,)).fetchall()
+        return self._cache["anchors"]
+
+    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+        tid = _rows.clean_id(trajectory_id)
+        if tid is None:
+            return None
+        sql = f"SELECT {_SELECT}, steps_json FROM trajectories WHERE id = ?"
+        row = self._read(lambda conn: conn.execute(sql, (tid,)).fetchone(), None)
+        if row is None:
+            return None
+        return _rows.detail_body(row[:-1], row[-1])
+
+    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+        """Steps text in listing order, on a private connection holding one snapshot."""
+        with self._lock:
+            try:
+                self._connection()
+            except (SourceUnavailable, sqlite3.Error):
+                return
+        try:
+            conn = self._open()
+        except SourceUnavailable:
+            return
+        sql = (
+            "SELECT CAST(id AS TEXT), CAST(start_time AS INTEGER), steps_json "
+            f"FROM trajectories {_ORDER}"
+        )
+        done = 0
+        try:
+            conn.execute("BEGIN")
+            while True:
+                try:
+                    cursor = conn.execute(sql + " LIMIT -1 OFFSET ?", (done,))
+                    while batch := cursor.fetchmany(max(1, batch_rows)):
+                        frame = _rows.steps_from_rows(batch)
+                        done += len(batch)
+                        yield frame
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc) or conn.text_factory is _lenient:
+                        raise SourceUnavailable(f"reading {self.path} failed: {exc}") from None
+                    conn.text_factory = _lenient  # carry on after the rows already read
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"reading {self.path} failed: {exc}") from None
+        finally:
+            conn.close()
+
+    def summaries_frame(self) -> pl.LazyFrame:
+        def load() -> pl.DataFrame:
+            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER}"
+            rows = self._read(lambda conn: conn.execute(sql).fetchall(), [])
+            return _rows.summaries_from_rows(rows)
+
+        return _rows.deferred_summaries(load)
+
+    def llm_calls_frame(self) -> pl.LazyFrame:
+        return _rows.deferred_calls(self.iter_steps)

@@ -1,0 +1,141 @@
+"""The benchmark on a tiny Llama: worker process, scores in [0, 1], determinism, storage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.errors import ConflictError, InputError, MiladyLabError, NotFoundError
+from milady_lab.models import benchmark as bench
+from milady_lab.models.benchmark import run_benchmark
+from milady_lab.state import StateStore
+
+from .conftest import insert_model
+
+
+def _check_scores(block: dict[str, float]) -> None:
+    assert set(block) == {"coherence", "consistency", "helpfulness"}
+    assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in block.values())
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_and_deterministic(
+    settings: Settings, store: StateStore, model: dict[str, Any]
+) -> None:
+    body = run_benchmark(settings, store, model, {"maxExamples": 6, "seed": 3})
+    assert body["modelId"] == model["id"] and body["examples"] == 6
+    _check_scores(body["scores"])
+    _check_scores(body["baseline"])
+    assert body["scores"] != body["baseline"]  # the adapter changes the model
+    assert isinstance(body["completedAt"], int)
+    rec = store.get_model(model["id"])
+    assert rec is not None and rec["benchmark"] == body
+    assert [e for e in store.events() if e["kind"] == "model_benchmarked"]
+
+    again = run_benchmark(settings, store, model, {"maxExamples": 6, "seed": 3})
+    assert (again["scores"], again["baseline"]) == (body["scores"], body["baseline"])
+    assert list(settings.home.glob(".benchmark-*")) == []  # worker files cleaned up
+
+
+def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dataset: Path) -> None:
+    """Left padding and the shared prompt cache change nothing."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter).eval()
+    chats = bench.load_examples(tiny_dataset / "valid.jsonl", 5, 0)
+    examples = [bench.encode(tok, c, i) for i, c in enumerate(chats)]
+    assert len({len(e.prompt_ids) for e in examples}) > 1  # padding is exercised
+    stop = bench.stop_token_ids(tok, model)
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stop
+    with torch.inference_mode():
+        nll, counts, gen = bench.run_batch(model, examples, tok.pad_token_id, stop)
+        for i, e in enumerate(examples):
+            n1, c1, g1 = bench.run_batch(model, [e], tok.pad_token_id, stop)
+            assert nll[i] == pytest.approx(n1[0], rel=1e-4)
+            assert counts[i] == c1[0] == len(e.reply_ids)
+            assert gen[i] == g1[0]
+            assert len(gen[i]) <= e.max_new
+        # Teacher-forced NLL matches a plain forward over prompt + reply.
+        e = examples[0]
+        ids = torch.tensor([e.prompt_ids + e.reply_ids])
+        logits = model(input_ids=ids).logits[0, len(e.prompt_ids) - 1 : -1]
+        ref = torch.nn.functional.cross_entropy(logits, torch.tensor(e.reply_ids), reduction="sum")
+        assert nll[0] == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_encode_splits_at_the_assistant_turn(tiny_base: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<response>yo</response>"}]
+    e = bench.encode(tok, chat, 0)
+    assert tok.decode(e.prompt_ids).endswith("<|im_start|>assistant\n")
+    assert tok.decode(e.reply_ids) == "<response>yo</response><|im_end|>"
+    assert e.max_new == min(160, -(-3 * len(e.reply_ids) // 2))
+
+
+def test_load_examples_sample_is_seeded(tmp_path: Path) -> None:
+    path = tmp_path / "valid.jsonl"
+    lines = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(20)]
+    lines += [{"prompt": "p", "completion": "c"}, {"text": "no reply"}, "junk", {"messages": [{"role": "user", "content": "x"}]}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    assert len(bench.load_examples(path, 1000, 0)) == 21
+    a, b = bench.load_examples(path, 5, 1), bench.load_examples(path, 5, 1)
+    assert a == b and len(a) == 5
+    assert bench.load_examples(path, 5, 2) != a
+
+
+@pytest.mark.parametrize(
+    "body", [{"maxExamples": 0}, {"maxExamples": 1001}, {"seed": -1}, {"maxExamples": "x"}, {"other": 1}, [1]]
+)
+def test_bad_body_is_400(settings: Settings, store: StateStore, model: dict[str, Any], body: Any) -> None:
+    with pytest.raises(InputError):
+        run_benchmark(settings, store, model, body)
+
+
+def test_dataset_errors(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, tmp_path: Path
+) -> None:
+    no_ds = insert_model(store, tiny_adapter, tiny_base)
+    with pytest.raises(InputError, match="datasetId"):
+        run_benchmark(settings, store, no_ds, None)
+    with pytest.raises(NotFoundError):
+        run_benchmark(settings, store, no_ds, {"datasetId": "nope"})
+    with pytest.raises(NotFoundError):
+        run_benchmark(settings, store, no_ds, {"datasetId": "../etc"})
+    empty = tmp_path / "empty-ds"
+    empty.mkdir()
+    (empty / "valid.jsonl").write_text("")
+    m = insert_model(store, tiny_adapter, tiny_base, empty)
+    with pytest.raises(ConflictError, match="held-out"):
+        run_benchmark(settings, store, m, None)
+
+
+@pytest.mark.slow
+def test_worker_problems_come_back_as_errors(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # No usable example: a clear 409 from the worker.
+    no_replies = tmp_path / "no-replies"
+    no_replies.mkdir()
+    (no_replies / "valid.jsonl").write_text(json.dumps({"text": "just text"}) + "\n")
+    m = insert_model(store, tiny_adapter, tiny_base, no_replies)
+    with pytest.raises(ConflictError, match="assistant reply"):
+        run_benchmark(settings, store, m, None)
+    # A corrupt adapter crashes the worker: an error, the record unchanged.
+    broken = tmp_path / "broken-adapter"
+    shutil.copytree(tiny_adapter, broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    m = insert_model(store, broken, tiny_base, tiny_dataset)
+    with pytest.raises(MiladyLabError, match="benchmark worker failed") as info:
+        run_benchmark(settings, store, m, None)
+    assert info.value.status == 500
+    assert store.get_model(m["id"])["benchmark"] is None

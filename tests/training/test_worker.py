@@ -1,0 +1,222 @@
+"""The worker side: the store callback's buffered writes and ownership checks, readable
+errors, a worker that refuses a job it does not own, a cancel while the worker is still
+starting, and reconcile of rows whose worker is gone or never started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.errors import InputError
+from milady_lab.state import StateStore, now_ms
+from milady_lab.training.jobs import JobManager, new_id, process_start_time, worker_alive
+from milady_lab.training.store_callback import StoreCallback
+from milady_lab.training.worker import readable_error
+
+from .jobkit import *  # noqa: F403 - the shared job fixtures
+from .jobkit import add_dataset, wait_for, wait_status
+
+
+def _job(store: StateStore, status: str = "running", **fields: Any) -> str:
+    job_id = new_id("job")
+    store.insert_job(
+        {
+            "id": job_id,
+            "status": status,
+            "datasetId": None,
+            "backend": "cpu",
+            "model": "smollm2-135m-instruct",
+            "createdAt": now_ms(),
+            "totalIterations": 1000,
+            "options": {},
+            **fields,
+        }
+    )
+    return job_id
+
+
+def test_store_callback_buffers_and_writes_within_half_a_second(
+    settings: Settings, store: StateStore
+) -> None:
+    job_id = _job(store, startedAt=now_ms())
+    cb = StoreCallback(store, job_id, settings.jobs_dir / job_id, owner_pid=None).start()
+    try:
+        cb.on_train_start(1000, 0)
+        t0 = time.monotonic()
+        for i in range(1, 301):
+            cb.on_metric(
+                {
+                    "iteration": i,
+                    "loss": 1.0 / i,
+                    "learningRate": 1e-3,
+                    "tokensPerSecond": 100.0,
+                    "trainedTokens": 10 * i,
+                    "peakMemory": 1000 + i,
+                    "ignored": "x",
+                }
+            )
+        wait_for(lambda: len(store.metrics(job_id)) == 300, 2, "metrics to be written")
+        assert time.monotonic() - t0 < 1.5
+        rec = store.get_job(job_id)
+        assert rec["currentIteration"] == 300 and rec["loss"] == pytest.approx(1 / 300)
+        assert rec["trainedTokens"] == 3000 and rec["peakMemory"] == 1300
+        assert rec["heartbeatAt"] >= rec["startedAt"]
+        progress = [e for e in store.events() if e["kind"] == "job_progress"]
+        assert 1 <= len(progress) <= 4  # one event per flush, not per metric
+        cb.on_metric({"iteration": 301, "valLoss": 0.5})
+        ckpt = settings.jobs_dir / job_id / "checkpoints" / "301"
+        ckpt.mkdir(parents=True)
+        cb.on_checkpoint(301, ckpt)
+        assert store.get_job(job_id)["checkpointIteration"] == 301
+        marker = json.loads((settings.jobs_dir / job_id / "checkpoint.json").read_text())
+        assert marker == {"iteration": 301, "path": str(ckpt.resolve())}
+        cb.on_log("hello")
+        assert store.events()[-1]["message"] == "hello"
+        # Someone else ended the job: the callback stops the run and writes nothing more.
+        store.update_job(job_id, status="cancelled")
+        cb.on_metric({"iteration": 302, "loss": 9.0})
+        wait_for(cb.should_stop, 2, "the callback to ask for a stop")
+        assert cb.lost and store.get_job(job_id)["currentIteration"] == 301
+    finally:
+        cb.close()
+    assert store.get_job(job_id)["valLoss"] == 0.5
+
+
+def test_readable_error() -> None:
+    try:
+        raise ValueError("bad shape (3, 4)")
+    except ValueError as exc:
+        text = readable_error(exc)
+    assert text.startswith("ValueError: bad shape (3, 4) (at test_worker.py:")
+    assert readable_error(InputError("dataset x no longer exists")) == "dataset x no longer exists"
+    assert "out of memory" in readable_error(MemoryError())
+
+
+def _worker(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings.as_env()}
+    return subprocess.run(
+        [sys.executable, "-m", "milady_lab.training.worker", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_worker_leaves_a_job_it_does_not_own(settings: Settings, store: StateStore) -> None:
+    queued = _job(store, "queued")
+    other = _job(store, "running", pid=os.getpid(), pidStartTime=process_start_time(os.getpid()))
+    assert _worker(settings).returncode == 2
+    for job_id in (queued, other):
+        done = _worker(settings, job_id)
+        assert done.returncode == 0, done.stderr
+        assert "not mine to run" in done.stdout
+    assert store.get_job(queued)["status"] == "queued"
+    assert store.get_job(other)["status"] == "running"
+
+
+def test_reconcile_fails_gone_and_never_started_workers(
+    manager: JobManager, settings: Settings, store: StateStore
+) -> None:
+    # Our own pid with another start time: a recycled pid, not the worker.
+    recycled = _job(store, pid=os.getpid(), pidStartTime=1.0, startedAt=now_ms())
+    never = _job(store, pid=None, startedAt=now_ms() - 60_000, heartbeatAt=now_ms() - 60_000)
+    assert not worker_alive(os.getpid(), 1.0) and worker_alive(os.getpid(), None)
+    manager.reconcile()
+    gone = manager.get(recycled)
+    assert gone["status"] == "failed" and gone["completedAt"]
+    assert f"worker process {os.getpid()} is gone" in gone["error"]
+    assert manager.get(never)["status"] == "failed"
+    assert "never started" in manager.get(never)["error"]
+    kinds = [e["kind"] for e in store.events()]
+    assert kinds.count("job_failed") == 2
+    assert manager.active_job_id() is None
+
+
+@pytest.mark.slow
+def test_cancel_while_the_worker_starts(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    ds = add_dataset(settings, store)
+    job = manager.start(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 1_000_000}
+    )
+    pid = manager.raw(job["id"])["pid"]
+    time.sleep(0.5)  # the worker is importing, not yet training
+    t0 = time.monotonic()
+    assert manager.cancel(job["id"])["status"] == "cancelled"
+    assert time.monotonic() - t0 < 5.5
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    rec = wait_status(manager, job["id"], ("cancelled",), 1)
+    assert rec["error"] is None and store.list_models() == []
+
+
+@pytest.mark.slow
+def test_queue_drains_with_nothing_waiting(
+    settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    """Jobs started from a process that exits at once still run one after another."""
+    ds = add_dataset(settings, store)
+    script = (
+        "import sys, json; from milady_lab.config import Settings; "
+        "from milady_lab.state import StateStore; from milady_lab.training.jobs import JobManager; "
+        "s = Settings.from_env(); m = JobManager(s, StateStore(s.state_db)); "
+        "print(json.dumps([m.start(json.loads(a))['id'] for a in sys.argv[1:]]))"
+    )
+    req = json.dumps(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 2}
+    )
+    env = {**os.environ, **settings.as_env()}
+    out = subprocess.run(
+        [sys.executable, "-c", script, req, req],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    ids = json.loads(out.stdout)
+    mgr = JobManager(settings, store)
+    try:
+        last = wait_status(mgr, ids[1], ("completed", "failed", "cancelled"), 120)
+        first = mgr.get(ids[0])
+        assert (first["status"], last["status"]) == ("completed", "completed"), last["error"]
+        assert first["completedAt"] <= last["startedAt"]
+    finally:
+        from .jobkit import cleanup_jobs
+
+        cleanup_jobs(mgr)
+
+
+def test_threads_share_nothing_but_the_store(settings: Settings, store: StateStore) -> None:
+    """Claims from many threads of one process are serialised by the database too."""
+    ids = [_job(store, "queued") for _ in range(5)]
+    results: list[str | None] = []
+    barrier = threading.Barrier(8)
+
+    def claim() -> None:
+        mgr = JobManager(settings, StateStore(settings.state_db))
+        mgr._launch = lambda conn, job_id: mgr.store.update_job(  # type: ignore[method-assign]
+            job_id, conn, status="running", pid=None, startedAt=now_ms(), heartbeatAt=now_ms()
+        )
+        barrier.wait()
+        results.append(mgr.start_next())
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [r for r in results if r]
+    assert claimed == [ids[0]]
+    assert [store.get_job(i)["status"] for i in ids] == ["running"] + ["queued"] * 4
