@@ -70,14 +70,13 @@ def build_plain(db: str, home: str) -> dict[str, Any]:
     out = Path(home) / "plain"
     out.mkdir(parents=True)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    rows = conn.execute(
-        "SELECT id, steps_json FROM trajectories ORDER BY start_time DESC, id ASC"
-    )
+    rows = conn.execute("SELECT id, steps_json FROM trajectories ORDER BY start_time DESC, id ASC")
     seen: set[tuple[str | None, str, str]] = set()
     trajectories = examples = train_n = valid_n = 0
-    with open(out / "train.jsonl", "w", encoding="utf-8") as train, open(
-        out / "valid.jsonl", "w", encoding="utf-8"
-    ) as valid:
+    with (
+        open(out / "train.jsonl", "w", encoding="utf-8") as train,
+        open(out / "valid.jsonl", "w", encoding="utf-8") as valid,
+    ):
         for tid, text in rows:
             try:
                 doc = json.loads(text, strict=False) if text and text.strip()[:1] in "[{" else []
@@ -104,8 +103,15 @@ def build_plain(db: str, home: str) -> dict[str, Any]:
                     if not user or not user.strip() or not response or not response.strip():
                         continue
                     system = _text(_get(call, "systemPrompt", "system_prompt"))
-                    usable.append((system if system and system.strip() else None, user,
-                                   response, step_id, call))
+                    usable.append(
+                        (
+                            system if system and system.strip() else None,
+                            user,
+                            response,
+                            step_id,
+                            call,
+                        )
+                    )
             if not usable:
                 continue  # min calls = 1
             trajectories += 1
@@ -115,12 +121,22 @@ def build_plain(db: str, home: str) -> dict[str, Any]:
                     continue
                 seen.add(key)
                 messages = [{"role": "system", "content": system}] if system else []
-                messages += [{"role": "user", "content": user},
-                             {"role": "assistant", "content": response}]
-                line = json.dumps({"messages": messages, "metadata": {
-                    "trajectoryId": tid, "stepId": step_id,
-                    "model": _text(call.get("model")), "purpose": _text(call.get("purpose")),
-                }}, ensure_ascii=False)
+                messages += [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": response},
+                ]
+                line = json.dumps(
+                    {
+                        "messages": messages,
+                        "metadata": {
+                            "trajectoryId": tid,
+                            "stepId": step_id,
+                            "model": _text(call.get("model")),
+                            "purpose": _text(call.get("purpose")),
+                        },
+                    },
+                    ensure_ascii=False,
+                )
                 if zlib.crc32(line.encode()) % 100 < 10:
                     valid.write(line + "\n")
                     valid_n += 1
@@ -129,8 +145,13 @@ def build_plain(db: str, home: str) -> dict[str, Any]:
                     train_n += 1
                 examples += 1
     conn.close()
-    return {"seconds": time.perf_counter() - start, "trajectoryCount": trajectories,
-            "exampleCount": examples, "trainCount": train_n, "validCount": valid_n}
+    return {
+        "seconds": time.perf_counter() - start,
+        "trajectoryCount": trajectories,
+        "exampleCount": examples,
+        "trainCount": train_n,
+        "validCount": valid_n,
+    }
 
 
 # -- the parent -----------------------------------------------------------------------------
@@ -146,8 +167,10 @@ def ensure_db(count: int, seed: int) -> Path:
     return db
 
 
-def run_child(kind: str, db: Path) -> tuple[dict[str, Any], float, float]:
-    """(result, wall seconds, peak RSS MB) of one build in a fresh process."""
+def run_child(kind: str, db: Path) -> tuple[dict[str, Any], float, float, float]:
+    """(result, process wall seconds, CPU seconds, peak RSS MB) of one build in a fresh
+    process. CPU seconds are reported too because wall time on a shared 2-core machine
+    moves with the neighbours' load."""
     home = tempfile.mkdtemp(prefix=f"home-{kind}-", dir=CACHE)
     try:
         t = time.perf_counter()
@@ -163,7 +186,7 @@ def run_child(kind: str, db: Path) -> tuple[dict[str, Any], float, float]:
             raise SystemExit(f"{kind} build failed with exit code {proc.returncode}")
         result = json.loads(output.decode().strip().splitlines()[-1])
         rss_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-        return result, wall, rss_mb
+        return result, wall, usage.ru_utime + usage.ru_stime, rss_mb
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -185,20 +208,30 @@ def main() -> int:
     with open(db, "rb") as fh:  # warm the page cache for both builds alike
         while fh.read(1 << 24):
             pass
-    fast, fast_wall, fast_rss = run_child("polars", db)
-    plain, plain_wall, plain_rss = run_child("plain", db)
+    load = os.getloadavg()[0]
+    fast, fast_wall, fast_cpu, fast_rss = run_child("polars", db)
+    plain, plain_wall, plain_cpu, plain_rss = run_child("plain", db)
     for key in ("trajectoryCount", "exampleCount"):
         assert fast[key] == plain[key], f"{key}: polars {fast[key]} != plain {plain[key]}"
     ratio = plain["seconds"] / fast["seconds"]
     size_mb = db.stat().st_size / 2**20
-    print(f"dataset build: {args.count} trajectories ({size_mb:.0f} MB SQLite) → "
-          f"{fast['trajectoryCount']} trajectories, {fast['exampleCount']} examples "
-          f"({fast['trainCount']} train / {fast['validCount']} valid)")
-    print(f"  milady-lab : {fast['seconds']:6.2f} s build ({fast_wall:.2f} s process), "
-          f"peak RSS {fast_rss:5.0f} MB")
-    print(f"  plain rows : {plain['seconds']:6.2f} s build ({plain_wall:.2f} s process), "
-          f"peak RSS {plain_rss:5.0f} MB")
-    print(f"  speed-up   : {ratio:.1f}×")
+    print(
+        f"dataset build: {args.count} trajectories ({size_mb:.0f} MB SQLite) → "
+        f"{fast['trajectoryCount']} trajectories, {fast['exampleCount']} examples "
+        f"({fast['trainCount']} train / {fast['validCount']} valid)"
+    )
+    print(
+        f"  milady-lab : {fast['seconds']:6.2f} s build ({fast_wall:.2f} s process, "
+        f"{fast_cpu:.2f} CPU-s), peak RSS {fast_rss:5.0f} MB"
+    )
+    print(
+        f"  plain rows : {plain['seconds']:6.2f} s build ({plain_wall:.2f} s process, "
+        f"{plain_cpu:.2f} CPU-s), peak RSS {plain_rss:5.0f} MB"
+    )
+    print(
+        f"  speed-up   : {ratio:.1f}× wall, {plain_cpu / fast_cpu:.1f}× CPU "
+        f"(load average {load:.1f} on {os.cpu_count()} CPUs at start)"
+    )
     checks = [
         (f"build ≤ {GOAL_S:.0f} s", fast["seconds"] <= GOAL_S),
         (f"peak RSS ≤ {GOAL_RSS_MB / 1024:.1f} GB", fast_rss <= GOAL_RSS_MB),

@@ -32,6 +32,7 @@ from .sse import PAGE, format_event
 RESOURCE = "milady_lab"
 _ID = r"(?P<item_id>[^/]+)"
 _INT = re.compile(r"-?[0-9]{1,19}")
+MAX_QUERY_INT = 2**62
 #: Seconds between SSE heartbeat comments (keeps proxies from closing an idle stream).
 HEARTBEAT_S = 15.0
 
@@ -105,7 +106,10 @@ class TrainingHandler(APIHandler):
             return None
         if not _INT.fullmatch(raw):
             raise ApiError(400, f"{name} must be an integer, got {raw[:40]!r}")
-        return int(raw)
+        value = int(raw)
+        if abs(value) > MAX_QUERY_INT:  # beyond any count or seq, and SQLite's integers
+            raise ApiError(400, f"{name} must be at most {MAX_QUERY_INT}, got {value}")
+        return value
 
     # -- calling the service --------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, slow: bool = False) -> Any:

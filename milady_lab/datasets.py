@@ -11,8 +11,9 @@ Everything is streamed: steps are read in batches in listing order, parsed with
 batch's examples are appended to the output files at once, so memory holds one batch
 plus 8 bytes of hash per kept example. The files are written to a locked
 ``.tmp-<id>`` folder beside the final one; the rename into place and the insert of the
-record happen in one state-store transaction, so a dataset exists exactly when its
-record does, and leftovers of a crashed build are swept by the next build.
+record happen in one state-store transaction. The next build reconciles what a crash
+left: temp folders are removed, and a complete folder whose commit was lost gets its
+record back from its ``metadata.json``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SWEEP_MIN_AGE_S = 60.0
 #: examples share a hash with odds ~n²/2⁶⁵ (1e-8 for 500k examples); a second hash for a
 #: 128-bit key tripled the hashing time, so it is not worth it.
 _SEED = 0x6D696C6164
-#: Ids this module hands out; only folders named like this are ever removed as orphans.
+#: Ids this module hands out; only folders named like this are ever recovered.
 _ID_RE = re.compile(r"ds-\d{8}-\d{6}-[0-9a-f]{6}")
 _TMP_PREFIX = ".tmp-"
 #: A character that ``str.strip()`` keeps: Rust's ``\s`` is Unicode White_Space, and
@@ -95,8 +96,11 @@ class BuildOptions:
         b = v.body_object(body, cls.FIELDS)
         limit = v.integer(b.get("limit"), "limit", minimum=1, maximum=10**9)
         min_calls = v.integer(
-            b.get("minLlmCallsPerTrajectory"), "minLlmCallsPerTrajectory",
-            default=1, minimum=1, maximum=10**9,
+            b.get("minLlmCallsPerTrajectory"),
+            "minLlmCallsPerTrajectory",
+            default=1,
+            minimum=1,
+            maximum=10**9,
         )
         assert min_calls is not None
         return cls(limit=limit, min_llm_calls=min_calls)
@@ -195,13 +199,20 @@ def _example_batches(
                 key = pl.struct(system, "userPrompt", "response")
                 examples = (
                     usable.join(
-                        included.select("id", "t"), left_on="trajectoryId", right_on="id",
+                        included.select("id", "t"),
+                        left_on="trajectoryId",
+                        right_on="id",
                         how="inner",
                     )
                     .sort("t", "c")
                     .select(
-                        system.alias("system"), "userPrompt", "response",
-                        "trajectoryId", "stepId", "model", "purpose",
+                        system.alias("system"),
+                        "userPrompt",
+                        "response",
+                        "trajectoryId",
+                        "stepId",
+                        "model",
+                        "purpose",
                         key.hash(_SEED).alias("h1"),
                     )
                     .filter(pl.col("h1").is_first_distinct())
@@ -248,6 +259,8 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
     """The JSONL lines as pieces that, joined by spaces, form one JSON object each.
 
     ``{"messages": [system (only when not blank), user, assistant], "metadata": {...}}``.
+    A missing model or purpose is written as "": Hugging Face ``datasets`` (TRL) types a
+    column from the first 10 MB of a file and fails on a string after only nulls.
     Each message is JSON-encoded by Polars and the pieces are written side by side by
     the CSV writer (space-separated, never quoted): JSON allows the spaces, and no line
     is ever assembled as one string, which halves the copying of building
@@ -262,7 +275,9 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
         pl.lit(",").alias("comma2"),
         _message("assistant", "response").alias("assistant"),
         pl.lit('],"metadata":').alias("meta_key"),
-        pl.struct("trajectoryId", "stepId", "model", "purpose").struct.json_encode().alias("meta"),
+        pl.struct("trajectoryId", "stepId", pl.col("model", "purpose").fill_null(""))
+        .struct.json_encode()
+        .alias("meta"),
         pl.lit("}").alias("close"),
     )
 
@@ -270,9 +285,7 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
 def _write_jsonl(lines: pl.DataFrame, fh: IO[bytes]) -> None:
     """Append ``lines`` (from ``_lines``) to an open file (tests patch this)."""
     if lines.height:
-        lines.write_csv(
-            fh, include_header=False, separator=" ", quote_style="never", null_value=""
-        )
+        lines.write_csv(fh, include_header=False, separator=" ", quote_style="never", null_value="")
 
 
 @dataclass
@@ -357,27 +370,61 @@ def _try_lock(folder: Path) -> int | None:
     return fd
 
 
-def sweep_orphans(root: Path, store: StateStore) -> list[str]:
-    """Remove what crashed builds left: unlocked ``.tmp-*`` folders, and dataset folders
-    without a record (a crash between the rename and the commit). Returns the names removed.
+#: Record fields a dataset's metadata.json must hold for the folder to be recovered.
+_RECORD_INTS = ("createdAt", "trajectoryCount", "exampleCount", "trainCount", "validCount")
 
-    Finals are checked inside a write transaction: a builder renames and inserts inside
-    one too, so a folder without a record seen here never becomes a dataset.
+
+def _recoverable(folder: Path) -> dict[str, Any] | None:
+    """The record of a complete dataset folder (as a build leaves it just before its
+    commit), or None when the folder is not one."""
+    try:
+        meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("id") != folder.name:
+        return None
+    if not all(type(meta.get(k)) is int for k in _RECORD_INTS):
+        return None
+    if not ((folder / "train.jsonl").is_file() and (folder / "valid.jsonl").is_file()):
+        return None
+    options = meta.get("options")
+    return {
+        "id": folder.name,
+        **{k: meta[k] for k in _RECORD_INTS},
+        "path": str(folder),
+        "options": options if isinstance(options, dict) else {},
+    }
+
+
+def sweep_orphans(root: Path, store: StateStore) -> dict[str, list[str]]:
+    """Reconcile the datasets folder with the store after crashed builds.
+
+    * ``.tmp-*`` folders no live build holds are removed (a build that died writing);
+    * a complete dataset folder without a record (a crash between the rename and the
+      commit, or a state database that was reset) gets its record back from its
+      ``metadata.json``: its files were all written and synced before the rename.
+      Anything else is left alone and, having no record, is never listed.
+
+    Records are checked inside a write transaction; a build renames and inserts inside
+    one too, so a live build's folder is never mistaken for an orphan.
     """
-    removed: list[str] = []
+    out: dict[str, list[str]] = {"removed": [], "recovered": []}
     if not root.is_dir():
-        return removed
-    doomed: list[Path] = []
+        return out
     with store.transaction() as tx:
         known = {r[0] for r in tx.execute("SELECT id FROM datasets")}
-        for entry in root.iterdir():
+        for entry in sorted(root.iterdir()):
             if entry.is_dir() and _ID_RE.fullmatch(entry.name) and entry.name not in known:
-                target = root / f"{_TMP_PREFIX}orphan-{entry.name}"
-                entry.rename(target)
-                removed.append(entry.name)
-                doomed.append(target)
-    for target in doomed:
-        shutil.rmtree(target, ignore_errors=True)
+                rec = _recoverable(entry)
+                if rec is not None:
+                    store.insert_dataset(rec, conn=tx)
+                    store.emit(
+                        "dataset_recovered",
+                        f"dataset {rec['id']} recovered from its folder",
+                        conn=tx,
+                        datasetId=rec["id"],
+                    )
+                    out["recovered"].append(entry.name)
     now = time.time()
     for entry in root.iterdir():
         if not entry.name.startswith(_TMP_PREFIX) or not entry.is_dir():
@@ -394,8 +441,8 @@ def sweep_orphans(root: Path, store: StateStore) -> list[str]:
             shutil.rmtree(entry, ignore_errors=True)
         finally:
             os.close(fd)
-        removed.append(entry.name)
-    return removed
+        out["removed"].append(entry.name)
+    return out
 
 
 def _new_id(root: Path, store: StateStore) -> str:
@@ -423,7 +470,7 @@ def build_dataset(
 
     Raises InputError, with nothing written, when no trajectory qualifies.
     """
-    root = settings.datasets_dir
+    root = settings.datasets_dir.absolute()  # the record must not depend on the cwd
     root.mkdir(parents=True, exist_ok=True)
     sweep_orphans(root, store)
     ds_id = _new_id(root, store)
@@ -431,6 +478,7 @@ def build_dataset(
     created = now_ms()
     tmp.mkdir()
     lock_fd = _try_lock(tmp)
+    committed = False
     try:
         tally = _Tally()
         split = _write_files(tmp, source, opts, tally, progress)
@@ -461,8 +509,7 @@ def build_dataset(
         _fsync(tmp / "metadata.json")
         _fsync(tmp)
         message = (
-            f"dataset {ds_id} built: {tally.trajectories} trajectories, "
-            f"{tally.examples} examples"
+            f"dataset {ds_id} built: {tally.trajectories} trajectories, {tally.examples} examples"
         )
         with store.transaction() as tx:
             tmp.rename(final)
@@ -472,12 +519,13 @@ def build_dataset(
             except BaseException:
                 final.rename(tmp)
                 raise
+        committed = True
         with contextlib.suppress(OSError):
             _fsync(root)
         return rec
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if final.exists() and store.get_dataset(ds_id) is None:
+        if not committed:  # e.g. the COMMIT itself failed after the rename
             shutil.rmtree(final, ignore_errors=True)
         raise
     finally:
@@ -518,4 +566,3 @@ def load_examples(dataset_dir: str | os.PathLike[str], split: str = "train") -> 
             )
         )
     return pl.concat(frames)
-

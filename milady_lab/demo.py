@@ -10,7 +10,6 @@ proportions. Same seed, same bytes of data.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 #: Exactly the columns of Milady's ``trajectories`` table (spec).
 TABLE_DDL = """
@@ -218,6 +219,9 @@ POSTS = (
 TOPIC_NAMES = tuple(TOPICS)
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _uuid(rng: random.Random) -> str:
     h = f"{rng.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:]}"
@@ -373,7 +377,8 @@ class _Writer:
         doc: Any = steps
         if rng.random() < mess.steps_object:
             doc = {"steps": steps}
-        steps_json = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        # compact UTF-8, as JSON.stringify writes it (msgspec: ~5x faster than json)
+        steps_json = _encode(doc).decode("utf-8")
         if rng.random() < mess.not_json:
             steps_json = rng.choice((
                 steps_json[: max(1, len(steps_json) // 3)],  # truncated write
@@ -387,7 +392,7 @@ class _Writer:
             tid, tid, self.agent_ids[0] if rng.random() < 0.9 else self.agent_ids[1],
             source, status, start, end, None if end is None else end - start,
             n_steps, n_calls, n_access, p_tok, c_tok, judge or 0.0, steps_json,
-            json.dumps(metadata, separators=(",", ":")), _iso(start), _iso(end or ts),
+            _encode(metadata).decode("utf-8"), _iso(start), _iso(end or ts),
             n_steps, judge, "stayed in character" if judged else None,
             rng.choice((None, None, "companion", "poster")),
         )  # fmt: skip

@@ -164,6 +164,13 @@ class TrainingService:
         model = self.get_model(model_id)["model"]
         return run_benchmark(self.settings, self.store, model, body)
 
+    def export_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+        """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``."""
+        from .models.export import export_model
+
+        model = self.get_model(model_id)["model"]
+        return export_model(self.settings, self.store, model, body)
+
     # -- events ---------------------------------------------------------------------------------
     def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:
         after_i = v.integer(after, "after", default=0, minimum=0)

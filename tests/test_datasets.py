@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -36,11 +37,20 @@ CREATE TABLE trajectories (
 """
 
 
+_CALL_IDS = itertools.count()
+
+
 def call(user: Any, response: Any, system: Any = "You are Milady.", **extra: Any) -> dict:
     """One LLM call as the agent records it; ``None`` leaves the key out."""
-    rec = {"callId": f"c-{abs(hash((user, response))) % 10**8}", "model": "m-1",
-           "purpose": "response", "systemPrompt": system, "userPrompt": user,
-           "response": response, **extra}
+    rec = {
+        "callId": f"c-{next(_CALL_IDS)}",
+        "model": "m-1",
+        "purpose": "response",
+        "systemPrompt": system,
+        "userPrompt": user,
+        "response": response,
+        **extra,
+    }
     return {k: val for k, val in rec.items() if val is not None}
 
 
@@ -52,11 +62,19 @@ def make_db(path: Path, trajectories: list[tuple[str, int, Any]]) -> Path:
         if isinstance(calls, str):
             steps, n = calls, 0
         else:
-            steps = json.dumps([
-                {"stepId": f"{tid}-s{i}", "stepNumber": i, "timestamp": start + i,
-                 "llmCalls": [c], "providerAccesses": []}
-                for i, c in enumerate(calls)
-            ], ensure_ascii=False)
+            steps = json.dumps(
+                [
+                    {
+                        "stepId": f"{tid}-s{i}",
+                        "stepNumber": i,
+                        "timestamp": start + i,
+                        "llmCalls": [c],
+                        "providerAccesses": [],
+                    }
+                    for i, c in enumerate(calls)
+                ],
+                ensure_ascii=False,
+            )
             n = len(calls)
         conn.execute(
             "INSERT INTO trajectories (id, trajectory_id, agent_id, start_time, llm_call_count,"
@@ -101,6 +119,7 @@ class Lab:
 def lab(tmp_path):
     def make(rows):
         return Lab(tmp_path, rows)
+
     return make
 
 
@@ -110,21 +129,46 @@ def pairs(examples: list[dict]) -> list[tuple[str, str]]:
 
 # -- the rules, one test each ---------------------------------------------------------------
 
+
 def test_blank_prompts_and_responses_are_not_usable(lab):
-    l_ = lab([("t1", 100, [
-        call("ok", "fine"), call("", "r"), call("  \n\t\u3000", "r"), call(None, "r"),
-        call("u", ""), call("u", " \r\n"), call("u", None), call("\x1c", "r"),
-    ])])
+    l_ = lab(
+        [
+            (
+                "t1",
+                100,
+                [
+                    call("ok", "fine"),
+                    call("", "r"),
+                    call("  \n\t\u3000", "r"),
+                    call(None, "r"),
+                    call("u", ""),
+                    call("u", " \r\n"),
+                    call("u", None),
+                    call("\x1c", "r"),
+                ],
+            )
+        ]
+    )
     rec = l_.build()
     assert sorted(pairs(l_.examples(rec))) == [("ok", "fine")]
     assert rec["exampleCount"] == 1
 
 
 def test_system_message_only_when_not_blank(lab):
-    l_ = lab([("t1", 100, [
-        call("u1", "r1", system=None), call("u2", "r2", system=""),
-        call("u3", "r3", system=" \n "), call("u4", "r4", system="Be kind."),
-    ])])
+    l_ = lab(
+        [
+            (
+                "t1",
+                100,
+                [
+                    call("u1", "r1", system=None),
+                    call("u2", "r2", system=""),
+                    call("u3", "r3", system=" \n "),
+                    call("u4", "r4", system="Be kind."),
+                ],
+            )
+        ]
+    )
     rec = l_.build()
     by_user = {e["messages"][-2]["content"]: e["messages"] for e in l_.examples(rec)}
     for u in ("u1", "u2", "u3"):
@@ -137,10 +181,12 @@ def test_system_message_only_when_not_blank(lab):
 
 
 def test_min_calls_counts_usable_calls_only(lab):
-    l_ = lab([
-        ("two-usable", 200, [call("a", "1"), call("b", "2"), call("", "3")]),
-        ("one-usable", 300, [call("c", "4"), call("d", " "), call(None, "5")]),
-    ])
+    l_ = lab(
+        [
+            ("two-usable", 200, [call("a", "1"), call("b", "2"), call("", "3")]),
+            ("one-usable", 300, [call("c", "4"), call("d", " "), call(None, "5")]),
+        ]
+    )
     rec = l_.build(minLlmCallsPerTrajectory=2)
     assert rec["trajectoryCount"] == 1
     assert {e["metadata"]["trajectoryId"] for e in l_.examples(rec)} == {"two-usable"}
@@ -157,27 +203,40 @@ def test_limit_caps_qualifying_trajectories(lab):
 
 
 def test_newest_first_selection_with_ties_by_id(lab):
-    l_ = lab([
-        ("old", 100, [call("old", "r")]),
-        ("b-tie", 500, [call("b", "r")]),
-        ("a-tie", 500, [call("a", "r")]),
-        ("mid", 300, [call("mid", "r")]),
-    ])
+    l_ = lab(
+        [
+            ("old", 100, [call("old", "r")]),
+            ("b-tie", 500, [call("b", "r")]),
+            ("a-tie", 500, [call("a", "r")]),
+            ("mid", 300, [call("mid", "r")]),
+        ]
+    )
     assert [e["metadata"]["trajectoryId"] for e in l_.examples(l_.build(limit=1))] == ["a-tie"]
     picked = {e["metadata"]["trajectoryId"] for e in l_.examples(l_.build(limit=2))}
     assert picked == {"a-tie", "b-tie"}
 
 
 def test_dedup_keeps_first_newest_occurrence_across_trajectories(lab):
-    l_ = lab([
-        ("older", 100, [call("same", "same", system="S"), call("x", "y", system=None)]),
-        ("newer", 200, [call("same", "same", system="S"), call("same", "same", system="T"),
-                        call("x", "y", system="  ")]),  # blank system == no system
-    ])
+    l_ = lab(
+        [
+            ("older", 100, [call("same", "same", system="S"), call("x", "y", system=None)]),
+            (
+                "newer",
+                200,
+                [
+                    call("same", "same", system="S"),
+                    call("same", "same", system="T"),
+                    call("x", "y", system="  "),
+                ],
+            ),  # blank system == no system
+        ]
+    )
     rec = l_.build()
     got = {
-        (e["messages"][0]["content"] if len(e["messages"]) == 3 else None,
-         e["metadata"]["trajectoryId"])
+        (
+            e["messages"][0]["content"] if len(e["messages"]) == 3 else None,
+            e["metadata"]["trajectoryId"],
+        )
         for e in l_.examples(rec)
     }
     assert got == {("S", "newer"), ("T", "newer"), (None, "newer")}
@@ -189,21 +248,48 @@ def test_contents_exactly_as_recorded(lab):
     weird_user = '  Ünïcødé 🐍 עברית "quotes" \\back\\slash\n\ttab \u2028 \x01 end  '
     weird_resp = "<response><thought>…</thought><text>日本語\r\n</text></response>\n"
     weird_sys = " Sys with trailing space "
-    l_ = lab([("t1", 100, [call(weird_user, weird_resp, system=weird_sys,
-                                model="llama-3 🦙", purpose="action_selection")])])
+    l_ = lab(
+        [
+            (
+                "t1",
+                100,
+                [
+                    call(
+                        weird_user,
+                        weird_resp,
+                        system=weird_sys,
+                        model="llama-3 🦙",
+                        purpose="action_selection",
+                    )
+                ],
+            )
+        ]
+    )
     (ex,) = l_.examples(l_.build())
     assert ex["messages"] == [
         {"role": "system", "content": weird_sys},
         {"role": "user", "content": weird_user},
         {"role": "assistant", "content": weird_resp},
     ]
-    assert ex["metadata"] == {"trajectoryId": "t1", "stepId": "t1-s0",
-                              "model": "llama-3 🦙", "purpose": "action_selection"}
+    assert ex["metadata"] == {
+        "trajectoryId": "t1",
+        "stepId": "t1-s0",
+        "model": "llama-3 🦙",
+        "purpose": "action_selection",
+    }
+
+
+def test_missing_model_and_purpose_are_empty_strings_in_metadata(lab):
+    l_ = lab([("t1", 100, [call("u", "r", model=None, purpose=None)])])
+    (ex,) = l_.examples(l_.build())
+    assert ex["metadata"]["model"] == "" and ex["metadata"]["purpose"] == ""
 
 
 def test_counts_record_files_event_and_listing(lab):
-    rows = [(f"t{i}", 1000 + i, [call(f"u{i}-{j}", f"r{j}") for j in range(3)] + [call("dup", "d")])
-            for i in range(10)]
+    rows = [
+        (f"t{i}", 1000 + i, [call(f"u{i}-{j}", f"r{j}") for j in range(3)] + [call("dup", "d")])
+        for i in range(10)
+    ]
     l_ = lab(rows)
     seen: list[tuple[int, int]] = []
     rec = l_.build(progress=lambda d, t: seen.append((d, t)))
@@ -238,7 +324,8 @@ def test_split_is_deterministic_about_ten_percent_and_never_empty(lab):
     assert 10 <= a["validCount"] <= 60  # ~10% of 300
     # Train and valid never share an example.
     assert not set(map(tuple, pairs(l_.examples(a, "train")))) & set(
-        map(tuple, pairs(l_.examples(a, "valid"))))
+        map(tuple, pairs(l_.examples(a, "valid")))
+    )
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
@@ -262,8 +349,10 @@ def test_single_example_goes_to_train(lab):
 def test_files_read_by_mlx_lm_loader_as_chat(lab):
     mlx_datasets = pytest.importorskip("mlx_lm.tuner.datasets")
     tokenizer = _smollm2_tokenizer()
-    rows = [(f"t{i}", 100 + i, [call(f"u{i} ✓", f"r{i}", system=None if i % 2 else "S")])
-            for i in range(20)]
+    rows = [
+        (f"t{i}", 100 + i, [call(f"u{i} ✓", f"r{i}", system=None if i % 2 else "S")])
+        for i in range(20)
+    ]
     l_ = lab(rows)
     rec = l_.build()
     config = types.SimpleNamespace(mask_prompt=True)
@@ -278,12 +367,24 @@ def test_files_read_by_mlx_lm_loader_as_chat(lab):
 
 
 def test_load_examples_gives_flat_frame(lab):
-    l_ = lab([(f"t{i}", 100 + i, [call(f"u{i}", f"r{i}", system=None if i == 0 else "S")])
-              for i in range(12)])
+    l_ = lab(
+        [
+            (f"t{i}", 100 + i, [call(f"u{i}", f"r{i}", system=None if i == 0 else "S")])
+            for i in range(12)
+        ]
+    )
     rec = l_.build()
     frame = ds.load_examples(rec["path"], "all")
-    assert frame.columns == ["split", "system", "user", "assistant", "trajectoryId", "stepId",
-                             "model", "purpose"]
+    assert frame.columns == [
+        "split",
+        "system",
+        "user",
+        "assistant",
+        "trajectoryId",
+        "stepId",
+        "model",
+        "purpose",
+    ]
     assert frame.height == 12
     assert frame.filter(pl.col("split") == "valid").height == rec["validCount"]
     assert frame.filter(pl.col("trajectoryId") == "t0")["system"].to_list() == [None]
@@ -295,20 +396,42 @@ def test_load_examples_gives_flat_frame(lab):
 def test_preview_counts_without_writing(lab):
     l_ = lab([(f"t{i}", 100 + i, [call(f"u{i}", "r"), call("same", "same")]) for i in range(5)])
     assert ds.preview(l_.source, ds.BuildOptions.from_body({"limit": 2})) == {
-        "trajectoryCount": 2, "exampleCount": 3}
+        "trajectoryCount": 2,
+        "exampleCount": 3,
+    }
     assert l_.entries() == [] and l_.store.list_datasets() == []
     rec = l_.build(limit=2)
     assert (rec["trajectoryCount"], rec["exampleCount"]) == (2, 3)
 
 
 def test_messy_rows_never_fail_a_build(lab):
-    l_ = lab([
-        ("not-json", 500, "this is {not json"),
-        ("snake", 400, json.dumps({"steps": [{"step_id": "s0", "llm_calls": [
-            {"system_prompt": "S", "user_prompt": "snake u", "response": "snake r"}]}]})),
-        ("empty", 300, "[]"),
-        ("clean", 200, [call("u", "r")]),
-    ])
+    l_ = lab(
+        [
+            ("not-json", 500, "this is {not json"),
+            (
+                "snake",
+                400,
+                json.dumps(
+                    {
+                        "steps": [
+                            {
+                                "step_id": "s0",
+                                "llm_calls": [
+                                    {
+                                        "system_prompt": "S",
+                                        "user_prompt": "snake u",
+                                        "response": "snake r",
+                                    }
+                                ],
+                            }
+                        ]
+                    }
+                ),
+            ),
+            ("empty", 300, "[]"),
+            ("clean", 200, [call("u", "r")]),
+        ]
+    )
     rec = l_.build()
     assert {e["metadata"]["trajectoryId"] for e in l_.examples(rec)} == {"snake", "clean"}
 
@@ -331,6 +454,7 @@ def test_limit_stops_reading_early(lab, monkeypatch):
 
 
 # -- atomic output --------------------------------------------------------------------------
+
 
 def test_failure_mid_write_leaves_nothing(lab, monkeypatch):
     monkeypatch.setattr(ds, "BATCH_ROWS", 5)
@@ -376,43 +500,119 @@ def test_failed_record_insert_removes_renamed_folder(lab, monkeypatch):
     assert l_.entries() == [] and l_.store.list_datasets() == []
 
 
-def test_orphans_of_crashed_builds_are_swept_and_never_listed(lab):
+def test_orphan_temp_folders_are_swept_and_never_listed(lab):
     l_ = lab([("t1", 100, [call("u", "r")])])
     root = l_.settings.datasets_dir
     root.mkdir(parents=True)
-    stale_tmp = root / ".tmp-ds-20250101-000000-abcdef"
-    (stale_tmp).mkdir()
-    (stale_tmp / "train.jsonl").write_text("{}\n")
     old = time.time() - 3600
+    stale_tmp = root / ".tmp-ds-20250101-000000-abcdef"
+    stale_tmp.mkdir()
+    (stale_tmp / "train.jsonl").write_text("{}\n")
     os.utime(stale_tmp, (old, old))
-    # A crash after the rename, before the record was committed.
-    renamed = root / "ds-20250101-000001-123456"
-    renamed.mkdir()
-    (renamed / "metadata.json").write_text("{}")
-    # A live build in another process: young, or locked; neither is touched.
+    # A live build elsewhere holds its temp folder locked; a fresh one may not be locked yet.
     live = root / ".tmp-ds-20250101-000002-fedcba"
     live.mkdir()
     fd = ds._try_lock(live)
     os.utime(live, (old, old))
+    fresh = root / ".tmp-ds-20250101-000003-012345"
+    fresh.mkdir()
+    # Not ours, or not a complete dataset: left alone, and never listed.
     user_file = root / "notes.txt"
     user_file.write_text("mine")
-    assert l_.store.list_datasets() == []
+    half = root / "ds-20250101-000004-aaaaaa"
+    half.mkdir()
     try:
         rec = l_.build()
     finally:
         if fd is not None:
             os.close(fd)
-    assert l_.entries() == sorted([rec["id"], live.name, user_file.name])
+    assert l_.entries() == sorted([rec["id"], live.name, fresh.name, user_file.name, half.name])
     assert [d["id"] for d in l_.store.list_datasets()] == [rec["id"]]
+
+
+_CRASHING_BUILD = """
+import os, sys
+from milady_lab import datasets as ds
+from milady_lab.config import Settings
+from milady_lab.state import StateStore
+from milady_lab.trajectories import open_source
+
+where = sys.argv[3]
+settings = Settings.from_env(home=sys.argv[1], trajectories=sys.argv[2])
+store = StateStore(settings.state_db)
+if where == "write":
+    ds._write_jsonl = lambda lines, fh: os._exit(3)
+else:  # after the rename, before the commit
+    store.insert_dataset = lambda rec, conn=None: os._exit(3)
+ds.build_dataset(open_source(settings.trajectories, settings), settings, store, ds.BuildOptions())
+"""
+
+
+def _crash_build(l_: Lab, where: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CRASHING_BUILD,
+            str(l_.settings.home),
+            l_.settings.trajectories,
+            where,
+        ],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 3, proc.stderr
+
+
+def test_process_killed_mid_write_leaves_nothing_listed_and_is_swept(lab, monkeypatch):
+    l_ = lab([(f"t{i}", 100 + i, [call(f"u{i}", "r")]) for i in range(5)])
+    _crash_build(l_, "write")
+    (left,) = l_.entries()
+    assert left.startswith(".tmp-ds-")
+    assert l_.store.list_datasets() == []
+    monkeypatch.setattr(ds, "SWEEP_MIN_AGE_S", 0.0)  # its lock died with the process
+    rec = l_.build()
+    assert l_.entries() == [rec["id"]]
+    assert [d["id"] for d in l_.store.list_datasets()] == [rec["id"]]
+
+
+def test_process_killed_between_rename_and_commit_is_recovered(lab):
+    l_ = lab([(f"t{i}", 100 + i, [call(f"u{i}", "r")]) for i in range(5)])
+    _crash_build(l_, "commit")
+    (orphan,) = l_.entries()
+    assert l_.store.list_datasets() == []
+    assert ds.sweep_orphans(l_.settings.datasets_dir, l_.store)["recovered"] == [orphan]
+    (rec,) = l_.store.list_datasets()
+    assert rec["id"] == orphan and rec["exampleCount"] == 5 and rec["trajectoryCount"] == 5
+    assert rec["trainCount"] + rec["validCount"] == 5
+    assert rec["path"] == str(l_.settings.datasets_dir / orphan)
+    assert len(l_.examples(rec)) == 5
 
 
 # -- bad input ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    {"limit": 0}, {"limit": -1}, {"limit": "abc"}, {"limit": True}, {"limit": 2.5},
-    {"limit": "1.5"}, {"minLlmCallsPerTrajectory": 0}, {"minLlmCallsPerTrajectory": "x"},
-    {"minLlmCallsPerTrajectory": False}, {"limt": 3}, ["limit"], "limit=3",
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"limit": 0},
+        {"limit": -1},
+        {"limit": "abc"},
+        {"limit": True},
+        {"limit": 2.5},
+        {"limit": "1.5"},
+        {"minLlmCallsPerTrajectory": 0},
+        {"minLlmCallsPerTrajectory": "x"},
+        {"minLlmCallsPerTrajectory": False},
+        {"limt": 3},
+        ["limit"],
+        "limit=3",
+    ],
+)
 def test_bad_input_is_rejected_and_nothing_written(lab, body):
     from milady_lab.service import TrainingService
 

@@ -1,9 +1,165 @@
-"""``milady-lab models``: filled in by its owner."""
+"""``milady-lab models list|show|import-ollama|activate|benchmark|export``.
+
+Each command calls the matching ``TrainingService`` method; ``--json`` prints the REST
+body. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
+its own worker process).
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ._common import add_json_flag, print_json, print_table, service_from
+
+SCORES = ("coherence", "consistency", "helpfulness")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Placeholder until the models commands land."""
+    p = sub.add_parser("models", help="list, import, activate, benchmark and export models")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    ls = msub.add_parser("list", help="list fine-tuned models with their benchmark scores")
+    add_json_flag(ls)
+    ls.set_defaults(handler=_list)
+
+    show = msub.add_parser("show", help="show one model")
+    show.add_argument("model_id", metavar="ID")
+    add_json_flag(show)
+    show.set_defaults(handler=_show)
+
+    imp = msub.add_parser("import-ollama", help="import the model into a local Ollama")
+    imp.add_argument("model_id", metavar="ID")
+    imp.add_argument("--model-name", help="name in Ollama (default: from the model's name)")
+    imp.add_argument("--base-model", help="base model as Ollama names it (e.g. llama3.2:3b)")
+    imp.add_argument("--ollama-url", help="loopback URL of Ollama (default http://localhost:11434)")
+    add_json_flag(imp)
+    imp.set_defaults(handler=_import)
+
+    act = msub.add_parser("activate", help="make the agent use this model")
+    act.add_argument("model_id", metavar="ID")
+    act.add_argument("--provider-model", help="provider model id (default ollama/<ollama name>)")
+    add_json_flag(act)
+    act.set_defaults(handler=_activate)
+
+    bench = msub.add_parser("benchmark", help="score the model against its base on held-out data")
+    bench.add_argument("model_id", metavar="ID")
+    bench.add_argument(
+        "--dataset-id", help="dataset whose valid.jsonl to use (default: the model's)"
+    )
+    bench.add_argument("--max-examples", help="held-out examples to score (default 32)")
+    bench.add_argument("--seed", help="which examples are sampled (default 0)")
+    add_json_flag(bench)
+    bench.set_defaults(handler=_benchmark)
+
+    exp = msub.add_parser("export", help="fuse the adapter into its base: HF folder or GGUF file")
+    exp.add_argument("model_id", metavar="ID")
+    exp.add_argument("--format", choices=("hf", "gguf"), default="hf")
+    exp.add_argument("--out", help="target path (default: <home>/exports/...); must not exist")
+    exp.add_argument("--outtype", choices=("f16", "f32"), help="GGUF weight type (default f16)")
+    add_json_flag(exp)
+    exp.set_defaults(handler=_export)
+
+
+def _request(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _bench_cell(bench: Any) -> str | None:
+    """``fine-tuned / base`` per score, e.g. ``coh .41/.30 con .95/.10 help .32/.12``."""
+    if not isinstance(bench, dict) or "scores" not in bench:
+        return None
+    short = {"coherence": "coh", "consistency": "con", "helpfulness": "help"}
+    return " ".join(
+        f"{short[k]} {bench['scores'].get(k, 0):.2f}/{bench.get('baseline', {}).get(k, 0):.2f}"
+        for k in SCORES
+    )
+
+
+def _list(args: argparse.Namespace) -> int:
+    body = service_from(args, reconcile=False).list_models()
+    if args.json:
+        print_json(body)
+        return 0
+    rows = [
+        {
+            **m,
+            "active": "*" if m.get("active") else "",
+            "benchmark": _bench_cell(m.get("benchmark")),
+        }
+        for m in body["models"]
+    ]
+    print_table(
+        rows,
+        ["id", "name", "baseModel", "backend", "active", "ollamaName", "finalLoss", "benchmark"],
+    )
+    if any(r["benchmark"] for r in rows):
+        print("benchmark: fine-tuned/base")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    body = service_from(args, reconcile=False).get_model(args.model_id)
+    if args.json:
+        print_json(body)
+        return 0
+    for key, value in body["model"].items():
+        if key == "benchmark" and value:
+            value = _bench_cell(value)
+        print(f"{key}: {'' if value is None else value}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    request = _request(
+        modelName=args.model_name, baseModel=args.base_model, ollamaUrl=args.ollama_url
+    )
+    body = service_from(args, reconcile=False).import_ollama(args.model_id, request)
+    if args.json:
+        print_json(body)
+    else:
+        print(f"imported {body['model']['id']} into Ollama as {body['model']['ollamaName']}")
+    return 0
+
+
+def _activate(args: argparse.Namespace) -> int:
+    service = service_from(args, reconcile=False)
+    body = service.activate_model(args.model_id, _request(providerModel=args.provider_model))
+    if args.json:
+        print_json(body)
+    else:
+        where = service.settings.agent_config
+        print(f"the agent now uses {body['activeModel']} ({where}); restart it")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    request = _request(datasetId=args.dataset_id, maxExamples=args.max_examples, seed=args.seed)
+    body = service_from(args, reconcile=False).benchmark_model(args.model_id, request)
+    if args.json:
+        print_json(body)
+        return 0
+    print(
+        f"{body['examples']} held-out examples of {body.get('datasetId')}, seed {body.get('seed')}"
+    )
+    print_table(
+        [
+            {"score": k, "base": body["baseline"][k], "fine-tuned": body["scores"][k]}
+            for k in SCORES
+        ],
+        ["score", "base", "fine-tuned"],
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    request = _request(format=args.format, out=args.out, outtype=args.outtype)
+    body = service_from(args, reconcile=False).export_model(args.model_id, request)
+    if args.json:
+        print_json(body)
+    else:
+        ex = body["export"]
+        print(
+            f"exported {ex['modelId']} as {ex['format']}: {ex['path']} ({ex['bytes'] / 1e6:.1f} MB)"
+        )
+    return 0

@@ -69,20 +69,27 @@ def activate(
             update_agent_config(config_path, provider, ollama_name or None)
             activated_at = now_ms()
             with store.transaction() as conn:
-                conn.execute("UPDATE models SET active = 0 WHERE active != 0 AND id != ?", (model["id"],))
+                conn.execute(
+                    "UPDATE models SET active = 0 WHERE active != 0 AND id != ?", (model["id"],)
+                )
                 store.update_model(
                     model["id"], conn, active=True, providerModel=provider, activatedAt=activated_at
                 )
                 store.emit(
-                    "model_activated", f"model {model['id']} is now the agent's model ({provider})",
-                    conn, modelId=model["id"], providerModel=provider,
+                    "model_activated",
+                    f"model {model['id']} is now the agent's model ({provider})",
+                    conn,
+                    modelId=model["id"],
+                    providerModel=provider,
                 )
     except Timeout:
         raise ConflictError(
             f"another activation holds {lock_path}; try again when it has finished"
         ) from None
     except OSError as exc:
-        raise ConflictError(f"cannot write the agent config {config_path}: {exc.strerror or exc}") from None
+        raise ConflictError(
+            f"cannot write the agent config {config_path}: {exc.strerror or exc}"
+        ) from None
     return {"ok": True, "activeModel": provider}
 
 
@@ -111,7 +118,9 @@ def update_agent_config(path: Path, provider: str, ollama_name: str | None) -> N
                 f"the agent config {path} is not valid JSON ({exc}); it was left untouched"
             ) from None
         if not isinstance(config, dict):
-            raise ConflictError(f"the agent config {path} is not a JSON object; it was left untouched")
+            raise ConflictError(
+                f"the agent config {path} is not a JSON object; it was left untouched"
+            )
         style = JsonStyle.detect(text)
         mode = stat.S_IMODE(real.stat().st_mode)
 
@@ -128,7 +137,9 @@ def _decode(raw: bytes, path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConflictError(f"the agent config {path} is not UTF-8 text; it was left untouched") from None
+        raise ConflictError(
+            f"the agent config {path} is not UTF-8 text; it was left untouched"
+        ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -214,7 +225,9 @@ class JsonStyle:
 
     def dump(self, obj: Any) -> str:
         out = json.dumps(
-            obj, indent=self.indent, separators=(self.item_sep, self.key_sep),
+            obj,
+            indent=self.indent,
+            separators=(self.item_sep, self.key_sep),
             ensure_ascii=self.ensure_ascii,
         )
         return out + ("\n" if self.trailing_newline else "")

@@ -60,7 +60,11 @@ def run_benchmark(
     """Score the model and its base on held-out examples; stored on the model record."""
     fields = v.body_object(body, ("datasetId", "maxExamples", "seed"))
     max_examples = v.integer(
-        fields.get("maxExamples"), "maxExamples", default=DEFAULT_EXAMPLES, minimum=1, maximum=MAX_EXAMPLES
+        fields.get("maxExamples"),
+        "maxExamples",
+        default=DEFAULT_EXAMPLES,
+        minimum=1,
+        maximum=MAX_EXAMPLES,
     )
     seed = v.integer(fields.get("seed"), "seed", default=0, minimum=0, maximum=2**31 - 1)
     dataset_id = fields.get("datasetId")
@@ -77,14 +81,19 @@ def run_benchmark(
     adapter = Path(str(model.get("adapterPath") or ""))
     if not (adapter / "adapter_config.json").is_file():
         raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
-    base_path = _base_path(settings, model)
+    chats = load_examples(valid, max_examples, seed)
+    if not chats:
+        raise ConflictError(
+            f"no held-out example of dataset {dataset_id} ends with an assistant reply "
+            "to compare with"
+        )
+    base_path = resolve_base_path(settings, model)
 
     spec = {
         "modelId": model["id"],
         "basePath": str(base_path),
         "adapterPath": str(adapter),
-        "validPath": str(valid),
-        "maxExamples": max_examples,
+        "chats": chats,
         "seed": seed,
         "device": "cuda" if model.get("backend") == "cuda" else "cpu",
     }
@@ -105,12 +114,16 @@ def run_benchmark(
         store.emit(
             "model_benchmarked",
             f"model {model['id']} benchmarked on {body_out['examples']} examples",
-            conn, modelId=model["id"], scores=body_out["scores"], baseline=body_out["baseline"],
+            conn,
+            modelId=model["id"],
+            scores=body_out["scores"],
+            baseline=body_out["baseline"],
         )
     return body_out
 
 
-def _base_path(settings: Settings, model: Mapping[str, Any]) -> Path:
+def resolve_base_path(settings: Settings, model: Mapping[str, Any]) -> Path:
+    """The base model's HF folder: the recorded one, else resolved from its name."""
     recorded = model.get("baseModelPath")
     if recorded and (Path(recorded) / "config.json").is_file():
         return Path(recorded)
@@ -126,13 +139,27 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the worker process; its own problems come back as errors, a crash as a 500."""
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".benchmark-", dir=settings.home) as tmp:
-        spec_path, out_path, log_path = (Path(tmp) / n for n in ("spec.json", "out.json", "worker.log"))
+        spec_path, out_path, log_path = (
+            Path(tmp) / n for n in ("spec.json", "out.json", "worker.log")
+        )
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, **settings.as_env(), "TOKENIZERS_PARALLELISM": "false"}
+        # Sleeping (not spinning) OpenMP threads: on a busy machine spinning made a
+        # small model 25x slower; on an idle one the difference is within noise.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "milady_lab.models.benchmark", str(spec_path), str(out_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "milady_lab.models.benchmark",
+                    str(spec_path),
+                    str(out_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
             )
             try:
@@ -143,8 +170,6 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
                 proc.wait()
                 raise MiladyLabError("the benchmark was stopped before it finished") from None
         result = json.loads(out_path.read_text()) if out_path.is_file() else None
-        if rc == 0 and isinstance(result, dict) and "error" in result:
-            raise ConflictError(str(result["error"]))
         if rc != 0 or not isinstance(result, dict):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
             why = "it was killed (out of memory?)" if rc < 0 else f"exit {rc}"
@@ -193,13 +218,24 @@ def _chat(obj: Any) -> list[dict[str, str]] | None:
     if not isinstance(obj, dict):
         return None
     messages = obj.get("messages")
-    if messages is None and isinstance(obj.get("prompt"), str) and isinstance(obj.get("completion"), str):
-        messages = [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
+    if (
+        messages is None
+        and isinstance(obj.get("prompt"), str)
+        and isinstance(obj.get("completion"), str)
+    ):
+        messages = [
+            {"role": "user", "content": obj["prompt"]},
+            {"role": "assistant", "content": obj["completion"]},
+        ]
     if not isinstance(messages, list) or len(messages) < 2:
         return None
     chat = []
     for m in messages:
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+        ):
             return None
         chat.append({"role": m["role"], "content": m["content"]})
     if chat[-1]["role"] != "assistant" or not chat[-1]["content"].strip():
@@ -211,10 +247,12 @@ def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Exa
     """Prompt and reply token ids, split where the chat template starts the reply."""
     prompt_msgs, reference = list(chat[:-1]), chat[-1]["content"]
     if getattr(tokenizer, "chat_template", None):
-        prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+        prompt_text = tokenizer.apply_chat_template(
+            prompt_msgs, tokenize=False, add_generation_prompt=True
+        )
         full_text = tokenizer.apply_chat_template(list(chat), tokenize=False)
         if full_text.startswith(prompt_text):
-            reply_text = full_text[len(prompt_text):].rstrip()
+            reply_text = full_text[len(prompt_text) :].rstrip()
         else:
             reply_text = reference + (tokenizer.eos_token or "")
     else:
@@ -242,7 +280,9 @@ def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
     return ids
 
 
-def run_batch(model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[int]) -> tuple[list[float], list[int], list[list[int]]]:
+def run_batch(
+    model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[int]
+) -> tuple[list[float], list[int], list[list[int]]]:
     """Per example: reply NLL sum, reply token count, greedy tokens (stop token excluded)."""
     import copy
 
@@ -255,13 +295,16 @@ def run_batch(model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[i
     prompt = torch.full((n, p_len), pad_id, dtype=torch.long)
     p_mask = torch.zeros((n, p_len), dtype=torch.long)
     for i, e in enumerate(batch):
-        prompt[i, p_len - len(e.prompt_ids):] = torch.tensor(e.prompt_ids)
-        p_mask[i, p_len - len(e.prompt_ids):] = 1
+        prompt[i, p_len - len(e.prompt_ids) :] = torch.tensor(e.prompt_ids)
+        p_mask[i, p_len - len(e.prompt_ids) :] = 1
     prompt, p_mask = prompt.to(device), p_mask.to(device)
     lengths = p_mask.sum(-1)
     out = model(
-        input_ids=prompt, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
-        use_cache=True, **{kw.keep: 1},
+        input_ids=prompt,
+        attention_mask=p_mask,
+        position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        **{kw.keep: 1},
     )
     cache = _cache_of(out)
     first = out.logits[:, -1, :].float()
@@ -275,9 +318,11 @@ def run_batch(model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[i
         r_mask[i, : len(e.reply_ids)] = 1
     ref, r_mask = ref.to(device), r_mask.to(device)
     out_ref = model(
-        input_ids=ref, attention_mask=torch.cat([p_mask, r_mask], 1),
+        input_ids=ref,
+        attention_mask=torch.cat([p_mask, r_mask], 1),
         position_ids=lengths[:, None] + torch.arange(r_len, device=device)[None, :],
-        use_cache=True, **{kw.cache: copy.deepcopy(cache)},
+        use_cache=True,
+        **{kw.cache: copy.deepcopy(cache)},
     )
     logits = torch.cat([first[:, None, :], out_ref.logits[:, :-1, :].float()], 1)
     del out_ref
@@ -305,8 +350,11 @@ def run_batch(model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[i
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], 1)
         out = model(
-            input_ids=next_tok[:, None], attention_mask=mask, position_ids=(lengths + step)[:, None],
-            use_cache=True, **{kw.cache: cache, kw.keep: 1},
+            input_ids=next_tok[:, None],
+            attention_mask=mask,
+            position_ids=(lengths + step)[:, None],
+            use_cache=True,
+            **{kw.cache: cache, kw.keep: 1},
         )
         cache = _cache_of(out)
         next_tok = out.logits[:, -1, :].argmax(-1)
@@ -345,15 +393,20 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
     random.seed(seed)
     torch.manual_seed(seed)
     device = "cuda" if spec.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
-    chats = load_examples(Path(spec["validPath"]), int(spec["maxExamples"]), seed)
-    if not chats:
-        return {"error": "no held-out example ends with an assistant reply to compare with"}
+    chats = spec["chats"]
     tokenizer = AutoTokenizer.from_pretrained(spec["basePath"])
     base = AutoModelForCausalLM.from_pretrained(spec["basePath"], dtype=torch.float32).to(device)
     model = PeftModel.from_pretrained(base, spec["adapterPath"]).eval()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = (
+        tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else (tokenizer.eos_token_id or 0)
+    )
     stop_ids = stop_token_ids(tokenizer, base)
-    examples = sorted((encode(tokenizer, c, i) for i, c in enumerate(chats)), key=lambda e: (len(e.prompt_ids), e.index))
+    examples = sorted(
+        (encode(tokenizer, c, i) for i, c in enumerate(chats)),
+        key=lambda e: (len(e.prompt_ids), e.index),
+    )
     batch_size = int(spec.get("batchSize") or BATCH_SIZE)
     results: dict[str, dict[str, float]] = {}
     for label in ("scores", "baseline"):
@@ -372,10 +425,14 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         refs = {e.index: e.reference for e in examples}
         results[label] = {
             "coherence": round(scores.coherence(nll_sum, token_count), 4),
-            "consistency": round(scores.mean(scores.consistency(replies[i], refs[i]) for i in refs), 4),
+            "consistency": round(
+                scores.mean(scores.consistency(replies[i], refs[i]) for i in refs), 4
+            ),
             "helpfulness": round(scores.mean(scores.rouge_l(replies[i], refs[i]) for i in refs), 4),
         }
-        print(f"{label}: {results[label]} in {time.monotonic() - started:.1f}s", file=log, flush=True)
+        print(
+            f"{label}: {results[label]} in {time.monotonic() - started:.1f}s", file=log, flush=True
+        )
     return {"scores": results["scores"], "baseline": results["baseline"], "examples": len(examples)}
 
 

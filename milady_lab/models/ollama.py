@@ -60,7 +60,9 @@ def import_model(store: StateStore, model: Mapping[str, Any], body: Any = None) 
             )
     if not _OLLAMA_BASE.fullmatch(base):
         raise InputError("baseModel must be an Ollama model name such as llama3.2:3b")
-    url = check_loopback_url(DEFAULT_URL if fields.get("ollamaUrl") is None else fields["ollamaUrl"])
+    url = check_loopback_url(
+        DEFAULT_URL if fields.get("ollamaUrl") is None else fields["ollamaUrl"]
+    )
 
     files = _adapter_files(model)
     digests = {path.name: _sha256(path) for path in files}
@@ -79,14 +81,20 @@ def import_model(store: StateStore, model: Mapping[str, Any], body: Any = None) 
         except httpx.TimeoutException:
             raise UpstreamError(f"Ollama at {url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"talking to Ollama at {url} failed: {type(exc).__name__}") from None
+            raise UpstreamError(
+                f"talking to Ollama at {url} failed: {type(exc).__name__}"
+            ) from None
 
     imported_at = now_ms()
     with store.transaction() as conn:
         store.update_model(model["id"], conn, ollamaName=name, importedAt=imported_at)
         store.emit(
-            "model_imported", f"model {model['id']} imported into Ollama as {name}", conn,
-            modelId=model["id"], ollamaName=name, baseModel=base,
+            "model_imported",
+            f"model {model['id']} imported into Ollama as {name}",
+            conn,
+            modelId=model["id"],
+            ollamaName=name,
+            baseModel=base,
         )
     return {"model": {"id": model["id"], "ollamaName": name, "importedAt": imported_at}}
 
@@ -190,7 +198,8 @@ def _create(client: httpx.Client, name: str, base: str, digests: Mapping[str, st
 def _fail(resp: httpx.Response, what: str) -> NoReturn:
     if resp.is_redirect:
         raise UpstreamError(
-            f"Ollama answered {what} with a redirect ({resp.status_code}); redirects are not followed"
+            f"Ollama answered {what} with a redirect ({resp.status_code}); "
+            "redirects are not followed"
         )
     message = ""
     try:
@@ -199,7 +208,9 @@ def _fail(resp: httpx.Response, what: str) -> NoReturn:
             message = _clean(obj["error"])
     except ValueError:
         message = _clean(resp.text)
-    raise UpstreamError(f"Ollama failed {what} (HTTP {resp.status_code})" + (f": {message}" if message else ""))
+    raise UpstreamError(
+        f"Ollama failed {what} (HTTP {resp.status_code})" + (f": {message}" if message else "")
+    )
 
 
 def _clean(message: Any) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -152,6 +153,36 @@ def terminate_group(pgid: int, grace: float = CANCEL_GRACE_S) -> bool:
     return _wait_group_gone(pgid, 5.0)
 
 
+def stop_worker(pid: int, start_time: float | None, grace: float = CANCEL_GRACE_S) -> bool:
+    """Stop a worker and everything it started; True once nothing of it runs.
+
+    A worker leads its own process group, so the group is signalled. A process that
+    does not lead its group (not one we launched) gets the signals alone: signalling
+    its group could hit unrelated processes, such as the shell that started it.
+    """
+    if not worker_alive(pid, start_time):
+        return True
+    if pid in (os.getpid(), os.getppid()):  # a corrupt row must never make us kill ourselves
+        return False
+    try:
+        leads_group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return True
+    if leads_group:
+        return terminate_group(pid, grace)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while worker_alive(pid, start_time):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return True
+    return False
+
+
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     _exit_codes[proc.pid] = proc.wait()
     _children.pop(proc.pid, None)
@@ -211,6 +242,9 @@ class JobManager:
             raise NotFoundError(f"no job with id {_show(job_id)}")
         if rec["status"] == "running" and self._check_worker(rec):
             rec = self.store.get_job(job_id) or rec
+        elif rec["status"] == "queued":
+            self._check_running()  # a dead worker ahead of it must not hold the queue
+            rec = self.store.get_job(job_id) or rec
         return self._public(rec)
 
     def list(self) -> list[dict[str, Any]]:
@@ -233,6 +267,7 @@ class JobManager:
     def start(self, body: Any = None, service: Any = None) -> dict[str, Any]:
         """Validate, build a dataset if needed, then start the job now or queue it."""
         opts = JobOptions.from_body(body, self.store)
+        self._check_running()  # a dead worker must not make this job wait
         dataset_id = opts.dataset_id
         if opts.build_dataset:
             dataset_id = self._build_dataset(opts, service)
@@ -357,9 +392,8 @@ class JobManager:
             return self._public(rec)
         if status == "running":
             pid, start_time = rec["pid"], rec["pidStartTime"]
-            if worker_alive(pid, start_time):
-                # The group id is the worker's pid (its own session).
-                terminate_group(pid)
+            if pid:
+                stop_worker(pid, start_time)
             with self.store.transaction() as conn:
                 current = self.store.get_job(job_id, conn)
                 if current is not None and current["status"] == "running" and current["pid"] == pid:
@@ -373,8 +407,22 @@ class JobManager:
         """Follow running jobs whose worker lives, fail the others, start what is queued.
 
         Called whenever a service starts (a new Jupyter server, kernel or CLI process).
+        Also removes the temporary adapter folders of jobs that no longer run (left by
+        a worker killed mid-save).
         """
         self._check_running()
+        self._sweep_temp()
+
+    def _sweep_temp(self) -> None:
+        try:
+            entries = list(self.settings.models_dir.glob(".tmp-job-*"))
+        except OSError:
+            return
+        for entry in entries:
+            job_id = entry.name.removeprefix(".tmp-")
+            rec = self.store.get_job(job_id) if v.is_valid_id(job_id) else None
+            if rec is None or rec["status"] != "running":
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _check_running(self) -> None:
         """Fail running jobs whose worker is gone; start a queued job if nothing runs.
@@ -420,8 +468,6 @@ class JobManager:
         self.store.emit(f"job_{status}", message, conn, jobId=job_id, error=error)
 
     def _remove_temp(self, job_id: str) -> None:
-        import shutil
-
         shutil.rmtree(self.settings.models_dir / f".tmp-{job_id}", ignore_errors=True)
 
     # -- records ----------------------------------------------------------------------------

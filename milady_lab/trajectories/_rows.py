@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import polars as pl
@@ -104,17 +104,6 @@ def deferred_calls(batches: Callable[[], Iterable[pl.DataFrame]]) -> pl.LazyFram
         return pl.concat(parts) if parts else pl.DataFrame(schema=CALL_ROWS_SCHEMA)
 
     return pl.defer(load, schema=CALL_ROWS_SCHEMA)
-
-
-def batched(rows: Iterator[Sequence[Any]], size: int) -> Iterator[list[Sequence[Any]]]:
-    batch: list[Sequence[Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def clean_id(value: Any) -> str | None:

@@ -9,8 +9,10 @@ Fast pages at any offset: ``LIMIT/OFFSET`` walks every skipped index entry, whic
 ~50 ms at offset 1M. For offsets past ``ANCHOR_EVERY`` the source keeps an anchor —
 the (start_time, id) key — every ``ANCHOR_EVERY`` rows of the listing order, built
 in one pass over the index, and pages from the nearest anchor with a keyset query.
-That needs the index ``(start_time DESC, id)`` (``milady-lab demo-data`` creates it
-as ``trajectories_listing``). Without it every answer is still correct, only each deep
+New trajectories added on top (an agent at work) only shift the anchors; other changes
+rebuild them (about 1 s per million rows). That needs the index
+``(start_time DESC, id)`` (``milady-lab demo-data`` creates it as
+``trajectories_listing``). Without it every answer is still correct, only each deep
 page costs a sort of the table.
 """
 
@@ -48,7 +50,8 @@ class SQLiteSource:
         self._conn: sqlite3.Connection | None = None
         self._ident: tuple[int, int] | None = None
         self._version: int | None = None
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {}  # figures valid for one data_version
+        self._anchor_state: dict[str, Any] | None = None  # paging anchors, see _anchors
 
     # -- connection -------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -96,6 +99,7 @@ class SQLiteSource:
                 self._conn.close()
         self._conn, self._ident, self._version = None, None, None
         self._cache.clear()
+        self._anchor_state = None
 
     def close(self) -> None:
         with self._lock:
@@ -156,12 +160,15 @@ class SQLiteSource:
         if offset < ANCHOR_EVERY or self._has_null_start(conn):
             sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
             return conn.execute(sql, (limit, offset)).fetchall()
-        anchors = self._anchors(conn)
-        slot = offset // ANCHOR_EVERY
+        anchors, shift = self._anchors(conn)
+        if offset < shift + ANCHOR_EVERY:  # among rows added on top since the build
+            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
+            return conn.execute(sql, (limit, offset)).fetchall()
+        slot = (offset - shift) // ANCHOR_EVERY
         if slot >= len(anchors):
             return []
         start, anchor_id = anchors[slot]
-        skip = offset - slot * ANCHOR_EVERY
+        skip = offset - shift - slot * ANCHOR_EVERY
         # Rows from the anchor on: the rest of its start_time tie group, then older rows.
         tied = conn.execute(
             "SELECT count(*) FROM trajectories WHERE start_time = ? AND id >= ?",
@@ -188,16 +195,38 @@ class SQLiteSource:
             self._cache["nulls"] = bool(conn.execute(sql).fetchone()[0])
         return self._cache["nulls"]
 
-    def _anchors(self, conn: sqlite3.Connection) -> list[tuple[Any, str]]:
-        """Every ANCHOR_EVERY-th key of the listing order, from one pass over the index."""
-        if "anchors" not in self._cache:
-            sql = (
-                "SELECT start_time, id FROM (SELECT start_time, id, "
-                f"row_number() OVER ({_ORDER}) - 1 AS n FROM trajectories) "
-                "WHERE n % ? = 0 ORDER BY n"
-            )
-            self._cache["anchors"] = conn.execute(sql, (ANCHOR_EVERY,)).fetchall()
-        return self._cache["anchors"]
+    def _anchors(self, conn: sqlite3.Connection) -> tuple[list[tuple[Any, str]], int]:
+        """Anchor keys at listing positions ``shift + i * ANCHOR_EVERY``.
+
+        Built in one pass over the index. After a change, the anchors are kept when the
+        only growth is above them — an agent adding new trajectories — checked by
+        counting the rows before the first anchor (a short index range); their positions
+        just shift. Anything else (rows inserted among older ones, deletions) rebuilds.
+        Not detected: as many rows deleted as inserted below the first anchor at once.
+        """
+        state = self._anchor_state
+        if state is not None and state["version"] == self._version:
+            return state["keys"], state["shift"]
+        count = self._count(conn)
+        if state is not None and state["keys"]:
+            start, anchor_id = state["keys"][0]
+            before = conn.execute(
+                "SELECT (SELECT count(*) FROM trajectories WHERE start_time > ?) + "
+                "(SELECT count(*) FROM trajectories WHERE start_time = ? AND id < ?)",
+                (start, start, anchor_id),
+            ).fetchone()[0]
+            grown = count - state["count"]
+            if before == state["shift"] + grown and before <= 16 * ANCHOR_EVERY:
+                state.update(version=self._version, count=count, shift=before)
+                return state["keys"], before
+        sql = (
+            "SELECT start_time, id FROM (SELECT start_time, id, "
+            f"row_number() OVER ({_ORDER}) - 1 AS n FROM trajectories) "
+            "WHERE n % ? = 0 ORDER BY n"
+        )
+        keys = conn.execute(sql, (ANCHOR_EVERY,)).fetchall()
+        self._anchor_state = {"version": self._version, "count": count, "keys": keys, "shift": 0}
+        return keys, 0
 
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
         tid = _rows.clean_id(trajectory_id)

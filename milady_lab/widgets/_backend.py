@@ -11,7 +11,6 @@ All methods block; panels call them from :class:`~._async.UiRunner` threads.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ class Backend:
 
     mode = "base"
     description = ""
+    #: False when the backend cannot count a build's results without building it.
+    can_preview = True
     #: True when dataset folders (``path`` in the record) are readable from this process.
     local_files = False
 
@@ -194,32 +195,16 @@ class LocalBackend(Backend):
             self.service.close()
 
 
-def _body(result: Any) -> Any:
-    """A client result as plain JSON data, whether it returns dicts or typed objects."""
-    if isinstance(result, dict | list | str | int | float | bool) or result is None:
-        return result
-    for attr in ("model_dump", "to_dict", "dict"):
-        fn = getattr(result, attr, None)
-        if callable(fn):
-            return fn()
-    if hasattr(result, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(result)
-    return result
-
-
-def _inner(result: Any, key: str) -> Any:
-    body = _body(result)
-    if isinstance(body, dict) and key in body:
-        return body[key]
-    return body
-
-
 class RemoteBackend(Backend):
-    """A :class:`~milady_lab.client.TrainingClient` to a Jupyter server or a Milady agent."""
+    """A :class:`~milady_lab.client.TrainingClient` to a Jupyter server or a Milady agent.
+
+    The client already unwraps the records (``{"job": ...}`` → the job) and raises
+    ``TrainingAPIError`` carrying the server's message, which the panels show as is.
+    """
 
     mode = "remote"
+    #: The REST routes have no dataset preview (the build answers with the counts).
+    can_preview = False
     #: Trajectories read for the explorer at most (500 per request).
     max_trajectories = 5000
 
@@ -230,24 +215,17 @@ class RemoteBackend(Backend):
         # A dataset folder is readable here when the server runs on this machine.
         self.local_files = True
 
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return _body(getattr(self.client, name)(*args, **kwargs))
-
     def status(self) -> dict[str, Any]:
-        return self._call("status")
+        return dict(self.client.status())
 
     def trajectories_frame(self) -> pl.DataFrame:
         rows: list[dict[str, Any]] = []
-        offset = 0
-        while len(rows) < self.max_trajectories:
-            page = self._call("list_trajectories", limit=500, offset=offset)
-            items = page["trajectories"]
-            rows.extend(items)
-            offset += len(items)
-            if not items or offset >= int(page.get("total", 0)):
+        for row in self.client.iter_trajectories(page_size=500):
+            rows.append(row)
+            if len(rows) >= self.max_trajectories:
                 break
         cols = {k: [r.get(k) for r in rows] for k in SUMMARY_SCHEMA}
-        return pl.DataFrame(cols, schema=SUMMARY_SCHEMA)
+        return pl.DataFrame(cols, schema=SUMMARY_SCHEMA, strict=False)
 
     def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
         # The REST routes have no search: read each candidate's calls once and cache them.
@@ -267,73 +245,81 @@ class RemoteBackend(Backend):
     def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
         cached = self._details.get(trajectory_id)
         if cached is None:
-            cached = _inner(self._call("get_trajectory", trajectory_id), "trajectory")
-            if cached.get("status") not in ("active",):
+            cached = dict(self.client.get_trajectory(trajectory_id))
+            if cached.get("status") != "active":  # a finished trajectory never changes
                 self._details[trajectory_id] = cached
         return cached
 
     def list_datasets(self) -> list[dict[str, Any]]:
-        return _inner(self._call("list_datasets"), "datasets")
+        return list(self.client.list_datasets())
 
     def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("preview_dataset", body)
+        raise NotImplementedError("the server has no preview route")
 
     def build_dataset(
         self, body: dict[str, Any], progress: ProgressFn | None = None
     ) -> dict[str, Any]:
-        return _inner(self._call("build_dataset", body), "dataset")
+        return dict(
+            self.client.build_dataset(
+                limit=body.get("limit"),
+                min_llm_calls_per_trajectory=body.get("minLlmCallsPerTrajectory"),
+            )
+        )
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        return _inner(self._call("list_jobs"), "jobs")
+        return list(self.client.list_jobs())
 
     def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        return _inner(self._call("start_job", body), "job")
+        b = dict(body)
+        return dict(
+            self.client.start_job(
+                b.pop("datasetId", None),
+                backend=b.pop("backend", None),
+                model=b.pop("model", None),
+                iterations=b.pop("iterations", None),
+                batch_size=b.pop("batchSize", None),
+                learning_rate=b.pop("learningRate", None),
+                max_trajectories=b.pop("maxTrajectories", None),
+                **b,
+            )
+        )
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return _inner(self._call("get_job", job_id), "job")
+        return dict(self.client.get_job(job_id))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return _inner(self._call("cancel_job", job_id), "job")
+        return dict(self.client.cancel_job(job_id))
 
     def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
-        return _inner(self._call("job_metrics", job_id, after=after), "metrics")
+        return list(self.client.job_metrics(job_id, after=after or None))
 
     def list_models(self) -> list[dict[str, Any]]:
-        return _inner(self._call("list_models"), "models")
+        return list(self.client.list_models())
 
     def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("import_ollama", model_id, body)
+        model = self.client.import_ollama(
+            model_id,
+            model_name=body.get("modelName"),
+            base_model=body.get("baseModel"),
+            ollama_url=body.get("ollamaUrl"),
+        )
+        return {"model": dict(model)}  # the service's shape
 
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("activate_model", model_id, body)
+        return dict(self.client.activate_model(model_id, body.get("providerModel")))
 
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._call("benchmark_model", model_id, body)
+        return dict(self.client.benchmark_model(model_id, **(body or {})))
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if callable(close):
-            close()
+        self.client.close()
 
 
 def discover_client(**kwargs: Any) -> Any:
     """A TrainingClient for the Jupyter server this kernel was started by."""
     from ..client import TrainingClient
 
-    for name in ("for_notebook_server", "discover", "from_running_server", "find"):
-        factory = getattr(TrainingClient, name, None)
-        if callable(factory):
-            return factory(**kwargs)
-    from jupyter_server.serverapp import list_running_servers
-
-    servers = list(list_running_servers())
-    if not servers:
-        raise RuntimeError(
-            "no running Jupyter server found; pass client=TrainingClient(url, token)"
-        )
-    parent = os.getppid()
-    server = next((s for s in servers if s.get("pid") == parent), servers[0])
-    return TrainingClient(server["url"].rstrip("/"), token=server.get("token") or None, **kwargs)
+    return TrainingClient.for_notebook(**kwargs)
 
 
 def make_backend(

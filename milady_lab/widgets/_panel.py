@@ -28,7 +28,8 @@ CSS = """
   white-space: pre; }
 table.milady-table { border-collapse: collapse; font-size: 12px; margin: 2px 0; }
 table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 8px; }
-table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 8px; }
+table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 8px; white-space: nowrap; }
+.milady-scroll { overflow-x: auto; max-width: 100%; }
 table.milady-table td.num, table.milady-table th.num { text-align: right; }
 .milady-detail details { margin: 2px 0 2px 12px; }
 .milady-detail summary { cursor: pointer; color: #444; }
@@ -52,6 +53,15 @@ def fmt_ms(ms: Any) -> str:
     if not isinstance(ms, int | float):
         return "—"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def short_model(name: Any) -> str:
+    """A base model as shown in tables: a local folder by its last two path parts."""
+    text = "" if name is None else str(name)
+    if text.startswith(("/", "~")):
+        parts = [p for p in text.split("/") if p]
+        return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else text
+    return text
 
 
 def fmt_num(value: Any, digits: int = 4) -> str:
@@ -78,7 +88,8 @@ def html_table(headers: list[str], rows: list[list[Any]], numeric: set[int] | No
         "<tr>" + "".join(cell(i, v, "td") for i, v in enumerate(r)) + "</tr>" for r in rows
     )
     return (
-        f'<table class="milady-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        f'<div class="milady-scroll"><table class="milady-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
     )
 
 

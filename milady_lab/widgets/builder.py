@@ -163,6 +163,11 @@ class DatasetBuilder(Panel):
         self._preview_gen += 1
         gen = self._preview_gen
         body = self.body()
+        if not self.backend.can_preview:
+            self.preview_label.value = (
+                "<b>Preview:</b> <i>not offered by this server; Build reports the counts.</i>"
+            )
+            return
         self.preview_label.value = "<i>counting…</i>"
 
         def done(result: dict[str, Any]) -> None:

@@ -102,7 +102,8 @@ class TrajectoryExplorer(Panel):
         self.rows.add_class("milady-rows")
         self.calls_chart = w.Image(format="png", layout=w.Layout(width="420px"))
         self.tokens_chart = w.Image(format="png", layout=w.Layout(width="480px"))
-        self.detail = w.HTML(layout=w.Layout(width="100%"))
+        # Long trajectories scroll inside the panel instead of stretching the notebook.
+        self.detail = w.HTML(layout=w.Layout(width="100%", max_height="560px", overflow="auto"))
         self.detail.add_class("milady-detail")
 
         filters1 = w.HBox(
@@ -351,15 +352,14 @@ def render_detail(detail: dict[str, Any]) -> str:
         f"<div>{chips}</div>",
     ]
     for i, call in enumerate(calls, 1):
+        tokens = (call.get("promptTokens"), call.get("completionTokens"))
+        shown = (
+            f"{tokens[0] or 0}+{tokens[1] or 0} tokens"
+            if any(t is not None for t in tokens)
+            else ""
+        )
         meta = " · ".join(
-            esc(x)
-            for x in (
-                call.get("model"),
-                call.get("purpose"),
-                call.get("stepId"),
-                f"{call.get('promptTokens') or 0}+{call.get('completionTokens') or 0} tokens",
-            )
-            if x
+            esc(x) for x in (call.get("model"), call.get("purpose"), call.get("stepId"), shown) if x
         )
         parts.append(
             f'<div class="milady-call"><div><b>Call {i}</b> '

@@ -19,7 +19,7 @@ import ipywidgets as w
 from . import plots
 from ._async import Poller
 from ._backend import FINAL_STATUSES, LIVE_STATUSES
-from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table
+from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
 LIVE_DELAY = 0.5
 IDLE_DELAY = 2.0
@@ -78,7 +78,7 @@ class JobLauncher(Panel):
 
         style = {"description_width": "auto"}
         self.dataset = w.Dropdown(
-            description="Dataset", options=[], style=style, layout=w.Layout(width="360px")
+            description="Dataset", options=[], style=style, layout=w.Layout(width="400px")
         )
         self.backend_choice = w.Dropdown(
             description="Backend", options=["cpu"], style=style, layout=w.Layout(width="160px")
@@ -187,8 +187,7 @@ class JobLauncher(Panel):
         current = self.dataset.value
         options: list[tuple[str, str | None]] = [
             (
-                f"{d.get('id')} · {d.get('exampleCount', 0)} examples · "
-                f"{fmt_ms(d.get('createdAt'))}",
+                f"{d.get('id')} ({d.get('exampleCount', 0)} examples)",
                 d.get("id"),
             )
             for d in datasets
@@ -377,7 +376,8 @@ class JobLauncher(Panel):
             if job.get("status") in FINAL_STATUSES:
                 self._seen_live.add(job["id"])  # a finished job never needs picking up
         options = [
-            (f"{j['id']} · {j.get('status')} · {j.get('model') or ''}", j["id"]) for j in jobs
+            (f"{j['id']} · {j.get('status')} · {short_model(j.get('model'))}", j["id"])
+            for j in jobs
         ]
         if self.job_id is not None and self.job_id not in {v for _, v in options}:
             options.insert(0, (f"{self.job_id}", self.job_id))
@@ -386,7 +386,7 @@ class JobLauncher(Panel):
                 j["id"],
                 j.get("status"),
                 j.get("backend"),
-                j.get("model"),
+                short_model(j.get("model")),
                 j.get("datasetId"),
                 f"{j.get('currentIteration') or 0}/{j.get('totalIterations') or '?'}",
                 fmt_num(j.get("loss")),
@@ -479,6 +479,7 @@ class JobLauncher(Panel):
                 self.curve.value = png
                 self.redraw_label.value = (
                     f"<span class='milady-redraws' data-redraws='{self.redraws}' "
+                    f"data-points='{len(self.train_points)}' "
                     f"style='color:#888;font-size:11px'>plot updates: {self.redraws} · "
                     f"{len(self.train_points)} train / {len(self.val_points)} "
                     "validation points</span>"

@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import plots
-from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table
+from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table, short_model
 
 SCORE_KEYS = ("coherence", "consistency", "helpfulness")
 
@@ -115,7 +115,7 @@ class ModelManager(Panel):
                     Raw("<b>✔</b>") if m.get("active") else "",
                     m.get("name"),
                     m.get("id"),
-                    m.get("baseModel"),
+                    short_model(m.get("baseModel")),
                     m.get("backend"),
                     fmt_num(m.get("finalLoss")),
                     bench,

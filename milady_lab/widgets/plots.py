@@ -123,20 +123,27 @@ def loss_curve_png(
     *,
     title: str = "Loss",
     total_iterations: int | None = None,
-    width: float = 6.4,
+    width: float = 7.0,
     height: float = 3.0,
 ) -> bytes:
-    """Training loss (line) and validation loss (markers) against iteration."""
+    """Training loss (line) and validation loss (markers) against iteration.
+
+    The x axis follows the points, not ``total_iterations``: early in a long run the
+    curve would otherwise be a few pixels at the left edge.
+    """
     if not train and not valid:
         return message_png("waiting for the first loss…", width, height)
     fig = _figure(width, height)
     ax = fig.add_subplot()
     if train:
+        few = len(train) < 40
         ax.plot(
             [p[0] for p in train],
             [p[1] for p in train],
             color=PALETTE[0],
             linewidth=1.4,
+            marker="o" if few else None,
+            markersize=3,
             label="train",
         )
     if valid:
@@ -144,14 +151,17 @@ def loss_curve_png(
             [p[0] for p in valid],
             [p[1] for p in valid],
             color=PALETTE[1],
-            marker="o",
+            marker="s",
             markersize=4,
             linewidth=1.0,
             linestyle="--",
             label="validation",
         )
+    last = max(p[0] for p in [*train, *valid])
+    ax.set_xlim(0, max(last * 1.05, last + 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if total_iterations:
-        ax.set_xlim(0, max(total_iterations, 1))
+        title = f"{title} · {int(last)}/{total_iterations} iterations"
     _style(ax, title, "iteration", "loss")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()

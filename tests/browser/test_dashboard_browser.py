@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from widgets.conftest import DEMO_SEED, stop_jobs
+from widgets.jupyter_proc import JupyterProcess, run_jupyter
 
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
-
-from widgets.conftest import DEMO_SEED, stop_jobs
-from widgets.jupyter_proc import JupyterProcess, run_jupyter
 
 pytestmark = pytest.mark.browser
 
@@ -32,10 +31,15 @@ ROOT = HERE.parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
-TRAIN_ITERATIONS = 5000  # long enough to be cancelled while running
+TRAIN_ITERATIONS = 1000  # long enough to be cancelled while running
+LEARNING_RATE = "0.01"  # a tiny random model: let the curve visibly fall
 
 
 def ensure_chromium() -> Path:
@@ -62,8 +66,12 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
     )
     svc = TrainingService(settings)
     svc.build_dataset({"limit": 24, "minLlmCallsPerTrajectory": 1})
-    env = {**settings.as_env(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "MPLBACKEND": "Agg"}
+    env = {
+        **settings.as_env(),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLBACKEND": "Agg",
+    }
     try:
         with run_jupyter("lab", root, tmp_path / "jupyter", env, timeout=180) as jp:
             yield jp, settings
@@ -72,16 +80,30 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
         svc.close()
 
 
-def _kernel_ready(page) -> bool:
-    """True once the kernel is idle; accepts the "Select Kernel" dialog if it shows."""
+def _accept_kernel_dialog(page) -> bool:
+    """JupyterLab may ask which kernel to use: take the notebook's own (python3)."""
     dialog = page.locator(".jp-Dialog")
     if dialog.count() and dialog.first.is_visible():
         button = dialog.locator("button", has_text=re.compile(r"^Select$"))
         if button.count():
             button.first.click()
+            return True
+    return False
+
+
+def _kernel_ready(page) -> bool:
+    """True once a kernel is connected and idle, with no dialog in the way."""
+    if _accept_kernel_dialog(page):
         return False
     status = page.locator(".jp-Notebook-ExecutionIndicator")
-    return status.count() > 0 and status.first.get_attribute("data-status") == "idle"
+    idle = status.count() > 0 and status.first.get_attribute("data-status") == "idle"
+    named = page.locator(".jp-KernelName", has_text="Python 3").count() > 0
+    return idle and named and page.locator(".jp-Dialog").count() == 0
+
+
+def _visible(page, locator) -> bool:
+    _accept_kernel_dialog(page)
+    return locator.count() > 0 and locator.first.is_visible()
 
 
 def _redraws(page) -> int:
@@ -89,6 +111,11 @@ def _redraws(page) -> int:
     if not loc.count():
         return 0
     return int(loc.first.get_attribute("data-redraws") or 0)
+
+
+def _points(page) -> int:
+    loc = page.locator(".milady-redraws")
+    return int(loc.first.get_attribute("data-points") or 0) if loc.count() else 0
 
 
 def _wait(pred, timeout: float, what: str, page=None, step: float = 0.25):
@@ -118,7 +145,10 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1500, "height": 1900},
         )
         page = browser.pages[0] if browser.pages else browser.new_page()
@@ -128,15 +158,16 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             page.set_default_timeout(60_000)
             page.goto(f"{jp.url}/lab/tree/dashboard.ipynb?reset&token={jp.token}")
             page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=120_000)
-            # JupyterLab may ask which kernel to use; take the notebook's own (python3)
             _wait(lambda: _kernel_ready(page), 120, "the kernel to be idle", page)
+            time.sleep(1.0)
+            _wait(lambda: _kernel_ready(page), 60, "the kernel to stay idle", page)
 
             # Run → Run All Cells, as a user would
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
             dashboard = page.locator(".milady-dashboard")
-            dashboard.wait_for(state="visible", timeout=90_000)
+            _wait(lambda: _visible(page, dashboard), 120, "the dashboard to render", page)
             explorer = page.locator(".milady-panel").first
             rows = explorer.locator(".milady-rows select")
             rows.wait_for(state="visible")
@@ -150,7 +181,9 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Training").click()
             launcher = page.locator(".milady-panel", has=page.locator(".milady-loss-curve"))
             launcher.wait_for(state="visible")
-            model_input = launcher.locator(".widget-combobox input")
+            model_input = launcher.locator(".widget-inline-hbox", has_text="Base model").locator(
+                "input"
+            )
             model_input.fill(str(tiny_model))
             model_input.press("Enter")
             iters = launcher.locator(".widget-inline-hbox", has_text="Iterations").locator("input")
@@ -159,13 +192,20 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             batch = launcher.locator(".widget-inline-hbox", has_text="Batch size").locator("input")
             batch.fill("2")
             batch.press("Enter")
+            lr = launcher.locator(".widget-inline-hbox", has_text="Learning rate").locator("input")
+            lr.fill(LEARNING_RATE)
+            lr.press("Enter")
             time.sleep(0.5)  # let the values sync to the kernel
             before = _redraws(page)
             launcher.locator("button", has_text="Start").click()
 
             status = launcher.locator(".milady-job-status")
-            _wait(lambda: status.count() and status.first.get_attribute("data-status") == "running",
-                  120, "the job to run", page)
+            _wait(
+                lambda: status.count() and status.first.get_attribute("data-status") == "running",
+                120,
+                "the job to run",
+                page,
+            )
             curve = launcher.locator(".milady-loss-curve")
             srcs = set()
 
@@ -187,13 +227,19 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             assert seen_in_cell >= before + 2
             # ... and the plot keeps updating after it
             _wait(lambda: _redraws(page) > seen_in_cell, 60, "more redraws after the cell", page)
+            # enough points for a readable screenshot
+            _wait(lambda: _points(page) >= 10, 90, "ten loss points", page)
             assert status.first.get_attribute("data-status") == "running"
-            launcher.scroll_into_view_if_needed()
+            time.sleep(0.6)  # the throttled redraw of the last points
             dashboard.screenshot(path=str(ARTIFACTS / "running.png"))
 
             launcher.locator("button", has_text="Cancel").click()
-            _wait(lambda: status.first.get_attribute("data-status") == "cancelled", 60,
-                  "the job to read cancelled", page)
+            _wait(
+                lambda: status.first.get_attribute("data-status") == "cancelled",
+                60,
+                "the job to read cancelled",
+                page,
+            )
             launcher.locator(".milady-status[data-kind='ok']", has_text="cancelled").wait_for()
             time.sleep(1.0)  # the final curve redraw
             dashboard.screenshot(path=str(ARTIFACTS / "cancelled.png"))

@@ -4,7 +4,9 @@ Ollama stand-in server. Everything is built locally in seconds (no hub)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +19,32 @@ from milady_lab.state import StateStore, now_ms
 
 from .ollama_standin import OllamaStandIn
 
+# Spinning OpenMP threads make tiny models crawl on a shared 2-core machine; this only
+# takes effect when torch has not been imported yet, so tiny work also uses one_thread().
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny models are overhead-bound: one torch thread is fastest and never oversubscribes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_WORDS = "hello there friend how are you today the weather is nice thanks for asking sure".split()
+_WORDS = [
+    *("hello", "there", "friend", "how", "are", "you", "today", "the", "weather"),
+    *("is", "nice", "thanks", "for", "asking", "sure"),
+]
 _ACTIONS = ["REPLY", "IGNORE", "MUTE_ROOM", "FOLLOW_ROOM"]
 
 
@@ -61,9 +84,13 @@ def _build_tokenizer(folder: Path) -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    corpus = [json.dumps(e) for e in make_examples(300, 99)] + [agent_reply(random.Random(i)) for i in range(300)]
+    corpus = [json.dumps(e) for e in make_examples(300, 99)] + [
+        agent_reply(random.Random(i)) for i in range(300)
+    ]
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -116,7 +143,9 @@ def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     tok = AutoTokenizer.from_pretrained(tiny_base)
     base = AutoModelForCausalLM.from_pretrained(tiny_base)
     cfg = LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, cfg)
@@ -125,13 +154,17 @@ def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     model.train()
-    for step in range(40):
-        rows = slice((step * 16) % 64, (step * 16) % 64 + 16)
-        loss = model(input_ids=enc["input_ids"][rows], attention_mask=enc["attention_mask"][rows],
-                     labels=labels[rows]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    with one_thread():
+        for step in range(40):
+            rows = slice((step * 16) % 64, (step * 16) % 64 + 16)
+            loss = model(
+                input_ids=enc["input_ids"][rows],
+                attention_mask=enc["attention_mask"][rows],
+                labels=labels[rows],
+            ).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
     folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)
     assert (folder / "adapter_model.safetensors").is_file()
@@ -175,14 +208,28 @@ def insert_model(
         dataset_id = f"ds-{n}"
         store.insert_dataset(
             {
-                "id": dataset_id, "createdAt": now_ms(), "trajectoryCount": 1, "exampleCount": 52,
-                "trainCount": 40, "validCount": 12, "path": str(dataset_dir), "options": {},
+                "id": dataset_id,
+                "createdAt": now_ms(),
+                "trajectoryCount": 1,
+                "exampleCount": 52,
+                "trainCount": 40,
+                "validCount": 12,
+                "path": str(dataset_dir),
+                "options": {},
             }
         )
     rec = {
-        "id": f"model-{n}", "jobId": f"job-{n}", "name": f"Milady Tiny v{n}", "createdAt": now_ms() + n,
-        "active": False, "adapterPath": str(adapter), "baseModel": "tiny-llama",
-        "baseModelPath": str(base), "backend": "cpu", "datasetId": dataset_id, "finalLoss": 1.0,
+        "id": f"model-{n}",
+        "jobId": f"job-{n}",
+        "name": f"Milady Tiny v{n}",
+        "createdAt": now_ms() + n,
+        "active": False,
+        "adapterPath": str(adapter),
+        "baseModel": "tiny-llama",
+        "baseModelPath": str(base),
+        "backend": "cpu",
+        "datasetId": dataset_id,
+        "finalLoss": 1.0,
         **extra,
     }
     store.insert_model(rec)
@@ -192,7 +239,9 @@ def insert_model(
 
 
 @pytest.fixture
-def model(store: StateStore, tiny_adapter: Path, tiny_base: Path, tiny_dataset: Path) -> dict[str, Any]:
+def model(
+    store: StateStore, tiny_adapter: Path, tiny_base: Path, tiny_dataset: Path
+) -> dict[str, Any]:
     return insert_model(store, tiny_adapter, tiny_base, tiny_dataset)
 
 

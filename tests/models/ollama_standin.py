@@ -188,7 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if digest not in self.state.blobs:
                     self._send(400, {"error": f"blob {digest} not found"})
                     return
-        if any(k.endswith(".safetensors") for k in adapters) and "adapter_config.json" not in adapters:
+        if (
+            any(k.endswith(".safetensors") for k in adapters)
+            and "adapter_config.json" not in adapters
+        ):
             self._send(400, {"error": "adapter_config.json is required for safetensors adapters"})
             return
         lines: list[dict[str, Any]] = [{"status": "parsing adapter"}]

@@ -24,7 +24,9 @@ from .conftest import insert_model
 
 ORIGINAL = {
     "name": "Milady",
-    "agents": {"defaults": {"model": {"primary": "openai/gpt-4o", "fallbacks": ["x"]}, "temp": 0.7}},
+    "agents": {
+        "defaults": {"model": {"primary": "openai/gpt-4o", "fallbacks": ["x"]}, "temp": 0.7}
+    },
     "env": {"OPENAI_API_KEY": "sk-keep-me", "OLLAMA_MODEL": "old"},
     "plugins": ["a", "b"],
     "zeta": None,
@@ -32,7 +34,9 @@ ORIGINAL = {
 }
 
 
-def _models(store: StateStore, tiny_adapter: Path, tiny_base: Path, n: int = 2) -> list[dict[str, Any]]:
+def _models(
+    store: StateStore, tiny_adapter: Path, tiny_base: Path, n: int = 2
+) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         rec = insert_model(store, tiny_adapter, tiny_base)
@@ -65,34 +69,47 @@ def test_imported_model_sets_primary_and_env(
     assert [e["kind"] for e in store.events()][-1] == "model_activated"
 
 
-def test_provider_model_wins(settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path) -> None:
+def test_provider_model_wins(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
     m = insert_model(store, tiny_adapter, tiny_base)  # not imported
     assert activate(settings, store, m, {"providerModel": "openai/my-ft"}) == {
-        "ok": True, "activeModel": "openai/my-ft",
+        "ok": True,
+        "activeModel": "openai/my-ft",
     }
     cfg = json.loads(settings.agent_config.read_text())
-    assert cfg == {"agents": {"defaults": {"model": {"primary": "openai/my-ft"}}}}  # no env for non-Ollama
+    assert cfg == {
+        "agents": {"defaults": {"model": {"primary": "openai/my-ft"}}}
+    }  # no env for non-Ollama
 
 
 def test_not_imported_without_provider_is_409(
     settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
 ) -> None:
     m = insert_model(store, tiny_adapter, tiny_base)
-    with pytest.raises(ConflictError, match="import the model into Ollama first or pass providerModel"):
+    with pytest.raises(
+        ConflictError, match="import the model into Ollama first or pass providerModel"
+    ):
         activate(settings, store, m, {})
     assert not settings.agent_config.exists()
     assert _active(store) == []
 
 
-@pytest.mark.parametrize("body", [{"providerModel": ""}, {"providerModel": 3}, {"providerModel": "a\nb"}, {"x": 1}, "s"])
-def test_bad_body_is_400(settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, body: Any) -> None:
+@pytest.mark.parametrize(
+    "body", [{"providerModel": ""}, {"providerModel": 3}, {"providerModel": "a\nb"}, {"x": 1}, "s"]
+)
+def test_bad_body_is_400(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, body: Any
+) -> None:
     m = _models(store, tiny_adapter, tiny_base, 1)[0]
     with pytest.raises(InputError):
         activate(settings, store, m, body)
     assert not settings.agent_config.exists()
 
 
-def test_exactly_one_active(settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path) -> None:
+def test_exactly_one_active(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
     models = _models(store, tiny_adapter, tiny_base, 3)
     for m in [*models, models[0]]:
         activate(settings, store, m, None)
@@ -142,12 +159,16 @@ def test_unusable_config_is_409_and_untouched(
     assert path.read_text() == text
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns, stat.S_IMODE(after.st_mode)) == (
-        before.st_ino, before.st_mtime_ns, 0o640,
+        before.st_ino,
+        before.st_mtime_ns,
+        0o640,
     )
     assert _active(store) == []
 
 
-def test_non_utf8_config_is_409(settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path) -> None:
+def test_non_utf8_config_is_409(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
     path = settings.agent_config
     path.parent.mkdir(parents=True)
     path.write_bytes(b'{"a": "\xff"}')
@@ -196,7 +217,9 @@ def test_permission_denied_is_409_and_untouched(tmp_path: Path) -> None:
     try:
         out = subprocess.run(
             [sys.executable, "-c", _UNREADABLE_SCRIPT, str(path)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
             cwd=Path(__file__).resolve().parents[2],
             preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None,
         )
@@ -255,7 +278,9 @@ def test_symlinked_config_stays_a_symlink(
     settings.agent_config.symlink_to(real)
     activate(settings, store, _models(store, tiny_adapter, tiny_base, 1)[0], None)
     assert settings.agent_config.is_symlink()
-    assert json.loads(real.read_text())["agents"]["defaults"]["model"]["primary"] == "ollama/milady-v1"
+    assert (
+        json.loads(real.read_text())["agents"]["defaults"]["model"]["primary"] == "ollama/milady-v1"
+    )
 
 
 def _check_consistent(settings: Settings, store: StateStore) -> None:
@@ -267,7 +292,9 @@ def _check_consistent(settings: Settings, store: StateStore) -> None:
     assert cfg["keep"] == "me"
 
 
-def test_activation_race_threads(settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path) -> None:
+def test_activation_race_threads(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
     settings.agent_config.parent.mkdir(parents=True)
     settings.agent_config.write_text('{"keep": "me"}\n')
     models = _models(store, tiny_adapter, tiny_base, 4)
@@ -308,7 +335,9 @@ def test_activation_race_processes(
     models = _models(store, tiny_adapter, tiny_base, 3)
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
-    procs = [ctx.Process(target=_activate_in_process, args=(settings, m["id"], 4, start)) for m in models]
+    procs = [
+        ctx.Process(target=_activate_in_process, args=(settings, m["id"], 4, start)) for m in models
+    ]
     for p in procs:
         p.start()
     start.set()

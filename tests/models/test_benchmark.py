@@ -15,7 +15,7 @@ from milady_lab.models import benchmark as bench
 from milady_lab.models.benchmark import run_benchmark
 from milady_lab.state import StateStore
 
-from .conftest import insert_model
+from .conftest import insert_model, one_thread
 
 
 def _check_scores(block: dict[str, float]) -> None:
@@ -49,13 +49,15 @@ def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter).eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter
+    ).eval()
     chats = bench.load_examples(tiny_dataset / "valid.jsonl", 5, 0)
     examples = [bench.encode(tok, c, i) for i, c in enumerate(chats)]
     assert len({len(e.prompt_ids) for e in examples}) > 1  # padding is exercised
     stop = bench.stop_token_ids(tok, model)
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         nll, counts, gen = bench.run_batch(model, examples, tok.pad_token_id, stop)
         for i, e in enumerate(examples):
             n1, c1, g1 = bench.run_batch(model, [e], tok.pad_token_id, stop)
@@ -75,7 +77,10 @@ def test_encode_splits_at_the_assistant_turn(tiny_base: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
-    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<response>yo</response>"}]
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "<response>yo</response>"},
+    ]
     e = bench.encode(tok, chat, 0)
     assert tok.decode(e.prompt_ids).endswith("<|im_start|>assistant\n")
     assert tok.decode(e.reply_ids) == "<response>yo</response><|im_end|>"
@@ -84,8 +89,21 @@ def test_encode_splits_at_the_assistant_turn(tiny_base: Path) -> None:
 
 def test_load_examples_sample_is_seeded(tmp_path: Path) -> None:
     path = tmp_path / "valid.jsonl"
-    lines = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(20)]
-    lines += [{"prompt": "p", "completion": "c"}, {"text": "no reply"}, "junk", {"messages": [{"role": "user", "content": "x"}]}]
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(20)
+    ]
+    lines += [
+        {"prompt": "p", "completion": "c"},
+        {"text": "no reply"},
+        "junk",
+        {"messages": [{"role": "user", "content": "x"}]},
+    ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     assert len(bench.load_examples(path, 1000, 0)) == 21
     a, b = bench.load_examples(path, 5, 1), bench.load_examples(path, 5, 1)
@@ -94,9 +112,19 @@ def test_load_examples_sample_is_seeded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [{"maxExamples": 0}, {"maxExamples": 1001}, {"seed": -1}, {"maxExamples": "x"}, {"other": 1}, [1]]
+    "body",
+    [
+        {"maxExamples": 0},
+        {"maxExamples": 1001},
+        {"seed": -1},
+        {"maxExamples": "x"},
+        {"other": 1},
+        [1],
+    ],
 )
-def test_bad_body_is_400(settings: Settings, store: StateStore, model: dict[str, Any], body: Any) -> None:
+def test_bad_body_is_400(
+    settings: Settings, store: StateStore, model: dict[str, Any], body: Any
+) -> None:
     with pytest.raises(InputError):
         run_benchmark(settings, store, model, body)
 
@@ -119,18 +147,26 @@ def test_dataset_errors(
         run_benchmark(settings, store, m, None)
 
 
-@pytest.mark.slow
-def test_worker_problems_come_back_as_errors(
-    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, tiny_dataset: Path, tmp_path: Path
+def test_no_usable_example_is_409_without_a_worker(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path, tmp_path: Path
 ) -> None:
-    # No usable example: a clear 409 from the worker.
     no_replies = tmp_path / "no-replies"
     no_replies.mkdir()
     (no_replies / "valid.jsonl").write_text(json.dumps({"text": "just text"}) + "\n")
     m = insert_model(store, tiny_adapter, tiny_base, no_replies)
     with pytest.raises(ConflictError, match="assistant reply"):
         run_benchmark(settings, store, m, None)
-    # A corrupt adapter crashes the worker: an error, the record unchanged.
+
+
+@pytest.mark.slow
+def test_worker_crash_is_an_error_and_nothing_stored(
+    settings: Settings,
+    store: StateStore,
+    tiny_adapter: Path,
+    tiny_base: Path,
+    tiny_dataset: Path,
+    tmp_path: Path,
+) -> None:
     broken = tmp_path / "broken-adapter"
     shutil.copytree(tiny_adapter, broken)
     (broken / "adapter_model.safetensors").write_bytes(b"not safetensors")
@@ -139,3 +175,4 @@ def test_worker_problems_come_back_as_errors(
         run_benchmark(settings, store, m, None)
     assert info.value.status == 500
     assert store.get_model(m["id"])["benchmark"] is None
+    assert list(settings.home.glob(".benchmark-*")) == []

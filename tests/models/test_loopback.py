@@ -176,8 +176,16 @@ _octet = st.integers(0, 255)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_octet, _octet, _octet, st.one_of(st.none(), st.integers(1, 65535)), st.sampled_from(["http", "https"]))
-def test_every_loopback_dotted_quad_accepted(b: int, c: int, d: int, port: int | None, scheme: str) -> None:
+@given(
+    _octet,
+    _octet,
+    _octet,
+    st.one_of(st.none(), st.integers(1, 65535)),
+    st.sampled_from(["http", "https"]),
+)
+def test_every_loopback_dotted_quad_accepted(
+    b: int, c: int, d: int, port: int | None, scheme: str
+) -> None:
     url = f"{scheme}://127.{b}.{c}.{d}" + (f":{port}" if port else "")
     assert check_loopback_url(url) == url
 
@@ -194,7 +202,9 @@ def _is_loopback_per_rule(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -
 
 @settings(max_examples=500, deadline=None)
 @given(st.ip_addresses().filter(lambda a: not _is_loopback_per_rule(a)))
-def test_every_non_loopback_address_rejected(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_every_non_loopback_address_rejected(
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
     for url in (_url_for(addr), f"http://{addr}", f"http://[{addr}]"):
         with pytest.raises(InputError):
             check_loopback_url(url)

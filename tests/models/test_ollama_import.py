@@ -32,7 +32,9 @@ def _unchanged(store: StateStore, model: dict[str, Any]) -> None:
 def test_end_to_end(store: StateStore, model: dict[str, Any], ollama: OllamaStandIn) -> None:
     adapter = Path(model["adapterPath"])
     body = import_model(
-        store, model, {"modelName": "milady-v1", "baseModel": "llama3.2:3b", "ollamaUrl": ollama.url}
+        store,
+        model,
+        {"modelName": "milady-v1", "baseModel": "llama3.2:3b", "ollamaUrl": ollama.url},
     )
     files = {n: adapter / n for n in ("adapter_model.safetensors", "adapter_config.json")}
     digests = {n: _digest(p) for n, p in files.items()}
@@ -63,7 +65,9 @@ def test_end_to_end(store: StateStore, model: dict[str, Any], ollama: OllamaStan
 
     rec = store.get_model(model["id"])
     assert rec is not None
-    assert body == {"model": {"id": model["id"], "ollamaName": "milady-v1", "importedAt": rec["importedAt"]}}
+    assert body == {
+        "model": {"id": model["id"], "ollamaName": "milady-v1", "importedAt": rec["importedAt"]}
+    }
     assert rec["ollamaName"] == "milady-v1" and isinstance(rec["importedAt"], int)
     events = [e for e in store.events() if e["kind"] == "model_imported"]
     assert len(events) == 1 and events[0]["ollamaName"] == "milady-v1"
@@ -76,7 +80,10 @@ def test_existing_blobs_are_not_uploaded_again(
     import_model(store, model, body)
     ollama.requests.clear()
     import_model(store, model, {**body, "modelName": "b"})
-    assert [r.method for r in ollama.requests if r.path.startswith("/api/blobs/")] == ["HEAD", "HEAD"]
+    assert [r.method for r in ollama.requests if r.path.startswith("/api/blobs/")] == [
+        "HEAD",
+        "HEAD",
+    ]
     assert set(ollama.models) == {"a", "b"}
 
 
@@ -88,7 +95,9 @@ def test_defaults_from_name_and_base_table(
     assert body["model"]["ollamaName"] == "milady-tiny-v1"
     create = json.loads(next(r.body for r in ollama.requests if r.path == "/api/create"))
     assert create["model"] == "milady-tiny-v1" and create["from"] == "smollm2:135m"
-    hub = insert_model(store, tiny_adapter, tiny_base, baseModel="HuggingFaceTB/SmolLM2-360M-Instruct")
+    hub = insert_model(
+        store, tiny_adapter, tiny_base, baseModel="HuggingFaceTB/SmolLM2-360M-Instruct"
+    )
     import_model(store, hub, {"ollamaUrl": ollama.url})
     create = json.loads([r.body for r in ollama.requests if r.path == "/api/create"][-1])
     assert create["from"] == "smollm2:360m"
@@ -96,13 +105,20 @@ def test_defaults_from_name_and_base_table(
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Milady Tiny v1", "milady-tiny-v1"), ("..//", "milady-m1"), ("a:b/c", "a-b-c"), ("x" * 300, "x" * 80)],
+    [
+        ("Milady Tiny v1", "milady-tiny-v1"),
+        ("..//", "milady-m1"),
+        ("a:b/c", "a-b-c"),
+        ("x" * 300, "x" * 80),
+    ],
 )
 def test_default_model_name(name: str, expected: str) -> None:
     assert default_model_name({"id": "m1", "name": name}) == expected
 
 
-def test_unknown_base_needs_base_model(store: StateStore, model: dict[str, Any], ollama: OllamaStandIn) -> None:
+def test_unknown_base_needs_base_model(
+    store: StateStore, model: dict[str, Any], ollama: OllamaStandIn
+) -> None:
     with pytest.raises(InputError, match="pass baseModel"):
         import_model(store, model, {"ollamaUrl": ollama.url})
     assert ollama.requests == []
@@ -134,7 +150,9 @@ def test_bad_input_is_400_before_any_request(
     _unchanged(store, model)
 
 
-def test_userinfo_url_never_contacted(store: StateStore, model: dict[str, Any], ollama: OllamaStandIn) -> None:
+def test_userinfo_url_never_contacted(
+    store: StateStore, model: dict[str, Any], ollama: OllamaStandIn
+) -> None:
     url = ollama.url.replace("http://", "http://user:token@")
     with pytest.raises(InputError) as info:
         import_model(store, model, {"baseModel": "llama3.2:3b", "ollamaUrl": url})
@@ -153,14 +171,18 @@ def test_create_error_is_502_with_ollamas_message(
     _unchanged(store, model)
 
 
-def test_error_line_in_stream_is_502(store: StateStore, model: dict[str, Any], ollama: OllamaStandIn) -> None:
+def test_error_line_in_stream_is_502(
+    store: StateStore, model: dict[str, Any], ollama: OllamaStandIn
+) -> None:
     ollama.stream_error = "unsupported architecture"
     with pytest.raises(UpstreamError, match="unsupported architecture"):
         import_model(store, model, {"baseModel": "llama3.2:3b", "ollamaUrl": ollama.url})
     _unchanged(store, model)
 
 
-def test_stream_without_success_is_502(store: StateStore, model: dict[str, Any], ollama: OllamaStandIn) -> None:
+def test_stream_without_success_is_502(
+    store: StateStore, model: dict[str, Any], ollama: OllamaStandIn
+) -> None:
     ollama.truncate_stream = True
     with pytest.raises(UpstreamError, match="without success"):
         import_model(store, model, {"baseModel": "llama3.2:3b", "ollamaUrl": ollama.url})
@@ -183,10 +205,19 @@ def test_missing_base_in_standin_is_reported(
     assert r.status_code == 400 and "digest" in r.json()["error"]
     data = b"x"
     good = hashlib.sha256(data).hexdigest()
-    assert httpx.post(f"{ollama.url}/api/blobs/sha256:{good}", content=data, trust_env=False).status_code == 201
+    assert (
+        httpx.post(
+            f"{ollama.url}/api/blobs/sha256:{good}", content=data, trust_env=False
+        ).status_code
+        == 201
+    )
     r = httpx.post(
         ollama.url + "/api/create",
-        json={"model": "x", "from": "b", "adapters": {"adapter_model.safetensors": f"sha256:{good}"}},
+        json={
+            "model": "x",
+            "from": "b",
+            "adapters": {"adapter_model.safetensors": f"sha256:{good}"},
+        },
         trust_env=False,
     )
     assert r.status_code == 400 and "adapter_config.json" in r.json()["error"]
@@ -231,7 +262,9 @@ def test_redirect_on_create_is_refused(
         ollama.redirect_to = target.url
         before = store.get_model(model["id"])
         with pytest.raises(UpstreamError, match="redirect"):
-            import_model(store, model, {"modelName": "other", "baseModel": "b", "ollamaUrl": ollama.url})
+            import_model(
+                store, model, {"modelName": "other", "baseModel": "b", "ollamaUrl": ollama.url}
+            )
         assert target.requests == []
         assert store.get_model(model["id"]) == before
     finally:
@@ -240,7 +273,11 @@ def test_redirect_on_create_is_refused(
 
 @pytest.mark.parametrize("upper", [True, False])
 def test_proxy_variables_are_ignored(
-    store: StateStore, model: dict[str, Any], ollama: OllamaStandIn, monkeypatch: pytest.MonkeyPatch, upper: bool
+    store: StateStore,
+    model: dict[str, Any],
+    ollama: OllamaStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    upper: bool,
 ) -> None:
     proxy = OllamaStandIn().start()  # records anything sent through it
     try:
@@ -256,10 +293,12 @@ def test_proxy_variables_are_ignored(
         proxy.stop()
 
 
-def test_missing_adapter_files_is_409(store: StateStore, tiny_base: Path, tmp_path: Path, ollama: OllamaStandIn) -> None:
+def test_missing_adapter_files_is_409(
+    store: StateStore, tiny_base: Path, tmp_path: Path, ollama: OllamaStandIn
+) -> None:
     empty = tmp_path / "empty-adapter"
     empty.mkdir()
     model = insert_model(store, empty, tiny_base)
-    with pytest.raises(ConflictError, match="adapter_config.json"):
+    with pytest.raises(ConflictError, match=r"adapter_config\.json"):
         import_model(store, model, {"baseModel": "b", "ollamaUrl": ollama.url})
     assert ollama.requests == []

@@ -8,15 +8,25 @@ import pytest
 
 from milady_lab.models import scores
 
-AGENT = "<response><thought>be kind</thought><actions>REPLY, FOLLOW_ROOM</actions><text>hi ana~</text></response>"
+AGENT = (
+    "<response><thought>be kind</thought><actions>REPLY, FOLLOW_ROOM</actions>"
+    "<text>hi ana~</text></response>"
+)
 
 
 def test_structure_elements() -> None:
     assert scores.structure(AGENT) == {
-        "tag:response", "tag:thought", "tag:actions", "tag:text", "action:REPLY", "action:FOLLOW_ROOM",
+        "tag:response",
+        "tag:thought",
+        "tag:actions",
+        "tag:text",
+        "action:REPLY",
+        "action:FOLLOW_ROOM",
     }
     assert scores.structure('{"action": "REPLY", "text": {"body": "x"}}') == {
-        "key:action", "key:text", "key:body",
+        "key:action",
+        "key:text",
+        "key:body",
     }
     assert scores.structure("plain words, no markup: 3 < 4 > 2") == set()
     assert scores.structure('<Response attr="1"><br/></RESPONSE>') == {"tag:response", "tag:br"}
@@ -47,7 +57,9 @@ def test_rouge_l_on_content_only() -> None:
     assert scores.rouge_l("<a></a>", "<b></b>") == 1.0
     # LCS "the cat on mat" = 4 of 6 and 5 tokens: F1 = 2PR/(P+R).
     p, r = 4 / 5, 4 / 6
-    assert scores.rouge_l("the cat on the mat", "the cat sat on a mat") == pytest.approx(2 * p * r / (p + r))
+    assert scores.rouge_l("the cat on the mat", "the cat sat on a mat") == pytest.approx(
+        2 * p * r / (p + r)
+    )
 
 
 def test_tokenizer_keeps_non_ascii() -> None:

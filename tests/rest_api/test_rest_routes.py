@@ -193,6 +193,7 @@ JOB_BAD = [
     ({"model": "   "}, "model"),
     ({"model": "no-such-model-name"}, "unknown model"),
     ({"model": "/no/such/folder"}, "no such folder"),
+    ({"model": "0" * 1000}, "model"),  # longer than a file name: a 400, not an OSError
     ({"datasetId": 7}, "datasetId must be a string"),
     ({"gpu": True}, "unknown field(s) gpu"),
 ]

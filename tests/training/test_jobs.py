@@ -44,7 +44,8 @@ def test_queue_cancel_and_resume(
 ) -> None:
     ds = add_dataset(settings, store)
     a = manager.start(body(job_model_dir, ds, iterations=LONG, batchSize=1, checkpointEvery=40))
-    b = manager.start(body(job_model_dir, ds, iterations=4))
+    # Queued behind it: a job that fails fast once started (its hub model is not cached).
+    b = manager.start(body(Path("nobody-here/not-cached"), ds, iterations=4))
     c = manager.start(body(job_model_dir, ds, iterations=4))
     assert (a["status"], b["status"], c["status"]) == ("running", "queued", "queued")
     assert manager.active_job_id() == a["id"]
@@ -64,24 +65,17 @@ def test_queue_cancel_and_resume(
     t0 = time.monotonic()
     cancelled = manager.cancel(a["id"])
     assert time.monotonic() - t0 < 5.5
-    assert cancelled["status"] == "cancelled"
+    assert cancelled["status"] == "cancelled" and cancelled["error"] is None
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
     assert models_of(store, a["id"]) == []
     assert not (settings.models_dir / f".tmp-{a['id']}").exists()
     assert manager.cancel(a["id"])["status"] == "cancelled"  # idempotent
 
-    # The queued job started by itself and completes, registering a model.
-    done = wait_status(manager, b["id"], FINAL, 120)
-    assert done["status"] == "completed", done["error"] or worker_log(settings, b["id"])
-    assert done["progress"] == 1.0 and done["currentIteration"] == 4
-    assert done["trainedTokens"] > 0 and done["tokensPerSecond"] > 0 and done["loss"] > 0
-    (model,) = models_of(store, b["id"])
-    assert done["modelId"] == model["id"]
-    assert model["name"].endswith("-v1") and model["active"] is False
-    assert model["backend"] == "cpu" and model["finalLoss"] == pytest.approx(done["loss"])
-    assert (Path(model["adapterPath"]) / "adapter_config.json").is_file()
-    assert [m["iteration"] for m in store.metrics(b["id"])] == [1, 2, 3, 4]
+    # The queued job started by itself once the first ended (and failed on its own).
+    after = wait_status(manager, b["id"], FINAL, 120)
+    assert after["status"] == "failed" and "not in the local cache" in after["error"]
+    assert after["startedAt"] >= cancelled["completedAt"]
     with pytest.raises(ConflictError):
         manager.cancel(b["id"])
 
@@ -89,11 +83,21 @@ def test_queue_cancel_and_resume(
     ck = manager.raw(a["id"])["checkpointIteration"]
     d = manager.start({"resumeFrom": a["id"], "iterations": ck + 3})
     assert d["resumeFrom"] == a["id"] and d["model"] == a["model"] and d["datasetId"] == ds
-    d = wait_status(manager, d["id"], FINAL, 120)
-    assert d["status"] == "completed", d["error"] or worker_log(settings, d["id"])
+    done = wait_status(manager, d["id"], FINAL, 120)
+    assert done["status"] == "completed", done["error"] or worker_log(settings, d["id"])
     assert [m["iteration"] for m in store.metrics(d["id"])] == [ck + 1, ck + 2, ck + 3]
-    names = sorted(m["name"] for m in store.list_models())
-    assert len(names) == 2 and names[0] != names[1]
+    assert done["progress"] == 1.0 and done["currentIteration"] == ck + 3
+    assert done["trainedTokens"] > 0 and done["tokensPerSecond"] > 0 and done["loss"] > 0
+
+    # A completed job registered exactly one model, and cannot be cancelled.
+    (model,) = store.list_models()
+    assert done["modelId"] == model["id"] and model["jobId"] == d["id"]
+    assert model["name"].endswith("-v1") and model["active"] is False
+    assert model["backend"] == "cpu" and model["finalLoss"] == pytest.approx(done["loss"])
+    assert model["baseModel"] == str(job_model_dir.resolve())
+    assert (Path(model["adapterPath"]) / "adapter_config.json").is_file()
+    with pytest.raises(ConflictError):
+        manager.cancel(d["id"])
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

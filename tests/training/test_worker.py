@@ -4,8 +4,10 @@ starting, and reconcile of rows whose worker is gone or never started."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,13 @@ import pytest
 from milady_lab.config import Settings
 from milady_lab.errors import InputError
 from milady_lab.state import StateStore, now_ms
-from milady_lab.training.jobs import JobManager, new_id, process_start_time, worker_alive
+from milady_lab.training.jobs import (
+    JobManager,
+    new_id,
+    process_start_time,
+    stop_worker,
+    worker_alive,
+)
 from milady_lab.training.store_callback import StoreCallback
 from milady_lab.training.worker import readable_error
 
@@ -161,11 +169,10 @@ def test_cancel_while_the_worker_starts(
     assert rec["error"] is None and store.list_models() == []
 
 
-@pytest.mark.slow
-def test_queue_drains_with_nothing_waiting(
-    settings: Settings, store: StateStore, job_model_dir: Path
-) -> None:
-    """Jobs started from a process that exits at once still run one after another."""
+def test_queue_drains_with_nothing_waiting(settings: Settings, store: StateStore) -> None:
+    """Jobs queued by a process that exits at once still run one after another: each
+    worker starts the next on its way out. Only the store is read here (a JobManager
+    read could start jobs itself). The jobs fail fast: their model is not in the cache."""
     ds = add_dataset(settings, store)
     script = (
         "import sys, json; from milady_lab.config import Settings; "
@@ -173,29 +180,23 @@ def test_queue_drains_with_nothing_waiting(
         "s = Settings.from_env(); m = JobManager(s, StateStore(s.state_db)); "
         "print(json.dumps([m.start(json.loads(a))['id'] for a in sys.argv[1:]]))"
     )
-    req = json.dumps(
-        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 2}
-    )
+    req = json.dumps({"datasetId": ds, "model": "nobody-here/not-cached", "backend": "cpu"})
     env = {**os.environ, **settings.as_env()}
     out = subprocess.run(
-        [sys.executable, "-c", script, req, req],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
+        [sys.executable, "-c", script, req, req, req],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
     ids = json.loads(out.stdout)
-    mgr = JobManager(settings, store)
-    try:
-        last = wait_status(mgr, ids[1], ("completed", "failed", "cancelled"), 120)
-        first = mgr.get(ids[0])
-        assert (first["status"], last["status"]) == ("completed", "completed"), last["error"]
-        assert first["completedAt"] <= last["startedAt"]
-    finally:
-        from .jobkit import cleanup_jobs
-
-        cleanup_jobs(mgr)
+    wait_for(
+        lambda: store.get_job(ids[-1])["status"] in ("completed", "failed", "cancelled"),
+        90, "the last queued job to end",
+    )  # fmt: skip
+    jobs = [store.get_job(i) for i in ids]
+    assert [j["status"] for j in jobs] == ["failed"] * 3, [j["error"] for j in jobs]
+    assert all("nobody-here/not-cached" in j["error"] for j in jobs)
+    for before, after in itertools.pairwise(jobs):
+        assert before["completedAt"] <= after["startedAt"]
+    assert len({j["pid"] for j in jobs}) == 3
 
 
 def test_threads_share_nothing_but_the_store(settings: Settings, store: StateStore) -> None:
@@ -220,3 +221,69 @@ def test_threads_share_nothing_but_the_store(settings: Settings, store: StateSto
     claimed = [r for r in results if r]
     assert claimed == [ids[0]]
     assert [store.get_job(i)["status"] for i in ids] == ["running"] + ["queued"] * 4
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_stop_worker_takes_the_whole_group_and_only_it() -> None:
+    # A group leader with a grandchild that ignores SIGTERM: SIGKILL after the grace.
+    code = (
+        "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen(['sleep', '30']); print('ready', flush=True); time.sleep(30)"
+    )
+    leader = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert leader.stdout is not None and leader.stdout.readline() == "ready\n"
+    wait_for(lambda: process_start_time(leader.pid), 5, "the group leader")
+    t0 = time.monotonic()
+    assert stop_worker(leader.pid, process_start_time(leader.pid), grace=0.5)
+    assert 0.5 <= time.monotonic() - t0 < 3  # it took the SIGKILL
+    leader.wait(5)
+    wait_for(lambda: _group_gone(leader.pid), 3, "init to reap the orphaned grandchild")
+    # Not a group leader (shares our group): only that process is signalled.
+    loner = subprocess.Popen(["sleep", "30"])
+    assert stop_worker(loner.pid, process_start_time(loner.pid), grace=2)
+    assert loner.wait(5) == -signal.SIGTERM
+    # A recycled pid (other start time) is never signalled.
+    assert stop_worker(os.getpid(), 1.0)
+
+
+def test_model_names_are_readable_and_unique(store: StateStore) -> None:
+    from milady_lab.training.worker import _model_name
+
+    def name(model: str, dataset: str | None = "ds-20260101-000000-abcdef") -> str:
+        with store.transaction() as conn:
+            return _model_name(conn, {"model": model, "datasetId": dataset})
+
+    assert name("smollm2-135m-instruct") == "smollm2-135m-instruct-ds-20260101-000000-abcdef-v1"
+    assert name("HuggingFaceTB/SmolLM2-360M-Instruct", "d1") == "smollm2-360m-instruct-d1-v1"
+    assert name("/models/My_Base.Q4.gguf", "d1") == "my-base.q4-d1-v1"
+    assert name("/models/llama/", None) == "llama-data-v1"
+    for n in (1, 2):
+        store.insert_model({
+            "id": f"model-{n}", "jobId": f"job-{n}", "name": f"llama-d1-v{n}", "createdAt": n,
+            "adapterPath": "/x", "baseModel": "llama", "backend": "cpu",
+        })  # fmt: skip
+    assert name("/models/llama", "d1") == "llama-d1-v3"
+
+
+def test_reconcile_sweeps_temp_folders_of_ended_jobs(
+    manager: JobManager, settings: Settings, store: StateStore
+) -> None:
+    ended = _job(store, "failed")
+    live = _job(store, "running", pid=os.getpid(), pidStartTime=process_start_time(os.getpid()))
+    for job_id in (ended, live, "job-unknown"):
+        (settings.models_dir / f".tmp-{job_id}").mkdir(parents=True)
+    try:
+        manager.reconcile()
+        left = sorted(p.name for p in settings.models_dir.iterdir())
+        assert left == [f".tmp-{live}"]
+    finally:
+        store.update_job(live, status="cancelled")  # not a worker: teardown must not stop it

@@ -138,6 +138,42 @@ def test_changes_by_the_agent_are_seen(db_copy: Path, monkeypatch: pytest.Monkey
     assert source.summaries(10, 201).equals(before)  # anchors rebuilt, not stale
 
 
+def test_anchors_follow_inserts_on_top_and_rebuild_for_other_changes(
+    db_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_mod, "ANCHOR_EVERY", 8)
+    source = SQLiteSource(db_copy)
+
+    def check() -> None:
+        full = expected_order(db_copy)
+        for offset in range(0, full.height + 2, 5):
+            page = source.summaries(7, offset).select("id", "startTime")
+            assert page.equals(full.slice(offset, 7)), offset
+
+    check()
+    built = source._anchor_state["keys"]
+    conn = sqlite3.connect(db_copy)
+    for n in range(3):  # the agent adds newer trajectories: anchors kept, shifted
+        conn.executemany(
+            INSERT, [(f"top{n}{i}", "x", 9 * 10**12 + n, 0, "[]") for i in range(n + 1)]
+        )
+        conn.commit()
+        check()
+        assert source._anchor_state["keys"] is built
+    assert source._anchor_state["shift"] == 6
+    middle = source.summaries(1, 200)["startTime"][0]
+    conn.execute(INSERT, ("mid", "mid", middle, 0, "[]"))  # written late, started earlier
+    conn.commit()
+    check()
+    assert source._anchor_state["keys"] is not built
+    built = source._anchor_state["keys"]
+    conn.execute("DELETE FROM trajectories WHERE id IN (SELECT id FROM trajectories LIMIT 3)")
+    conn.commit()
+    check()
+    assert source._anchor_state["keys"] is not built
+    conn.close()
+
+
 def test_file_replaced_while_open_is_reopened(tmp_path: Path) -> None:
     db = write_demo_db(tmp_path / "t.sqlite", count=30, seed=1)
     source = open_source(str(db))

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from training.conftest import smollm2_dir, tiny_llama_dir
 
 from milady_lab.config import Settings
 from milady_lab.demo import write_demo_db
 from milady_lab.service import TrainingService
 from milady_lab.widgets import LocalBackend
+
+__all__ = ["smollm2_dir", "tiny_llama_dir"]  # fixtures shared with tests/training
 
 DEMO_COUNT = 120
 DEMO_SEED = 11
@@ -25,8 +28,9 @@ DEMO_SEED = 11
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo trajectory database for the session (sources open it read-only)."""
-    return write_demo_db(tmp_path_factory.mktemp("demo") / "trajectories.sqlite",
-                         count=DEMO_COUNT, seed=DEMO_SEED)
+    return write_demo_db(
+        tmp_path_factory.mktemp("demo") / "trajectories.sqlite", count=DEMO_COUNT, seed=DEMO_SEED
+    )
 
 
 @pytest.fixture
@@ -69,44 +73,10 @@ def stop_jobs(svc: TrainingService) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def build_tiny_llama(folder: Path) -> Path:
-    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = ["<response><thought>reply to the user</thought><actions>REPLY</actions>"
-              "<text>hello there, how are you today?</text></response>"] * 50
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = (
-        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-        "{{ message['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    fast.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
-def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The training tests' ``tiny_llama_dir`` when it exists, else our own tiny Llama."""
-    with contextlib.suppress(pytest.FixtureLookupError):
-        return Path(request.getfixturevalue("tiny_llama_dir"))
-    return build_tiny_llama(tmp_path_factory.mktemp("widgets-tiny-llama"))
+def tiny_model(tiny_llama_dir: Path) -> Path:
+    """The training tests' tiny Llama (SmolLM2's tokenizer): trains in seconds."""
+    return tiny_llama_dir
 
 
 def register_model(svc: TrainingService, **extra: Any) -> dict[str, Any]:

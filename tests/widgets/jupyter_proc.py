@@ -82,20 +82,35 @@ def run_jupyter(
     base.mkdir(parents=True, exist_ok=True)
     log = base / f"jupyter-{app}.log"
     args = [
-        sys.executable, "-m", "jupyter", app, "--no-browser",
-        f"--IdentityProvider.token={token}", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+        sys.executable,
+        "-m",
+        "jupyter",
+        app,
+        "--no-browser",
+        f"--IdentityProvider.token={token}",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.port_retries=0",
         "--ServerApp.allow_unauthenticated_access=False",
         # milady-lab's REST extension, whether or not pip installed its config file
-        "--ServerApp.jpserver_extensions", "jupyter_server_ext=True", *extra_args,
+        "--ServerApp.jpserver_extensions",
+        "jupyter_server_ext=True",
+        *extra_args,
     ]
     if os.geteuid() == 0:  # containers and CI run as root
         args.append("--allow-root")
     if app == "lab":
         args.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
     fh = log.open("wb")
-    proc = subprocess.Popen(args, cwd=root, env=isolated_env(base, env), stdout=fh,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=root,
+        env=isolated_env(base, env),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     jp = JupyterProcess(url, token, proc, log)
     try:
@@ -104,13 +119,15 @@ def run_jupyter(
             if proc.poll() is not None:
                 raise RuntimeError(f"jupyter {app} exited early:\n{jp.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(f"{url}/api/status", params={"token": token}, timeout=2,
-                              trust_env=False)
+                r = httpx.get(
+                    f"{url}/api/status", params={"token": token}, timeout=2, trust_env=False
+                )
                 if r.status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter {app} did not answer in {timeout:.0f} s:\n"
-                                   f"{jp.log_tail()}")
+                raise RuntimeError(
+                    f"jupyter {app} did not answer in {timeout:.0f} s:\n{jp.log_tail()}"
+                )
             time.sleep(0.3)
         yield jp
     finally:

@@ -238,10 +238,13 @@ def test_launcher_start_live_curve_cancel(
     jl.close()
 
 
-def test_launcher_picks_up_a_running_job(backend: LocalBackend, service: TrainingService,
-                                         tiny_model: Path) -> None:
+def test_launcher_picks_up_a_running_job(
+    backend: LocalBackend, service: TrainingService, tiny_model: Path
+) -> None:
     service.build_dataset({"limit": 5})
-    job = service.start_job({"model": str(tiny_model), "iterations": 100_000, "batchSize": 1})["job"]
+    job = service.start_job({"model": str(tiny_model), "iterations": 100_000, "batchSize": 1})[
+        "job"
+    ]
     jl = JobLauncher(backend)
     assert jl.job_id == job["id"]
     assert jl.watch.value == job["id"]
@@ -252,8 +255,9 @@ def test_launcher_picks_up_a_running_job(backend: LocalBackend, service: Trainin
     jl.close()
 
 
-def test_live_loop_runs_on_an_asyncio_loop(backend: LocalBackend, service: TrainingService,
-                                           tiny_model: Path) -> None:
+def test_live_loop_runs_on_an_asyncio_loop(
+    backend: LocalBackend, service: TrainingService, tiny_model: Path
+) -> None:
     """On a running loop (as in a kernel) the panel polls by itself and stops on close."""
     service.build_dataset({"limit": 5})
 
@@ -272,8 +276,11 @@ def test_live_loop_runs_on_an_asyncio_loop(backend: LocalBackend, service: Train
         task = jl.poller.task
         jl.close()
         await asyncio.sleep(0.1)
-        return picked if picked == job["job"]["id"] else None, task is not None and task.done(), \
-            jl.poller.running
+        return (
+            picked if picked == job["job"]["id"] else None,
+            task is not None and task.done(),
+            jl.poller.running,
+        )
 
     picked, task_done, still_running = asyncio.run(scenario())
     assert picked is not None
@@ -287,7 +294,9 @@ def test_runner_applies_results_on_the_loop_thread() -> None:
         runner = UiRunner()
         loop_thread = threading.get_ident()
         seen: list[tuple[int, Any]] = []
-        runner.submit(lambda: threading.get_ident(), lambda r, e: seen.append((threading.get_ident(), r)))
+        runner.submit(
+            lambda: threading.get_ident(), lambda r, e: seen.append((threading.get_ident(), r))
+        )
         for _ in range(50):
             if seen:
                 break
@@ -308,8 +317,10 @@ def test_models_list_activate_and_errors(backend: LocalBackend, service: Trainin
         service,
         id="m-benched",
         name="benched-v2",
-        benchmark={"scores": {"coherence": 0.6, "consistency": 0.7, "helpfulness": 0.3},
-                   "baseline": {"coherence": 0.5, "consistency": 0.4, "helpfulness": 0.2}},
+        benchmark={
+            "scores": {"coherence": 0.6, "consistency": 0.7, "helpfulness": 0.3},
+            "baseline": {"coherence": 0.5, "consistency": 0.4, "helpfulness": 0.2},
+        },
     )
     mm = ModelManager(backend)
     assert plain["name"] in mm.table.value and "benched-v2" in mm.table.value

@@ -1,0 +1,133 @@
+"""``milady-lab models ...``: thin over the service, --json prints the REST body."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.cli import main
+from milady_lab.config import Settings
+from milady_lab.state import StateStore
+
+from .ollama_standin import OllamaStandIn
+
+
+def _cli(settings: Settings, *argv: str) -> list[str]:
+    return [
+        "--home",
+        str(settings.home),
+        "--trajectories",
+        settings.trajectories,
+        "--agent-config",
+        str(settings.agent_config),
+        "--cache",
+        str(settings.cache),
+        *argv,
+    ]
+
+
+def _json_out(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_and_show(
+    settings: Settings, store: StateStore, model: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_cli(settings, "models", "list", "--json")) == 0
+    assert _json_out(capsys) == {"models": [model]}
+    bench = {
+        "scores": {"coherence": 0.4, "consistency": 0.9, "helpfulness": 0.3},
+        "baseline": {"coherence": 0.2, "consistency": 0.1, "helpfulness": 0.1},
+    }
+    store.update_model(model["id"], benchmark=bench)
+    assert main(_cli(settings, "models", "list")) == 0
+    out = capsys.readouterr().out
+    assert model["id"] in out and "coh 0.40/0.20 con 0.90/0.10 help 0.30/0.10" in out
+    assert main(_cli(settings, "models", "show", model["id"], "--json")) == 0
+    assert _json_out(capsys)["model"]["benchmark"] == bench
+    assert main(_cli(settings, "models", "show", "nope")) == 2
+    assert "no model" in capsys.readouterr().err
+
+
+def test_import_and_activate(
+    settings: Settings,
+    store: StateStore,
+    model: dict[str, Any],
+    ollama: OllamaStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [
+        "models",
+        "import-ollama",
+        model["id"],
+        "--model-name",
+        "milady-v1",
+        "--base-model",
+        "smollm2:135m",
+        "--ollama-url",
+        ollama.url,
+        "--json",
+    ]
+    assert main(_cli(settings, *argv)) == 0
+    body = _json_out(capsys)
+    assert body["model"]["ollamaName"] == "milady-v1"
+    assert main(_cli(settings, "models", "activate", model["id"], "--json")) == 0
+    assert _json_out(capsys) == {"ok": True, "activeModel": "ollama/milady-v1"}
+    cfg = json.loads(Path(settings.agent_config).read_text())
+    assert cfg["env"] == {"OLLAMA_MODEL": "milady-v1", "AGENT_LLM_PROVIDER": "ollama"}
+    # A refused URL is bad input (exit 2); an unreachable Ollama an upstream error (exit 1).
+    assert (
+        main(
+            _cli(
+                settings,
+                "models",
+                "import-ollama",
+                model["id"],
+                "--base-model",
+                "b",
+                "--ollama-url",
+                "http://example.com",
+            )
+        )
+        == 2
+    )
+    assert "loopback" in capsys.readouterr().err
+
+
+def test_export_gguf(
+    settings: Settings, model: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.gguf"
+    assert (
+        main(
+            _cli(
+                settings,
+                "models",
+                "export",
+                model["id"],
+                "--format",
+                "gguf",
+                "--out",
+                str(out),
+                "--json",
+            )
+        )
+        == 0
+    )
+    body = _json_out(capsys)
+    assert body["export"]["path"] == str(out) and out.is_file()
+    assert (
+        main(_cli(settings, "models", "export", model["id"], "--format", "gguf", "--out", str(out)))
+        == 1
+    )
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_benchmark_bad_input_exit_2(
+    settings: Settings, model: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_cli(settings, "models", "benchmark", model["id"], "--max-examples", "0")) == 2
+    assert "maxExamples" in capsys.readouterr().err

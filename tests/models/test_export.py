@@ -1,0 +1,204 @@
+"""Export: a standalone HF folder equal to base+adapter, and a GGUF llama readers accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.errors import ConflictError, InputError
+from milady_lab.models.export import _bpe_pre, export_model, write_gguf
+from milady_lab.state import StateStore
+
+from .conftest import one_thread
+
+PROBE = [[5, 17, 42, 99, 3, 250, 7, 1], [9, 8, 7, 6, 5, 4, 3, 2]]
+
+
+def _reference_logits(tiny_base: Path, tiny_adapter: Path) -> Any:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter
+    ).eval()
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor(PROBE)).logits
+
+
+def test_hf_export_matches_base_plus_adapter(
+    settings: Settings,
+    store: StateStore,
+    model: dict[str, Any],
+    tiny_base: Path,
+    tiny_adapter: Path,
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with one_thread():
+        body = export_model(settings, store, model, {"format": "hf"})
+        out = Path(body["export"]["path"])
+        assert out == settings.home / "exports" / f"{model['id']}-hf"
+        assert (out / "config.json").is_file() and not list(out.glob("adapter_*"))
+        exported = AutoModelForCausalLM.from_pretrained(out).eval()
+        with torch.inference_mode():
+            got = exported(input_ids=torch.tensor(PROBE)).logits
+        torch.testing.assert_close(
+            got, _reference_logits(tiny_base, tiny_adapter), atol=1e-4, rtol=1e-4
+        )
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    assert body["export"]["bytes"] > 0
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp left behind
+    with pytest.raises(ConflictError, match="already exists"):
+        export_model(settings, store, model, {"format": "hf"})
+
+
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    h, ff, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    hd = h // config.num_attention_heads
+    kv = config.num_key_value_heads * hd
+    shapes = {"token_embd.weight": (h, v), "output_norm.weight": (h,)}
+    for i in range(config.num_hidden_layers):
+        shapes |= {
+            f"blk.{i}.attn_norm.weight": (h,),
+            f"blk.{i}.ffn_norm.weight": (h,),
+            f"blk.{i}.attn_q.weight": (h, h),
+            f"blk.{i}.attn_k.weight": (h, kv),
+            f"blk.{i}.attn_v.weight": (h, kv),
+            f"blk.{i}.attn_output.weight": (h, h),
+            f"blk.{i}.ffn_gate.weight": (h, ff),
+            f"blk.{i}.ffn_up.weight": (h, ff),
+            f"blk.{i}.ffn_down.weight": (ff, h),
+        }
+    return shapes  # GGUF lists dimensions fastest-first
+
+
+@pytest.mark.parametrize("outtype", ["f16", "f32"])
+def test_gguf_export_tensors_and_metadata(
+    settings: Settings,
+    store: StateStore,
+    model: dict[str, Any],
+    tiny_base: Path,
+    outtype: str,
+    tmp_path: Path,
+) -> None:
+    import gguf
+    from transformers import AutoConfig
+
+    target = tmp_path / "out" / "tiny.gguf"
+    with one_thread():
+        body = export_model(
+            settings, store, model, {"format": "gguf", "out": str(target), "outtype": outtype}
+        )
+    assert body["export"]["path"] == str(target)
+    config = AutoConfig.from_pretrained(tiny_base)
+    reader = gguf.GGUFReader(str(target))
+    shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+    assert shapes == _expected_shapes(config)
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert kinds["blk.0.attn_norm.weight"] == "F32"
+    assert kinds["blk.0.attn_q.weight"] == outtype.upper()
+    f = reader.fields
+    assert f["general.architecture"].contents() == "llama"
+    assert f["llama.block_count"].contents() == config.num_hidden_layers
+    assert f["llama.attention.head_count_kv"].contents() == config.num_key_value_heads
+    assert f["tokenizer.ggml.model"].contents() == "gpt2"
+    assert f["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert len(f["tokenizer.ggml.tokens"].contents()) == config.vocab_size
+    assert f["tokenizer.ggml.merges"].contents()
+    assert f["tokenizer.ggml.eos_token_id"].contents() == config.eos_token_id
+    assert "<|im_start|>" in f["tokenizer.chat_template"].contents()
+
+
+@pytest.mark.slow
+def test_gguf_export_loads_back_with_the_same_logits(
+    settings: Settings,
+    store: StateStore,
+    model: dict[str, Any],
+    tiny_base: Path,
+    tiny_adapter: Path,
+    tmp_path: Path,
+) -> None:
+    """transformers' own GGUF reader undoes the Q/K re-ordering: logits must match."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target = tmp_path / "tiny-f32.gguf"
+    with one_thread():
+        export_model(
+            settings, store, model, {"format": "gguf", "out": str(target), "outtype": "f32"}
+        )
+        loaded = AutoModelForCausalLM.from_pretrained(
+            tmp_path, gguf_file=target.name, dtype=torch.float32
+        ).eval()
+        with torch.inference_mode():
+            got = loaded(input_ids=torch.tensor(PROBE)).logits
+        torch.testing.assert_close(
+            got, _reference_logits(tiny_base, tiny_adapter), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_gguf_rejects_other_architectures(tmp_path: Path) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    qwen = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    with pytest.raises(InputError, match="llama-architecture"):
+        write_gguf(qwen, None, tmp_path, tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize(
+    ("pre", "expected"),
+    [
+        ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "Digits", "individual_digits": True},
+                    {"type": "ByteLevel"},
+                ],
+            },
+            "smollm",
+        ),
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {
+                        "type": "Split",
+                        "pattern": {"Regex": "(?i:'s|'t)|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"},
+                    },
+                    {"type": "ByteLevel", "use_regex": False},
+                ],
+            },
+            "llama-bpe",
+        ),
+        ({"type": "Metaspace"}, "default"),
+    ],
+)
+def test_pre_tokenizer_recognised(tmp_path: Path, pre: dict[str, Any], expected: str) -> None:
+    import json
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre}))
+    assert _bpe_pre(tmp_path) == expected
+
+
+@pytest.mark.parametrize("body", [{"format": "onnx"}, {"outtype": "q4"}, {"out": ""}, {"x": 1}])
+def test_bad_body_is_400(
+    settings: Settings, store: StateStore, model: dict[str, Any], body: Any
+) -> None:
+    with pytest.raises(InputError):
+        export_model(settings, store, model, body)

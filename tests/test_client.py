@@ -1,0 +1,216 @@
+"""``milady_lab.client`` against a real Jupyter server running the extension.
+
+Every route through the sync and the async client, errors carrying the server's
+message, both auth schemes, the event iterator, ``discover()`` through the server's
+runtime file, and ``trust_env=False`` keeping a proxy variable out of loopback calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_api.restkit import LiveServer, insert_model, live_server, make_occupied
+
+from milady_lab.client import (
+    AsyncTrainingClient,
+    TrainingAPIError,
+    TrainingClient,
+    TrainingConnectionError,
+    discover,
+)
+from milady_lab.config import Settings
+from milady_lab.state import StateStore
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, demo_db: Path) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("client-lab")
+    return {
+        "home": base / "home",
+        "trajectories": demo_db,
+        "agent_config": base / "agent" / "milady.json",
+        "cache": base / "cache",
+    }
+
+
+@pytest.fixture(scope="module")
+def store(lab: dict[str, Path]) -> Iterator[StateStore]:
+    s = StateStore(Settings.from_env(home=lab["home"]).state_db)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, lab: dict[str, Path], store: StateStore
+) -> Iterator[LiveServer]:
+    """One server for the module; a fake running job keeps every new job queued."""
+    with (
+        make_occupied(store) as occupied,
+        live_server(tmp_path_factory.mktemp("client-server"), lab) as srv,
+    ):
+        srv.occupied = occupied  # type: ignore[attr-defined]
+        yield srv
+        with store.transaction() as conn:  # nothing may start once the sleeper is gone
+            conn.execute("UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'")
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[TrainingClient]:
+    with TrainingClient(server.url, server.token) as c:
+        yield c
+
+
+def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab) -> None:
+    status = client.status()
+    assert status["available"] is True and status["activeJobId"] == server.occupied["id"]
+
+    page = client.list_trajectories(limit=3, offset=1)
+    assert (page["limit"], page["offset"], len(page["trajectories"])) == (3, 1, 3)
+    assert sum(1 for _ in client.iter_trajectories(page_size=97)) == page["total"]
+    detail = client.get_trajectory(page["trajectories"][0]["id"])
+    assert detail["id"] == page["trajectories"][0]["id"] and "llmCalls" in detail
+
+    dataset = client.build_dataset(limit=30, min_llm_calls_per_trajectory=1)
+    assert dataset["trajectoryCount"] <= 30 and isinstance(dataset["createdAt"], int)
+    assert dataset["id"] in [d["id"] for d in client.list_datasets()]
+
+    job = client.start_job(dataset["id"], backend="cpu", iterations=2, batch_size=1)
+    assert job["status"] == "queued" and job["datasetId"] == dataset["id"]
+    assert job["id"] in [j["id"] for j in client.list_jobs()]
+    assert client.get_job(job["id"])["totalIterations"] == 2
+    assert client.job_metrics(job["id"]) == []
+    assert client.cancel_job(job["id"])["status"] == "cancelled"
+
+    model = insert_model(store, lab["home"], "model-client-1")
+    assert [m["id"] for m in client.list_models()] == [model["id"]]
+    result = client.activate_model(model["id"], provider_model="local/client-test")
+    assert result == {"ok": True, "activeModel": "local/client-test"}
+    with pytest.raises(TrainingAPIError) as err:
+        client.import_ollama(model["id"], ollama_url="http://127.0.0.1:9", base_model="x:1")
+    assert err.value.status == 502
+    with pytest.raises(TrainingAPIError) as err:
+        client.benchmark_model(model["id"], maxExamples=0)
+    assert err.value.status == 400 and "maxExamples" in err.value.message
+    spec = client.openapi()
+    assert "/api/training/jobs/{id}/cancel" in spec["paths"]
+
+
+def test_errors_carry_the_servers_message(client: TrainingClient) -> None:
+    with pytest.raises(TrainingAPIError) as err:
+        client.list_trajectories(limit=501)
+    assert err.value.status == 400
+    assert "limit must be at most 500" in err.value.message
+    assert "limit must be at most 500" in str(err.value)
+    with pytest.raises(TrainingAPIError) as err:
+        client.get_job("../../../etc/passwd")  # one path segment, quoted: a 404
+    assert err.value.status == 404 and "no job" in err.value.message
+    with pytest.raises(TrainingAPIError) as err:
+        client.start_job(backend="tpu")
+    assert err.value.status == 400 and "backend" in err.value.message
+    done = next(j for j in client.list_jobs() if j["status"] == "cancelled")
+    assert client.cancel_job(done["id"])["status"] == "cancelled"  # idempotent
+
+
+def test_auth_schemes_and_bad_token(server: LiveServer) -> None:
+    for scheme in ("Bearer", "token"):
+        with TrainingClient(server.url, server.token, auth_scheme=scheme) as c:
+            assert c.status()["available"] is True
+    with TrainingClient(server.url, "not-the-token") as c, pytest.raises(TrainingAPIError) as err:
+        c.status()
+    assert err.value.status == 403 and err.value.message
+    with TrainingClient(server.url) as c, pytest.raises(TrainingAPIError) as err:
+        c.list_jobs()
+    assert err.value.status == 403
+
+
+def test_events_iterator(client: TrainingClient, store: StateStore) -> None:
+    head = client.head_event_seq()
+    assert isinstance(head, int)
+    store.emit("job_log", "loading the model", jobId="job-ev")
+    store.emit("job_completed", "job job-ev completed", jobId="job-ev")
+    events = list(client.events(head, timeout=1.0))
+    assert [e["kind"] for e in events] == ["job_log", "job_completed"]
+    assert all(isinstance(e["ts"], int) and e["jobId"] == "job-ev" for e in events)
+    assert [e["seq"] for e in events] == [head + 1, head + 2]
+
+
+def test_async_client_every_route(server: LiveServer, store, lab) -> None:
+    async def run() -> dict[str, Any]:
+        async with AsyncTrainingClient(server.url, server.token) as c:
+            out: dict[str, Any] = {"status": await c.status()}
+            page = await c.list_trajectories(limit=2)
+            out["detail"] = await c.get_trajectory(page["trajectories"][0]["id"])
+            out["dataset"] = await c.build_dataset(limit=10)
+            out["datasets"] = await c.list_datasets()
+            job = await c.start_job(out["dataset"]["id"], iterations=1, batch_size=1)
+            out["job"] = await c.get_job(job["id"])
+            out["metrics"] = await c.job_metrics(job["id"])
+            out["cancelled"] = await c.cancel_job(job["id"])
+            out["jobs"] = await c.list_jobs()
+            out["models"] = await c.list_models()
+            model = out["models"][0]["id"]
+            out["activated"] = await c.activate_model(model, "local/async")
+            for call in (
+                c.import_ollama(model, ollama_url="http://example.com"),
+                c.benchmark_model("no-such-model"),
+            ):
+                try:
+                    await call
+                except TrainingAPIError as exc:
+                    out.setdefault("errors", []).append(exc.status)
+            out["openapi"] = await c.openapi()
+            head = (await c.list_jobs())[0]["id"]
+            out["events"] = [e async for e in c.events(0, timeout=0.5)]
+            out["head"] = head
+            return out
+
+    if not store.list_models():
+        insert_model(store, lab["home"], "model-client-async")
+    out = asyncio.run(run())
+    assert out["status"]["available"] is True
+    assert out["dataset"]["id"] in [d["id"] for d in out["datasets"]]
+    assert out["job"]["status"] == "queued" and out["cancelled"]["status"] == "cancelled"
+    assert out["metrics"] == [] and out["activated"]["ok"] is True
+    assert out["errors"] == [400, 404]
+    assert out["openapi"]["openapi"].startswith("3.")
+    kinds = {e["kind"] for e in out["events"]}
+    assert {"dataset_built", "job_queued", "job_cancelled", "model_activated"} <= kinds
+
+
+def test_discover_finds_the_server(server: LiveServer, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir))
+    assert discover() == (server.url, server.token)
+    with TrainingClient.for_notebook() as c:
+        assert c.status()["available"] is True
+    empty = server.runtime_dir.parent / "empty-runtime"
+    empty.mkdir(exist_ok=True)
+    with pytest.raises(TrainingConnectionError):
+        discover(str(empty))
+
+
+def test_trust_env_off_ignores_proxy_variables(server: LiveServer, monkeypatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with TrainingClient(server.url, server.token) as c:
+        assert c.status()["available"] is True
+    with (
+        TrainingClient(server.url, server.token, trust_env=True) as c,
+        pytest.raises(TrainingConnectionError),
+    ):
+        c.status()
+
+
+def test_unreachable_server_is_a_connection_error() -> None:
+    from rest_api.restkit import free_port
+
+    with TrainingClient(f"http://127.0.0.1:{free_port()}", "t", timeout=2) as c:
+        with pytest.raises(TrainingConnectionError) as err:
+            c.status()
+        assert err.value.status == 0 and "cannot reach" in err.value.message

@@ -1,0 +1,110 @@
+"""The same panels in remote mode: a TrainingClient to a real Jupyter server (a
+subprocess with milady-lab's extension) over the same state home and trajectories."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from milady_lab.client import TrainingClient
+from milady_lab.config import Settings
+from milady_lab.service import TrainingService
+from milady_lab.widgets import Dashboard, RemoteBackend
+
+from .conftest import DEMO_COUNT, register_model
+from .jupyter_proc import JupyterProcess, run_jupyter
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[JupyterProcess]:
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {**settings.as_env(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with run_jupyter("server", root, tmp_path / "jupyter", env) as jp:
+        # so that discovery (Dashboard(remote=True)) finds this server
+        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter" / "runtime"))
+        yield jp
+
+
+@pytest.mark.slow
+def test_dashboard_remote_mode(
+    server: JupyterProcess, service: TrainingService, tiny_model: Path
+) -> None:
+    dash = Dashboard(client=TrainingClient(server.url, server.token))
+    try:
+        assert isinstance(dash.backend, RemoteBackend)
+        assert "remote" in dash.banner.value
+
+        # explorer: the same trajectories, filters and search over REST
+        ex = dash.explorer
+        assert ex.frame.height == DEMO_COUNT
+        assert ex.frame.get_column("id").to_list() == (
+            service.trajectories_frame().collect().get_column("id").to_list()
+        )
+        ex.min_calls.value = 5
+        assert 0 < ex.frame.height < DEMO_COUNT
+        ex.min_calls.value = 0
+        ex.rows.value = ex.rows.options[0][1]
+        assert ex.selected.height > 0 and "Call 1" in ex.detail.value
+
+        # builder: no preview route, the build answers with its counts
+        assert "not offered" in dash.builder.preview_label.value
+        dash.builder.limit.value = 12
+        dash.builder.build_button.click()
+        dash.wait()
+        dash.wait()
+        kind, message = dash.builder.last_status
+        assert kind == "ok" and "12 trajectories" in message, message
+        assert dash.launcher.dataset.value == service.list_datasets()["datasets"][0]["id"]
+
+        # launcher: the server's error message, then a real start, live curve, cancel
+        jl = dash.launcher
+        jl.model.value = "no-such-model-anywhere"
+        jl.start_button.click()
+        dash.wait()
+        kind, message = jl.last_status
+        assert kind == "error" and message.startswith("start failed:")
+        assert "no-such-model-anywhere" in message and "TrainingAPIError" not in message
+
+        jl.model.value = str(tiny_model)
+        jl.iterations.value = 100_000
+        jl.batch_size.value = 1
+        jl.start_button.click()
+        dash.wait()
+        job_id = jl.job_id
+        assert job_id is not None, jl.last_status
+        deadline = time.monotonic() + 120
+        while len(jl.train_points) < 2:
+            assert time.monotonic() < deadline, service.get_job(job_id)
+            jl.poll_once()
+            time.sleep(0.3)
+        jl.cancel_button.click()
+        dash.wait(30)
+        assert jl.last_status == ("ok", f"job {job_id} cancelled")
+        assert service.get_job(job_id)["job"]["status"] == "cancelled"
+
+        # models: the server's 409 message in the panel
+        model = register_model(service)
+        dash.models.refresh_button.click()
+        assert model["name"] in dash.models.table.value
+        dash.models.activate_button.click()
+        dash.wait()
+        kind, message = dash.models.last_status
+        assert kind == "error" and message.startswith("activate failed:") and "import" in message
+    finally:
+        dash.close()
+
+
+def test_dashboard_remote_discovers_the_server(server: JupyterProcess) -> None:
+    dash = Dashboard(remote=True)
+    try:
+        assert isinstance(dash.backend, RemoteBackend)
+        assert dash.backend.client.base_url.rstrip("/") == server.url
+        assert dash.explorer.frame.height == DEMO_COUNT
+    finally:
+        dash.close()
