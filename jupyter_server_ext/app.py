@@ -2,15 +2,17 @@
 
 The service is synchronous (SQLite, file work, process control), so every call runs
 in one of two thread pools: ``read_pool`` for quick reads and ``work_pool`` for the
-long requests (dataset builds, job starts, cancels, imports, benchmarks). A long build
-can then never starve ``GET /status`` of a thread.
+long requests (job starts, cancels, imports, benchmarks), so a long one never starves
+``GET /status`` of a thread. Dataset builds, the one CPU-heavy request, run in a
+worker process (``builds.py``) so they do not hold the server's GIL either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -19,8 +21,10 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from milady_lab.config import Settings
+from milady_lab.errors import MiladyLabError
 from milady_lab.state import LIVE_STATUSES
 
+from . import builds
 from .sse import EventHub
 
 #: Key under ``last_activity_times`` (the server's hook for extension activity).
@@ -56,6 +60,9 @@ class TrainingExtension(ExtensionApp):
     event_poll_interval = Float(0.25, help="Seconds between event-log polls for SSE.").tag(
         config=True
     )
+    build_in_subprocess = Bool(
+        True, help="Run dataset builds in a worker process (keeps the server's GIL free)."
+    ).tag(config=True)
     activity_interval = Float(
         5.0, help="Seconds between checks for live jobs (activity, dead workers, queue)."
     ).tag(config=True)
@@ -94,6 +101,7 @@ class TrainingExtension(ExtensionApp):
         self.read_pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="milady-read")
         self.work_pool = ThreadPoolExecutor(self.work_threads, thread_name_prefix="milady-work")
         self.event_hub = EventHub(self.service.store, self.read_pool, self.event_poll_interval)
+        self._build_pool: ProcessPoolExecutor | None = None
         self.live_jobs: list[dict[str, Any]] = []
         self._activity_running = False
         self._activity_timer = PeriodicCallback(
@@ -121,6 +129,26 @@ class TrainingExtension(ExtensionApp):
         await asyncio.sleep(0)
         self.read_pool.shutdown(wait=False, cancel_futures=True)
         self.work_pool.shutdown(wait=False, cancel_futures=True)
+        if self._build_pool is not None:
+            builds.stop_pool(self._build_pool)
+            self._build_pool = None
+
+    # -- dataset builds ---------------------------------------------------------------------
+    async def build_dataset(self, body: Any) -> dict[str, Any]:
+        """``TrainingService.build_dataset`` in the build process (or a thread)."""
+        loop = asyncio.get_running_loop()
+        if not self.build_in_subprocess:
+            return await loop.run_in_executor(self.work_pool, self.service.build_dataset, body)
+        if self._build_pool is None:
+            self._build_pool = builds.new_pool(self.service.settings)
+        try:
+            return await loop.run_in_executor(self._build_pool, builds.build_dataset, body)
+        except BrokenProcessPool:
+            self._build_pool = None
+            raise MiladyLabError(
+                "the dataset build process ended unexpectedly (out of memory?); "
+                "no dataset was written"
+            ) from None
 
     # -- activity ---------------------------------------------------------------------------
     def current_activity(self) -> list[dict[str, Any]] | None:

@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -118,6 +118,13 @@ class TrainingHandler(APIHandler):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, functools.partial(fn, *args))
+        except MiladyLabError as exc:
+            raise ApiError(exc.status, exc.message) from None
+
+    async def guard(self, awaitable: Awaitable[Any]) -> Any:
+        """Await work the app runs itself; service errors become HTTP errors."""
+        try:
+            return await awaitable
         except MiladyLabError as exc:
             raise ApiError(exc.status, exc.message) from None
 
@@ -230,7 +237,7 @@ class DatasetBuildHandler(TrainingHandler):
     @authorized
     async def post(self) -> None:
         body = self.json_body("buildDataset")
-        self.reply(await self.call(self.service.build_dataset, body, slow=True), 201)
+        self.reply(await self.guard(self.ext.build_dataset(body)), 201)
 
 
 class JobsHandler(TrainingHandler):

@@ -19,11 +19,13 @@ record back from its ``metadata.json``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +38,7 @@ import polars as pl
 
 from . import validation as v
 from .config import Settings
-from .errors import InputError, UpstreamError
+from .errors import InputError, StorageError, UpstreamError
 from .state import StateStore, now_ms
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
@@ -523,14 +525,29 @@ def build_dataset(
         with contextlib.suppress(OSError):
             _fsync(root)
         return rec
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if not committed:  # e.g. the COMMIT itself failed after the rename
             shutil.rmtree(final, ignore_errors=True)
+        if disk_full(exc):
+            raise StorageError(
+                f"not enough disk space under {root} to build the dataset ({exc}); "
+                "nothing was kept: free some space and build again"
+            ) from exc
         raise
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or quota is full (OSError, Polars' or SQLite's form)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError | sqlite3.Error) and (
+        "No space left" in text or "os error 28" in text or "disk is full" in text
+    )
 
 
 # -- reading back ---------------------------------------------------------------------------

@@ -35,6 +35,12 @@ class ConflictError(MiladyLabError):
     status = 409
 
 
+class StorageError(MiladyLabError):
+    """The disk (or quota) is full: nothing was written; free some space and retry."""
+
+    status = 507
+
+
 class UpstreamError(MiladyLabError):
     """A service milady-lab talks to (Ollama, a Milady agent) failed."""
 

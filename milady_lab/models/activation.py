@@ -66,6 +66,7 @@ def activate(
         lock_path.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
         lock = FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
         with lock:
+            _remove_stale_temps(Path(os.path.realpath(config_path)))
             update_agent_config(config_path, provider, ollama_name or None)
             activated_at = now_ms()
             with store.transaction() as conn:
@@ -155,6 +156,20 @@ def _object_at(config: dict[str, Any], keys: tuple[str, ...], path: Path) -> dic
             )
         node = child
     return node
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of activations killed before their rename.
+
+    Only names ``tempfile.mkstemp`` gives in ``_atomic_write``; the caller holds the
+    lock, so no live activation is writing one.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            if pattern.fullmatch(entry.name) and entry.is_file():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
 
 def _atomic_write(path: Path, data: bytes, mode: int, *, create_parent: bool) -> None:

@@ -48,7 +48,9 @@ MAX_NEW_TOKENS = 160
 NEW_TOKENS_FACTOR = 1.5
 MAX_PROMPT_TOKENS = 1536  # longer prompts keep their last tokens
 MAX_REPLY_TOKENS = 512
-BATCH_SIZE = 8
+BATCH_SIZE = 16
+LOGITS_BUDGET = 2**28  # floats of reply logits held at once (1 GiB): caps the batch
+MIN_PREFIX_TOKENS = 16
 WORKER_TIMEOUT_S = 3600
 SCORE_KEYS = ("coherence", "consistency", "helpfulness")
 
@@ -280,10 +282,49 @@ def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
     return ids
 
 
+@dataclass
+class Prefix:
+    """The KV cache of the prompt start all examples share (the agent's system prompt)."""
+
+    length: int
+    cache: Any  # batch of one
+
+
+def shared_prefix(examples: Sequence[Example]) -> list[int]:
+    """The longest common start of every prompt, leaving each at least one token of its own."""
+    if not examples:
+        return []
+    first = examples[0].prompt_ids
+    limit = min(len(e.prompt_ids) for e in examples) - 1
+    length = 0
+    while length < limit and all(e.prompt_ids[length] == first[length] for e in examples):
+        length += 1
+    return first[:length] if length >= MIN_PREFIX_TOKENS else []
+
+
+def encode_prefix(model: Any, ids: Sequence[int]) -> Prefix | None:
+    import torch
+
+    if not ids:
+        return None
+    device = next(model.parameters()).device
+    kw = _forward_names(model)
+    out = model(input_ids=torch.tensor([list(ids)], device=device), use_cache=True, **{kw.keep: 1})
+    return Prefix(len(ids), _cache_of(out))
+
+
 def run_batch(
-    model: Any, batch: Sequence[Example], pad_id: int, stop_ids: set[int]
+    model: Any,
+    batch: Sequence[Example],
+    pad_id: int,
+    stop_ids: set[int],
+    prefix: Prefix | None = None,
 ) -> tuple[list[float], list[int], list[list[int]]]:
-    """Per example: reply NLL sum, reply token count, greedy tokens (stop token excluded)."""
+    """Per example: reply NLL sum, reply token count, greedy tokens (stop token excluded).
+
+    Layout: ``[shared prefix | left padding | own prompt]``, then the reply; padding is
+    masked out and position ids count real tokens only, so results equal one-by-one runs.
+    """
     import copy
 
     import torch
@@ -291,19 +332,28 @@ def run_batch(
     device = next(model.parameters()).device
     kw = _forward_names(model)
     n = len(batch)
-    p_len = max(len(e.prompt_ids) for e in batch)
-    prompt = torch.full((n, p_len), pad_id, dtype=torch.long)
-    p_mask = torch.zeros((n, p_len), dtype=torch.long)
-    for i, e in enumerate(batch):
-        prompt[i, p_len - len(e.prompt_ids) :] = torch.tensor(e.prompt_ids)
-        p_mask[i, p_len - len(e.prompt_ids) :] = 1
-    prompt, p_mask = prompt.to(device), p_mask.to(device)
-    lengths = p_mask.sum(-1)
+    skip = prefix.length if prefix is not None else 0
+    suffixes = [e.prompt_ids[skip:] for e in batch]
+    s_len = max(len(s) for s in suffixes)
+    prompt = torch.full((n, s_len), pad_id, dtype=torch.long)
+    s_mask = torch.zeros((n, s_len), dtype=torch.long)
+    for i, own in enumerate(suffixes):
+        prompt[i, s_len - len(own) :] = torch.tensor(own)
+        s_mask[i, s_len - len(own) :] = 1
+    prompt, s_mask = prompt.to(device), s_mask.to(device)
+    p_mask = torch.cat([torch.ones((n, skip), dtype=torch.long, device=device), s_mask], 1)
+    lengths = skip + s_mask.sum(-1)  # real tokens so far = the next position
+    extra: dict[str, Any] = {}
+    if prefix is not None:
+        shared = copy.deepcopy(prefix.cache)
+        shared.batch_repeat_interleave(n)
+        extra[kw.cache] = shared
     out = model(
         input_ids=prompt,
         attention_mask=p_mask,
-        position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0),
+        position_ids=skip + (s_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
+        **extra,
         **{kw.keep: 1},
     )
     cache = _cache_of(out)
@@ -331,32 +381,38 @@ def run_batch(
     nll = (-(logp * r_mask).sum(-1)).tolist()
     counts = r_mask.sum(-1).tolist()
 
-    # Greedy decoding from the prompt's cache.
+    # Greedy decoding from the prompt's cache; rows that ended leave the batch.
     caps = [e.max_new for e in batch]
     generated: list[list[int]] = [[] for _ in batch]
-    done = [False] * n
+    alive = list(range(n))
     next_tok = first.argmax(-1)
-    mask = p_mask
-    for step in range(max(caps)):
-        for i, tok in enumerate(next_tok.tolist()):
-            if done[i]:
-                continue
+    mask, pos = p_mask, lengths
+    while True:
+        keep = []
+        for j, tok in enumerate(next_tok.tolist()):
+            row = alive[j]
             if tok in stop_ids:
-                done[i] = True
-            else:
-                generated[i].append(tok)
-                done[i] = len(generated[i]) >= caps[i]
-        if all(done):
+                continue
+            generated[row].append(tok)
+            if len(generated[row]) < caps[row]:
+                keep.append(j)
+        if not keep:
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], 1)
+        if len(keep) < len(alive):
+            idx = torch.tensor(keep, device=device)
+            cache.batch_select_indices(idx)
+            mask, pos, next_tok = mask[idx], pos[idx], next_tok[idx]
+            alive = [alive[j] for j in keep]
+        mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=device)], 1)
         out = model(
             input_ids=next_tok[:, None],
             attention_mask=mask,
-            position_ids=(lengths + step)[:, None],
+            position_ids=pos[:, None],
             use_cache=True,
             **{kw.cache: cache, kw.keep: 1},
         )
         cache = _cache_of(out)
+        pos = pos + 1
         next_tok = out.logits[:, -1, :].argmax(-1)
     return nll, counts, generated
 
@@ -407,7 +463,12 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         (encode(tokenizer, c, i) for i, c in enumerate(chats)),
         key=lambda e: (len(e.prompt_ids), e.index),
     )
-    batch_size = int(spec.get("batchSize") or BATCH_SIZE)
+    longest_reply = max(len(e.reply_ids) for e in examples)
+    vocab = int(base.config.vocab_size)
+    batch_size = max(
+        1, min(int(spec.get("batchSize") or BATCH_SIZE), LOGITS_BUDGET // (longest_reply * vocab))
+    )
+    common = shared_prefix(examples)
     results: dict[str, dict[str, float]] = {}
     for label in ("scores", "baseline"):
         started = time.monotonic()
@@ -415,9 +476,10 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         replies: dict[int, str] = {}
         adapter_off = model.disable_adapter() if label == "baseline" else contextlib.nullcontext()
         with adapter_off, torch.inference_mode():
+            prefix = encode_prefix(model, common)
             for start in range(0, len(examples), batch_size):
                 batch = examples[start : start + batch_size]
-                nll, counts, generated = run_batch(model, batch, pad_id, stop_ids)
+                nll, counts, generated = run_batch(model, batch, pad_id, stop_ids, prefix)
                 nll_sum += sum(nll)
                 token_count += sum(counts)
                 for e, toks in zip(batch, generated, strict=True):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -51,6 +52,8 @@ CANCEL_GRACE_S = 5.0
 LAUNCH_TIMEOUT_MS = 30_000
 
 _INTERNAL = ("pid", "pidStartTime", "outputPath", "heartbeatAt")
+#: Folders ``worker._complete`` names after a new model id (``new_id("model")``).
+_MODEL_DIR_RE = re.compile(r"model-\d{14}-[0-9a-f]{6}")
 
 # Workers this process launched, and their exit statuses once reaped. Reaper threads
 # wait on each, so a dead child never lingers as a zombie, and a reconcile here can
@@ -418,11 +421,36 @@ class JobManager:
             entries = list(self.settings.models_dir.glob(".tmp-job-*"))
         except OSError:
             return
+        entries += self._orphan_adapters()
         for entry in entries:
             job_id = entry.name.removeprefix(".tmp-")
             rec = self.store.get_job(job_id) if v.is_valid_id(job_id) else None
             if rec is None or rec["status"] != "running":
                 shutil.rmtree(entry, ignore_errors=True)
+
+    def _orphan_adapters(self) -> list[Path]:
+        """Adapter folders without a model record (a worker killed after its rename,
+        before its commit), renamed to ``.tmp-job-orphan-*`` for removal.
+
+        The worker renames inside its registering transaction, so under this write lock
+        a folder named like a model id and unknown to the store is a crash's leftover.
+        """
+        try:
+            names = [e.name for e in self.settings.models_dir.glob("model-*")]
+        except OSError:
+            return []
+        names = [n for n in names if _MODEL_DIR_RE.fullmatch(n)]
+        if not names or {m["id"] for m in self.store.list_models()} >= set(names):
+            return []  # the usual case: no write lock taken
+        out = []
+        with self.store.transaction() as conn:
+            known = {r[0] for r in conn.execute("SELECT id FROM models")}
+            for name in names:
+                if name not in known:
+                    entry = self.settings.models_dir / name
+                    with contextlib.suppress(OSError):
+                        out.append(entry.rename(entry.with_name(f".tmp-job-orphan-{name}")))
+        return out
 
     def _check_running(self) -> None:
         """Fail running jobs whose worker is gone; start a queued job if nothing runs.

@@ -202,12 +202,14 @@ def _complete(
     job_id = job["id"]
     model_id = new_id("model")
     final = settings.models_dir / model_id
-    os.replace(result.adapter_dir, final)
     try:
         with store.transaction() as conn:
             current = store.get_job(job_id, conn)
             if current is None or current["status"] != "running" or current["pid"] != os.getpid():
                 raise RuntimeError(f"job {job_id} is no longer running here")
+            # Renamed inside the write transaction: a folder without a record, seen by
+            # ``JobManager.reconcile`` under the same lock, is a crash's leftover.
+            os.replace(result.adapter_dir, final)
             ts = now_ms()
             name = _model_name(conn, job)
             store.insert_model(

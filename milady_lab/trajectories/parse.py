@@ -300,7 +300,7 @@ def llm_calls_from_steps(
             continue
         try:
             doc = decode(text)
-        except (msgspec.MsgspecError, ValueError):
+        except (msgspec.MsgspecError, ValueError, RecursionError):  # deep nesting: Recursion
             if text.lstrip()[:1] in ("[", "{"):
                 for row in calls_of_steps(tid, text):
                     calls.append(_Call(**{name: row[name] for name, _, _ in _CALL_FIELDS}))

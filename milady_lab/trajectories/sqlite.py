@@ -54,8 +54,8 @@ class SQLiteSource:
         self._anchor_state: dict[str, Any] | None = None  # paging anchors, see _anchors
 
     # -- connection -------------------------------------------------------------------------
-    def _open(self) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
+    def _open(self, *, immutable: bool = False) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
         try:
             conn = sqlite3.connect(
                 uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10
@@ -69,8 +69,23 @@ class SQLiteSource:
             conn.close()
             if "no such table" in str(exc):
                 raise SourceUnavailable(f"{self.path} has no trajectories table") from None
+            if not immutable and self._read_only_wal():
+                # A WAL database needs its -shm file; in a read-only folder with no writer
+                # around (none made one) nothing can change it: open it as immutable.
+                return self._open(immutable=True)
             raise SourceUnavailable(f"cannot read {self.path}: {exc}") from None
         return conn
+
+    def _read_only_wal(self) -> bool:
+        """A WAL-mode file whose folder we cannot write and that has no -shm file yet."""
+        try:
+            with open(self.path, "rb") as fh:
+                header = fh.read(20)
+        except OSError:
+            return False
+        wal = len(header) == 20 and header[:16] == b"SQLite format 3\0" and header[18] == 2
+        shm = Path(str(self.path) + "-shm")
+        return wal and not shm.exists() and not os.access(self.path.parent, os.W_OK)
 
     def _connection(self) -> sqlite3.Connection:
         """The shared connection, reopened when the file was replaced; caches dropped on

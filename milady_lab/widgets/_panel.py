@@ -27,7 +27,8 @@ CSS = """
 .milady-mono { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   white-space: pre; }
 table.milady-table { border-collapse: collapse; font-size: 12px; margin: 2px 0; }
-table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 8px; }
+table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 8px;
+  white-space: nowrap; }
 table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 8px; white-space: nowrap; }
 .milady-scroll { overflow-x: auto; max-width: 100%; }
 table.milady-table td.num, table.milady-table th.num { text-align: right; }
@@ -116,11 +117,14 @@ class Panel(w.VBox):
         settings: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self._owns_backend = backend is None
-        self.backend = make_backend(
+        # The backend first: discovering a server may import ipykernel, which changes the
+        # comm manager; widgets opened before that could not be closed cleanly afterwards.
+        backend_ = make_backend(
             backend, service=service, client=client, remote=remote, settings=settings
         )
+        super().__init__(**kwargs)
+        self._owns_backend = backend is None
+        self.backend = backend_
         self._owns_runner = runner is None
         self.runner = runner or UiRunner()
         self.status_line = w.HTML(layout=w.Layout(width="100%"))

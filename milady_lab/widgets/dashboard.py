@@ -36,18 +36,23 @@ class Dashboard(w.VBox):
         selected: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self._owns_backend = backend is None
-        self.backend = make_backend(
+        # The backend first: discovering a server may import ipykernel, which changes the
+        # comm manager; widgets opened before that could not be closed cleanly afterwards.
+        backend_ = make_backend(
             backend, service=service, client=client, remote=remote, settings=settings
         )
+        super().__init__(**kwargs)
+        self._owns_backend = backend is None
+        self.backend = backend_
         self.runner = UiRunner()
         shared = {"runner": self.runner}
         self.explorer = TrajectoryExplorer(self.backend, **shared)
         self.builder = DatasetBuilder(self.backend, **shared)
         self.launcher = JobLauncher(self.backend, **shared)
         self.models = ModelManager(self.backend, **shared)
-        self.builder.on_built.append(lambda _rec: self.launcher.refresh_datasets())
+        self.builder.on_built.append(
+            lambda rec: self.launcher.refresh_datasets(select=rec.get("id"))
+        )
         self.launcher.on_job_final.append(lambda _job: self.models.refresh())
         self.tabs = w.Tab(
             children=[self.explorer, self.builder, self.launcher, self.models],

@@ -180,11 +180,13 @@ class JobLauncher(Panel):
         if self.job_id is not None:
             self.poll_once()
 
-    def refresh_datasets(self, datasets: list[dict[str, Any]] | None = None) -> None:
-        """Fill the dataset dropdown, newest first (a build elsewhere calls this)."""
-        if datasets is None or isinstance(datasets, dict):
+    def refresh_datasets(
+        self, datasets: list[dict[str, Any]] | None = None, select: str | None = None
+    ) -> None:
+        """Fill the dataset dropdown, newest first; a build elsewhere selects its dataset."""
+        if datasets is None:
             datasets = self.backend.list_datasets()
-        current = self.dataset.value
+        current = select or self.dataset.value
         options: list[tuple[str, str | None]] = [
             (
                 f"{d.get('id')} ({d.get('exampleCount', 0)} examples)",

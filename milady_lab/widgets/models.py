@@ -34,14 +34,14 @@ class ModelManager(Panel):
         style = {"description_width": "auto"}
         self.table = w.HTML(layout=w.Layout(width="100%"))
         self.pick = w.Dropdown(
-            description="Model", options=[], style=style, layout=w.Layout(width="520px")
+            description="Model", options=[], style=style, layout=w.Layout(width="640px")
         )
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.ollama_name = w.Text(
             description="Ollama name",
             placeholder="default: from the model",
             style=style,
-            layout=w.Layout(width="300px"),
+            layout=w.Layout(width="260px"),
         )
         self.ollama_base = w.Text(
             description="Base",
@@ -53,9 +53,11 @@ class ModelManager(Panel):
             description="Ollama URL",
             value="http://localhost:11434",
             style=style,
-            layout=w.Layout(width="300px"),
+            layout=w.Layout(width="270px"),
         )
-        self.import_button = w.Button(description="Import into Ollama", icon="download")
+        self.import_button = w.Button(
+            description="Import into Ollama", icon="download", layout=w.Layout(width="180px")
+        )
         self.provider_model = w.Text(
             description="Provider model",
             placeholder="default: ollama/<imported name>",
@@ -68,7 +70,8 @@ class ModelManager(Panel):
         self.benchmark_button = w.Button(
             description="Benchmark", icon="tachometer", button_style="info"
         )
-        self.chart = w.Image(format="png", layout=w.Layout(width="500px"))
+        self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
+        self.bench_note = w.HTML()
         self._buttons = (self.import_button, self.activate_button, self.benchmark_button)
 
         self.children = [
@@ -86,6 +89,7 @@ class ModelManager(Panel):
                 layout=w.Layout(flex_flow="row wrap"),
             ),
             self.status_line,
+            self.bench_note,
             self.chart,
         ]
         self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
@@ -114,7 +118,6 @@ class ModelManager(Panel):
                 [
                     Raw("<b>✔</b>") if m.get("active") else "",
                     m.get("name"),
-                    m.get("id"),
                     short_model(m.get("baseModel")),
                     m.get("backend"),
                     fmt_num(m.get("finalLoss")),
@@ -128,16 +131,15 @@ class ModelManager(Panel):
                 [
                     "active",
                     "name",
-                    "id",
                     "base",
                     "backend",
                     "final loss",
-                    "benchmark (base)",
+                    "benchmark (base model)",
                     "Ollama",
                     "created (UTC)",
                 ],
                 rows,
-                numeric={5},
+                numeric={4},
             )
             if rows
             else "<i>No model yet: a completed training job registers one.</i>"
@@ -160,9 +162,11 @@ class ModelManager(Panel):
         return str(self.pick.value)
 
     def _show_chart(self) -> None:
+        """Bars of the chosen model's benchmark; hidden until it has one."""
         model = self.selected_model()
         if model is None:
-            self.chart.value = plots.message_png("no model selected", 5.0, 2.8)
+            self.chart.layout.display = "none"
+            self.bench_note.value = ""
             return
         scores, baseline = benchmark_of(model)
         last = self.last_result or {}
@@ -176,8 +180,14 @@ class ModelManager(Panel):
             self.chart.value = plots.scores_png(
                 scores, baseline, title=f"Benchmark — {model.get('name')}"
             )
+            self.chart.layout.display = ""
+            self.bench_note.value = ""
         else:
-            self.chart.value = plots.message_png("not benchmarked yet: press Benchmark", 5.0, 2.8)
+            self.chart.layout.display = "none"
+            self.bench_note.value = (
+                f"<i>{model.get('name')} has no benchmark yet: Benchmark scores it and its base "
+                "model on held-out replies.</i>"
+            )
 
     # -- actions ------------------------------------------------------------------------
     def _run(self, action: str, work: Any, message: Any, busy: str) -> None:

@@ -9,6 +9,7 @@ trains, cancels the job, and leaves screenshots in ``tests/artifacts/``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from widgets.conftest import DEMO_SEED, stop_jobs
@@ -38,6 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+FINAL = ("completed", "failed", "cancelled")
+SHOTS = ("explorer.png", "datasets.png", "running.png", "cancelled.png", "models.png")
 TRAIN_ITERATIONS = 1000  # long enough to be cancelled while running
 LEARNING_RATE = "0.01"  # a tiny random model: let the curve visibly fall
 
@@ -66,6 +70,10 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
     )
     svc = TrainingService(settings)
     svc.build_dataset({"limit": 24, "minLlmCallsPerTrajectory": 1})
+    # A short real job, so the Models tab lists a real model; it trains while Lab starts.
+    first = svc.start_job(
+        {"model": str(tiny_model), "iterations": 8, "batchSize": 2, "learningRate": 0.01}
+    )["job"]
     env = {
         **settings.as_env(),
         "OMP_NUM_THREADS": "1",
@@ -74,6 +82,12 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
     }
     try:
         with run_jupyter("lab", root, tmp_path / "jupyter", env, timeout=180) as jp:
+            done = _wait(
+                lambda: (j := svc.get_job(first["id"])["job"])["status"] in FINAL and j,
+                180,
+                "the first job to finish",
+            )
+            assert done["status"] == "completed", done
             yield jp, settings
     finally:
         stop_jobs(svc)
@@ -118,7 +132,7 @@ def _points(page) -> int:
     return int(loc.first.get_attribute("data-points") or 0) if loc.count() else 0
 
 
-def _wait(pred, timeout: float, what: str, page=None, step: float = 0.25):
+def _wait(pred, timeout: float, what: str, page=None, step: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -139,7 +153,7 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
     jp, settings = lab
     ensure_chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ("explorer.png", "running.png", "cancelled.png", "failure.png"):
+    for old in (*SHOTS, "failure.png"):
         (ARTIFACTS / old).unlink(missing_ok=True)
     profile = lab[1].home.parent / "chromium-profile"
 
@@ -176,6 +190,27 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             page.locator(".milady-detail .milady-call").first.wait_for(state="visible")
             _wait(lambda: explorer.locator("img").count() >= 2, 30, "explorer charts", page)
             dashboard.screenshot(path=str(ARTIFACTS / "explorer.png"))
+
+            # Datasets tab: a bigger limit, its preview, Build
+            page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Datasets").click()
+            builder = page.locator(
+                ".milady-panel", has=page.locator("button", has_text="Build dataset")
+            )
+            builder.wait_for(state="visible")
+            limit = builder.locator(".widget-inline-hbox", has_text="Limit").locator("input")
+            limit.fill("40")
+            limit.press("Enter")
+            builder.locator(".widget-html", has_text="40 trajectories").wait_for()
+            builder.locator("button", has_text="Build dataset").click()
+            builder.locator(".milady-status[data-kind='ok']", has_text="built").wait_for()
+            _wait(
+                lambda: builder.locator("table.milady-table tbody tr").count() == 2,
+                30,
+                "two datasets listed",
+                page,
+            )
+            time.sleep(1.5)  # the histogram of the new dataset
+            dashboard.screenshot(path=str(ARTIFACTS / "datasets.png"))
 
             # Training tab: tiny model, many iterations, Start
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Training").click()
@@ -243,6 +278,21 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             launcher.locator(".milady-status[data-kind='ok']", has_text="cancelled").wait_for()
             time.sleep(1.0)  # the final curve redraw
             dashboard.screenshot(path=str(ARTIFACTS / "cancelled.png"))
+
+            # Models tab: the model of the first job; activate it for the agent
+            page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Models").click()
+            models = page.locator(".milady-panel", has=page.locator("button", has_text="Activate"))
+            models.wait_for(state="visible")
+            models.locator("table.milady-table tbody tr").first.wait_for()
+            provider = models.locator(".widget-inline-hbox", has_text="Provider model").locator(
+                "input"
+            )
+            provider.fill("ollama/milady-demo")
+            provider.press("Enter")
+            time.sleep(0.5)
+            models.locator("button", has_text="Activate").click()
+            models.locator(".milady-status[data-kind='ok']", has_text="activated").wait_for()
+            dashboard.screenshot(path=str(ARTIFACTS / "models.png"))
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
@@ -255,9 +305,12 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
     svc = TrainingService(settings, reconcile=False)
     try:
         jobs = svc.list_jobs()["jobs"]
-        assert [j["status"] for j in jobs] == ["cancelled"]
+        assert sorted(j["status"] for j in jobs) == ["cancelled", "completed"]
+        assert [m["active"] for m in svc.list_models()["models"]] == [True]
     finally:
         svc.close()
-    for name in ("explorer.png", "running.png", "cancelled.png"):
+    config = json.loads(settings.agent_config.read_text())
+    assert config["agents"]["defaults"]["model"]["primary"] == "ollama/milady-demo"
+    for name in SHOTS:
         assert (ARTIFACTS / name).stat().st_size > 10_000
     assert os.environ.get("MILADY_LAB_HOME") != str(settings.home)

@@ -43,7 +43,7 @@ def test_benchmark_end_to_end_and_deterministic(
 
 
 def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dataset: Path) -> None:
-    """Left padding and the shared prompt cache change nothing."""
+    """Left padding, the shared-prefix cache and rows leaving the batch change nothing."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,13 +52,18 @@ def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dat
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_base), tiny_adapter
     ).eval()
-    chats = bench.load_examples(tiny_dataset / "valid.jsonl", 5, 0)
+    chats = bench.load_examples(tiny_dataset / "valid.jsonl", 6, 0)
     examples = [bench.encode(tok, c, i) for i, c in enumerate(chats)]
+    examples[0].max_new = 3  # one row stops early on its cap
     assert len({len(e.prompt_ids) for e in examples}) > 1  # padding is exercised
     stop = bench.stop_token_ids(tok, model)
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop
+    common = bench.shared_prefix(examples)
+    assert len(common) >= bench.MIN_PREFIX_TOKENS  # the system prompt is shared
     with torch.inference_mode(), one_thread():
-        nll, counts, gen = bench.run_batch(model, examples, tok.pad_token_id, stop)
+        prefix = bench.encode_prefix(model, common)
+        nll, counts, gen = bench.run_batch(model, examples, tok.pad_token_id, stop, prefix)
+        assert len(gen[0]) <= 3
         for i, e in enumerate(examples):
             n1, c1, g1 = bench.run_batch(model, [e], tok.pad_token_id, stop)
             assert nll[i] == pytest.approx(n1[0], rel=1e-4)
@@ -66,11 +71,18 @@ def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dat
             assert gen[i] == g1[0]
             assert len(gen[i]) <= e.max_new
         # Teacher-forced NLL matches a plain forward over prompt + reply.
-        e = examples[0]
+        e = examples[1]
         ids = torch.tensor([e.prompt_ids + e.reply_ids])
         logits = model(input_ids=ids).logits[0, len(e.prompt_ids) - 1 : -1]
         ref = torch.nn.functional.cross_entropy(logits, torch.tensor(e.reply_ids), reduction="sum")
-        assert nll[0] == pytest.approx(float(ref), rel=1e-4)
+        assert nll[1] == pytest.approx(float(ref), rel=1e-4)
+        # Greedy tokens match transformers' own greedy generate().
+        out = model.generate(
+            input_ids=torch.tensor([e.prompt_ids]), max_new_tokens=e.max_new, do_sample=False,
+            eos_token_id=sorted(stop), pad_token_id=tok.pad_token_id,
+        )
+        theirs = [t for t in out[0, len(e.prompt_ids) :].tolist() if t not in stop]
+        assert gen[1] == theirs[: len(gen[1])] and len(theirs) == len(gen[1])
 
 
 def test_encode_splits_at_the_assistant_turn(tiny_base: Path) -> None:

@@ -26,7 +26,7 @@ DEMO_SEED = 11
 
 
 @pytest.fixture(scope="session")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def widget_demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo trajectory database for the session (sources open it read-only)."""
     return write_demo_db(
         tmp_path_factory.mktemp("demo") / "trajectories.sqlite", count=DEMO_COUNT, seed=DEMO_SEED
@@ -34,7 +34,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, widget_demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     # Workers inherit these: one thread each, the machine is shared.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
@@ -42,7 +42,7 @@ def settings(tmp_path: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> 
     home.mkdir()
     return Settings.from_env(
         home=home,
-        trajectories=demo_db,
+        trajectories=widget_demo_db,
         agent_config=tmp_path / "milady.json",
         cache=tmp_path / "cache",
     )

@@ -238,6 +238,7 @@ def test_launcher_start_live_curve_cancel(
     jl.close()
 
 
+@pytest.mark.slow
 def test_launcher_picks_up_a_running_job(
     backend: LocalBackend, service: TrainingService, tiny_model: Path
 ) -> None:
@@ -255,6 +256,7 @@ def test_launcher_picks_up_a_running_job(
     jl.close()
 
 
+@pytest.mark.slow
 def test_live_loop_runs_on_an_asyncio_loop(
     backend: LocalBackend, service: TrainingService, tiny_model: Path
 ) -> None:
@@ -343,6 +345,12 @@ def test_models_list_activate_and_errors(backend: LocalBackend, service: Trainin
     kind, message = status_of(mm)
     assert kind == "error" and message.startswith("import failed:") and "loopback" in message
 
+    # benchmark of a model whose dataset is unknown: the service's message
+    mm.benchmark_button.click()
+    mm.wait()
+    kind, message = status_of(mm)
+    assert kind == "error" and message.startswith("benchmark failed:"), message
+
     # activating with an explicit provider model works and shows in the table
     mm.provider_model.value = "ollama/milady-test"
     mm.activate_button.click()
@@ -350,6 +358,32 @@ def test_models_list_activate_and_errors(backend: LocalBackend, service: Trainin
     assert status_of(mm) == ("ok", "activated: the agent now uses ollama/milady-test")
     assert service.get_model(plain["id"])["model"]["active"] is True
     assert "<b>✔</b>" in mm.table.value
+
+
+@pytest.mark.slow
+def test_models_benchmark_shows_bars(
+    backend: LocalBackend, service: TrainingService, tiny_model: Path
+) -> None:
+    """A real model from a short job; Benchmark runs in a thread and draws the bars."""
+    service.build_dataset({"limit": 12})
+    job = service.start_job(
+        {"model": str(tiny_model), "iterations": 4, "batchSize": 2, "learningRate": 0.01}
+    )["job"]
+    deadline = time.monotonic() + 120
+    while service.get_job(job["id"])["job"]["status"] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert service.get_job(job["id"])["job"]["status"] == "completed"
+    mm = ModelManager(backend)
+    assert mm.chart.layout.display == "none" and "no benchmark yet" in mm.bench_note.value
+    mm.benchmark_button.click()
+    assert mm.benchmark_button.disabled and status_of(mm)[0] == "busy"
+    mm.wait(180)
+    kind, message = status_of(mm)
+    assert kind == "ok" and message.startswith("benchmark done: coherence"), message
+    assert mm.chart.layout.display == "" and is_png(mm.chart.value)
+    assert "(" in mm.table.value  # scores with the base model's in brackets
+    assert not mm.benchmark_button.disabled
 
 
 def test_models_empty_state(backend: LocalBackend) -> None:

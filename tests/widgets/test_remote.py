@@ -12,7 +12,7 @@ import pytest
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
-from milady_lab.widgets import Dashboard, RemoteBackend
+from milady_lab.widgets import Dashboard, LocalBackend, RemoteBackend, TrajectoryExplorer
 
 from .conftest import DEMO_COUNT, register_model
 from .jupyter_proc import JupyterProcess, run_jupyter
@@ -49,6 +49,12 @@ def test_dashboard_remote_mode(
         ex.min_calls.value = 5
         assert 0 < ex.frame.height < DEMO_COUNT
         ex.min_calls.value = 0
+        ex.search.value = "compile"  # no search route: the panel reads the calls itself
+        local = TrajectoryExplorer(LocalBackend(service))
+        local.search.value = "compile"
+        assert set(ex.frame["id"]) == set(local.frame["id"]) and 0 < ex.frame.height < DEMO_COUNT
+        local.close()
+        ex.search.value = ""
         ex.rows.value = ex.rows.options[0][1]
         assert ex.selected.height > 0 and "Call 1" in ex.detail.value
 

@@ -1,0 +1,277 @@
+"""REST load: a real Jupyter server with the extension, hammered over loopback.
+
+1. On a 1M-trajectory database (the lean one ``bench_listing.py`` caches), concurrent
+   httpx async clients request ``GET /api/training/trajectories`` pages at random
+   offsets and ``GET /api/training/jobs/:id`` for ~10 s. Goal (issue 4): ≥ 300
+   requests/s with p99 ≤ 100 ms.
+2. On the 100k-trajectory database (``bench_dataset.py``'s), a full dataset build runs
+   through ``POST /api/training/datasets/build`` while ``GET /api/training/status`` is
+   polled. Goal: status p99 ≤ 100 ms during the build.
+
+The clients run in this process on the same machine, so the figures include their own
+CPU cost; the load average is printed beside them.
+
+    python benchmarks/bench_rest_load.py [--seconds 10] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+
+CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
+GOAL_RPS = 300.0
+GOAL_P99_MS = 100.0
+
+
+def ensure_db(name: str, count: int, seed: int, lean: bool) -> Path:
+    """The cached demo database the other benchmarks use (written once)."""
+    db = CACHE / name
+    if not db.exists():
+        from milady_lab.demo import write_demo_db
+
+        print(f"generating {db} (once) …", flush=True)
+        t = time.perf_counter()
+        write_demo_db(db, count, seed, lean=lean)
+        print(f"  {time.perf_counter() - t:.1f} s", flush=True)
+    return db
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def jupyter_server(trajectories: Path, home: Path) -> Iterator[tuple[str, str, int]]:
+    """``python -m jupyter_server`` with only this extension (own config, own runtime)."""
+    token, port = secrets.token_hex(16), free_port()
+    base = home.parent
+    config = {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_server_ext": True},
+            "allow_unauthenticated_access": False,
+            "ip": "127.0.0.1",
+            "port": port,
+            "port_retries": 0,
+            "open_browser": False,
+            "root_dir": str(base),
+            "allow_root": os.geteuid() == 0,
+            "log_level": "WARN",
+        },
+        "IdentityProvider": {"token": token},
+        "TrainingExtension": {
+            "home": str(home),
+            "trajectories": str(trajectories),
+            "agent_config": str(base / "agent.json"),
+            "cache": str(base / "cache"),
+        },
+    }
+    config_file = base / "jupyter_server_config.json"
+    config_file.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        "JUPYTER_NO_CONFIG": "1",
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "JUPYTER_DATA_DIR": str(base / "data"),
+    }
+    log = (base / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", f"--config={config_file}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api/training/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited: {(base / 'server.log').read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(url + "status", headers={"Authorization": f"Bearer {token}"},
+                              timeout=10, trust_env=False)  # fmt: skip
+                if r.status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not start in 120 s")
+            time.sleep(0.3)
+        yield url, token, proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def seed_job(home: Path) -> str:
+    """One finished job in the state store, for ``GET /jobs/:id``."""
+    from milady_lab.state import StateStore, now_ms
+
+    store = StateStore(home / "state.sqlite")
+    job_id = "job-bench-0001"
+    store.insert_job({
+        "id": job_id, "status": "completed", "datasetId": None, "backend": "cpu",
+        "model": "smollm2-135m-instruct", "createdAt": now_ms(), "completedAt": now_ms(),
+        "totalIterations": 100, "currentIteration": 100, "trainedTokens": 123456,
+        "loss": 1.23, "options": {"iterations": 100},
+    })  # fmt: skip
+    store.close()
+    return job_id
+
+
+async def hammer(
+    url: str, token: str, total: int, job_id: str, seconds: float, concurrency: int
+) -> dict[str, list[float]]:
+    """Closed-loop load: ``concurrency`` workers, each sending its next request at once."""
+    rng = random.Random(7)
+    latencies: dict[str, list[float]] = {"trajectories": [], "job": []}
+    errors: list[int] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=30, trust_env=False
+    ) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                if rng.random() < 0.5:
+                    kind = "trajectories"
+                    req = client.get(
+                        "trajectories", params={"limit": 100, "offset": rng.randrange(total)}
+                    )
+                else:
+                    kind, req = "job", client.get(f"jobs/{job_id}")
+                t = time.perf_counter()
+                r = await req
+                latencies[kind].append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed: {sorted(set(errors))}")
+    return latencies
+
+
+async def status_during_build(url: str, token: str) -> tuple[list[float], float, dict]:
+    """Poll status every 20 ms while one full build runs; (latencies, build s, dataset)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=900,
+                                 trust_env=False) as client:  # fmt: skip
+        t0 = time.perf_counter()
+        build = asyncio.ensure_future(client.post("datasets/build", json={}))
+        samples: list[float] = []
+        await asyncio.sleep(0.2)  # the build has started reading
+        while not build.done():
+            t = time.perf_counter()
+            r = await client.get("status")
+            samples.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(0.02)
+        response = await build
+        elapsed = time.perf_counter() - t0
+        if response.status_code != 201:
+            raise SystemExit(f"build failed: {response.status_code} {response.text[:300]}")
+        return samples, elapsed, response.json()["dataset"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=1_000_000)
+    ap.add_argument("--build-count", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    listing_db = ensure_db(f"listing-{args.count}-seed0-lean.sqlite", args.count, 0, True)
+    build_db = ensure_db(f"demo-{args.build_count}-seed1.sqlite", args.build_count, 1, False)
+    work = Path(tempfile.mkdtemp(prefix="rest-load-", dir=CACHE))
+    ok = True
+    try:
+        # -- 1. listing pages and job reads on 1M trajectories --
+        (work / "a").mkdir()
+        job_id = seed_job(work / "a" / "home")
+        with jupyter_server(listing_db, work / "a" / "home") as (url, token, pid):
+            warm = httpx.get(url + "trajectories", params={"offset": args.count // 2},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=120,
+                             trust_env=False)  # fmt: skip
+            total = warm.json()["total"]
+            asyncio.run(hammer(url, token, total, job_id, 1.0, args.concurrency))  # warm-up
+            load = os.getloadavg()[0]
+            server_cpu = psutil.Process(pid).cpu_times()
+            lat = asyncio.run(hammer(url, token, total, job_id, args.seconds, args.concurrency))
+            after = psutil.Process(pid).cpu_times()
+            cpu_s = (after.user + after.system) - (server_cpu.user + server_cpu.system)
+        every = lat["trajectories"] + lat["job"]
+        rps = len(every) / args.seconds
+        p50, p99 = percentile(every, 0.5), percentile(every, 0.99)
+        print(
+            f"REST load: {total} trajectories, {args.concurrency} concurrent clients, "
+            f"{args.seconds:.0f} s (load average {load:.1f} on {os.cpu_count()} CPUs)"
+        )
+        print(f"  all requests          : {rps:7.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
+        for kind, label in (("trajectories", "GET trajectories page"), ("job", "GET jobs/:id")):
+            s = lat[kind]
+            print(
+                f"  {label:<22}: {len(s) / args.seconds:7.1f} req/s   "
+                f"p50 {percentile(s, 0.5):6.1f} ms   p99 {percentile(s, 0.99):6.1f} ms"
+            )
+        cpu_ms = cpu_s * 1000 / len(every)
+        print(
+            f"  server CPU per request: {cpu_ms:.2f} ms (one free core would serve "
+            f"~{1000 / cpu_ms:.0f} req/s; the clients here share the same 2 cores)"
+        )
+        hit = rps >= GOAL_RPS and p99 <= GOAL_P99_MS
+        ok &= hit
+        verdict = "ok" if hit else "MISSED"
+        print(f"  goal ≥ {GOAL_RPS:.0f} req/s, p99 ≤ {GOAL_P99_MS:.0f} ms: {verdict}")
+
+        # -- 2. status while a 100k-trajectory dataset builds --
+        (work / "b").mkdir()
+        with jupyter_server(build_db, work / "b" / "home") as (url, token, _pid):
+            samples, build_s, ds = asyncio.run(status_during_build(url, token))
+        s50, s99 = percentile(samples, 0.5), percentile(samples, 0.99)
+        print(
+            f"status during a build: {ds['trajectoryCount']} trajectories → "
+            f"{ds['exampleCount']} examples in {build_s:.1f} s; {len(samples)} status calls"
+        )
+        print(f"  GET status            : p50 {s50:6.1f} ms   p99 {s99:6.1f} ms   "
+              f"max {max(samples):6.1f} ms")  # fmt: skip
+        hit = s99 <= GOAL_P99_MS
+        ok &= hit
+        print(f"  goal p99 ≤ {GOAL_P99_MS:.0f} ms: {'ok' if hit else 'MISSED'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

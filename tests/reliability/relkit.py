@@ -1,0 +1,374 @@
+"""Helpers for the reliability suite: invariants, tmpfs mounts, a fork server that runs
+the real code paths in processes the tests kill with SIGKILL, and the soak figures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOAK = os.environ.get("MILADY_LAB_SOAK") == "1"
+CLI = "import sys; from milady_lab.cli import main; sys.exit(main())"
+
+
+def iterations(default: int, soak: int) -> int:
+    """How many times a randomised check repeats: ``soak`` under ``make test-soak``."""
+    return soak if SOAK else default
+
+
+# -- figures ---------------------------------------------------------------------------------
+@dataclass
+class Figures:
+    """What each randomised check did; printed in the terminal summary."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, iterations: int, violations: int, seconds: float, **extra: Any) -> None:
+        self.rows.append(
+            {"check": name, "iterations": iterations, "violations": violations,
+             "seconds": round(seconds, 1), **extra}
+        )  # fmt: skip
+        FIGURES.append(self.rows[-1])
+
+    def report(self) -> None:
+        path = os.environ.get("MILADY_LAB_SOAK_REPORT")
+        if path and self.rows:
+            Path(path).write_text(json.dumps(self.rows, indent=1) + "\n")
+
+
+#: Every figure of this session, for ``pytest_terminal_summary``.
+FIGURES: list[dict[str, Any]] = []
+
+
+# -- invariants ------------------------------------------------------------------------------
+def integrity(db: Path) -> str:
+    """``PRAGMA integrity_check`` of a SQLite file opened fresh ("ok" when sound)."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    return "; ".join(str(r[0]) for r in rows)
+
+
+def dataset_violations(settings: Any, store: Any) -> list[str]:
+    """Every listed dataset is complete and self-consistent; nothing else is listed.
+
+    Unlisted ``.tmp-*`` folders are allowed (a build died writing: swept later, never
+    listed); an unlisted complete folder is allowed only if ``sweep_orphans`` would
+    recover it (a crash between the rename and the commit).
+    """
+    from milady_lab import datasets as ds
+
+    out: list[str] = []
+    listed = {d["id"]: d for d in store.list_datasets()}
+    root = settings.datasets_dir
+    for ds_id, rec in listed.items():
+        folder = Path(rec["path"])
+        if folder.name != ds_id or folder.parent != root.absolute():
+            out.append(f"{ds_id}: path {folder} is not its own folder")
+            continue
+        try:
+            meta = json.loads((folder / "metadata.json").read_text())
+            train = (folder / "train.jsonl").read_bytes().splitlines()
+            valid = (folder / "valid.jsonl").read_bytes().splitlines()
+        except (OSError, ValueError) as exc:
+            out.append(f"{ds_id}: listed but unreadable: {exc}")
+            continue
+        if meta.get("id") != ds_id:
+            out.append(f"{ds_id}: metadata.json names {meta.get('id')!r}")
+        if (len(train), len(valid)) != (rec["trainCount"], rec["validCount"]):
+            out.append(f"{ds_id}: {len(train)}+{len(valid)} lines, record says "
+                       f"{rec['trainCount']}+{rec['validCount']}")  # fmt: skip
+        for line in train + valid:
+            try:
+                json.loads(line)
+            except ValueError:
+                out.append(f"{ds_id}: a line is not JSON (half-written?)")
+                break
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name in listed or entry.name.startswith(".tmp-"):
+                continue
+            if ds._recoverable(entry) is None:
+                out.append(f"{entry.name}: an unlisted, unrecoverable folder in datasets/")
+    return out
+
+
+def config_violations(path: Path, expected_keep: dict[str, Any], providers: set[str]) -> list[str]:
+    """The agent config is a whole JSON file: the user's keys kept, a known provider set."""
+    try:
+        cfg = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return [f"agent config unreadable or not JSON (a mix?): {exc}"]
+    out = []
+    for key, value in expected_keep.items():
+        if cfg.get(key) != value:
+            out.append(f"agent config lost {key!r}: {cfg.get(key)!r}")
+    primary = cfg.get("agents", {}).get("defaults", {}).get("model", {}).get("primary")
+    if primary not in providers:
+        out.append(f"agent config primary {primary!r} is none of the written values")
+    return out
+
+
+def store_violations(settings: Any) -> list[str]:
+    """The state store is sound and opens cleanly in a new process-like handle."""
+    from milady_lab.state import StateStore
+
+    out = []
+    check = integrity(settings.state_db)
+    if check != "ok":
+        out.append(f"integrity_check: {check}")
+    store = StateStore(settings.state_db)
+    try:
+        store.list_datasets()
+        store.list_jobs()
+        store.list_models()
+    except sqlite3.Error as exc:
+        out.append(f"store does not open cleanly: {exc}")
+    finally:
+        store.close()
+    return out
+
+
+# -- tmpfs -----------------------------------------------------------------------------------
+def mount_tmpfs(path: Path, size: str) -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError("the disk-full and read-only-mount checks mount a tmpfs: run as root")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                   check=True, capture_output=True, timeout=30)  # fmt: skip
+
+
+def remount_ro(path: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True,
+                   timeout=30)  # fmt: skip
+
+
+def umount(path: Path) -> None:
+    for _ in range(50):
+        done = subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+        if done.returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(folder: Path) -> None:
+    """Fill the filesystem holding ``folder`` to the last block."""
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder / '.filler'}", "bs=4k"],
+                   capture_output=True, timeout=60)  # fmt: skip
+
+
+# -- processes -------------------------------------------------------------------------------
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still runs after SIGKILL")
+        time.sleep(0.01)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``milady-lab ARGS`` in a new process (what a user's terminal runs)."""
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, check=False,
+    )  # fmt: skip
+
+
+#: The fork server: imports the real code once, then forks one child per request. Each
+#: child runs a scenario in a loop (real milady-lab calls, nothing mocked) until the
+#: test kills it with SIGKILL at a random moment. Children are reaped automatically.
+_ZYGOTE = r'''
+import json, os, random, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+import polars  # noqa: F401  (no Polars work here: its thread pool starts in the children)
+from milady_lab.config import Settings
+from milady_lab.service import TrainingService
+from milady_lab.models.activation import activate
+from milady_lab.training import worker
+from types import SimpleNamespace
+
+
+def settings(a):
+    return Settings.from_env(home=a["home"], trajectories=a.get("trajectories"),
+                             agent_config=a.get("agent_config"), cache=a.get("cache"))
+
+
+def build(a):
+    svc = TrainingService(settings(a), reconcile=False)
+    ready()
+    while True:
+        svc.build_dataset({"limit": random.randint(5, 400)})
+
+
+def activation(a):
+    svc = TrainingService(settings(a), reconcile=False)
+    models = [svc.store.get_model(m) for m in a["models"]]
+    ready()
+    while True:
+        svc.activate_model(random.choice(models)["id"],
+                           {"providerModel": random.choice(a["providers"])})
+
+
+def register(a):
+    from milady_lab.state import now_ms
+    from milady_lab.training.jobs import new_id, process_start_time
+    s = settings(a)
+    svc = TrainingService(s, reconcile=False)
+    me = os.getpid()
+    ready()
+    while True:
+        job_id = new_id("job")
+        job = {"id": job_id, "status": "running", "datasetId": None, "backend": "cpu",
+               "model": "tiny", "createdAt": now_ms(), "startedAt": now_ms(),
+               "totalIterations": 2, "currentIteration": 0, "trainedTokens": 0,
+               "options": {}, "pid": me, "pidStartTime": process_start_time(me)}
+        svc.store.insert_job(job)
+        out = s.models_dir / f".tmp-{job_id}"
+        adapter = out / "adapter"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+        (adapter / "adapter_model.safetensors").write_bytes(os.urandom(256 * 1024))
+        result = SimpleNamespace(adapter_dir=adapter, base_model_path="/base", final_loss=1.0,
+                                 final_val_loss=None, trained_tokens=10, tokens_per_second=1.0)
+        spec = SimpleNamespace(iterations=2)
+        worker._complete(s, svc.store, svc.store.get_job(job_id), spec,
+                         SimpleNamespace(hf_path="/base"), result)
+
+
+def ready():
+    os.write(1, f"READY {os.getpid()}\n".encode())
+
+
+SCENARIOS = {"build": build, "activation": activation, "register": register}
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        random.seed(req.get("seed"))
+        try:
+            SCENARIOS[req["scenario"]](req["args"])
+        except BaseException as exc:
+            os.write(1, f"DIED {os.getpid()} {type(exc).__name__}: {exc}\n".encode())
+        os._exit(1)
+    os.write(1, f"FORKED {pid}\n".encode())
+'''
+
+
+class ForkServer:
+    """``with ForkServer() as fs: pid = fs.start("build", args); ...; fs.kill(pid)``."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "POLARS_MAX_THREADS": "2", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+        self.notes: list[str] = []
+
+    def __enter__(self) -> ForkServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=self.env, start_new_session=True,
+        )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                raise AssertionError(f"fork server silent for {timeout} s (rc {self.proc.poll()})")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise AssertionError("fork server closed its output")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode()
+
+    def _expect(self, prefix: str, timeout: float) -> str:
+        while True:
+            line = self._line(timeout)
+            if line.startswith(prefix):
+                return line
+            self.notes.append(line)
+            if line.startswith("DIED"):
+                raise AssertionError(f"a scenario failed before it was killed: {line}")
+
+    def start(self, scenario: str, args: dict[str, Any], seed: int) -> int:
+        """Fork a child running ``scenario``; returns once it is ready (imports done)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        req = {"scenario": scenario, "args": {k: str(v) if isinstance(v, Path) else v
+                                                for k, v in args.items()}, "seed": seed}  # fmt: skip
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+        pid = int(self._expect("FORKED", 30).split()[1])
+        line = self._expect("READY", 60)
+        assert int(line.split()[1]) == pid, line
+        return pid
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+        # A scenario that failed by itself (instead of being killed) is a finding.
+        while b"\n" in self._buf or select.select([self.proc.stdout], [], [], 0)[0]:  # type: ignore[list-item]
+            try:
+                line = self._line(0.05)
+            except AssertionError:
+                break
+            if line.startswith("DIED"):
+                raise AssertionError(f"a scenario failed before it was killed: {line}")
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every path under ``root``, and of ``root`` itself."""
+    out = {".": (root.stat().st_mtime_ns, 0)}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def secrets_in(texts: Iterable[tuple[str, str]], secrets: Iterable[str]) -> list[str]:
+    """``where: secret`` for every secret found in the (where, text) pairs."""
+    found = []
+    for where, text in texts:
+        for secret in secrets:
+            if secret and secret in text:
+                found.append(f"{where}: {secret[:4]}…")
+    return found
