@@ -50,7 +50,8 @@ demo-data: venv
 
 lab: venv demo-data
 	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks \
-		--LabApp.default_url=/lab/tree/01-quickstart.ipynb
+		--LabApp.default_url=/lab/tree/01-quickstart.ipynb \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 demo: venv demo-data
 	$(BIN)/python -m milady_lab.demo_pipeline

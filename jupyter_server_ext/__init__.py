@@ -6,7 +6,13 @@ Enabled on install by ``jupyter-config/jupyter_server_config.d/jupyter_server_ex
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+try:
+    __version__ = version("milady-lab")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
@@ -16,4 +22,4 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "jupyter_server_ext", "app": TrainingExtension}]
 
 
-__all__ = ["_jupyter_server_extension_points"]
+__all__ = ["__version__", "_jupyter_server_extension_points"]

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -26,7 +25,7 @@ from tornado.iostream import StreamClosedError
 from milady_lab.errors import MiladyLabError
 
 from .openapi import request_schema, spec_for_base_url, validate_body
-from .sse import PAGE, format_event
+from .sse import PAGE, finite, format_event
 
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
 RESOURCE = "milady_lab"
@@ -72,6 +71,17 @@ class TrainingHandler(APIHandler):
         if length is not None and length.isdigit() and int(length) > self.ext.max_body_bytes:
             # Read and drop the body, then answer 413 (clients see the answer, not a reset).
             self._too_large = True
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """An id that is not UTF-8 becomes a 404 from the service, like any unknown id.
+
+        Tornado's own 400 for it is raised before the body is read, and a handler that
+        answers without reading the body makes Tornado drop the connection: the client
+        sees a reset instead of the answer.
+        """
+        if name == "item_id":
+            return value.decode("utf-8", "replace")
+        return super().decode_argument(value, name)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -130,9 +140,9 @@ class TrainingHandler(APIHandler):
 
     def reply(self, body: Any, status: int = 200) -> None:
         try:
-            text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+            text = json.dumps(body, allow_nan=False)
         except ValueError:  # a NaN or infinite loss: JSON has no such numbers
-            text = json.dumps(_finite(body), ensure_ascii=False, allow_nan=False)
+            text = json.dumps(finite(body), allow_nan=False)
         self.set_status(status)
         self.finish(text)
 
@@ -160,7 +170,7 @@ class TrainingHandler(APIHandler):
         if reason:
             reply["reason"] = reason
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(reply, ensure_ascii=False))
+        self.finish(json.dumps(reply))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """4xx answers are routine (debug); anything else is a bug and logged in full.
@@ -178,17 +188,6 @@ class TrainingHandler(APIHandler):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 # -- routes ---------------------------------------------------------------------------------------

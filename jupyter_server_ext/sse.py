@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 from concurrent.futures import Executor
 from typing import Any
 
@@ -123,7 +124,25 @@ class EventHub:
 
 
 def format_event(event: dict[str, Any]) -> bytes:
-    """One SSE message: ``id`` (the seq), ``event`` (the kind), ``data`` (the record)."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    # JSON never contains a raw newline, so ``data`` is one line.
-    return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
+    """One SSE message: ``id`` (the seq), ``event`` (the kind), ``data`` (the record).
+
+    ``data`` is ASCII JSON (lone surrogates stay escaped) without NaN, and never holds
+    a raw newline, so it is one line.
+    """
+    try:
+        data = json.dumps(event, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        data = json.dumps(finite(event), separators=(",", ":"), allow_nan=False)
+    kind = "".join(c for c in str(event["kind"]) if c not in "\r\n")
+    return f"id: {int(event['seq'])}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

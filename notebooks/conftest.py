@@ -99,6 +99,7 @@ def _start_server() -> None:
             "jupyter_server",
             f"--config={config}",
             "--no-browser",
+            "--allow-root",  # harmless as a user; CI containers often run as root
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0",
@@ -117,9 +118,9 @@ def _start_server() -> None:
     deadline = time.monotonic() + 90
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"jupyter server exited with {proc.returncode}; see {root}/jupyter-server.log"
-            )
+            log.flush()
+            tail = (root / "jupyter-server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"jupyter server exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(url + "api/status", headers=headers, timeout=2, trust_env=False).is_success:
                 break

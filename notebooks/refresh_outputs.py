@@ -28,20 +28,24 @@ KEEP_MIME = ("text/plain",)
 
 
 def strip(nb: nbformat.NotebookNode) -> None:
-    """Outputs only where nbval checks them; no execution counts, timings or images."""
+    """Outputs only where nbval checks them; no timings or images, stable counts."""
     nb.metadata.pop("widgets", None)
+    number = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
+        number += 1
         if MARKER not in cell.source:
+            cell.execution_count = None
             cell.outputs = []
             continue
+        # nbval compares only cells that ran in the reference: they need a count.
+        cell.execution_count = number
         kept = []
         for out in cell.outputs:
             if "execution_count" in out:
-                out.execution_count = None
+                out.execution_count = number
             if "data" in out:
                 out.data = {k: v for k, v in out.data.items() if k in KEEP_MIME}
                 if not out.data:

@@ -94,7 +94,7 @@ def _check_server(repo: Path, env: dict[str, str], tmp: Path) -> None:
         proc = subprocess.Popen(
             [
                 str(repo / "binder" / "start"),
-                "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
                 f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={token}",
             ],  # fmt: skip
@@ -179,4 +179,4 @@ def test_binder_build_and_quickstart(tmp_path: Path) -> None:
     )
     executed = (out_dir / "01-quickstart.ipynb").read_text()
     assert '"output_type": "error"' not in executed
-    assert "completed 10/10 iterations" in executed
+    assert "completed 8/8 iterations" in executed

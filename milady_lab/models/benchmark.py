@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validation as v
-from ..config import Settings
+from ..config import ENV_AGENT_TOKEN, Settings
 from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError
 from ..state import StateStore, now_ms
 from . import scores
@@ -52,7 +52,6 @@ BATCH_SIZE = 16
 LOGITS_BUDGET = 2**28  # floats of reply logits held at once (1 GiB): caps the batch
 MIN_PREFIX_TOKENS = 16
 WORKER_TIMEOUT_S = 3600
-SCORE_KEYS = ("coherence", "consistency", "helpfulness")
 
 
 # -- service side ---------------------------------------------------------------------------
@@ -80,9 +79,7 @@ def run_benchmark(
     valid = Path(dataset["path"]) / "valid.jsonl"
     if not valid.is_file() or valid.stat().st_size == 0:
         raise ConflictError(f"dataset {dataset_id} has no held-out examples (valid.jsonl is empty)")
-    adapter = Path(str(model.get("adapterPath") or ""))
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
+    adapter = require_peft_adapter(model)
     chats = load_examples(valid, max_examples, seed)
     if not chats:
         raise ConflictError(
@@ -124,6 +121,16 @@ def run_benchmark(
     return body_out
 
 
+def require_peft_adapter(model: Mapping[str, Any]) -> Path:
+    """The model's PEFT adapter folder (mlx-trained models carry one too), or a 409."""
+    adapter = Path(str(model.get("adapterPath") or ""))
+    if not all(
+        (adapter / n).is_file() for n in ("adapter_config.json", "adapter_model.safetensors")
+    ):
+        raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
+    return adapter
+
+
 def resolve_base_path(settings: Settings, model: Mapping[str, Any]) -> Path:
     """The base model's HF folder: the recorded one, else resolved from its name."""
     recorded = model.get("baseModelPath")
@@ -146,8 +153,9 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
         )
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, **settings.as_env(), "TOKENIZERS_PARALLELISM": "false"}
-        # Sleeping (not spinning) OpenMP threads: on a busy machine spinning made a
-        # small model 25x slower; on an idle one the difference is within noise.
+        env.pop(ENV_AGENT_TOKEN, None)  # the worker reads no agent: it gets no token
+        # Sleeping (not spinning) OpenMP threads: with other processes on the cores,
+        # spinning threads made small-model steps up to 25x slower (2-core machine).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

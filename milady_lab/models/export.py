@@ -53,11 +53,9 @@ def export_model(
         out = settings.home / "exports" / f"{model['id']}-{outtype}.gguf"
     if out.exists() or out.is_symlink():
         raise ConflictError(f"{out} already exists; remove it or pass another output path")
-    adapter = Path(str(model.get("adapterPath") or ""))
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
-    from .benchmark import resolve_base_path
+    from .benchmark import require_peft_adapter, resolve_base_path
 
+    adapter = require_peft_adapter(model)
     base_path = resolve_base_path(settings, model)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

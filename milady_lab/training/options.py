@@ -207,23 +207,34 @@ def check_model(model: str | None) -> str:
     friendly = known_model_names()
     if model.strip().lower() in friendly:
         return model.strip().lower()
-    looks_like_path = model.startswith(("/", ".", "~")) or model.endswith(".gguf") or "\\" in model
-    if looks_like_path or (Path(model).expanduser().exists() and not _HUB_ID.fullmatch(model)):
-        path = Path(model).expanduser()
-        if path.is_dir():
-            return str(path.resolve())
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            return str(path.resolve())
-        if path.exists():
-            raise InputError(f"model {model!r} is neither a model folder nor a .gguf file")
-        raise InputError(f"model {model!r}: no such folder or .gguf file")
+    if len(model) > 1024 or "\x00" in model:
+        raise InputError("model must be a name, path or hub id of at most 1024 characters")
+    try:
+        resolved = _local_model_path(model)
+    except (OSError, ValueError) as exc:  # e.g. a name too long for the filesystem
+        raise InputError(f"model {model[:80]!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if resolved is not None:
+        return resolved
     if _HUB_ID.fullmatch(model) and ".." not in model:
         return model
     names = ", ".join(sorted(friendly)) or "(none)"
     raise InputError(
-        f"unknown model {model!r}: use one of {names}, a local model folder, "
+        f"unknown model {model[:80]!r}: use one of {names}, a local model folder, "
         "a .gguf file or a Hugging Face hub id (owner/name)"
     )
+
+
+def _local_model_path(model: str) -> str | None:
+    """The resolved folder or .gguf file ``model`` names, or None when it is not a path."""
+    looks_like_path = model.startswith(("/", ".", "~")) or model.endswith(".gguf") or "\\" in model
+    path = Path(model).expanduser()
+    if not looks_like_path and (_HUB_ID.fullmatch(model) or not path.exists()):
+        return None
+    if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):
+        return str(path.resolve())
+    if path.exists():
+        raise InputError(f"model {model!r} is neither a model folder nor a .gguf file")
+    raise InputError(f"model {model!r}: no such folder or .gguf file")
 
 
 def known_model_names() -> set[str]:

@@ -34,6 +34,17 @@ ORIGINAL = {
 }
 
 
+@pytest.fixture
+def tiny_adapter(tmp_path: Path) -> Path:
+    """Activation never reads the adapter: a path on record is enough (no model built)."""
+    return tmp_path / "adapter"
+
+
+@pytest.fixture
+def tiny_base(tmp_path: Path) -> Path:
+    return tmp_path / "base"
+
+
 def _models(
     store: StateStore, tiny_adapter: Path, tiny_base: Path, n: int = 2
 ) -> list[dict[str, Any]]:

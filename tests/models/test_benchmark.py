@@ -78,8 +78,11 @@ def test_batched_equals_one_by_one(tiny_base: Path, tiny_adapter: Path, tiny_dat
         assert nll[1] == pytest.approx(float(ref), rel=1e-4)
         # Greedy tokens match transformers' own greedy generate().
         out = model.generate(
-            input_ids=torch.tensor([e.prompt_ids]), max_new_tokens=e.max_new, do_sample=False,
-            eos_token_id=sorted(stop), pad_token_id=tok.pad_token_id,
+            input_ids=torch.tensor([e.prompt_ids]),
+            max_new_tokens=e.max_new,
+            do_sample=False,
+            eos_token_id=sorted(stop),
+            pad_token_id=tok.pad_token_id,
         )
         theirs = [t for t in out[0, len(e.prompt_ids) :].tolist() if t not in stop]
         assert gen[1] == theirs[: len(gen[1])] and len(theirs) == len(gen[1])

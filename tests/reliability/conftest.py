@@ -51,6 +51,38 @@ def figures() -> Iterator[Figures]:
     figs.report()
 
 
+@pytest.fixture(scope="session")
+def hostile_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo trajectories plus crafted rows (``relkit.HOSTILE_STEPS``)."""
+    from .relkit import write_hostile_db
+
+    return write_hostile_db(demo_db, tmp_path_factory.mktemp("hostile-db") / "traj.sqlite")
+
+
+@pytest.fixture(scope="session")
+def hostile_lab(hostile_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One real ``jupyter server`` for the hostile-input and auth checks.
+
+    ``lab["outside"]`` is everything of the user's that is not ``MILADY_LAB_HOME``: the
+    trajectory database, the agent config and a sentinel folder a path traversal would
+    reach (``home/../sentinel``).
+    """
+    from rest_api.restkit import live_server
+
+    base = tmp_path_factory.mktemp("hostile")
+    outside = base / "user"
+    (outside / "sentinel").mkdir(parents=True)
+    (outside / "sentinel" / "passwd").write_text("root:x:0:0\n")
+    (outside / "agent").mkdir()
+    (outside / "agent" / "milady.json").write_text('{"keep": "me"}\n')
+    db = outside / "traj.sqlite"
+    db.write_bytes(hostile_db.read_bytes())
+    lab = {"home": outside / "home", "trajectories": db,
+           "agent_config": outside / "agent" / "milady.json", "cache": base / "cache"}  # fmt: skip
+    with live_server(base / "server", lab) as server:
+        yield {**lab, "outside": outside, "server": server}
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[object]:
     """``tmpfs(path, size)`` mounts a small tmpfs (root only; this suite runs as root)."""

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -372,3 +373,77 @@ def secrets_in(texts: Iterable[tuple[str, str]], secrets: Iterable[str]) -> list
             if secret and secret in text:
                 found.append(f"{where}: {secret[:4]}…")
     return found
+
+
+# -- a database of hostile rows ---------------------------------------------------------------
+TEN_MB = 10 * 1024 * 1024
+DEEP = 100_000  # nesting levels: far past any JSON parser's recursion limit
+
+
+def _call(user: str, response: str) -> dict[str, Any]:
+    return {"model": "m", "purpose": "response", "systemPrompt": "sys", "userPrompt": user,
+            "response": response}  # fmt: skip
+
+
+#: id → steps_json: what an agent (or an attacker writing to its database) could store.
+HOSTILE_STEPS: dict[str, Any] = {
+    "deep-list": "[" * DEEP + "]" * DEEP,
+    "deep-object": '{"steps": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}",
+    "deep-in-call": '[{"llmCalls": [{"userPrompt": "u", "response": "r", "x": '
+    + "[" * DEEP + "]" * DEEP + "}]}]",
+    "deep-900-data": json.dumps([{"llmCalls": [_call("deep data?", "ok")],
+                                  "providerAccesses": [{"providerId": "p", "data": 0}]}])
+    .replace('"data": 0', '"data": ' + "[" * 900 + "]" * 900),  # fmt: skip
+    "ten-mb-reply": json.dumps([{"stepId": "s", "llmCalls": [_call("big?", "x" * TEN_MB)]}]),
+    "int-steps": 42,
+    "real-steps": 3.5,
+    "null-text": "null",
+    "true-text": "true",
+    "empty-text": "",
+    "not-json": "{this is not json",
+    "steps-is-text": '{"steps": "x"}',
+    "calls-is-number": '[{"llmCalls": 5}]',
+    "calls-is-object": '[{"llmCalls": {"userPrompt": "u", "response": "r"}}]',
+    "calls-wrong-items": '[{"llmCalls": [1, "a", null, [], {"userPrompt": 7, "response": ["x"]}]}]',
+    "numbers-as-strings": json.dumps([{"stepId": 5, "llmCalls": [{
+        **_call("strings?", "yes"), "promptTokens": "12", "completionTokens": "x",
+        "timestamp": "abc", "latencyMs": "9" * 40}]}]),  # fmt: skip
+    "nested-arrays": "[[[[]]]]",
+    "bad-utf8": b'[{"llmCalls": [{"userPrompt": "\xff\xfe", "response": "r\xc3"}]}]',
+    "nul-inside": '[{"llmCalls": [{"userPrompt": "a\\u0000b", "response": "c\x00d"}]}]',
+    "good-newest": json.dumps([{"stepId": "s1", "llmCalls": [_call("still fine?", "yes")]}]),
+}
+#: Rows whose usable call must reach a dataset.
+USABLE = {"ten-mb-reply", "deep-900-data", "numbers-as-strings", "good-newest", "nul-inside",
+          "bad-utf8"}  # invalid UTF-8 is read with replacement characters
+
+
+def write_hostile_db(demo_db: Path, path: Path) -> Path:
+    """The demo database plus HOSTILE_STEPS rows (newest first) and rows whose summary
+    columns hold the wrong types (text start times, text counts, integer and blob ids)."""
+    from milady_lab.demo import COLUMNS, INSERT_SQL
+
+    shutil.copy(demo_db, path)
+    conn = sqlite3.connect(path)
+    try:
+        template = dict(zip(COLUMNS, conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM trajectories LIMIT 1").fetchone(), strict=True))  # fmt: skip
+        start = 1_900_000_000_000
+        for i, (tid, steps) in enumerate(HOSTILE_STEPS.items()):
+            row = {**template, "id": tid, "start_time": start + i, "steps_json": steps,
+                   "llm_call_count": 1}  # fmt: skip
+            conn.execute(INSERT_SQL, [row[c] for c in COLUMNS])
+        odd = [
+            {"id": "text-start", "start_time": "abc", "llm_call_count": "many",
+             "total_reward": "high", "duration_ms": 1.5e300},
+            {"id": "huge-numbers", "start_time": 2**63 - 1, "total_prompt_tokens": -(2**63)},
+            {"id": 12345},
+            {"id": b"\xff\x00blob"},
+        ]  # fmt: skip
+        for extra in odd:
+            row = {**template, **extra}
+            conn.execute(INSERT_SQL, [row[c] for c in COLUMNS])
+        conn.commit()
+    finally:
+        conn.close()
+    return path

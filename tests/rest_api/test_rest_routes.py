@@ -253,54 +253,6 @@ async def test_build_and_list_datasets(api, lab) -> None:
     assert code == 400 and "no trajectory qualifies" in body["message"]
 
 
-@pytest.fixture(scope="session")
-def mid_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8000 demo trajectories: a build that takes a couple of seconds."""
-    from milady_lab.demo import write_demo_db
-
-    return write_demo_db(tmp_path_factory.mktemp("mid") / "t.sqlite", count=8000, seed=5)
-
-
-@pytest.fixture
-def mid_server(jp_configurable_serverapp, jp_server_config, mid_db: Path) -> Any:
-    jp_server_config["TrainingExtension"]["trajectories"] = str(mid_db)
-    return jp_configurable_serverapp(config=jp_server_config)
-
-
-async def test_status_answers_while_a_big_build_runs(api, mid_server) -> None:
-    build = asyncio.ensure_future(api("POST", "datasets/build", body={}))
-    during: list[float] = []
-    while not build.done():
-        t = time.monotonic()
-        code, _ = await api("GET", "status")
-        assert code == 200
-        if not build.done():
-            during.append(time.monotonic() - t)
-        await asyncio.sleep(0.05)
-    code, body = await build
-    assert code == 201 and body["dataset"]["trajectoryCount"] > 1000, body
-    assert len(during) >= 5, during  # the loop kept serving the whole time
-    assert max(during) < 1.5, during
-
-
-async def test_a_build_process_that_dies_is_a_clear_error(api, mid_server, lab) -> None:
-    ext = mid_server.web_app.settings["milady_lab"]
-    build = asyncio.ensure_future(api("POST", "datasets/build", body={}))
-    while ext._build_pool is None or not getattr(ext._build_pool, "_processes", None):
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
-    for proc in list(ext._build_pool._processes.values()):
-        proc.kill()
-    code, body = await build
-    assert code == 500 and "ended unexpectedly" in body["message"], body
-    code, body = await api("POST", "datasets/build", body={"limit": 50})
-    assert code == 201, body
-    code, listed = await api("GET", "datasets")
-    assert [d["id"] for d in listed["datasets"]] == [body["dataset"]["id"]]
-    folders = {p.name for p in (lab["home"] / "datasets").iterdir() if not p.name.startswith(".")}
-    assert folders == {body["dataset"]["id"]}
-
-
 # -- jobs --
 async def test_job_routes_queue_cancel_and_conflict(api, store, occupied) -> None:
     code, body = await api("POST", "datasets/build", body={})
