@@ -30,6 +30,7 @@ from typing import Any
 
 CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
 GOAL_RATIO, GOAL_RSS_GB = 1.2, 3.0
+CPU_DTYPES = {"auto": None, "fp32": False, "bf16": True}
 LORA = {"r": 8, "alpha": 16.0, "targets": ("q_proj", "k_proj", "v_proj", "o_proj")}
 
 #: Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name().
@@ -171,7 +172,7 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         max_seq_length=args.max_seq_length,
         eval_every=10**9,
         checkpoint_every=0,
-        extra={"base_model_path": model_path, "cpu_bf16": args.cpu_bf16},
+        extra={"base_model_path": model_path, "cpu_bf16": CPU_DTYPES[args.cpu_dtype]},
     )
     clock = Clock()
     result = run_training(spec, clock)
@@ -260,7 +261,7 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         save_strategy="no",
         report_to=[],
         use_cpu=not cuda,
-        bf16=cuda,
+        bf16=cuda or args.trainer_bf16,
         dataloader_num_workers=0,
         seed=0,
         remove_unused_columns=False,
@@ -309,8 +310,9 @@ def _child(which: str, args: argparse.Namespace) -> dict[str, Any]:
         "--seed",
         str(args.seed),
     ]
-    if args.cpu_bf16:
-        cmd.append("--cpu-bf16")
+    cmd += ["--cpu-dtype", args.cpu_dtype]
+    if args.trainer_bf16:
+        cmd.append("--trainer-bf16")
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
         env = {
             **os.environ,
@@ -336,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-length", type=int, default=2048)
     p.add_argument("--trajectories", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast in our cpu run")
+    p.add_argument(
+        "--cpu-dtype",
+        default="auto",
+        choices=list(CPU_DTYPES),
+        help="our cpu run: bf16 where the CPU has native bf16 (auto, the default job), or forced",
+    )
+    p.add_argument("--trainer-bf16", action="store_true", help="Trainer with bf16=True")
     p.add_argument("--only", choices=["ours", "trainer"], help="run one side only")
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -166,11 +166,22 @@ class TrainingHandler(APIHandler):
             message = self._reason or "error"
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods))
+        if self._body_pending():
+            # Refused before the body was read (a missing token, the XSRF check): Tornado
+            # closes the connection after this answer; say so, or a keep-alive client's
+            # next request on it meets a reset.
+            self.set_header("Connection", "close")
         reply: dict[str, Any] = {"message": message}
         if reason:
             reply["reason"] = reason
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(reply))
+
+    def _body_pending(self) -> bool:
+        """Whether Tornado has not finished reading the (streamed) request body: true for
+        refusals raised before the verb runs (auth in ``prepare``, the XSRF check)."""
+        body = getattr(self.request, "_body_future", None)
+        return body is not None and not body.done()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """4xx answers are routine (debug); anything else is a bug and logged in full.

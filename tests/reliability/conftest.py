@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from training.jobkit import job_model_dir  # noqa: F401  (fixture: the tiny Llama)
 
 from .relkit import FIGURES, SOAK, Figures
@@ -77,8 +76,12 @@ def hostile_lab(hostile_db: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     (outside / "agent" / "milady.json").write_text('{"keep": "me"}\n')
     db = outside / "traj.sqlite"
     db.write_bytes(hostile_db.read_bytes())
-    lab = {"home": outside / "home", "trajectories": db,
-           "agent_config": outside / "agent" / "milady.json", "cache": base / "cache"}  # fmt: skip
+    lab = {
+        "home": outside / "home",
+        "trajectories": db,
+        "agent_config": outside / "agent" / "milady.json",
+        "cache": base / "cache",
+    }
     with live_server(base / "server", lab) as server:
         yield {**lab, "outside": outside, "server": server}
 
@@ -106,8 +109,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("reliability figures")
     for row in FIGURES:
-        extra = {k: v for k, v in row.items()
-                 if k not in ("check", "iterations", "violations", "seconds")}  # fmt: skip
+        extra = {
+            k: v
+            for k, v in row.items()
+            if k not in ("check", "iterations", "violations", "seconds")
+        }
         terminalreporter.write_line(
             f"{row['check']}: {row['iterations']} iterations, {row['violations']} invariant "
             f"violations, {row['seconds']} s" + (f" {extra}" if extra else "")

@@ -34,11 +34,18 @@ class Figures:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, name: str, iterations: int, violations: int, seconds: float, **extra: Any) -> None:
+    def add(
+        self, name: str, iterations: int, violations: int, seconds: float, **extra: Any
+    ) -> None:
         self.rows.append(
-            {"check": name, "iterations": iterations, "violations": violations,
-             "seconds": round(seconds, 1), **extra}
-        )  # fmt: skip
+            {
+                "check": name,
+                "iterations": iterations,
+                "violations": violations,
+                "seconds": round(seconds, 1),
+                **extra,
+            }
+        )
         FIGURES.append(self.rows[-1])
 
     def report(self) -> None:
@@ -89,8 +96,10 @@ def dataset_violations(settings: Any, store: Any) -> list[str]:
         if meta.get("id") != ds_id:
             out.append(f"{ds_id}: metadata.json names {meta.get('id')!r}")
         if (len(train), len(valid)) != (rec["trainCount"], rec["validCount"]):
-            out.append(f"{ds_id}: {len(train)}+{len(valid)} lines, record says "
-                       f"{rec['trainCount']}+{rec['validCount']}")  # fmt: skip
+            out.append(
+                f"{ds_id}: {len(train)}+{len(valid)} lines, record says "
+                f"{rec['trainCount']}+{rec['validCount']}"
+            )
         for line in train + valid:
             try:
                 json.loads(line)
@@ -147,13 +156,18 @@ def mount_tmpfs(path: Path, size: str) -> None:
     if os.geteuid() != 0:
         raise RuntimeError("the disk-full and read-only-mount checks mount a tmpfs: run as root")
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                   check=True, capture_output=True, timeout=30)  # fmt: skip
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def remount_ro(path: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True,
-                   timeout=30)  # fmt: skip
+    subprocess.run(
+        ["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True, timeout=30
+    )
 
 
 def umount(path: Path) -> None:
@@ -167,8 +181,9 @@ def umount(path: Path) -> None:
 
 def fill(folder: Path) -> None:
     """Fill the filesystem holding ``folder`` to the last block."""
-    subprocess.run(["dd", "if=/dev/zero", f"of={folder / '.filler'}", "bs=4k"],
-                   capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={folder / '.filler'}", "bs=4k"], capture_output=True, timeout=60
+    )
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -192,18 +207,59 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``milady-lab ARGS`` in a new process (what a user's terminal runs)."""
     return subprocess.run(
-        [sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+_CLI_MANY = r"""
+import contextlib, io, json, os, sys
+from milady_lab.cli import main
+out = []
+for argv, env in json.loads(sys.argv[1]):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    err, std = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    os.environ.clear()
+    os.environ.update(saved)
+    out.append([code, std.getvalue(), err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def cli_many(
+    calls: list[tuple[list[str], dict[str, str]]], timeout: float = 300
+) -> list[list[Any]]:
+    """Many ``milady-lab`` commands in one new interpreter: [code, stdout, stderr] each."""
+    r = subprocess.run(
+        [sys.executable, "-c", _CLI_MANY, json.dumps(calls)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 #: The fork server: imports the real code once, then forks one child per request. Each
 #: child runs a scenario in a loop (real milady-lab calls, nothing mocked) until the
 #: test kills it with SIGKILL at a random moment. Children are reaped automatically.
-_ZYGOTE = r'''
+_ZYGOTE = r"""
 import json, os, random, signal, sys, time
 from pathlib import Path
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -279,7 +335,7 @@ for line in sys.stdin:
             os.write(1, f"DIED {os.getpid()} {type(exc).__name__}: {exc}\n".encode())
         os._exit(1)
     os.write(1, f"FORKED {pid}\n".encode())
-'''
+"""
 
 
 class ForkServer:
@@ -293,9 +349,12 @@ class ForkServer:
 
     def __enter__(self) -> ForkServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=self.env, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-c", _ZYGOTE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,8 +392,11 @@ class ForkServer:
     def start(self, scenario: str, args: dict[str, Any], seed: int) -> int:
         """Fork a child running ``scenario``; returns once it is ready (imports done)."""
         assert self.proc is not None and self.proc.stdin is not None
-        req = {"scenario": scenario, "args": {k: str(v) if isinstance(v, Path) else v
-                                                for k, v in args.items()}, "seed": seed}  # fmt: skip
+        req = {
+            "scenario": scenario,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in args.items()},
+            "seed": seed,
+        }
         self.proc.stdin.write((json.dumps(req) + "\n").encode())
         self.proc.stdin.flush()
         pid = int(self._expect("FORKED", 30).split()[1])
@@ -381,8 +443,13 @@ DEEP = 100_000  # nesting levels: far past any JSON parser's recursion limit
 
 
 def _call(user: str, response: str) -> dict[str, Any]:
-    return {"model": "m", "purpose": "response", "systemPrompt": "sys", "userPrompt": user,
-            "response": response}  # fmt: skip
+    return {
+        "model": "m",
+        "purpose": "response",
+        "systemPrompt": "sys",
+        "userPrompt": user,
+        "response": response,
+    }
 
 
 #: id → steps_json: what an agent (or an attacker writing to its database) could store.
@@ -390,10 +457,17 @@ HOSTILE_STEPS: dict[str, Any] = {
     "deep-list": "[" * DEEP + "]" * DEEP,
     "deep-object": '{"steps": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}",
     "deep-in-call": '[{"llmCalls": [{"userPrompt": "u", "response": "r", "x": '
-    + "[" * DEEP + "]" * DEEP + "}]}]",
-    "deep-900-data": json.dumps([{"llmCalls": [_call("deep data?", "ok")],
-                                  "providerAccesses": [{"providerId": "p", "data": 0}]}])
-    .replace('"data": 0', '"data": ' + "[" * 900 + "]" * 900),  # fmt: skip
+    + "[" * DEEP
+    + "]" * DEEP
+    + "}]}]",
+    "deep-900-data": json.dumps(
+        [
+            {
+                "llmCalls": [_call("deep data?", "ok")],
+                "providerAccesses": [{"providerId": "p", "data": 0}],
+            }
+        ]
+    ).replace('"data": 0', '"data": ' + "[" * 900 + "]" * 900),
     "ten-mb-reply": json.dumps([{"stepId": "s", "llmCalls": [_call("big?", "x" * TEN_MB)]}]),
     "int-steps": 42,
     "real-steps": 3.5,
@@ -405,17 +479,36 @@ HOSTILE_STEPS: dict[str, Any] = {
     "calls-is-number": '[{"llmCalls": 5}]',
     "calls-is-object": '[{"llmCalls": {"userPrompt": "u", "response": "r"}}]',
     "calls-wrong-items": '[{"llmCalls": [1, "a", null, [], {"userPrompt": 7, "response": ["x"]}]}]',
-    "numbers-as-strings": json.dumps([{"stepId": 5, "llmCalls": [{
-        **_call("strings?", "yes"), "promptTokens": "12", "completionTokens": "x",
-        "timestamp": "abc", "latencyMs": "9" * 40}]}]),  # fmt: skip
+    "numbers-as-strings": json.dumps(
+        [
+            {
+                "stepId": 5,
+                "llmCalls": [
+                    {
+                        **_call("strings?", "yes"),
+                        "promptTokens": "12",
+                        "completionTokens": "x",
+                        "timestamp": "abc",
+                        "latencyMs": "9" * 40,
+                    }
+                ],
+            }
+        ]
+    ),
     "nested-arrays": "[[[[]]]]",
     "bad-utf8": b'[{"llmCalls": [{"userPrompt": "\xff\xfe", "response": "r\xc3"}]}]',
     "nul-inside": '[{"llmCalls": [{"userPrompt": "a\\u0000b", "response": "c\x00d"}]}]',
     "good-newest": json.dumps([{"stepId": "s1", "llmCalls": [_call("still fine?", "yes")]}]),
 }
 #: Rows whose usable call must reach a dataset.
-USABLE = {"ten-mb-reply", "deep-900-data", "numbers-as-strings", "good-newest", "nul-inside",
-          "bad-utf8"}  # invalid UTF-8 is read with replacement characters
+USABLE = {
+    "ten-mb-reply",
+    "deep-900-data",
+    "numbers-as-strings",
+    "good-newest",
+    "nul-inside",
+    "bad-utf8",
+}  # invalid UTF-8 is read with replacement characters
 
 
 def write_hostile_db(demo_db: Path, path: Path) -> Path:
@@ -426,20 +519,35 @@ def write_hostile_db(demo_db: Path, path: Path) -> Path:
     shutil.copy(demo_db, path)
     conn = sqlite3.connect(path)
     try:
-        template = dict(zip(COLUMNS, conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM trajectories LIMIT 1").fetchone(), strict=True))  # fmt: skip
+        template = dict(
+            zip(
+                COLUMNS,
+                conn.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories LIMIT 1").fetchone(),
+                strict=True,
+            )
+        )
         start = 1_900_000_000_000
         for i, (tid, steps) in enumerate(HOSTILE_STEPS.items()):
-            row = {**template, "id": tid, "start_time": start + i, "steps_json": steps,
-                   "llm_call_count": 1}  # fmt: skip
+            row = {
+                **template,
+                "id": tid,
+                "start_time": start + i,
+                "steps_json": steps,
+                "llm_call_count": 1,
+            }
             conn.execute(INSERT_SQL, [row[c] for c in COLUMNS])
         odd = [
-            {"id": "text-start", "start_time": "abc", "llm_call_count": "many",
-             "total_reward": "high", "duration_ms": 1.5e300},
+            {
+                "id": "text-start",
+                "start_time": "abc",
+                "llm_call_count": "many",
+                "total_reward": "high",
+                "duration_ms": 1.5e300,
+            },
             {"id": "huge-numbers", "start_time": 2**63 - 1, "total_prompt_tokens": -(2**63)},
             {"id": 12345},
             {"id": b"\xff\x00blob"},
-        ]  # fmt: skip
+        ]
         for extra in odd:
             row = {**template, **extra}
             conn.execute(INSERT_SQL, [row[c] for c in COLUMNS])

@@ -71,8 +71,9 @@ def test_every_route_with_every_credential(hostile_lab) -> None:
                 if not _refused(r):
                     problems.append(f"{name}: {method} {path} → {r.status_code} {r.text[:80]}")
 
-            r = http.request(method, path, json=body,
-                             headers={"Authorization": f"token {server.token}"})  # fmt: skip
+            r = http.request(
+                method, path, json=body, headers={"Authorization": f"token {server.token}"}
+            )
             want = EXPECTED_RIGHT.get(path)
             if r.status_code in (401, 403) or (want is not None and r.status_code != want):
                 problems.append(f"right token: {method} {path} → {r.status_code} {r.text[:80]}")

@@ -17,19 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rest_api.restkit import live_server, make_occupied
+from training.jobkit import cleanup_jobs
 
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
 from milady_lab.training.jobs import JobManager
-from rest_api.restkit import live_server, make_occupied
-from training.jobkit import cleanup_jobs
 
 from .relkit import cli, dataset_violations, store_violations
 
 
 def _lines(folder: Path) -> list[bytes]:
-    return sorted((folder / "train.jsonl").read_bytes().splitlines()
-                  + (folder / "valid.jsonl").read_bytes().splitlines())  # fmt: skip
+    return sorted(
+        (folder / "train.jsonl").read_bytes().splitlines()
+        + (folder / "valid.jsonl").read_bytes().splitlines()
+    )
 
 
 def _build_in_process(settings: Settings, limits: list[int], start: Any, out: Any) -> None:
@@ -47,8 +49,12 @@ def _build_in_process(settings: Settings, limits: list[int], start: Any, out: An
 def test_racing_dataset_builds_get_distinct_ids_and_unmixed_files(
     tmp_path: Path, demo_db: Path
 ) -> None:
-    settings = Settings.from_env(home=tmp_path / "home", trajectories=demo_db,
-                                 agent_config=tmp_path / "a.json", cache=tmp_path / "c")  # fmt: skip
+    settings = Settings.from_env(
+        home=tmp_path / "home",
+        trajectories=demo_db,
+        agent_config=tmp_path / "a.json",
+        cache=tmp_path / "c",
+    )
     svc = TrainingService(settings)
     ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -62,7 +68,10 @@ def test_racing_dataset_builds_get_distinct_ids_and_unmixed_files(
         start.set()
         threads = [pool.submit(svc.build_dataset, {"limit": n}) for n in thread_limits]
         results = [out.get(timeout=120) for _ in range(sum(map(len, plan)))]
-        results += [("ok", n, f.result()["dataset"]["id"]) for n, f in zip(thread_limits, threads)]
+        results += [
+            ("ok", n, f.result()["dataset"]["id"])
+            for n, f in zip(thread_limits, threads, strict=True)
+        ]
     for p in procs:
         p.join(60)
     assert [r for r in results if r[0] != "ok"] == []
@@ -87,8 +96,12 @@ def test_kernel_server_and_cli_share_one_store(
     tmp_path: Path, demo_db: Path, job_model_dir: Path, quiet_env: None
 ) -> None:
     """Three processes write at once: no "database is locked", counts add up."""
-    lab = {"home": tmp_path / "home", "trajectories": demo_db,
-           "agent_config": tmp_path / "agent.json", "cache": tmp_path / "cache"}  # fmt: skip
+    lab = {
+        "home": tmp_path / "home",
+        "trajectories": demo_db,
+        "agent_config": tmp_path / "agent.json",
+        "cache": tmp_path / "cache",
+    }
     settings = Settings.from_env(**{k: str(v) for k, v in lab.items()})
     kernel = TrainingService(settings)  # a notebook kernel's in-process service
     rounds = 4
@@ -102,8 +115,12 @@ def test_kernel_server_and_cli_share_one_store(
             made[kind].append(value)
 
     with make_occupied(kernel.store), live_server(tmp_path / "srv", lab) as server:
-        http = httpx.Client(base_url=f"{server.url}api/training/", trust_env=False, timeout=60,
-                            headers={"Authorization": f"token {server.token}"})  # fmt: skip
+        http = httpx.Client(
+            base_url=f"{server.url}api/training/",
+            trust_env=False,
+            timeout=60,
+            headers={"Authorization": f"token {server.token}"},
+        )
 
         def rest_actor() -> None:
             for i in range(rounds):
@@ -149,8 +166,20 @@ def test_kernel_server_and_cli_share_one_store(
                     return
                 ds_id = json.loads(r.stdout)["dataset"]["id"]
                 note("datasets", ds_id)
-                r = cli(*base, "jobs", "start", "--dataset-id", ds_id, "--model",
-                        str(job_model_dir), "--backend", "cpu", "--iterations", "5", "--json")  # fmt: skip
+                r = cli(
+                    *base,
+                    "jobs",
+                    "start",
+                    "--dataset-id",
+                    ds_id,
+                    "--model",
+                    str(job_model_dir),
+                    "--backend",
+                    "cpu",
+                    "--iterations",
+                    "5",
+                    "--json",
+                )
                 if r.returncode != 0:
                     errors.append(f"CLI job {r.returncode}: {r.stderr}")
                     return
@@ -182,4 +211,3 @@ def test_kernel_server_and_cli_share_one_store(
         cleanup_jobs(JobManager(settings, store))
     assert store_violations(settings) == []
     kernel.close()
-

@@ -42,14 +42,21 @@ def _settings(tmp_path: Path, demo_db: Path) -> Settings:
     home = tmp_path / "home"
     home.mkdir()
     return Settings.from_env(
-        home=home, trajectories=demo_db, agent_config=tmp_path / "agent" / "milady.json",
+        home=home,
+        trajectories=demo_db,
+        agent_config=tmp_path / "agent" / "milady.json",
         cache=tmp_path / "cache",
-    )  # fmt: skip
+    )
 
 
 def _args(s: Settings, **extra: Any) -> dict[str, Any]:
-    return {"home": s.home, "trajectories": s.trajectories, "agent_config": s.agent_config,
-            "cache": s.cache, **extra}  # fmt: skip
+    return {
+        "home": s.home,
+        "trajectories": s.trajectories,
+        "agent_config": s.agent_config,
+        "cache": s.cache,
+        **extra,
+    }
 
 
 def _build_window(s: Settings) -> float:
@@ -73,10 +80,21 @@ def _kill_builds(tmp_path: Path, demo_db: Path, n: int, figures: Any, name: str)
         for i in range(n):
             if i % 5 == 4:  # every fifth victim is the real CLI, killed mid-build
                 proc = subprocess.Popen(
-                    [sys.executable, "-c", CLI, "--home", str(s.home), "--trajectories",
-                     s.trajectories, "datasets", "build", "--json"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-c",
+                        CLI,
+                        "--home",
+                        str(s.home),
+                        "--trajectories",
+                        s.trajectories,
+                        "datasets",
+                        "build",
+                        "--json",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 time.sleep(rng.uniform(0.5, 3.0))  # imports, then the build
                 proc.kill()
                 proc.wait(10)
@@ -107,8 +125,9 @@ def _kill_builds(tmp_path: Path, demo_db: Path, n: int, figures: Any, name: str)
         svc.close()
     finally:
         ds.SWEEP_MIN_AGE_S = old
-    figures.add(name, n, len(violations), time.monotonic() - t0, cliKills=cli_kills,
-                datasets=len(listed))  # fmt: skip
+    figures.add(
+        name, n, len(violations), time.monotonic() - t0, cliKills=cli_kills, datasets=len(listed)
+    )
     assert violations == []
 
 
@@ -175,21 +194,20 @@ def _kill_registrations(tmp_path: Path, demo_db: Path, n: int, figures: Any, nam
     completed = len(store.list_jobs(("completed",)))
     failed = len(store.list_jobs(("failed",)))
     store.close()
-    figures.add(name, n, len(violations), time.monotonic() - t0, completedJobs=completed,
-                failedJobs=failed)  # fmt: skip
+    figures.add(
+        name, n, len(violations), time.monotonic() - t0, completedJobs=completed, failedJobs=failed
+    )
     assert violations == []
     assert failed >= 1  # every kill interrupted one registration at least
 
 
 def test_kill_model_registration_at_random_points(tmp_path, demo_db, figures) -> None:
-    _kill_registrations(tmp_path, demo_db, 10, figures,
-                        "kill -9 mid model registration")  # fmt: skip
+    _kill_registrations(tmp_path, demo_db, 10, figures, "kill -9 mid model registration")
 
 
 @pytest.mark.soak
 def test_soak_kill_model_registration(tmp_path, demo_db, figures) -> None:
-    _kill_registrations(tmp_path, demo_db, 120, figures,
-                        "soak: kill -9 mid model registration")  # fmt: skip
+    _kill_registrations(tmp_path, demo_db, 120, figures, "soak: kill -9 mid model registration")
 
 
 # -- activation --------------------------------------------------------------------------------
@@ -205,12 +223,29 @@ def _models(store: StateStore, home: Path, n: int) -> list[str]:
     ids = []
     for i in range(n):
         job_id, model_id = f"job-act-{i}", f"model-act-{i}"
-        store.insert_job({"id": job_id, "status": "completed", "backend": "cpu", "model": "m",
-                          "createdAt": now_ms(), "totalIterations": 1, "options": {}})  # fmt: skip
-        store.insert_model({"id": model_id, "jobId": job_id, "name": f"m-v{i}",
-                            "createdAt": now_ms(), "active": False,
-                            "adapterPath": str(home / "models" / model_id),
-                            "baseModel": "m", "backend": "cpu"})  # fmt: skip
+        store.insert_job(
+            {
+                "id": job_id,
+                "status": "completed",
+                "backend": "cpu",
+                "model": "m",
+                "createdAt": now_ms(),
+                "totalIterations": 1,
+                "options": {},
+            }
+        )
+        store.insert_model(
+            {
+                "id": model_id,
+                "jobId": job_id,
+                "name": f"m-v{i}",
+                "createdAt": now_ms(),
+                "active": False,
+                "adapterPath": str(home / "models" / model_id),
+                "baseModel": "m",
+                "backend": "cpu",
+            }
+        )
         ids.append(model_id)
     return ids
 
@@ -228,8 +263,11 @@ def _kill_activations(tmp_path: Path, demo_db: Path, n: int, figures: Any, name:
     t0 = time.monotonic()
     with ForkServer() as fs:
         for i in range(n):
-            pid = fs.start("activation", _args(s, models=models, providers=providers),
-                           seed=rng.randrange(2**32))  # fmt: skip
+            pid = fs.start(
+                "activation",
+                _args(s, models=models, providers=providers),
+                seed=rng.randrange(2**32),
+            )
             time.sleep(rng.uniform(0, 0.2))
             fs.kill(pid)
             found = config_violations(s.agent_config, keep, {*providers, "anthropic/claude"})
@@ -244,8 +282,11 @@ def _kill_activations(tmp_path: Path, demo_db: Path, n: int, figures: Any, name:
     # One more activation after all the kills: it works, and no temp file is left behind.
     svc = TrainingService(s, reconcile=False)
     assert svc.activate_model(models[0], {"providerModel": "ollama/final"})["ok"] is True
-    strays = [p.name for p in s.agent_config.parent.iterdir()
-              if p.name not in ("milady.json", "milady.json.lock")]  # fmt: skip
+    strays = [
+        p.name
+        for p in s.agent_config.parent.iterdir()
+        if p.name not in ("milady.json", "milady.json.lock")
+    ]
     violations += [f"left in the agent's folder: {p}" for p in strays]
     svc.close()
     store.close()
@@ -259,5 +300,4 @@ def test_kill_activation_at_random_points(tmp_path, demo_db, figures) -> None:
 
 @pytest.mark.soak
 def test_soak_kill_activation(tmp_path, demo_db, figures) -> None:
-    _kill_activations(tmp_path, demo_db, 150, figures,
-                      "soak: kill -9 mid activation")  # fmt: skip
+    _kill_activations(tmp_path, demo_db, 150, figures, "soak: kill -9 mid activation")

@@ -12,6 +12,7 @@ test_restart_follows_live_worker_and_sigkill_fails_it``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -22,12 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
+from rest_api.restkit import LiveServer, live_server
+from training.jobkit import cleanup_jobs
 
 from milady_lab.config import Settings
 from milady_lab.state import StateStore
 from milady_lab.training.jobs import JobManager, group_alive
-from rest_api.restkit import LiveServer, live_server
-from training.jobkit import cleanup_jobs
 
 from .relkit import dataset_violations, store_violations, wait_gone
 
@@ -35,8 +36,14 @@ pytestmark = pytest.mark.slow
 
 
 def _api(server: LiveServer, method: str, path: str, body: Any = None, timeout: float = 60):
-    r = httpx.request(method, f"{server.url}api/training/{path}", json=body, timeout=timeout,
-                      headers={"Authorization": f"token {server.token}"}, trust_env=False)  # fmt: skip
+    r = httpx.request(
+        method,
+        f"{server.url}api/training/{path}",
+        json=body,
+        timeout=timeout,
+        headers={"Authorization": f"token {server.token}"},
+        trust_env=False,
+    )
     return r.status_code, r.json()
 
 
@@ -59,10 +66,8 @@ def _job(server: LiveServer, job_id: str) -> dict[str, Any]:
 
 def _build_quietly(server: LiveServer) -> None:
     """A build request whose server dies under it."""
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         _api(server, "POST", "datasets/build", {}, timeout=30)
-    except httpx.HTTPError:
-        pass
 
 
 def _kill9(server: LiveServer) -> None:
@@ -72,8 +77,12 @@ def _kill9(server: LiveServer) -> None:
 
 @pytest.fixture
 def lab(tmp_path: Path, demo_db: Path, quiet_env: None) -> dict[str, Path]:
-    return {"home": tmp_path / "home", "trajectories": demo_db,
-            "agent_config": tmp_path / "agent" / "milady.json", "cache": tmp_path / "cache"}  # fmt: skip
+    return {
+        "home": tmp_path / "home",
+        "trajectories": demo_db,
+        "agent_config": tmp_path / "agent" / "milady.json",
+        "cache": tmp_path / "cache",
+    }
 
 
 @pytest.fixture
@@ -95,8 +104,7 @@ def test_server_killed_mid_training_and_mid_build(
     tmp_path: Path, lab, settings: Settings, job_model_dir: Path, no_worker_left
 ) -> None:
     rng = random.Random(8)
-    job_body = {"model": str(job_model_dir), "backend": "cpu", "batchSize": 1,
-                "learningRate": 1e-3}  # fmt: skip
+    job_body = {"model": str(job_model_dir), "backend": "cpu", "batchSize": 1, "learningRate": 1e-3}
 
     # -- 1. server A: a job trains; a build is in flight; kill -9 the server --------------
     with live_server(tmp_path / "a", lab) as a:
@@ -123,8 +131,11 @@ def test_server_killed_mid_training_and_mid_build(
                 assert StateStore(settings.state_db).get_job(job_id)["pid"] == pid
                 before = job["currentIteration"]
                 os.killpg(pid, signal.SIGCONT)
-                done = _wait(lambda: (j := _job(b, job_id))["status"] != "running" and j, 180,
-                             "the followed job to end")  # fmt: skip
+                done = _wait(
+                    lambda: (j := _job(b, job_id))["status"] != "running" and j,
+                    180,
+                    "the followed job to end",
+                )
                 assert done["status"] == "completed", (done, b.log_tail())
                 assert done["currentIteration"] == 25 > before
                 code, models = _api(b, "GET", "models")
@@ -132,8 +143,9 @@ def test_server_killed_mid_training_and_mid_build(
                 wait_gone(pid, 30)
 
                 # -- 3. a worker that dies while no server runs is failed on restart --------
-                code, started = _api(b, "POST", "jobs",
-                                     {**job_body, "datasetId": ds_id, "iterations": 100_000})  # fmt: skip
+                code, started = _api(
+                    b, "POST", "jobs", {**job_body, "datasetId": ds_id, "iterations": 100_000}
+                )
                 assert code == 201, started
                 job2 = started["job"]["id"]
                 _wait(lambda: _job(b, job2)["currentIteration"] >= 1, 120, "job 2 to train")
@@ -157,11 +169,13 @@ def test_server_killed_mid_training_and_mid_build(
         code, status = _api(c, "GET", "status")
         assert status["activeJobId"] is None
 
-        # -- invariants after two server kills and a worker kill ------------------------------------------------
+        # -- invariants after two server kills and a worker kill --------------------------
         store = StateStore(settings.state_db)
         assert store_violations(settings) == []
         assert dataset_violations(settings, store) == []
-        assert [j["status"] for j in store.list_jobs() if j["status"] in ("queued", "running")] == []
+        assert [
+            j["status"] for j in store.list_jobs() if j["status"] in ("queued", "running")
+        ] == []
         models = store.list_models()
         assert [m["jobId"] for m in models] == [job_id]  # only the completed job has a model
         assert sorted(p.name for p in settings.models_dir.iterdir()) == [models[0]["id"]]

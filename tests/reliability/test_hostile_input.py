@@ -11,21 +11,17 @@ test_rest_live.py::test_schemathesis_against_live_server``.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
+from rest_api.restkit import insert_job, insert_model
 
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
 from milady_lab.state import StateStore
-from rest_api.restkit import insert_job, insert_model
 
-from .relkit import tree_snapshot
+from .relkit import cli_many, tree_snapshot
 
 ID_ROUTES = [
     ("GET", "trajectories/{}"),
@@ -73,8 +69,12 @@ def _outside(lab: dict) -> dict:
 @pytest.fixture(scope="module")
 def http(hostile_lab):
     server = hostile_lab["server"]
-    with httpx.Client(base_url=f"{server.url}api/training/", trust_env=False, timeout=60,
-                      headers={"Authorization": f"token {server.token}"}) as client:  # fmt: skip
+    with httpx.Client(
+        base_url=f"{server.url}api/training/",
+        trust_env=False,
+        timeout=60,
+        headers={"Authorization": f"token {server.token}"},
+    ) as client:
         yield client
 
 
@@ -94,9 +94,13 @@ def test_hostile_ids_on_every_route_are_4xx_and_touch_nothing_outside(hostile_la
     for method, route in ID_ROUTES:
         for raw in HOSTILE_PATH_IDS:
             r = http.request(method, route.format(raw), json={} if method == "POST" else None)
-            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            body = (
+                r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            )
             if r.status_code not in (400, 404) or not body.get("message"):
-                problems.append(f"{method} {route.format(raw[:40])}: {r.status_code} {r.text[:120]}")
+                problems.append(
+                    f"{method} {route.format(raw[:40])}: {r.status_code} {r.text[:120]}"
+                )
     assert problems == []
     assert _outside(hostile_lab) == before
     assert "Traceback" not in hostile_lab["server"].log.read_text(errors="replace")
@@ -111,8 +115,11 @@ HOSTILE_BODIES = [
     ("POST", "jobs", {"model": "x\u0000y", "iterations": 1}),
     ("POST", "models/model-real-1/activate", {"providerModel": "\u0000"}),
     ("POST", "models/model-real-1/benchmark", {"datasetId": "../../sentinel"}),
-    ("POST", "models/model-real-1/import-ollama", {"ollamaUrl": "http://localhost/../x",
-                                                   "modelName": "../../x"}),  # fmt: skip
+    (
+        "POST",
+        "models/model-real-1/import-ollama",
+        {"ollamaUrl": "http://localhost/../x", "modelName": "../../x"},
+    ),
     ("GET", "jobs/job-real-1/metrics?after=1%20OR%201%3D1", None),
     ("GET", "trajectories?limit=1%27%20OR%20%271%27%3D%271", None),
     ("GET", "events?after=..%2F..&timeout=0", None),
@@ -120,8 +127,9 @@ HOSTILE_BODIES = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), HOSTILE_BODIES, ids=range(len(HOSTILE_BODIES)))
-def test_hostile_values_in_bodies_and_queries_are_4xx(hostile_lab, http, real, method, path,
-                                                      body) -> None:  # fmt: skip
+def test_hostile_values_in_bodies_and_queries_are_4xx(
+    hostile_lab, http, real, method, path, body
+) -> None:
     before = _outside(hostile_lab)
     r = http.request(method, path, json=body)
     assert r.status_code in (400, 404, 409, 502), r.text
@@ -130,21 +138,26 @@ def test_hostile_values_in_bodies_and_queries_are_4xx(hostile_lab, http, real, m
 
 
 def test_sql_shaped_ids_never_change_a_query(hostile_lab, http, real) -> None:
-    for kind, route in (("trajectory", "trajectories/{}"), ("job", "jobs/{}"),
-                        ("job", "jobs/{}/metrics")):  # fmt: skip
+    for kind, route in (
+        ("trajectory", "trajectories/{}"),
+        ("job", "jobs/{}"),
+        ("job", "jobs/{}/metrics"),
+    ):
         assert http.get(route.format(real[kind])).status_code == 200
         for suffix in SQL_SUFFIXES:
             for candidate in (real[kind] + suffix, "x" + suffix, suffix):
                 r = http.get(route.format(quote(candidate, safe="")))
                 assert r.status_code == 404, (candidate, r.status_code, r.text[:200])
     for suffix in SQL_SUFFIXES:
-        r = http.post(f"models/{quote(real['model'] + suffix, safe='')}/activate",
-                      json={"providerModel": "x"})  # fmt: skip
+        r = http.post(
+            f"models/{quote(real['model'] + suffix, safe='')}/activate", json={"providerModel": "x"}
+        )
         assert r.status_code == 404, r.text
     # The Python API, with the same strings (and the store still holds every table).
-    svc = TrainingService(Settings.from_env(home=hostile_lab["home"],
-                                            trajectories=hostile_lab["trajectories"]),
-                          reconcile=False)  # fmt: skip
+    svc = TrainingService(
+        Settings.from_env(home=hostile_lab["home"], trajectories=hostile_lab["trajectories"]),
+        reconcile=False,
+    )
     for suffix in SQL_SUFFIXES:
         assert svc.source.detail(real["trajectory"] + suffix) is None
         assert svc.source.detail(suffix) is None
@@ -155,38 +168,36 @@ def test_sql_shaped_ids_never_change_a_query(hostile_lab, http, real) -> None:
     svc.close()
 
 
-_CLI_LOOP = r"""
-import contextlib, io, json, sys
-from milady_lab.cli import main
-out = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    out.append([argv, code, err.getvalue()])
-print(json.dumps(out))
-"""
-
-
 def test_cli_refuses_hostile_ids_with_one_line(hostile_lab, real) -> None:
     before = _outside(hostile_lab)
-    base = ["--home", str(hostile_lab["home"]), "--trajectories", str(hostile_lab["trajectories"]),
-            "--agent-config", str(hostile_lab["agent_config"])]  # fmt: skip
-    ids = ["../../sentinel/passwd", "' OR '1'='1", real["job"] + "' OR 1=1 --", "x\nInjected: 1",
-           "a" * 10_000, "..\\..\\sentinel"]  # fmt: skip
-    commands = [
-        [*base, *cmd, hostile]
-        for hostile in ids
-        for cmd in (["trajectories", "show"], ["jobs", "show"], ["jobs", "cancel"],
-                    ["models", "show"], ["models", "activate"])  # fmt: skip
+    base = [
+        "--home",
+        str(hostile_lab["home"]),
+        "--trajectories",
+        str(hostile_lab["trajectories"]),
+        "--agent-config",
+        str(hostile_lab["agent_config"]),
     ]
-    r = subprocess.run([sys.executable, "-c", _CLI_LOOP, json.dumps(commands)],
-                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    for argv, code, err in json.loads(r.stdout):
+    ids = [
+        "../../sentinel/passwd",
+        "' OR '1'='1",
+        real["job"] + "' OR 1=1 --",
+        "x\nInjected: 1",
+        "a" * 10_000,
+        "..\\..\\sentinel",
+    ]
+    commands = [
+        ([*base, *cmd, hostile], {})
+        for hostile in ids
+        for cmd in (
+            ["trajectories", "show"],
+            ["jobs", "show"],
+            ["jobs", "cancel"],
+            ["models", "show"],
+            ["models", "activate"],
+        )
+    ]
+    for (argv, _), (code, _, err) in zip(commands, cli_many(commands), strict=True):
         assert code == 2, (argv[-2:], code, err)
         assert err.startswith("milady-lab: ") and "Traceback" not in err
         assert err.count("\n") == 1, err  # one line, even for an id with a newline

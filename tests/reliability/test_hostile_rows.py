@@ -23,9 +23,14 @@ from .relkit import HOSTILE_STEPS, TEN_MB, USABLE, cli
 
 
 def _service(tmp_path: Path, db: Path) -> TrainingService:
-    return TrainingService(Settings.from_env(home=tmp_path / "home", trajectories=db,
-                                             agent_config=tmp_path / "a.json",
-                                             cache=tmp_path / "c"))  # fmt: skip
+    return TrainingService(
+        Settings.from_env(
+            home=tmp_path / "home",
+            trajectories=db,
+            agent_config=tmp_path / "a.json",
+            cache=tmp_path / "c",
+        )
+    )
 
 
 def _count(db: Path) -> int:
@@ -64,21 +69,28 @@ def test_python_api_survives_every_crafted_row(tmp_path: Path, hostile_db: Path)
     rec = svc.build_dataset({})["dataset"]
     examples = load_examples(rec["path"], "all")
     used = set(examples["trajectoryId"].to_list())
-    assert USABLE <= used
+    assert used >= USABLE
     assert not (set(HOSTILE_STEPS) - USABLE) & used
-    assert examples.filter(examples["trajectoryId"] == "ten-mb-reply")["assistant"].str.len_chars()[0] == TEN_MB  # noqa: E501
+    assert (
+        examples.filter(examples["trajectoryId"] == "ten-mb-reply")["assistant"].str.len_chars()[0]
+        == TEN_MB
+    )
     preview = svc.preview_dataset({})
     assert preview == {k: rec[k] for k in ("trajectoryCount", "exampleCount")}
     frame = svc.llm_calls_frame().collect()
-    assert USABLE <= set(frame["trajectoryId"].to_list())
+    assert set(frame["trajectoryId"].to_list()) >= USABLE
     svc.close()
 
 
 def test_rest_and_cli_survive_every_crafted_row(hostile_lab) -> None:
     server = hostile_lab["server"]
     total = _count(hostile_lab["trajectories"])
-    with httpx.Client(base_url=f"{server.url}api/training/", trust_env=False, timeout=120,
-                      headers={"Authorization": f"token {server.token}"}) as http:  # fmt: skip
+    with httpx.Client(
+        base_url=f"{server.url}api/training/",
+        trust_env=False,
+        timeout=120,
+        headers={"Authorization": f"token {server.token}"},
+    ) as http:
         page = http.get("trajectories", params={"limit": 500})
         assert page.status_code == 200 and page.json()["total"] == total
         for tid in HOSTILE_STEPS:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rest_api.restkit import live_server, make_occupied
+from training.jobkit import add_dataset, cleanup_jobs, wait_status
 
 from milady_lab.config import Settings
 from milady_lab.errors import StorageError
 from milady_lab.service import TrainingService
 from milady_lab.training.jobs import JobManager
-from rest_api.restkit import live_server, make_occupied
-from training.jobkit import add_dataset, cleanup_jobs, wait_status
 
 from .relkit import cli, fill, store_violations
 
@@ -36,8 +36,12 @@ def test_disk_full_during_build_is_a_clear_error_and_leaves_nothing(
     tmp_path: Path, demo_db: Path, tmpfs
 ) -> None:
     home = tmpfs(tmp_path / "home", "1m")  # the state db fits; a 400-trajectory dataset does not
-    lab = {"home": home, "trajectories": demo_db, "agent_config": tmp_path / "a.json",
-           "cache": tmp_path / "cache"}  # fmt: skip
+    lab = {
+        "home": home,
+        "trajectories": demo_db,
+        "agent_config": tmp_path / "a.json",
+        "cache": tmp_path / "cache",
+    }
     settings = Settings.from_env(**{k: str(v) for k, v in lab.items()})
     svc = TrainingService(settings)
 
@@ -54,8 +58,13 @@ def test_disk_full_during_build_is_a_clear_error_and_leaves_nothing(
     assert len(r.stderr.strip().splitlines()) == 1
     # REST: 507 with the message, never a 500.
     with live_server(tmp_path / "srv", lab) as server:
-        resp = httpx.post(f"{server.url}api/training/datasets/build", json={}, timeout=60,
-                          headers={"Authorization": f"token {server.token}"}, trust_env=False)  # fmt: skip
+        resp = httpx.post(
+            f"{server.url}api/training/datasets/build",
+            json={},
+            timeout=60,
+            headers={"Authorization": f"token {server.token}"},
+            trust_env=False,
+        )
         assert resp.status_code == 507, resp.text
         assert "disk space" in resp.json()["message"]
     assert list(settings.datasets_dir.iterdir()) == []
@@ -72,8 +81,12 @@ def test_disk_full_during_build_is_a_clear_error_and_leaves_nothing(
 def job_settings(tmp_path: Path, quiet_env: None) -> Settings:
     home = tmp_path / "home"
     home.mkdir()
-    return Settings.from_env(home=home, trajectories=tmp_path / "none.sqlite",
-                             agent_config=tmp_path / "a.json", cache=tmp_path / "cache")  # fmt: skip
+    return Settings.from_env(
+        home=home,
+        trajectories=tmp_path / "none.sqlite",
+        agent_config=tmp_path / "a.json",
+        cache=tmp_path / "cache",
+    )
 
 
 def _assert_failed_cleanly(mgr: JobManager, job_id: str, settings: Settings) -> dict:
@@ -97,8 +110,15 @@ def test_disk_full_writing_the_adapter_fails_the_job_cleanly(
     fill(tmpfs(settings.models_dir, "64k"))
     mgr = svc.jobs_manager
     try:
-        job = mgr.start({"datasetId": ds, "model": str(job_model_dir), "backend": "cpu",
-                         "iterations": 3, "batchSize": 2})  # fmt: skip
+        job = mgr.start(
+            {
+                "datasetId": ds,
+                "model": str(job_model_dir),
+                "backend": "cpu",
+                "iterations": 3,
+                "batchSize": 2,
+            }
+        )
         _assert_failed_cleanly(mgr, job["id"], settings)
     finally:
         cleanup_jobs(mgr)
@@ -115,8 +135,16 @@ def test_disk_full_writing_a_checkpoint_fails_the_job_cleanly(
     mgr = svc.jobs_manager
     try:
         with make_occupied(svc.store) as occupier:  # queue the job: its folder exists first
-            job = mgr.start({"datasetId": ds, "model": str(job_model_dir), "backend": "cpu",
-                             "iterations": 6, "batchSize": 2, "checkpointEvery": 2})  # fmt: skip
+            job = mgr.start(
+                {
+                    "datasetId": ds,
+                    "model": str(job_model_dir),
+                    "backend": "cpu",
+                    "iterations": 6,
+                    "batchSize": 2,
+                    "checkpointEvery": 2,
+                }
+            )
             assert job["status"] == "queued"
             fill(tmpfs(settings.jobs_dir / job["id"] / "checkpoints", "64k"))
             os.killpg(occupier["pid"], signal.SIGKILL)
@@ -182,12 +210,21 @@ def _large_db(count: int, base: Path) -> Path:
 def _list_and_build_large(tmp_path: Path, count: int, figures) -> None:
     t0 = time.monotonic()
     db = _large_db(count, tmp_path)
-    r = subprocess.run([sys.executable, "-c", _LARGE, str(db), str(tmp_path / "home")],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", _LARGE, str(db), str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    figures.add(f"list + build {count:,} trajectories", 1, 0, time.monotonic() - t0, **{
-        k: round(v, 1) if isinstance(v, float) else v for k, v in got.items()})  # fmt: skip
+    figures.add(
+        f"list + build {count:,} trajectories",
+        1,
+        0,
+        time.monotonic() - t0,
+        **{k: round(v, 1) if isinstance(v, float) else v for k, v in got.items()},
+    )
     assert got["total"] == count
     assert got["listRssMb"] <= LIST_RSS_MB, got
     assert got["buildRssMb"] <= BUILD_RSS_MB, got

@@ -216,25 +216,34 @@ def test_cpu_cancel_checkpoint_and_resume_continue_exactly(
         run_training(make_spec(tiny_llama_dir, memo_dataset, tmp_path / "b0", **kw), early)
     assert stopped.value.iteration == 0 and early.metrics == []
 
-    # Cancel after 5 steps: it stops before the 6th; the checkpoint at 4 is complete.
+    # Cancel after 5 steps: it stops before the 6th, after the checkpoint at 4 and one
+    # more at 5 that keeps the work done since.
     cut = Recorder(stop_after=5)
     spec = make_spec(tiny_llama_dir, memo_dataset, tmp_path / "b", **kw)
     with pytest.raises(TrainingCancelled) as stopped:
         run_training(spec, cut)
     assert stopped.value.iteration == 5 and len(cut.metrics) == 5
-    assert [i for i, _ in cut.checkpoints] == [4]
+    assert [i for i, _ in cut.checkpoints] == [4, 5]
+    assert sorted(p.name for p in spec.checkpoint_dir.iterdir()) == ["4", "5"]  # no temp dirs
     ckpt = latest_checkpoint(spec.checkpoint_dir)
-    assert ckpt == spec.checkpoint_dir / "4"
-    assert sorted(p.name for p in spec.checkpoint_dir.iterdir()) == ["4"]  # no temp leftovers
-    assert json.loads((ckpt / "checkpoint.json").read_text())["iteration"] == 4
+    assert ckpt == spec.checkpoint_dir / "5"
+    assert json.loads((ckpt / "checkpoint.json").read_text())["iteration"] == 5
 
-    resumed = Recorder()
-    spec2 = make_spec(tiny_llama_dir, memo_dataset, tmp_path / "c", resume_from=ckpt, **kw)
-    result = run_training(spec2, resumed)
-    assert resumed.started == (8, 4)
-    assert [m["iteration"] for m in resumed.metrics] == [5, 6, 7, 8]
-    # Same optimizer, scheduler, RNG and batches: the same losses as without the break.
-    assert resumed.losses() == pytest.approx(full.losses()[4:], rel=1e-4)
+    # Resume from the periodic checkpoint: same optimizer, scheduler, RNG and batches,
+    # so the same losses as the run without a break.
+    for at in (4, 5):
+        resumed = Recorder()
+        spec2 = make_spec(
+            tiny_llama_dir,
+            memo_dataset,
+            tmp_path / f"c{at}",
+            resume_from=spec.checkpoint_dir / str(at),
+            **kw,
+        )
+        result = run_training(spec2, resumed)
+        assert resumed.started == (8, at)
+        assert [m["iteration"] for m in resumed.metrics] == list(range(at + 1, 9))
+        assert resumed.losses() == pytest.approx(full.losses()[at:], rel=1e-4)
     assert resumed.metrics[-1]["learningRate"] == pytest.approx(full.metrics[-1]["learningRate"])
     assert result.trained_tokens == full.metrics[-1]["trainedTokens"]
 

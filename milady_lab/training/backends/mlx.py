@@ -374,11 +374,14 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
             callback.on_metric(metric)
             if not math.isfinite(state["loss"]):
                 raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
-            if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
+            every = spec.checkpoint_every
+            stop = iteration < total and callback.should_stop()
+            # On cancel, keep the work since the last checkpoint (LoRA saves are quick).
+            if every > 0 and (iteration % every == 0 or stop):
                 path = save_checkpoint(iteration)
                 callback.on_log(f"checkpoint at iteration {iteration}")
                 callback.on_checkpoint(iteration, path)
-            if iteration < total and callback.should_stop():
+            if stop:
                 raise TrainingCancelled(iteration)
             self.tic = time.perf_counter()
 
