@@ -318,7 +318,9 @@ class StateStore:
         return [_decode(_TABLES[table], r) for r in rows]
 
     # -- datasets ---------------------------------------------------------------------------
-    def insert_dataset(self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
+    def insert_dataset(
+        self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None
+    ) -> None:
         self._insert("datasets", rec, conn)
 
     def get_dataset(self, id_: str) -> dict[str, Any] | None:

@@ -133,6 +133,24 @@ def _start_server() -> None:
     os.environ["MILADY_LAB_SERVER_TOKEN"] = token
 
 
+def _cancel_live_jobs() -> None:
+    """A notebook stopped mid-run (a failure, Ctrl-C) can leave a worker training in the
+    temp home: cancel it, so nothing writes there after the folder is removed."""
+    from milady_lab.config import Settings
+    from milady_lab.service import TrainingService
+
+    svc = TrainingService(Settings.from_env(), reconcile=False)
+    try:
+        for job in svc.list_jobs()["jobs"]:
+            if job["status"] in ("queued", "running"):
+                try:
+                    svc.cancel_job(job["id"])
+                except Exception as exc:  # report, and go on cleaning up
+                    print(f"notebooks/conftest.py: cancelling {job['id']}: {exc}")
+    finally:
+        svc.close()
+
+
 def pytest_unconfigure(config) -> None:
     proc = _state.pop("server", None)
     if isinstance(proc, subprocess.Popen):
@@ -146,5 +164,7 @@ def pytest_unconfigure(config) -> None:
     if log is not None:
         log.close()  # type: ignore[attr-defined]
     root = _state.pop("root", None)
+    if root is not None and (Path(str(root)) / "home" / "state.sqlite").exists():
+        _cancel_live_jobs()
     if root is not None and not os.environ.get("MILADY_LAB_KEEP_NBVAL_HOME"):
         shutil.rmtree(str(root), ignore_errors=True)

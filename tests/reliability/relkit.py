@@ -260,7 +260,7 @@ def cli_many(
 #: child runs a scenario in a loop (real milady-lab calls, nothing mocked) until the
 #: test kills it with SIGKILL at a random moment. Children are reaped automatically.
 _ZYGOTE = r"""
-import json, os, random, signal, sys, time
+import faulthandler, json, os, random, signal, sys, time
 from pathlib import Path
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 import polars  # noqa: F401  (no Polars work here: its thread pool starts in the children)
@@ -328,6 +328,7 @@ for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        faulthandler.dump_traceback_later(40, exit=True)  # a hung child says where
         random.seed(req.get("seed"))
         try:
             SCENARIOS[req["scenario"]](req["args"])
