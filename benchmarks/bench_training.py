@@ -19,6 +19,7 @@ On a GPU (``--backend cuda``) it also prints the model-FLOPs utilisation,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -139,21 +140,57 @@ def _synthetic_lines(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 # -- the two runs (in a child process each) --------------------------------------------------
+class Sync:
+    """``--concurrent``: both runs train at the same time, so a busy machine slows both
+    alike. Each times its first ``steps`` steps, then keeps training (untimed) until the
+    other has timed its own, so neither is ever measured running alone."""
+
+    def __init__(self, which: str) -> None:
+        folder = os.environ.get("BENCH_SYNC")
+        self.dir = Path(folder) if folder else None
+        self.mine = self.dir / f"{which}.done" if self.dir else None
+        other = "trainer" if which == "ours" else "ours"
+        self.other = self.dir / f"{other}.done" if self.dir else None
+
+    @property
+    def on(self) -> bool:
+        return self.dir is not None
+
+    def measured(self) -> None:
+        if self.mine is not None:
+            self.mine.touch()
+
+    def may_stop(self) -> bool:
+        return self.other is None or self.other.exists()
+
+    def max_steps(self, steps: int) -> int:
+        return steps * 20 if self.on else steps
+
+
 def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str, Any]:
-    from milady_lab.training.backends import run_training
+    from milady_lab.training.backends import TrainingCancelled, run_training
     from milady_lab.training.callbacks import TrainingCallback
     from milady_lab.training.spec import TrainSpec
+
+    sync = Sync("ours")
 
     class Clock(TrainingCallback):
         start = end = 0.0
         tokens = 0
+        loss = float("nan")
 
         def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
             self.start = time.perf_counter()
 
         def on_metric(self, metric: dict[str, Any]) -> None:
-            self.end = time.perf_counter()
-            self.tokens = metric["trainedTokens"]
+            if metric["iteration"] == args.steps:
+                self.end = time.perf_counter()
+                self.tokens = metric["trainedTokens"]
+                self.loss = metric["loss"]
+                sync.measured()
+
+        def should_stop(self) -> bool:
+            return self.end > 0 and sync.may_stop()
 
     out = Path(tempfile.mkdtemp(prefix="bench-ours-"))
     spec = TrainSpec(
@@ -163,7 +200,7 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         dataset_dir=data,
         output_dir=out / "adapter",
         checkpoint_dir=out / "ckpt",
-        iterations=args.steps,
+        iterations=sync.max_steps(args.steps),
         batch_size=args.batch_size,
         learning_rate=2e-4,
         lora_rank=LORA["r"],
@@ -175,13 +212,14 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         extra={"base_model_path": model_path, "cpu_bf16": CPU_DTYPES[args.cpu_dtype]},
     )
     clock = Clock()
-    result = run_training(spec, clock)
+    with contextlib.suppress(TrainingCancelled):
+        run_training(spec, clock)
     seconds = clock.end - clock.start
     return {
         "tokens": clock.tokens,
         "seconds": seconds,
         "tps": clock.tokens / seconds,
-        "loss": result.final_loss,
+        "loss": clock.loss,
         "gpuPeak": _gpu_peak(),
     }
 
@@ -199,6 +237,7 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
 
     from milady_lab.training.backends.data import load_examples
 
+    sync = Sync("trainer")
     cuda = args.backend == "cuda"
     tok = AutoTokenizer.from_pretrained(model_path)
     examples, _ = load_examples(data / "train.jsonl", tok, args.max_seq_length)
@@ -209,7 +248,7 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         }
         for e in examples
     ]
-    counted = {"tokens": 0}
+    batch_tokens: list[int] = []  # non-padding tokens of each training batch, in order
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(b["input_ids"]) for b in batch)
@@ -222,19 +261,28 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
             ids[i, :n] = torch.tensor(b["input_ids"])
             labels[i, :n] = torch.tensor(b["labels"])
             attn[i, :n] = 1
-        counted["tokens"] += int(attn.sum())
+        batch_tokens.append(int(attn.sum()))
         return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
     class Clock(TrainerCallback):
         start = end = 0.0
+        loss = float("nan")
 
         def on_train_begin(self, *a: Any, **k: Any) -> None:
             self.start = time.perf_counter()
 
-        def on_train_end(self, *a: Any, **k: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            self.end = time.perf_counter()
+        def on_step_end(self, targs: Any, state: Any, control: Any, **k: Any) -> None:
+            if state.global_step == args.steps:
+                if cuda:
+                    torch.cuda.synchronize()
+                self.end = time.perf_counter()
+                sync.measured()
+            if self.end > 0 and sync.may_stop():
+                control.should_training_stop = True
+
+        def on_log(self, targs: Any, state: Any, control: Any, logs: Any = None, **k: Any) -> None:
+            if logs and "loss" in logs and state.global_step <= args.steps:
+                self.loss = float(logs["loss"])
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(
@@ -253,7 +301,7 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
     targs = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
         per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps,
+        max_steps=sync.max_steps(args.steps),
         learning_rate=2e-4,
         lr_scheduler_type="cosine",
         warmup_steps=1,
@@ -271,13 +319,14 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
     trainer = Trainer(
         model=model, args=targs, train_dataset=rows, data_collator=collate, callbacks=[clock]
     )
-    out = trainer.train()
+    trainer.train()
     seconds = clock.end - clock.start
+    tokens = sum(batch_tokens[: args.steps])
     return {
-        "tokens": counted["tokens"],
+        "tokens": tokens,
         "seconds": seconds,
-        "tps": counted["tokens"] / seconds,
-        "loss": out.training_loss,
+        "tps": tokens / seconds,
+        "loss": clock.loss,
         "gpuPeak": _gpu_peak(),
     }
 
@@ -288,45 +337,56 @@ def _gpu_peak() -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
-def _child(which: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one side in a fresh process; its peak RSS comes from ``wait4``."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        which,
-        "--backend",
-        args.backend,
-        "--steps",
-        str(args.steps),
-        "--batch-size",
-        str(args.batch_size),
-        "--model",
-        args.model,
-        "--max-seq-length",
-        str(args.max_seq_length),
-        "--trajectories",
-        str(args.trajectories),
-        "--seed",
-        str(args.seed),
-    ]
+def _child_cmd(which: str, args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, __file__, "--child", which, "--backend", args.backend]
+    cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    cmd += ["--model", args.model, "--max-seq-length", str(args.max_seq_length)]
+    cmd += ["--trajectories", str(args.trajectories), "--seed", str(args.seed)]
     cmd += ["--cpu-dtype", args.cpu_dtype]
     if args.trainer_bf16:
         cmd.append("--trainer-bf16")
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
-        env = {
-            **os.environ,
-            "BENCH_RESULT": result.name,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_VERBOSITY": "error",
-        }
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status != 0:
-            raise SystemExit(f"{which} run failed (status {status})")
-        data = json.loads(Path(result.name).read_text())
+    return cmd
+
+
+def _children(which: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Run the sides in fresh processes (one after the other, or together with
+    ``--concurrent``); each one's peak RSS comes from ``wait4``."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        # Both sides get the same threads: what a job would pick now (the idle cores),
+        # or half the cores each when they run together.
+        if args.concurrent:
+            env["BENCH_SYNC"] = scratch
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // 2))
+        elif "OMP_NUM_THREADS" not in env:
+            from milady_lab.training.backends.common import pick_cpu_threads
+
+            env["OMP_NUM_THREADS"] = str(pick_cpu_threads({}, os.cpu_count() or 1))
+        print(f"threads per run: {env['OMP_NUM_THREADS']}")
+        procs: dict[int, str] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for name in which:
+            out = Path(scratch) / f"{name}.json"
+            proc = subprocess.Popen(
+                _child_cmd(name, args),
+                env={**env, "BENCH_RESULT": str(out)},
+                stdout=subprocess.DEVNULL,
+            )
+            procs[proc.pid] = name
+            if not args.concurrent:
+                results[name] = _reap(proc.pid, name, out)
+        for pid, name in procs.items():
+            if name not in results:
+                results[name] = _reap(pid, name, Path(scratch) / f"{name}.json")
+    return {name: results[name] for name in which}
+
+
+def _reap(pid: int, name: str, out: Path) -> dict[str, Any]:
+    _, status, usage = os.wait4(pid, 0)
+    if status != 0:
+        raise SystemExit(f"{name} run failed (status {status})")
     rss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-    return {**data, "rss": rss}
+    return {**json.loads(out.read_text()), "rss": rss}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--trainer-bf16", action="store_true", help="Trainer with bf16=True")
     p.add_argument("--only", choices=["ours", "trainer"], help="run one side only")
+    p.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run both at once, one core each (fair on a machine other work keeps busy)",
+    )
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -365,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch_size} · LoRA r={LORA['r']} alpha={LORA['alpha']:g} "
         f"{'/'.join(LORA['targets'])} · {n_lines} examples ({data})"
     )
-    runs = {}
-    for which in ("ours", "trainer"):
-        if args.only and which != args.only:
-            continue
-        runs[which] = r = _child(which, args)
+    mode = "concurrently, one core each" if args.concurrent else "one after the other"
+    print(f"runs: {mode} · {os.cpu_count()} CPUs · load average {os.getloadavg()[0]:.1f}")
+    sides = [w for w in ("ours", "trainer") if not args.only or w == args.only]
+    runs = _children(sides, args)
+    for which, r in runs.items():
         gpu = f"  gpu peak {r['gpuPeak'] / 2**30:.2f} GiB" if r.get("gpuPeak") else ""
         print(
             f"{which:>8}: {r['tps']:8.1f} tokens/s  ({r['tokens']} tokens in "

@@ -122,7 +122,9 @@ def _start_server() -> None:
             tail = (root / "jupyter-server.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"jupyter server exited with {proc.returncode}:\n{tail}")
         try:
-            if httpx.get(url + "api/status", headers=headers, timeout=2, trust_env=False).is_success:
+            if httpx.get(
+                url + "api/status", headers=headers, timeout=2, trust_env=False
+            ).is_success:
                 break
         except httpx.HTTPError:
             pass

@@ -94,10 +94,15 @@ def _check_server(repo: Path, env: dict[str, str], tmp: Path) -> None:
         proc = subprocess.Popen(
             [
                 str(repo / "binder" / "start"),
-                "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={token}",
-            ],  # fmt: skip
+            ],
             cwd=repo,
             env=env,
             stdout=fh,
@@ -169,10 +174,16 @@ def test_binder_build_and_quickstart(tmp_path: Path) -> None:
     _run(
         [
             str(repo / "binder" / "start"),
-            "jupyter", "nbconvert", "--to", "notebook", "--execute",
-            "--ExecutePreprocessor.timeout=900", "--output-dir", str(out_dir),
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--ExecutePreprocessor.timeout=900",
+            "--output-dir",
+            str(out_dir),
             "notebooks/01-quickstart.ipynb",
-        ],  # fmt: skip
+        ],
         repo,
         env,
         1200,

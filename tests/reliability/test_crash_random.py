@@ -76,6 +76,7 @@ def _kill_builds(tmp_path: Path, demo_db: Path, n: int, figures: Any, name: str)
     violations: list[str] = []
     t0 = time.monotonic()
     cli_kills = 0
+    checked: set[str] = set()
     with ForkServer() as fs:
         for i in range(n):
             if i % 5 == 4:  # every fifth victim is the real CLI, killed mid-build
@@ -106,7 +107,7 @@ def _kill_builds(tmp_path: Path, demo_db: Path, n: int, figures: Any, name: str)
                 wait_gone(pid)
             store = StateStore(s.state_db)
             try:
-                found = store_violations(s) + dataset_violations(s, store)
+                found = store_violations(s) + dataset_violations(s, store, checked)
             finally:
                 store.close()
             violations += [f"kill {i}: {v}" for v in found]

@@ -3,6 +3,7 @@ dataset with cpu and mlx, plus a few SmolLM2 steps; masks, checkpoints, resume, 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -257,12 +258,12 @@ def test_smollm2_fine_tunes_a_few_steps(
         smollm2_dir,
         memo_dataset,
         tmp_path,
-        model="smollm2-135m-instruct",
         iterations=4,
         batch_size=2,
         learning_rate=2e-3,
         eval_every=1,
     )
+    spec = dataclasses.replace(spec, model="smollm2-135m-instruct")
     result = run_training(spec, cb)
     assert len(cb.metrics) == 4 and all(math.isfinite(x) for x in cb.losses())
     vals = [m["valLoss"] for m in cb.metrics]

@@ -12,6 +12,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,45 @@ def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def idle_cores(sample_s: float = 0.3) -> float:
+    """Cores idle right now: from two /proc/stat samples on Linux, else the load average."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields)
+
+    first = read()
+    if first is not None:
+        time.sleep(sample_s)
+        second = read()
+        if second is not None and second[1] > first[1]:
+            frac = (second[0] - first[0]) / (second[1] - first[1])
+            return max(0.0, min(1.0, frac)) * (os.cpu_count() or cores)
+    try:
+        return max(0.0, cores - os.getloadavg()[0])
+    except OSError:
+        return float(cores)
+
+
+def pick_cpu_threads(extra: dict[str, Any], default: int) -> int | None:
+    """Threads for a CPU run: ``extra["threads"]``, else None when OMP_NUM_THREADS is set,
+    else the cores idle now (at least 1, at most ``default``).
+
+    Why: with more threads than free cores, every op's OpenMP barrier waits for a
+    descheduled thread; on a busy 2-core machine one thread trained SmolLM2 ~9× faster
+    than two.
+    """
+    if extra.get("threads"):
+        return max(1, int(extra["threads"]))
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, min(default, round(idle_cores())))

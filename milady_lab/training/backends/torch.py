@@ -1,11 +1,19 @@
 """The ``cpu`` and ``cuda`` backends: transformers + peft LoRA in a hand-written loop.
 
-Why not ``transformers.Trainer``: most of its time on a small model goes into the
-``lm_head`` over every position (a ``tokens × vocab`` logits tensor) and into padding.
-Here a batch is packed padding-free into rows (``position_ids`` restart per example,
-which transformers turns into a block-diagonal causal mask), the decoder runs once,
-and ``lm_head`` + cross-entropy run only on the hidden states that predict assistant
-tokens. See ``benchmarks/bench_training.py`` for the measured gain.
+Why not ``transformers.Trainer``: on a small model much of its time goes into the
+``lm_head`` over every position (a ``tokens × vocab`` logits tensor, 49k wide for
+SmolLM2) and into padding. Here:
+
+- a batch is split into padding-free rows of at most ``pack_tokens`` tokens (512 on
+  CPU, 4096 on CUDA); examples sharing a row get ``position_ids`` that restart, which
+  transformers turns into a block-diagonal causal mask. The cap matters on CPU, where
+  sdpa has no varlen kernel and a long packed row pays attention across examples;
+- the decoder runs once per row and ``lm_head`` + cross-entropy run only on the hidden
+  states that predict assistant tokens;
+- frozen base weights are bf16 with autocast on GPUs and CPUs with native bf16 (LoRA
+  weights stay fp32); CPU threads follow the idle cores (see ``pick_cpu_threads``).
+
+``benchmarks/bench_training.py`` measures the gain against a plain ``Trainer``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from .common import (
     META_FILE,
     lr_factor,
     peak_rss_bytes,
+    pick_cpu_threads,
     read_checkpoint_meta,
     resolve_model_path,
     warmup_steps,
@@ -98,6 +107,14 @@ def _use_cpu_bf16(spec: TrainSpec) -> bool:
 
 def train_torch(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     """Run one LoRA fine-tune on ``cpu`` or ``cuda``; see the module docstring."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(spec, callback)
+    finally:  # in-process callers (tests, notebooks) get their thread count back
+        torch.set_num_threads(threads)
+
+
+def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,6 +126,11 @@ def train_torch(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     bf16 = (on_cuda and torch.cuda.is_bf16_supported()) or (not on_cuda and _use_cpu_bf16(spec))
 
     _seed_everything(spec.seed)
+    if not on_cuda:
+        threads = pick_cpu_threads(spec.extra, torch.get_num_threads())
+        if threads is not None:
+            torch.set_num_threads(threads)
+        callback.on_log(f"{torch.get_num_threads()} CPU threads, {'bf16' if bf16 else 'fp32'}")
     model_path = resolve_model_path(spec)
     callback.on_log(f"loading base model {spec.model} from {model_path}")
     try:
