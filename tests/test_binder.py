@@ -9,7 +9,7 @@ through ``binder/start`` opens on the quickstart and answers ``/api/training/sta
 that the quickstart notebook runs top to bottom.
 
 Slow (a full install of torch, transformers and JupyterLab from the local index, then
-the quickstart's training and benchmark): about 6-8 minutes on 2 cores.
+the quickstart's training and benchmark): about 6-8 minutes on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# The cap is generous: on a busy 2-core machine the quickstart alone can take 15 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _copy_tree(dest: Path) -> None:
@@ -163,7 +164,7 @@ def test_binder_build_and_quickstart(tmp_path: Path) -> None:
     listing = _run(["jupyter", "server", "extension", "list"], repo, env, 120)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", listing)
     assert re.search(r"^\s*jupyter_server_ext\s+enabled", plain, re.M), plain
-    assert re.search(r"jupyter_server_ext\s+OK", plain), plain
+    assert re.search(r"jupyter_server_ext\s+[0-9.]*\s*OK", plain), plain
     demo_db = home / ".milady-lab" / "trajectories.sqlite"
     assert demo_db.is_file(), "postBuild did not write the demo data"
 
@@ -179,14 +180,14 @@ def test_binder_build_and_quickstart(tmp_path: Path) -> None:
             "--to",
             "notebook",
             "--execute",
-            "--ExecutePreprocessor.timeout=900",
+            "--ExecutePreprocessor.timeout=1800",
             "--output-dir",
             str(out_dir),
             "notebooks/01-quickstart.ipynb",
         ],
         repo,
         env,
-        1200,
+        2000,
     )
     executed = (out_dir / "01-quickstart.ipynb").read_text()
     assert '"output_type": "error"' not in executed

@@ -201,12 +201,12 @@ def test_schemathesis_against_live_server(tmp_path: Path, fuzz_server) -> None:
         # check insists on 401 for a missing Authorization header; every other check runs.
         "--checks", "all", "--exclude-checks", "missing_required_header",
         "--max-examples", "60", "--max-time", str(budget),
-        "--request-timeout", "60", "--seed", "20261124", "--workers", "2",
+        "--request-timeout", "240", "--seed", "20261124", "--workers", "2",
         "--report", "junit", "--report-dir", str(report), "--suppress-health-check", "all",
     ]  # fmt: skip
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"}
     out = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=budget + 240, env=env, check=False
+        cmd, capture_output=True, text=True, timeout=budget + 480, env=env, check=False
     )
     tail = (out.stdout + out.stderr)[-12000:]
     assert out.returncode == 0, tail + "\n--- server log ---\n" + fuzz_server.log_tail(40)
