@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@bash scripts/system-deps.sh
 
+# Tests start many short-lived torch processes on 2 cores: idle OpenMP threads must sleep,
+# not spin, or they starve each other (measured: a tiny training loop 25x slower).
+test test-fast test-browser test-soak: export OMP_WAIT_POLICY = PASSIVE
+
 test: venv sysdeps
 	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
 	$(BIN)/pytest -q -p no:cacheprovider tests

@@ -8,6 +8,7 @@ is done in hooks, before any kernel starts:
   (400, seed 7: the same data ``make lab`` gives), a scratch agent config, a private
   Jupyter runtime dir, and a shared ``MILADY_LAB_CACHE`` (default
   ``~/.cache/milady-lab``) so the converted base model is reused between runs.
+* ``pytest_collection_modifyitems``: a per-cell timeout that fits a training run.
 * ``pytest_collection_finish``: when the REST tutorial is among the collected items, a
   real ``jupyter server`` with the extension, on a free loopback port with a token. It
   writes its runtime file into the private runtime dir, so the notebook finds it with
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 HERE = Path(__file__).resolve().parent
 REST_NOTEBOOK = "05-rest-api.ipynb"
@@ -69,6 +71,17 @@ def _make_demo_data(db: Path) -> None:
     from milady_lab.demo import write_demo_db
 
     write_demo_db(db, count=DEMO_COUNT, seed=DEMO_SEED)
+
+
+#: Per-cell cap (pytest-timeout; pyproject's 600 s is for tests). A cell that waits for a
+#: training run takes about a minute on an idle 2-core machine, far longer on a busy one.
+CELL_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.timeout(CELL_TIMEOUT_S))
 
 
 def pytest_collection_finish(session) -> None:
