@@ -58,6 +58,8 @@ def pytest_configure(config) -> None:
         # Plots render to PNG in the kernel; nothing tries to open a window.
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        # As `make test` sets it: idle OpenMP threads of the kernels and workers sleep.
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
     os.environ.update(env)
     for name in ("MILADY_LAB_AGENT_TOKEN", "MILADY_LAB_SERVER_URL", "MILADY_LAB_SERVER_TOKEN"):
