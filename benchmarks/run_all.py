@@ -20,7 +20,7 @@ def main() -> int:
     for name in SCRIPTS:
         print(f"\n=== {name} ===", flush=True)
         start = time.monotonic()
-        rc = subprocess.call([sys.executable, str(HERE / name), *sys.argv[1:]])
+        rc = subprocess.call([sys.executable, str(HERE / name)])
         print(f"--- {name}: exit {rc} in {time.monotonic() - start:.0f} s", flush=True)
         if rc != 0:
             failed.append(name)
