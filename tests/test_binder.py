@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -129,7 +130,8 @@ def _check_server(repo: Path, env: dict[str, str], tmp: Path) -> None:
         assert body["available"] is True and body["runtimeAvailable"] is True, body
         landing = httpx.get(f"{base}/?token={token}", timeout=30, follow_redirects=False)
         assert landing.status_code in (301, 302, 303, 307), landing.status_code
-        assert landing.headers["location"].endswith("/lab/tree/notebooks/01-quickstart.ipynb")
+        landing_path = urllib.parse.urlsplit(landing.headers["location"]).path
+        assert landing_path.endswith("/lab/tree/notebooks/01-quickstart.ipynb"), landing_path
     finally:
         proc.terminate()
         try:
