@@ -347,6 +347,9 @@ class JobManager:
         env = {**os.environ, **self.settings.as_env()}
         env.pop(ENV_AGENT_TOKEN, None)  # the worker never reads the agent; keep the token out
         env["PYTHONUNBUFFERED"] = "1"
+        # Idle OpenMP threads sleep instead of spinning: the worker shares the cores with
+        # the notebook kernel and the server, and spinning threads starve them (and it).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         ts = now_ms()
         try:
             with open(job_dir / "worker.log", "ab") as log:
