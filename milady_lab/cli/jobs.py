@@ -13,24 +13,10 @@ import sys
 import time
 from typing import Any
 
+from ..training.options import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, print_json, print_table, service_from
 
 _FINAL = ("completed", "failed", "cancelled")
-
-#: CLI flag → REST body field.
-_START_FLAGS = {
-    "dataset_id": "datasetId",
-    "backend": "backend",
-    "model": "model",
-    "iterations": "iterations",
-    "batch_size": "batchSize",
-    "learning_rate": "learningRate",
-    "max_trajectories": "maxTrajectories",
-    "resume_from": "resumeFrom",
-    "lora_rank": "loraRank",
-    "eval_every": "evalEvery",
-    "checkpoint_every": "checkpointEvery",
-}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -46,6 +46,22 @@ DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
+#: Python attribute / CLI flag → REST body field, for every job option.
+FIELD_NAMES = {
+    "dataset_id": "datasetId",
+    "backend": "backend",
+    "model": "model",
+    "iterations": "iterations",
+    "batch_size": "batchSize",
+    "learning_rate": "learningRate",
+    "max_trajectories": "maxTrajectories",
+    "resume_from": "resumeFrom",
+    "lora_rank": "loraRank",
+    "eval_every": "evalEvery",
+    "checkpoint_every": "checkpointEvery",
+}
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """The validated options of one job; ``build_limit`` set means "build a dataset first"."""
@@ -177,20 +193,11 @@ class JobOptions:
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored on the job (camelCase, only what was set)."""
-        names = {
-            "dataset_id": "datasetId",
-            "backend": "backend",
-            "model": "model",
-            "iterations": "iterations",
-            "batch_size": "batchSize",
-            "learning_rate": "learningRate",
-            "max_trajectories": "maxTrajectories",
-            "resume_from": "resumeFrom",
-            "lora_rank": "loraRank",
-            "eval_every": "evalEvery",
-            "checkpoint_every": "checkpointEvery",
+        return {
+            FIELD_NAMES[k]: val
+            for k, val in asdict(self).items()
+            if k in FIELD_NAMES and val is not None
         }
-        return {names[k]: val for k, val in asdict(self).items() if k in names and val is not None}
 
 
 def check_model(model: str | None) -> str:
