@@ -4,7 +4,8 @@ The rules (issue 2) in short: a *usable* LLM call has a user prompt and a respon
 that are not blank; trajectories are taken newest first and qualify with at least
 ``minLlmCallsPerTrajectory`` usable calls; ``limit`` caps the qualifying trajectories
 included; every usable call of an included trajectory is one example, kept once per
-(system-or-none, user, response).
+(system-or-none, user, response). Optional filters (source, status, a range of start
+days, text in the calls) narrow the trajectories first; see ``BuildOptions``.
 
 Everything is streamed: steps are read in batches in listing order, parsed with
 ``trajectories.parse``, filtered and de-duplicated with Polars expressions, and each
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +65,9 @@ _TMP_PREFIX = ".tmp-"
 #: A character that ``str.strip()`` keeps: Rust's ``\s`` is Unicode White_Space, and
 #: Python's ``str.isspace`` adds U+001C..U+001F; "blank" means the same in both.
 _NOT_BLANK = r"[^\s\x1c-\x1f]"
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: LLM-call text a ``search`` filter looks in.
+SEARCH_COLUMNS = ("systemPrompt", "userPrompt", "response")
 
 #: How one line of train.jsonl / valid.jsonl reads back.
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -80,15 +84,82 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
 
 
 # -- options --------------------------------------------------------------------------------
+#: Most values one ``source`` or ``status`` filter may list.
+MAX_CHOICES = 100
+
+
+def _names(value: Any, field: str) -> tuple[str, ...] | None:
+    """A filter on a text column: one name or a list of names (any of them matches)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise InputError(f"{field} must name at least one value")
+    if len(items) > MAX_CHOICES:
+        raise InputError(f"{field} may list at most {MAX_CHOICES} values, got {len(items)}")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InputError(f"{field} must be a string or a list of strings")
+        names.append(v.text(item, field, max_length=200) or item)
+    return tuple(dict.fromkeys(names))  # de-duplicated, order kept
+
+
+def _day(value: Any, field: str) -> date | None:
+    """A UTC calendar day as ``YYYY-MM-DD`` (or a ``date``)."""
+    if value is None or type(value) is date:
+        return value
+    if isinstance(value, str) and _DAY_RE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    shown = value[:40] if isinstance(value, str) else value
+    raise InputError(f"{field} must be a date as YYYY-MM-DD, got {shown!r}")
+
+
+def _day_start_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def text_hit(needle: str, columns: tuple[str, ...] = SEARCH_COLUMNS) -> pl.Expr:
+    """Whether any of ``columns`` contains ``needle``, ignoring case (a literal, not a regex)."""
+    lowered = needle.lower()
+    hit = pl.lit(False)
+    for col in columns:
+        hit = hit | pl.col(col).str.to_lowercase().str.contains(lowered, literal=True)
+    return hit.fill_null(False)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
-    """Validated build options; ``limit`` None means no cap."""
+    """Validated build options; ``limit`` None means no cap, a None filter keeps all.
+
+    The filters choose trajectories before the usable-call rule counts them: ``sources``
+    and ``statuses`` match the trajectory's fields exactly (any listed value),
+    ``start_day``/``end_day`` bound its start time (UTC days, both inclusive), and
+    ``search`` keeps trajectories with an LLM call whose system prompt, user prompt or
+    reply contains the text, ignoring case — the same filters the explorer offers.
+    """
 
     limit: int | None = None
     min_llm_calls: int = 1
+    sources: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
+    start_day: date | None = None
+    end_day: date | None = None
+    search: str | None = None
 
-    #: Accepted body fields. Filters (source, status, dates) go here when widgets need them.
-    FIELDS = ("limit", "minLlmCallsPerTrajectory")
+    #: Accepted body fields, in the order messages list them.
+    FIELDS = (
+        "limit",
+        "minLlmCallsPerTrajectory",
+        "source",
+        "status",
+        "startDate",
+        "endDate",
+        "search",
+    )
 
     @classmethod
     def from_body(cls, body: Any = None) -> BuildOptions:
@@ -105,10 +176,63 @@ class BuildOptions:
             maximum=10**9,
         )
         assert min_calls is not None
-        return cls(limit=limit, min_llm_calls=min_calls)
+        start, end = _day(b.get("startDate"), "startDate"), _day(b.get("endDate"), "endDate")
+        if start is not None and end is not None and start > end:
+            raise InputError(f"startDate {start} is after endDate {end}")
+        return cls(
+            limit=limit,
+            min_llm_calls=min_calls,
+            sources=_names(b.get("source"), "source"),
+            statuses=_names(b.get("status"), "status"),
+            start_day=start,
+            end_day=end,
+            search=v.text(b.get("search"), "search", max_length=1000),
+        )
 
     def as_body(self) -> dict[str, Any]:
-        return {"limit": self.limit, "minLlmCallsPerTrajectory": self.min_llm_calls}
+        """The options as a request body (filters only when set), as records keep them."""
+        body: dict[str, Any] = {
+            "limit": self.limit,
+            "minLlmCallsPerTrajectory": self.min_llm_calls,
+        }
+        for key, names in (("source", self.sources), ("status", self.statuses)):
+            if names is not None:
+                body[key] = names[0] if len(names) == 1 else list(names)
+        if self.start_day is not None:
+            body["startDate"] = self.start_day.isoformat()
+        if self.end_day is not None:
+            body["endDate"] = self.end_day.isoformat()
+        if self.search is not None:
+            body["search"] = self.search
+        return body
+
+    @property
+    def filtered(self) -> bool:
+        return any(
+            f is not None
+            for f in (self.sources, self.statuses, self.start_day, self.end_day, self.search)
+        )
+
+    def trajectory_filter(self) -> pl.Expr | None:
+        """The filters on a steps batch's own columns (source, status, startTime), if any."""
+        conds: list[pl.Expr] = []
+        if self.sources is not None:
+            conds.append(pl.col("source").is_in(self.sources))
+        if self.statuses is not None:
+            conds.append(pl.col("status").is_in(self.statuses))
+        if self.start_day is not None:
+            conds.append(pl.col("startTime") >= _day_start_ms(self.start_day))
+        if self.end_day is not None:
+            conds.append(pl.col("startTime") < _day_start_ms(self.end_day + timedelta(days=1)))
+        if not conds:
+            return None
+        return pl.all_horizontal(conds).fill_null(False)
+
+    def describe_filters(self) -> str:
+        """The filters in words, for messages."""
+        body = self.as_body()
+        parts = [f"{k}={body[k]!r}" for k in self.FIELDS[2:] if k in body]
+        return ", ".join(parts)
 
 
 # -- selecting examples ---------------------------------------------------------------------
@@ -140,15 +264,21 @@ def _guard(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         raise UpstreamError(f"reading the trajectories failed: {exc}") from None
 
 
-def _read_ahead(steps: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """(batch, its LLM calls), the next batch read and parsed in a worker thread while
-    the caller works on this one. Reading and parsing hold the GIL, the caller's Polars
-    work mostly releases it, so on two cores the two overlap (~30% off the build)."""
+def _read_ahead(
+    steps: Iterator[pl.DataFrame], keep: pl.Expr | None = None
+) -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
+    """(rows read, the batch's rows ``keep`` selects, their LLM calls), the next batch read,
+    filtered and parsed in a worker thread while the caller works on this one. Reading
+    and parsing hold the GIL, the caller's Polars work mostly releases it, so on two
+    cores the two overlap (~30% off the build). Filtering first means trajectories the
+    filters leave out are never parsed."""
 
-    def advance() -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    def advance() -> tuple[int, pl.DataFrame, pl.DataFrame] | None:
         for batch in steps:
-            if batch.height:
-                return batch, _parse(batch)
+            if not batch.height:
+                continue
+            kept = batch if keep is None else batch.filter(keep)
+            return batch.height, kept, _parse(kept)
         return None
 
     with ThreadPoolExecutor(1, thread_name_prefix="milady-lab-dataset") as pool:
@@ -180,10 +310,13 @@ def _example_batches(
     seen = pl.DataFrame(schema={"h1": pl.UInt64})
     steps = _guard(source.iter_steps(BATCH_ROWS))
     try:
-        for batch, parsed in _read_ahead(steps):
-            tally.scanned += batch.height
+        for read, batch, parsed in _read_ahead(steps, opts.trajectory_filter()):
+            tally.scanned += read
             calls = parsed.with_row_index("c")
             usable = calls.filter(_present("userPrompt") & _present("response"))
+            if opts.search is not None:
+                hits = calls.filter(text_hit(opts.search)).select("trajectoryId").unique()
+                usable = usable.join(hits, on="trajectoryId", how="semi")
             counts = usable.group_by("trajectoryId").len()
             included = (
                 batch.select("id")
@@ -237,6 +370,13 @@ def _example_batches(
 
 def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
     calls = "call" if opts.min_llm_calls == 1 else "calls"
+    if opts.filtered:
+        return InputError(
+            f"no trajectory qualifies: none of the {tally.scanned} trajectories matches the "
+            f"filters ({opts.describe_filters()}) and has at least {opts.min_llm_calls} usable "
+            f"LLM {calls} (a user prompt and a response that are not blank); widen the "
+            "filters or lower minLlmCallsPerTrajectory"
+        )
     return InputError(
         f"no trajectory qualifies: none of the {tally.scanned} trajectories has at least "
         f"{opts.min_llm_calls} usable LLM {calls} (a user prompt and a response that are "

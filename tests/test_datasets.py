@@ -54,11 +54,13 @@ def call(user: Any, response: Any, system: Any = "You are Milady.", **extra: Any
     return {k: val for k, val in rec.items() if val is not None}
 
 
-def make_db(path: Path, trajectories: list[tuple[str, int, Any]]) -> Path:
-    """Rows of (id, start_time, calls-or-raw-steps-text); calls go one per step."""
+def make_db(path: Path, trajectories: list[tuple[Any, ...]]) -> Path:
+    """Rows of (id, start_time, calls-or-raw-steps-text[, {"source": …, "status": …}]);
+    calls go one per step."""
     conn = sqlite3.connect(path)
     conn.execute(_TABLE)
-    for tid, start, calls in trajectories:
+    for tid, start, calls, *more in trajectories:
+        fields = {"source": "runtime", "status": "completed", **(more[0] if more else {})}
         if isinstance(calls, str):
             steps, n = calls, 0
         else:
@@ -77,9 +79,10 @@ def make_db(path: Path, trajectories: list[tuple[str, int, Any]]) -> Path:
             )
             n = len(calls)
         conn.execute(
-            "INSERT INTO trajectories (id, trajectory_id, agent_id, start_time, llm_call_count,"
-            " steps_json, created_at, updated_at) VALUES (?, ?, 'agent', ?, ?, ?, 'x', 'x')",
-            (tid, tid, start, n, steps),
+            "INSERT INTO trajectories (id, trajectory_id, agent_id, source, status, start_time,"
+            " llm_call_count, steps_json, created_at, updated_at)"
+            " VALUES (?, ?, 'agent', ?, ?, ?, ?, ?, 'x', 'x')",
+            (tid, tid, fields["source"], fields["status"], start, n, steps),
         )
     conn.commit()
     conn.close()
@@ -89,7 +92,7 @@ def make_db(path: Path, trajectories: list[tuple[str, int, Any]]) -> Path:
 class Lab:
     """A state home plus one trajectory database, wired like the service does it."""
 
-    def __init__(self, tmp: Path, rows: list[tuple[str, int, Any]]) -> None:
+    def __init__(self, tmp: Path, rows: list[tuple[Any, ...]]) -> None:
         from milady_lab.trajectories import open_source
 
         db = make_db(tmp / "traj.sqlite", rows)
@@ -647,6 +650,126 @@ def test_unreadable_source_is_upstream_error_and_writes_nothing(lab, tmp_path):
     with pytest.raises(UpstreamError, match="cannot read the trajectories"):
         ds.build_dataset(gone, l_.settings, l_.store, ds.BuildOptions())
     assert l_.entries() == [] and l_.store.list_datasets() == []
+
+
+# -- filters --------------------------------------------------------------------------------
+_DAY = 86_400_000
+_NOV_1 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+
+
+def _filter_lab(lab):
+    """Six trajectories across sources, statuses and days, each with one distinct call."""
+    rows = [
+        ("c1", _NOV_1 + 5 * _DAY, [call("hello chat", "hi")], {"source": "chat"}),
+        ("c2", _NOV_1 + 1 * _DAY, [call("Weather today?", "Sunny")], {"source": "chat"}),
+        ("d1", _NOV_1 + 3 * _DAY, [call("discord ping", "pong")], {"source": "discord"}),
+        ("d2", _NOV_1 + 2 * _DAY - 1, [call("late", "night WEATHER")], {"source": "discord"}),
+        ("e1", _NOV_1 + 4 * _DAY, [call("broken", "x")], {"source": "chat", "status": "error"}),
+        ("a1", _NOV_1 - 1, [call("autonomy", "tick", system="weather bot")], {"source": "api"}),
+    ]
+    return lab(rows)
+
+
+def _ids(l_, **body: Any) -> list[str]:
+    rec = l_.build(**body)
+    return sorted({e["metadata"]["trajectoryId"] for e in l_.examples(rec)})
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"source": "chat"}, ["c1", "c2", "e1"]),
+        ({"source": ["discord", "api"]}, ["a1", "d1", "d2"]),
+        ({"status": "error"}, ["e1"]),
+        ({"source": "chat", "status": ["completed"]}, ["c1", "c2"]),
+        # UTC days, both ends inclusive: d2 starts 1 ms before 2026-11-03.
+        ({"startDate": "2026-11-02", "endDate": "2026-11-02"}, ["c2", "d2"]),
+        ({"startDate": "2026-11-05"}, ["c1", "e1"]),
+        ({"endDate": "2026-10-31"}, ["a1"]),
+        # Any case, in the user prompt, the reply or the system prompt.
+        ({"search": "weather"}, ["a1", "c2", "d2"]),
+        ({"search": "WEATHER", "source": "discord"}, ["d2"]),
+    ],
+)
+def test_filters_choose_the_trajectories(lab, body, expected):
+    l_ = _filter_lab(lab)
+    assert ds.preview(l_.source, ds.BuildOptions.from_body(body))["trajectoryCount"] == len(
+        expected
+    )
+    assert _ids(l_, **body) == expected
+
+
+def test_filters_are_recorded_and_limit_counts_filtered_trajectories(lab):
+    l_ = _filter_lab(lab)
+    rec = l_.build(source="chat", limit=1)
+    # Newest first among the chat trajectories only.
+    assert [e["metadata"]["trajectoryId"] for e in l_.examples(rec)] == ["c1"]
+    assert rec["options"] == {"limit": 1, "minLlmCallsPerTrajectory": 1, "source": "chat"}
+    meta = json.loads((Path(rec["path"]) / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["options"]["source"] == "chat"
+
+
+def test_search_is_literal_not_a_pattern(lab):
+    l_ = lab(
+        [
+            ("t1", 100, [call("costs $5 (approx.)", "ok")]),
+            ("t2", 200, [call("costs 5 dollars", "ok")]),
+        ]
+    )
+    assert _ids(l_, search="$5 (approx.") == ["t1"]
+    assert ds.preview(l_.source, ds.BuildOptions.from_body({"search": ".*"})) == {
+        "trajectoryCount": 0,
+        "exampleCount": 0,
+    }
+
+
+def test_no_trajectory_matching_the_filters_names_them_and_writes_nothing(lab):
+    l_ = _filter_lab(lab)
+    with pytest.raises(InputError, match=r"matches the filters \(source='telegram'"):
+        l_.build(source="telegram")
+    assert l_.entries() == [] and l_.store.list_datasets() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"source": ""}, "source must not be blank"),
+        ({"source": []}, "source must name at least one value"),
+        ({"source": 3}, "source must be a string"),
+        ({"status": ["ok", None]}, "status must be a string"),
+        ({"source": ["x"] * 101}, "at most 100"),
+        ({"startDate": "2026-02-30"}, "startDate must be a date as YYYY-MM-DD"),
+        ({"endDate": "yesterday"}, "endDate must be a date"),
+        ({"startDate": 20261101}, "startDate must be a date"),
+        ({"startDate": "2026-11-03", "endDate": "2026-11-02"}, "is after endDate"),
+        ({"search": "a\x00b"}, "search must not contain control characters"),
+        ({"search": "x" * 1001}, "longer than 1000"),
+    ],
+)
+def test_bad_filters_are_input_errors_and_nothing_written(lab, body, message):
+    from milady_lab.service import TrainingService
+
+    l_ = _filter_lab(lab)
+    service = TrainingService(l_.settings, reconcile=False)
+    with pytest.raises(InputError, match=message):
+        service.build_dataset(body)
+    with pytest.raises(InputError, match=message):
+        service.preview_dataset(body)
+    assert l_.entries() == [] and l_.store.list_datasets() == []
+
+
+def test_filtered_out_trajectories_are_never_parsed(lab, monkeypatch):
+    l_ = _filter_lab(lab)
+    parsed: list[str] = []
+    real = ds._parse
+
+    def spy(batch: pl.DataFrame) -> pl.DataFrame:
+        parsed.extend(batch["id"].to_list())
+        return real(batch)
+
+    monkeypatch.setattr(ds, "_parse", spy)
+    l_.build(source="discord")
+    assert sorted(parsed) == ["d1", "d2"]
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -1,11 +1,28 @@
-"""``milady-lab datasets list|build``."""
+"""``milady-lab datasets list|preview|build``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ._common import add_json_flag, print_json, print_table, service_from
+
+#: CLI flag → build-body field (the same names as the REST body, kebab-cased).
+_OPTION_FLAGS = (
+    ("limit", "limit", "at most this many qualifying trajectories"),
+    (
+        "min_llm_calls",
+        "minLlmCallsPerTrajectory",
+        "usable LLM calls needed (default 1)",
+    ),
+    ("source", "source", "only trajectories from this source (repeat for any of several)"),
+    ("status", "status", "only trajectories with this status (repeat for any of several)"),
+    ("start_date", "startDate", "only trajectories started on or after this UTC day (YYYY-MM-DD)"),
+    ("end_date", "endDate", "only trajectories started on or before this UTC day (YYYY-MM-DD)"),
+    ("search", "search", "only trajectories with an LLM call containing this text (any case)"),
+)
+_REPEATED = ("source", "status")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,11 +31,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = dsub.add_parser("list", help="list built datasets")
     add_json_flag(ls)
     ls.set_defaults(handler=_list)
+    preview = dsub.add_parser("preview", help="count what a build would give; writes nothing")
     build = dsub.add_parser("build", help="build a dataset from the trajectories")
-    build.add_argument("--limit", help="at most this many qualifying trajectories")
-    build.add_argument("--min-llm-calls", help="usable LLM calls a trajectory needs (default 1)")
-    add_json_flag(build)
-    build.set_defaults(handler=_build)
+    for parser, handler in ((preview, _preview), (build, _build)):
+        for dest, _field, help_text in _OPTION_FLAGS:
+            flag = "--" + dest.replace("_", "-")
+            action = "append" if dest in _REPEATED else "store"
+            parser.add_argument(flag, dest=dest, action=action, help=help_text)
+        add_json_flag(parser)
+        parser.set_defaults(handler=handler)
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    """The build body the flags describe (the service checks every value)."""
+    request: dict[str, Any] = {}
+    for dest, field, _help in _OPTION_FLAGS:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if dest in _REPEATED and len(value) == 1:
+            value = value[0]
+        request[field] = value
+    return request
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -33,15 +67,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preview(args: argparse.Namespace) -> int:
+    body = service_from(args, reconcile=False).preview_dataset(_request(args))
+    if args.json:
+        print_json(body)
+    else:
+        print(f"{body['trajectoryCount']} trajectories → {body['exampleCount']} examples")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     service = service_from(args, reconcile=False)
-    request = {}
-    if args.limit is not None:
-        request["limit"] = args.limit
-    if args.min_llm_calls is not None:
-        request["minLlmCallsPerTrajectory"] = args.min_llm_calls
+    request = _request(args)
     bar = tqdm(total=0, unit="traj", desc="building", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:

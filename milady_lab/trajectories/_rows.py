@@ -59,13 +59,15 @@ def summaries_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
 
 
 def steps_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
-    """STEPS_SCHEMA frame from (id, start_time, steps) rows."""
+    """STEPS_SCHEMA frame from (id, source, status, start_time, steps) rows."""
     if not rows:
         return pl.DataFrame(schema=STEPS_SCHEMA)
-    ids, starts, steps = zip(*rows, strict=True)
+    ids, sources, statuses, starts, steps = zip(*rows, strict=True)
     return pl.DataFrame(
         {
             "id": pl.Series("id", ids, dtype=pl.String, strict=False),
+            "source": pl.Series("source", sources, dtype=pl.String, strict=False),
+            "status": pl.Series("status", statuses, dtype=pl.String, strict=False),
             "startTime": pl.Series("startTime", starts, dtype=pl.Int64, strict=False),
             "steps": pl.Series("steps", [_text(s) for s in steps], dtype=pl.String),
         }

@@ -41,6 +41,8 @@ LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
 #: What ``iter_steps`` yields: raw steps text per trajectory, in listing order.
 STEPS_SCHEMA: dict[str, pl.DataType] = {
     "id": pl.String(),
+    "source": pl.String(),
+    "status": pl.String(),
     "startTime": pl.Int64(),
     "steps": pl.String(),
 }
@@ -68,7 +70,8 @@ class TrajectorySource(Protocol):
         """Summary fields + ``llmCalls`` (each with stepId) + ``providerAccesses``."""
 
     def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
-        """Every trajectory's raw steps text (STEPS_SCHEMA) in listing order, in batches."""
+        """Every trajectory's raw steps text with the fields a build filters on
+        (STEPS_SCHEMA), in listing order, in batches."""
 
     def summaries_frame(self) -> pl.LazyFrame: ...
 

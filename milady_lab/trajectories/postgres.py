@@ -167,7 +167,8 @@ class PostgresSource:
             with conn.transaction(), conn.cursor(name="milady_lab_steps") as cur:
                 cur.itersize = max(1, batch_rows)
                 cur.execute(
-                    "SELECT CAST(id AS text), CAST(start_time AS bigint), "
+                    "SELECT CAST(id AS text), CAST(source AS text), CAST(status AS text), "
+                    "CAST(start_time AS bigint), "
                     f"CAST(steps_json AS text) FROM trajectories {_ORDER}"
                 )
                 while batch := cur.fetchmany(max(1, batch_rows)):

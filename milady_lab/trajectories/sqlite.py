@@ -265,7 +265,8 @@ class SQLiteSource:
         except SourceUnavailable:
             return
         sql = (
-            "SELECT CAST(id AS TEXT), CAST(start_time AS INTEGER), steps_json "
+            "SELECT CAST(id AS TEXT), CAST(source AS TEXT), CAST(status AS TEXT), "
+            "CAST(start_time AS INTEGER), steps_json "
             f"FROM trajectories {_ORDER}"
         )
         done = 0
