@@ -101,7 +101,7 @@ class TrainingExtension(ExtensionApp):
         self.read_pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="milady-read")
         self.work_pool = ThreadPoolExecutor(self.work_threads, thread_name_prefix="milady-work")
         self.event_hub = EventHub(self.service.store, self.read_pool, self.event_poll_interval)
-        self._build_pool: ProcessPoolExecutor | None = None
+        self._build_pools: dict[str, ProcessPoolExecutor] = {}
         self.live_jobs: list[dict[str, Any]] = []
         self._activity_running = False
         self._activity_timer = PeriodicCallback(
@@ -129,24 +129,34 @@ class TrainingExtension(ExtensionApp):
         await asyncio.sleep(0)
         self.read_pool.shutdown(wait=False, cancel_futures=True)
         self.work_pool.shutdown(wait=False, cancel_futures=True)
-        if self._build_pool is not None:
-            builds.stop_pool(self._build_pool)
-            self._build_pool = None
+        for pool in self._build_pools.values():
+            builds.stop_pool(pool)
+        self._build_pools.clear()
 
     # -- dataset builds ---------------------------------------------------------------------
     async def build_dataset(self, body: Any) -> dict[str, Any]:
         """``TrainingService.build_dataset`` in the build process (or a thread)."""
+        return await self._in_build_process("build", body)
+
+    async def preview_dataset(self, body: Any) -> dict[str, Any]:
+        """``TrainingService.preview_dataset`` in the preview process (or a thread)."""
+        return await self._in_build_process("preview", body)
+
+    async def _in_build_process(self, kind: str, body: Any) -> dict[str, Any]:
+        local = {"build": self.service.build_dataset, "preview": self.service.preview_dataset}
+        remote = {"build": builds.build_dataset, "preview": builds.preview_dataset}
         loop = asyncio.get_running_loop()
         if not self.build_in_subprocess:
-            return await loop.run_in_executor(self.work_pool, self.service.build_dataset, body)
-        if self._build_pool is None:
-            self._build_pool = builds.new_pool(self.service.settings)
+            return await loop.run_in_executor(self.work_pool, local[kind], body)
+        pool = self._build_pools.get(kind)
+        if pool is None:
+            pool = self._build_pools[kind] = builds.new_pool(self.service.settings)
         try:
-            return await loop.run_in_executor(self._build_pool, builds.build_dataset, body)
+            return await loop.run_in_executor(pool, remote[kind], body)
         except BrokenProcessPool:
-            self._build_pool = None
+            self._build_pools.pop(kind, None)
             raise MiladyLabError(
-                "the dataset build process ended unexpectedly (out of memory?); "
+                f"the dataset {kind} process ended unexpectedly (out of memory?); "
                 "no dataset was written"
             ) from None
 

@@ -6,7 +6,8 @@ with the IOLoop (``GET /status`` waiting behind it) and keep its memory high-wat
 mark in the Jupyter server. One long-lived worker process (spawned, not forked: the
 server has threads) runs builds instead; it opens its own ``TrainingService`` on the
 same state home, so records, files and events are exactly what an in-process build
-writes.
+writes. Previews parse just as much, so they get a process of their own, where they
+never wait behind a build.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def _init_worker(settings: Settings) -> None:
 def build_dataset(body: Any) -> dict[str, Any]:
     """Runs in the worker: the service's build, answer and errors as they are."""
     return _service.build_dataset(body)
+
+
+def preview_dataset(body: Any) -> dict[str, Any]:
+    """Runs in the worker: what a build would give (the same parsing, nothing written)."""
+    return _service.preview_dataset(body)
 
 
 def new_pool(settings: Settings, workers: int = 1) -> ProcessPoolExecutor:

@@ -250,6 +250,17 @@ class DatasetBuildHandler(TrainingHandler):
         self.reply(await self.guard(self.ext.build_dataset(body)), 201)
 
 
+class DatasetPreviewHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:datasets"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("previewDataset")
+        self.reply(await self.guard(self.ext.preview_dataset(body)))
+
+
 class JobsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:jobs"
     allowed_methods = ("GET", "POST")
@@ -447,6 +458,7 @@ def route_table() -> list[tuple[str, type[TrainingHandler]]]:
         (f"{base}/trajectories/{_ID}", TrajectoryHandler),
         (f"{base}/datasets", DatasetsHandler),
         (f"{base}/datasets/build", DatasetBuildHandler),
+        (f"{base}/datasets/preview", DatasetPreviewHandler),
         (f"{base}/jobs", JobsHandler),
         (f"{base}/jobs/{_ID}", JobHandler),
         (f"{base}/jobs/{_ID}/cancel", JobCancelHandler),

@@ -119,6 +119,14 @@ def _message(error: Any, body: dict[str, Any], target: dict[str, Any]) -> str:
         return f"{field} must be at most {rule}, got {shown}"
     if kind == "exclusiveMinimum":
         return f"{field} must be greater than {rule}, got {shown}"
+    if kind == "minLength":
+        return f"{field} must not be empty" if rule == 1 else f"{field} is too short"
+    if kind == "maxLength":
+        return f"{field} must be at most {rule} characters long"
+    if kind == "minItems":
+        return f"{field} must list at least {rule} value(s)"
+    if kind == "maxItems":
+        return f"{field} may list at most {rule} values"
     if kind == "enum":
         options = ", ".join(str(o) for o in rule if o is not None)
         return f"{field} must be one of {options}, got {shown}"

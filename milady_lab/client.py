@@ -16,6 +16,7 @@ removed). Every 4xx/5xx answer raises ``TrainingAPIError`` with the server's mes
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import urllib.parse
@@ -30,6 +31,7 @@ __all__ = [
     "AsyncTrainingClient",
     "BenchmarkResult",
     "Dataset",
+    "DatasetPreview",
     "Event",
     "ImportResult",
     "Job",
@@ -99,6 +101,16 @@ class Dataset(TypedDict, total=False):
     validCount: int
     path: str
     options: dict[str, Any]
+
+
+class DatasetPreview(TypedDict):
+    trajectoryCount: int
+    exampleCount: int
+
+
+#: A ``source`` or ``status`` filter: one value or any of several.
+Names = str | list[str] | tuple[str, ...]
+Day = str | datetime.date
 
 
 class Job(TypedDict, total=False):
@@ -235,6 +247,34 @@ def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _build_body(
+    limit: int | None,
+    min_calls: int | None,
+    source: Names | None,
+    status: Names | None,
+    start_date: Day | None,
+    end_date: Day | None,
+    search: str | None,
+) -> dict[str, Any]:
+    """A build or preview body; dates may be ``datetime.date``s, names tuples."""
+
+    def names(value: Names | None) -> str | list[str] | None:
+        return list(value) if isinstance(value, tuple) else value
+
+    def day(value: Day | None) -> str | None:
+        return value.isoformat() if isinstance(value, datetime.date) else value
+
+    return _fields(
+        limit=limit,
+        minLlmCallsPerTrajectory=min_calls,
+        source=names(source),
+        status=names(status),
+        startDate=day(start_date),
+        endDate=day(end_date),
+        search=search,
+    )
+
+
 class _Routes:
     """Builds the request of every route; the clients only send them."""
 
@@ -255,9 +295,12 @@ class _Routes:
         return _Request("GET", "datasets", key="datasets")
 
     @staticmethod
-    def build_dataset(limit: int | None, min_calls: int | None) -> _Request:
-        body = _fields(limit=limit, minLlmCallsPerTrajectory=min_calls)
+    def build_dataset(body: dict[str, Any]) -> _Request:
         return _Request("POST", "datasets/build", body=body, key="dataset", slow=True)
+
+    @staticmethod
+    def preview_dataset(body: dict[str, Any]) -> _Request:
+        return _Request("POST", "datasets/preview", body=body, slow=True)
 
     @staticmethod
     def jobs() -> _Request:
@@ -461,9 +504,38 @@ class TrainingClient:
         return self._send(_Routes.datasets())
 
     def build_dataset(
-        self, limit: int | None = None, min_llm_calls_per_trajectory: int | None = None
+        self,
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        *,
+        source: Names | None = None,
+        status: Names | None = None,
+        start_date: Day | None = None,
+        end_date: Day | None = None,
+        search: str | None = None,
     ) -> Dataset:
-        return self._send(_Routes.build_dataset(limit, min_llm_calls_per_trajectory))
+        """Build a dataset; the filters narrow the trajectories (see the route's body)."""
+        body = _build_body(
+            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
+        )
+        return self._send(_Routes.build_dataset(body))
+
+    def preview_dataset(
+        self,
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        *,
+        source: Names | None = None,
+        status: Names | None = None,
+        start_date: Day | None = None,
+        end_date: Day | None = None,
+        search: str | None = None,
+    ) -> DatasetPreview:
+        """What ``build_dataset`` with these options would give; writes nothing."""
+        body = _build_body(
+            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
+        )
+        return self._send(_Routes.preview_dataset(body))
 
     def list_jobs(self) -> list[Job]:
         return self._send(_Routes.jobs())
@@ -689,9 +761,38 @@ class AsyncTrainingClient:
         return await self._send(_Routes.datasets())
 
     async def build_dataset(
-        self, limit: int | None = None, min_llm_calls_per_trajectory: int | None = None
+        self,
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        *,
+        source: Names | None = None,
+        status: Names | None = None,
+        start_date: Day | None = None,
+        end_date: Day | None = None,
+        search: str | None = None,
     ) -> Dataset:
-        return await self._send(_Routes.build_dataset(limit, min_llm_calls_per_trajectory))
+        """Build a dataset; the filters narrow the trajectories (see the route's body)."""
+        body = _build_body(
+            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
+        )
+        return await self._send(_Routes.build_dataset(body))
+
+    async def preview_dataset(
+        self,
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        *,
+        source: Names | None = None,
+        status: Names | None = None,
+        start_date: Day | None = None,
+        end_date: Day | None = None,
+        search: str | None = None,
+    ) -> DatasetPreview:
+        """What ``build_dataset`` with these options would give; writes nothing."""
+        body = _build_body(
+            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
+        )
+        return await self._send(_Routes.preview_dataset(body))
 
     async def list_jobs(self) -> list[Job]:
         return await self._send(_Routes.jobs())

@@ -8,6 +8,7 @@ runtime file, and ``trust_env=False`` keeping a proxy variable out of loopback c
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,13 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
     detail = client.get_trajectory(page["trajectories"][0]["id"])
     assert detail["id"] == page["trajectories"][0]["id"] and "llmCalls" in detail
 
-    dataset = client.build_dataset(limit=30, min_llm_calls_per_trajectory=1)
+    filters = {"source": ("chat", "discord"), "start_date": datetime.date(2000, 1, 1)}
+    counts = client.preview_dataset(limit=30, **filters)
+    dataset = client.build_dataset(limit=30, min_llm_calls_per_trajectory=1, **filters)
     assert dataset["trajectoryCount"] <= 30 and isinstance(dataset["createdAt"], int)
+    assert counts == {k: dataset.get(k) for k in ("trajectoryCount", "exampleCount")}
+    assert dataset["options"]["source"] == ["chat", "discord"]
+    assert dataset["options"]["startDate"] == "2000-01-01"
     assert dataset["id"] in [d["id"] for d in client.list_datasets()]
 
     job = client.start_job(dataset["id"], backend="cpu", iterations=2, batch_size=1)
@@ -145,7 +151,8 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
             out: dict[str, Any] = {"status": await c.status()}
             page = await c.list_trajectories(limit=2)
             out["detail"] = await c.get_trajectory(page["trajectories"][0]["id"])
-            out["dataset"] = await c.build_dataset(limit=10)
+            out["preview"] = await c.preview_dataset(limit=10, status="completed")
+            out["dataset"] = await c.build_dataset(limit=10, status="completed")
             out["datasets"] = await c.list_datasets()
             job = await c.start_job(out["dataset"]["id"], iterations=1, batch_size=1)
             out["job"] = await c.get_job(job["id"])
@@ -172,6 +179,7 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
     out = asyncio.run(run())
     assert out["status"]["available"] is True
     assert out["dataset"]["id"] in [d["id"] for d in out["datasets"]]
+    assert out["preview"]["exampleCount"] == out["dataset"]["exampleCount"]
     assert out["job"]["status"] == "queued" and out["cancelled"]["status"] == "cancelled"
     assert out["metrics"] == [] and out["activated"]["ok"] is True
     assert out["errors"] == [400, 404]

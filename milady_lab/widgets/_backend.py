@@ -21,6 +21,8 @@ from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 
 ProgressFn = Callable[[int, int], None]
+#: What every server with the training routes takes (a Milady agent too).
+BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
 LIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 
@@ -57,12 +59,21 @@ class Backend:
         """Ids among ``candidates`` whose prompts or replies contain ``text`` (any case)."""
         raise NotImplementedError
 
+    def filter_values(self) -> dict[str, list[str]]:
+        """The sources and statuses the trajectories have, for the filter menus."""
+        frame = self.trajectories_frame()
+        return {col: _distinct(frame.lazy(), col) for col in ("source", "status")}
+
     def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
         raise NotImplementedError
 
     # datasets
     def list_datasets(self) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def build_fields(self) -> tuple[str, ...]:
+        """The build-body fields this backend's builder accepts (filters included)."""
+        return BASIC_BUILD_FIELDS
 
     def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -133,15 +144,11 @@ class LocalBackend(Backend):
         return self.service.trajectories_frame().collect()
 
     def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
-        needle = text.lower()
-        hit = pl.lit(False)
-        for col in ("systemPrompt", "userPrompt", "response"):
-            hit = hit | pl.col(col).fill_null("").str.to_lowercase().str.contains(
-                needle, literal=True
-            )
+        from ..datasets import text_hit
+
         ids = (
             self.service.llm_calls_frame()
-            .filter(hit)
+            .filter(text_hit(text))
             .select(pl.col("trajectoryId").unique())
             .collect()
             .get_column("trajectoryId")
@@ -149,11 +156,20 @@ class LocalBackend(Backend):
         )
         return set(ids) & set(candidates)
 
+    def filter_values(self) -> dict[str, list[str]]:
+        frame = self.service.trajectories_frame()
+        return {col: _distinct(frame, col) for col in ("source", "status")}
+
     def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
         return self.service.get_trajectory(trajectory_id)["trajectory"]
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return self.service.list_datasets()["datasets"]
+
+    def build_fields(self) -> tuple[str, ...]:
+        from ..datasets import BuildOptions
+
+        return tuple(BuildOptions.FIELDS)
 
     def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.service.preview_dataset(body)
@@ -203,8 +219,6 @@ class RemoteBackend(Backend):
     """
 
     mode = "remote"
-    #: The REST routes have no dataset preview (the build answers with the counts).
-    can_preview = False
     #: Trajectories read for the explorer at most (500 per request).
     max_trajectories = 5000
 
@@ -214,6 +228,32 @@ class RemoteBackend(Backend):
         self._details: dict[str, dict[str, Any]] = {}
         # A dataset folder is readable here when the server runs on this machine.
         self.local_files = True
+        self._spec: dict[str, Any] | None = None
+
+    def _server_spec(self) -> dict[str, Any]:
+        """The server's OpenAPI description, read once; {} where it serves none (an
+        agent's server), which then gets only what every server takes."""
+        if self._spec is None:
+            try:
+                spec = self.client.openapi()
+            except Exception:  # no such route, or not JSON: assume the basic routes
+                spec = {}
+            self._spec = spec if isinstance(spec, dict) else {}
+        return self._spec
+
+    @property
+    def can_preview(self) -> bool:  # type: ignore[override]
+        paths = self._server_spec().get("paths")
+        return isinstance(paths, dict) and "/api/training/datasets/preview" in paths
+
+    def build_fields(self) -> tuple[str, ...]:
+        try:
+            props = self._server_spec()["components"]["schemas"]["BuildDatasetRequest"][
+                "properties"
+            ]
+        except (KeyError, TypeError):
+            return BASIC_BUILD_FIELDS
+        return tuple(str(k) for k in props) if isinstance(props, dict) else BASIC_BUILD_FIELDS
 
     def status(self) -> dict[str, Any]:
         return dict(self.client.status())
@@ -254,17 +294,12 @@ class RemoteBackend(Backend):
         return list(self.client.list_datasets())
 
     def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError("the server has no preview route")
+        return dict(self.client.preview_dataset(**_build_kwargs(body)))
 
     def build_dataset(
         self, body: dict[str, Any], progress: ProgressFn | None = None
     ) -> dict[str, Any]:
-        return dict(
-            self.client.build_dataset(
-                limit=body.get("limit"),
-                min_llm_calls_per_trajectory=body.get("minLlmCallsPerTrajectory"),
-            )
-        )
+        return dict(self.client.build_dataset(**_build_kwargs(body)))
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self.client.list_jobs())
@@ -313,6 +348,29 @@ class RemoteBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """A build body as the client's keyword arguments."""
+    names = {
+        "limit": "limit",
+        "minLlmCallsPerTrajectory": "min_llm_calls_per_trajectory",
+        "source": "source",
+        "status": "status",
+        "startDate": "start_date",
+        "endDate": "end_date",
+        "search": "search",
+    }
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise ValueError(f"unknown build field(s): {', '.join(unknown)}")
+    return {names[k]: v for k, v in body.items()}
+
+
+def _distinct(frame: pl.LazyFrame, col: str) -> list[str]:
+    """The non-empty values of a text column, sorted."""
+    values = frame.select(pl.col(col).drop_nulls().unique()).collect().get_column(col)
+    return sorted(v for v in values.to_list() if v)
 
 
 def discover_client(**kwargs: Any) -> Any:

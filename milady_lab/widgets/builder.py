@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,8 @@ from ._panel import Panel, fmt_ms, header, html_table
 
 #: Optional filter fields, offered only when the builder accepts them (BuildOptions.FIELDS).
 FILTER_FIELDS = ("source", "status", "startDate", "endDate", "search")
-
-
-def supported_fields(backend: Any) -> tuple[str, ...]:
-    """Body fields the dataset builder behind ``backend`` accepts."""
-    if getattr(backend, "mode", "") == "in-process":
-        from ..datasets import BuildOptions
-
-        return tuple(BuildOptions.FIELDS)
-    return ("limit", "minLlmCallsPerTrajectory")
+#: The menu entry for "no filter" on source and status.
+ANY = "(any)"
 
 
 def find_tokenizer(cache: Path | None) -> Path | None:
@@ -66,7 +60,8 @@ class DatasetBuilder(Panel):
         self._progress: tuple[int, int] = (0, 0)
         self._progress_posted = 0.0
         self._progress_lock = threading.Lock()
-        self.fields = supported_fields(self.backend)
+        self.fields = self.backend.build_fields()
+        self.can_preview = self.backend.can_preview
 
         style = {"description_width": "auto"}
         self.limit = w.BoundedIntText(
@@ -85,17 +80,33 @@ class DatasetBuilder(Panel):
             style=style,
             layout=w.Layout(width="230px"),
         )
+        # The same filters as the explorer; only those the builder behind the backend takes.
         self.filters: dict[str, w.Widget] = {}
+        narrow = w.Layout(width="170px")
         if "source" in self.fields:
-            self.filters["source"] = w.Text(description="Source", placeholder="any", style=style)
+            self.filters["source"] = w.Dropdown(
+                options=[ANY], value=ANY, description="Source", style=style, layout=narrow
+            )
         if "status" in self.fields:
-            self.filters["status"] = w.Text(description="Status", placeholder="any", style=style)
+            self.filters["status"] = w.Dropdown(
+                options=[ANY], value=ANY, description="Status", style=style, layout=narrow
+            )
         if "startDate" in self.fields:
-            self.filters["startDate"] = w.DatePicker(description="From", style=style)
+            self.filters["startDate"] = w.DatePicker(
+                description="From", style=style, layout=w.Layout(width="190px")
+            )
         if "endDate" in self.fields:
-            self.filters["endDate"] = w.DatePicker(description="To", style=style)
+            self.filters["endDate"] = w.DatePicker(
+                description="To", style=style, layout=w.Layout(width="175px")
+            )
         if "search" in self.fields:
-            self.filters["search"] = w.Text(description="Search", placeholder="text", style=style)
+            self.filters["search"] = w.Text(
+                description="Search",
+                placeholder="text in prompts or replies",
+                continuous_update=False,  # one preview per edit, not per keystroke
+                style=style,
+                layout=w.Layout(width="300px"),
+            )
         self.preview_button = w.Button(description="Preview", icon="eye")
         self.build_button = w.Button(
             description="Build dataset", icon="cogs", button_style="primary"
@@ -133,16 +144,18 @@ class DatasetBuilder(Panel):
             self.histogram,
         ]
 
+        self._suspend = False
         for widget in (self.limit, self.min_calls, *self.filters.values()):
-            widget.observe(self.guard("preview")(lambda _c: self.preview()), names="value")
+            widget.observe(self.guard("preview")(self._options_changed), names="value")
         self.preview_button.on_click(self.guard("preview")(lambda _b: self.preview()))
         self.build_button.on_click(self.guard("build")(lambda _b: self.build()))
-        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
+        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self._refresh_all()))
         self.dataset_pick.observe(
             self.guard("histogram")(lambda _c: self.show_histogram()), names="value"
         )
         self.guard("load datasets")(self.refresh)()
         self.guard("preview")(self.preview)()
+        self.guard("filters")(self.load_filter_values)()
 
     # -- options ------------------------------------------------------------------------
     def body(self) -> dict[str, Any]:
@@ -152,10 +165,54 @@ class DatasetBuilder(Panel):
             body["limit"] = int(self.limit.value)
         for key, widget in self.filters.items():
             value = widget.value
-            if value in (None, ""):
+            if isinstance(value, str):
+                value = value.strip()
+            if value in (None, "", ANY):
                 continue
             body[key] = value.isoformat() if hasattr(value, "isoformat") else value
         return body
+
+    def set_filters(self, body: dict[str, Any]) -> None:
+        """Take filters from a build body (e.g. the explorer's), then preview once."""
+        self._suspend = True
+        try:
+            for key, widget in self.filters.items():
+                value = body.get(key)
+                if isinstance(widget, w.Dropdown):
+                    if value is not None and value not in widget.options:
+                        widget.options = [*widget.options, value]
+                    widget.value = ANY if value is None else value
+                elif isinstance(widget, w.DatePicker):
+                    widget.value = date.fromisoformat(value) if isinstance(value, str) else value
+                else:
+                    widget.value = value or ""
+            if "minLlmCallsPerTrajectory" in body:
+                self.min_calls.value = max(1, int(body["minLlmCallsPerTrajectory"] or 1))
+        finally:
+            self._suspend = False
+        self.preview()
+
+    def load_filter_values(self) -> None:
+        """Fill the source and status menus from the trajectories, in the background."""
+        menus = {k: self.filters[k] for k in ("source", "status") if k in self.filters}
+        if not menus:
+            return
+
+        def done(values: dict[str, list[str]]) -> None:
+            self._suspend = True
+            try:
+                for key, menu in menus.items():
+                    current = menu.value
+                    menu.options = [ANY, *values.get(key, [])]
+                    menu.value = current if current in menu.options else ANY
+            finally:
+                self._suspend = False
+
+        self.in_background("filters", self.backend.filter_values, done)
+
+    def _options_changed(self, _change: dict[str, Any]) -> None:
+        if not self._suspend:
+            self.preview()
 
     # -- preview ------------------------------------------------------------------------
     def preview(self) -> None:
@@ -163,7 +220,7 @@ class DatasetBuilder(Panel):
         self._preview_gen += 1
         gen = self._preview_gen
         body = self.body()
-        if not self.backend.can_preview:
+        if not self.can_preview:
             self.preview_label.value = (
                 "<b>Preview:</b> <i>not offered by this server; Build reports the counts.</i>"
             )
@@ -239,6 +296,10 @@ class DatasetBuilder(Panel):
             self.progress.value = min(done, self.progress.max)
 
     # -- datasets -----------------------------------------------------------------------
+    def _refresh_all(self) -> None:
+        self.refresh()
+        self.load_filter_values()
+
     def refresh(self, select: str | None = None) -> None:
         """List the built datasets again."""
         self.datasets = self.backend.list_datasets()

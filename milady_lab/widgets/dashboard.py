@@ -54,6 +54,17 @@ class Dashboard(w.VBox):
             lambda rec: self.launcher.refresh_datasets(select=rec.get("id"))
         )
         self.launcher.on_job_final.append(lambda _job: self.models.refresh())
+        # Explore, then build from exactly what the filters show.
+        self.use_filters_button = w.Button(
+            description="Build a dataset from these filters",
+            icon="arrow-right",
+            layout=w.Layout(width="300px"),
+        )
+        self.use_filters_button.on_click(
+            self.explorer.guard("use filters")(lambda _b: self.build_from_explorer())
+        )
+        bar = self.explorer.filter_bar
+        bar.children = (*bar.children, self.use_filters_button)
         self.tabs = w.Tab(
             children=[self.explorer, self.builder, self.launcher, self.models],
             titles=self.TITLES,
@@ -62,6 +73,11 @@ class Dashboard(w.VBox):
         self.banner = w.HTML(self._banner())
         self.children = [self.banner, self.tabs]
         self.add_class("milady-dashboard")
+
+    def build_from_explorer(self) -> None:
+        """Copy the explorer's filters into the dataset builder and show it."""
+        self.builder.set_filters(self.explorer.filter_body())
+        self.tabs.selected_index = self.TITLES.index("Datasets")
 
     @property
     def panels(self) -> tuple[w.Widget, ...]:

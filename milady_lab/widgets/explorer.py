@@ -114,6 +114,7 @@ class TrajectoryExplorer(Panel):
             [self.search, self.clear_button, self.refresh_button, self.count_label],
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
+        self.filter_bar = filters2  # the Dashboard adds its "build from these" button here
         pager = w.HBox(
             [self.prev_button, self.next_button, self.page_label],
             layout=w.Layout(align_items="center"),
@@ -195,6 +196,23 @@ class TrajectoryExplorer(Panel):
         if self.date_to.value:
             expr &= pl.col("startTime") < _day_ms(self.date_to.value + timedelta(days=1))
         return expr
+
+    def filter_body(self) -> dict[str, Any]:
+        """The current filters as dataset-build options (``DatasetBuilder.set_filters``)."""
+        body: dict[str, Any] = {}
+        if self.source_filter.value != ALL:
+            body["source"] = self.source_filter.value
+        if self.status_filter.value != ALL:
+            body["status"] = self.status_filter.value
+        if self.min_calls.value:
+            body["minLlmCallsPerTrajectory"] = int(self.min_calls.value)
+        if self.date_from.value:
+            body["startDate"] = self.date_from.value.isoformat()
+        if self.date_to.value:
+            body["endDate"] = self.date_to.value.isoformat()
+        if (self.search.value or "").strip():
+            body["search"] = self.search.value.strip()
+        return body
 
     def apply_filters(self) -> None:
         frame = self._all.lazy().filter(self.filter_expr()).collect()

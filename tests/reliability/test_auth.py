@@ -24,6 +24,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "trajectories/good-newest", None),
     ("GET", "datasets", None),
     ("POST", "datasets/build", {"limit": 1}),
+    ("POST", "datasets/preview", {"limit": 1}),
     ("GET", "jobs", None),
     ("POST", "jobs", {"iterations": 0}),
     ("GET", "jobs/x", None),

@@ -42,10 +42,10 @@ async def test_status_answers_while_a_big_build_runs(api) -> None:
 
 async def test_a_build_process_that_dies_is_a_clear_error(api, ext, lab) -> None:
     build = asyncio.ensure_future(api("POST", "datasets/build", body={}))
-    while ext._build_pool is None or not getattr(ext._build_pool, "_processes", None):
+    while not getattr(ext._build_pools.get("build"), "_processes", None):
         await asyncio.sleep(0.05)
     # Kill at once: on a quiet machine the whole build takes about half a second.
-    for proc in list(ext._build_pool._processes.values()):
+    for proc in list(ext._build_pools["build"]._processes.values()):
         proc.kill()
     code, body = await build
     assert code == 500 and "ended unexpectedly" in body["message"], body

@@ -253,6 +253,56 @@ async def test_build_and_list_datasets(api, lab) -> None:
     assert code == 400 and "no trajectory qualifies" in body["message"]
 
 
+FILTERED = {"source": ["chat", "discord"], "status": "completed", "search": "the"}
+
+
+async def test_preview_counts_what_a_filtered_build_gives(api, lab) -> None:
+    code, everything = await api("POST", "datasets/preview", body={})
+    assert code == 200 and everything["trajectoryCount"] > 0, everything
+    code, counts = await api("POST", "datasets/preview", body=FILTERED)
+    assert code == 200, counts
+    assert set(counts) == {"trajectoryCount", "exampleCount"}
+    assert 0 < counts["trajectoryCount"] < everything["trajectoryCount"]
+    assert not (lab["home"] / "datasets").exists() or not any(
+        (lab["home"] / "datasets").iterdir()
+    )  # a preview writes nothing
+    code, body = await api("POST", "datasets/build", body=FILTERED)
+    assert code == 201, body
+    ds = body["dataset"]
+    assert (ds["trajectoryCount"], ds["exampleCount"]) == (
+        counts["trajectoryCount"],
+        counts["exampleCount"],
+    )
+    assert ds["options"]["source"] == ["chat", "discord"]
+    code, none = await api("POST", "datasets/preview", body={"source": "no-such-source"})
+    assert (code, none) == (200, {"trajectoryCount": 0, "exampleCount": 0})
+
+
+FILTER_BAD = [
+    ({"source": ""}, "source must not be empty"),
+    ({"source": 7}, "source must be a string or a list"),
+    ({"status": []}, "status must list at least 1"),
+    ({"status": ["completed", 3]}, "status must be a string"),
+    ({"startDate": "11/02/2026"}, "startDate must be a date as YYYY-MM-DD"),
+    ({"endDate": "2026-02-30"}, "endDate must be a date as YYYY-MM-DD"),
+    ({"startDate": "2026-03-02", "endDate": "2026-03-01"}, "is after endDate"),
+    ({"search": "x" * 1001}, "search must be at most 1000 characters"),
+    ({"search": "\u0000"}, "search must not contain control characters"),
+    ({"sources": ["chat"]}, "unknown field(s) sources"),
+]
+
+
+@pytest.mark.parametrize("route", ["datasets/build", "datasets/preview"])
+@pytest.mark.parametrize(("payload", "expected"), FILTER_BAD, ids=range(len(FILTER_BAD)))
+async def test_bad_filters_are_400(api, lab, route, payload, expected) -> None:
+    code, body = await api("POST", route, body=payload)
+    assert code == 400, body
+    assert expected in body["message"], body
+    assert not (lab["home"] / "datasets").exists() or not any(
+        p for p in (lab["home"] / "datasets").iterdir() if not p.name.startswith(".")
+    )
+
+
 # -- jobs --
 async def test_job_routes_queue_cancel_and_conflict(api, store, occupied) -> None:
     code, body = await api("POST", "datasets/build", body={})
@@ -339,6 +389,7 @@ ALL_ROUTES = [
     ("GET", "trajectories/x"),
     ("GET", "datasets"),
     ("POST", "datasets/build"),
+    ("POST", "datasets/preview"),
     ("GET", "jobs"),
     ("POST", "jobs"),
     ("GET", "jobs/x"),

@@ -22,6 +22,7 @@ from milady_lab.widgets import (
     TrajectoryExplorer,
 )
 from milady_lab.widgets._async import UiRunner
+from milady_lab.widgets.builder import ANY, FILTER_FIELDS
 
 from .conftest import DEMO_COUNT, register_model
 
@@ -163,6 +164,49 @@ def test_builder_preview_build_and_list(backend: LocalBackend, service: Training
     assert len(listed) == 1 and listed[0]["id"] in b.table.value
     assert b.dataset_pick.value == listed[0]["id"]
     assert is_png(b.histogram.value)
+
+
+def test_builder_filters_preview_and_build_like_the_service(
+    backend: LocalBackend, service: TrainingService
+) -> None:
+    b = DatasetBuilder(backend)
+    b.wait()
+    assert set(FILTER_FIELDS) <= set(b.fields)
+    sources = service.trajectories_frame().collect()["source"].unique().drop_nulls().to_list()
+    assert b.filters["source"].options == (ANY, *sorted(sources))
+    assert "completed" in b.filters["status"].options
+    starts = service.trajectories_frame().collect()["startTime"]
+    first = datetime.fromtimestamp(int(starts.min()) / 1000, UTC).date()  # type: ignore[arg-type]
+    b.filters["source"].value = "chat"
+    b.filters["status"].value = "completed"
+    b.filters["startDate"].value = first + timedelta(days=20)
+    b.filters["search"].value = "  the "
+    b.wait()
+    body = {
+        "minLlmCallsPerTrajectory": 1,
+        "source": "chat",
+        "status": "completed",
+        "startDate": (first + timedelta(days=20)).isoformat(),
+        "search": "the",
+    }
+    assert b.body() == body
+    everything = service.preview_dataset({})
+    assert b.last_preview == service.preview_dataset(body)
+    assert 0 < b.last_preview["trajectoryCount"] < everything["trajectoryCount"]
+    b.build_button.click()
+    b.wait()
+    b.wait()
+    built = b.last_built
+    assert built is not None and built["options"] == {**body, "limit": None}
+    assert built["trajectoryCount"] == b.last_preview["trajectoryCount"]
+    # An empty selection is the service's message in the panel, not an exception.
+    b.filters["search"].value = "no such text anywhere 1f9c"
+    b.wait()
+    assert b.last_preview == {"trajectoryCount": 0, "exampleCount": 0}
+    b.build_button.click()
+    b.wait()
+    kind, message = status_of(b)
+    assert kind == "error" and "matches the filters" in message, message
 
 
 def test_builder_shows_the_services_error(backend: LocalBackend, service: TrainingService) -> None:
@@ -414,6 +458,21 @@ def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.Mon
         dash.wait()
         built = dash.builder.last_built
         assert built is not None and dash.launcher.dataset.value == built["id"]
+        # the explorer's filters become the builder's with one click
+        dash.explorer.source_filter.value = "chat"
+        dash.explorer.search.value = "the"
+        dash.use_filters_button.click()
+        dash.wait()
+        assert dash.tabs.selected_index == 1
+        assert dash.builder.body() == {
+            "minLlmCallsPerTrajectory": 1,
+            "limit": 3,
+            "source": "chat",
+            "search": "the",
+        }
+        # the builder counts what the explorer shows (min calls 1 = any usable call)
+        assert dash.builder.last_preview is not None
+        assert dash.builder.last_preview["trajectoryCount"] <= dash.explorer.frame.height
     finally:
         dash.close()
     assert dash.runner._closed

@@ -13,6 +13,7 @@ from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
 from milady_lab.widgets import Dashboard, LocalBackend, RemoteBackend, TrajectoryExplorer
+from milady_lab.widgets.builder import FILTER_FIELDS
 
 from .conftest import DEMO_COUNT, register_model
 from .jupyter_proc import JupyterProcess, run_jupyter
@@ -58,14 +59,25 @@ def test_dashboard_remote_mode(
         ex.rows.value = ex.rows.options[0][1]
         assert ex.selected.height > 0 and "Call 1" in ex.detail.value
 
-        # builder: no preview route, the build answers with its counts
-        assert "not offered" in dash.builder.preview_label.value
-        dash.builder.limit.value = 12
-        dash.builder.build_button.click()
+        # builder: the server's filters and preview route, counted as the service counts
+        b = dash.builder
+        assert set(FILTER_FIELDS) <= set(b.fields) and b.can_preview
+        dash.wait()
+        assert b.last_preview == service.preview_dataset({})
+        assert "chat" in b.filters["source"].options
+        b.filters["source"].value = "chat"
+        b.filters["search"].value = "the"
+        dash.wait()
+        filtered = {"minLlmCallsPerTrajectory": 1, "source": "chat", "search": "the"}
+        assert b.last_preview == service.preview_dataset(filtered)
+        assert 0 < b.last_preview["trajectoryCount"] < DEMO_COUNT
+        b.limit.value = 12
+        b.build_button.click()
         dash.wait()
         dash.wait()
-        kind, message = dash.builder.last_status
+        kind, message = b.last_status
         assert kind == "ok" and "12 trajectories" in message, message
+        assert b.last_built is not None and b.last_built["options"]["source"] == "chat"
         assert dash.launcher.dataset.value == service.list_datasets()["datasets"][0]["id"]
 
         # launcher: the server's error message, then a real start, live curve, cancel
@@ -114,3 +126,47 @@ def test_dashboard_remote_discovers_the_server(server: JupyterProcess) -> None:
         assert dash.explorer.frame.height == DEMO_COUNT
     finally:
         dash.close()
+
+
+class _AgentLikeClient:
+    """A client to a server with only the spec's routes (a Milady agent): no OpenAPI
+    document, no preview. Only what the builder calls is answered."""
+
+    base_url = "http://127.0.0.1:2138"
+
+    def __init__(self, service: TrainingService) -> None:
+        self.service = service
+        self.built: list[dict] = []
+
+    def openapi(self) -> dict:
+        from milady_lab.client import TrainingAPIError
+
+        raise TrainingAPIError(404, "Not Found")
+
+    def list_datasets(self) -> list[dict]:
+        return self.service.list_datasets()["datasets"]
+
+    def build_dataset(self, **kwargs: object) -> dict:
+        self.built.append(kwargs)
+        return self.service.build_dataset({"limit": kwargs.get("limit")})["dataset"]
+
+    def close(self) -> None:
+        pass
+
+
+def test_builder_offers_only_what_an_agent_server_takes(service: TrainingService) -> None:
+    from milady_lab.widgets import DatasetBuilder
+
+    client = _AgentLikeClient(service)
+    b = DatasetBuilder(RemoteBackend(client))
+    try:
+        b.wait()
+        assert b.fields == ("limit", "minLlmCallsPerTrajectory") and b.filters == {}
+        assert not b.can_preview and "not offered" in b.preview_label.value
+        b.limit.value = 4
+        b.build_button.click()
+        b.wait()
+        assert client.built == [{"limit": 4, "min_llm_calls_per_trajectory": 1}]
+        assert b.last_status[0] == "ok", b.last_status
+    finally:
+        b.close()
