@@ -126,9 +126,16 @@ class DatasetBuilder(Panel):
         )
         self.histogram = w.Image(format="png", layout=w.Layout(width="460px"))
 
-        options_box = w.HBox(
-            [self.limit, self.min_calls, *self.filters.values()],
-            layout=w.Layout(flex_flow="row wrap"),
+        # The explorer's layout: the filters on one row, search and the limit below.
+        f = self.filters
+        first = [f[k] for k in ("source", "status") if k in f] + [self.min_calls]
+        first += [f[k] for k in ("startDate", "endDate") if k in f]
+        second = [f["search"]] if "search" in f else []
+        options_box = w.VBox(
+            [
+                w.HBox(first, layout=w.Layout(flex_flow="row wrap")),
+                w.HBox([*second, self.limit], layout=w.Layout(flex_flow="row wrap")),
+            ]
         )
         buttons = w.HBox([self.preview_button, self.build_button, self.refresh_button])
         self.children = [

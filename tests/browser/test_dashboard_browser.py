@@ -191,16 +191,19 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             _wait(lambda: explorer.locator("img").count() >= 2, 30, "explorer charts", page)
             dashboard.screenshot(path=str(ARTIFACTS / "explorer.png"))
 
-            # Datasets tab: a bigger limit, its preview, Build
+            # Datasets tab: a source filter and a limit, their preview, Build
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Datasets").click()
             builder = page.locator(
                 ".milady-panel", has=page.locator("button", has_text="Build dataset")
             )
             builder.wait_for(state="visible")
+            source = builder.locator(".widget-dropdown", has_text="Source").locator("select")
+            _wait(lambda: source.locator("option", has_text="chat").count() == 1, 30, "sources")
+            source.select_option("chat")
             limit = builder.locator(".widget-inline-hbox", has_text="Limit").locator("input")
-            limit.fill("40")
+            limit.fill("20")
             limit.press("Enter")
-            builder.locator(".widget-html", has_text="40 trajectories").wait_for()
+            builder.locator(".widget-html", has_text="20 trajectories").wait_for()
             builder.locator("button", has_text="Build dataset").click()
             builder.locator(".milady-status[data-kind='ok']", has_text="built").wait_for()
             _wait(
