@@ -21,7 +21,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from milady_lab.config import Settings
-from milady_lab.errors import MiladyLabError
+from milady_lab.errors import WorkerError
 from milady_lab.state import LIVE_STATUSES
 
 from . import builds
@@ -155,7 +155,7 @@ class TrainingExtension(ExtensionApp):
             return await loop.run_in_executor(pool, remote[kind], body)
         except BrokenProcessPool:
             self._build_pools.pop(kind, None)
-            raise MiladyLabError(
+            raise WorkerError(
                 f"the dataset {kind} process ended unexpectedly (out of memory?); "
                 "no dataset was written"
             ) from None

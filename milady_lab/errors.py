@@ -45,3 +45,10 @@ class UpstreamError(MiladyLabError):
     """A service milady-lab talks to (Ollama, a Milady agent) failed."""
 
     status = 502
+
+
+class WorkerError(MiladyLabError):
+    """A process milady-lab started for the work (a dataset build, a benchmark) ended
+    without an answer: killed (out of memory?) or crashed. The message says how."""
+
+    status = 503

@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
-from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError
+from ..errors import ConflictError, InputError, NotFoundError, WorkerError
 from ..state import StateStore, now_ms
 from . import scores
 
@@ -178,12 +178,12 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise MiladyLabError("the benchmark was stopped before it finished") from None
+                raise WorkerError("the benchmark was stopped before it finished") from None
         result = json.loads(out_path.read_text()) if out_path.is_file() else None
         if rc != 0 or not isinstance(result, dict):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
             why = "it was killed (out of memory?)" if rc < 0 else f"exit {rc}"
-            raise MiladyLabError(f"the benchmark worker failed ({why}): {tail[0][:300]}")
+            raise WorkerError(f"the benchmark worker failed ({why}): {tail[0][:300]}")
         return result
 
 

@@ -188,6 +188,6 @@ def test_worker_crash_is_an_error_and_nothing_stored(
     m = insert_model(store, broken, tiny_base, tiny_dataset)
     with pytest.raises(MiladyLabError, match="benchmark worker failed") as info:
         run_benchmark(settings, store, m, None)
-    assert info.value.status == 500
+    assert info.value.status == 503  # the worker's failure, not a bug: the message says why
     assert store.get_model(m["id"])["benchmark"] is None
     assert list(settings.home.glob(".benchmark-*")) == []

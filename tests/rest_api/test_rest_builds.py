@@ -48,7 +48,7 @@ async def test_a_build_process_that_dies_is_a_clear_error(api, ext, lab) -> None
     for proc in list(ext._build_pools["build"]._processes.values()):
         proc.kill()
     code, body = await build
-    assert code == 500 and "ended unexpectedly" in body["message"], body
+    assert code == 503 and "ended unexpectedly" in body["message"], body
     code, body = await api("POST", "datasets/build", body={"limit": 50})
     assert code == 201, body
     code, listed = await api("GET", "datasets")
