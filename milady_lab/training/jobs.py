@@ -191,6 +191,17 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
     _children.pop(proc.pid, None)
 
 
+def exit_status(pid: int, timeout: float = 5.0) -> int | None:
+    """How a worker this process launched ended: its exit status, or minus the signal
+    that killed it (``-9``: SIGKILL). None while it runs, or for another's worker."""
+    child = _children.get(pid)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=timeout)
+        return child.returncode
+    return _exit_codes.get(pid)
+
+
 def _describe_exit(pid: int) -> str:
     """Why a worker is gone, as precisely as this process can tell."""
     child = _children.get(pid)

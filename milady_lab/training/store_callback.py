@@ -76,13 +76,14 @@ class StoreCallback(TrainingCallback):
         self._thread.start()
         return self
 
-    def close(self) -> None:
-        """Stop the thread and write whatever is still buffered."""
+    def close(self, flush: bool = True) -> None:
+        """Stop the thread and (unless ``flush`` is False) write whatever is still buffered."""
         self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self.flush()
+        if flush:
+            self.flush()
 
     def _run(self) -> None:
         while not self._closed.wait(self.flush_interval):

@@ -249,6 +249,50 @@ def test_cpu_cancel_checkpoint_and_resume_continue_exactly(
     assert result.trained_tokens == full.metrics[-1]["trainedTokens"]
 
 
+class MidStepStop(Recorder):
+    """Asks to stop at its ``nth`` poll once ``after`` steps are done: inside the next
+    step (the top-of-step check is poll 1, then the decoder layers' stop points)."""
+
+    def __init__(self, after: int, nth: int) -> None:
+        super().__init__()
+        self.after, self.nth, self.polls = after, nth, 0
+
+    def should_stop(self) -> bool:
+        if len(self.metrics) < self.after:
+            return False
+        self.polls += 1
+        return self.polls >= self.nth
+
+
+@pytest.mark.parametrize("nth", [3, 4], ids=["in-forward", "in-backward"])
+def test_cpu_cancel_inside_a_step_keeps_the_steps_done_and_resumes_exactly(
+    tiny_llama_dir: Path, memo_dataset: Path, tmp_path: Path, nth: int
+) -> None:
+    """A cancel that arrives mid-step ends the run at the next decoder layer, forward or
+    backward, without applying the half-done step: the checkpoint it leaves resumes to
+    the same losses as a run never cancelled."""
+    kw = {"iterations": 8, "checkpoint_every": 4, "eval_every": 100, "lora_dropout": 0.1}
+    full = Recorder()
+    run_training(make_spec(tiny_llama_dir, memo_dataset, tmp_path / "a", **kw), full)
+
+    cut = MidStepStop(after=5, nth=nth)
+    spec = make_spec(tiny_llama_dir, memo_dataset, tmp_path / "b", **kw)
+    with pytest.raises(TrainingCancelled) as stopped:
+        run_training(spec, cut)
+    assert cut.polls == nth  # it stopped at the first stop point that saw the flag
+    assert stopped.value.iteration == 5 and len(cut.metrics) == 5
+    assert [i for i, _ in cut.checkpoints] == [4, 5]
+    assert not spec.output_dir.exists() or not any(spec.output_dir.iterdir())  # no adapter
+
+    resumed = Recorder()
+    spec2 = make_spec(
+        tiny_llama_dir, memo_dataset, tmp_path / "c", resume_from=spec.checkpoint_dir / "5", **kw
+    )
+    run_training(spec2, resumed)
+    assert [m["iteration"] for m in resumed.metrics] == [6, 7, 8]
+    assert resumed.losses() == pytest.approx(full.losses()[5:], rel=1e-4)
+
+
 @pytest.mark.slow
 def test_smollm2_fine_tunes_a_few_steps(
     smollm2_dir: Path, memo_dataset: Path, tmp_path: Path

@@ -19,7 +19,7 @@ import pytest
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError
 from milady_lab.state import StateStore
-from milady_lab.training.jobs import JobManager
+from milady_lab.training.jobs import JobManager, exit_status
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
 from .jobkit import add_dataset, wait_for, wait_status, worker_log
@@ -68,6 +68,11 @@ def test_queue_cancel_and_resume(
     assert cancelled["status"] == "cancelled" and cancelled["error"] is None
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
+    # It obeyed the SIGTERM within the grace (no SIGKILL): it stopped by itself and
+    # kept the work done since the last periodic checkpoint.
+    assert exit_status(pgid) == 0, worker_log(settings, a["id"])
+    assert "cancelled: stopped by itself on SIGTERM" in worker_log(settings, a["id"])
+    assert cancelled["checkpointIteration"] == cancelled["currentIteration"]
     assert models_of(store, a["id"]) == []
     assert not (settings.models_dir / f".tmp-{a['id']}").exists()
     assert manager.cancel(a["id"])["status"] == "cancelled"  # idempotent

@@ -22,6 +22,7 @@ from milady_lab.errors import InputError
 from milady_lab.state import StateStore, now_ms
 from milady_lab.training.jobs import (
     JobManager,
+    exit_status,
     new_id,
     process_start_time,
     stop_worker,
@@ -31,7 +32,7 @@ from milady_lab.training.store_callback import StoreCallback
 from milady_lab.training.worker import readable_error
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
-from .jobkit import add_dataset, wait_for, wait_status
+from .jobkit import add_dataset, wait_for, wait_status, worker_log
 
 
 def _job(store: StateStore, status: str = "running", **fields: Any) -> str:
@@ -159,7 +160,8 @@ def test_cancel_while_the_worker_starts(
         {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 1_000_000}
     )
     pid = manager.raw(job["id"])["pid"]
-    time.sleep(0.5)  # the worker is importing, not yet training
+    # The worker has taken the job and is importing torch, not yet training.
+    wait_for(lambda: "resolving base model" in worker_log(settings, job["id"]), 30, "the claim")
     t0 = time.monotonic()
     assert manager.cancel(job["id"])["status"] == "cancelled"
     assert time.monotonic() - t0 < 5.5
@@ -167,6 +169,9 @@ def test_cancel_while_the_worker_starts(
         os.killpg(pid, 0)
     rec = wait_status(manager, job["id"], ("cancelled",), 1)
     assert rec["error"] is None and store.list_models() == []
+    # Interrupted mid-import, it still ended by itself (no SIGKILL) and said so.
+    assert exit_status(pid) == 0, worker_log(settings, job["id"])
+    assert "cancelled: stopped by itself on SIGTERM" in worker_log(settings, job["id"])
 
 
 def test_queue_drains_with_nothing_waiting(settings: Settings, store: StateStore) -> None:

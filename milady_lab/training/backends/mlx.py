@@ -359,7 +359,9 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
                 "trainedTokens": state["tokens"],
                 "peakMemory": max(int(mx.get_peak_memory()), peak_rss_bytes()),
             }
-            if val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
+            evaluate = iteration % max(1, spec.eval_every) == 0 or iteration == total
+            # A cancel skips the evaluation (seconds on a big validation set).
+            if val_set and evaluate and not callback.should_stop():
                 state["val"] = mlx_trainer.evaluate(
                     model=model,
                     dataset=val_set,
@@ -406,6 +408,8 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     finally:
         mlx_trainer.TrainUI = ui_class
 
+    if callback.should_stop():  # cancelled after the last step: no adapter, no model
+        raise TrainingCancelled(total)
     (mlx_dir / "adapter_config.json").write_text(json.dumps(mlx_cfg, indent=2), encoding="utf-8")
     mlx_to_peft(mlx_dir, spec.output_dir, model_path)
     callback.on_log(f"adapter written to {spec.output_dir}")

@@ -23,6 +23,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -211,17 +212,20 @@ def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
 
     callback.on_train_start(total, start)
     callback.on_log(f"training {total - start} iterations on {spec.backend}")
+    # A step of a real model is seconds on a CPU, and most of it is one C++ call
+    # (backward): hooks on every decoder layer poll the stop flag in both directions.
+    install_stop_points(decoder, callback.should_stop)
     model.train()
     last_loss: float | None = None
     last_val: float | None = None
     saved_at = start
 
-    def checkpoint(iteration: int) -> None:
+    def checkpoint(iteration: int, rng: dict[str, Any] | None = None) -> None:
         nonlocal saved_at
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng or _rng_state(),
             "trained_tokens": trained_tokens,
             "train_time": train_time,
         }
@@ -230,11 +234,20 @@ def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
         callback.on_log(f"checkpoint at iteration {iteration}")
         callback.on_checkpoint(iteration, path)
 
+    def stop(done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
+        """Cancelled with ``done`` iterations complete: keep the work since the last
+        checkpoint (a LoRA checkpoint takes well under a second), then end the run."""
+        if spec.checkpoint_every > 0 and done > saved_at:
+            checkpoint(done, rng)
+        return TrainingCancelled(done)
+
+    keep_rng = spec.checkpoint_every > 0
     for it in range(start, total):
         if callback.should_stop():
-            if spec.checkpoint_every > 0 and it > saved_at:
-                checkpoint(it)  # a LoRA checkpoint takes well under a second: keep the work
-            raise TrainingCancelled(it)
+            raise stop(it)
+        # A cancel between micro-batches drops the half-done step; its checkpoint then
+        # carries the random state from before it, so a resume redoes the step exactly.
+        rng_before = _rng_state() if keep_rng else None
         tic = time.perf_counter()
         batch = [
             train_set[i] for i in batch_indices(len(train_set), spec.batch_size, it, spec.seed)
@@ -243,10 +256,14 @@ def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
         n_labels = sum(r.n_labels for r in rows)
         lr = scheduler.get_last_lr()[0]
         loss_sum = 0.0
-        for row in rows:
-            part = _row_loss_sum(decoder, lm_head, row, autocast)
-            (part / n_labels).backward()
-            loss_sum += float(part.detach())
+        try:
+            for row in rows:
+                part = _row_loss_sum(decoder, lm_head, row, autocast)
+                (part / n_labels).backward()
+                loss_sum += float(part.detach())
+        except StopRequested:
+            optimizer.zero_grad(set_to_none=True)
+            raise stop(it, rng_before) from None
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
@@ -266,17 +283,21 @@ def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
             "peakMemory": _peak_memory(device),
         }
         if val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
-            last_val = evaluate(
-                decoder, lm_head, val_set, spec.batch_size, budget, device, autocast
-            )
+            val = evaluate(
+                decoder, lm_head, val_set, spec.batch_size, budget, device, autocast,
+                should_stop=callback.should_stop,
+            )  # fmt: skip
             model.train()
-            metric["valLoss"] = last_val
+            if val is not None:  # None: cancelled mid-way; the next check ends the run
+                last_val = metric["valLoss"] = val
         callback.on_metric(metric)
         if not math.isfinite(last_loss):
             raise RuntimeError(f"loss became {last_loss} at iteration {iteration}")
         if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
             checkpoint(iteration)
 
+    if callback.should_stop():  # a cancelled job registers no model: don't write one
+        raise stop(total)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(spec.output_dir))
     callback.on_log(f"adapter written to {spec.output_dir}")
@@ -299,18 +320,53 @@ def evaluate(
     budget: int,
     device: torch.device,
     autocast: Any,
-) -> float:
-    """Mean cross-entropy per assistant token over ``examples``."""
+    should_stop: Callable[[], bool] | None = None,
+) -> float | None:
+    """Mean cross-entropy per assistant token over ``examples``; None when
+    ``should_stop`` (polled between rows) asked to end early."""
     decoder.eval()
     total = 0.0
     count = 0
     for i in range(0, len(examples), max(1, batch_size)):
         chunk = examples[i : i + batch_size]
         for r in pack_rows(chunk, budget):
+            if should_stop is not None and should_stop():
+                return None
             row = _Packed(r, device)
-            total += float(_row_loss_sum(decoder, lm_head, row, autocast))
+            try:
+                total += float(_row_loss_sum(decoder, lm_head, row, autocast))
+            except StopRequested:
+                return None
             count += row.n_labels
     return total / max(1, count)
+
+
+class StopRequested(Exception):
+    """Raised by a stop point (a decoder layer's hook) when a cancel arrives mid-step."""
+
+
+def install_stop_points(decoder: Any, should_stop: Callable[[], bool]) -> list[Any]:
+    """Hooks that raise ``StopRequested`` once ``should_stop()``: before each decoder
+    layer's forward and when backward reaches its output. Raising there leaves nothing
+    half-applied: weights change only in ``optimizer.step``. Returns the hook handles."""
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        return []
+
+    def check(*_: Any) -> None:
+        if should_stop():
+            raise StopRequested()
+
+    def after_forward(module: Any, args: Any, output: Any) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if isinstance(hidden, torch.Tensor) and hidden.requires_grad:
+            hidden.register_hook(check)  # returns None: the gradient is left as it is
+
+    handles = []
+    for layer in layers:
+        handles.append(layer.register_forward_pre_hook(check))
+        handles.append(layer.register_forward_hook(after_forward))
+    return handles
 
 
 def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str]:
