@@ -41,6 +41,7 @@ from . import validation as v
 from .config import Settings
 from .errors import InputError, StorageError, UpstreamError
 from .state import StateStore, now_ms
+from .trajectories.base import StepsFilter
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
     import fcntl
@@ -213,6 +214,17 @@ class BuildOptions:
             for f in (self.sources, self.statuses, self.start_day, self.end_day, self.search)
         )
 
+    def steps_filter(self) -> StepsFilter | None:
+        """The filters a source applies before reading steps (SQL: a WHERE clause)."""
+        if self.sources is None and self.statuses is None and not (self.start_day or self.end_day):
+            return None
+        return StepsFilter(
+            sources=self.sources,
+            statuses=self.statuses,
+            start_ms=_day_start_ms(self.start_day) if self.start_day else None,
+            end_ms=_day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
+        )
+
     def trajectory_filter(self) -> pl.Expr | None:
         """The filters on a steps batch's own columns (source, status, startTime), if any."""
         conds: list[pl.Expr] = []
@@ -308,7 +320,9 @@ def _example_batches(
     total = int(source.count())
     remaining = opts.limit
     seen = pl.DataFrame(schema={"h1": pl.UInt64})
-    steps = _guard(source.iter_steps(BATCH_ROWS))
+    # The source selects on the trajectory fields (in SQL); the same filter on each batch
+    # keeps the result exact for any source, and costs nothing next to parsing.
+    steps = _guard(source.iter_steps(BATCH_ROWS, opts.steps_filter()))
     try:
         for read, batch, parsed in _read_ahead(steps, opts.trajectory_filter()):
             tally.scanned += read

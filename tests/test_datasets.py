@@ -445,9 +445,9 @@ def test_limit_stops_reading_early(lab, monkeypatch):
     batches = 0
     real = l_.source.iter_steps
 
-    def counting(batch_rows):
+    def counting(batch_rows, where=None):
         nonlocal batches
-        for batch in real(batch_rows):
+        for batch in real(batch_rows, where):
             batches += 1
             yield batch
 

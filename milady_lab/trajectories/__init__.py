@@ -27,6 +27,7 @@ from .base import (
     STEPS_SCHEMA,
     SUMMARY_SCHEMA,
     SourceUnavailable,
+    StepsFilter,
     TrajectorySource,
 )
 from .parse import CALL_ROWS_SCHEMA, llm_calls_from_steps
@@ -37,6 +38,7 @@ __all__ = [
     "STEPS_SCHEMA",
     "SUMMARY_SCHEMA",
     "SourceUnavailable",
+    "StepsFilter",
     "TrajectorySource",
     "UnavailableSource",
     "llm_calls_from_steps",
@@ -96,7 +98,9 @@ class UnavailableSource:
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
         return None
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
         return iter(())
 
     def summaries_frame(self) -> pl.LazyFrame:

@@ -28,6 +28,7 @@ import httpx
 import polars as pl
 
 from ..config import Settings
+from .base import StepsFilter
 from .export import create_cache_db, entries_of, entry_id, trajectory_row, upsert_rows
 from .sqlite import SQLiteSource
 
@@ -253,9 +254,11 @@ class AgentApiSource(SQLiteSource):
         self.sync()
         return super().detail(trajectory_id)
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
         self.sync()
-        return super().iter_steps(batch_rows)
+        return super().iter_steps(batch_rows, where)
 
     def summaries_frame(self) -> pl.LazyFrame:
         self.sync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import polars as pl
@@ -48,6 +49,39 @@ STEPS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+@dataclass(frozen=True)
+class StepsFilter:
+    """Trajectory fields ``iter_steps`` selects on before any steps text is read.
+
+    A SQL source turns it into a WHERE clause, so a narrow dataset build never reads
+    the steps of the trajectories it leaves out. None keeps every value.
+    """
+
+    sources: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
+    start_ms: int | None = None  # startTime >= start_ms
+    end_ms: int | None = None  # startTime < end_ms
+
+    def sql(self, dialect: str) -> tuple[str, list[Any]]:
+        """``WHERE …`` (or "") and its parameters; values always go as parameters."""
+        mark, text, integer = (
+            ("?", "TEXT", "INTEGER") if dialect == "sqlite" else ("%s", "text", "bigint")
+        )
+        parts: list[str] = []
+        params: list[Any] = []
+        for column, names in (("source", self.sources), ("status", self.statuses)):
+            if names is not None:
+                parts.append(f"CAST({column} AS {text}) IN ({', '.join([mark] * len(names))})")
+                params.extend(names)
+        if self.start_ms is not None:
+            parts.append(f"CAST(start_time AS {integer}) >= {mark}")
+            params.append(self.start_ms)
+        if self.end_ms is not None:
+            parts.append(f"CAST(start_time AS {integer}) < {mark}")
+            params.append(self.end_ms)
+        return ("WHERE " + " AND ".join(parts) if parts else ""), params
+
+
 class SourceUnavailable(Exception):
     """The source cannot be read right now; the message says why."""
 
@@ -69,9 +103,11 @@ class TrajectorySource(Protocol):
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
         """Summary fields + ``llmCalls`` (each with stepId) + ``providerAccesses``."""
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
-        """Every trajectory's raw steps text with the fields a build filters on
-        (STEPS_SCHEMA), in listing order, in batches."""
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
+        """The raw steps text, with the fields a build filters on (STEPS_SCHEMA), of every
+        trajectory ``where`` selects (all when None), in listing order, in batches."""
 
     def summaries_frame(self) -> pl.LazyFrame: ...
 

@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from ..demo import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
+from .base import StepsFilter
 from .sqlite import SQLiteSource
 
 _CALL_KEYS = (
@@ -304,9 +305,11 @@ class ExportSource(SQLiteSource):
         self._refresh()
         return super().detail(trajectory_id)
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
         self._refresh()
-        return super().iter_steps(batch_rows)
+        return super().iter_steps(batch_rows, where)
 
     def summaries_frame(self) -> pl.LazyFrame:
         self._refresh()

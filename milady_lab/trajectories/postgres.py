@@ -17,7 +17,7 @@ import polars as pl
 import psycopg
 
 from . import _rows
-from .base import SUMMARY_SCHEMA, SourceUnavailable
+from .base import SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 _ORDER = 'ORDER BY start_time DESC NULLS LAST, id COLLATE "C"'
 _SELECT = _rows.pg_select()
@@ -153,7 +153,9 @@ class PostgresSource:
         row = self._read(work, None)
         return None if row is None else _rows.detail_body(row[:-1], row[-1])
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
         """Steps text in listing order through a server-side cursor on its own connection.
 
         A source that cannot be read yields nothing; one failing midway raises
@@ -166,10 +168,12 @@ class PostgresSource:
         try:
             with conn.transaction(), conn.cursor(name="milady_lab_steps") as cur:
                 cur.itersize = max(1, batch_rows)
+                clause, params = (where or StepsFilter()).sql("postgres")
                 cur.execute(
                     "SELECT CAST(id AS text), CAST(source AS text), CAST(status AS text), "
                     "CAST(start_time AS bigint), "
-                    f"CAST(steps_json AS text) FROM trajectories {_ORDER}"
+                    f"CAST(steps_json AS text) FROM trajectories {clause} {_ORDER}",
+                    params,
                 )
                 while batch := cur.fetchmany(max(1, batch_rows)):
                     started = True

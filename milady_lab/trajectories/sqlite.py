@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from . import _rows
-from .base import SUMMARY_SCHEMA, SourceUnavailable
+from .base import SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 ANCHOR_EVERY = 1024
 _ORDER = "ORDER BY start_time DESC, id"
@@ -253,7 +253,9 @@ class SQLiteSource:
             return None
         return _rows.detail_body(row[:-1], row[-1])
 
-    def iter_steps(self, batch_rows: int = 5000) -> Iterator[pl.DataFrame]:
+    def iter_steps(
+        self, batch_rows: int = 5000, where: StepsFilter | None = None
+    ) -> Iterator[pl.DataFrame]:
         """Steps text in listing order, on a private connection holding one snapshot."""
         with self._lock:
             try:
@@ -264,17 +266,18 @@ class SQLiteSource:
             conn = self._open()
         except SourceUnavailable:
             return
+        clause, params = (where or StepsFilter()).sql("sqlite")
         sql = (
             "SELECT CAST(id AS TEXT), CAST(source AS TEXT), CAST(status AS TEXT), "
             "CAST(start_time AS INTEGER), steps_json "
-            f"FROM trajectories {_ORDER}"
+            f"FROM trajectories {clause} {_ORDER}"
         )
         done = 0
         try:
             conn.execute("BEGIN")
             while True:
                 try:
-                    cursor = conn.execute(sql + " LIMIT -1 OFFSET ?", (done,))
+                    cursor = conn.execute(sql + " LIMIT -1 OFFSET ?", (*params, done))
                     while batch := cursor.fetchmany(max(1, batch_rows)):
                         frame = _rows.steps_from_rows(batch)
                         done += len(batch)
