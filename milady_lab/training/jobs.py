@@ -10,7 +10,10 @@ each made inside one ``BEGIN IMMEDIATE`` transaction, so any number of processes
 A worker is identified by its pid *and* its process start time, so a recycled pid is
 never mistaken for a live worker. When a worker ends it starts the next queued job
 itself; ``reconcile()`` (run whenever a service starts) and every read of a running
-job repair what a killed worker left behind.
+job repair what a killed worker left behind, and stop a live worker whose heartbeat
+is older than ``HEARTBEAT_TIMEOUT_S`` (hung, or frozen by SIGSTOP): ``failed``, "worker
+stopped responding". A cancel leaves a marker in the job folder before it signals,
+so whichever process first finds the worker gone records ``cancelled``, not a crash.
 
 Records returned here are the REST bodies: internal fields (``pid``,
 ``pidStartTime``, ``outputPath``, ``heartbeatAt``) are left out, so process details
@@ -50,6 +53,16 @@ from .options import JobOptions
 CANCEL_GRACE_S = 5.0
 #: A running job whose worker never recorded a pid is given up after this long.
 LAUNCH_TIMEOUT_MS = 30_000
+#: A live worker whose heartbeat (written every 2 s by its flusher thread, whatever the
+#: training loop is doing) is older than this is hung: stopped and failed.
+HEARTBEAT_TIMEOUT_S = 120.0
+#: Before failing a stale worker, wait this long for a fresh heartbeat: after a laptop
+#: sleeps, the wall clock jumps ahead and the worker needs a moment to beat again.
+HEARTBEAT_CONFIRM_S = 5.0
+#: Written into the job folder before a cancel signals the worker, so that whoever
+#: finds the worker gone (the canceller, or a reconcile in another process) records
+#: the job ``cancelled``, not failed.
+CANCEL_MARKER = "cancel-requested"
 
 _INTERNAL = ("pid", "pidStartTime", "outputPath", "heartbeatAt")
 #: Folders ``worker._complete`` names after a new model id (``new_id("model")``).
@@ -146,9 +159,13 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
 
 
 def terminate_group(pgid: int, grace: float = CANCEL_GRACE_S) -> bool:
-    """SIGTERM the group, wait ``grace`` seconds, SIGKILL; True once no member runs."""
+    """SIGTERM the group, wait ``grace`` seconds, SIGKILL; True once no member runs.
+
+    SIGCONT follows the SIGTERM: a stopped worker (``kill -STOP``) then obeys it too.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGCONT)
     if _wait_group_gone(pgid, grace):
         return True
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -176,6 +193,8 @@ def stop_worker(pid: int, start_time: float | None, grace: float = CANCEL_GRACE_
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+            if sig == signal.SIGTERM:
+                os.kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + wait
         while worker_alive(pid, start_time):
             if time.monotonic() >= deadline:
@@ -244,9 +263,17 @@ def log_tail(path: Path, lines: int = 6, max_bytes: int = 16_384) -> list[str]:
 class JobManager:
     """Training jobs of one state home; safe to use from many threads and processes."""
 
-    def __init__(self, settings: Settings, store: StateStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+    ) -> None:
         self.settings = settings
         self.store = store
+        #: A live worker silent for longer than this is hung (tests make it short).
+        self.heartbeat_timeout_s = heartbeat_timeout_s
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, job_id: Any) -> dict[str, Any]:
@@ -409,6 +436,7 @@ class JobManager:
             return self._public(rec)
         if status == "running":
             pid, start_time = rec["pid"], rec["pidStartTime"]
+            self._mark_cancel(job_id)
             if pid:
                 stop_worker(pid, start_time)
             with self.store.transaction() as conn:
@@ -478,15 +506,20 @@ class JobManager:
             self.start_next()
 
     def _check_worker(self, rec: dict[str, Any]) -> bool:
-        """Mark a running job failed when its worker is gone; True when it was."""
+        """End a running job whose worker is gone, never started or stopped responding
+        (``failed``; ``cancelled`` when a cancel had been asked for); True when it did."""
         pid, start_time = rec.get("pid"), rec.get("pidStartTime")
+        status = "failed"
         if pid is None:
             started = rec.get("heartbeatAt") or rec.get("startedAt") or rec["createdAt"]
             if now_ms() - started < LAUNCH_TIMEOUT_MS:
                 return False
-            reason = "the worker process never started"
+            reason: str | None = "the worker process never started"
         elif worker_alive(pid, start_time):
-            return False
+            return self._check_heartbeat(rec)
+        elif self._cancel_requested(rec["id"]):
+            # A cancel signalled it and has not recorded the outcome yet (or died first).
+            status, reason = "cancelled", None
         else:
             reason = f"worker process {pid} is gone ({_describe_exit(pid)})"
             tail = log_tail(self.settings.jobs_dir / rec["id"] / "worker.log", lines=3)
@@ -496,10 +529,66 @@ class JobManager:
             current = self.store.get_job(rec["id"], conn)
             if current is None or current["status"] != "running" or current["pid"] != pid:
                 return False  # it ended or was taken over meanwhile
-            self._finish(conn, rec["id"], "failed", reason)
+            self._finish(conn, rec["id"], status, reason)
         self._remove_temp(rec["id"])
         self.start_next()
         return True
+
+    def _check_heartbeat(self, rec: dict[str, Any]) -> bool:
+        """Stop and fail a live worker whose heartbeat is stale; True when it did.
+
+        The job is marked failed first, so the worker, woken by the SIGTERM, finds it
+        no longer its own and records nothing (and registers no model).
+        """
+        beat = rec.get("heartbeatAt") or rec.get("startedAt") or rec["createdAt"]
+        limit_ms = self.heartbeat_timeout_s * 1000
+        if now_ms() - beat <= limit_ms or self._cancel_requested(rec["id"]):
+            return False  # the usual case; a cancel in progress stops the worker itself
+        deadline = time.monotonic() + min(HEARTBEAT_CONFIRM_S, self.heartbeat_timeout_s)
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            current = self.store.get_job(rec["id"])
+            if current is None or current["status"] != "running" or current["pid"] != rec["pid"]:
+                return False
+            if current.get("heartbeatAt") != rec.get("heartbeatAt"):
+                return False  # it beats again (the machine was asleep, or merely busy)
+        pid, start_time = rec["pid"], rec.get("pidStartTime")
+        silent = (now_ms() - beat) / 1000
+        reason = f"worker stopped responding: no heartbeat for {silent:.0f} s"
+        try:
+            marked = self._fail_if_unchanged(rec, reason)
+        except sqlite3.OperationalError:  # a worker frozen mid-write holds the lock
+            marked = None
+        stop_worker(pid, start_time)
+        if marked is None:
+            marked = self._fail_if_unchanged(rec, reason)
+        if marked:
+            self._remove_temp(rec["id"])
+            self.start_next()
+        return marked
+
+    def _fail_if_unchanged(self, rec: dict[str, Any], reason: str) -> bool:
+        """Fail the job if it still runs under the same worker with the same heartbeat."""
+        with self.store.transaction() as conn:
+            current = self.store.get_job(rec["id"], conn)
+            if (
+                current is None
+                or current["status"] != "running"
+                or current["pid"] != rec["pid"]
+                or current.get("heartbeatAt") != rec.get("heartbeatAt")
+            ):
+                return False
+            self._finish(conn, rec["id"], "failed", reason)
+        return True
+
+    def _mark_cancel(self, job_id: str) -> None:
+        job_dir = self.settings.jobs_dir / job_id
+        with contextlib.suppress(OSError):
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / CANCEL_MARKER).touch()
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        return (self.settings.jobs_dir / job_id / CANCEL_MARKER).exists()
 
     def _finish(
         self, conn: sqlite3.Connection, job_id: str, status: str, error: str | None

@@ -4,6 +4,7 @@ starting, and reconcile of rows whose worker is gone or never started."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ import pytest
 from milady_lab.config import Settings
 from milady_lab.errors import InputError
 from milady_lab.state import StateStore, now_ms
+from milady_lab.training import jobs
 from milady_lab.training.jobs import (
     JobManager,
     exit_status,
@@ -292,3 +294,68 @@ def test_reconcile_sweeps_temp_folders_of_ended_jobs(
         assert left == [f".tmp-{live}"]
     finally:
         store.update_job(live, status="cancelled")  # not a worker: teardown must not stop it
+
+
+def test_a_cancel_stays_a_cancel_when_another_process_looks_first(
+    manager: JobManager, settings: Settings, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the cancel's SIGTERM and its record, any other process reading the job
+    (a server's poll, a CLI) finds the worker gone: it must record the cancel the user
+    asked for, not a crash. (Seen when schemathesis cancelled a job the tests ran.)"""
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)  # dies on SIGTERM
+    wait_for(lambda: process_start_time(sleeper.pid), 5, "the sleeper")
+    job_id = _job(
+        store, pid=sleeper.pid, pidStartTime=process_start_time(sleeper.pid), startedAt=now_ms()
+    )
+    other = JobManager(settings, StateStore(settings.state_db))
+    seen: list[dict[str, Any]] = []
+    real_stop = jobs.stop_worker
+
+    def stop_then_someone_looks(pid: int, start_time: float | None) -> bool:
+        stopped = real_stop(pid, start_time)
+        sleeper.wait(5)
+        seen.append(other.get(job_id))  # the worker is gone; the cancel is not recorded yet
+        return stopped
+
+    monkeypatch.setattr(jobs, "stop_worker", stop_then_someone_looks)
+    done = manager.cancel(job_id)
+    assert seen and seen[0]["status"] == "cancelled" and seen[0]["error"] is None
+    assert done["status"] == "cancelled" and done["error"] is None
+    kinds = [e["kind"] for e in store.events() if e.get("jobId") == job_id]
+    assert kinds == ["job_cancelled"]
+
+
+@pytest.mark.slow
+def test_a_frozen_worker_is_stopped_and_failed(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    """A worker that is alive but no longer beats (here: SIGSTOP) is stopped, its job
+    failed with a reason, and the queue moves on."""
+    ds = add_dataset(settings, store)
+    job = manager.start(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu",
+         "iterations": 1_000_000, "batchSize": 1}
+    )  # fmt: skip
+    queued = manager.start({"datasetId": ds, "model": "nobody-here/not-cached", "iterations": 2})
+    wait_for(lambda: manager.get(job["id"])["currentIteration"] > 0, 120, "training to start")
+    pid = manager.raw(job["id"])["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # With the default limit (minutes) a few silent seconds change nothing.
+        time.sleep(1.0)
+        assert manager.get(job["id"])["status"] == "running"
+        watcher = JobManager(settings, store, heartbeat_timeout_s=3)
+        failed = wait_status(watcher, job["id"], ("completed", "failed", "cancelled"), 60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert failed["status"] == "failed", failed
+    assert failed["error"].startswith("worker stopped responding: no heartbeat for ")
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    # SIGTERM + SIGCONT: it woke, found the job no longer its own and left by itself.
+    assert exit_status(pid) == 1
+    assert [m for m in store.list_models() if m["jobId"] == job["id"]] == []
+    assert not (settings.models_dir / f".tmp-{job['id']}").exists()
+    after = wait_status(manager, queued["id"], ("completed", "failed", "cancelled"), 60)
+    assert after["status"] == "failed" and "nobody-here/not-cached" in after["error"]
