@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -100,17 +101,24 @@ class UiRunner:
             return any(not f.done() for f in self._futures)
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Wait for submitted work, then apply its results (tests, scripts)."""
-        with self._lock:
-            pending = list(self._futures)
-        wait_futures(pending, timeout=timeout)
-        # done callbacks may still be racing to enqueue; give them a moment
-        for _ in range(50):
+        """Wait for submitted work, and for work its results submit, applying every
+        result here (tests, scripts)."""
+        deadline = time.monotonic() + timeout
+        while True:
             with self._lock:
-                if not any(f in self._futures for f in pending):
-                    break
-            threading.Event().wait(0.01)
-        self.drain()
+                pending = list(self._futures)
+            wait_futures(pending, timeout=max(0.0, deadline - time.monotonic()))
+            # done callbacks may still be racing to enqueue; give them a moment
+            for _ in range(50):
+                with self._lock:
+                    if not any(f in self._futures for f in pending):
+                        break
+                threading.Event().wait(0.01)
+            self.drain()
+            with self._lock:
+                more = any(f not in pending for f in self._futures)
+            if not more or time.monotonic() >= deadline:
+                return
 
     async def run_blocking(self, work: Callable[[], T]) -> T:
         """Await ``work()`` run in this runner's threads (for loop tasks)."""

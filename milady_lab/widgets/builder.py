@@ -56,7 +56,8 @@ class DatasetBuilder(Panel):
         self.datasets: list[dict[str, Any]] = []
         self.last_preview: dict[str, Any] | None = None
         self.last_built: dict[str, Any] | None = None
-        self._preview_gen = 0
+        self._preview_busy = False
+        self._preview_stale = False
         self._progress: tuple[int, int] = (0, 0)
         self._progress_posted = 0.0
         self._progress_lock = threading.Lock()
@@ -223,20 +224,26 @@ class DatasetBuilder(Panel):
 
     # -- preview ------------------------------------------------------------------------
     def preview(self) -> None:
-        """Count trajectories and examples for the current options, in the background."""
-        self._preview_gen += 1
-        gen = self._preview_gen
-        body = self.body()
+        """Count trajectories and examples for the current options, in the background.
+
+        One count runs at a time (each reads every trajectory): options changed while it
+        runs are counted once when it ends, with their latest values.
+        """
         if not self.can_preview:
             self.preview_label.value = (
                 "<b>Preview:</b> <i>not offered by this server; Build reports the counts.</i>"
             )
             return
         self.preview_label.value = "<i>counting…</i>"
+        if self._preview_busy:
+            self._preview_stale = True
+            return
+        self._preview_busy = True
+        body = self.body()
 
         def done(result: dict[str, Any]) -> None:
-            if gen != self._preview_gen:
-                return  # the options changed meanwhile
+            if self._preview_ended():
+                return
             self.last_preview = result
             self.preview_label.value = (
                 f"<b>Preview:</b> {result.get('trajectoryCount', 0):,} trajectories → "
@@ -245,8 +252,17 @@ class DatasetBuilder(Panel):
 
         self.in_background("preview", lambda: self.backend.preview_dataset(body), done)
 
+    def _preview_ended(self) -> bool:
+        """The count in flight is over; True when newer options started another one."""
+        self._preview_busy = False
+        if self._preview_stale:
+            self._preview_stale = False
+            self.preview()
+            return True
+        return False
+
     def after_error(self, action: str) -> None:
-        if action == "preview":
+        if action == "preview" and not self._preview_ended():
             self.preview_label.value = "<b>Preview:</b> —"
         if action == "build":
             self.build_button.disabled = False

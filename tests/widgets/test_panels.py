@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,6 +208,27 @@ def test_builder_filters_preview_and_build_like_the_service(
     b.wait()
     kind, message = status_of(b)
     assert kind == "error" and "matches the filters" in message, message
+
+
+def test_builder_counts_a_burst_of_changes_once(service: TrainingService) -> None:
+    gate = threading.Event()
+    asked: list[dict[str, Any]] = []
+
+    class SlowCounts(LocalBackend):
+        def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+            asked.append(dict(body))
+            gate.wait(30)
+            return super().preview_dataset(body)
+
+    b = DatasetBuilder(SlowCounts(service))  # the first count starts and waits at the gate
+    for n in (5, 6, 7, 8):
+        b.limit.value = n  # typing a number: four changes while the first count runs
+    assert "counting" in b.preview_label.value
+    gate.set()
+    b.wait()
+    assert [a.get("limit") for a in asked] == [None, 8]  # one more count, the latest options
+    assert b.last_preview == service.preview_dataset({"limit": 8})
+    assert "8 trajectories" in b.preview_label.value
 
 
 def test_builder_shows_the_services_error(backend: LocalBackend, service: TrainingService) -> None:
