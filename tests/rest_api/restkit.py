@@ -200,15 +200,28 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
         proc.wait(5)
 
 
+#: The stand-in worker of ``make_occupied``: it beats like a real worker (every 2 s),
+#: so reconciles judge it by the same rules; it dies on SIGTERM like one not yet started.
+_OCCUPIER = """
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+job_id = f"job-occupied-{os.getpid()}"
+for _ in range(450):
+    db.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (int(time.time() * 1000), job_id))
+    time.sleep(2)
+"""
+
+
 @contextlib.contextmanager
 def make_occupied(store: StateStore) -> Iterator[dict[str, Any]]:
-    """Insert a "running" job whose worker is a sleeping process in its own session.
+    """Insert a "running" job whose worker is a process in its own session that only
+    keeps its heartbeat fresh.
 
-    Jobs started meanwhile are queued behind it and never train. The sleeper's group
+    Jobs started meanwhile are queued behind it and never train. The occupier's group
     is killed on exit.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(900)"], start_new_session=True
+        [sys.executable, "-c", _OCCUPIER, str(store.path)], start_new_session=True
     )
     rec = {
         "id": f"job-occupied-{proc.pid}",
