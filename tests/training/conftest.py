@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import save_tiny_llama
 
 #: A few chat examples a tiny model can learn by heart; one has two assistant turns.
 MEMO_EXAMPLES: list[dict[str, Any]] = [
@@ -50,30 +51,21 @@ def tiny_llama_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     ``initializer_range=0.2`` gives embeddings large enough that a LoRA can move the
     logits far from uniform, so the loss falls clearly within a few dozen steps.
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     folder = tmp_path_factory.mktemp("tiny-llama")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (smollm2_dir / name).is_file():
             shutil.copy(smollm2_dir / name, folder / name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    return save_tiny_llama(
+        folder,
         vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
+        hidden_size=64,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        initializer_range=0.2,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
 
 
 def write_dataset(folder: Path, train: list[dict[str, Any]], valid: list[dict[str, Any]]) -> Path:
