@@ -147,13 +147,18 @@ max-stream-events = 200
 
 # Valid-looking data the service refuses for reasons a schema cannot express: a model
 # name that does not exist, cuda on a machine without a GPU, a build where no
-# trajectory qualifies. These answer 400 with a message, by design.
+# trajectory qualifies, a startDate after the endDate, a blank or control-character
+# filter. These answer 400 with a message, by design.
 [[operations]]
 include-operation-id = "startJob"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
 
 [[operations]]
 include-operation-id = "buildDataset"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+[[operations]]
+include-operation-id = "previewDataset"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
 
 # The benchmark answers when its worker is done (the spec's synchronous POST): minutes
