@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
@@ -45,16 +46,26 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         print("(none)")
         return
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[cell(r.get(c), c) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _cell(value: Any) -> str:
+#: Fields holding ms since epoch besides the ``…At`` ones.
+_TIME_FIELDS = ("startTime", "endTime", "timestamp")
+
+
+def cell(value: Any, key: str = "") -> str:
+    """A value as a person reads it: timestamps in UTC, floats short (``--json`` keeps
+    the raw values)."""
     if value is None:
         return ""
+    is_time = key.endswith("At") or key in _TIME_FIELDS
+    if is_time and type(value) is int and 0 <= value < 2**53:
+        stamp = datetime.fromtimestamp(value / 1000, UTC)
+        return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..training.options import FIELD_NAMES as _START_FLAGS
-from ._common import add_json_flag, print_json, print_table, service_from
+from ._common import add_json_flag, cell, print_json, print_table, service_from
 
 _FINAL = ("completed", "failed", "cancelled")
 
@@ -129,9 +129,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         value = job.get(key)
         if value is None:
             continue
-        if isinstance(value, float):
-            value = f"{value:.4g}"
-        print(f"{key.ljust(width)}  {value}")
+        print(f"{key.ljust(width)}  {cell(value, key)}")
 
 
 def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_json_flag, print_json, print_table, service_from
+from ._common import add_json_flag, cell, print_json, print_table, service_from
 
 SCORES = ("coherence", "consistency", "helpfulness")
 
@@ -104,9 +104,8 @@ def _show(args: argparse.Namespace) -> int:
         print_json(body)
         return 0
     for key, value in body["model"].items():
-        if key == "benchmark" and value:
-            value = _bench_cell(value)
-        print(f"{key}: {'' if value is None else value}")
+        shown = _bench_cell(value) if key == "benchmark" and value else cell(value, key)
+        print(f"{key}: {shown}")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_flag, print_json, print_table, service_from
+from ._common import add_json_flag, cell, print_json, print_table, service_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     traj = body["trajectory"]
     for key in ("id", "source", "status", "startTime", "endTime", "llmCallCount"):
-        print(f"{key}: {traj.get(key)}")
+        print(f"{key}: {cell(traj.get(key), key)}")
     for call in traj.get("llmCalls", []):
         print(f"\n--- {call.get('stepId')} · {call.get('model')} · {call.get('purpose')}")
         print(f"user: {_fold(call.get('userPrompt'))}")

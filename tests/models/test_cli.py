@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ def test_list_and_show(
     assert model["id"] in out and "coh 0.40/0.20 con 0.90/0.10 help 0.30/0.10" in out
     assert main(_cli(settings, "models", "show", model["id"], "--json")) == 0
     assert _json_out(capsys)["model"]["benchmark"] == bench
+    # People read times in UTC; --json keeps the REST body's ms.
+    assert main(_cli(settings, "models", "show", model["id"])) == 0
+    created = datetime.fromtimestamp(model["createdAt"] / 1000, UTC)
+    assert f"createdAt: {created:%Y-%m-%d %H:%M:%S} UTC" in capsys.readouterr().out
     assert main(_cli(settings, "models", "show", "nope")) == 2
     assert "no model" in capsys.readouterr().err
 
