@@ -55,6 +55,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 #: Fields holding ms since epoch besides the ``…At`` ones.
 _TIME_FIELDS = ("startTime", "endTime", "timestamp")
+#: 9999-12-31T23:59:59.999Z, the last instant ``datetime`` can show; larger stays a number.
+_LAST_MS = 253_402_300_799_999
 
 
 def cell(value: Any, key: str = "") -> str:
@@ -63,7 +65,7 @@ def cell(value: Any, key: str = "") -> str:
     if value is None:
         return ""
     is_time = key.endswith("At") or key in _TIME_FIELDS
-    if is_time and type(value) is int and 0 <= value < 2**53:
+    if is_time and type(value) is int and 0 <= value <= _LAST_MS:
         stamp = datetime.fromtimestamp(value / 1000, UTC)
         return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, float):

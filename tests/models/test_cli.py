@@ -53,6 +53,24 @@ def test_list_and_show(
     assert main(_cli(settings, "models", "show", model["id"])) == 0
     created = datetime.fromtimestamp(model["createdAt"] / 1000, UTC)
     assert f"createdAt: {created:%Y-%m-%d %H:%M:%S} UTC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "1970-01-01 00:00:00 UTC"),
+        (253_402_300_799_999, "9999-12-31 23:59:59 UTC"),
+        (253_402_300_800_000, "253402300800000"),  # past datetime's range: the number
+        (-1, "-1"),
+        (2**63 - 1, str(2**63 - 1)),
+        (True, "True"),
+        (1.5, "1.5"),
+    ],
+)
+def test_time_cells_never_fail_on_odd_values(value: Any, shown: str) -> None:
+    from milady_lab.cli._common import cell
+
+    assert cell(value, "startTime") == shown
     assert main(_cli(settings, "models", "show", "nope")) == 2
     assert "no model" in capsys.readouterr().err
 
