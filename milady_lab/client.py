@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
 
@@ -30,6 +30,7 @@ __all__ = [
     "ActivateResult",
     "AsyncTrainingClient",
     "BenchmarkResult",
+    "BuildFilters",
     "Dataset",
     "DatasetPreview",
     "Event",
@@ -111,6 +112,16 @@ class DatasetPreview(TypedDict):
 #: A ``source`` or ``status`` filter: one value or any of several.
 Names = str | list[str] | tuple[str, ...]
 Day = str | datetime.date
+
+
+class BuildFilters(TypedDict, total=False):
+    """The trajectory filters of a dataset build or preview (keyword arguments)."""
+
+    source: Names
+    status: Names
+    start_date: Day  # a UTC day, inclusive: ``"2026-03-01"`` or a ``datetime.date``
+    end_date: Day
+    search: str  # text in any LLM call's prompts or reply, ignoring case
 
 
 class Job(TypedDict, total=False):
@@ -250,11 +261,12 @@ def _fields(**values: Any) -> dict[str, Any]:
 def _build_body(
     limit: int | None,
     min_calls: int | None,
-    source: Names | None,
-    status: Names | None,
-    start_date: Day | None,
-    end_date: Day | None,
-    search: str | None,
+    *,
+    source: Names | None = None,
+    status: Names | None = None,
+    start_date: Day | None = None,
+    end_date: Day | None = None,
+    search: str | None = None,
 ) -> dict[str, Any]:
     """A build or preview body; dates may be ``datetime.date``s, names tuples."""
 
@@ -507,34 +519,20 @@ class TrainingClient:
         self,
         limit: int | None = None,
         min_llm_calls_per_trajectory: int | None = None,
-        *,
-        source: Names | None = None,
-        status: Names | None = None,
-        start_date: Day | None = None,
-        end_date: Day | None = None,
-        search: str | None = None,
+        **filters: Unpack[BuildFilters],
     ) -> Dataset:
         """Build a dataset; the filters narrow the trajectories (see the route's body)."""
-        body = _build_body(
-            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
-        )
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
         return self._send(_Routes.build_dataset(body))
 
     def preview_dataset(
         self,
         limit: int | None = None,
         min_llm_calls_per_trajectory: int | None = None,
-        *,
-        source: Names | None = None,
-        status: Names | None = None,
-        start_date: Day | None = None,
-        end_date: Day | None = None,
-        search: str | None = None,
+        **filters: Unpack[BuildFilters],
     ) -> DatasetPreview:
         """What ``build_dataset`` with these options would give; writes nothing."""
-        body = _build_body(
-            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
-        )
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
         return self._send(_Routes.preview_dataset(body))
 
     def list_jobs(self) -> list[Job]:
@@ -764,34 +762,20 @@ class AsyncTrainingClient:
         self,
         limit: int | None = None,
         min_llm_calls_per_trajectory: int | None = None,
-        *,
-        source: Names | None = None,
-        status: Names | None = None,
-        start_date: Day | None = None,
-        end_date: Day | None = None,
-        search: str | None = None,
+        **filters: Unpack[BuildFilters],
     ) -> Dataset:
         """Build a dataset; the filters narrow the trajectories (see the route's body)."""
-        body = _build_body(
-            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
-        )
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
         return await self._send(_Routes.build_dataset(body))
 
     async def preview_dataset(
         self,
         limit: int | None = None,
         min_llm_calls_per_trajectory: int | None = None,
-        *,
-        source: Names | None = None,
-        status: Names | None = None,
-        start_date: Day | None = None,
-        end_date: Day | None = None,
-        search: str | None = None,
+        **filters: Unpack[BuildFilters],
     ) -> DatasetPreview:
         """What ``build_dataset`` with these options would give; writes nothing."""
-        body = _build_body(
-            limit, min_llm_calls_per_trajectory, source, status, start_date, end_date, search
-        )
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
         return await self._send(_Routes.preview_dataset(body))
 
     async def list_jobs(self) -> list[Job]:
