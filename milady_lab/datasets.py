@@ -225,21 +225,6 @@ class BuildOptions:
             end_ms=_day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
         )
 
-    def trajectory_filter(self) -> pl.Expr | None:
-        """The filters on a steps batch's own columns (source, status, startTime), if any."""
-        conds: list[pl.Expr] = []
-        if self.sources is not None:
-            conds.append(pl.col("source").is_in(self.sources))
-        if self.statuses is not None:
-            conds.append(pl.col("status").is_in(self.statuses))
-        if self.start_day is not None:
-            conds.append(pl.col("startTime") >= _day_start_ms(self.start_day))
-        if self.end_day is not None:
-            conds.append(pl.col("startTime") < _day_start_ms(self.end_day + timedelta(days=1)))
-        if not conds:
-            return None
-        return pl.all_horizontal(conds).fill_null(False)
-
     def describe_filters(self) -> str:
         """The filters in words, for messages."""
         body = self.as_body()
@@ -255,7 +240,8 @@ def _present(column: str) -> pl.Expr:
 
 @dataclass
 class _Tally:
-    scanned: int = 0
+    total: int = 0  # in the source
+    scanned: int = 0  # read (those the filters select)
     trajectories: int = 0
     examples: int = 0
 
@@ -276,21 +262,15 @@ def _guard(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         raise UpstreamError(f"reading the trajectories failed: {exc}") from None
 
 
-def _read_ahead(
-    steps: Iterator[pl.DataFrame], keep: pl.Expr | None = None
-) -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
-    """(rows read, the batch's rows ``keep`` selects, their LLM calls), the next batch read,
-    filtered and parsed in a worker thread while the caller works on this one. Reading
-    and parsing hold the GIL, the caller's Polars work mostly releases it, so on two
-    cores the two overlap (~30% off the build). Filtering first means trajectories the
-    filters leave out are never parsed."""
+def _read_ahead(steps: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(batch, its LLM calls), the next batch read and parsed in a worker thread while
+    the caller works on this one. Reading and parsing hold the GIL, the caller's Polars
+    work mostly releases it, so on two cores the two overlap (~30% off the build)."""
 
-    def advance() -> tuple[int, pl.DataFrame, pl.DataFrame] | None:
+    def advance() -> tuple[pl.DataFrame, pl.DataFrame] | None:
         for batch in steps:
-            if not batch.height:
-                continue
-            kept = batch if keep is None else batch.filter(keep)
-            return batch.height, kept, _parse(kept)
+            if batch.height:
+                return batch, _parse(batch)
         return None
 
     with ThreadPoolExecutor(1, thread_name_prefix="milady-lab-dataset") as pool:
@@ -320,12 +300,13 @@ def _example_batches(
     total = int(source.count())
     remaining = opts.limit
     seen = pl.DataFrame(schema={"h1": pl.UInt64})
-    # The source selects on the trajectory fields (in SQL); the same filter on each batch
-    # keeps the result exact for any source, and costs nothing next to parsing.
+    tally.total = total
+    # The source selects on the trajectory fields (SQL), so the steps of trajectories the
+    # filters leave out are never read, let alone parsed.
     steps = _guard(source.iter_steps(BATCH_ROWS, opts.steps_filter()))
     try:
-        for read, batch, parsed in _read_ahead(steps, opts.trajectory_filter()):
-            tally.scanned += read
+        for batch, parsed in _read_ahead(steps):
+            tally.scanned += batch.height
             calls = parsed.with_row_index("c")
             usable = calls.filter(_present("userPrompt") & _present("response"))
             if opts.search is not None:
@@ -386,7 +367,7 @@ def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
     calls = "call" if opts.min_llm_calls == 1 else "calls"
     if opts.filtered:
         return InputError(
-            f"no trajectory qualifies: none of the {tally.scanned} trajectories matches the "
+            f"no trajectory qualifies: none of the {tally.total} trajectories matches the "
             f"filters ({opts.describe_filters()}) and has at least {opts.min_llm_calls} usable "
             f"LLM {calls} (a user prompt and a response that are not blank); widen the "
             "filters or lower minLlmCallsPerTrajectory"

@@ -725,7 +725,8 @@ def test_search_is_literal_not_a_pattern(lab):
 
 def test_no_trajectory_matching_the_filters_names_them_and_writes_nothing(lab):
     l_ = _filter_lab(lab)
-    with pytest.raises(InputError, match=r"matches the filters \(source='telegram'"):
+    message = r"none of the 6 trajectories matches the filters \(source='telegram'"
+    with pytest.raises(InputError, match=message):
         l_.build(source="telegram")
     assert l_.entries() == [] and l_.store.list_datasets() == []
 
