@@ -119,7 +119,8 @@ def _day(value: Any, field: str) -> date | None:
     raise InputError(f"{field} must be a date as YYYY-MM-DD, got {shown!r}")
 
 
-def _day_start_ms(day: date) -> int:
+def day_start_ms(day: date) -> int:
+    """Ms since epoch at the start of a UTC day (the filters' day bounds)."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
@@ -221,8 +222,8 @@ class BuildOptions:
         return StepsFilter(
             sources=self.sources,
             statuses=self.statuses,
-            start_ms=_day_start_ms(self.start_day) if self.start_day else None,
-            end_ms=_day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
+            start_ms=day_start_ms(self.start_day) if self.start_day else None,
+            end_ms=day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
         )
 
     def describe_filters(self) -> str:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import ipywidgets as w
 import polars as pl
 
+from ..datasets import day_start_ms
 from . import plots
 from ._backend import calls_frame
 from ._panel import Panel, esc, fmt_ms, header, html_table
 
 ALL = "(all)"
 PAGE_SIZE = 15
-
-
-def _day_ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def _row_label(r: dict[str, Any]) -> str:
@@ -192,9 +189,9 @@ class TrajectoryExplorer(Panel):
         if self.min_calls.value:
             expr &= pl.col("llmCallCount").fill_null(0) >= int(self.min_calls.value)
         if self.date_from.value:
-            expr &= pl.col("startTime") >= _day_ms(self.date_from.value)
+            expr &= pl.col("startTime") >= day_start_ms(self.date_from.value)
         if self.date_to.value:
-            expr &= pl.col("startTime") < _day_ms(self.date_to.value + timedelta(days=1))
+            expr &= pl.col("startTime") < day_start_ms(self.date_to.value + timedelta(days=1))
         return expr
 
     def filter_body(self) -> dict[str, Any]:
