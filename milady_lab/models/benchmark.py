@@ -41,6 +41,7 @@ from ..config import ENV_AGENT_TOKEN, Settings
 from ..errors import ConflictError, InputError, NotFoundError, WorkerError
 from ..state import StateStore, now_ms
 from . import scores
+from .artifacts import require_peft_adapter, resolve_base_path
 
 DEFAULT_EXAMPLES = 32
 MAX_EXAMPLES = 1000
@@ -119,29 +120,6 @@ def run_benchmark(
             baseline=body_out["baseline"],
         )
     return body_out
-
-
-def require_peft_adapter(model: Mapping[str, Any]) -> Path:
-    """The model's PEFT adapter folder (mlx-trained models carry one too), or a 409."""
-    adapter = Path(str(model.get("adapterPath") or ""))
-    if not all(
-        (adapter / n).is_file() for n in ("adapter_config.json", "adapter_model.safetensors")
-    ):
-        raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
-    return adapter
-
-
-def resolve_base_path(settings: Settings, model: Mapping[str, Any]) -> Path:
-    """The base model's HF folder: the recorded one, else resolved from its name."""
-    recorded = model.get("baseModelPath")
-    if recorded and (Path(recorded) / "config.json").is_file():
-        return Path(recorded)
-    from ..training.base_models import resolve_base_model
-
-    try:
-        return resolve_base_model(str(model.get("baseModel")), settings).hf_path
-    except InputError as exc:
-        raise ConflictError(f"cannot find the base model of {model['id']}: {exc.message}") from None
 
 
 def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:

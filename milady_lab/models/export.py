@@ -53,7 +53,7 @@ def export_model(
         out = settings.home / "exports" / f"{model['id']}-{outtype}.gguf"
     if out.exists() or out.is_symlink():
         raise ConflictError(f"{out} already exists; remove it or pass another output path")
-    from .benchmark import require_peft_adapter, resolve_base_path
+    from .artifacts import require_peft_adapter, resolve_base_path
 
     adapter = require_peft_adapter(model)
     base_path = resolve_base_path(settings, model)
