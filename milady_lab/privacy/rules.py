@@ -83,11 +83,18 @@ def bip39_words() -> tuple[str, ...]:
     return tuple(Mnemonic("english").wordlist)
 
 
+#: Between the words of a seed phrase: spaces, a comma, one line break, "3." numbering.
+_WORD_SEP = r"(?:[ \t]*[,;]?[ \t]*\r?\n?[ \t]*(?:\d{1,2}[.):][ \t]*)?)"
+#: What every seed phrase also matches (12+ words of 3–8 lowercase letters): a cheap
+#: pre-check, since the exact pattern is slow.
+MNEMONIC_CANDIDATE = rf"\b(?:\d{{1,2}}[.):][ \t]*)?[a-z]{{3,8}}(?:\b{_WORD_SEP}[a-z]{{3,8}}){{11,}}\b"
+
+
 def _mnemonic_pattern() -> str:
     """12–24 consecutive BIP-39 words, separated by spaces, commas or newlines, optionally
     numbered ("1. abandon 2. ability …" or "1) …")."""
     word = "(?:" + "|".join(sorted(bip39_words(), key=len, reverse=True)) + ")"
-    sep = r"(?:[ \t]*[,;]?[ \t]*\r?\n?[ \t]*(?:\d{1,2}[.):][ \t]*)?)"
+    sep = _WORD_SEP
     # Lowercase only, as wallets print them: ``(?i)`` makes the automaton too big to build.
     return rf"\b(?:\d{{1,2}}[.):][ \t]*)?{word}(?:\b{sep}{word}){{11,23}}\b"
 
