@@ -30,7 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -154,7 +154,7 @@ class BuildOptions:
     start_day: date | None = None
     end_day: date | None = None
     search: str | None = None
-    privacy: PrivacyOptions = PrivacyOptions()
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
 
     #: Accepted body fields, in the order messages list them.
     FIELDS = (

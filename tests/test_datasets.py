@@ -302,7 +302,11 @@ def test_counts_record_files_event_and_listing(lab):
     assert ds._ID_RE.fullmatch(rec["id"])
     assert rec["path"] == str(l_.settings.datasets_dir / rec["id"])
     assert isinstance(rec["createdAt"], int) and abs(rec["createdAt"] - time.time() * 1000) < 60_000
-    assert rec["options"] == {"limit": None, "minLlmCallsPerTrajectory": 1, "privacy": {"redact": True, "anonymizeHandles": False}}
+    assert rec["options"] == {
+        "limit": None,
+        "minLlmCallsPerTrajectory": 1,
+        "privacy": {"redact": True, "anonymizeHandles": False},
+    }
     folder = Path(rec["path"])
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["metadata.json", "train.jsonl", "valid.jsonl"]

@@ -18,21 +18,107 @@ from collections.abc import Sequence
 
 import polars as pl
 
-_SPEAKER = r"(?m)^[ \t]*(?:\[[^\]\n]{0,40}\][ \t]*|\([^)\n]{0,40}\)[ \t]*)*@?[A-Za-z][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_]:[ \t]"
+#: A speaker at the start of a line, after an optional "[time]" or "(just now)".
+_SPEAKER = (
+    r"(?m)^[ \t]*(?:\[[^\]\n]{0,40}\][ \t]*|\([^)\n]{0,40}\)[ \t]*)*"
+    r"@?[A-Za-z][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_]:[ \t]"
+)
 _SPEAKER_NAME = r"([A-Za-z][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_]):[ \t]$"
 _MENTION = r"(?:^|[^\w@.<])@[A-Za-z0-9_][A-Za-z0-9_.]{0,30}[A-Za-z0-9_]"
 _MENTION_NAME = r"@([A-Za-z0-9_.]+)$"
 _AGENT = r"\bYou are ([A-Z][A-Za-z0-9_-]{1,31})"
 #: Line labels of prompts and replies that are not people.
 NOT_HANDLES = frozenset(
-    """time date task note notes format answer question context thought thoughts text
-    response responses action actions user users assistant system human ai bot agent
-    example examples output input instructions rules goal goals status result results
-    error warning info tip summary id url http https ftp mailto file data name message
-    messages reply replies step steps provider providers query purpose model topic
-    title description bio lore style about knowledge facts posts post recent exchange
-    conversation available sources source warning todo fixme important reason plan
-    here everyone channel room server""".split()
+    (
+        "time",
+        "date",
+        "task",
+        "note",
+        "notes",
+        "format",
+        "answer",
+        "question",
+        "context",
+        "thought",
+        "thoughts",
+        "text",
+        "response",
+        "responses",
+        "action",
+        "actions",
+        "user",
+        "users",
+        "assistant",
+        "system",
+        "human",
+        "ai",
+        "bot",
+        "agent",
+        "example",
+        "examples",
+        "output",
+        "input",
+        "instructions",
+        "rules",
+        "goal",
+        "goals",
+        "status",
+        "result",
+        "results",
+        "error",
+        "warning",
+        "info",
+        "tip",
+        "summary",
+        "id",
+        "url",
+        "http",
+        "https",
+        "ftp",
+        "mailto",
+        "file",
+        "data",
+        "name",
+        "message",
+        "messages",
+        "reply",
+        "replies",
+        "step",
+        "steps",
+        "provider",
+        "providers",
+        "query",
+        "purpose",
+        "model",
+        "topic",
+        "title",
+        "description",
+        "bio",
+        "lore",
+        "style",
+        "about",
+        "knowledge",
+        "facts",
+        "posts",
+        "post",
+        "recent",
+        "exchange",
+        "conversation",
+        "available",
+        "sources",
+        "source",
+        "warning",
+        "todo",
+        "fixme",
+        "important",
+        "reason",
+        "plan",
+        "here",
+        "everyone",
+        "channel",
+        "room",
+        "server",
+    )
 )
 _SENTINEL_OPEN, _SENTINEL_CLOSE = "\x02", "\x03"
 

@@ -87,7 +87,9 @@ def bip39_words() -> tuple[str, ...]:
 _WORD_SEP = r"(?:[ \t]*[,;]?[ \t]*\r?\n?[ \t]*(?:\d{1,2}[.):][ \t]*)?)"
 #: What every seed phrase also matches (12+ words of 3–8 lowercase letters): a cheap
 #: pre-check, since the exact pattern is slow.
-MNEMONIC_CANDIDATE = rf"\b(?:\d{{1,2}}[.):][ \t]*)?[a-z]{{3,8}}(?:\b{_WORD_SEP}[a-z]{{3,8}}){{11,}}\b"
+MNEMONIC_CANDIDATE = (
+    rf"\b(?:\d{{1,2}}[.):][ \t]*)?[a-z]{{3,8}}(?:\b{_WORD_SEP}[a-z]{{3,8}}){{11,}}\b"
+)
 
 
 def _mnemonic_pattern() -> str:
@@ -146,7 +148,9 @@ def _credentials() -> list[Rule]:
             r"\b[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27,38}\b",
         ),
         _secret("telegram_bot_token", r"\b\d{8,10}:AA[0-9A-Za-z_-]{33}"),
-        _secret("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|\bwhsec_[A-Za-z0-9]{24,}"),
+        _secret(
+            "stripe_key", r"\b(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|\bwhsec_[A-Za-z0-9]{24,}"
+        ),
         _secret("sendgrid_key", _any(_detect_secrets("sendgrid", "SendGridDetector"))),
         _secret(
             "bearer_token",
@@ -200,7 +204,12 @@ def _contacts() -> list[Rule]:
         r"|\b0[1-9]\d{2,3}[ -]\d{3}[ -]?\d{3,4}\b"
     )
     return [
-        Rule("email", "contacts", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", "<EMAIL>"),
+        Rule(
+            "email",
+            "contacts",
+            r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+            "<EMAIL>",
+        ),
         Rule("ip_address", "contacts", f"{ipv4}|{ipv6}", "<IP>"),
         Rule("phone", "contacts", phone, "<PHONE>"),
     ]
