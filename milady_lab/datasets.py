@@ -40,7 +40,7 @@ import polars as pl
 from . import validation as v
 from .config import Settings
 from .errors import InputError, StorageError, UpstreamError
-from .privacy import PrivacyOptions, PrivacyPass
+from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
 
@@ -211,7 +211,10 @@ class BuildOptions:
         if self.end_day is not None:
             body["endDate"] = self.end_day.isoformat()
         if self.search is not None:
-            body["search"] = self.search
+            # Kept with the dataset and shown in messages: redacted like the examples.
+            body["search"] = (
+                redact_texts([self.search])[0][0] if self.privacy.redact else self.search
+            )
         body["privacy"] = self.privacy.as_body()
         return body
 

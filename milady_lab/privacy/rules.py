@@ -102,9 +102,10 @@ def _mnemonic_pattern() -> str:
 
 
 def _credentials() -> list[Rule]:
+    # A block cut off before its END line (a truncated prompt) takes its base64 lines.
     pem = (
         r"-----BEGIN[A-Z0-9 ]* PRIVATE KEY(?: BLOCK)?-----"
-        r"(?:(?s:.*?)-----END[A-Z0-9 ]* PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.-]*)"
+        r"(?:(?s:.*?)-----END[A-Z0-9 ]* PRIVATE KEY(?: BLOCK)?-----|(?:\s*[A-Za-z0-9+/=]{16,})*)"
     )
     return [
         _secret("private_key_block", pem),
@@ -201,7 +202,7 @@ def _contacts() -> list[Rule]:
     phone = (
         r"\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){1,2}(?:[ .-]?\d{2,4}){2,4}\b"
         r"|(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b"
-        r"|\b0[1-9]\d{2,3}[ -]\d{3}[ -]?\d{3,4}\b"
+        r"|\b0[1-9]\d{1,3}[ -]\d{3,4}[ -]?\d{3,4}\b"
     )
     return [
         Rule(
