@@ -386,7 +386,7 @@ def _private(calls: pl.DataFrame, privacy: PrivacyPass | None) -> pl.DataFrame:
     examples that differ only in a secret become one)."""
     if privacy is None or not privacy.active:
         return calls
-    return privacy.apply(calls, _TEXT_COLUMNS, system="systemPrompt")
+    return privacy.apply(calls, _TEXT_COLUMNS, conversation="userPrompt", system="systemPrompt")
 
 
 def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:

@@ -21,11 +21,13 @@ import polars as pl
 #: A speaker at the start of a line, after an optional "[time]" or "(just now)".
 _SPEAKER = (
     r"(?m)^[ \t]*(?:\[[^\]\n]{0,40}\][ \t]*|\([^)\n]{0,40}\)[ \t]*)*"
-    r"@?[A-Za-z][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_]:[ \t]"
+    r"@?[A-Za-z][A-Za-z0-9_-]{0,30}[A-Za-z0-9_]:[ \t]"
 )
-_SPEAKER_NAME = r"([A-Za-z][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_]):[ \t]$"
-_MENTION = r"(?:^|[^\w@.<])@[A-Za-z0-9_][A-Za-z0-9_.]{0,30}[A-Za-z0-9_]"
-_MENTION_NAME = r"@([A-Za-z0-9_.]+)$"
+_SPEAKER_NAME = r"([A-Za-z][A-Za-z0-9_-]{0,30}[A-Za-z0-9_]):[ \t]$"
+#: ``@name`` after a space, a bracket or punctuation (not ``user@host``, not a URL's
+#: ``…>@host`` once its password is redacted), and not followed by a dot (a domain).
+_MENTION = r"(?:^|[\s(\[,;:!?\"'])@[A-Za-z0-9_]{2,32}(?:$|[^A-Za-z0-9_.@]|\.(?:$|\s))"
+_MENTION_NAME = r"@([A-Za-z0-9_]+)"
 _AGENT = r"\bYou are ([A-Z][A-Za-z0-9_-]{1,31})"
 #: Line labels of prompts and replies that are not people.
 NOT_HANDLES = frozenset(
@@ -151,14 +153,14 @@ class Pseudonyms:
                 return name
         raise AssertionError("unreachable: 64 hex digits clash")
 
-    def discover(self, df: pl.DataFrame, columns: Sequence[str], system: str | None) -> None:
-        """Add the handles (and agent names) this batch shows to the map."""
+    def discover(self, df: pl.DataFrame, conversation: str, system: str | None) -> None:
+        """Add the handles (and agent names) this batch shows to the map. Handles are
+        looked for in the ``conversation`` column (the user prompts, where elizaOS puts
+        the recent messages); replies and system prompts only get them replaced."""
         if system is not None:
             self.agents |= {n.lower() for n in _names(df, system, _AGENT, r"You are (\S+)")}
-        found: set[str] = set()
-        for col in columns:
-            found |= _names(df, col, _SPEAKER, _SPEAKER_NAME)
-            found |= _names(df, col, _MENTION, _MENTION_NAME)
+        found = _names(df, conversation, _SPEAKER, _SPEAKER_NAME)
+        found |= _names(df, conversation, _MENTION, _MENTION_NAME)
         for handle in sorted(found):
             key = handle.lower()
             if key in self.mapping or key in self.agents or key in NOT_HANDLES:

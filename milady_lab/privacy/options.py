@@ -107,14 +107,19 @@ class PrivacyPass:
         return self.options.redact or self.handles is not None
 
     def apply(
-        self, df: pl.DataFrame, columns: Sequence[str], system: str | None = None
+        self,
+        df: pl.DataFrame,
+        columns: Sequence[str],
+        conversation: str,
+        system: str | None = None,
     ) -> pl.DataFrame:
-        """``df`` with its text ``columns`` redacted and, if asked, handles replaced."""
+        """``df`` with its text ``columns`` redacted and, if asked, handles replaced (found
+        in the ``conversation`` column, the agent's name read from ``system``)."""
         if self.options.redact:
             df, counts = redact_frame(df, columns)
             self.counts.update(counts)
         if self.handles is not None:
-            self.handles.discover(df, columns, system)
+            self.handles.discover(df, conversation, system)
             df = self.handles.apply(df, columns)
         return df
 

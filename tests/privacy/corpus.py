@@ -70,8 +70,16 @@ _plant("groq_key", "GROQ_API_KEY={s}", "gsk_" + rand(52))
 _plant("groq_key", "groq: {s}", "gsk_" + rand(52))
 _plant("google_api_key", "gemini key {s} (restricted)", "AIza" + rand(35, _ALNUM + "_-"))
 _plant("google_api_key", '"GOOGLE_API_KEY": "{s}"', "AIza" + rand(35, _ALNUM + "_-"))
-_plant("aws_access_key", "aws_access_key_id = {s}", "AKIA" + rand(16, string.ascii_uppercase + string.digits))
-_plant("aws_access_key", "temporary creds {s} from sts", "ASIA" + rand(16, string.ascii_uppercase + string.digits))
+_plant(
+    "aws_access_key",
+    "aws_access_key_id = {s}",
+    "AKIA" + rand(16, string.ascii_uppercase + string.digits),
+)
+_plant(
+    "aws_access_key",
+    "temporary creds {s} from sts",
+    "ASIA" + rand(16, string.ascii_uppercase + string.digits),
+)
 _plant("aws_secret_key", "aws_secret_access_key = {s}", rand(40, _ALNUM + "/+"))
 _plant("aws_secret_key", 'export AWS_SECRET_ACCESS_KEY="{s}"', rand(40, _ALNUM + "/+"))
 _plant("github_token", "git clone with {s} please", "ghp_" + rand(36))
@@ -79,18 +87,54 @@ _plant("github_token", "GITHUB_TOKEN={s}", "github_pat_11A" + rand(19) + "_" + r
 _plant("github_token", "oauth {s} from the app", "gho_" + rand(36))
 _plant("gitlab_token", "CI uses {s} to push", "glpat-" + rand(20, _ALNUM + "_-"))
 _plant("gitlab_token", "deploy token: {s}", "gldt-" + rand(24, _ALNUM))
-_plant("slack_token", "SLACK_BOT_TOKEN={s}", f"xoxb-{rand(11, string.digits)}-{rand(13, string.digits)}-{rand(24)}")
-_plant("slack_token", "post to {s} when done", "https://hooks.slack.com/services/T" + rand(8) + "/B" + rand(10) + "/" + rand(24))
-_plant("slack_token", "user token {s}", f"xoxp-{rand(12, string.digits)}-{rand(12, string.digits)}-{rand(32, _HEX)}")
-_plant("discord_token", "DISCORD_API_TOKEN={s}", "M" + rand(25, _ALNUM) + "." + rand(6, _ALNUM) + "." + rand(38, _ALNUM + "_-"))
-_plant("discord_token", "bot login: {s}", "O" + rand(23, _ALNUM) + "." + rand(6, _ALNUM) + "." + rand(27, _ALNUM))
-_plant("telegram_bot_token", "TELEGRAM_BOT_TOKEN={s}", rand(10, string.digits) + ":AA" + rand(33, _ALNUM + "_-"))
-_plant("telegram_bot_token", "botfather gave me {s}", rand(9, string.digits) + ":AA" + rand(33, _ALNUM + "_-"))
+_plant(
+    "slack_token",
+    "SLACK_BOT_TOKEN={s}",
+    f"xoxb-{rand(11, string.digits)}-{rand(13, string.digits)}-{rand(24)}",
+)
+_plant(
+    "slack_token",
+    "post to {s} when done",
+    "https://hooks.slack.com/services/T" + rand(8) + "/B" + rand(10) + "/" + rand(24),
+)
+_plant(
+    "slack_token",
+    "user token {s}",
+    f"xoxp-{rand(12, string.digits)}-{rand(12, string.digits)}-{rand(32, _HEX)}",
+)
+_plant(
+    "discord_token",
+    "DISCORD_API_TOKEN={s}",
+    "M" + rand(25, _ALNUM) + "." + rand(6, _ALNUM) + "." + rand(38, _ALNUM + "_-"),
+)
+_plant(
+    "discord_token",
+    "bot login: {s}",
+    "O" + rand(23, _ALNUM) + "." + rand(6, _ALNUM) + "." + rand(27, _ALNUM),
+)
+_plant(
+    "telegram_bot_token",
+    "TELEGRAM_BOT_TOKEN={s}",
+    rand(10, string.digits) + ":AA" + rand(33, _ALNUM + "_-"),
+)
+_plant(
+    "telegram_bot_token",
+    "botfather gave me {s}",
+    rand(9, string.digits) + ":AA" + rand(33, _ALNUM + "_-"),
+)
 _plant("stripe_key", "STRIPE_SECRET_KEY={s}", "sk_live_" + rand(99))
 _plant("stripe_key", "restricted {s} for reports", "rk_test_" + rand(24))
 _plant("stripe_key", "webhook signing secret {s}", "whsec_" + rand(32))
-_plant("sendgrid_key", "SENDGRID_API_KEY={s}", "SG." + rand(22, _ALNUM + "_-") + "." + rand(43, _ALNUM + "_-"))
-_plant("bearer_token", "curl -H 'Authorization: Bearer {s}' https://api.example.com", rand(40, _ALNUM + "._-"))
+_plant(
+    "sendgrid_key",
+    "SENDGRID_API_KEY={s}",
+    "SG." + rand(22, _ALNUM + "_-") + "." + rand(43, _ALNUM + "_-"),
+)
+_plant(
+    "bearer_token",
+    "curl -H 'Authorization: Bearer {s}' https://api.example.com",
+    rand(40, _ALNUM + "._-"),
+)
 _plant("bearer_token", "Authorization: token {s}", rand(32, _HEX))
 _plant("bearer_token", "header was Authorization: Basic {s}", rand(28, _ALNUM) + "==")
 _plant("password", "db password={s} for prod", "hunter2" + rand(5))

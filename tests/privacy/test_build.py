@@ -170,14 +170,18 @@ def test_clean_demo_build_changes_no_example(tmp_path) -> None:
     assert redacted["redactions"] == {}
     assert redacted["exampleCount"] == plain["exampleCount"] > 500
     for name in ("train.jsonl", "valid.jsonl"):
-        assert (Path(redacted["path"]) / name).read_bytes() == (Path(plain["path"]) / name).read_bytes()
+        assert (Path(redacted["path"]) / name).read_bytes() == (
+            Path(plain["path"]) / name
+        ).read_bytes()
 
 
 def test_postgres_source_is_redacted_the_same(planted, postgres_url, tmp_path) -> None:
     from tests.trajectories.kit import pg_database, raw_rows
 
     home, expected, secrets = planted
-    pg = Home(tmp_path / "pg", pg_database(postgres_url, raw_rows(Path(home.settings.trajectories))))
+    pg = Home(
+        tmp_path / "pg", pg_database(postgres_url, raw_rows(Path(home.settings.trajectories)))
+    )
     rec = pg.build()
     assert rec["redactions"] == dict(expected)
     assert not _leaks(pg.texts(rec), secrets)
