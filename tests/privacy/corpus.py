@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one planted form per line reads better than wrapped ones)
 """Planted secrets (fake, right shape) and ordinary text that must be left alone.
 
 ``PLANTS`` maps each kind to several forms, each a sentence with exactly one hit of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -63,14 +64,12 @@ def _leaks(blob: bytes | str, secrets: list[str]) -> list[str]:
 
 
 def test_no_secret_reaches_files_record_events_logs_or_output(planted, caplog, capsys) -> None:
-    home, expected, secrets = planted
+    home, _expected, secrets = planted
     caplog.set_level(logging.DEBUG)
     rec = home.build()
     preview = ds.preview(home.source, ds.BuildOptions.from_body({}), home=home.settings.home)
-    code = cli(
-        ["--home", str(home.settings.home), "--trajectories", str(home.settings.trajectories)]
-        + ["datasets", "build", "--json"]
-    )
+    where = ["--home", str(home.settings.home), "--trajectories", str(home.settings.trajectories)]
+    code = cli([*where, "datasets", "build", "--json"])
     assert code == 0
     out = capsys.readouterr()
     assert not _leaks(out.out + out.err, secrets)
@@ -205,3 +204,21 @@ def test_python_api_takes_privacy_options(planted) -> None:
     opts = ds.BuildOptions(privacy=PrivacyOptions(redact=False))
     rec = ds.build_dataset(home.source, home.settings, home.store, opts)
     assert _leaks(home.texts(rec), secrets) == secrets
+
+
+def test_cli_flags_turn_redaction_off_and_handles_on(planted, capsys) -> None:
+    home, expected, secrets = planted
+    where = ["--home", str(home.settings.home), "--trajectories", str(home.settings.trajectories)]
+    assert cli([*where, "datasets", "preview"]) == 0
+    out = capsys.readouterr().out
+    assert "redacted: " in out and f"{expected['openai_key']} openai_key" in out
+    assert not _leaks(out, secrets)
+    assert cli([*where, "datasets", "build", "--no-redact", "--anonymize-handles", "--json"]) == 0
+    ds_rec = json.loads(capsys.readouterr().out)["dataset"]
+    assert ds_rec["options"]["privacy"] == {"redact": False, "anonymizeHandles": True}
+    assert ds_rec["redactions"] == {}
+    text = home.texts(ds_rec)
+    # Kept as recorded, but for the one planted email that holds a handle ("kai.…@").
+    kept = [s for s in secrets if not re.search(r"\bkai\b", s)]
+    assert _leaks(text, secrets) == kept and len(kept) == len(secrets) - 1
+    assert "kai: gm milady" not in text
