@@ -222,3 +222,12 @@ def test_cli_flags_turn_redaction_off_and_handles_on(planted, capsys) -> None:
     kept = [s for s in secrets if not re.search(r"\bkai\b", s)]
     assert _leaks(text, secrets) == kept and len(kept) == len(secrets) - 1
     assert "kai: gm milady" not in text
+
+
+def test_client_sends_privacy_only_when_given() -> None:
+    from milady_lab.client import _build_body
+
+    assert "privacy" not in _build_body(None, None, source="chat")  # the server's defaults
+    assert _build_body(None, None, redact=False)["privacy"] == {"redact": False}
+    both = _build_body(5, None, redact=True, anonymize_handles=True)
+    assert both == {"limit": 5, "privacy": {"redact": True, "anonymizeHandles": True}}
