@@ -23,6 +23,30 @@ FILTER_FIELDS = ("source", "status", "startDate", "endDate", "search")
 ANY = "(any)"
 
 
+def privacy_checkboxes(fields: tuple[str, ...]) -> dict[str, w.Checkbox]:
+    """The privacy options as checkboxes (when the builder takes them): redaction ticked,
+    handles not, the REST defaults."""
+    if "privacy" not in fields:
+        return {}
+    return {
+        "redact": w.Checkbox(
+            value=True,
+            description="Redact secrets",
+            tooltip="API keys, tokens, passwords, private keys, seed phrases, emails, "
+            "phone numbers and IP addresses become placeholders such as <EMAIL>",
+            indent=False,
+            layout=w.Layout(width="150px"),
+        ),
+        "anonymizeHandles": w.Checkbox(
+            value=False,
+            description="Anonymize handles",
+            tooltip="the people the agent talks to become user_<id> pseudonyms",
+            indent=False,
+            layout=w.Layout(width="170px"),
+        ),
+    }
+
+
 def redaction_summary(body: dict[str, Any], result: dict[str, Any]) -> str:
     """The preview's redaction counts per kind, as HTML (the kinds are rule names)."""
     if (body.get("privacy") or {}).get("redact") is False:
@@ -122,24 +146,7 @@ class DatasetBuilder(Panel):
                 style=style,
                 layout=w.Layout(width="300px"),
             )
-        # Privacy: redaction on unless unticked; handles kept unless asked.
-        self.privacy: dict[str, w.Checkbox] = {}
-        if "privacy" in self.fields:
-            self.privacy["redact"] = w.Checkbox(
-                value=True,
-                description="Redact secrets",
-                tooltip="API keys, tokens, passwords, private keys, seed phrases, emails, "
-                "phone numbers and IP addresses become placeholders such as <EMAIL>",
-                indent=False,
-                layout=w.Layout(width="150px"),
-            )
-            self.privacy["anonymizeHandles"] = w.Checkbox(
-                value=False,
-                description="Anonymize handles",
-                tooltip="the people the agent talks to become user_<id> pseudonyms",
-                indent=False,
-                layout=w.Layout(width="170px"),
-            )
+        self.privacy = privacy_checkboxes(self.fields)
         self.preview_button = w.Button(description="Preview", icon="eye")
         self.build_button = w.Button(
             description="Build dataset", icon="cogs", button_style="primary"
