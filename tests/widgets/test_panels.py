@@ -492,6 +492,7 @@ def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.Mon
             "limit": 3,
             "source": "chat",
             "search": "the",
+            "privacy": {"redact": True, "anonymizeHandles": False},  # the checkboxes' defaults
         }
         # the builder counts what the explorer shows (min calls 1 = any usable call)
         assert dash.builder.last_preview is not None
