@@ -116,7 +116,7 @@ class TrainingService:
         """How many trajectories and examples a build with these options would give."""
         from .datasets import BuildOptions, preview
 
-        return preview(self.source, BuildOptions.from_body(body))
+        return preview(self.source, BuildOptions.from_body(body), home=self.settings.home)
 
     # -- jobs -----------------------------------------------------------------------------------
     def list_jobs(self) -> dict[str, Any]:
