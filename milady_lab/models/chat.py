@@ -140,12 +140,16 @@ class _Torch:
             daemon=True,
         )
         worker.start()
+        finished = False
         try:
             for piece in streamer:
                 if stop.is_set():
                     break
                 if piece:
                     yield piece
+            else:
+                finished = True
         finally:
-            stop.set()
+            if not finished:  # stopped, or the caller left early: end generate() too
+                stop.set()
             worker.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,34 @@ def test_cli_chat_prints_the_reply(
         session = ChatSession(settings, model, engine="torch")
         expected = "".join("".join(session.stream(m)) + "\n" for m in ("hello", "hi"))
     assert out.out == expected and expected.strip()
+
+
+@pytest.mark.slow
+def test_chat_box_streams_and_stops(settings: Settings, model: dict[str, Any]) -> None:
+    """The panel's worker thread streams the reply; Stop ends the next one early."""
+    from milady_lab.service import TrainingService
+    from milady_lab.widgets.chat import ChatBox
+
+    service = TrainingService(settings, reconcile=False)
+    try:
+        with one_thread():
+            box = ChatBox(model["id"], service, engine="torch", max_tokens=400)
+            box.message.value = "hello there friend"
+            box.send.click()
+            box.wait(120)
+            assert box.turns[0] == ("you", "hello there friend")
+            reply = box.turns[1][1]
+            assert reply.strip() and box.send.disabled is False and box.stop.disabled is True
+            assert "done (torch)" in box.status.value
+            assert "hello there friend" in box.transcript.value
+
+            box.submit("how are you today")
+            deadline = time.monotonic() + 60
+            while not box.turns[3][1] and time.monotonic() < deadline:
+                time.sleep(0.005)
+            box.stop.click()  # from the "kernel" thread while the worker generates
+            box.wait(120)
+            assert box.status.value == "stopped"
+            assert box.session.messages[-1] == {"role": "assistant", "content": box.turns[3][1]}
+    finally:
+        service.close()
