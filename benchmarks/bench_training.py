@@ -209,7 +209,8 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         max_seq_length=args.max_seq_length,
         eval_every=10**9,
         checkpoint_every=0,
-        extra={"base_model_path": model_path, "cpu_bf16": CPU_DTYPES[args.cpu_dtype]},
+        base_model_path=Path(model_path),
+        cpu_bf16=CPU_DTYPES[args.cpu_dtype],
     )
     clock = Clock()
     with contextlib.suppress(TrainingCancelled):

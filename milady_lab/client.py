@@ -26,6 +26,8 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
 
+from .state import FINAL_STATUSES
+
 __all__ = [
     "ActivateResult",
     "AsyncTrainingClient",
@@ -52,7 +54,6 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 #: Dataset builds, job starts (which may build one), cancels and benchmarks take longer.
 SLOW_TIMEOUT = 900.0
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 # -- records --

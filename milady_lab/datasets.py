@@ -38,6 +38,7 @@ from typing import IO, Any
 import polars as pl
 
 from . import validation as v
+from .atomic import fsync_path
 from .config import Settings
 from .errors import InputError, StorageError, UpstreamError
 from .state import StateStore, now_ms
@@ -457,14 +458,6 @@ def _move_line(src: Path, dst: Path, index: int) -> None:
         fh.write(moved)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(
     folder: Path, source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
 ) -> _Split:
@@ -489,8 +482,8 @@ def _write_files(
     elif split.train == 0 and split.valid >= 2 and split.valid_pick is not None:
         _move_line(valid_path, train_path, split.valid_pick[1])
         split.train, split.valid = 1, split.valid - 1
-    _fsync(train_path)
-    _fsync(valid_path)
+    fsync_path(train_path)
+    fsync_path(valid_path)
     return split
 
 
@@ -644,8 +637,8 @@ def build_dataset(
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        _fsync(tmp / "metadata.json")
-        _fsync(tmp)
+        fsync_path(tmp / "metadata.json")
+        fsync_path(tmp)
         message = (
             f"dataset {ds_id} built: {tally.trajectories} trajectories, {tally.examples} examples"
         )
@@ -659,7 +652,7 @@ def build_dataset(
                 raise
         committed = True
         with contextlib.suppress(OSError):
-            _fsync(root)
+            fsync_path(root)
         return rec
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

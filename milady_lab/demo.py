@@ -21,48 +21,12 @@ from typing import Any
 
 import msgspec
 
-#: Exactly the columns of Milady's ``trajectories`` table (spec).
-TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS trajectories (
-  id TEXT PRIMARY KEY,
-  trajectory_id TEXT,
-  agent_id TEXT NOT NULL,
-  source TEXT NOT NULL DEFAULT 'runtime',
-  status TEXT NOT NULL DEFAULT 'completed',
-  start_time INTEGER NOT NULL,
-  end_time INTEGER,
-  duration_ms INTEGER,
-  step_count INTEGER NOT NULL DEFAULT 0,
-  llm_call_count INTEGER NOT NULL DEFAULT 0,
-  provider_access_count INTEGER NOT NULL DEFAULT 0,
-  total_prompt_tokens INTEGER NOT NULL DEFAULT 0,
-  total_completion_tokens INTEGER NOT NULL DEFAULT 0,
-  total_reward REAL NOT NULL DEFAULT 0,
-  steps_json TEXT NOT NULL DEFAULT '[]',
-  metadata TEXT NOT NULL DEFAULT '{}',
-  created_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL,
-  episode_length INTEGER,
-  ai_judge_reward REAL,
-  ai_judge_reasoning TEXT,
-  archetype TEXT
-)
-"""
-#: The listing index: pages in (start_time DESC, id) order without a sort. Milady's own
-#: database may lack it; readers stay correct without it, only slower.
-LISTING_INDEX_DDL = (
-    "CREATE INDEX IF NOT EXISTS trajectories_listing ON trajectories (start_time DESC, id)"
-)
-COLUMNS = (
-    "id", "trajectory_id", "agent_id", "source", "status", "start_time", "end_time",
-    "duration_ms", "step_count", "llm_call_count", "provider_access_count",
-    "total_prompt_tokens", "total_completion_tokens", "total_reward", "steps_json",
-    "metadata", "created_at", "updated_at", "episode_length", "ai_judge_reward",
-    "ai_judge_reasoning", "archetype",
-)  # fmt: skip
-INSERT_SQL = (
-    f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-)
+from .atomic import atomic_file
+
+# The table's shape lives with the readers; re-exported for the tests and tutorials.
+from .trajectories.schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
+
+__all__ = ["COLUMNS", "INSERT_SQL", "LISTING_INDEX_DDL", "TABLE_DDL", "Mess", "write_demo_db"]
 
 #: Fixed clock so a seed gives the same data on every machine (2026-05-01T00:00Z).
 END_MS = 1_777_593_600_000
@@ -436,11 +400,8 @@ def write_demo_db(
     while a million-row listing benchmark stays a few hundred MB.
     """
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     writer = _Writer(seed, mess or Mess(), lean)
-    try:
+    with atomic_file(target) as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             # A private temp file renamed at the end: no journal needed for safety.
@@ -459,10 +420,4 @@ def write_demo_db(
             conn.execute("PRAGMA journal_mode=DELETE")
         finally:
             conn.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target

@@ -23,8 +23,6 @@ from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).
 BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
-LIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -14,9 +14,13 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
+
+if TYPE_CHECKING:
+    from ..callbacks import TrainingCallback
+    from ..spec import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def truncate(example: Example, max_len: int) -> Example:
     return Example(example.input_ids[start:end], example.mask[start:end])
 
 
-def load_examples(
+def tokenized_examples(
     path: Path, tokenizer: Any, max_seq_length: int, limit: int | None = None
 ) -> tuple[list[Example], int]:
     """Tokenised, truncated examples with at least one trained token, and how many were
@@ -162,6 +166,27 @@ def load_examples(
         else:
             dropped += 1
     return out, dropped
+
+
+def train_and_val_examples(
+    spec: TrainSpec, tokenizer: Any, callback: TrainingCallback
+) -> tuple[list[Example], list[Example]]:
+    """The run's tokenised training and validation examples (the first
+    ``max_val_examples`` of ``valid.jsonl``); an input error when none train."""
+    train_set, dropped = tokenized_examples(
+        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
+    )
+    if not train_set:
+        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
+    val_set, _ = tokenized_examples(
+        spec.dataset_dir / "valid.jsonl", tokenizer, spec.max_seq_length,
+        limit=spec.max_val_examples,
+    )  # fmt: skip
+    callback.on_log(
+        f"{len(train_set)} training and {len(val_set)} validation examples"
+        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
+    )
+    return train_set, val_set
 
 
 def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> list[int]:
