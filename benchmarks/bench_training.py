@@ -236,12 +236,12 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         TrainingArguments,
     )
 
-    from milady_lab.training.backends.data import load_examples
+    from milady_lab.training.backends.data import tokenized_examples
 
     sync = Sync("trainer")
     cuda = args.backend == "cuda"
     tok = AutoTokenizer.from_pretrained(model_path)
-    examples, _ = load_examples(data / "train.jsonl", tok, args.max_seq_length)
+    examples, _ = tokenized_examples(data / "train.jsonl", tok, args.max_seq_length)
     rows = [
         {
             "input_ids": e.input_ids,

@@ -40,6 +40,7 @@ import polars as pl
 from . import validation as v
 from .atomic import fsync_path
 from .config import Settings
+from .dataset_files import examples_frame
 from .errors import InputError, StorageError, UpstreamError
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
@@ -70,20 +71,6 @@ _NOT_BLANK = r"[^\s\x1c-\x1f]"
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: LLM-call text a ``search`` filter looks in.
 SEARCH_COLUMNS = ("systemPrompt", "userPrompt", "response")
-
-#: How one line of train.jsonl / valid.jsonl reads back.
-LINE_SCHEMA: dict[str, pl.DataType] = {
-    "messages": pl.List(pl.Struct({"role": pl.String(), "content": pl.String()})),
-    "metadata": pl.Struct(
-        {
-            "trajectoryId": pl.String(),
-            "stepId": pl.String(),
-            "model": pl.String(),
-            "purpose": pl.String(),
-        }
-    ),
-}
-
 
 # -- options --------------------------------------------------------------------------------
 #: Most values one ``source`` or ``status`` filter may list.
@@ -679,36 +666,5 @@ def disk_full(exc: BaseException) -> bool:
     )
 
 
-# -- reading back ---------------------------------------------------------------------------
-def load_examples(dataset_dir: str | os.PathLike[str], split: str = "train") -> pl.DataFrame:
-    """A built dataset's examples as a flat frame (for notebooks, widgets, histograms).
-
-    Columns: split, system (null when absent), user, assistant, trajectoryId, stepId,
-    model, purpose.
-    """
-    split = v.choice(split, "split", ("train", "valid", "all"), default="train") or "train"
-    folder = Path(dataset_dir)
-    names = ("train", "valid") if split == "all" else (split,)
-    frames = []
-    for name in names:
-        path = folder / f"{name}.jsonl"
-        if not path.exists():
-            raise InputError(f"{path} does not exist; is {folder} a dataset folder?")
-        raw = (
-            pl.read_ndjson(path, schema=LINE_SCHEMA)
-            if path.stat().st_size
-            else pl.DataFrame(schema=LINE_SCHEMA)
-        )
-        msgs = pl.col("messages")
-        frames.append(
-            raw.select(
-                pl.lit(name).alias("split"),
-                pl.when(msgs.list.len() == 3)
-                .then(msgs.list.first().struct.field("content"))
-                .alias("system"),
-                msgs.list.get(-2, null_on_oob=True).struct.field("content").alias("user"),
-                msgs.list.last().struct.field("content").alias("assistant"),
-                pl.col("metadata").struct.unnest(),
-            )
-        )
-    return pl.concat(frames)
+#: Kept for notebooks: the frame of a built dataset's examples (``dataset_files``).
+load_examples = examples_frame

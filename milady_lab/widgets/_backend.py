@@ -10,13 +10,13 @@ All methods block; panels call them from :class:`~._async.UiRunner` threads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ..dataset_files import example_texts
 from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 
@@ -404,29 +404,7 @@ def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] |
     folder = Path(path)
     if not folder.is_dir():
         return None
-    texts: list[str] = []
-    for name in ("train.jsonl", "valid.jsonl"):
-        file = folder / name
-        if not file.is_file():
-            continue
-        with file.open(encoding="utf-8") as fh:
-            for line in fh:
-                if len(texts) >= limit:
-                    return texts
-                try:
-                    ex = json.loads(line)
-                except ValueError:
-                    continue
-                msgs = ex.get("messages") if isinstance(ex, dict) else None
-                if isinstance(msgs, list):
-                    texts.append(
-                        "\n".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
-                    )
-                elif isinstance(ex, dict):
-                    texts.append(
-                        " ".join(str(ex.get(k, "")) for k in ("prompt", "completion", "text"))
-                    )
-    return texts
+    return example_texts(folder, limit)
 
 
 def calls_frame(detail: dict[str, Any]) -> pl.DataFrame:

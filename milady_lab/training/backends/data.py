@@ -8,7 +8,6 @@ tokenises differently at a prefix boundary cannot shift the mask.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...dataset_files import line_messages, read_lines
 from ...errors import InputError
 
 if TYPE_CHECKING:
@@ -37,40 +37,6 @@ class Example:
     def n_labels(self) -> int:
         """Trained targets: token 0 is never a target (nothing predicts it)."""
         return sum(self.mask[1:])
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Lines of a dataset file; a broken line is an input error naming the line."""
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path.name} line {n} is not valid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path.name} line {n} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
-    """The conversation in a row ({"messages"} or {"prompt","completion"}); None for text."""
-    if "messages" in row:
-        msgs = row["messages"]
-        if not isinstance(msgs, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs
-        ):
-            raise InputError("a dataset line has a malformed 'messages' list")
-        return [{"role": m["role"], "content": str(m.get("content") or "")} for m in msgs]
-    if "prompt" in row and "completion" in row:
-        return [
-            {"role": "user", "content": str(row["prompt"])},
-            {"role": "assistant", "content": str(row["completion"])},
-        ]
-    return None
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], gen_prompt: bool) -> str:
@@ -107,7 +73,7 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
 
 def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
-    messages = _messages(row)
+    messages = line_messages(row)
     if messages is None:
         if not isinstance(row.get("text"), str):
             raise InputError("a dataset line has none of 'messages', 'prompt'/'completion', 'text'")
@@ -154,7 +120,7 @@ def tokenized_examples(
     dropped for having none."""
     if not path.is_file():
         return [], 0
-    rows = read_jsonl(path)
+    rows = list(read_lines(path))
     if limit is not None:
         rows = rows[:limit]
     out: list[Example] = []
