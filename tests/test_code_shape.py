@@ -13,7 +13,6 @@ MAX_LINES = 80
 NOT_YET_SPLIT = {
     "milady_lab/demo.py::_Writer.trajectory",
     "milady_lab/models/benchmark.py::run_batch",
-    "milady_lab/models/export.py::write_gguf",
     "milady_lab/widgets/builder.py::DatasetBuilder.__init__",
     "milady_lab/widgets/explorer.py::TrajectoryExplorer.__init__",
     "milady_lab/widgets/launcher.py::JobLauncher.__init__",
