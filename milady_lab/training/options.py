@@ -13,7 +13,9 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from .. import validation as v
 from ..errors import ConflictError, InputError, NotFoundError
@@ -21,24 +23,10 @@ from ..state import StateStore
 
 BACKENDS = ("mlx", "cuda", "cpu")
 
-#: Request keys (camelCase, as in the REST body) this module accepts.
-FIELDS = (
-    "datasetId",
-    "backend",
-    "model",
-    "iterations",
-    "batchSize",
-    "learningRate",
-    "maxTrajectories",
-    "resumeFrom",
-    "loraRank",
-    "evalEvery",
-    "checkpointEvery",
-)
-
 MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
 MAX_LORA_RANK = 512
+MAX_TRAJECTORIES = 10_000_000
 DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 
 # A Hugging Face hub id: ``owner/name`` (owner optional for legacy ids is not accepted
@@ -46,20 +34,30 @@ DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
+class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /jobs``: the one description of its fields (names, JSON types
+    and bounds). ``openapi.json``'s ``StartJobRequest`` is tested against it
+    (``tests/rest_api/test_openapi_bodies.py``); ``FIELDS`` and the CLI flags derive
+    from it; ``JobOptions.from_body`` checks a body with these bounds."""
+
+    dataset_id: str | None = None
+    backend: Literal["mlx", "cuda", "cpu"] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    iterations: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] | None = None
+    learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    max_trajectories: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAJECTORIES)] | None = None
+    resume_from: str | None = None
+    lora_rank: Annotated[int, msgspec.Meta(ge=1, le=MAX_LORA_RANK)] | None = None
+    eval_every: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
+    #: 0: no checkpoints.
+    checkpoint_every: Annotated[int, msgspec.Meta(ge=0, le=MAX_ITERATIONS)] | None = None
+
+
 #: Python attribute / CLI flag → REST body field, for every job option.
-FIELD_NAMES = {
-    "dataset_id": "datasetId",
-    "backend": "backend",
-    "model": "model",
-    "iterations": "iterations",
-    "batch_size": "batchSize",
-    "learning_rate": "learningRate",
-    "max_trajectories": "maxTrajectories",
-    "resume_from": "resumeFrom",
-    "lora_rank": "loraRank",
-    "eval_every": "evalEvery",
-    "checkpoint_every": "checkpointEvery",
-}
+FIELD_NAMES = {f.name: f.encode_name for f in msgspec.structs.fields(JobRequest)}
+#: Request keys (camelCase, as in the REST body) this module accepts.
+FIELDS = tuple(FIELD_NAMES.values())
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,7 @@ def _numbers(
         "eval_every": integer("evalEvery", 1, MAX_ITERATIONS),
         "checkpoint_every": integer("checkpointEvery", 0, MAX_ITERATIONS),  # 0: none
         "max_trajectories": v.integer(
-            b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=10_000_000
+            b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
         ),
     }
     assert out["iterations"] is not None and out["batch_size"] is not None
