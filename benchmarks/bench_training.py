@@ -209,7 +209,8 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         max_seq_length=args.max_seq_length,
         eval_every=10**9,
         checkpoint_every=0,
-        extra={"base_model_path": model_path, "cpu_bf16": CPU_DTYPES[args.cpu_dtype]},
+        base_model_path=Path(model_path),
+        cpu_bf16=CPU_DTYPES[args.cpu_dtype],
     )
     clock = Clock()
     with contextlib.suppress(TrainingCancelled):
@@ -235,12 +236,12 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         TrainingArguments,
     )
 
-    from milady_lab.training.backends.data import load_examples
+    from milady_lab.training.backends.data import tokenized_examples
 
     sync = Sync("trainer")
     cuda = args.backend == "cuda"
     tok = AutoTokenizer.from_pretrained(model_path)
-    examples, _ = load_examples(data / "train.jsonl", tok, args.max_seq_length)
+    examples, _ = tokenized_examples(data / "train.jsonl", tok, args.max_seq_length)
     rows = [
         {
             "input_ids": e.input_ids,

@@ -22,7 +22,6 @@ from traitlets import Bool, Float, Integer, Unicode, default
 
 from milady_lab.config import Settings
 from milady_lab.errors import WorkerError
-from milady_lab.state import LIVE_STATUSES
 
 from . import builds
 from .sse import EventHub
@@ -100,7 +99,7 @@ class TrainingExtension(ExtensionApp):
         self.service = TrainingService(self.milady_settings(), reconcile=self.reconcile_on_start)
         self.read_pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="milady-read")
         self.work_pool = ThreadPoolExecutor(self.work_threads, thread_name_prefix="milady-work")
-        self.event_hub = EventHub(self.service.store, self.read_pool, self.event_poll_interval)
+        self.event_hub = EventHub(self.service, self.read_pool, self.event_poll_interval)
         self._build_pools: dict[str, ProcessPoolExecutor] = {}
         self.live_jobs: list[dict[str, Any]] = []
         self._activity_running = False
@@ -167,11 +166,7 @@ class TrainingExtension(ExtensionApp):
 
     def _refresh_live_jobs(self) -> list[dict[str, Any]]:
         """Runs in a pool thread: repairs dead workers, starts queued jobs, lists live ones."""
-        self.service.jobs_manager.active_job_id()  # marks dead workers failed, starts next
-        live = [
-            {"jobId": j["id"], "status": j["status"]}
-            for j in self.service.store.list_jobs(LIVE_STATUSES)
-        ]
+        live = self.service.live_jobs()
         self.live_jobs = live
         return live
 

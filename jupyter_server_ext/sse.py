@@ -16,9 +16,7 @@ import contextlib
 import json
 import math
 from concurrent.futures import Executor
-from typing import Any
-
-from milady_lab.state import StateStore
+from typing import Any, Protocol
 
 #: Events kept in memory for streams that are a little behind.
 BUFFER_EVENTS = 2000
@@ -26,10 +24,18 @@ BUFFER_EVENTS = 2000
 PAGE = 500
 
 
+class EventLog(Protocol):
+    """What the hub reads: ``TrainingService`` (or a ``StateStore``) gives both."""
+
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]: ...
+
+    def last_event_seq(self) -> int: ...
+
+
 class EventHub:
     """Polls ``store.events`` every ``interval`` seconds while anyone listens."""
 
-    def __init__(self, store: StateStore, executor: Executor, interval: float = 0.25) -> None:
+    def __init__(self, store: EventLog, executor: Executor, interval: float = 0.25) -> None:
         self.store = store
         self.executor = executor
         self.interval = interval

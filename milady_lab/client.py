@@ -16,6 +16,7 @@ removed). Every 4xx/5xx answer raises ``TrainingAPIError`` with the server's mes
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import time
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
+
+from .state import FINAL_STATUSES
 
 __all__ = [
     "ActivateResult",
@@ -52,7 +55,8 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 #: Dataset builds, job starts (which may build one), cancels and benchmarks take longer.
 SLOW_TIMEOUT = 900.0
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+#: Seconds before an event stream that dropped is opened again.
+RECONNECT_DELAY_S = 1.0
 
 
 # -- records --
@@ -617,18 +621,9 @@ class TrainingClient:
         parser = _SSEParser()
         cursor = after
         while True:
-            params: dict[str, Any] = {}
-            if cursor is not None:
-                params["after"] = cursor
-            if deadline is not None:
-                params["timeout"] = max(0.0, round(deadline - time.monotonic(), 3))
             try:
                 with self._http.stream(
-                    "GET",
-                    "events",
-                    params=params,
-                    headers={"Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(self._http.timeout.connect, read=60.0),
+                    "GET", "events", **_stream_args(self._http, cursor, deadline)
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
@@ -644,13 +639,10 @@ class TrainingClient:
                     raise TrainingConnectionError(
                         f"event stream from {self.base_url}: {exc}"
                     ) from exc
-            if deadline is not None and time.monotonic() >= deadline:
+            if not reconnect or (deadline is not None and time.monotonic() >= deadline):
                 return
-            if not reconnect:
-                return
-            if cursor is None and parser.last_id and parser.last_id.isdigit():
-                cursor = int(parser.last_id)
-            time.sleep(1.0)
+            cursor = _resume_from(cursor, parser)
+            time.sleep(RECONNECT_DELAY_S)
 
     def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:
         """Follow the event stream until the job ends; returns its final record.
@@ -844,32 +836,67 @@ class AsyncTrainingClient:
         return await self._send(_Routes.openapi())
 
     async def events(
-        self, after: int | None = None, *, timeout: float | None = None
+        self,
+        after: int | None = None,
+        *,
+        timeout: float | None = None,
+        reconnect: bool = True,
     ) -> AsyncIterator[Event]:
-        """Events as they happen; ends after ``timeout`` seconds when given."""
-        params: dict[str, Any] = {}
-        if after is not None:
-            params["after"] = after
-        if timeout is not None:
-            params["timeout"] = timeout
+        """Events as they happen (after seq ``after``; None: from now; 0: the whole log).
+
+        Ends after ``timeout`` seconds when given; reconnects with the last seq seen
+        when the connection drops, unless ``reconnect`` is False (as the sync client).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         parser = _SSEParser()
-        try:
-            async with self._http.stream(
-                "GET",
-                "events",
-                params=params,
-                headers={"Accept": "text/event-stream"},
-                timeout=httpx.Timeout(self._http.timeout.connect, read=60.0),
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise _error_from(response)
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is not None:
-                        yield event
-        except httpx.TransportError as exc:
-            raise TrainingConnectionError(f"event stream from {self.base_url}: {exc}") from exc
+        cursor = after
+        while True:
+            try:
+                async with self._http.stream(
+                    "GET", "events", **_stream_args(self._http, cursor, deadline)
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error_from(response)
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            if isinstance(event.get("seq"), int):
+                                cursor = event["seq"]
+                            yield event
+            except httpx.TransportError as exc:
+                if not reconnect:
+                    raise TrainingConnectionError(
+                        f"event stream from {self.base_url}: {exc}"
+                    ) from exc
+            if not reconnect or (deadline is not None and time.monotonic() >= deadline):
+                return
+            cursor = _resume_from(cursor, parser)
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+
+def _stream_args(
+    http: httpx.Client | httpx.AsyncClient, cursor: int | None, deadline: float | None
+) -> dict[str, Any]:
+    """The request of one event-stream connection (both clients): from ``cursor``,
+    asking the server to end it at ``deadline``."""
+    params: dict[str, Any] = {}
+    if cursor is not None:
+        params["after"] = cursor
+    if deadline is not None:
+        params["timeout"] = max(0.0, round(deadline - time.monotonic(), 3))
+    return {
+        "params": params,
+        "headers": {"Accept": "text/event-stream"},
+        "timeout": httpx.Timeout(http.timeout.connect, read=60.0),
+    }
+
+
+def _resume_from(cursor: int | None, parser: _SSEParser) -> int | None:
+    """Where a dropped stream picks up: the last seq seen, else the last event id."""
+    if cursor is None and parser.last_id and parser.last_id.isdigit():
+        return int(parser.last_id)
+    return cursor
 
 
 # -- finding the Jupyter server --

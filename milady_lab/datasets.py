@@ -38,7 +38,9 @@ from typing import IO, Any
 import polars as pl
 
 from . import validation as v
+from .atomic import fsync_path
 from .config import Settings
+from .dataset_files import examples_frame
 from .errors import InputError, StorageError, UpstreamError
 from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
@@ -70,20 +72,6 @@ _NOT_BLANK = r"[^\s\x1c-\x1f]"
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: LLM-call text a ``search`` filter looks in.
 SEARCH_COLUMNS = ("systemPrompt", "userPrompt", "response")
-
-#: How one line of train.jsonl / valid.jsonl reads back.
-LINE_SCHEMA: dict[str, pl.DataType] = {
-    "messages": pl.List(pl.Struct({"role": pl.String(), "content": pl.String()})),
-    "metadata": pl.Struct(
-        {
-            "trajectoryId": pl.String(),
-            "stepId": pl.String(),
-            "model": pl.String(),
-            "purpose": pl.String(),
-        }
-    ),
-}
-
 
 # -- options --------------------------------------------------------------------------------
 #: Most values one ``source`` or ``status`` filter may list.
@@ -492,14 +480,6 @@ def _move_line(src: Path, dst: Path, index: int) -> None:
         fh.write(moved)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(
     folder: Path, source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
 ) -> _Split:
@@ -524,8 +504,8 @@ def _write_files(
     elif split.train == 0 and split.valid >= 2 and split.valid_pick is not None:
         _move_line(valid_path, train_path, split.valid_pick[1])
         split.train, split.valid = 1, split.valid - 1
-    _fsync(train_path)
-    _fsync(valid_path)
+    fsync_path(train_path)
+    fsync_path(valid_path)
     return split
 
 
@@ -681,8 +661,8 @@ def build_dataset(
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        _fsync(tmp / "metadata.json")
-        _fsync(tmp)
+        fsync_path(tmp / "metadata.json")
+        fsync_path(tmp)
         message = (
             f"dataset {ds_id} built: {tally.trajectories} trajectories, {tally.examples} examples"
         )
@@ -696,7 +676,7 @@ def build_dataset(
                 raise
         committed = True
         with contextlib.suppress(OSError):
-            _fsync(root)
+            fsync_path(root)
         return rec
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -723,36 +703,5 @@ def disk_full(exc: BaseException) -> bool:
     )
 
 
-# -- reading back ---------------------------------------------------------------------------
-def load_examples(dataset_dir: str | os.PathLike[str], split: str = "train") -> pl.DataFrame:
-    """A built dataset's examples as a flat frame (for notebooks, widgets, histograms).
-
-    Columns: split, system (null when absent), user, assistant, trajectoryId, stepId,
-    model, purpose.
-    """
-    split = v.choice(split, "split", ("train", "valid", "all"), default="train") or "train"
-    folder = Path(dataset_dir)
-    names = ("train", "valid") if split == "all" else (split,)
-    frames = []
-    for name in names:
-        path = folder / f"{name}.jsonl"
-        if not path.exists():
-            raise InputError(f"{path} does not exist; is {folder} a dataset folder?")
-        raw = (
-            pl.read_ndjson(path, schema=LINE_SCHEMA)
-            if path.stat().st_size
-            else pl.DataFrame(schema=LINE_SCHEMA)
-        )
-        msgs = pl.col("messages")
-        frames.append(
-            raw.select(
-                pl.lit(name).alias("split"),
-                pl.when(msgs.list.len() == 3)
-                .then(msgs.list.first().struct.field("content"))
-                .alias("system"),
-                msgs.list.get(-2, null_on_oob=True).struct.field("content").alias("user"),
-                msgs.list.last().struct.field("content").alias("assistant"),
-                pl.col("metadata").struct.unnest(),
-            )
-        )
-    return pl.concat(frames)
+#: Kept for notebooks: the frame of a built dataset's examples (``dataset_files``).
+load_examples = examples_frame

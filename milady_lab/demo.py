@@ -21,48 +21,12 @@ from typing import Any
 
 import msgspec
 
-#: Exactly the columns of Milady's ``trajectories`` table (spec).
-TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS trajectories (
-  id TEXT PRIMARY KEY,
-  trajectory_id TEXT,
-  agent_id TEXT NOT NULL,
-  source TEXT NOT NULL DEFAULT 'runtime',
-  status TEXT NOT NULL DEFAULT 'completed',
-  start_time INTEGER NOT NULL,
-  end_time INTEGER,
-  duration_ms INTEGER,
-  step_count INTEGER NOT NULL DEFAULT 0,
-  llm_call_count INTEGER NOT NULL DEFAULT 0,
-  provider_access_count INTEGER NOT NULL DEFAULT 0,
-  total_prompt_tokens INTEGER NOT NULL DEFAULT 0,
-  total_completion_tokens INTEGER NOT NULL DEFAULT 0,
-  total_reward REAL NOT NULL DEFAULT 0,
-  steps_json TEXT NOT NULL DEFAULT '[]',
-  metadata TEXT NOT NULL DEFAULT '{}',
-  created_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL,
-  episode_length INTEGER,
-  ai_judge_reward REAL,
-  ai_judge_reasoning TEXT,
-  archetype TEXT
-)
-"""
-#: The listing index: pages in (start_time DESC, id) order without a sort. Milady's own
-#: database may lack it; readers stay correct without it, only slower.
-LISTING_INDEX_DDL = (
-    "CREATE INDEX IF NOT EXISTS trajectories_listing ON trajectories (start_time DESC, id)"
-)
-COLUMNS = (
-    "id", "trajectory_id", "agent_id", "source", "status", "start_time", "end_time",
-    "duration_ms", "step_count", "llm_call_count", "provider_access_count",
-    "total_prompt_tokens", "total_completion_tokens", "total_reward", "steps_json",
-    "metadata", "created_at", "updated_at", "episode_length", "ai_judge_reward",
-    "ai_judge_reasoning", "archetype",
-)  # fmt: skip
-INSERT_SQL = (
-    f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-)
+from .atomic import atomic_file
+
+# The table's shape lives with the readers; re-exported for the tests and tutorials.
+from .trajectories.schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
+
+__all__ = ["COLUMNS", "INSERT_SQL", "LISTING_INDEX_DDL", "TABLE_DDL", "Mess", "write_demo_db"]
 
 #: Fixed clock so a seed gives the same data on every machine (2026-05-01T00:00Z).
 END_MS = 1_777_593_600_000
@@ -285,6 +249,85 @@ class _Writer:
             call = {_SNAKE.get(k, k): v for k, v in call.items()}
         return call, prompt_tokens, completion_tokens
 
+    def _step(
+        self, s: int, ts: int, source: str, user: str, snake: bool, history: list[str]
+    ) -> tuple[dict[str, Any], int, int, int]:
+        """Step ``s`` of a trajectory at ``ts``: the step, its end time and its tokens.
+
+        Draws from ``self.rng`` in the order the generator always has (same seed, same
+        bytes); ``history`` grows by the turns of this step.
+        """
+        rng = self.rng
+        p_tok = c_tok = 0
+        ts += rng.randint(200, 5000)
+        calls: list[dict[str, Any]] = []
+        accesses: list[dict[str, Any]] = []
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            accesses.append({
+                "providerId": _uuid(rng),
+                "providerName": rng.choice(PROVIDERS),
+                "timestamp": ts,
+                "data": {"items": rng.randint(0, 12)},
+                "query": {"roomId": f"room-{user}"},
+                "purpose": "context_retrieval",
+            })  # fmt: skip
+        topic = rng.choice(TOPIC_NAMES)
+        asks, thought, answers = TOPICS[topic]
+        if source == "autonomy":
+            text = rng.choice(POSTS)
+            prompt = (
+                f"# Autonomous step {s + 1}\nTime: {_iso(ts)}\n# Recent posts\n"
+                + ("\n".join(history[-3:]) or "(none yet)")
+                + f"\n# Available actions\n{AUTONOMY_ACTIONS}\n"
+                "# Task\nDecide what Milady does next."
+            )
+            reply = _reply("nothing urgent. share a small thought with followers.",
+                           "POST", text)  # fmt: skip
+            purpose = "action_selection"
+            history.append(f"Milady: {text}")
+        else:
+            said = rng.choice(asks)
+            answer = rng.choice(answers).format(user=user)
+            history.append(f"{user}: {said}")
+            prompt = (
+                f"# Conversation ({source})\n"
+                + "\n".join(history[-5:])
+                + f"\n# Available actions\n{CHAT_ACTIONS}\n"
+                f"# Task\nWrite Milady's next reply to {user}."
+            )
+            reply = _reply(thought.format(user=user), "REPLY", answer)
+            purpose = "response"
+            history.append(f"Milady: {answer}")
+        if self.lean:
+            prompt, reply = prompt[:80], reply[:80]
+        ts += rng.randint(300, 4000)
+        call, pt, ct = self.call(purpose, prompt, reply, ts, snake)
+        calls.append(call)
+        p_tok, c_tok = p_tok + pt, c_tok + ct
+        if not self.lean and rng.random() < 0.7:
+            ts += rng.randint(300, 2000)
+            review = _reply(
+                f"the exchange about {topic} went well; milady stayed in character.",
+                "NONE",
+                f"noted: {user} talked about {topic}.",
+            )
+            exchange = "\n".join(history[-2:])
+            call, pt, ct = self.call(
+                "evaluation", f"# Exchange\n{exchange}\n# Task\nReflect.", review, ts, snake
+            )
+            calls.append(call)
+            p_tok, c_tok = p_tok + pt, c_tok + ct
+        step = {
+            "stepId": f"step-{s}" if rng.random() < 0.5 else _uuid(rng),
+            "stepNumber": s,
+            "timestamp": ts,
+            "llmCalls": calls,
+            "providerAccesses": accesses,
+        }
+        if snake:
+            step = {_SNAKE.get(k, k): v for k, v in step.items()}
+        return step, ts, p_tok, c_tok
+
     def trajectory(self, start: int) -> tuple[Any, ...]:
         rng, mess = self.rng, self.mess
         tid = _uuid(rng)
@@ -302,75 +345,10 @@ class _Writer:
         ts = start
         n_calls = n_access = p_tok = c_tok = 0
         for s in range(n_steps):
-            ts += rng.randint(200, 5000)
-            calls: list[dict[str, Any]] = []
-            accesses: list[dict[str, Any]] = []
-            for _ in range(rng.choice((0, 1, 1, 2))):
-                accesses.append({
-                    "providerId": _uuid(rng),
-                    "providerName": rng.choice(PROVIDERS),
-                    "timestamp": ts,
-                    "data": {"items": rng.randint(0, 12)},
-                    "query": {"roomId": f"room-{user}"},
-                    "purpose": "context_retrieval",
-                })  # fmt: skip
-            topic = rng.choice(TOPIC_NAMES)
-            asks, thought, answers = TOPICS[topic]
-            if source == "autonomy":
-                text = rng.choice(POSTS)
-                prompt = (
-                    f"# Autonomous step {s + 1}\nTime: {_iso(ts)}\n# Recent posts\n"
-                    + ("\n".join(history[-3:]) or "(none yet)")
-                    + f"\n# Available actions\n{AUTONOMY_ACTIONS}\n"
-                    "# Task\nDecide what Milady does next."
-                )
-                reply = _reply("nothing urgent. share a small thought with followers.",
-                               "POST", text)  # fmt: skip
-                purpose = "action_selection"
-                history.append(f"Milady: {text}")
-            else:
-                said = rng.choice(asks)
-                answer = rng.choice(answers).format(user=user)
-                history.append(f"{user}: {said}")
-                prompt = (
-                    f"# Conversation ({source})\n"
-                    + "\n".join(history[-5:])
-                    + f"\n# Available actions\n{CHAT_ACTIONS}\n"
-                    f"# Task\nWrite Milady's next reply to {user}."
-                )
-                reply = _reply(thought.format(user=user), "REPLY", answer)
-                purpose = "response"
-                history.append(f"Milady: {answer}")
-            if self.lean:
-                prompt, reply = prompt[:80], reply[:80]
-            ts += rng.randint(300, 4000)
-            call, pt, ct = self.call(purpose, prompt, reply, ts, snake)
-            calls.append(call)
+            step, ts, pt, ct = self._step(s, ts, source, user, snake, history)
             p_tok, c_tok = p_tok + pt, c_tok + ct
-            if not self.lean and rng.random() < 0.7:
-                ts += rng.randint(300, 2000)
-                review = _reply(
-                    f"the exchange about {topic} went well; milady stayed in character.",
-                    "NONE",
-                    f"noted: {user} talked about {topic}.",
-                )
-                exchange = "\n".join(history[-2:])
-                call, pt, ct = self.call(
-                    "evaluation", f"# Exchange\n{exchange}\n# Task\nReflect.", review, ts, snake
-                )
-                calls.append(call)
-                p_tok, c_tok = p_tok + pt, c_tok + ct
-            n_calls += len(calls)
-            n_access += len(accesses)
-            step = {
-                "stepId": f"step-{s}" if rng.random() < 0.5 else _uuid(rng),
-                "stepNumber": s,
-                "timestamp": ts,
-                "llmCalls": calls,
-                "providerAccesses": accesses,
-            }
-            if snake:
-                step = {_SNAKE.get(k, k): v for k, v in step.items()}
+            n_calls += len(step[_key("llmCalls", snake)])
+            n_access += len(step[_key("providerAccesses", snake)])
             steps.append(step)
         if status == "error" and steps:
             steps[-1][_key("llmCalls", snake)][-1]["response"] = ""
@@ -436,11 +414,8 @@ def write_demo_db(
     while a million-row listing benchmark stays a few hundred MB.
     """
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     writer = _Writer(seed, mess or Mess(), lean)
-    try:
+    with atomic_file(target) as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             # A private temp file renamed at the end: no journal needed for safety.
@@ -459,10 +434,4 @@ def write_demo_db(
             conn.execute("PRAGMA journal_mode=DELETE")
         finally:
             conn.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target

@@ -17,6 +17,7 @@ import httpx
 from .config import Settings
 from .errors import MiladyLabError
 from .service import TrainingService
+from .state import FINAL_STATUSES, JobStatus
 
 
 def _ollama_running(url: str = "http://127.0.0.1:11434") -> bool:
@@ -42,7 +43,7 @@ def follow_job(svc: TrainingService, job_id: str) -> dict:
             postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
         bar.set_postfix(postfix, refresh=False)
         bar.refresh()
-        if job["status"] in ("completed", "failed", "cancelled"):
+        if job["status"] in FINAL_STATUSES:
             bar.close()
             return job
         time.sleep(0.5)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )["job"]
         job = follow_job(svc, job["id"])
-        if job["status"] != "completed":
+        if job["status"] != JobStatus.COMPLETED:
             print(f"job {job['id']} {job['status']}: {job.get('error')}", file=sys.stderr)
             return 1
         print(f"trained {job['trainedTokens']} tokens at {job['tokensPerSecond']:.0f} tok/s")

@@ -12,7 +12,6 @@ extension runs them in an executor, the widgets in a thread.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +32,6 @@ class TrainingService:
         self.settings = settings or Settings.from_env()
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.store = StateStore(self.settings.state_db)
-        self._lock = threading.Lock()
         if reconcile:
             # A new server or CLI process takes over jobs an earlier one started.
             self.jobs_manager.reconcile()
@@ -123,7 +121,39 @@ class TrainingService:
         return {"jobs": self.jobs_manager.list()}
 
     def start_job(self, body: Any = None) -> dict[str, Any]:
-        return {"job": self.jobs_manager.start(body, service=self)}
+        """Check the options, build the dataset a job without ``datasetId`` needs (here,
+        so "nothing to train on" is an input error before any worker starts), then start
+        or queue the job."""
+        from .training.options import JobOptions
+
+        opts = JobOptions.from_body(body, self.store)
+        dataset_id = self._dataset_for_job(opts) if opts.build_dataset else opts.dataset_id
+        return {"job": self.jobs_manager.start(opts, dataset_id=dataset_id)}
+
+    def _dataset_for_job(self, opts: Any) -> str:
+        from .datasets import BuildOptions, build_dataset
+        from .errors import InputError, MiladyLabError
+
+        body = {"limit": opts.max_trajectories} if opts.max_trajectories else {}
+        try:
+            build = BuildOptions.from_body(body)
+            rec = build_dataset(self.source, self.settings, self.store, build)
+        except MiladyLabError as exc:
+            # The source is not named: a database URL may carry a password.
+            raise InputError(
+                f"could not build a dataset to train on from the trajectories: {exc.message}"
+            ) from exc
+        return rec["id"]
+
+    def live_jobs(self) -> list[dict[str, Any]]:
+        """``{"jobId", "status"}`` of every queued or running job, after failing jobs
+        whose worker is gone and starting the next queued one (a server's activity)."""
+        from .state import LIVE_STATUSES
+
+        self.jobs_manager.active_job_id()  # marks dead workers failed, starts next
+        return [
+            {"jobId": j["id"], "status": j["status"]} for j in self.store.list_jobs(LIVE_STATUSES)
+        ]
 
     def get_job(self, job_id: Any) -> dict[str, Any]:
         return {"job": self.jobs_manager.get(job_id)}
@@ -194,6 +224,10 @@ class TrainingService:
     def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:
         after_i = v.integer(after, "after", default=0, minimum=0)
         return self.store.events(after_seq=after_i or 0, limit=limit)
+
+    def last_event_seq(self) -> int:
+        """The seq of the newest event (a new stream starts after it)."""
+        return self.store.last_event_seq()
 
     def close(self) -> None:
         self.store.close()

@@ -9,12 +9,15 @@ failing. Records come back as plain dicts with the camelCase keys of the REST bo
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,38 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def new_id(prefix: str) -> str:
+    """``<prefix>-YYYYMMDDHHMMSS-<6 hex>``: sortable by time, unique across processes."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+class JobStatus(StrEnum):
+    """A job's state; members compare equal to their REST strings."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+#: ``queued`` and ``running`` are live; the rest are final.
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class _Any:
+    """``finish_job``'s "whatever it is" for the pid and heartbeat conditions."""
+
+
+ANY: Any = _Any()
+
+
 @dataclass(frozen=True)
 class _Col:
     key: str  # camelCase key in records
@@ -185,10 +220,6 @@ _MODEL = _cols(
     "benchmark:json",
 )
 _TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
-
-#: Job states. ``queued`` and ``running`` are live; the rest are final.
-LIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def _encode(col: _Col, value: Any) -> Any:
@@ -359,6 +390,46 @@ class StateStore:
             marks = ", ".join("?" for _ in statuses)
             return self._list("jobs", f"WHERE status IN ({marks})", statuses)
         return self._list("jobs")
+
+    def finish_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        conn: sqlite3.Connection | None = None,
+        *,
+        error: str | None = None,
+        pid: int | None = ANY,
+        heartbeat_at: int | None = ANY,
+        was: JobStatus = JobStatus.RUNNING,
+        fields: Mapping[str, Any] | None = None,
+        message: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """End a job if it is still ``was`` (running) under ``pid`` with ``heartbeat_at``
+        (unless ANY): one conditional UPDATE, and the ``job_<status>`` event only when
+        a row changed. True when this call ended it; False when someone else got there.
+
+        ``fields`` are further columns to set; ``message`` and ``data`` replace the
+        event's default text and ``{"error": error}``.
+        """
+        assert JobStatus(status).is_final
+        by_key = {c.key: c for c in _JOB}
+        values = {"status": str(status), "error": error, "completedAt": now_ms(), **(fields or {})}
+        sets = ", ".join(f"{by_key[k].column} = ?" for k in values)
+        params: list[Any] = [_encode(by_key[k], val) for k, val in values.items()]
+        where = "id = ? AND status = ?"
+        params += [job_id, str(was)]
+        for column, expected in (("pid", pid), ("heartbeat_at", heartbeat_at)):
+            if expected is not ANY:
+                where += f" AND {column} IS ?"
+                params.append(expected)
+        text = message or f"job {job_id} {status}" + (f": {error}" if error else "")
+        extra = {"error": error} if data is None else dict(data)
+        with nullcontext(conn) if conn is not None else self.transaction() as tx:
+            if tx.execute(f"UPDATE jobs SET {sets} WHERE {where}", params).rowcount != 1:
+                return False
+            self.emit(f"job_{status}", text, tx, jobId=job_id, **extra)
+        return True
 
     def add_metric(self, job_id: str, **metric: Any) -> None:
         rec = {"jobId": job_id, "ts": now_ms(), **metric}

@@ -13,10 +13,9 @@ import sys
 import time
 from typing import Any
 
+from ..state import FINAL_STATUSES, JobStatus
 from ..training.options import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
-
-_FINAL = ("completed", "failed", "cancelled")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +71,7 @@ def _start(args: argparse.Namespace) -> int:
     print(f"job {job['id']} {job['status']}", file=sys.stderr, flush=True)
     job = follow(service, job["id"])
     _print_job(job, args.json)
-    return 0 if job["status"] == "completed" else 1
+    return 0 if job["status"] == JobStatus.COMPLETED else 1
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -141,7 +140,7 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
         total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, disable=None
     )
     try:
-        while job["status"] not in _FINAL:
+        while job["status"] not in FINAL_STATUSES:
             try:
                 time.sleep(interval)
                 job = service.get_job(job_id)["job"]

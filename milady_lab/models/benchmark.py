@@ -38,6 +38,7 @@ from typing import Any
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
+from ..dataset_files import read_chats
 from ..errors import ConflictError, InputError, NotFoundError, WorkerError
 from ..state import StateStore, now_ms
 from . import scores
@@ -81,7 +82,7 @@ def run_benchmark(
     if not valid.is_file() or valid.stat().st_size == 0:
         raise ConflictError(f"dataset {dataset_id} has no held-out examples (valid.jsonl is empty)")
     adapter = require_peft_adapter(model)
-    chats = load_examples(valid, max_examples, seed)
+    chats = read_chats(valid, max_examples, seed)
     if not chats:
         raise ConflictError(
             f"no held-out example of dataset {dataset_id} ends with an assistant reply "

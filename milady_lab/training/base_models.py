@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_dir, remove_stale
 from ..errors import InputError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -175,15 +173,9 @@ def _convert_gguf_cached(gguf: Path, target: Path) -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():  # another process finished meanwhile
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        remove_stale(target.parent, target.name)  # a converter killed mid-way
+        with atomic_dir(target, replace=True) as tmp:  # replace: a stale, incomplete folder
             convert_gguf(gguf, tmp)
-            if target.exists():  # a stale, incomplete folder
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

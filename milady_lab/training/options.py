@@ -13,7 +13,9 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from .. import validation as v
 from ..errors import ConflictError, InputError, NotFoundError
@@ -21,24 +23,10 @@ from ..state import StateStore
 
 BACKENDS = ("mlx", "cuda", "cpu")
 
-#: Request keys (camelCase, as in the REST body) this module accepts.
-FIELDS = (
-    "datasetId",
-    "backend",
-    "model",
-    "iterations",
-    "batchSize",
-    "learningRate",
-    "maxTrajectories",
-    "resumeFrom",
-    "loraRank",
-    "evalEvery",
-    "checkpointEvery",
-)
-
 MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
 MAX_LORA_RANK = 512
+MAX_TRAJECTORIES = 10_000_000
 DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 
 # A Hugging Face hub id: ``owner/name`` (owner optional for legacy ids is not accepted
@@ -46,25 +34,36 @@ DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
+class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /jobs``: the one description of its fields (names, JSON types
+    and bounds). ``openapi.json``'s ``StartJobRequest`` is tested against it
+    (``tests/rest_api/test_openapi_bodies.py``); ``FIELDS`` and the CLI flags derive
+    from it; ``JobOptions.from_body`` checks a body with these bounds."""
+
+    dataset_id: str | None = None
+    backend: Literal["mlx", "cuda", "cpu"] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    iterations: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] | None = None
+    learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    max_trajectories: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAJECTORIES)] | None = None
+    resume_from: str | None = None
+    lora_rank: Annotated[int, msgspec.Meta(ge=1, le=MAX_LORA_RANK)] | None = None
+    eval_every: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
+    #: 0: no checkpoints.
+    checkpoint_every: Annotated[int, msgspec.Meta(ge=0, le=MAX_ITERATIONS)] | None = None
+
+
 #: Python attribute / CLI flag → REST body field, for every job option.
-FIELD_NAMES = {
-    "dataset_id": "datasetId",
-    "backend": "backend",
-    "model": "model",
-    "iterations": "iterations",
-    "batch_size": "batchSize",
-    "learning_rate": "learningRate",
-    "max_trajectories": "maxTrajectories",
-    "resume_from": "resumeFrom",
-    "lora_rank": "loraRank",
-    "eval_every": "evalEvery",
-    "checkpoint_every": "checkpointEvery",
-}
+FIELD_NAMES = {f.name: f.encode_name for f in msgspec.structs.fields(JobRequest)}
+#: Request keys (camelCase, as in the REST body) this module accepts.
+FIELDS = tuple(FIELD_NAMES.values())
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    """The validated options of one job; ``build_limit`` set means "build a dataset first"."""
+    """The validated options of one job; ``build_dataset`` means "build a dataset first"
+    (of at most ``max_trajectories`` trajectories), which ``TrainingService`` does."""
 
     dataset_id: str | None
     backend: str
@@ -82,113 +81,22 @@ class JobOptions:
     @classmethod
     def from_body(cls, body: Any, store: StateStore) -> JobOptions:
         """Validate a request body against the current state (datasets, jobs, backends)."""
-        from .backends import best_backend, check_backend
-
         b = v.body_object(body, FIELDS)
-
         resumed = _resumable_job(b.get("resumeFrom"), store)
-        prior: dict[str, Any] = {}
-        if resumed is not None:
-            # A resumed run continues the same training: same base model, backend,
-            # LoRA shape and (unless told otherwise) data and hyper-parameters.
-            prior = dict(resumed.get("options") or {})
-            prior.setdefault("datasetId", resumed.get("datasetId"))
-            prior.setdefault("backend", resumed["backend"])
-            prior.setdefault("model", resumed["model"])
-            prior.setdefault("iterations", resumed["totalIterations"])
-
-        backend = v.choice(b.get("backend"), "backend", BACKENDS)
-        if resumed is not None:
-            if backend is not None and backend != prior["backend"]:
-                raise InputError(
-                    f"backend must be {prior['backend']!r} to resume job {resumed['id']} "
-                    "(its checkpoints are in that backend's format)"
-                )
-            backend = prior["backend"]
-        if backend is None:
-            backend = best_backend()
-        check_backend(backend)  # InputError when this machine lacks it
-
-        model = v.text(b.get("model"), "model", max_length=1000)
-        if resumed is not None:
-            if model is not None and model != prior["model"]:
-                raise InputError(
-                    f"model must be {prior['model']!r} to resume job {resumed['id']} "
-                    "(its adapter was trained on that base model)"
-                )
-            model = prior["model"]
-        model = check_model(model)
-
-        iterations = v.integer(
-            b.get("iterations"),
-            "iterations",
-            default=prior.get("iterations", DEFAULTS["iterations"]),
-            minimum=1,
-            maximum=MAX_ITERATIONS,
-        )
-        batch_size = v.integer(
-            b.get("batchSize"),
-            "batchSize",
-            default=prior.get("batchSize", DEFAULTS["batchSize"]),
-            minimum=1,
-            maximum=MAX_BATCH_SIZE,
-        )
-        learning_rate = v.number(
-            b.get("learningRate"),
-            "learningRate",
-            default=prior.get("learningRate", DEFAULTS["learningRate"]),
-            exclusive_minimum=0.0,
-            maximum=1.0,
-        )
-        lora_rank = v.integer(
-            b.get("loraRank"),
-            "loraRank",
-            default=prior.get("loraRank"),
-            minimum=1,
-            maximum=MAX_LORA_RANK,
-        )
-        if resumed is not None and lora_rank != prior.get("loraRank"):
-            raise InputError(f"loraRank must match job {resumed['id']} to resume it")
-        eval_every = v.integer(
-            b.get("evalEvery"),
-            "evalEvery",
-            default=prior.get("evalEvery"),
-            minimum=1,
-            maximum=MAX_ITERATIONS,
-        )
-        checkpoint_every = v.integer(
-            b.get("checkpointEvery"),
-            "checkpointEvery",
-            default=prior.get("checkpointEvery"),
-            minimum=0,
-            maximum=MAX_ITERATIONS,  # 0: no checkpoints
-        )
-        max_trajectories = v.integer(
-            b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=10_000_000
-        )
-        assert iterations is not None and batch_size is not None and learning_rate is not None
-        if resumed is not None and resumed.get("checkpointIteration", 0) >= iterations:
-            raise InputError(
-                f"job {resumed['id']} is checkpointed at iteration "
-                f"{resumed['checkpointIteration']}; iterations must be larger to resume it"
-            )
-
+        prior = _resumed_options(resumed)
+        backend = _backend_choice(b.get("backend"), resumed, prior)
+        model = _model_choice(b.get("model"), resumed, prior)
+        numbers = _numbers(b, prior, resumed)
         dataset_id, build = _dataset_choice(
-            b.get("datasetId"), prior.get("datasetId"), max_trajectories, store
+            b.get("datasetId"), prior.get("datasetId"), numbers["max_trajectories"], store
         )
         return cls(
             dataset_id=dataset_id,
             backend=backend,
             model=model,
-            iterations=iterations,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_trajectories=max_trajectories,
             resume_from=resumed["id"] if resumed is not None else None,
-            lora_rank=lora_rank,
-            eval_every=eval_every,
-            checkpoint_every=checkpoint_every,
             build_dataset=build,
+            **numbers,
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -198,6 +106,92 @@ class JobOptions:
             for k, val in asdict(self).items()
             if k in FIELD_NAMES and val is not None
         }
+
+
+def _resumed_options(resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """The options a resumed run keeps: it continues the same training (same base
+    model, backend, LoRA shape and, unless told otherwise, data and hyper-parameters)."""
+    if resumed is None:
+        return {}
+    prior = dict(resumed.get("options") or {})
+    prior.setdefault("datasetId", resumed.get("datasetId"))
+    prior.setdefault("backend", resumed["backend"])
+    prior.setdefault("model", resumed["model"])
+    prior.setdefault("iterations", resumed["totalIterations"])
+    return prior
+
+
+def _backend_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, Any]) -> str:
+    """The backend asked for (the resumed job's, the best one here by default)."""
+    from .backends import best_backend, check_backend
+
+    backend = v.choice(value, "backend", BACKENDS)
+    if resumed is not None:
+        if backend is not None and backend != prior["backend"]:
+            raise InputError(
+                f"backend must be {prior['backend']!r} to resume job {resumed['id']} "
+                "(its checkpoints are in that backend's format)"
+            )
+        backend = prior["backend"]
+    if backend is None:
+        backend = best_backend()
+    check_backend(backend)  # InputError when this machine lacks it
+    return backend
+
+
+def _model_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, Any]) -> str:
+    """The base model asked for (the resumed job's, the default one otherwise)."""
+    model = v.text(value, "model", max_length=1000)
+    if resumed is not None:
+        if model is not None and model != prior["model"]:
+            raise InputError(
+                f"model must be {prior['model']!r} to resume job {resumed['id']} "
+                "(its adapter was trained on that base model)"
+            )
+        model = prior["model"]
+    return check_model(model)
+
+
+def _numbers(
+    b: dict[str, Any], prior: dict[str, Any], resumed: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The numeric options, as ``JobOptions`` fields; a resumed job's values by default
+    (a resume keeps the LoRA shape and must have iterations left to run)."""
+
+    def integer(key: str, minimum: int, maximum: int, default: Any = None) -> int | None:
+        return v.integer(
+            b.get(key), key, default=prior.get(key, default), minimum=minimum, maximum=maximum
+        )
+
+    out = {
+        "iterations": integer("iterations", 1, MAX_ITERATIONS, DEFAULTS["iterations"]),
+        "batch_size": integer("batchSize", 1, MAX_BATCH_SIZE, DEFAULTS["batchSize"]),
+        "learning_rate": v.number(
+            b.get("learningRate"),
+            "learningRate",
+            default=prior.get("learningRate", DEFAULTS["learningRate"]),
+            exclusive_minimum=0.0,
+            maximum=1.0,
+        ),
+        "lora_rank": integer("loraRank", 1, MAX_LORA_RANK),
+    }
+    if resumed is not None and out["lora_rank"] != prior.get("loraRank"):
+        raise InputError(f"loraRank must match job {resumed['id']} to resume it")
+    out |= {
+        "eval_every": integer("evalEvery", 1, MAX_ITERATIONS),
+        "checkpoint_every": integer("checkpointEvery", 0, MAX_ITERATIONS),  # 0: none
+        "max_trajectories": v.integer(
+            b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
+        ),
+    }
+    assert out["iterations"] is not None and out["batch_size"] is not None
+    assert out["learning_rate"] is not None
+    if resumed is not None and resumed.get("checkpointIteration", 0) >= out["iterations"]:
+        raise InputError(
+            f"job {resumed['id']} is checkpointed at iteration "
+            f"{resumed['checkpointIteration']}; iterations must be larger to resume it"
+        )
+    return out
 
 
 def check_model(model: str | None) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,9 +14,8 @@ class TrainSpec:
     backend: str  # "cpu" | "cuda" | "mlx"
     model: str  # what the user asked for (friendly name, folder, .gguf, hub id)
     dataset_dir: Path  # holds train.jsonl and valid.jsonl
-    output_dir: (
-        Path  # the backend writes the final adapter here (a temp folder; the job renames it)
-    )
+    #: The backend writes the final adapter here (a temp folder; the job renames it).
+    output_dir: Path
     checkpoint_dir: Path  # checkpoints, one sub-folder per saved iteration
     iterations: int = 100
     batch_size: int = 4
@@ -31,25 +29,17 @@ class TrainSpec:
     checkpoint_every: int = 25
     seed: int = 0
     resume_from: Path | None = None  # a checkpoint folder written by an earlier run
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, Path):
-                d[k] = str(v)
-        d["target_modules"] = list(self.target_modules)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TrainSpec:
-        d = dict(d)
-        for k in ("dataset_dir", "output_dir", "checkpoint_dir"):
-            d[k] = Path(d[k])
-        if d.get("resume_from"):
-            d["resume_from"] = Path(d["resume_from"])
-        d["target_modules"] = tuple(d.get("target_modules", ()))
-        return cls(**d)
+    #: The HF folder of the base model, when the caller resolved it (the worker does);
+    #: None: the backend resolves ``model`` itself.
+    base_model_path: Path | None = None
+    #: CPU threads; None: the cores idle at the start (see ``common.pick_cpu_threads``).
+    threads: int | None = None
+    #: bf16 base weights on CPU; None: where the CPU computes bf16 natively.
+    cpu_bf16: bool | None = None
+    #: Token budget of one packed row (torch); None: 4096 on CUDA, 512 on CPU.
+    pack_tokens: int | None = None
+    #: Validation examples evaluated (the first ones of ``valid.jsonl``).
+    max_val_examples: int = 64
 
 
 @dataclass(frozen=True)

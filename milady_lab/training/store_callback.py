@@ -16,13 +16,13 @@ callback asks the backend to stop, so an orphaned run never registers a model.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_bytes
 from ..state import StateStore, now_ms
 from .callbacks import TrainingCallback
 
@@ -126,10 +126,8 @@ class StoreCallback(TrainingCallback):
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         """Record where a later job can resume from (``checkpoint.json`` + the job row)."""
         self.flush()
-        marker = self.job_dir / "checkpoint.json"
-        tmp = marker.with_name(f".checkpoint.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"iteration": iteration, "path": str(Path(path).resolve())}))
-        os.replace(tmp, marker)
+        info = {"iteration": iteration, "path": str(Path(path).resolve())}
+        write_bytes(self.job_dir / "checkpoint.json", json.dumps(info).encode())
         with self._lock:
             self._latest["checkpointIteration"] = iteration
             self._dirty = True

@@ -7,7 +7,7 @@ final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
 ``failed`` with a readable error. On its way out it starts the next queued job, so a
 queue drains with nothing waiting on the process that queued it.
 
-SIGTERM is graceful, in every phase well within ``jobs.CANCEL_GRACE_S``: before
+SIGTERM is graceful, in every phase well within ``processes.CANCEL_GRACE_S``: before
 training (imports, loading the model) it interrupts at once; during training it sets
 the flag the backend polls between micro-batches, evaluation rows and before saving.
 The worker then records ``cancelled`` itself, hands the queue on and leaves with
@@ -88,7 +88,7 @@ def _cancelled(store: Any, job_id: str) -> None:
 def _claim(store: Any, job_id: str) -> dict[str, Any] | None:
     """The job when it is running under this pid; records start time and heartbeat."""
     from ..state import now_ms
-    from .jobs import process_start_time
+    from .processes import process_start_time
 
     me = os.getpid()
     with store.transaction() as conn:
@@ -174,6 +174,7 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
 
     from ..errors import InputError
     from .base_models import resolve_base_model
+    from .launch import temp_adapter_dir
     from .options import checkpoint_path
     from .spec import TrainSpec
 
@@ -189,7 +190,7 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
             raise InputError(f"the checkpoint of job {job['resumeFrom']} is gone")
     cb.on_log(f"resolving base model {job['model']}")
     resolved = resolve_base_model(job["model"], settings)
-    output_dir = settings.models_dir / f".tmp-{job['id']}"
+    output_dir = temp_adapter_dir(settings, job["id"])
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
     tuned: dict[str, Any] = {}  # TrainSpec fields the user set; the rest keep their defaults
@@ -211,7 +212,7 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
         batch_size=opts.get("batchSize", 4),
         learning_rate=opts.get("learningRate", 2e-4),
         resume_from=resume,
-        extra={"base_model_path": str(resolved.hf_path)},
+        base_model_path=Path(resolved.hf_path),
         **tuned,
     )
     store.update_job(job["id"], outputPath=str(output_dir))
@@ -225,62 +226,63 @@ def _complete(
     marks the job completed, so a model exists exactly when its job completed."""
     import shutil
 
-    from ..state import now_ms
-    from .jobs import new_id
+    from ..state import JobStatus, new_id, now_ms
 
     job_id = job["id"]
     model_id = new_id("model")
     final = settings.models_dir / model_id
+    ts = now_ms()
+    fields: dict[str, Any] = {
+        "completedAt": ts,
+        "currentIteration": spec.iterations,
+        "trainedTokens": result.trained_tokens,
+        "tokensPerSecond": result.tokens_per_second,
+    }
+    if result.final_loss is not None:
+        fields["loss"] = result.final_loss
+    if result.final_val_loss is not None:
+        fields["valLoss"] = result.final_val_loss
     try:
         with store.transaction() as conn:
-            current = store.get_job(job_id, conn)
-            if current is None or current["status"] != "running" or current["pid"] != os.getpid():
+            name = _model_name(conn, job)
+            if not store.finish_job(
+                job_id,
+                JobStatus.COMPLETED,
+                conn,
+                pid=os.getpid(),
+                fields=fields,
+                message=f"job {job_id} completed: model {name}",
+                data={"modelId": model_id},
+            ):
                 raise RuntimeError(f"job {job_id} is no longer running here")
             # Renamed inside the write transaction: a folder without a record, seen by
             # ``JobManager.reconcile`` under the same lock, is a crash's leftover.
             os.replace(result.adapter_dir, final)
-            ts = now_ms()
-            name = _model_name(conn, job)
-            store.insert_model(
-                {
-                    "id": model_id,
-                    "jobId": job_id,
-                    "name": name,
-                    "createdAt": ts,
-                    "active": False,
-                    "adapterPath": str(final),
-                    "baseModel": job["model"],
-                    "baseModelPath": str(result.base_model_path or resolved.hf_path),
-                    "backend": job["backend"],
-                    "datasetId": job.get("datasetId"),
-                    "finalLoss": result.final_loss,
-                },
-                conn,
-            )
-            fields: dict[str, Any] = {
-                "status": "completed",
-                "completedAt": ts,
-                "currentIteration": spec.iterations,
-                "trainedTokens": result.trained_tokens,
-                "tokensPerSecond": result.tokens_per_second,
-                "error": None,
-            }
-            if result.final_loss is not None:
-                fields["loss"] = result.final_loss
-            if result.final_val_loss is not None:
-                fields["valLoss"] = result.final_val_loss
-            store.update_job(job_id, conn, **fields)
-            store.emit(
-                "job_completed",
-                f"job {job_id} completed: model {name}",
-                conn,
-                jobId=job_id,
-                modelId=model_id,
-            )
+            rec = _model_record(job, model_id, name, final, ts, resolved, result)
+            store.insert_model(rec, conn)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
     _remove_temp(settings, job_id)
+
+
+def _model_record(
+    job: dict[str, Any], model_id: str, name: str, final: Path, ts: int, resolved: Any, result: Any
+) -> dict[str, Any]:
+    """The models row of a completed job."""
+    return {
+        "id": model_id,
+        "jobId": job["id"],
+        "name": name,
+        "createdAt": ts,
+        "active": False,
+        "adapterPath": str(final),
+        "baseModel": job["model"],
+        "baseModelPath": str(result.base_model_path or resolved.hf_path),
+        "backend": job["backend"],
+        "datasetId": job.get("datasetId"),
+        "finalLoss": result.final_loss,
+    }
 
 
 def _model_name(conn: Any, job: dict[str, Any]) -> str:
@@ -306,29 +308,21 @@ def _model_name(conn: Any, job: dict[str, Any]) -> str:
 
 def _finish(store: Any, job_id: str, status: str, error: str | None) -> None:
     """Final state, only if the job is still running under this pid."""
-    from ..state import now_ms
-
-    with store.transaction() as conn:
-        current = store.get_job(job_id, conn)
-        if current is None or current["status"] != "running" or current["pid"] != os.getpid():
-            return
-        store.update_job(job_id, conn, status=status, error=error, completedAt=now_ms())
-        message = f"job {job_id} {status}" + (f": {error}" if error else "")
-        store.emit(f"job_{status}", message, conn, jobId=job_id, error=error)
+    store.finish_job(job_id, status, error=error, pid=os.getpid())
 
 
 def _remove_temp(settings: Any, job_id: str) -> None:
-    import shutil
+    from .launch import remove_temp
 
-    shutil.rmtree(settings.models_dir / f".tmp-{job_id}", ignore_errors=True)
+    remove_temp(settings, job_id)
 
 
 def _start_next(settings: Any, store: Any) -> None:
     """Hand the queue on: start the oldest queued job if nothing runs."""
     try:
-        from .jobs import JobManager
+        from .launch import start_next
 
-        JobManager(settings, store).start_next()
+        start_next(settings, store)
     except Exception:
         traceback.print_exc()
 

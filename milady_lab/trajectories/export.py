@@ -27,8 +27,9 @@ from typing import Any
 
 import polars as pl
 
-from ..demo import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
+from ..atomic import atomic_file
 from .base import StepsFilter
+from .schema import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
 _CALL_KEYS = (
@@ -147,7 +148,7 @@ def entry_id(entry: Any) -> str | None:
 
 def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
     """One exported trajectory (any accepted shape) as a row of Milady's table, in
-    ``demo.COLUMNS`` order; None when it has no id. ``summary`` (a listing item) fills
+    ``schema.COLUMNS`` order; None when it has no id. ``summary`` (a listing item) fills
     summary fields the entry lacks."""
     if not isinstance(entry, dict):
         return None
@@ -273,18 +274,17 @@ class ExportSource(SQLiteSource):
                 bad.append(f"{file.name}: {exc}")
                 continue
             rows.extend(r for r in map(trajectory_row, entries) if r is not None)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=OFF")
-            create_cache_db(conn)
-            conn.execute("BEGIN")
-            upsert_rows(conn, rows)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        os.replace(tmp, self.path)  # the reader notices the new inode and reopens
+        # Renamed into place: the reader notices the new inode and reopens.
+        with atomic_file(self.path) as tmp:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=OFF")
+                create_cache_db(conn)
+                conn.execute("BEGIN")
+                upsert_rows(conn, rows)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
         if bad and not rows:
             return f"{self.export_path} is not a trajectories export ({bad[0]})"
         return None

@@ -12,7 +12,7 @@ Buttons never raise into the notebook: errors are shown in the panel's status li
 
 from __future__ import annotations
 
-from ._backend import Backend, LocalBackend, RemoteBackend, describe_error, make_backend
+from ._backend import LocalData, PanelData, RemoteData, describe_error, make_backend
 from .builder import DatasetBuilder
 from .dashboard import Dashboard
 from .explorer import TrajectoryExplorer
@@ -20,13 +20,13 @@ from .launcher import JobLauncher
 from .models import ModelManager
 
 __all__ = [
-    "Backend",
     "Dashboard",
     "DatasetBuilder",
     "JobLauncher",
-    "LocalBackend",
+    "LocalData",
     "ModelManager",
-    "RemoteBackend",
+    "PanelData",
+    "RemoteData",
     "TrajectoryExplorer",
     "describe_error",
     "make_backend",

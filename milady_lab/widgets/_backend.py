@@ -1,8 +1,8 @@
 """One small interface the panels talk to, in-process or over REST.
 
-The panels never care where the work happens: :class:`LocalBackend` calls the
+The panels never care where the work happens: :class:`LocalData` calls the
 :class:`~milady_lab.service.TrainingService` in the kernel's own process, and
-:class:`RemoteBackend` calls a :class:`~milady_lab.client.TrainingClient` — the Jupyter
+:class:`RemoteData` calls a :class:`~milady_lab.client.TrainingClient` — the Jupyter
 server the notebook runs in (found by itself) or a Milady agent's server. Both return
 the same plain records (the REST bodies' inner dicts) and raise the server's error.
 All methods block; panels call them from :class:`~._async.UiRunner` threads.
@@ -10,21 +10,19 @@ All methods block; panels call them from :class:`~._async.UiRunner` threads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ..dataset_files import example_texts
 from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).
 BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
-LIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -38,8 +36,9 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class Backend:
-    """What the panels need from milady-lab; every method may block and may raise."""
+class PanelData:
+    """What the panels need from milady-lab (local service or REST); every method may
+    block and may raise. Not a training backend (cpu/cuda/mlx): the panels' data source."""
 
     mode = "base"
     description = ""
@@ -124,7 +123,7 @@ class Backend:
         """Release what this backend opened."""
 
 
-class LocalBackend(Backend):
+class LocalData(PanelData):
     """The service in the kernel's own process."""
 
     mode = "in-process"
@@ -211,7 +210,7 @@ class LocalBackend(Backend):
             self.service.close()
 
 
-class RemoteBackend(Backend):
+class RemoteData(PanelData):
     """A :class:`~milady_lab.client.TrainingClient` to a Jupyter server or a Milady agent.
 
     The client already unwraps the records (``{"job": ...}`` → the job) and raises
@@ -385,21 +384,21 @@ def discover_client(**kwargs: Any) -> Any:
 
 
 def make_backend(
-    backend: Backend | None = None,
+    backend: PanelData | None = None,
     *,
     service: Any = None,
     client: Any = None,
     remote: bool = False,
     settings: Any = None,
-) -> Backend:
+) -> PanelData:
     """Pick the backend from a panel's keyword arguments (see :class:`~.Dashboard`)."""
     if backend is not None:
         return backend
     if client is not None:
-        return RemoteBackend(client)
+        return RemoteData(client)
     if remote:
-        return RemoteBackend(discover_client())
-    return LocalBackend(service=service, settings=settings)
+        return RemoteData(discover_client())
+    return LocalData(service=service, settings=settings)
 
 
 def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] | None:
@@ -410,29 +409,7 @@ def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] |
     folder = Path(path)
     if not folder.is_dir():
         return None
-    texts: list[str] = []
-    for name in ("train.jsonl", "valid.jsonl"):
-        file = folder / name
-        if not file.is_file():
-            continue
-        with file.open(encoding="utf-8") as fh:
-            for line in fh:
-                if len(texts) >= limit:
-                    return texts
-                try:
-                    ex = json.loads(line)
-                except ValueError:
-                    continue
-                msgs = ex.get("messages") if isinstance(ex, dict) else None
-                if isinstance(msgs, list):
-                    texts.append(
-                        "\n".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
-                    )
-                elif isinstance(ex, dict):
-                    texts.append(
-                        " ".join(str(ex.get(k, "")) for k in ("prompt", "completion", "text"))
-                    )
-    return texts
+    return example_texts(folder, limit)
 
 
 def calls_frame(detail: dict[str, Any]) -> pl.DataFrame:

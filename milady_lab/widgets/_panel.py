@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as w
 
 from ._async import UiRunner
-from ._backend import Backend, describe_error, make_backend
+from ._backend import PanelData, describe_error, make_backend
 
 CSS = """
 <style>
@@ -108,7 +108,7 @@ class Panel(w.VBox):
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        backend: PanelData | None = None,
         *,
         runner: UiRunner | None = None,
         service: Any = None,

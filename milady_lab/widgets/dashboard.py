@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as w
 
 from ._async import UiRunner
-from ._backend import Backend, describe_error, make_backend
+from ._backend import PanelData, describe_error, make_backend
 from ._panel import CSS, esc
 from .builder import DatasetBuilder
 from .explorer import TrajectoryExplorer
@@ -27,7 +27,7 @@ class Dashboard(w.VBox):
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        backend: PanelData | None = None,
         *,
         service: Any = None,
         client: Any = None,

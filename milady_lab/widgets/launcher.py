@@ -16,9 +16,9 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..state import FINAL_STATUSES, LIVE_STATUSES
 from . import plots
 from ._async import Poller
-from ._backend import FINAL_STATUSES, LIVE_STATUSES
 from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
 LIVE_DELAY = 0.5

@@ -72,7 +72,7 @@ def make_spec(model: Path, data: Path, out: Path, backend: str = "cpu", **kw: An
         "learning_rate": 1e-2,
         "eval_every": 10,
         "checkpoint_every": 0,
-        "extra": {"base_model_path": str(model)},
+        "base_model_path": model,
     }
     fields.update(kw)
     return TrainSpec(**fields)

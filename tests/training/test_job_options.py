@@ -179,6 +179,9 @@ def test_no_dataset_and_none_buildable_is_an_input_error(manager: JobManager) ->
     trajectories = pytest.importorskip("milady_lab.trajectories")
     if not hasattr(trajectories, "open_source"):
         pytest.skip("trajectory sources not written yet")
+    from milady_lab.service import TrainingService
+
+    service = TrainingService(manager.settings, reconcile=False)
     with pytest.raises(InputError, match="could not build a dataset"):
-        manager.start({})
+        service.start_job({})  # the service builds the dataset a job needs
     assert manager.store.list_jobs() == []

@@ -17,7 +17,7 @@ from training.conftest import smollm2_dir, tiny_llama_dir
 from milady_lab.config import Settings
 from milady_lab.demo import write_demo_db
 from milady_lab.service import TrainingService
-from milady_lab.widgets import LocalBackend
+from milady_lab.widgets import LocalData
 
 __all__ = ["smollm2_dir", "tiny_llama_dir"]  # fixtures shared with tests/training
 
@@ -57,8 +57,8 @@ def service(settings: Settings) -> Iterator[TrainingService]:
 
 
 @pytest.fixture
-def backend(service: TrainingService) -> LocalBackend:
-    return LocalBackend(service)
+def backend(service: TrainingService) -> LocalData:
+    return LocalData(service)
 
 
 def stop_jobs(svc: TrainingService) -> None:

@@ -18,7 +18,7 @@ from milady_lab.widgets import (
     Dashboard,
     DatasetBuilder,
     JobLauncher,
-    LocalBackend,
+    LocalData,
     ModelManager,
     TrajectoryExplorer,
 )
@@ -41,7 +41,7 @@ def status_of(panel: Any) -> tuple[str, str]:
 # -- explorer -------------------------------------------------------------------------------
 
 
-def test_explorer_lists_pages_and_filters(backend: LocalBackend, service: TrainingService) -> None:
+def test_explorer_lists_pages_and_filters(backend: LocalData, service: TrainingService) -> None:
     ex = TrajectoryExplorer(backend)
     everything = service.trajectories_frame().collect()
     assert ex.frame.height == everything.height == DEMO_COUNT
@@ -84,7 +84,7 @@ def test_explorer_lists_pages_and_filters(backend: LocalBackend, service: Traini
     assert ex.frame.height == DEMO_COUNT
 
 
-def test_explorer_search_and_detail(backend: LocalBackend, service: TrainingService) -> None:
+def test_explorer_search_and_detail(backend: LocalData, service: TrainingService) -> None:
     ex = TrajectoryExplorer(backend)
     calls = service.llm_calls_frame().collect()
     # a word from one reply, in other case: the search ignores case
@@ -124,7 +124,7 @@ def test_explorer_search_and_detail(backend: LocalBackend, service: TrainingServ
 
 
 def test_explorer_shows_errors_instead_of_raising(service: TrainingService) -> None:
-    class Flaky(LocalBackend):
+    class Flaky(LocalData):
         def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
             raise RuntimeError("disk on fire")
 
@@ -133,7 +133,7 @@ def test_explorer_shows_errors_instead_of_raising(service: TrainingService) -> N
     kind, message = status_of(ex)
     assert kind == "error" and "RuntimeError: disk on fire" in message
     # a not-found from the service reads as the service wrote it
-    ex.backend = LocalBackend(service)
+    ex.backend = LocalData(service)
     ex.guard("open trajectory")(ex.select)("no-such-trajectory")
     kind, message = status_of(ex)
     assert kind == "error" and "no trajectory with id 'no-such-trajectory'" in message
@@ -142,7 +142,7 @@ def test_explorer_shows_errors_instead_of_raising(service: TrainingService) -> N
 # -- dataset builder ------------------------------------------------------------------------
 
 
-def test_builder_preview_build_and_list(backend: LocalBackend, service: TrainingService) -> None:
+def test_builder_preview_build_and_list(backend: LocalData, service: TrainingService) -> None:
     b = DatasetBuilder(backend)
     b.wait()
     assert b.last_preview == service.preview_dataset({"minLlmCallsPerTrajectory": 1})
@@ -168,7 +168,7 @@ def test_builder_preview_build_and_list(backend: LocalBackend, service: Training
 
 
 def test_builder_filters_preview_and_build_like_the_service(
-    backend: LocalBackend, service: TrainingService
+    backend: LocalData, service: TrainingService
 ) -> None:
     b = DatasetBuilder(backend)
     b.wait()
@@ -215,7 +215,7 @@ def test_builder_counts_a_burst_of_changes_once(service: TrainingService) -> Non
     gate = threading.Event()
     asked: list[dict[str, Any]] = []
 
-    class SlowCounts(LocalBackend):
+    class SlowCounts(LocalData):
         def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
             asked.append(dict(body))
             gate.wait(30)
@@ -232,7 +232,7 @@ def test_builder_counts_a_burst_of_changes_once(service: TrainingService) -> Non
     assert "8 trajectories" in b.preview_label.value
 
 
-def test_builder_shows_the_services_error(backend: LocalBackend, service: TrainingService) -> None:
+def test_builder_shows_the_services_error(backend: LocalData, service: TrainingService) -> None:
     b = DatasetBuilder(backend)
     b.min_calls.value = 10_000
     b.wait()
@@ -247,7 +247,7 @@ def test_builder_shows_the_services_error(backend: LocalBackend, service: Traini
 # -- job launcher ---------------------------------------------------------------------------
 
 
-def test_launcher_options_and_start_error(backend: LocalBackend, service: TrainingService) -> None:
+def test_launcher_options_and_start_error(backend: LocalData, service: TrainingService) -> None:
     from milady_lab.training.backends import available_backends, best_backend
 
     service.build_dataset({"limit": 5})
@@ -271,7 +271,7 @@ def test_launcher_options_and_start_error(backend: LocalBackend, service: Traini
 
 @pytest.mark.slow
 def test_launcher_start_live_curve_cancel(
-    backend: LocalBackend, service: TrainingService, tiny_model: Path
+    backend: LocalData, service: TrainingService, tiny_model: Path
 ) -> None:
     service.build_dataset({"limit": 20})
     jl = JobLauncher(backend)
@@ -307,7 +307,7 @@ def test_launcher_start_live_curve_cancel(
 
 @pytest.mark.slow
 def test_launcher_picks_up_a_running_job(
-    backend: LocalBackend, service: TrainingService, tiny_model: Path
+    backend: LocalData, service: TrainingService, tiny_model: Path
 ) -> None:
     service.build_dataset({"limit": 5})
     job = service.start_job({"model": str(tiny_model), "iterations": 100_000, "batchSize": 1})[
@@ -325,7 +325,7 @@ def test_launcher_picks_up_a_running_job(
 
 @pytest.mark.slow
 def test_live_loop_runs_on_an_asyncio_loop(
-    backend: LocalBackend, service: TrainingService, tiny_model: Path
+    backend: LocalData, service: TrainingService, tiny_model: Path
 ) -> None:
     """On a running loop (as in a kernel) the panel polls by itself and stops on close."""
     service.build_dataset({"limit": 5})
@@ -380,7 +380,7 @@ def test_runner_applies_results_on_the_loop_thread() -> None:
 # -- models ---------------------------------------------------------------------------------
 
 
-def test_models_list_activate_and_errors(backend: LocalBackend, service: TrainingService) -> None:
+def test_models_list_activate_and_errors(backend: LocalData, service: TrainingService) -> None:
     plain = register_model(service)
     benched = register_model(
         service,
@@ -429,7 +429,7 @@ def test_models_list_activate_and_errors(backend: LocalBackend, service: Trainin
 
 @pytest.mark.slow
 def test_models_benchmark_shows_bars(
-    backend: LocalBackend, service: TrainingService, tiny_model: Path
+    backend: LocalData, service: TrainingService, tiny_model: Path
 ) -> None:
     """A real model from a short job; Benchmark runs in a thread and draws the bars."""
     service.build_dataset({"limit": 12})
@@ -453,7 +453,7 @@ def test_models_benchmark_shows_bars(
     assert not mm.benchmark_button.disabled
 
 
-def test_models_empty_state(backend: LocalBackend) -> None:
+def test_models_empty_state(backend: LocalData) -> None:
     mm = ModelManager(backend)
     assert "No model yet" in mm.table.value
     assert mm.activate_button.disabled and mm.benchmark_button.disabled
@@ -510,7 +510,7 @@ def test_builder_privacy_checkboxes_and_redaction_counts(settings, tmp_path: Pat
     db, expected, secrets = planted_db(tmp_path / "planted.sqlite")
     svc = TrainingService(settings.with_overrides(trajectories=db))
     try:
-        b = DatasetBuilder(LocalBackend(svc))
+        b = DatasetBuilder(LocalData(svc))
         b.wait()
         assert b.privacy["redact"].value is True and b.privacy["anonymizeHandles"].value is False
         assert b.body()["privacy"] == {"redact": True, "anonymizeHandles": False}

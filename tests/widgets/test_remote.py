@@ -12,7 +12,7 @@ import pytest
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
-from milady_lab.widgets import Dashboard, LocalBackend, RemoteBackend, TrajectoryExplorer
+from milady_lab.widgets import Dashboard, LocalData, RemoteData, TrajectoryExplorer
 from milady_lab.widgets.builder import FILTER_FIELDS
 
 from .conftest import DEMO_COUNT, register_model
@@ -38,7 +38,7 @@ def test_dashboard_remote_mode(
 ) -> None:
     dash = Dashboard(client=TrainingClient(server.url, server.token))
     try:
-        assert isinstance(dash.backend, RemoteBackend)
+        assert isinstance(dash.backend, RemoteData)
         assert "remote" in dash.banner.value
 
         # explorer: the same trajectories, filters and search over REST
@@ -51,7 +51,7 @@ def test_dashboard_remote_mode(
         assert 0 < ex.frame.height < DEMO_COUNT
         ex.min_calls.value = 0
         ex.search.value = "compile"  # no search route: the panel reads the calls itself
-        local = TrajectoryExplorer(LocalBackend(service))
+        local = TrajectoryExplorer(LocalData(service))
         local.search.value = "compile"
         assert set(ex.frame["id"]) == set(local.frame["id"]) and 0 < ex.frame.height < DEMO_COUNT
         local.close()
@@ -121,7 +121,7 @@ def test_dashboard_remote_mode(
 def test_dashboard_remote_discovers_the_server(server: JupyterProcess) -> None:
     dash = Dashboard(remote=True)
     try:
-        assert isinstance(dash.backend, RemoteBackend)
+        assert isinstance(dash.backend, RemoteData)
         assert dash.backend.client.base_url.rstrip("/") == server.url
         assert dash.explorer.frame.height == DEMO_COUNT
     finally:
@@ -158,7 +158,7 @@ def test_builder_offers_only_what_an_agent_server_takes(service: TrainingService
     from milady_lab.widgets import DatasetBuilder
 
     client = _AgentLikeClient(service)
-    b = DatasetBuilder(RemoteBackend(client))
+    b = DatasetBuilder(RemoteData(client))
     try:
         b.wait()
         assert b.fields == ("limit", "minLlmCallsPerTrajectory") and b.filters == {}

@@ -9,14 +9,13 @@ import json
 import math
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...atomic import atomic_dir
 from ...errors import InputError
 from ..spec import TrainSpec
 
@@ -55,10 +54,9 @@ def warmup_steps(total: int) -> int:
 
 
 def resolve_model_path(spec: TrainSpec) -> Path:
-    """The HF folder to train on: the worker may pass it resolved in ``extra``."""
-    given = spec.extra.get("base_model_path")
-    if given:
-        return Path(given)
+    """The HF folder to train on: the worker passes it resolved (``base_model_path``)."""
+    if spec.base_model_path is not None:
+        return Path(spec.base_model_path)
     from ...config import Settings
     from ..base_models import resolve_base_model
 
@@ -82,18 +80,10 @@ def read_checkpoint_meta(path: Path, kind: str) -> dict[str, Any]:
 
 def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
     """Create ``final`` as a folder: ``fill(tmp)`` writes into a sibling temp folder that
-    is then renamed, so a crash never leaves a half-written checkpoint behind."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    is then renamed (``atomic.atomic_dir``), so a crash never leaves a half-written
+    checkpoint behind; an older folder of that name is replaced."""
+    with atomic_dir(final, replace=True) as tmp:
         fill(tmp)
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -124,16 +114,16 @@ def idle_cores(sample_s: float = 0.3) -> float:
         return float(cores)
 
 
-def pick_cpu_threads(extra: dict[str, Any], default: int) -> int | None:
-    """Threads for a CPU run: ``extra["threads"]``, else None when OMP_NUM_THREADS is set,
-    else the cores idle now (at least 1, at most ``default``).
+def pick_cpu_threads(threads: int | None, default: int) -> int | None:
+    """Threads for a CPU run: ``threads`` when set, else None when OMP_NUM_THREADS is
+    set, else the cores idle now (at least 1, at most ``default``).
 
     Why: with more threads than free cores, every op's OpenMP barrier waits for a
     descheduled thread; on a busy 2-core machine one thread trained SmolLM2 ~9× faster
     than two.
     """
-    if extra.get("threads"):
-        return max(1, int(extra["threads"]))
+    if threads:
+        return max(1, int(threads))
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     return max(1, min(default, round(idle_cores())))

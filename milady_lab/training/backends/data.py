@@ -8,15 +8,19 @@ tokenises differently at a prefix boundary cannot shift the mask.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ...dataset_files import line_messages, read_lines
 from ...errors import InputError
+
+if TYPE_CHECKING:
+    from ..callbacks import TrainingCallback
+    from ..spec import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -33,40 +37,6 @@ class Example:
     def n_labels(self) -> int:
         """Trained targets: token 0 is never a target (nothing predicts it)."""
         return sum(self.mask[1:])
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Lines of a dataset file; a broken line is an input error naming the line."""
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path.name} line {n} is not valid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path.name} line {n} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
-    """The conversation in a row ({"messages"} or {"prompt","completion"}); None for text."""
-    if "messages" in row:
-        msgs = row["messages"]
-        if not isinstance(msgs, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs
-        ):
-            raise InputError("a dataset line has a malformed 'messages' list")
-        return [{"role": m["role"], "content": str(m.get("content") or "")} for m in msgs]
-    if "prompt" in row and "completion" in row:
-        return [
-            {"role": "user", "content": str(row["prompt"])},
-            {"role": "assistant", "content": str(row["completion"])},
-        ]
-    return None
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], gen_prompt: bool) -> str:
@@ -103,7 +73,7 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
 
 def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
-    messages = _messages(row)
+    messages = line_messages(row)
     if messages is None:
         if not isinstance(row.get("text"), str):
             raise InputError("a dataset line has none of 'messages', 'prompt'/'completion', 'text'")
@@ -143,14 +113,14 @@ def truncate(example: Example, max_len: int) -> Example:
     return Example(example.input_ids[start:end], example.mask[start:end])
 
 
-def load_examples(
+def tokenized_examples(
     path: Path, tokenizer: Any, max_seq_length: int, limit: int | None = None
 ) -> tuple[list[Example], int]:
     """Tokenised, truncated examples with at least one trained token, and how many were
     dropped for having none."""
     if not path.is_file():
         return [], 0
-    rows = read_jsonl(path)
+    rows = list(read_lines(path))
     if limit is not None:
         rows = rows[:limit]
     out: list[Example] = []
@@ -162,6 +132,27 @@ def load_examples(
         else:
             dropped += 1
     return out, dropped
+
+
+def train_and_val_examples(
+    spec: TrainSpec, tokenizer: Any, callback: TrainingCallback
+) -> tuple[list[Example], list[Example]]:
+    """The run's tokenised training and validation examples (the first
+    ``max_val_examples`` of ``valid.jsonl``); an input error when none train."""
+    train_set, dropped = tokenized_examples(
+        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
+    )
+    if not train_set:
+        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
+    val_set, _ = tokenized_examples(
+        spec.dataset_dir / "valid.jsonl", tokenizer, spec.max_seq_length,
+        limit=spec.max_val_examples,
+    )  # fmt: skip
+    callback.on_log(
+        f"{len(train_set)} training and {len(val_set)} validation examples"
+        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
+    )
+    return train_set, val_set
 
 
 def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> list[int]:

@@ -37,7 +37,7 @@ from .common import (
     warmup_steps,
     write_atomically,
 )
-from .data import Example, grouped_batch_indices, load_examples
+from .data import Example, grouped_batch_indices, train_and_val_examples
 
 CHECKPOINT_KIND = "mlx"
 MLX_SUBDIR = "mlx"
@@ -244,86 +244,82 @@ def _set_leaves(tree: Any, flat: dict[str, mx.array]) -> None:
 
 def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     """Run one LoRA fine-tune with mlx-lm; see the module docstring."""
-    from mlx_lm import load as mlx_load
-    from mlx_lm.tuner import trainer as mlx_trainer
-    from mlx_lm.tuner.callbacks import TrainingCallback as MlxCallback
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from transformers import AutoTokenizer
+    return _MlxRun(spec, callback).train()
 
-    model_path = resolve_model_path(spec)
-    callback.on_log(f"loading base model {spec.model} from {model_path}")
-    try:
-        model, _ = mlx_load(str(model_path))
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load base model {spec.model!r} with mlx-lm: {exc}") from exc
-    if tokenizer.chat_template is None:
-        raise InputError(f"base model {spec.model!r} has no chat template to format examples")
 
-    train_set, dropped = load_examples(
-        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
-    )
-    if not train_set:
-        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
-    val_set, _ = load_examples(
-        spec.dataset_dir / "valid.jsonl",
-        tokenizer,
-        spec.max_seq_length,
-        limit=int(spec.extra.get("max_val_examples", 64)),
-    )
-    callback.on_log(
-        f"{len(train_set)} training and {len(val_set)} validation examples"
-        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
-    )
+class _MlxRun:
+    """One run: ``__init__`` loads and prepares (as mlx-lm's ``lora.py`` does),
+    ``train`` hands over to ``mlx_lm.tuner.trainer.train`` with our callback."""
 
-    mx.random.seed(spec.seed)
-    model.freeze()
-    keys = _lora_keys(model, spec.target_modules)
-    num_layers = len(model.layers)
-    mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
-    linear_to_lora_layers(model, num_layers, mlx_cfg["lora_parameters"])
-    total = spec.iterations
-    optimizer = optim.AdamW(learning_rate=_schedule(spec.learning_rate, total), weight_decay=0.0)
+    def __init__(self, spec: TrainSpec, callback: TrainingCallback) -> None:
+        from mlx_lm import load as mlx_load
+        from mlx_lm.tuner.utils import linear_to_lora_layers
+        from transformers import AutoTokenizer
 
-    start, trained_tokens, train_time = 0, 0, 0.0
-    if spec.resume_from is not None:
+        self.spec = spec
+        self.callback = callback
+        self.model_path = resolve_model_path(spec)
+        callback.on_log(f"loading base model {spec.model} from {self.model_path}")
+        try:
+            model, _ = mlx_load(str(self.model_path))
+            tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load base model {spec.model!r} with mlx-lm: {exc}") from exc
+        if tokenizer.chat_template is None:
+            raise InputError(f"base model {spec.model!r} has no chat template to format examples")
+        self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+
+        mx.random.seed(spec.seed)
+        model.freeze()
+        keys = _lora_keys(model, spec.target_modules)
+        num_layers = len(model.layers)
+        self.mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
+        linear_to_lora_layers(model, num_layers, self.mlx_cfg["lora_parameters"])
+        self.model = model
+        self.optimizer = optim.AdamW(
+            learning_rate=_schedule(spec.learning_rate, spec.iterations), weight_decay=0.0
+        )
+        #: Running figures: tokens and seconds trained, last losses.
+        self.state: dict[str, Any] = {"tokens": 0, "time": 0.0, "loss": None, "val": None}
+        self.start = self._resume() if spec.resume_from is not None else 0
+        self.trained_before = self.state["tokens"]
+        self.mlx_dir = spec.output_dir / MLX_SUBDIR
+        self.mlx_dir.mkdir(parents=True, exist_ok=True)
+        self.batches = _Batches(spec.seed, self.start, _supports_selective_head(model))
+        self.tic = time.perf_counter()
+
+    def _resume(self) -> int:
+        """Load the checkpoint's adapter, optimizer state and counters; its iteration."""
+        spec = self.spec
+        assert spec.resume_from is not None
         meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
         start = int(meta["iteration"])
-        if start >= total:
-            raise InputError(f"checkpoint is at iteration {start}, nothing left of {total}")
-        model.load_weights(
+        if start >= spec.iterations:
+            raise InputError(
+                f"checkpoint is at iteration {start}, nothing left of {spec.iterations}"
+            )
+        self.model.load_weights(
             list(mx.load(str(spec.resume_from / ADAPTER_FILE)).items()), strict=False
         )
-        optimizer.init(model.trainable_parameters())
+        self.optimizer.init(self.model.trainable_parameters())
         opt_file = spec.resume_from / OPTIMIZER_FILE
         if opt_file.is_file():
-            _set_leaves(optimizer.state, mx.load(str(opt_file)))
-        trained_tokens = int(meta.get("trainedTokens", 0))
-        train_time = float(meta.get("trainTime", 0.0))
+            _set_leaves(self.optimizer.state, mx.load(str(opt_file)))
+        self.state["tokens"] = int(meta.get("trainedTokens", 0))
+        self.state["time"] = float(meta.get("trainTime", 0.0))
         mx.random.seed(spec.seed + start)
-        callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
+        self.callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
+        return start
 
-    mlx_dir = spec.output_dir / MLX_SUBDIR
-    mlx_dir.mkdir(parents=True, exist_ok=True)
-    batches = _Batches(spec.seed, start, _supports_selective_head(model))
-    args = mlx_trainer.TrainingArgs(
-        batch_size=spec.batch_size,
-        iters=total - start,
-        val_batches=-1,
-        steps_per_report=1,  # a report (our metric + cancel check) after every step
-        steps_per_eval=10**9,  # we evaluate ourselves, after the step, like torch
-        steps_per_save=10**9,  # we checkpoint ourselves, with the optimizer state
-        max_seq_length=spec.max_seq_length,
-        adapter_file=str(mlx_dir / ADAPTER_FILE),
-    )
+    def save_checkpoint(self, iteration: int) -> Path:
+        spec, model, state = self.spec, self.model, self.state
 
-    def save_checkpoint(iteration: int) -> Path:
         def fill(tmp: Path) -> None:
             mx.save_safetensors(
                 str(tmp / ADAPTER_FILE), dict(tree_flatten(model.trainable_parameters()))
             )
-            (tmp / "adapter_config.json").write_text(json.dumps(mlx_cfg), encoding="utf-8")
-            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
+            (tmp / "adapter_config.json").write_text(json.dumps(self.mlx_cfg), encoding="utf-8")
+            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(self.optimizer.state)))
             meta = {
                 "kind": CHECKPOINT_KIND,
                 "iteration": iteration,
@@ -335,89 +331,112 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
 
         return write_atomically(spec.checkpoint_dir / str(iteration), fill)
 
-    state: dict[str, Any] = {
-        "tokens": trained_tokens,
-        "time": train_time,
-        "loss": None,
-        "val": None,
-    }
+    def train(self) -> TrainResult:
+        from mlx_lm.tuner import trainer as mlx_trainer
+
+        spec, callback, state, total = self.spec, self.callback, self.state, self.spec.iterations
+        args = mlx_trainer.TrainingArgs(
+            batch_size=spec.batch_size,
+            iters=total - self.start,
+            val_batches=-1,
+            steps_per_report=1,  # a report (our metric + cancel check) after every step
+            steps_per_eval=10**9,  # we evaluate ourselves, after the step, like torch
+            steps_per_save=10**9,  # we checkpoint ourselves, with the optimizer state
+            max_seq_length=spec.max_seq_length,
+            adapter_file=str(self.mlx_dir / ADAPTER_FILE),
+        )
+        callback.on_train_start(total, self.start)
+        if callback.should_stop():
+            raise TrainingCancelled(self.start)
+        callback.on_log(f"training {total - self.start} iterations on mlx")
+        ui_class = mlx_trainer.TrainUI
+        # mlx-lm's rich progress output would fill the worker log; rank≠0 silences it.
+        mlx_trainer.TrainUI = lambda iters, rank=0: ui_class(iters, rank=1)
+        try:
+            mlx_trainer.train(
+                self.model,
+                self.optimizer,
+                self.train_set,
+                None,
+                args=args,
+                loss=masked_loss,
+                iterate_batches=self.batches,
+                training_callback=_bridge(self),
+            )
+        finally:
+            mlx_trainer.TrainUI = ui_class
+
+        if callback.should_stop():  # cancelled after the last step: no adapter, no model
+            raise TrainingCancelled(total)
+        config = json.dumps(self.mlx_cfg, indent=2)
+        (self.mlx_dir / "adapter_config.json").write_text(config, encoding="utf-8")
+        mlx_to_peft(self.mlx_dir, spec.output_dir, self.model_path)
+        callback.on_log(f"adapter written to {spec.output_dir}")
+        return TrainResult(
+            adapter_dir=spec.output_dir,
+            final_loss=state["loss"],
+            final_val_loss=state["val"],
+            trained_tokens=state["tokens"],
+            tokens_per_second=state["tokens"] / state["time"] if state["time"] else 0.0,
+            base_model_path=self.model_path,
+        )
+
+    def on_report(self, info: dict[str, Any]) -> None:
+        """After every step: the metric, evaluation when due, checkpoint, cancel."""
+        spec, callback, state, total = self.spec, self.callback, self.state, self.spec.iterations
+        iteration = self.start + int(info["iteration"])
+        state["time"] += time.perf_counter() - self.tic
+        state["tokens"] = self.trained_before + self.batches.tokens
+        state["loss"] = float(info["train_loss"])
+        metric: dict[str, Any] = {
+            "iteration": iteration,
+            "loss": state["loss"],
+            "learningRate": float(info["learning_rate"]),
+            "tokensPerSecond": state["tokens"] / state["time"] if state["time"] else 0.0,
+            "trainedTokens": state["tokens"],
+            "peakMemory": max(int(mx.get_peak_memory()), peak_rss_bytes()),
+        }
+        evaluate = iteration % max(1, spec.eval_every) == 0 or iteration == total
+        # A cancel skips the evaluation (seconds on a big validation set).
+        if self.val_set and evaluate and not callback.should_stop():
+            state["val"] = metric["valLoss"] = self.evaluate()
+        callback.on_metric(metric)
+        if not math.isfinite(state["loss"]):
+            raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
+        every = spec.checkpoint_every
+        stop = iteration < total and callback.should_stop()
+        # On cancel, keep the work since the last checkpoint (LoRA saves are quick).
+        if every > 0 and (iteration % every == 0 or stop):
+            path = self.save_checkpoint(iteration)
+            callback.on_log(f"checkpoint at iteration {iteration}")
+            callback.on_checkpoint(iteration, path)
+        if stop:
+            raise TrainingCancelled(iteration)
+        self.tic = time.perf_counter()
+
+    def evaluate(self) -> float:
+        from mlx_lm.tuner import trainer as mlx_trainer
+
+        loss = mlx_trainer.evaluate(
+            model=self.model,
+            dataset=self.val_set,
+            batch_size=self.spec.batch_size,
+            num_batches=-1,
+            max_seq_length=self.spec.max_seq_length,
+            loss=masked_loss,
+            iterate_batches=self.batches,
+        )
+        self.model.train()
+        return loss
+
+
+def _bridge(run: _MlxRun) -> Any:
+    """mlx-lm's callback, handing each step's report to ``run.on_report``."""
+    from mlx_lm.tuner.callbacks import TrainingCallback as MlxCallback
 
     class Bridge(MlxCallback):
-        def __init__(self) -> None:
-            self.tic = time.perf_counter()
-
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
-            iteration = start + int(info["iteration"])
-            state["time"] += time.perf_counter() - self.tic
-            state["tokens"] = trained_tokens + batches.tokens
-            state["loss"] = float(info["train_loss"])
-            metric: dict[str, Any] = {
-                "iteration": iteration,
-                "loss": state["loss"],
-                "learningRate": float(info["learning_rate"]),
-                "tokensPerSecond": state["tokens"] / state["time"] if state["time"] else 0.0,
-                "trainedTokens": state["tokens"],
-                "peakMemory": max(int(mx.get_peak_memory()), peak_rss_bytes()),
-            }
-            evaluate = iteration % max(1, spec.eval_every) == 0 or iteration == total
-            # A cancel skips the evaluation (seconds on a big validation set).
-            if val_set and evaluate and not callback.should_stop():
-                state["val"] = mlx_trainer.evaluate(
-                    model=model,
-                    dataset=val_set,
-                    batch_size=spec.batch_size,
-                    num_batches=-1,
-                    max_seq_length=spec.max_seq_length,
-                    loss=masked_loss,
-                    iterate_batches=batches,
-                )
-                model.train()
-                metric["valLoss"] = state["val"]
-            callback.on_metric(metric)
-            if not math.isfinite(state["loss"]):
-                raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
-            every = spec.checkpoint_every
-            stop = iteration < total and callback.should_stop()
-            # On cancel, keep the work since the last checkpoint (LoRA saves are quick).
-            if every > 0 and (iteration % every == 0 or stop):
-                path = save_checkpoint(iteration)
-                callback.on_log(f"checkpoint at iteration {iteration}")
-                callback.on_checkpoint(iteration, path)
-            if stop:
-                raise TrainingCancelled(iteration)
-            self.tic = time.perf_counter()
+            run.on_report(info)
 
-    callback.on_train_start(total, start)
-    if callback.should_stop():
-        raise TrainingCancelled(start)
-    callback.on_log(f"training {total - start} iterations on mlx")
-    ui_class = mlx_trainer.TrainUI
-    # mlx-lm's rich progress output would fill the worker log; rank≠0 silences it.
-    mlx_trainer.TrainUI = lambda iters, rank=0: ui_class(iters, rank=1)
-    try:
-        mlx_trainer.train(
-            model,
-            optimizer,
-            train_set,
-            None,
-            args=args,
-            loss=masked_loss,
-            iterate_batches=batches,
-            training_callback=Bridge(),
-        )
-    finally:
-        mlx_trainer.TrainUI = ui_class
-
-    if callback.should_stop():  # cancelled after the last step: no adapter, no model
-        raise TrainingCancelled(total)
-    (mlx_dir / "adapter_config.json").write_text(json.dumps(mlx_cfg, indent=2), encoding="utf-8")
-    mlx_to_peft(mlx_dir, spec.output_dir, model_path)
-    callback.on_log(f"adapter written to {spec.output_dir}")
-    return TrainResult(
-        adapter_dir=spec.output_dir,
-        final_loss=state["loss"],
-        final_val_loss=state["val"],
-        trained_tokens=state["tokens"],
-        tokens_per_second=state["tokens"] / state["time"] if state["time"] else 0.0,
-        base_model_path=model_path,
-    )
+    run.tic = time.perf_counter()
+    return Bridge()

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from .common import (
     warmup_steps,
     write_atomically,
 )
-from .data import Example, batch_indices, load_examples, pack_rows
+from .data import Example, batch_indices, pack_rows, train_and_val_examples
 
 CHECKPOINT_KIND = "torch"
 STATE_FILE = "trainer_state.pt"
@@ -101,9 +102,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _use_cpu_bf16(spec: TrainSpec) -> bool:
-    """``extra["cpu_bf16"]`` (True/False) overrides; by default bf16 where native."""
-    choice = spec.extra.get("cpu_bf16")
-    return cpu_has_native_bf16() if choice is None else bool(choice)
+    """``spec.cpu_bf16`` (True/False) overrides; by default bf16 where native."""
+    return cpu_has_native_bf16() if spec.cpu_bf16 is None else bool(spec.cpu_bf16)
 
 
 def train_torch(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
@@ -116,199 +116,240 @@ def train_torch(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
 
 
 def _train(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Set up (model, data, LoRA, optimizer, resume point), then run the loop."""
+    return _Run(spec, callback).train()
 
-    if spec.backend == "cuda" and not torch.cuda.is_available():
-        raise InputError("backend 'cuda' asked for, but torch sees no GPU here")
-    device = torch.device("cuda" if spec.backend == "cuda" else "cpu")
-    on_cuda = device.type == "cuda"
-    bf16 = (on_cuda and torch.cuda.is_bf16_supported()) or (not on_cuda and _use_cpu_bf16(spec))
 
-    _seed_everything(spec.seed)
-    if not on_cuda:
-        threads = pick_cpu_threads(spec.extra, torch.get_num_threads())
-        if threads is not None:
-            torch.set_num_threads(threads)
-        callback.on_log(f"{torch.get_num_threads()} CPU threads, {'bf16' if bf16 else 'fp32'}")
-    model_path = resolve_model_path(spec)
-    callback.on_log(f"loading base model {spec.model} from {model_path}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        # Frozen base weights in bf16 (half the memory, no per-step casts); the LoRA
-        # weights stay fp32 (peft upcasts adapters) and autocast mixes the two.
-        weights_dtype = torch.bfloat16 if bf16 else torch.float32
-        base = AutoModelForCausalLM.from_pretrained(
-            str(model_path), dtype=weights_dtype, attn_implementation="sdpa"
+@dataclass
+class _Progress:
+    """What the loop has done so far (restored from a checkpoint on resume)."""
+
+    start: int = 0
+    trained_tokens: int = 0
+    train_time: float = 0.0
+    last_loss: float | None = None
+    last_val: float | None = None
+    saved_at: int = 0
+
+
+class _Run:
+    """One training run: ``__init__`` sets everything up, ``train`` is the loop (the
+    split of mlx-lm's ``lora.py`` from ``trainer.train``)."""
+
+    def __init__(self, spec: TrainSpec, callback: TrainingCallback) -> None:
+        if spec.backend == "cuda" and not torch.cuda.is_available():
+            raise InputError("backend 'cuda' asked for, but torch sees no GPU here")
+        self.spec = spec
+        self.callback = callback
+        self.device = torch.device("cuda" if spec.backend == "cuda" else "cpu")
+        self.on_cuda = self.device.type == "cuda"
+        bf16 = (self.on_cuda and torch.cuda.is_bf16_supported()) or (
+            not self.on_cuda and _use_cpu_bf16(spec)
         )
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load base model {spec.model!r}: {exc}") from exc
-    if tokenizer.chat_template is None:
-        raise InputError(f"base model {spec.model!r} has no chat template to format examples")
+        _seed_everything(spec.seed)
+        if not self.on_cuda:
+            threads = pick_cpu_threads(spec.threads, torch.get_num_threads())
+            if threads is not None:
+                torch.set_num_threads(threads)
+            callback.on_log(f"{torch.get_num_threads()} CPU threads, {'bf16' if bf16 else 'fp32'}")
+        self.model_path = resolve_model_path(spec)
+        base, tokenizer = self._load_base(bf16)
+        self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+        self.model = _with_lora(base, spec)
+        self.model.to(self.device)
+        causal_lm = self.model.get_base_model()
+        self.decoder = causal_lm.base_model
+        self.lm_head = causal_lm.get_output_embeddings()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
+        total, warm = spec.iterations, warmup_steps(spec.iterations)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, warm)
+        )
+        self.progress = self._resume() if spec.resume_from is not None else _Progress()
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if bf16
+            else nullcontext
+        )
+        # Rows of at most ``budget`` tokens: on CPU sdpa has no varlen kernel, so a long
+        # packed row pays for attention across examples; short examples still share a row.
+        self.budget = spec.pack_tokens or (4096 if self.on_cuda else 512)
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
 
-    train_set, dropped = load_examples(
-        spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
-    )
-    if not train_set:
-        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
-    val_limit = int(spec.extra.get("max_val_examples", 64))
-    val_set, _ = load_examples(
-        spec.dataset_dir / "valid.jsonl", tokenizer, spec.max_seq_length, limit=val_limit
-    )
-    callback.on_log(
-        f"{len(train_set)} training and {len(val_set)} validation examples"
-        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
-    )
+    # -- setup ----------------------------------------------------------------------------
+    def _load_base(self, bf16: bool) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    targets = _existing_targets(base, spec.target_modules)
+        spec = self.spec
+        self.callback.on_log(f"loading base model {spec.model} from {self.model_path}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+            # Frozen base weights in bf16 (half the memory, no per-step casts); the LoRA
+            # weights stay fp32 (peft upcasts adapters) and autocast mixes the two.
+            weights_dtype = torch.bfloat16 if bf16 else torch.float32
+            base = AutoModelForCausalLM.from_pretrained(
+                str(self.model_path), dtype=weights_dtype, attn_implementation="sdpa"
+            )
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load base model {spec.model!r}: {exc}") from exc
+        if tokenizer.chat_template is None:
+            raise InputError(f"base model {spec.model!r} has no chat template to format examples")
+        return base, tokenizer
+
+    def _resume(self) -> _Progress:
+        """Adapter weights, optimizer, schedule, random state and counters of the checkpoint."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        spec = self.spec
+        assert spec.resume_from is not None
+        meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
+        start = int(meta["iteration"])
+        weights = load_file(
+            str(spec.resume_from / "adapter_model.safetensors"), device=str(self.device)
+        )
+        set_peft_model_state_dict(self.model, weights)
+        state = torch.load(
+            spec.resume_from / STATE_FILE, map_location=self.device, weights_only=False
+        )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"])
+        self.callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
+        if start >= spec.iterations:
+            raise InputError(
+                f"checkpoint is at iteration {start}, nothing left of {spec.iterations}"
+            )
+        return _Progress(
+            start=start,
+            trained_tokens=int(state["trained_tokens"]),
+            train_time=float(state["train_time"]),
+            saved_at=start,
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        spec, callback, done = self.spec, self.callback, self.progress
+        total = spec.iterations
+        callback.on_train_start(total, done.start)
+        callback.on_log(f"training {total - done.start} iterations on {spec.backend}")
+        # A step of a real model is seconds on a CPU, and most of it is one C++ call
+        # (backward): hooks on every decoder layer poll the stop flag in both directions.
+        install_stop_points(self.decoder, callback.should_stop)
+        self.model.train()
+        for it in range(done.start, total):
+            if callback.should_stop():
+                raise self._stop(it)
+            metric = self._step(it)
+            iteration = it + 1
+            if self.val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
+                val = evaluate(
+                    self.decoder, self.lm_head, self.val_set, spec.batch_size, self.budget,
+                    self.device, self.autocast, should_stop=callback.should_stop,
+                )  # fmt: skip
+                self.model.train()
+                if val is not None:  # None: cancelled mid-way; the next check ends the run
+                    done.last_val = metric["valLoss"] = val
+            callback.on_metric(metric)
+            if not math.isfinite(metric["loss"]):
+                raise RuntimeError(f"loss became {metric['loss']} at iteration {iteration}")
+            if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
+                self._checkpoint(iteration)
+        if callback.should_stop():  # a cancelled job registers no model: don't write one
+            raise self._stop(total)
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(spec.output_dir))
+        callback.on_log(f"adapter written to {spec.output_dir}")
+        return TrainResult(
+            adapter_dir=spec.output_dir,
+            final_loss=done.last_loss,
+            final_val_loss=done.last_val,
+            trained_tokens=done.trained_tokens,
+            tokens_per_second=_rate(done),
+            base_model_path=self.model_path,
+        )
+
+    def _step(self, it: int) -> dict[str, Any]:
+        """One optimizer step (iteration ``it``, 0-based); its metric."""
+        spec, done = self.spec, self.progress
+        # A cancel between micro-batches drops the half-done step; its checkpoint then
+        # carries the random state from before it, so a resume redoes the step exactly.
+        rng_before = _rng_state() if spec.checkpoint_every > 0 else None
+        tic = time.perf_counter()
+        indices = batch_indices(len(self.train_set), spec.batch_size, it, spec.seed)
+        batch = [self.train_set[i] for i in indices]
+        rows = [_Packed(r, self.device) for r in pack_rows(batch, self.budget)]
+        n_labels = sum(r.n_labels for r in rows)
+        lr = self.scheduler.get_last_lr()[0]
+        loss_sum = 0.0
+        try:
+            for row in rows:
+                part = _row_loss_sum(self.decoder, self.lm_head, row, self.autocast)
+                (part / n_labels).backward()
+                loss_sum += float(part.detach())
+        except StopRequested:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._stop(it, rng_before) from None
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        done.train_time += time.perf_counter() - tic
+        done.trained_tokens += sum(r.n_tokens for r in rows)
+        done.last_loss = loss_sum / n_labels
+        return {
+            "iteration": it + 1,
+            "loss": done.last_loss,
+            "learningRate": lr,
+            "tokensPerSecond": _rate(done),
+            "trainedTokens": done.trained_tokens,
+            "peakMemory": _peak_memory(self.device),
+        }
+
+    def _checkpoint(self, iteration: int, rng: dict[str, Any] | None = None) -> None:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng or _rng_state(),
+            "trained_tokens": self.progress.trained_tokens,
+            "train_time": self.progress.train_time,
+        }
+        path = _save_checkpoint(self.model, self.spec, iteration, state)
+        self.progress.saved_at = iteration
+        self.callback.on_log(f"checkpoint at iteration {iteration}")
+        self.callback.on_checkpoint(iteration, path)
+
+    def _stop(self, done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
+        """Cancelled with ``done`` iterations complete: keep the work since the last
+        checkpoint (a LoRA checkpoint takes well under a second), then end the run."""
+        if self.spec.checkpoint_every > 0 and done > self.progress.saved_at:
+            self._checkpoint(done, rng)
+        return TrainingCancelled(done)
+
+
+def _rate(done: _Progress) -> float:
+    return done.trained_tokens / done.train_time if done.train_time else 0.0
+
+
+def _with_lora(base: Any, spec: TrainSpec) -> Any:
+    """The base model wrapped with fresh LoRA adapters on the targets it has."""
+    from peft import LoraConfig, get_peft_model
+
     lora = LoraConfig(
         r=spec.lora_rank,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
-        target_modules=targets,
+        target_modules=_existing_targets(base, spec.target_modules),
         task_type="CAUSAL_LM",
         bias="none",
     )
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
-        model = get_peft_model(base, lora)
-    model.to(device)
-    causal_lm = model.get_base_model()
-    decoder = causal_lm.base_model
-    lm_head = causal_lm.get_output_embeddings()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
-    total = spec.iterations
-    warm = warmup_steps(total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warm))
-
-    start = 0
-    trained_tokens = 0
-    train_time = 0.0
-    if spec.resume_from is not None:
-        meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
-        start = int(meta["iteration"])
-        set_peft_model_state_dict(
-            model,
-            load_file(str(spec.resume_from / "adapter_model.safetensors"), device=str(device)),
-        )
-        state = torch.load(spec.resume_from / STATE_FILE, map_location=device, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"])
-        trained_tokens = int(state["trained_tokens"])
-        train_time = float(state["train_time"])
-        callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
-        if start >= total:
-            raise InputError(f"checkpoint is at iteration {start}, nothing left of {total}")
-
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
-    # Rows of at most ``budget`` tokens: on CPU sdpa has no varlen kernel, so a long
-    # packed row pays for attention across examples; short examples still share a row.
-    budget = int(spec.extra.get("pack_tokens", 4096 if on_cuda else 512))
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-
-    callback.on_train_start(total, start)
-    callback.on_log(f"training {total - start} iterations on {spec.backend}")
-    # A step of a real model is seconds on a CPU, and most of it is one C++ call
-    # (backward): hooks on every decoder layer poll the stop flag in both directions.
-    install_stop_points(decoder, callback.should_stop)
-    model.train()
-    last_loss: float | None = None
-    last_val: float | None = None
-    saved_at = start
-
-    def checkpoint(iteration: int, rng: dict[str, Any] | None = None) -> None:
-        nonlocal saved_at
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng or _rng_state(),
-            "trained_tokens": trained_tokens,
-            "train_time": train_time,
-        }
-        path = _save_checkpoint(model, spec, iteration, state)
-        saved_at = iteration
-        callback.on_log(f"checkpoint at iteration {iteration}")
-        callback.on_checkpoint(iteration, path)
-
-    def stop(done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
-        """Cancelled with ``done`` iterations complete: keep the work since the last
-        checkpoint (a LoRA checkpoint takes well under a second), then end the run."""
-        if spec.checkpoint_every > 0 and done > saved_at:
-            checkpoint(done, rng)
-        return TrainingCancelled(done)
-
-    keep_rng = spec.checkpoint_every > 0
-    for it in range(start, total):
-        if callback.should_stop():
-            raise stop(it)
-        # A cancel between micro-batches drops the half-done step; its checkpoint then
-        # carries the random state from before it, so a resume redoes the step exactly.
-        rng_before = _rng_state() if keep_rng else None
-        tic = time.perf_counter()
-        batch = [
-            train_set[i] for i in batch_indices(len(train_set), spec.batch_size, it, spec.seed)
-        ]
-        rows = [_Packed(r, device) for r in pack_rows(batch, budget)]
-        n_labels = sum(r.n_labels for r in rows)
-        lr = scheduler.get_last_lr()[0]
-        loss_sum = 0.0
-        try:
-            for row in rows:
-                part = _row_loss_sum(decoder, lm_head, row, autocast)
-                (part / n_labels).backward()
-                loss_sum += float(part.detach())
-        except StopRequested:
-            optimizer.zero_grad(set_to_none=True)
-            raise stop(it, rng_before) from None
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if on_cuda:
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - tic
-        trained_tokens += sum(r.n_tokens for r in rows)
-        last_loss = loss_sum / n_labels
-        iteration = it + 1
-        metric: dict[str, Any] = {
-            "iteration": iteration,
-            "loss": last_loss,
-            "learningRate": lr,
-            "tokensPerSecond": trained_tokens / train_time if train_time else 0.0,
-            "trainedTokens": trained_tokens,
-            "peakMemory": _peak_memory(device),
-        }
-        if val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
-            val = evaluate(
-                decoder, lm_head, val_set, spec.batch_size, budget, device, autocast,
-                should_stop=callback.should_stop,
-            )  # fmt: skip
-            model.train()
-            if val is not None:  # None: cancelled mid-way; the next check ends the run
-                last_val = metric["valLoss"] = val
-        callback.on_metric(metric)
-        if not math.isfinite(last_loss):
-            raise RuntimeError(f"loss became {last_loss} at iteration {iteration}")
-        if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
-            checkpoint(iteration)
-
-    if callback.should_stop():  # a cancelled job registers no model: don't write one
-        raise stop(total)
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(spec.output_dir))
-    callback.on_log(f"adapter written to {spec.output_dir}")
-    return TrainResult(
-        adapter_dir=spec.output_dir,
-        final_loss=last_loss,
-        final_val_loss=last_val,
-        trained_tokens=trained_tokens,
-        tokens_per_second=trained_tokens / train_time if train_time else 0.0,
-        base_model_path=model_path,
-    )
+        return get_peft_model(base, lora)
 
 
 @torch.no_grad()
