@@ -363,9 +363,12 @@ class AutoImprover:
 class AutoWatcher:
     """A daemon thread ticking an ``AutoImprover`` every ``interval_s`` until stopped."""
 
-    def __init__(self, service: Any, interval_s: float = WATCH_INTERVAL_S) -> None:
+    def __init__(
+        self, service: Any, interval_s: float = WATCH_INTERVAL_S, first_delay_s: float = 0.0
+    ) -> None:
         self.improver = AutoImprover(service)
         self.interval_s = interval_s
+        self.first_delay_s = first_delay_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -376,6 +379,7 @@ class AutoWatcher:
 
     def run(self) -> None:
         """Tick, then wait; a waiting round is looked at again sooner (every 10 s at most)."""
+        self._stop.wait(self.first_delay_s)
         while not self._stop.is_set():
             try:
                 decision = self.improver.tick()
