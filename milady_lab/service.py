@@ -146,11 +146,14 @@ class TrainingService:
             raise NotFoundError(f"no model with id {_show(model_id)}")
         return {"model": rec}
 
-    def import_ollama(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+    def import_ollama(
+        self, model_id: Any, body: Any = None, progress: Callable[[str, float], None] | None = None
+    ) -> dict[str, Any]:
+        """Fuse, convert to GGUF and create the model in Ollama; ``progress(phase, percent)``."""
         from .models.ollama import import_model
 
         model = self.get_model(model_id)["model"]
-        return import_model(self.store, model, body)
+        return import_model(self.settings, self.store, model, body, progress=progress)
 
     def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
         from .models.activation import activate

@@ -12,14 +12,18 @@ from typing import Any
 from ..config import Settings
 from ..errors import ConflictError, InputError
 
+#: The files of a PEFT LoRA adapter folder.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
 
 def require_peft_adapter(model: Mapping[str, Any]) -> Path:
     """The model's PEFT adapter folder (mlx-trained models carry one too), or a 409."""
     adapter = Path(str(model.get("adapterPath") or ""))
-    if not all(
-        (adapter / n).is_file() for n in ("adapter_config.json", "adapter_model.safetensors")
-    ):
-        raise ConflictError(f"model {model['id']} has no PEFT adapter at {adapter}")
+    missing = [n for n in ADAPTER_FILES if not (adapter / n).is_file()]
+    if missing:
+        raise ConflictError(
+            f"model {model['id']} has no PEFT adapter at {adapter} (missing {', '.join(missing)})"
+        )
     return adapter
 
 

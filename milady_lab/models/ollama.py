@@ -1,16 +1,21 @@
-"""Import a fine-tuned adapter into Ollama over its current HTTP API.
+"""Import a fine-tuned model into Ollama over its HTTP API, as one GGUF Ollama can run.
 
-Ollama ≥ 0.5.5 builds a model from blobs: each adapter file is uploaded once
-(``HEAD`` then ``POST /api/blobs/sha256:<hex>``), then ``POST /api/create`` names the
-base model (``from``) and the adapter blobs (``adapters``, ``adapter_config.json``
-included). The old ``modelfile`` field is silently ignored by current Ollama, so it is
-never used. The create answer is a stream of JSON status lines; only a final
-``{"status": "success"}`` counts as success.
+Default (``mode: "model"``): the adapter is fused into its base and written as one
+self-contained GGUF (``export.write_fused_gguf``), uploaded as one blob (``HEAD`` then
+``POST /api/blobs/sha256:<hex>``), and ``POST /api/create`` names it in ``files`` with
+the chat format as a Go ``template`` and the end-of-turn strings as
+``parameters.stop``. Every Ollama from 0.5.5 on accepts this, 0.34+ included (0.34.1
+removed creating models from a LoRA adapter in its CLI).
 
-Safety: the URL must pass the loopback rule before any connection; requests go out
-with ``trust_env=False`` (a proxy variable would route loopback traffic elsewhere) and
-``follow_redirects=False`` (a redirect answer is an error, never followed). The model
-record changes only after Ollama reported success.
+``mode: "adapter"`` writes the LoRA alone in llama.cpp's GGUF LoRA layout and creates
+the model ``from`` the base as Ollama names it. Safetensors are never sent: Ollama's
+safetensors adapter converter rejects a float ``lora_alpha`` and re-orders PEFT's q/k
+matrices on the wrong axis.
+
+Safety: the URL must pass the loopback rule before any connection; requests go out with
+``trust_env=False`` and ``follow_redirects=False``. Ollama is asked for its version
+before the (slow) conversion, so a stopped Ollama is a 502 at once. The model record
+changes only after Ollama reported success; the temporary GGUF is always removed.
 """
 
 from __future__ import annotations
@@ -18,20 +23,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import httpx
 
 from .. import validation as v
-from ..errors import ConflictError, InputError, UpstreamError
+from ..config import Settings
+from ..errors import InputError, UpstreamError
 from ..state import StateStore, now_ms
 from .loopback import check_loopback_url
 
 DEFAULT_URL = "http://localhost:11434"
-#: The PEFT files Ollama needs, in upload order.
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+MODES = ("model", "adapter")
+QUANTIZATIONS = ("f16", "q8_0", "f32")
 #: Ollama model names: optional namespace, name, optional tag.
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
 _OLLAMA_NAME = re.compile(rf"(?:{_PART}/)?{_PART}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,79}})?")
@@ -39,64 +48,182 @@ _OLLAMA_NAME = re.compile(rf"(?:{_PART}/)?{_PART}(?::[A-Za-z0-9_][A-Za-z0-9._-]{
 _OLLAMA_BASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}")
 _CHUNK = 1 << 20
 _MAX_MESSAGE = 500
+#: Called with (phase, percent of the whole import done).
+ImportProgress = Callable[[str, float], None]
 
 
-def import_model(store: StateStore, model: Mapping[str, Any], body: Any = None) -> dict[str, Any]:
-    """Upload the model's adapter to Ollama and create ``modelName`` from it."""
-    fields = v.body_object(body, ("modelName", "baseModel", "ollamaUrl"))
-    name = v.text(fields.get("modelName"), "modelName", max_length=200) or default_model_name(model)
-    if not _OLLAMA_NAME.fullmatch(name):
-        raise InputError(
-            "modelName must be an Ollama model name: letters, digits, '.', '_' and '-', "
-            "an optional 'namespace/' and ':tag'"
+@dataclass(frozen=True)
+class ImportRequest:
+    """A checked import body."""
+
+    name: str
+    mode: str
+    quantization: str
+    base: str | None  # the base as Ollama names it (adapter mode)
+    url: str
+
+    @classmethod
+    def from_body(cls, model: Mapping[str, Any], body: Any) -> ImportRequest:
+        fields = v.body_object(
+            body, ("modelName", "baseModel", "ollamaUrl", "mode", "quantization")
         )
-    base = v.text(fields.get("baseModel"), "baseModel", max_length=200)
-    if base is None:
-        base = default_ollama_base(model)
-        if base is None:
+        name = v.text(fields.get("modelName"), "modelName", max_length=200)
+        name = name or default_model_name(model)
+        if not _OLLAMA_NAME.fullmatch(name):
             raise InputError(
-                f"no Ollama name is known for the base model {str(model.get('baseModel'))[:80]!r}; "
-                "pass baseModel (the base as Ollama names it, e.g. llama3.2:3b)"
+                "modelName must be an Ollama model name: letters, digits, '.', '_' and '-', "
+                "an optional 'namespace/' and ':tag'"
             )
-    if not _OLLAMA_BASE.fullmatch(base):
-        raise InputError("baseModel must be an Ollama model name such as llama3.2:3b")
-    url = check_loopback_url(
-        DEFAULT_URL if fields.get("ollamaUrl") is None else fields["ollamaUrl"]
-    )
+        mode = v.choice(fields.get("mode"), "mode", MODES, default="model")
+        quant = v.choice(fields.get("quantization"), "quantization", QUANTIZATIONS, default="f16")
+        if mode == "adapter" and quant == "q8_0":
+            raise InputError("mode 'adapter' writes the LoRA as f16 or f32, not q8_0")
+        base = v.text(fields.get("baseModel"), "baseModel", max_length=200)
+        if base is None and mode == "adapter":
+            base = default_ollama_base(model)
+            if base is None:
+                raise InputError(
+                    "no Ollama name is known for the base model "
+                    f"{str(model.get('baseModel'))[:80]!r}; pass baseModel (the base as "
+                    "Ollama names it, e.g. llama3.2:3b) or use the default mode"
+                )
+        if base is not None and not _OLLAMA_BASE.fullmatch(base):
+            raise InputError("baseModel must be an Ollama model name such as llama3.2:3b")
+        url = check_loopback_url(
+            DEFAULT_URL if fields.get("ollamaUrl") is None else fields["ollamaUrl"]
+        )
+        return cls(name=name, mode=mode, quantization=quant, base=base, url=url)
 
-    files = _adapter_files(model)
-    digests = {path.name: _sha256(path) for path in files}
-    with httpx.Client(
-        base_url=url,
-        trust_env=False,
-        follow_redirects=False,
-        timeout=httpx.Timeout(30.0, read=600.0),
-    ) as client:
+
+def import_model(
+    settings: Settings,
+    store: StateStore,
+    model: Mapping[str, Any],
+    body: Any = None,
+    progress: ImportProgress | None = None,
+) -> dict[str, Any]:
+    """Convert the model to GGUF, upload it and create ``modelName`` in Ollama."""
+    req = ImportRequest.from_body(model, body)
+    plan = _Plan.check(settings, model, req)  # every 400/409 before Ollama is contacted
+    report = _Reporter(store, model["id"], progress)
+    with _ollama(req.url) as client:
+        _guard(req.url, lambda: _version(client))
+        settings.home.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=".ollama-import-", dir=settings.home))
         try:
-            for path in files:
-                _push_blob(client, path, digests[path.name])
-            _create(client, name, base, digests)
-        except httpx.ConnectError:
-            raise UpstreamError(f"cannot reach Ollama at {url}: is it running?") from None
-        except httpx.TimeoutException:
-            raise UpstreamError(f"Ollama at {url} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"talking to Ollama at {url} failed: {type(exc).__name__}"
-            ) from None
+            blob = plan.write(workdir, report)
+            size = blob.stat().st_size
+            digest = _sha256(blob)
+            _guard(req.url, lambda: _push_blob(client, blob, digest, report))
+            create = plan.create_body({blob.name: f"sha256:{digest}"})
+            _guard(req.url, lambda: _create(client, create, req.mode))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report("done", 100.0)
 
     imported_at = now_ms()
+    details = {"mode": req.mode, "quantization": req.quantization, "bytes": size}
     with store.transaction() as conn:
-        store.update_model(model["id"], conn, ollamaName=name, importedAt=imported_at)
+        store.update_model(model["id"], conn, ollamaName=req.name, importedAt=imported_at)
         store.emit(
             "model_imported",
-            f"model {model['id']} imported into Ollama as {name}",
+            f"model {model['id']} imported into Ollama as {req.name} "
+            f"({req.mode}, {req.quantization}, {size} bytes)",
             conn,
             modelId=model["id"],
-            ollamaName=name,
-            baseModel=base,
+            ollamaName=req.name,
+            baseModel=req.base,
+            **details,
         )
-    return {"model": {"id": model["id"], "ollamaName": name, "importedAt": imported_at}}
+    return {
+        "model": {"id": model["id"], "ollamaName": req.name, "importedAt": imported_at},
+        "import": {**details, "digest": f"sha256:{digest}"},
+    }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What will be written and sent, checked before any slow work or request."""
+
+    settings: Settings
+    model: Mapping[str, Any]
+    req: ImportRequest
+    adapter: Path
+    config: Any
+    chat: Any  # ChatFormat (model mode) or None
+
+    @classmethod
+    def check(cls, settings: Settings, model: Mapping[str, Any], req: ImportRequest) -> _Plan:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from .artifacts import require_peft_adapter, resolve_base_path
+        from .chat_format import chat_format
+        from .gguf import gguf_architecture
+
+        adapter = require_peft_adapter(model)
+        base_path = resolve_base_path(settings, model)
+        config = AutoConfig.from_pretrained(base_path)
+        gguf_architecture(config)
+        chat = None
+        if req.mode == "model":
+            chat = chat_format(AutoTokenizer.from_pretrained(base_path))
+        return cls(settings, model, req, adapter, config, chat)
+
+    def write(self, workdir: Path, report: _Reporter) -> Path:
+        """The one GGUF to upload: the fused model, or the LoRA alone."""
+        from . import gguf
+        from .export import write_fused_gguf
+
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", self.req.name).strip("-.") or "model"
+        if self.req.mode == "adapter":
+            path = workdir / f"{safe}-lora.gguf"
+            report("converting", 5.0)
+            gguf.write_lora(
+                self.adapter, self.config, path, outtype=self.req.quantization, name=self.req.name
+            )
+            return path
+        path = workdir / f"{safe}.gguf"
+        write_fused_gguf(
+            self.settings,
+            self.model,
+            path,
+            outtype=self.req.quantization,
+            progress=lambda phase, frac: report(phase, 5.0 + 55.0 * frac),
+        )
+        return path
+
+    def create_body(self, blob: dict[str, str]) -> dict[str, Any]:
+        if self.req.mode == "adapter":
+            return {"model": self.req.name, "from": self.req.base, "adapters": blob, "stream": True}
+        return {
+            "model": self.req.name,
+            "files": blob,
+            "template": self.chat.go_template(),
+            "parameters": self.chat.ollama_parameters(),
+            "stream": True,
+        }
+
+
+class _Reporter:
+    """Progress to the caller (tqdm, widget) and, every 5 %, to the event log (SSE)."""
+
+    def __init__(self, store: StateStore, model_id: str, progress: ImportProgress | None) -> None:
+        self.store, self.model_id, self.progress = store, model_id, progress
+        self.last_event = -100.0
+
+    def __call__(self, phase: str, percent: float) -> None:
+        percent = max(0.0, min(100.0, percent))
+        if self.progress is not None:
+            self.progress(phase, percent)
+        if percent - self.last_event >= 5.0 or (percent >= 100.0 > self.last_event):
+            self.last_event = percent
+            self.store.emit(
+                "model_import_progress",
+                f"model {self.model_id}: {phase} {percent:.0f}%",
+                modelId=self.model_id,
+                phase=phase,
+                percent=round(percent, 1),
+            )
 
 
 def default_model_name(model: Mapping[str, Any]) -> str:
@@ -107,11 +234,7 @@ def default_model_name(model: Mapping[str, Any]) -> str:
 
 
 def default_ollama_base(model: Mapping[str, Any]) -> str | None:
-    """The Ollama name of the model's base from the base-model table (None when unknown).
-
-    The table (``training.base_models.OLLAMA_NAMES``) is keyed by friendly name; a hub id
-    is mapped through ``FRIENDLY_MODELS``.
-    """
+    """The Ollama name of the model's base from the base-model table (None when unknown)."""
     from ..training.base_models import FRIENDLY_MODELS, OLLAMA_NAMES
 
     base = model.get("baseModel")
@@ -126,16 +249,36 @@ def default_ollama_base(model: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _adapter_files(model: Mapping[str, Any]) -> list[Path]:
-    folder = Path(str(model.get("adapterPath") or ""))
-    files = [folder / name for name in ADAPTER_FILES]
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        raise ConflictError(
-            f"model {model['id']} has no {', '.join(missing)} in its adapter folder; "
-            "Ollama needs a PEFT adapter"
-        )
-    return files
+# -- HTTP -------------------------------------------------------------------------------------
+def _ollama(url: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=url,
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(30.0, read=600.0),
+    )
+
+
+def _guard(url: str, call: Callable[[], Any]) -> Any:
+    """Transport failures as 502s that say what to check."""
+    try:
+        return call()
+    except httpx.ConnectError:
+        raise UpstreamError(f"cannot reach Ollama at {url}: is it running?") from None
+    except httpx.TimeoutException:
+        raise UpstreamError(f"Ollama at {url} did not answer in time") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"talking to Ollama at {url} failed: {type(exc).__name__}") from None
+
+
+def _version(client: httpx.Client) -> str:
+    resp = client.get("/api/version")
+    if not resp.is_success:
+        _fail(resp, "answering /api/version")
+    try:
+        return str(resp.json().get("version", "?"))
+    except (ValueError, AttributeError):
+        raise UpstreamError("the server at this URL does not answer like Ollama") from None
 
 
 def _sha256(path: Path) -> str:
@@ -146,11 +289,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _push_blob(client: httpx.Client, path: Path, hexdigest: str) -> None:
+def _push_blob(client: httpx.Client, path: Path, hexdigest: str, report: _Reporter) -> None:
     """Upload one file unless Ollama has it already (blobs are content-addressed)."""
     blob = f"/api/blobs/sha256:{hexdigest}"
     head = client.head(blob)
     if head.status_code == 200:
+        report("uploading", 95.0)
         return
     if head.status_code != 404:
         _fail(head, f"checking blob {path.name}")
@@ -158,29 +302,27 @@ def _push_blob(client: httpx.Client, path: Path, hexdigest: str) -> None:
     with path.open("rb") as f:
         resp = client.post(
             blob,
-            content=_chunks(f),
+            content=_chunks(f, size, report),
             headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
         )
     if resp.status_code not in (200, 201):
         _fail(resp, f"uploading {path.name}")
 
 
-def _chunks(f: Any):
+def _chunks(f: IO[bytes], size: int, report: _Reporter) -> Iterator[bytes]:
+    sent = 0
     while chunk := f.read(_CHUNK):
+        sent += len(chunk)
+        report("uploading", 60.0 + 35.0 * sent / max(size, 1))
         yield chunk
 
 
-def _create(client: httpx.Client, name: str, base: str, digests: Mapping[str, str]) -> None:
-    request = {
-        "model": name,
-        "from": base,
-        "adapters": {filename: f"sha256:{hexdigest}" for filename, hexdigest in digests.items()},
-        "stream": True,
-    }
+def _create(client: httpx.Client, request: dict[str, Any], mode: str) -> None:
+    name = request["model"]
     with client.stream("POST", "/api/create", json=request) as resp:
         if not resp.is_success:
             resp.read()
-            _fail(resp, f"creating {name}")
+            _fail(resp, f"creating {name}", adapter_hint=mode == "adapter")
         last: Any = None
         for line in resp.iter_lines():
             if not line.strip():
@@ -190,12 +332,21 @@ def _create(client: httpx.Client, name: str, base: str, digests: Mapping[str, st
             except ValueError:
                 raise UpstreamError("Ollama answered create with a line that is not JSON") from None
             if isinstance(last, dict) and last.get("error"):
-                raise UpstreamError(f"Ollama could not create {name}: {_clean(last['error'])}")
+                raise UpstreamError(
+                    f"Ollama could not create {name}: {_clean(last['error'])}"
+                    + (_ADAPTER_HINT if mode == "adapter" else "")
+                )
     if not (isinstance(last, dict) and last.get("status") == "success"):
         raise UpstreamError(f"Ollama's answer to create {name} ended without success")
 
 
-def _fail(resp: httpx.Response, what: str) -> NoReturn:
+_ADAPTER_HINT = (
+    "; this Ollama may not accept LoRA adapters (0.34.1 removed them from its CLI): "
+    "import with the default mode, which sends one self-contained GGUF model"
+)
+
+
+def _fail(resp: httpx.Response, what: str, *, adapter_hint: bool = False) -> NoReturn:
     if resp.is_redirect:
         raise UpstreamError(
             f"Ollama answered {what} with a redirect ({resp.status_code}); "
@@ -208,8 +359,11 @@ def _fail(resp: httpx.Response, what: str) -> NoReturn:
             message = _clean(obj["error"])
     except ValueError:
         message = _clean(resp.text)
+    hint = _ADAPTER_HINT if adapter_hint and 400 <= resp.status_code < 500 else ""
     raise UpstreamError(
-        f"Ollama failed {what} (HTTP {resp.status_code})" + (f": {message}" if message else "")
+        f"Ollama failed {what} (HTTP {resp.status_code})"
+        + (f": {message}" if message else "")
+        + hint
     )
 
 

@@ -1,27 +1,39 @@
-"""A local stand-in for Ollama's blob and create endpoints (no Ollama binary installs here).
+"""A local stand-in for Ollama's HTTP API (no Ollama binary installs here).
 
-It implements what Ollama documents for its current API, strictly enough to catch a
-client that gets it wrong:
+It follows Ollama's documented protocol and the rules its source applies
+(``server/create.go``, ``convert/``), strictly enough to refuse what Ollama refuses:
 
+* ``GET /api/version`` → ``{"version": ...}``;
 * ``HEAD /api/blobs/sha256:<hex>`` → 200 when the blob exists, 404 otherwise;
-* ``POST /api/blobs/sha256:<hex>`` with the raw file as body → 201, or 400 when the
-  body's SHA-256 is not the digest in the path;
-* ``POST /api/create`` with ``model`` (or its alias ``name``), ``from`` or ``files``,
-  ``adapters`` ``{filename: "sha256:<hex>"}`` → streamed JSON status lines ending in
-  ``{"status":"success"}`` (one object when ``stream`` is false). Every referenced blob
-  must exist, and a safetensors adapter needs ``adapter_config.json`` beside it; errors
-  are ``{"error": "..."}`` with a 4xx status. The removed ``modelfile``/``path`` fields
-  are ignored, as Ollama does.
+  ``POST`` the same path with the raw file → 201, or 400 when the body's SHA-256 is not
+  the digest in the path;
+* ``POST /api/create`` with ``model`` (or its alias ``name``) and ``from`` and/or
+  ``files``, ``adapters``, ``template``, ``parameters``, ``stream``:
+  - every digest in ``files``/``adapters`` must be an uploaded blob;
+  - a ``.gguf`` model file must start with the GGUF magic, be a model (not
+    ``general.type=adapter``) of an architecture Ollama's runner knows; one GGUF only;
+  - adapters: either one GGUF LoRA file (``general.type=adapter``, same architecture
+    as the ``from`` model) or safetensors with ``adapter_config.json``, which is decoded
+    the way Go's ``encoding/json`` decodes it into ``Alpha uint32 `json:"lora_alpha"```:
+    ``16.0`` is refused; safetensors adapters convert only onto llama and gemma2 bases;
+  - ``from`` must name a model it has (``bases``, or one created earlier);
+  - ``parameters.stop`` must be a list of strings.
+  Answers are streamed JSON status lines ending in ``{"status":"success"}`` (one object
+  when ``stream`` is false); errors are ``{"error": "..."}`` with a 4xx status. The
+  removed ``modelfile``/``path`` fields are ignored, as Ollama does.
 
-Requests are recorded in ``requests`` for assertions; ``fail_create``,
-``stream_error``, ``redirect_to`` and ``truncate_stream`` inject failures.
+Requests are recorded in ``requests`` (the uploaded bytes are in ``blobs``) for
+assertions; ``fail_create``, ``stream_error``, ``redirect_to``, ``truncate_stream`` and
+``accept_adapters`` inject failures or older/newer server behaviour.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +62,17 @@ class OllamaStandIn:
     stream_error: str | None = None  # an {"error"} line in the middle of the stream
     truncate_stream: bool = False  # end the stream without the final success line
     redirect_to: str | None = None  # answer every request with 307 to this URL
+    accept_adapters: bool = True  # False: a server that no longer creates from adapters
+    version: str = "0.34.2"
+    #: Models it "has" (as if pulled), name -> architecture.
+    bases: dict[str, str] = field(
+        default_factory=lambda: {
+            "smollm2:135m": "llama",
+            "smollm2:360m": "llama",
+            "llama3.2:3b": "llama",
+            "qwen2.5:0.5b": "qwen2",
+        }
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -138,6 +161,15 @@ class _Handler(BaseHTTPRequestHandler):
         exists = f"sha256:{m['hex']}" in self.state.blobs
         self._send(200 if exists else 404, head=True)
 
+    def do_GET(self) -> None:
+        self._record(b"")
+        if self._redirected():
+            return
+        if self.path == "/api/version":
+            self._send(200, {"version": self.state.version})
+            return
+        self._send(404, {"error": "not found"})
+
     def do_POST(self) -> None:
         body = self._read_body()
         self._record(body)
@@ -170,34 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
             status, message = self.state.fail_create
             self._send(status, {"error": message})
             return
-        name = req.get("model") or req.get("name")
-        if not isinstance(name, str) or not name:
-            self._send(400, {"error": "model is required"})
+        try:
+            name, arch = _check_create(self.state, req)
+        except _Refused as exc:
+            self._send(exc.status, {"error": str(exc)})
             return
-        if not req.get("from") and not req.get("files"):
-            self._send(400, {"error": "neither 'from' or 'files' was specified"})
-            return
-        adapters = req.get("adapters") or {}
-        files = req.get("files") or {}
-        for table in (adapters, files):
-            if not isinstance(table, dict):
-                self._send(400, {"error": "files and adapters must be objects"})
-                return
-            for digest in table.values():
-                if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-                    self._send(400, {"error": f"invalid digest {digest!r}"})
-                    return
-                if digest not in self.state.blobs:
-                    self._send(400, {"error": f"blob {digest} not found"})
-                    return
-        if (
-            any(k.endswith(".safetensors") for k in adapters)
-            and "adapter_config.json" not in adapters
-        ):
-            self._send(400, {"error": "adapter_config.json is required for safetensors adapters"})
-            return
-        lines: list[dict[str, Any]] = [{"status": "parsing adapter"}]
-        lines += [{"status": f"using existing layer {d}"} for d in adapters.values()]
+        layers = {**(req.get("files") or {}), **(req.get("adapters") or {})}
+        lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
+        lines += [{"status": f"using existing layer {d}"} for d in layers.values()]
         if self.state.stream_error is not None:
             lines.append({"error": self.state.stream_error})
         else:
@@ -206,6 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
                 lines.append({"status": "success"})
                 with self.state.lock:
                     self.state.models[name] = req
+                    self.state.bases[name] = arch
         if req.get("stream") is False:
             self._send(200, lines[-1])
             return
@@ -218,3 +231,129 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
+
+
+# -- Ollama's create rules ----------------------------------------------------------------------
+#: Architectures Ollama's llama.cpp runner loads from a GGUF (the ones milady-lab may send).
+RUNNER_ARCHITECTURES = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "mistral", "phi3"}
+#: Bases Ollama's safetensors adapter converter handles (convert/convert.go).
+SAFETENSORS_ADAPTER_ARCHITECTURES = {"llama", "gemma2"}
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _GoFloat(float):
+    """A JSON number written with a fraction or exponent (Go won't put it in an integer)."""
+
+    text: str = ""
+
+
+def _go_float(text: str) -> _GoFloat:
+    value = _GoFloat(text)
+    value.text = text
+    return value
+
+
+def _check_create(state: OllamaStandIn, req: dict[str, Any]) -> tuple[str, str]:
+    """Apply Ollama's rules to a create body; the created model's name and architecture."""
+    name = req.get("model") or req.get("name")
+    if not isinstance(name, str) or not name:
+        raise _Refused("model is required")
+    if not req.get("from") and not req.get("files"):
+        raise _Refused("neither 'from' or 'files' was specified")
+    tables = {}
+    for key in ("files", "adapters"):
+        table = req.get(key) or {}
+        if not isinstance(table, dict):
+            raise _Refused("files and adapters must be objects")
+        for digest in table.values():
+            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+                raise _Refused(f"invalid digest {digest!r}")
+            if digest not in state.blobs:
+                raise _Refused(f"blob {digest} not found")
+        tables[key] = table
+    params = req.get("parameters") or {}
+    stop = params.get("stop", []) if isinstance(params, dict) else None
+    if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
+        raise _Refused("parameters must be an object and stop a list of strings")
+    arch = _model_files(state, tables["files"])
+    if arch is None:
+        base = req.get("from")
+        if not isinstance(base, str) or base not in state.bases:
+            raise _Refused(f"model '{base}' not found, try pulling it first", 404)
+        arch = state.bases[base]
+    if tables["adapters"]:
+        _adapters(state, tables["adapters"], arch)
+    return name, arch
+
+
+def _model_files(state: OllamaStandIn, files: dict[str, str]) -> str | None:
+    ggufs = [k for k in files if k.endswith(".gguf")]
+    if not files:
+        return None
+    if not ggufs:
+        raise _Refused("safetensors model conversion needs config.json and tokenizer files")
+    if len(ggufs) > 1:
+        raise _Refused("only one GGUF model file is supported")
+    meta = _gguf_meta(state.blobs[files[ggufs[0]]])
+    if meta.get("general.type") == "adapter":
+        raise _Refused("the GGUF in files is an adapter, not a model")
+    arch = str(meta.get("general.architecture"))
+    if arch not in RUNNER_ARCHITECTURES:
+        raise _Refused(f'unsupported architecture "{arch}"')
+    return arch
+
+
+def _adapters(state: OllamaStandIn, adapters: dict[str, str], arch: str) -> None:
+    if not state.accept_adapters:
+        raise _Refused("creating a model from an adapter is not supported")
+    ggufs = [k for k in adapters if k.endswith(".gguf")]
+    if ggufs:
+        if len(adapters) != 1:
+            raise _Refused("only one adapter is currently supported")
+        meta = _gguf_meta(state.blobs[adapters[ggufs[0]]])
+        if meta.get("general.type") != "adapter":
+            raise _Refused("the adapter GGUF is not an adapter (general.type)")
+        if meta.get("general.architecture") != arch:
+            raise _Refused(
+                f"adapter architecture {meta.get('general.architecture')} does not match "
+                f"the base model's {arch}"
+            )
+        return
+    if not any(k.endswith(".safetensors") for k in adapters):
+        raise _Refused("no adapter file found")
+    if "adapter_config.json" not in adapters:
+        raise _Refused("adapter_config.json is required for safetensors adapters")
+    config = json.loads(state.blobs[adapters["adapter_config.json"]], parse_float=_go_float)
+    alpha = config.get("lora_alpha", (config.get("lora_parameters") or {}).get("alpha"))
+    if isinstance(alpha, _GoFloat) or (isinstance(alpha, int) and not 0 <= alpha < 2**32):
+        shown = alpha.text if isinstance(alpha, _GoFloat) else alpha
+        raise _Refused(
+            f"json: cannot unmarshal number {shown} into Go struct field .lora_alpha of type uint32"
+        )
+    if arch not in SAFETENSORS_ADAPTER_ARCHITECTURES:
+        raise _Refused(f'unsupported architecture "{arch}"')
+
+
+def _gguf_meta(data: bytes) -> dict[str, Any]:
+    """The GGUF's key-value metadata (read with gguf-py, llama.cpp's own reader)."""
+    import gguf
+
+    if data[:4] != b"GGUF":
+        raise _Refused("invalid file magic")
+    fd, name = tempfile.mkstemp(suffix=".gguf")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        reader = gguf.GGUFReader(name)
+        return {
+            f.name: f.contents() for f in reader.fields.values() if f.name.startswith("general.")
+        }
+    except (ValueError, IndexError) as exc:
+        raise _Refused(f"invalid GGUF: {exc}") from None
+    finally:
+        os.unlink(name)

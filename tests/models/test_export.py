@@ -9,7 +9,8 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError
-from milady_lab.models.export import _bpe_pre, export_model, write_gguf
+from milady_lab.models.export import export_model
+from milady_lab.models.gguf import bpe_pre, write_model
 from milady_lab.state import StateStore
 
 from .conftest import one_thread
@@ -143,20 +144,12 @@ def test_gguf_export_loads_back_with_the_same_logits(
 
 
 def test_gguf_rejects_other_architectures(tmp_path: Path) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    qwen = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-        )
-    )
-    with pytest.raises(InputError, match="llama-architecture"):
-        write_gguf(qwen, None, tmp_path, tmp_path / "x.gguf")
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(InputError, match="supports the llama, qwen2, qwen3 architectures"):
+        write_model(gpt2, None, tmp_path, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
 
 
 @pytest.mark.parametrize(
@@ -193,10 +186,12 @@ def test_pre_tokenizer_recognised(tmp_path: Path, pre: dict[str, Any], expected:
     import json
 
     (tmp_path / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre}))
-    assert _bpe_pre(tmp_path) == expected
+    assert bpe_pre(tmp_path) == expected
 
 
-@pytest.mark.parametrize("body", [{"format": "onnx"}, {"outtype": "q4"}, {"out": ""}, {"x": 1}])
+@pytest.mark.parametrize(
+    "body", [{"format": "onnx"}, {"outtype": "q4"}, {"out": ""}, {"x": 1}, {"outtype": "Q8_0"}]
+)
 def test_bad_body_is_400(
     settings: Settings, store: StateStore, model: dict[str, Any], body: Any
 ) -> None:
