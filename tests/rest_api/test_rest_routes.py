@@ -133,6 +133,7 @@ ID_ROUTES = [
     ("POST", "models/{}/import-ollama"),
     ("POST", "models/{}/activate"),
     ("POST", "models/{}/benchmark"),
+    ("GET", "models/{}/benchmarks"),
 ]
 
 
@@ -429,13 +430,18 @@ ALL_ROUTES = [
     ("POST", "models/x/import-ollama"),
     ("POST", "models/x/activate"),
     ("POST", "models/x/benchmark"),
+    ("GET", "models/x/benchmarks"),
+    ("POST", "models/deactivate"),
+    ("GET", "activations"),
+    ("GET", "auto"),
+    ("PUT", "auto"),
     ("GET", "events"),
     ("GET", "openapi.json"),
 ]
 
 
 async def test_every_route_refuses_missing_or_wrong_token(api, lab) -> None:
-    assert len(ALL_ROUTES) == len(route_table()) + 1  # jobs has GET and POST
+    assert len(ALL_ROUTES) == len(route_table()) + 2  # jobs: GET and POST; auto: GET and PUT
     for method, path in ALL_ROUTES:
         for token in (None, "wrong-token"):
             code, body = await api(method, path, body={}, token=token)
