@@ -203,6 +203,9 @@ class LocalBackend(Backend):
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.service.activate_model(model_id, body)
 
+    def deactivate_model(self) -> dict[str, Any]:
+        return self.service.deactivate_model(None)
+
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.service.benchmark_model(model_id, body)
 
@@ -341,7 +344,14 @@ class RemoteBackend(Backend):
         return {"model": dict(model)}  # the service's shape
 
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.client.activate_model(model_id, body.get("providerModel")))
+        return dict(
+            self.client.activate_model(
+                model_id, body.get("providerModel"), force=bool(body.get("force"))
+            )
+        )
+
+    def deactivate_model(self) -> dict[str, Any]:
+        return dict(self.client.deactivate_model())
 
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return dict(self.client.benchmark_model(model_id, **(body or {})))
