@@ -6,6 +6,10 @@ STAMP   := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.demo
 export MILADY_LAB_HOME ?= $(DEMO_HOME)
 export MILADY_LAB_CACHE ?= $(HOME)/.cache/milady-lab
+# Portable x86-64 build (AVX2/FMA/F16C, no -march=native): a cached wheel runs on any such CPU.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: venv sysdeps test test-fast test-browser test-soak lab demo bench lint clean
 
@@ -16,7 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch (the wheel on disk here); for CUDA see the README.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[mlx,lab,test]'
+	# llama.cpp from its pinned source (CPU only, no server/tools: ~5 min on 2 cores, once;
+	# pip keeps the built wheel in its cache for every later venv).
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/pip install -q -e '.[mlx,lab,test,engine]'
 	# Editable installs skip pyproject's data-files: enable the REST extension in the venv.
 	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
 	cp jupyter-config/jupyter_server_config.d/jupyter_server_ext.json $(VENV)/etc/jupyter/jupyter_server_config.d/

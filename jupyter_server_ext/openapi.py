@@ -9,6 +9,7 @@ service still does every semantic check (ranges too, and ids, state, backends).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from importlib import resources
 from typing import Any
@@ -104,8 +105,16 @@ def _message(error: Any, body: dict[str, Any], target: dict[str, Any]) -> str:
             expected = ", ".join(props) if props else "no fields"
             return f"unknown field(s) {', '.join(unknown)}; expected {expected}"
         return "the request body must be a JSON object"
-    field = str(error.absolute_path[0])
+    # "privacy.redact" for a nested object's key; a list's item reads as the list.
+    field = ".".join(
+        str(p) for p in itertools.takewhile(lambda p: isinstance(p, str), error.absolute_path)
+    )
     value = error.instance
+    if error.validator == "additionalProperties" and isinstance(value, dict):
+        # A nested object (e.g. privacy) with a key it does not know: name the key.
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        unknown = sorted(str(k)[:40] for k in value if k not in known)
+        return f"unknown {field} key(s) {', '.join(unknown)}; expected {', '.join(known)}"
     shown = repr(value)[:60] if not isinstance(value, dict | list) else type(value).__name__
     kind = error.validator
     rule = error.validator_value

@@ -102,11 +102,13 @@ class Dataset(TypedDict, total=False):
     validCount: int
     path: str
     options: dict[str, Any]
+    redactions: dict[str, int]  # secrets and contacts replaced, per kind
 
 
-class DatasetPreview(TypedDict):
+class DatasetPreview(TypedDict, total=False):
     trajectoryCount: int
     exampleCount: int
+    redactions: dict[str, int]
 
 
 #: A ``source`` or ``status`` filter: one value or any of several.
@@ -122,6 +124,10 @@ class BuildFilters(TypedDict, total=False):
     start_date: Day  # a UTC day, inclusive: ``"2026-03-01"`` or a ``datetime.date``
     end_date: Day
     search: str  # text in any LLM call's prompts or reply, ignoring case
+    #: Redaction of secrets and contacts; on unless ``False`` is passed explicitly.
+    redact: bool
+    #: People's handles → pseudonyms (off unless ``True``).
+    anonymize_handles: bool
 
 
 class Job(TypedDict, total=False):
@@ -267,8 +273,11 @@ def _build_body(
     start_date: Day | None = None,
     end_date: Day | None = None,
     search: str | None = None,
+    redact: bool | None = None,
+    anonymize_handles: bool | None = None,
 ) -> dict[str, Any]:
-    """A build or preview body; dates may be ``datetime.date``s, names tuples."""
+    """A build or preview body; dates may be ``datetime.date``s, names tuples. The
+    privacy keys are sent only when given, so the server's defaults (redact on) hold."""
 
     def names(value: Names | None) -> str | list[str] | None:
         return list(value) if isinstance(value, tuple) else value
@@ -284,6 +293,7 @@ def _build_body(
         startDate=day(start_date),
         endDate=day(end_date),
         search=search,
+        privacy=_fields(redact=redact, anonymizeHandles=anonymize_handles) or None,
     )
 
 

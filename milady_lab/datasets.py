@@ -30,7 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +40,7 @@ import polars as pl
 from . import validation as v
 from .config import Settings
 from .errors import InputError, StorageError, UpstreamError
+from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
 
@@ -142,6 +143,8 @@ class BuildOptions:
     ``start_day``/``end_day`` bound its start time (UTC days, both inclusive), and
     ``search`` keeps trajectories with an LLM call whose system prompt, user prompt or
     reply contains the text, ignoring case — the same filters the explorer offers.
+    ``privacy`` redacts secrets and contacts (on unless ``"redact": false``) and, when
+    asked, replaces people's handles; it runs after selection, before de-duplication.
     """
 
     limit: int | None = None
@@ -151,6 +154,7 @@ class BuildOptions:
     start_day: date | None = None
     end_day: date | None = None
     search: str | None = None
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
 
     #: Accepted body fields, in the order messages list them.
     FIELDS = (
@@ -161,6 +165,7 @@ class BuildOptions:
         "startDate",
         "endDate",
         "search",
+        "privacy",
     )
 
     @classmethod
@@ -189,6 +194,7 @@ class BuildOptions:
             start_day=start,
             end_day=end,
             search=v.text(b.get("search"), "search", max_length=1000),
+            privacy=PrivacyOptions.from_body(b.get("privacy")),
         )
 
     def as_body(self) -> dict[str, Any]:
@@ -205,7 +211,11 @@ class BuildOptions:
         if self.end_day is not None:
             body["endDate"] = self.end_day.isoformat()
         if self.search is not None:
-            body["search"] = self.search
+            # Kept with the dataset and shown in messages: redacted like the examples.
+            body["search"] = (
+                redact_texts([self.search])[0][0] if self.privacy.redact else self.search
+            )
+        body["privacy"] = self.privacy.as_body()
         return body
 
     @property
@@ -229,7 +239,7 @@ class BuildOptions:
     def describe_filters(self) -> str:
         """The filters in words, for messages."""
         body = self.as_body()
-        parts = [f"{k}={body[k]!r}" for k in self.FIELDS[2:] if k in body]
+        parts = [f"{k}={body[k]!r}" for k in self.FIELDS[2:-1] if k in body]
         return ", ".join(parts)
 
 
@@ -245,6 +255,8 @@ class _Tally:
     scanned: int = 0  # read (those the filters select)
     trajectories: int = 0
     examples: int = 0
+    #: The build's privacy pass (its counts are the record's ``redactions``).
+    privacy: PrivacyPass | None = None
 
 
 def _parse(batch: pl.DataFrame) -> pl.DataFrame:
@@ -336,6 +348,7 @@ def _example_batches(
                         how="inner",
                     )
                     .sort("t", "c")
+                    .pipe(_private, tally.privacy)
                     .select(
                         system.alias("system"),
                         "userPrompt",
@@ -364,6 +377,18 @@ def _example_batches(
         progress(done, done)
 
 
+#: The texts of an example the privacy pass reads and rewrites.
+_TEXT_COLUMNS = ("systemPrompt", "userPrompt", "response")
+
+
+def _private(calls: pl.DataFrame, privacy: PrivacyPass | None) -> pl.DataFrame:
+    """The included calls with the privacy pass applied (before the content hash, so
+    examples that differ only in a secret become one)."""
+    if privacy is None or not privacy.active:
+        return calls
+    return privacy.apply(calls, _TEXT_COLUMNS, conversation="userPrompt", system="systemPrompt")
+
+
 def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
     calls = "call" if opts.min_llm_calls == 1 else "calls"
     if opts.filtered:
@@ -380,12 +405,22 @@ def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
     )
 
 
-def preview(source: Any, opts: BuildOptions, progress: ProgressFn | None = None) -> dict[str, int]:
-    """What a build with ``opts`` would give, without writing anything."""
-    tally = _Tally()
+def preview(
+    source: Any,
+    opts: BuildOptions,
+    progress: ProgressFn | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """What a build with ``opts`` would give, without writing anything: the counts, and
+    how many secrets and contacts of each kind the redaction would replace."""
+    tally = _Tally(privacy=PrivacyPass(opts.privacy, home))
     for _ in _example_batches(source, opts, tally, progress):
         pass
-    return {"trajectoryCount": tally.trajectories, "exampleCount": tally.examples}
+    return {
+        "trajectoryCount": tally.trajectories,
+        "exampleCount": tally.examples,
+        "redactions": tally.privacy.redactions() if tally.privacy else {},
+    }
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -525,12 +560,13 @@ def _recoverable(folder: Path) -> dict[str, Any] | None:
         return None
     if not ((folder / "train.jsonl").is_file() and (folder / "valid.jsonl").is_file()):
         return None
-    options = meta.get("options")
+    options, redactions = meta.get("options"), meta.get("redactions")
     return {
         "id": folder.name,
         **{k: meta[k] for k in _RECORD_INTS},
         "path": str(folder),
         "options": options if isinstance(options, dict) else {},
+        "redactions": redactions if isinstance(redactions, dict) else {},
     }
 
 
@@ -618,7 +654,7 @@ def build_dataset(
     lock_fd = _try_lock(tmp)
     committed = False
     try:
-        tally = _Tally()
+        tally = _Tally(privacy=PrivacyPass(opts.privacy, settings.home))
         split = _write_files(tmp, source, opts, tally, progress)
         rec: dict[str, Any] = {
             "id": ds_id,
@@ -629,6 +665,7 @@ def build_dataset(
             "validCount": split.valid,
             "path": str(final),
             "options": opts.as_body(),
+            "redactions": tally.privacy.redactions() if tally.privacy else {},
         }
         meta = {
             **rec,

@@ -116,7 +116,7 @@ class TrainingService:
         """How many trajectories and examples a build with these options would give."""
         from .datasets import BuildOptions, preview
 
-        return preview(self.source, BuildOptions.from_body(body))
+        return preview(self.source, BuildOptions.from_body(body), home=self.settings.home)
 
     # -- jobs -----------------------------------------------------------------------------------
     def list_jobs(self) -> dict[str, Any]:
@@ -154,6 +154,22 @@ class TrainingService:
 
         model = self.get_model(model_id)["model"]
         return import_model(self.settings, self.store, model, body, progress=progress)
+
+    def chat_session(
+        self,
+        model_id: Any,
+        *,
+        engine: str = "auto",
+        system: str | None = None,
+        max_tokens: int = 256,
+    ):  # -> ChatSession
+        """A conversation with the fine-tuned model (llama.cpp when installed, else torch)."""
+        from .models.chat import ChatSession
+
+        model = self.get_model(model_id)["model"]
+        return ChatSession(
+            self.settings, model, engine=engine, system=system, max_tokens=max_tokens
+        )
 
     def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
         from .models.activation import activate

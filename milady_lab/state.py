@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     train_count INTEGER NOT NULL,
     valid_count INTEGER NOT NULL,
     path TEXT NOT NULL,
-    options TEXT NOT NULL DEFAULT '{}'
+    options TEXT NOT NULL DEFAULT '{}',
+    redactions TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -127,6 +128,7 @@ _DATASET = _cols(
     "validCount",
     "path",
     "options:json",
+    "redactions:json",
 )
 _JOB = _cols(
     "id",
@@ -209,6 +211,18 @@ def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
     return rec
 
 
+#: Columns added after a table was first released: (table, column, definition).
+_ADDED_COLUMNS = (("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made before a column existed up to date (additive only)."""
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class StateStore:
     """Thread-safe access to the state database; one connection per thread."""
 
@@ -227,6 +241,7 @@ class StateStore:
             for statement in (_SCHEMA + _EVAL_SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_missing_columns(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections -----------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
     counts = client.preview_dataset(limit=30, **filters)
     dataset = client.build_dataset(limit=30, min_llm_calls_per_trajectory=1, **filters)
     assert dataset["trajectoryCount"] <= 30 and isinstance(dataset["createdAt"], int)
-    assert counts == {k: dataset.get(k) for k in ("trajectoryCount", "exampleCount")}
+    assert counts == {k: dataset.get(k) for k in ("trajectoryCount", "exampleCount", "redactions")}
     assert dataset["options"]["source"] == ["chat", "discord"]
     assert dataset["options"]["startDate"] == "2000-01-01"
     assert dataset["id"] in [d["id"] for d in client.list_datasets()]

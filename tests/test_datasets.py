@@ -302,7 +302,11 @@ def test_counts_record_files_event_and_listing(lab):
     assert ds._ID_RE.fullmatch(rec["id"])
     assert rec["path"] == str(l_.settings.datasets_dir / rec["id"])
     assert isinstance(rec["createdAt"], int) and abs(rec["createdAt"] - time.time() * 1000) < 60_000
-    assert rec["options"] == {"limit": None, "minLlmCallsPerTrajectory": 1}
+    assert rec["options"] == {
+        "limit": None,
+        "minLlmCallsPerTrajectory": 1,
+        "privacy": {"redact": True, "anonymizeHandles": False},
+    }
     folder = Path(rec["path"])
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["metadata.json", "train.jsonl", "valid.jsonl"]
@@ -401,6 +405,7 @@ def test_preview_counts_without_writing(lab):
     assert ds.preview(l_.source, ds.BuildOptions.from_body({"limit": 2})) == {
         "trajectoryCount": 2,
         "exampleCount": 3,
+        "redactions": {},
     }
     assert l_.entries() == [] and l_.store.list_datasets() == []
     rec = l_.build(limit=2)
@@ -704,7 +709,12 @@ def test_filters_are_recorded_and_limit_counts_filtered_trajectories(lab):
     rec = l_.build(source="chat", limit=1)
     # Newest first among the chat trajectories only.
     assert [e["metadata"]["trajectoryId"] for e in l_.examples(rec)] == ["c1"]
-    assert rec["options"] == {"limit": 1, "minLlmCallsPerTrajectory": 1, "source": "chat"}
+    assert rec["options"] == {
+        "limit": 1,
+        "minLlmCallsPerTrajectory": 1,
+        "source": "chat",
+        "privacy": {"redact": True, "anonymizeHandles": False},
+    }
     meta = json.loads((Path(rec["path"]) / "metadata.json").read_text(encoding="utf-8"))
     assert meta["options"]["source"] == "chat"
 
@@ -720,6 +730,7 @@ def test_search_is_literal_not_a_pattern(lab):
     assert ds.preview(l_.source, ds.BuildOptions.from_body({"search": ".*"})) == {
         "trajectoryCount": 0,
         "exampleCount": 0,
+        "redactions": {},
     }
 
 

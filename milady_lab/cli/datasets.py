@@ -38,6 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             flag = "--" + dest.replace("_", "-")
             action = "append" if dest in _REPEATED else "store"
             parser.add_argument(flag, dest=dest, action=action, help=help_text)
+        parser.add_argument(
+            "--no-redact",
+            dest="redact",
+            action="store_false",
+            help="keep secrets and contacts as recorded (redaction is on by default)",
+        )
+        parser.add_argument(
+            "--anonymize-handles",
+            action="store_true",
+            help="replace the handles of the people the agent talks to with pseudonyms",
+        )
         add_json_flag(parser)
         parser.set_defaults(handler=handler)
 
@@ -52,7 +63,15 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         if dest in _REPEATED and len(value) == 1:
             value = value[0]
         request[field] = value
+    request["privacy"] = {"redact": args.redact, "anonymizeHandles": args.anonymize_handles}
     return request
+
+
+def _redactions(counts: dict[str, int]) -> str:
+    """``redacted: 3 email, 1 openai_key`` (or that nothing was)."""
+    if not counts:
+        return "redacted: nothing"
+    return "redacted: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -68,11 +87,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    body = service_from(args, reconcile=False).preview_dataset(_request(args))
+    request = _request(args)
+    body = service_from(args, reconcile=False).preview_dataset(request)
     if args.json:
         print_json(body)
     else:
         print(f"{body['trajectoryCount']} trajectories → {body['exampleCount']} examples")
+        if request["privacy"]["redact"]:
+            print(_redactions(body.get("redactions", {})))
     return 0
 
 
@@ -100,5 +122,7 @@ def _build(args: argparse.Namespace) -> int:
             f"built {ds['id']}: {ds['trajectoryCount']} trajectories, "
             f"{ds['exampleCount']} examples ({ds['trainCount']} train, {ds['validCount']} valid)"
         )
+        if request["privacy"]["redact"]:
+            print(_redactions(ds.get("redactions") or {}))
         print(ds["path"])
     return 0

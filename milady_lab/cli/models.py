@@ -1,4 +1,4 @@
-"""``milady-lab models list|show|import-ollama|activate|benchmark|export``.
+"""``milady-lab models list|show|import-ollama|chat|activate|benchmark|export``.
 
 Each command calls the matching ``TrainingService`` method; ``--json`` prints the REST
 body. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
@@ -8,6 +8,7 @@ its own worker process).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ._common import add_json_flag, cell, print_json, print_table, service_from
@@ -31,10 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp = msub.add_parser("import-ollama", help="import the model into a local Ollama")
     imp.add_argument("model_id", metavar="ID")
     imp.add_argument("--model-name", help="name in Ollama (default: from the model's name)")
-    imp.add_argument("--base-model", help="base model as Ollama names it (e.g. llama3.2:3b)")
+    imp.add_argument(
+        "--mode",
+        choices=("model", "adapter"),
+        help="model (default): one self-contained GGUF; adapter: a GGUF LoRA on --base-model",
+    )
+    imp.add_argument(
+        "--quantization", choices=("f16", "q8_0", "f32"), help="GGUF tensor type (default f16)"
+    )
+    imp.add_argument("--base-model", help="with --mode adapter: the base as Ollama names it")
     imp.add_argument("--ollama-url", help="loopback URL of Ollama (default http://localhost:11434)")
     add_json_flag(imp)
     imp.set_defaults(handler=_import)
+
+    chat = msub.add_parser("chat", help="talk to the fine-tuned model before activating it")
+    chat.add_argument("model_id", metavar="ID")
+    chat.add_argument("--engine", choices=("auto", "llama.cpp", "torch"), default="auto")
+    chat.add_argument("--system", help="system prompt for the conversation")
+    chat.add_argument("--max-tokens", type=int, default=256, help="longest reply (default 256)")
+    chat.add_argument("--message", "-m", action="append", help="send this and exit (repeatable)")
+    chat.set_defaults(handler=_chat)
 
     act = msub.add_parser("activate", help="make the agent use this model")
     act.add_argument("model_id", metavar="ID")
@@ -60,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("model_id", metavar="ID")
     exp.add_argument("--format", choices=("hf", "gguf"), default="hf")
     exp.add_argument("--out", help="target path (default: <home>/exports/...); must not exist")
-    exp.add_argument("--outtype", choices=("f16", "f32"), help="GGUF weight type (default f16)")
+    exp.add_argument(
+        "--outtype", choices=("f16", "q8_0", "f32"), help="GGUF weight type (default f16)"
+    )
     add_json_flag(exp)
     exp.set_defaults(handler=_export)
 
@@ -114,15 +133,59 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     request = _request(
-        modelName=args.model_name, baseModel=args.base_model, ollamaUrl=args.ollama_url
+        modelName=args.model_name,
+        baseModel=args.base_model,
+        ollamaUrl=args.ollama_url,
+        mode=args.mode,
+        quantization=args.quantization,
     )
-    body = service_from(args, reconcile=False).import_ollama(args.model_id, request)
+    bar = tqdm(total=100, unit="%", desc="importing", disable=not sys.stderr.isatty())
+
+    def progress(phase: str, percent: float) -> None:
+        bar.set_description(phase)
+        bar.update(percent - bar.n)
+
+    try:
+        body = service_from(args, reconcile=False).import_ollama(
+            args.model_id, request, progress=progress
+        )
+    finally:
+        bar.close()
     if args.json:
         print_json(body)
     else:
         print(f"imported {body['model']['id']} into Ollama as {body['model']['ollamaName']}")
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """A conversation on the terminal: Ctrl-C stops a reply, Ctrl-C / Ctrl-D at the prompt quits."""
+    session = service_from(args, reconcile=False).chat_session(
+        args.model_id, engine=args.engine, system=args.system, max_tokens=args.max_tokens
+    )
+    print(f"chatting with {args.model_id} through {session.engine}", file=sys.stderr)
+    scripted = args.message is not None
+    messages = iter(args.message or [])
+    while True:
+        try:
+            text = next(messages) if scripted else input("you> ")
+        except (StopIteration, EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not text.strip():
+            continue
+        try:
+            for piece in session.stream(text):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            session.stop.set()
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def _activate(args: argparse.Namespace) -> int:

@@ -371,10 +371,14 @@ def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
         "endDate": "end_date",
         "search": "search",
     }
-    unknown = sorted(set(body) - set(names))
+    unknown = sorted(set(body) - set(names) - {"privacy"})
     if unknown:
         raise ValueError(f"unknown build field(s): {', '.join(unknown)}")
-    return {names[k]: v for k, v in body.items()}
+    kwargs = {names[k]: v for k, v in body.items() if k != "privacy"}
+    privacy = body.get("privacy") or {}
+    privacy_names = {"redact": "redact", "anonymizeHandles": "anonymize_handles"}
+    kwargs.update({privacy_names[k]: v for k, v in privacy.items() if k in privacy_names})
+    return kwargs
 
 
 def _distinct(frame: pl.LazyFrame, col: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 import time
@@ -20,6 +21,43 @@ from ._panel import Panel, fmt_ms, header, html_table
 FILTER_FIELDS = ("source", "status", "startDate", "endDate", "search")
 #: The menu entry for "no filter" on source and status.
 ANY = "(any)"
+
+
+def privacy_checkboxes(fields: tuple[str, ...]) -> dict[str, w.Checkbox]:
+    """The privacy options as checkboxes (when the builder takes them): redaction ticked,
+    handles not, the REST defaults."""
+    if "privacy" not in fields:
+        return {}
+    return {
+        "redact": w.Checkbox(
+            value=True,
+            description="Redact secrets",
+            tooltip="API keys, tokens, passwords, private keys, seed phrases, emails, "
+            "phone numbers and IP addresses become placeholders such as <EMAIL>",
+            indent=False,
+            layout=w.Layout(width="150px"),
+        ),
+        "anonymizeHandles": w.Checkbox(
+            value=False,
+            description="Anonymize handles",
+            tooltip="the people the agent talks to become user_<id> pseudonyms",
+            indent=False,
+            layout=w.Layout(width="170px"),
+        ),
+    }
+
+
+def redaction_summary(body: dict[str, Any], result: dict[str, Any]) -> str:
+    """The preview's redaction counts per kind, as HTML (the kinds are rule names)."""
+    if (body.get("privacy") or {}).get("redact") is False:
+        return " · <b>redaction off</b>: secrets stay as recorded"
+    counts = result.get("redactions")
+    if not isinstance(counts, dict):
+        return ""
+    if not counts:
+        return " · nothing to redact"
+    parts = ", ".join(f"{html.escape(str(k))} {int(n):,}" for k, n in counts.items())
+    return f" · redacted: {parts}"
 
 
 def find_tokenizer(cache: Path | None) -> Path | None:
@@ -108,6 +146,7 @@ class DatasetBuilder(Panel):
                 style=style,
                 layout=w.Layout(width="300px"),
             )
+        self.privacy = privacy_checkboxes(self.fields)
         self.preview_button = w.Button(description="Preview", icon="eye")
         self.build_button = w.Button(
             description="Build dataset", icon="cogs", button_style="primary"
@@ -135,7 +174,10 @@ class DatasetBuilder(Panel):
         options_box = w.VBox(
             [
                 w.HBox(first, layout=w.Layout(flex_flow="row wrap")),
-                w.HBox([*second, self.limit], layout=w.Layout(flex_flow="row wrap")),
+                w.HBox(
+                    [*second, self.limit, *self.privacy.values()],
+                    layout=w.Layout(flex_flow="row wrap"),
+                ),
             ]
         )
         buttons = w.HBox([self.preview_button, self.build_button, self.refresh_button])
@@ -153,7 +195,7 @@ class DatasetBuilder(Panel):
         ]
 
         self._suspend = False
-        for widget in (self.limit, self.min_calls, *self.filters.values()):
+        for widget in (self.limit, self.min_calls, *self.filters.values(), *self.privacy.values()):
             widget.observe(self.guard("preview")(self._options_changed), names="value")
         self.preview_button.on_click(self.guard("preview")(lambda _b: self.preview()))
         self.build_button.on_click(self.guard("build")(lambda _b: self.build()))
@@ -178,6 +220,8 @@ class DatasetBuilder(Panel):
             if value in (None, "", ANY):
                 continue
             body[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        if self.privacy:
+            body["privacy"] = {key: bool(box.value) for key, box in self.privacy.items()}
         return body
 
     def set_filters(self, body: dict[str, Any]) -> None:
@@ -247,7 +291,7 @@ class DatasetBuilder(Panel):
             self.last_preview = result
             self.preview_label.value = (
                 f"<b>Preview:</b> {result.get('trajectoryCount', 0):,} trajectories → "
-                f"{result.get('exampleCount', 0):,} examples"
+                f"{result.get('exampleCount', 0):,} examples" + redaction_summary(body, result)
             )
 
         self.in_background("preview", lambda: self.backend.preview_dataset(body), done)

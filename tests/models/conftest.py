@@ -87,24 +87,22 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_llama_for(folder, tok, max_position_embeddings=512)
 
 
-@pytest.fixture(scope="session")
-def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PEFT LoRA folder (adapter_model.safetensors + adapter_config.json), briefly
-    trained on agent-shaped replies so it measurably beats its (random) base."""
+def train_tiny_adapter(base: Path, folder: Path, *, targets: list[str] | None = None) -> Path:
+    """A PEFT LoRA (r=8, alpha 16) trained 40 steps on agent-shaped replies, so it
+    measurably beats its (random) base and its outputs are far from uniform."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(1)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    tok = AutoTokenizer.from_pretrained(base)
     cfg = LoraConfig(
         r=8,
         lora_alpha=16,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        target_modules=targets or ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base, cfg)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg)
     texts = [tok.apply_chat_template(e["messages"], tokenize=False) for e in make_examples(64, 5)]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
@@ -121,10 +119,65 @@ def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             loss.backward()
             opt.step()
             opt.zero_grad()
-    folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)
     assert (folder / "adapter_model.safetensors").is_file()
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEFT LoRA folder (adapter_model.safetensors + adapter_config.json) on tiny_base."""
+    return train_tiny_adapter(tiny_base, tmp_path_factory.mktemp("adapter"))
+
+
+def save_tiny_qwen(folder: Path, tok: Any, kind: str) -> Path:
+    """A 2-layer Qwen2 (q/k/v biases, untied embeddings) or Qwen3 (q/k norms, head_dim
+    wider than hidden/heads, tied) with ``tok``, from seed 0."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    common = {
+        "vocab_size": len(tok),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    if kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=False, **common))
+    else:
+        model = Qwen3ForCausalLM(Qwen3Config(tie_word_embeddings=True, head_dim=32, **common))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2", "qwen3"])
+def tiny_arch(
+    request: pytest.FixtureRequest,
+    tiny_base: Path,
+    tiny_adapter: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, Path, Path]:
+    """(architecture, base folder, trained adapter) for each architecture GGUF supports."""
+    from transformers import AutoTokenizer
+
+    if request.param == "llama":
+        return "llama", tiny_base, tiny_adapter
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    base = save_tiny_qwen(tmp_path_factory.mktemp(f"tiny-{request.param}"), tok, request.param)
+    adapter = train_tiny_adapter(
+        base,
+        tmp_path_factory.mktemp(f"adapter-{request.param}"),
+        targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    return request.param, base, adapter
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,7 @@ class OllamaStandIn:
             "smollm2:360m": "llama",
             "llama3.2:3b": "llama",
             "qwen2.5:0.5b": "qwen2",
+            "qwen3:0.6b": "qwen3",
         }
     )
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -262,7 +262,7 @@ async def test_preview_counts_what_a_filtered_build_gives(api, lab) -> None:
     assert code == 200 and everything["trajectoryCount"] > 0, everything
     code, counts = await api("POST", "datasets/preview", body=FILTERED)
     assert code == 200, counts
-    assert set(counts) == {"trajectoryCount", "exampleCount"}
+    assert set(counts) == {"trajectoryCount", "exampleCount", "redactions"}
     assert 0 < counts["trajectoryCount"] < everything["trajectoryCount"]
     assert not (lab["home"] / "datasets").exists() or not any(
         (lab["home"] / "datasets").iterdir()
@@ -276,7 +276,7 @@ async def test_preview_counts_what_a_filtered_build_gives(api, lab) -> None:
     )
     assert ds["options"]["source"] == ["chat", "discord"]
     code, none = await api("POST", "datasets/preview", body={"source": "no-such-source"})
-    assert (code, none) == (200, {"trajectoryCount": 0, "exampleCount": 0})
+    assert (code, none) == (200, {"trajectoryCount": 0, "exampleCount": 0, "redactions": {}})
 
 
 FILTER_BAD = [

@@ -25,7 +25,7 @@ from milady_lab.widgets import (
 from milady_lab.widgets._async import UiRunner
 from milady_lab.widgets.builder import ANY, FILTER_FIELDS
 
-from .conftest import DEMO_COUNT, register_model
+from .conftest import DEMO_COUNT, register_model, stop_jobs
 
 PNG = b"\x89PNG"
 
@@ -189,6 +189,7 @@ def test_builder_filters_preview_and_build_like_the_service(
         "status": "completed",
         "startDate": (first + timedelta(days=20)).isoformat(),
         "search": "the",
+        "privacy": {"redact": True, "anonymizeHandles": False},  # the checkboxes' defaults
     }
     assert b.body() == body
     everything = service.preview_dataset({})
@@ -203,7 +204,7 @@ def test_builder_filters_preview_and_build_like_the_service(
     # An empty selection is the service's message in the panel, not an exception.
     b.filters["search"].value = "no such text anywhere 1f9c"
     b.wait()
-    assert b.last_preview == {"trajectoryCount": 0, "exampleCount": 0}
+    assert b.last_preview == {"trajectoryCount": 0, "exampleCount": 0, "redactions": {}}
     b.build_button.click()
     b.wait()
     kind, message = status_of(b)
@@ -497,6 +498,7 @@ def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.Mon
             "limit": 3,
             "source": "chat",
             "search": "the",
+            "privacy": {"redact": True, "anonymizeHandles": False},  # the checkboxes' defaults
         }
         # the builder counts what the explorer shows (min calls 1 = any usable call)
         assert dash.builder.last_preview is not None
@@ -504,3 +506,32 @@ def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.Mon
     finally:
         dash.close()
     assert dash.runner._closed
+
+
+def test_builder_privacy_checkboxes_and_redaction_counts(settings, tmp_path: Path) -> None:
+    """Redaction is ticked by default, the preview shows what it would replace per kind,
+    and unticking it (or ticking handles) is what the build then records."""
+    from tests.privacy.plant import planted_db
+
+    db, expected, secrets = planted_db(tmp_path / "planted.sqlite")
+    svc = TrainingService(settings.with_overrides(trajectories=db))
+    try:
+        b = DatasetBuilder(LocalBackend(svc))
+        b.wait()
+        assert b.privacy["redact"].value is True and b.privacy["anonymizeHandles"].value is False
+        assert b.body()["privacy"] == {"redact": True, "anonymizeHandles": False}
+        assert b.last_preview["redactions"] == dict(expected)
+        label = b.preview_label.value
+        assert f"openai_key {expected['openai_key']}" in label and "email" in label
+        assert not [s for s in secrets if s in label]
+        b.privacy["redact"].value = False
+        b.privacy["anonymizeHandles"].value = True
+        b.wait()
+        assert "redaction off" in b.preview_label.value
+        b.build_button.click()
+        b.wait()
+        b.wait()
+        assert b.last_built["options"]["privacy"] == {"redact": False, "anonymizeHandles": True}
+    finally:
+        stop_jobs(svc)
+        svc.close()

@@ -63,7 +63,7 @@ def test_dashboard_remote_mode(
         b = dash.builder
         assert set(FILTER_FIELDS) <= set(b.fields) and b.can_preview
         dash.wait()
-        assert b.last_preview == service.preview_dataset({})
+        assert b.last_preview == service.preview_dataset({}), b.last_status
         assert "chat" in b.filters["source"].options
         b.filters["source"].value = "chat"
         b.filters["search"].value = "the"

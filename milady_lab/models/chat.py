@@ -1,0 +1,151 @@
+"""Try a fine-tuned model before activating it: streamed replies, stoppable at once.
+
+Two engines, one interface (``ChatSession.stream``):
+
+* **llama.cpp** (``llama-cpp-python``, installed by ``make venv``): the model is fused
+  and converted to one f16 GGUF once (cached under ``<home>/chat/``), the very file
+  ``import-ollama`` uploads, so what you try is what the agent will run;
+* **torch** otherwise: the base with the PEFT adapter, generation in a thread with
+  transformers' ``TextIteratorStreamer``.
+
+``stop`` (a ``threading.Event``) ends generation between two tokens; the CLI sets it on
+Ctrl-C and the model manager's Stop button sets it from the kernel's main thread while
+generation runs in a worker thread, so the kernel stays free.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_file
+from ..config import Settings
+from ..errors import InputError
+
+ENGINES = ("auto", "llama.cpp", "torch")
+Message = dict[str, str]
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class ChatSession:
+    """One loaded model and a conversation with it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: Mapping[str, Any],
+        *,
+        engine: str = "auto",
+        system: str | None = None,
+        max_tokens: int = 256,
+    ) -> None:
+        if engine not in ENGINES:
+            raise InputError(f"engine must be one of {', '.join(ENGINES)}")
+        if not 1 <= max_tokens <= 4096:
+            raise InputError("max tokens must be between 1 and 4096")
+        if engine == "llama.cpp" and not llama_cpp_available():
+            raise InputError("llama.cpp (llama-cpp-python) is not installed; use --engine torch")
+        self.engine = "llama.cpp" if engine == "auto" and llama_cpp_available() else engine
+        if self.engine == "auto":
+            self.engine = "torch"
+        self.max_tokens = max_tokens
+        self.messages: list[Message] = [{"role": "system", "content": system}] if system else []
+        self.stop = threading.Event()
+        self._backend = (
+            _LlamaCpp(settings, model) if self.engine == "llama.cpp" else _Torch(settings, model)
+        )
+
+    def stream(self, text: str) -> Iterator[str]:
+        """Send ``text`` as the user; yield the reply piece by piece until done or stopped."""
+        if not text.strip():
+            raise InputError("say something: the message is empty")
+        self.stop.clear()
+        self.messages.append({"role": "user", "content": text})
+        reply: list[str] = []
+        try:
+            for piece in self._backend.generate(self.messages, self.max_tokens, self.stop):
+                reply.append(piece)
+                yield piece
+        finally:
+            self.messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+class _LlamaCpp:
+    def __init__(self, settings: Settings, model: Mapping[str, Any]) -> None:
+        from llama_cpp import Llama
+
+        from .export import write_fused_gguf
+
+        path = settings.home / "chat" / f"{model['id']}-f16.gguf"
+        if not path.is_file():
+            with atomic_file(path) as tmp:
+                write_fused_gguf(settings, model, tmp, outtype="f16")
+        self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False)
+
+    def generate(self, messages: list[Message], max_tokens: int, stop: threading.Event):
+        chunks = self.llm.create_chat_completion(
+            messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True
+        )
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        finally:
+            chunks.close()
+
+
+class _Torch:
+    def __init__(self, settings: Settings, model: Mapping[str, Any]) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .artifacts import require_peft_adapter, resolve_base_path
+
+        base: Path = resolve_base_path(settings, model)
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        loaded = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        self.model = PeftModel.from_pretrained(loaded, require_peft_adapter(model)).eval()
+
+    def generate(self, messages: list[Message], max_tokens: int, stop: threading.Event):
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
+                return stop.is_set()
+
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        worker = threading.Thread(
+            target=self.model.generate,
+            kwargs={
+                **ids,
+                "max_new_tokens": max_tokens,
+                "do_sample": False,
+                "streamer": streamer,
+                "stopping_criteria": StoppingCriteriaList([_Stop()]),
+                "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            },
+            daemon=True,
+        )
+        worker.start()
+        try:
+            for piece in streamer:
+                if stop.is_set():
+                    break
+                if piece:
+                    yield piece
+        finally:
+            stop.set()
+            worker.join()

@@ -1,0 +1,85 @@
+"""The redaction rules on their own: every kind in several forms is found and counted
+once, under its own kind; ordinary text (words with "sk", colours, numbers, dates,
+public addresses, code without secrets) comes out byte for byte."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import polars as pl
+import pytest
+
+from milady_lab.privacy import kinds, redact_frame, redact_texts
+
+from .corpus import CLEAN, PLANTS
+
+FORMS = [(kind, text, secret) for kind, forms in PLANTS.items() for text, secret in forms]
+
+
+def test_every_kind_of_the_issue_is_planted_in_several_forms() -> None:
+    assert set(PLANTS) == set(kinds())
+    thin = {k: len(v) for k, v in PLANTS.items() if len(v) < 2}
+    # A few shapes have one documented form only (SendGrid: one key format).
+    assert set(thin) <= {"sendgrid_key"}, thin
+
+
+@pytest.mark.parametrize(("kind", "text", "secret"), FORMS, ids=[f[0] for f in FORMS])
+def test_each_form_becomes_its_placeholder_and_counts_once(kind, text, secret) -> None:
+    [out], counts = redact_texts([text])
+    assert secret not in out
+    assert counts == Counter({kind: 1})
+    placeholder = {"email": "<EMAIL>", "phone": "<PHONE>", "ip_address": "<IP>"}
+    assert placeholder.get(kind, f"<SECRET:{kind}>") in out
+
+
+def test_text_around_a_secret_still_reads() -> None:
+    [url, assign], _ = redact_texts(
+        ["postgresql://milady:pw0rd1234@db.example.com:5432/agent", "password=hunter22 ok"]
+    )
+    assert url == "postgresql://milady:<SECRET:url_password>@db.example.com:5432/agent"
+    assert assign == "password=<SECRET:password> ok"
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    out, counts = redact_texts(CLEAN)
+    assert out == CLEAN
+    assert counts == Counter()
+
+
+def test_all_kinds_at_once_in_a_long_text_count_per_kind() -> None:
+    filler = "\nthe conversation went on about net art and lo-fi music. " * 20 + "\n"
+    text = filler.join(t for _k, t, _s in FORMS) + filler
+    [out], counts = redact_texts([text])
+    assert counts == Counter(k for k, _t, _s in FORMS)
+    assert not [s for _k, _t, s in FORMS if s in out]
+    assert out.count("the conversation went on about net art") == 20 * len(FORMS)
+
+
+def test_frame_keeps_order_nulls_and_other_columns() -> None:
+    df = pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "a": [None, "mail kai@example.com", "nothing here", "AKIAABCDEFGHIJKLMNOP x"],
+            "b": ["ok", None, "gm", "fine"],
+        }
+    )
+    out, counts = redact_frame(df, ["a", "b"])
+    assert out["id"].to_list() == [1, 2, 3, 4]
+    assert out["a"].to_list() == [None, "mail <EMAIL>", "nothing here", "<SECRET:aws_access_key> x"]
+    assert out["b"].to_list() == ["ok", None, "gm", "fine"]
+    assert counts == Counter({"email": 1, "aws_access_key": 1})
+
+
+def test_seed_phrase_needs_twelve_list_words_in_a_row() -> None:
+    from milady_lab.privacy.rules import bip39_words
+
+    eleven = " ".join(bip39_words()[100:111])
+    twelve_with_intruder = " ".join([*bip39_words()[100:106], "milady", *bip39_words()[106:112]])
+    out, counts = redact_texts([eleven, twelve_with_intruder])
+    assert out == [eleven, twelve_with_intruder] and not counts
+
+
+def test_placeholders_are_stable_under_a_second_pass() -> None:
+    once, _ = redact_texts([t for _k, t, _s in FORMS])
+    twice, counts = redact_texts(once)
+    assert twice == once and not counts
