@@ -34,6 +34,7 @@ BENCHED = {
 def insert_model(store: StateStore, adapter: Path, base: Path, **extra: Any) -> dict[str, Any]:
     return _insert_model(store, adapter, base, **{"benchmark": BENCHED, **extra})
 
+
 ORIGINAL = {
     "name": "Milady",
     "agents": {
