@@ -189,6 +189,8 @@ def test_report_splits_by_purpose() -> None:
     assert split["action_selection"]["scores"]["formatValid"] == 0.0
     assert split["action_selection"]["scores"]["actionAccuracy"] is None
     assert split["unknown"]["counts"] == {"formatValid": 0, "actionAccuracy": 0}
-    assert body["intervals"]["scores"]["formatValid"][0] <= 2 / 3 <= body["intervals"][
-        "scores"
-    ]["formatValid"][1]
+    assert (
+        body["intervals"]["scores"]["formatValid"][0]
+        <= 2 / 3
+        <= body["intervals"]["scores"]["formatValid"][1]
+    )
