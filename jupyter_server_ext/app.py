@@ -62,6 +62,12 @@ class TrainingExtension(ExtensionApp):
     build_in_subprocess = Bool(
         True, help="Run dataset builds in a worker process (keeps the server's GIL free)."
     ).tag(config=True)
+    auto_watch = Bool(
+        True, help="Run the auto-improve watcher (it acts only when the policy is enabled)."
+    ).tag(config=True)
+    auto_interval = Float(300.0, help="Seconds between the auto-improve watcher's checks.").tag(
+        config=True
+    )
     activity_interval = Float(
         5.0, help="Seconds between checks for live jobs (activity, dead workers, queue)."
     ).tag(config=True)
@@ -107,6 +113,14 @@ class TrainingExtension(ExtensionApp):
             self._check_activity, max(0.05, self.activity_interval) * 1000
         )
         self._activity_timer.start()
+        # Auto-improve runs in its own thread, never on the IOLoop; first look after a minute.
+        self.auto_watcher = None
+        if self.auto_watch:
+            from milady_lab.models.auto import AutoWatcher
+
+            self.auto_watcher = AutoWatcher(
+                self.service, self.auto_interval, first_delay_s=min(60.0, self.auto_interval)
+            ).start()
         # Warm the status path (backend probing imports torch) off the loop.
         self.read_pool.submit(self._warm_up)
         self.log.info("milady-lab: state in %s", self.service.settings.home)
@@ -124,6 +138,8 @@ class TrainingExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         """Stop polling and end event streams; running jobs keep training on their own."""
         self._activity_timer.stop()
+        if self.auto_watcher is not None:
+            self.auto_watcher.stop(timeout=0)
         self.event_hub.close()
         await asyncio.sleep(0)
         self.read_pool.shutdown(wait=False, cancel_futures=True)

@@ -350,6 +350,52 @@ class ModelBenchmarkHandler(TrainingHandler):
         self.reply(await self.call(self.service.benchmark_model, item_id, body, slow=True))
 
 
+class ModelBenchmarksHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+
+    @web.authenticated
+    @authorized
+    async def get(self, item_id: str) -> None:
+        self.reply(await self.call(self.service.list_benchmarks, item_id))
+
+
+class ModelDeactivateHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("deactivateModel")
+        self.reply(await self.call(self.service.deactivate_model, body, slow=True))
+
+
+class ActivationsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:models"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit = self.query_int("limit")
+        self.reply(await self.call(self.service.list_activations, limit))
+
+
+class AutoHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:auto"
+    allowed_methods = ("GET", "PUT")
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.get_auto))
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        body = self.json_body("setAuto")
+        self.reply(await self.call(self.service.set_auto, body))
+
+
 class OpenAPIHandler(TrainingHandler):
     """The shipped spec, with ``servers`` set to this server's base URL."""
 
@@ -464,7 +510,11 @@ def route_table() -> list[tuple[str, type[TrainingHandler]]]:
         (f"{base}/jobs/{_ID}/cancel", JobCancelHandler),
         (f"{base}/jobs/{_ID}/metrics", JobMetricsHandler),
         (f"{base}/models", ModelsHandler),
+        (f"{base}/models/deactivate", ModelDeactivateHandler),
         (f"{base}/models/{_ID}/import-ollama", ModelImportHandler),
+        (f"{base}/models/{_ID}/benchmarks", ModelBenchmarksHandler),
+        (f"{base}/activations", ActivationsHandler),
+        (f"{base}/auto", AutoHandler),
         (f"{base}/models/{_ID}/activate", ModelActivateHandler),
         (f"{base}/models/{_ID}/benchmark", ModelBenchmarkHandler),
         (f"{base}/events", EventsHandler),

@@ -359,9 +359,29 @@ class _Routes:
         return _Request("POST", path, body=_fields(**body), key="model", slow=True)
 
     @staticmethod
-    def activate(model_id: str, provider_model: str | None) -> _Request:
-        body = _fields(providerModel=provider_model)
+    def activate(model_id: str, provider_model: str | None, force: bool = False) -> _Request:
+        body = _fields(providerModel=provider_model, force=force or None)
         return _Request("POST", f"models/{_seg(model_id)}/activate", body=body, slow=True)
+
+    @staticmethod
+    def benchmarks(model_id: str) -> _Request:
+        return _Request("GET", f"models/{_seg(model_id)}/benchmarks", key="benchmarks")
+
+    @staticmethod
+    def deactivate() -> _Request:
+        return _Request("POST", "models/deactivate", body={}, slow=True)
+
+    @staticmethod
+    def activations(limit: int | None) -> _Request:
+        return _Request("GET", "activations", params=_fields(limit=limit), key="activations")
+
+    @staticmethod
+    def auto() -> _Request:
+        return _Request("GET", "auto")
+
+    @staticmethod
+    def set_auto(policy: dict[str, Any]) -> _Request:
+        return _Request("PUT", "auto", body=dict(policy))
 
     @staticmethod
     def benchmark(model_id: str, options: dict[str, Any]) -> _Request:
@@ -492,7 +512,7 @@ class TrainingClient:
                 req.method,
                 req.path,
                 params=req.params or None,
-                json=req.body if req.method == "POST" else None,
+                json=req.body if req.method in ("POST", "PUT") else None,
                 timeout=timeout,
             )
         except httpx.TransportError as exc:
@@ -594,8 +614,28 @@ class TrainingClient:
         body = {"modelName": model_name, "baseModel": base_model, "ollamaUrl": ollama_url}
         return self._send(_Routes.import_ollama(model_id, body))
 
-    def activate_model(self, model_id: str, provider_model: str | None = None) -> ActivateResult:
-        return self._send(_Routes.activate(model_id, provider_model))
+    def activate_model(
+        self, model_id: str, provider_model: str | None = None, *, force: bool = False
+    ) -> ActivateResult:
+        """Activate; refused (409) when the gate finds it worse, unless ``force``."""
+        return self._send(_Routes.activate(model_id, provider_model, force))
+
+    def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
+        return self._send(_Routes.benchmarks(model_id))
+
+    def deactivate_model(self) -> dict[str, Any]:
+        """Undo the last activation (the agent config as it was before it)."""
+        return self._send(_Routes.deactivate())
+
+    def list_activations(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self._send(_Routes.activations(limit))
+
+    def get_auto(self) -> dict[str, Any]:
+        return self._send(_Routes.auto())
+
+    def set_auto(self, **policy: Any) -> dict[str, Any]:
+        """Change the auto-improve policy; ``policy`` are camelCase fields."""
+        return self._send(_Routes.set_auto(policy))
 
     def benchmark_model(self, model_id: str, **options: Any) -> BenchmarkResult:
         """Score the model against its base; ``options`` are camelCase body fields."""
@@ -734,7 +774,7 @@ class AsyncTrainingClient:
                 req.method,
                 req.path,
                 params=req.params or None,
-                json=req.body if req.method == "POST" else None,
+                json=req.body if req.method in ("POST", "PUT") else None,
                 timeout=timeout,
             )
         except httpx.TransportError as exc:
@@ -825,9 +865,24 @@ class AsyncTrainingClient:
         return await self._send(_Routes.import_ollama(model_id, body))
 
     async def activate_model(
-        self, model_id: str, provider_model: str | None = None
+        self, model_id: str, provider_model: str | None = None, *, force: bool = False
     ) -> ActivateResult:
-        return await self._send(_Routes.activate(model_id, provider_model))
+        return await self._send(_Routes.activate(model_id, provider_model, force))
+
+    async def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
+        return await self._send(_Routes.benchmarks(model_id))
+
+    async def deactivate_model(self) -> dict[str, Any]:
+        return await self._send(_Routes.deactivate())
+
+    async def list_activations(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._send(_Routes.activations(limit))
+
+    async def get_auto(self) -> dict[str, Any]:
+        return await self._send(_Routes.auto())
+
+    async def set_auto(self, **policy: Any) -> dict[str, Any]:
+        return await self._send(_Routes.set_auto(policy))
 
     async def benchmark_model(self, model_id: str, **options: Any) -> BenchmarkResult:
         return await self._send(_Routes.benchmark(model_id, options))

@@ -220,6 +220,47 @@ class TrainingService:
         model = self.get_model(model_id)["model"]
         return export_model(self.settings, self.store, model, body)
 
+    # -- evaluation, rollback, auto-improve -------------------------------------------------------
+    @functools.cached_property
+    def auto(self):  # -> AutoImprover
+        from .models.auto import AutoImprover
+
+        return AutoImprover(self)
+
+    def list_benchmarks(self, model_id: Any) -> dict[str, Any]:
+        """Every stored benchmark of a model, newest first."""
+        from .state import EvalStore
+
+        model = self.get_model(model_id)["model"]
+        return {"modelId": model["id"], "benchmarks": EvalStore(self.store).benchmarks(model["id"])}
+
+    def deactivate_model(self, body: Any = None) -> dict[str, Any]:
+        """Undo the last activation (the agent config as it was before it)."""
+        from .models.activation import deactivate
+
+        return deactivate(self.settings, self.store, body)
+
+    def list_activations(self, limit: Any = None) -> dict[str, Any]:
+        from .state import EvalStore
+
+        limit_i = v.integer(limit, "limit", default=100, minimum=1, maximum=1000)
+        assert limit_i is not None
+        return {"activations": EvalStore(self.store).activations(limit_i)}
+
+    def get_auto(self) -> dict[str, Any]:
+        """The auto-improve policy, where its rounds stand and its recent decisions."""
+        return self.auto.show()
+
+    def set_auto(self, body: Any = None) -> dict[str, Any]:
+        """Change the auto-improve policy (the fields given; the others keep their value)."""
+        self.auto.set_policy(body)
+        return self.auto.show()
+
+    def auto_run_once(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """One auto-improve round now (or the reason there is none), waiting for training."""
+        decisions = self.auto.run_once(timeout_s=timeout_s)
+        return {"decisions": decisions, **self.auto.show()}
+
     # -- events ---------------------------------------------------------------------------------
     def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:
         after_i = v.integer(after, "after", default=0, minimum=0)

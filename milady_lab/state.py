@@ -269,7 +269,7 @@ class StateStore:
                     "upgrade milady-lab to open it"
                 )
             # Not executescript(): it COMMITs first, ending the transaction taken above.
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + _EVAL_SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             _add_missing_columns(conn)
@@ -506,3 +506,189 @@ class StateStore:
     def last_event_seq(self) -> int:
         row = self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         return int(row[0])
+
+
+# -- evaluation, activation history, auto-improve (issue 14) --------------------------------
+# Kept apart from the job code above: its own tables, created on open like the others.
+_EVAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS benchmarks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id TEXT NOT NULL,
+    completed_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS benchmarks_model ON benchmarks(model_id, seq);
+CREATE TABLE IF NOT EXISTS activations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_id TEXT NOT NULL,
+    provider_model TEXT NOT NULL,
+    activated_at INTEGER NOT NULL,
+    config_path TEXT NOT NULL,
+    previous_config BLOB,
+    previous_mode INTEGER,
+    written_sha256 TEXT NOT NULL,
+    previous_keys TEXT NOT NULL,
+    previous_active_id TEXT,
+    forced INTEGER NOT NULL DEFAULT 0,
+    gate TEXT,
+    rolled_back_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS settings_kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"""
+
+_ACTIVATION_KEYS = (
+    "seq",
+    "model_id",
+    "provider_model",
+    "activated_at",
+    "config_path",
+    "previous_config",
+    "previous_mode",
+    "written_sha256",
+    "previous_keys",
+    "previous_active_id",
+    "forced",
+    "gate",
+    "rolled_back_at",
+)
+
+
+def _camel(column: str) -> str:
+    head, *rest = column.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+class EvalStore:
+    """Benchmarks, activations, key/value settings and leases over a ``StateStore``."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store  # its tables are created with the store's own (``_EVAL_SCHEMA``)
+
+    # -- benchmarks ------------------------------------------------------------------------
+    def add_benchmark(self, body: Mapping[str, Any], conn: sqlite3.Connection) -> int:
+        cur = conn.execute(
+            "INSERT INTO benchmarks (model_id, completed_at, body) VALUES (?, ?, ?)",
+            (body["modelId"], body["completedAt"], json.dumps(body)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def benchmarks(self, model_id: str) -> list[dict[str, Any]]:
+        """A model's benchmarks, newest first."""
+        rows = (
+            self.store._conn()
+            .execute(
+                "SELECT seq, body FROM benchmarks WHERE model_id = ? ORDER BY seq DESC", (model_id,)
+            )
+            .fetchall()
+        )
+        return [{"seq": r["seq"], **json.loads(r["body"])} for r in rows]
+
+    # -- activations -----------------------------------------------------------------------
+    def add_activation(self, rec: Mapping[str, Any], conn: sqlite3.Connection) -> int:
+        cols = [c for c in _ACTIVATION_KEYS if c != "seq" and _camel(c) in rec]
+        values = []
+        for c in cols:
+            value = rec[_camel(c)]
+            values.append(json.dumps(value) if c in ("previous_keys", "gate") else value)
+        cur = conn.execute(
+            f"INSERT INTO activations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            values,
+        )
+        return int(cur.lastrowid or 0)
+
+    def _activation(self, row: sqlite3.Row, *, private: bool) -> dict[str, Any]:
+        rec: dict[str, Any] = {}
+        for c in _ACTIVATION_KEYS:
+            value = row[c]
+            if c in ("previous_keys", "gate") and value is not None:
+                value = json.loads(value)
+            elif c == "forced":
+                value = bool(value)
+            rec[_camel(c)] = value
+        if not private:  # the old config may hold secrets (API keys): never in a listing
+            rec.pop("previousConfig")
+            rec.pop("previousKeys")
+            rec.pop("writtenSha256")
+        return rec
+
+    def activations(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Activation history, newest first, without the saved config contents."""
+        rows = (
+            self.store._conn()
+            .execute("SELECT * FROM activations ORDER BY seq DESC LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [self._activation(r, private=False) for r in rows]
+
+    def last_open_activation(self, conn: sqlite3.Connection) -> dict[str, Any] | None:
+        """The newest activation not rolled back yet, with the config it replaced."""
+        row = conn.execute(
+            "SELECT * FROM activations WHERE rolled_back_at IS NULL ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else self._activation(row, private=True)
+
+    def mark_rolled_back(self, seq: int, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE activations SET rolled_back_at = ? WHERE seq = ?", (now_ms(), seq))
+
+    # -- key/value settings ----------------------------------------------------------------
+    def get_value(self, key: str, conn: sqlite3.Connection | None = None) -> Any:
+        row = (
+            (conn or self.store._conn())
+            .execute("SELECT value FROM settings_kv WHERE key = ?", (key,))
+            .fetchone()
+        )
+        return None if row is None else json.loads(row["value"])
+
+    def set_value(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
+        sql = (
+            "INSERT INTO settings_kv (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at"
+        )
+        params = (key, json.dumps(value), now_ms())
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.store.transaction() as tx:
+                tx.execute(sql, params)
+
+    # -- leases ----------------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take or renew ``name`` for ``owner``; False while another owner holds it."""
+        now = now_ms()
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT owner, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row["owner"] != owner and row["expires_at"] > now:
+                return False
+            conn.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at",
+                (name, owner, now + ttl_ms),
+            )
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    def lease_holder(self, name: str) -> dict[str, Any] | None:
+        row = (
+            self.store._conn()
+            .execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,))
+            .fetchone()
+        )
+        if row is None or row["expires_at"] <= now_ms():
+            return None
+        return {"owner": row["owner"], "expiresAt": row["expires_at"]}

@@ -94,7 +94,7 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
 
     model = insert_model(store, lab["home"], "model-client-1")
     assert [m["id"] for m in client.list_models()] == [model["id"]]
-    result = client.activate_model(model["id"], provider_model="local/client-test")
+    result = client.activate_model(model["id"], provider_model="local/client-test", force=True)
     assert result == {"ok": True, "activeModel": "local/client-test"}
     with pytest.raises(TrainingAPIError) as err:
         client.import_ollama(model["id"], ollama_url="http://127.0.0.1:9", base_model="x:1")
@@ -161,7 +161,7 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
             out["jobs"] = await c.list_jobs()
             out["models"] = await c.list_models()
             model = out["models"][0]["id"]
-            out["activated"] = await c.activate_model(model, "local/async")
+            out["activated"] = await c.activate_model(model, "local/async", force=True)
             for call in (
                 c.import_ollama(model, ollama_url="http://example.com"),
                 c.benchmark_model("no-such-model"),

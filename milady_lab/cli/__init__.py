@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import datasets, demo, jobs, models, status, trajectories
+from . import auto, datasets, demo, jobs, models, status, trajectories
 from ._common import run_command
 
-GROUPS = (status, trajectories, datasets, jobs, models, demo)
+GROUPS = (status, trajectories, datasets, jobs, models, auto, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

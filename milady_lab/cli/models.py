@@ -56,8 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     act = msub.add_parser("activate", help="make the agent use this model")
     act.add_argument("model_id", metavar="ID")
     act.add_argument("--provider-model", help="provider model id (default ollama/<ollama name>)")
+    act.add_argument(
+        "--force", action="store_true", help="activate even when the gate finds it worse"
+    )
     add_json_flag(act)
     act.set_defaults(handler=_activate)
+    _register_rollback(msub)
 
     bench = msub.add_parser("benchmark", help="score the model against its base on held-out data")
     bench.add_argument("model_id", metavar="ID")
@@ -186,7 +190,8 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _activate(args: argparse.Namespace) -> int:
     service = service_from(args, reconcile=False)
-    body = service.activate_model(args.model_id, _request(providerModel=args.provider_model))
+    request = _request(providerModel=args.provider_model, force=True if args.force else None)
+    body = service.activate_model(args.model_id, request)
     if args.json:
         print_json(body)
     else:
@@ -224,4 +229,59 @@ def _export(args: argparse.Namespace) -> int:
         print(
             f"exported {ex['modelId']} as {ex['format']}: {ex['path']} ({ex['bytes'] / 1e6:.1f} MB)"
         )
+    return 0
+
+
+# -- rollback and history (issue 14) ----------------------------------------------------------
+def _register_rollback(msub: argparse._SubParsersAction) -> None:
+    de = msub.add_parser("deactivate", help="undo the last activation (restore the agent config)")
+    add_json_flag(de)
+    de.set_defaults(handler=_deactivate)
+    hist = msub.add_parser("activations", help="the history of activations")
+    add_json_flag(hist)
+    hist.set_defaults(handler=_activations)
+    bl = msub.add_parser("benchmarks", help="a model's stored benchmarks")
+    bl.add_argument("model_id", metavar="ID")
+    add_json_flag(bl)
+    bl.set_defaults(handler=_benchmarks)
+
+
+def _deactivate(args: argparse.Namespace) -> int:
+    service = service_from(args, reconcile=False)
+    body = service.deactivate_model(None)
+    if args.json:
+        print_json(body)
+    else:
+        now = body.get("activeModelId") or "no model"
+        print(
+            f"deactivated {body['deactivatedModel']}: {service.settings.agent_config} restored "
+            f"({body['restored']}); active now: {now}; restart the agent"
+        )
+    return 0
+
+
+def _activations(args: argparse.Namespace) -> int:
+    body = service_from(args, reconcile=False).list_activations()
+    if args.json:
+        print_json(body)
+        return 0
+    print_table(
+        body["activations"],
+        ["seq", "modelId", "providerModel", "activatedAt", "forced", "rolledBackAt"],
+    )
+    return 0
+
+
+def _benchmarks(args: argparse.Namespace) -> int:
+    body = service_from(args, reconcile=False).list_benchmarks(args.model_id)
+    if args.json:
+        print_json(body)
+        return 0
+    rows = [
+        {"completedAt": b.get("completedAt"), "examples": b.get("examples"),
+         "scores": _bench_cell(b), "formatValid": (b.get("scores") or {}).get("formatValid"),
+         "actionAccuracy": (b.get("scores") or {}).get("actionAccuracy")}
+        for b in body["benchmarks"]
+    ]  # fmt: skip
+    print_table(rows, ["completedAt", "examples", "scores", "formatValid", "actionAccuracy"])
     return 0

@@ -38,9 +38,8 @@ from typing import Any
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
-from ..dataset_files import read_chats
-from ..errors import ConflictError, InputError, NotFoundError, WorkerError
-from ..state import StateStore, now_ms
+from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
+from ..state import EvalStore, StateStore, now_ms
 from . import scores
 from .artifacts import require_peft_adapter, resolve_base_path
 
@@ -82,13 +81,14 @@ def run_benchmark(
     if not valid.is_file() or valid.stat().st_size == 0:
         raise ConflictError(f"dataset {dataset_id} has no held-out examples (valid.jsonl is empty)")
     adapter = require_peft_adapter(model)
-    chats = read_chats(valid, max_examples, seed)
+    chats, purposes = load_examples_with_purpose(valid, max_examples, seed)
     if not chats:
         raise ConflictError(
             f"no held-out example of dataset {dataset_id} ends with an assistant reply "
             "to compare with"
         )
     base_path = resolve_base_path(settings, model)
+    active = _active_variant(settings, store, model)
 
     spec = {
         "modelId": model["id"],
@@ -97,13 +97,14 @@ def run_benchmark(
         "chats": chats,
         "seed": seed,
         "device": "cuda" if model.get("backend") == "cuda" else "cpu",
+        "active": None if active is None else {k: active[k] for k in ("basePath", "adapterPath")},
     }
     started = time.monotonic()
     result = _run_worker(settings, spec)
     body_out = {
         "modelId": model["id"],
-        "scores": result["scores"],
-        "baseline": result["baseline"],
+        **report(result["perExample"], purposes, seed),
+        "activeModelId": None if active is None else active["modelId"],
         "completedAt": now_ms(),
         "examples": result["examples"],
         "datasetId": dataset_id,
@@ -112,6 +113,7 @@ def run_benchmark(
     }
     with store.transaction() as conn:
         store.update_model(model["id"], conn, benchmark=body_out)
+        EvalStore(store).add_benchmark(body_out, conn)
         store.emit(
             "model_benchmarked",
             f"model {model['id']} benchmarked on {body_out['examples']} examples",
@@ -119,8 +121,56 @@ def run_benchmark(
             modelId=model["id"],
             scores=body_out["scores"],
             baseline=body_out["baseline"],
+            active=body_out["active"],
         )
     return body_out
+
+
+def _active_variant(
+    settings: Settings, store: StateStore, model: Mapping[str, Any]
+) -> dict[str, str] | None:
+    """The active model (when it is another one with a PEFT adapter), to score beside."""
+    active = next((m for m in store.list_models() if m.get("active")), None)
+    if active is None or active["id"] == model["id"]:
+        return None
+    try:
+        adapter = require_peft_adapter(active)
+        base = resolve_base_path(settings, active)
+    except MiladyLabError:
+        return None  # its files are gone: nothing to compare with in this run
+    return {"modelId": active["id"], "basePath": str(base), "adapterPath": str(adapter)}
+
+
+def report(
+    per_example: Mapping[str, Mapping[str, list[Any]]], purposes: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """The body's score blocks: each variant's scores, intervals, paired differences
+    of the fine-tuned model against the others, example counts and the per-purpose split."""
+    variants = {k: scores.PerExample.from_dict(v) for k, v in per_example.items()}
+    tuned = variants["scores"]
+    body: dict[str, Any] = {
+        label: scores.summarize(variants[label]) if label in variants else None
+        for label in ("scores", "baseline", "active")
+    }
+    body["intervals"] = {label: scores.interval(pe, seed) for label, pe in sorted(variants.items())}
+    body["differences"] = {
+        label: scores.paired_interval(tuned, variants[label], seed)
+        for label in ("baseline", "active")
+        if label in variants
+    }
+    body["counts"] = scores.counts(tuned)
+    groups: dict[str, list[int]] = {}
+    for i, purpose in enumerate(purposes):
+        groups.setdefault(purpose or "unknown", []).append(i)
+    body["byPurpose"] = {
+        purpose: {
+            "examples": len(rows),
+            "counts": scores.counts(tuned.subset(rows)),
+            **{label: scores.summarize(pe.subset(rows)) for label, pe in variants.items()},
+        }
+        for purpose, rows in sorted(groups.items())
+    }
+    return body
 
 
 def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +237,15 @@ class Variant:
 
 def load_examples(path: Path, max_examples: int, seed: int) -> list[list[dict[str, str]]]:
     """Chats ending in an assistant reply; a seeded sample when there are more than asked."""
+    return load_examples_with_purpose(path, max_examples, seed)[0]
+
+
+def load_examples_with_purpose(
+    path: Path, max_examples: int, seed: int
+) -> tuple[list[list[dict[str, str]]], list[str]]:
+    """``load_examples`` and each chat's recorded call purpose ("" when none)."""
     chats: list[list[dict[str, str]]] = []
+    purposes: list[str] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             try:
@@ -197,10 +255,14 @@ def load_examples(path: Path, max_examples: int, seed: int) -> list[list[dict[st
             chat = _chat(obj)
             if chat is not None:
                 chats.append(chat)
+                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                purpose = meta.get("purpose")
+                purposes.append(purpose[:100] if isinstance(purpose, str) else "")
     if len(chats) > max_examples:
         keep = sorted(random.Random(seed).sample(range(len(chats)), max_examples))
         chats = [chats[i] for i in keep]
-    return chats
+        purposes = [purposes[i] for i in keep]
+    return chats, purposes
 
 
 def _chat(obj: Any) -> list[dict[str, str]] | None:
@@ -426,26 +488,51 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
-def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
-    """Both variants over the held-out examples; the worker's whole job."""
+def _load(base_path: str, adapter_path: str, device: str) -> tuple[Any, Any, Any]:
+    """Tokenizer, base model and the PEFT model around it (adapter named ``default``)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    seed = int(spec["seed"])
-    random.seed(seed)
-    torch.manual_seed(seed)
-    device = "cuda" if spec.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
-    chats = spec["chats"]
-    tokenizer = AutoTokenizer.from_pretrained(spec["basePath"])
-    base = AutoModelForCausalLM.from_pretrained(spec["basePath"], dtype=torch.float32).to(device)
-    model = PeftModel.from_pretrained(base, spec["adapterPath"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(device)
+    return tokenizer, base, PeftModel.from_pretrained(base, adapter_path).eval()
+
+
+def _score_variant(
+    model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int, stop_ids: set[int]
+) -> dict[str, list[Any]]:
+    """Greedy replies and reply NLL of one variant, scored per example (chat order)."""
+    import torch
+
     pad_id = (
         tokenizer.pad_token_id
         if tokenizer.pad_token_id is not None
         else (tokenizer.eos_token_id or 0)
     )
-    stop_ids = stop_token_ids(tokenizer, base)
+    nll_of: dict[int, float] = {}
+    tokens_of: dict[int, int] = {}
+    replies: dict[int, str] = {}
+    with torch.inference_mode():
+        prefix = encode_prefix(model, shared_prefix(examples))
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            nll, counts, generated = run_batch(model, batch, pad_id, stop_ids, prefix)
+            for e, n_, c, toks in zip(batch, nll, counts, generated, strict=True):
+                nll_of[e.index], tokens_of[e.index] = n_, c
+                replies[e.index] = tokenizer.decode(toks, skip_special_tokens=True).strip()
+    order = sorted(replies)
+    refs = {e.index: e.reference for e in examples}
+    per = scores.PerExample.from_replies(
+        [replies[i] for i in order],
+        [refs[i] for i in order],
+        [nll_of[i] for i in order],
+        [tokens_of[i] for i in order],
+    )
+    return per.as_dict()
+
+
+def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):
     examples = sorted(
         (encode(tokenizer, c, i) for i, c in enumerate(chats)),
         key=lambda e: (len(e.prompt_ids), e.index),
@@ -455,38 +542,55 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
     batch_size = max(
         1, min(int(spec.get("batchSize") or BATCH_SIZE), LOGITS_BUDGET // (longest_reply * vocab))
     )
-    common = shared_prefix(examples)
-    results: dict[str, dict[str, float]] = {}
-    # The base first (adapter disabled), then the adapter merged into the weights:
-    # merged LoRA layers decode as fast as the base and need no unmerge afterwards.
-    for label in ("baseline", "scores"):
+    return examples, batch_size
+
+
+def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
+    """Every variant over the held-out examples, per example; the worker's whole job.
+
+    Variants: the base (adapter disabled, ``baseline``), the model's adapter merged
+    (``scores``) and, when the spec names one, the active model's adapter (``active``):
+    on the same base it is loaded as a second adapter, else with its own base.
+    """
+    import torch
+
+    seed = int(spec["seed"])
+    random.seed(seed)
+    torch.manual_seed(seed)
+    device = "cuda" if spec.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+    chats = spec["chats"]
+    active = spec.get("active")
+    tokenizer, base, model = _load(spec["basePath"], spec["adapterPath"], device)
+    stop_ids = stop_token_ids(tokenizer, base)
+    examples, batch_size = _examples(tokenizer, base, chats, spec)
+    out: dict[str, dict[str, list[Any]]] = {}
+
+    def timed(label: str, work: Any) -> None:
         started = time.monotonic()
-        nll_sum, token_count = 0.0, 0
-        replies: dict[int, str] = {}
-        if label == "scores":
-            model.merge_adapter()
-        adapter_off = model.disable_adapter() if label == "baseline" else contextlib.nullcontext()
-        with adapter_off, torch.inference_mode():
-            prefix = encode_prefix(model, common)
-            for start in range(0, len(examples), batch_size):
-                batch = examples[start : start + batch_size]
-                nll, counts, generated = run_batch(model, batch, pad_id, stop_ids, prefix)
-                nll_sum += sum(nll)
-                token_count += sum(counts)
-                for e, toks in zip(batch, generated, strict=True):
-                    replies[e.index] = tokenizer.decode(toks, skip_special_tokens=True).strip()
-        refs = {e.index: e.reference for e in examples}
-        results[label] = {
-            "coherence": round(scores.coherence(nll_sum, token_count), 4),
-            "consistency": round(
-                scores.mean(scores.consistency(replies[i], refs[i]) for i in refs), 4
-            ),
-            "helpfulness": round(scores.mean(scores.rouge_l(replies[i], refs[i]) for i in refs), 4),
-        }
-        print(
-            f"{label}: {results[label]} in {time.monotonic() - started:.1f}s", file=log, flush=True
-        )
-    return {"scores": results["scores"], "baseline": results["baseline"], "examples": len(examples)}
+        out[label] = work()
+        shown = scores.summarize(scores.PerExample.from_dict(out[label]))
+        print(f"{label}: {shown} in {time.monotonic() - started:.1f}s", file=log, flush=True)
+
+    with model.disable_adapter():
+        timed("baseline", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+    if active and active["basePath"] == spec["basePath"]:
+        model.load_adapter(active["adapterPath"], adapter_name="active")
+        model.set_adapter("active")
+        model.merge_adapter()
+        timed("active", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+        model.unmerge_adapter()
+        model.set_adapter("default")
+    # Merged LoRA layers decode as fast as the base and need no unmerge afterwards.
+    model.merge_adapter()
+    timed("scores", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+    if active and active["basePath"] != spec["basePath"]:
+        del model, base
+        tok2, base2, model2 = _load(active["basePath"], active["adapterPath"], device)
+        model2.merge_adapter()
+        ex2, bs2 = _examples(tok2, base2, chats, spec)
+        stop2 = stop_token_ids(tok2, base2)
+        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2))
+    return {"examples": len(examples), "perExample": out}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

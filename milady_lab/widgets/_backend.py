@@ -202,6 +202,9 @@ class LocalData(PanelData):
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.service.activate_model(model_id, body)
 
+    def deactivate_model(self) -> dict[str, Any]:
+        return self.service.deactivate_model(None)
+
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.service.benchmark_model(model_id, body)
 
@@ -340,7 +343,14 @@ class RemoteData(PanelData):
         return {"model": dict(model)}  # the service's shape
 
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.client.activate_model(model_id, body.get("providerModel")))
+        return dict(
+            self.client.activate_model(
+                model_id, body.get("providerModel"), force=bool(body.get("force"))
+            )
+        )
+
+    def deactivate_model(self) -> dict[str, Any]:
+        return dict(self.client.deactivate_model())
 
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return dict(self.client.benchmark_model(model_id, **(body or {})))

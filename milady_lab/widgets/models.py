@@ -70,6 +70,8 @@ class ModelManager(Panel):
         self.benchmark_button = w.Button(
             description="Benchmark", icon="tachometer", button_style="info"
         )
+        self.force = w.Checkbox(value=False, description="force (skip the gate)", indent=False)
+        self.deactivate_button = w.Button(description="Roll back", icon="undo")
         self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
         self.bench_note = w.HTML()
         self._buttons = (self.import_button, self.activate_button, self.benchmark_button)
@@ -85,7 +87,13 @@ class ModelManager(Panel):
             ),
             w.HTML("<b>Use in the agent</b>"),
             w.HBox(
-                [self.provider_model, self.activate_button, self.benchmark_button],
+                [
+                    self.provider_model,
+                    self.force,
+                    self.activate_button,
+                    self.deactivate_button,
+                    self.benchmark_button,
+                ],
                 layout=w.Layout(flex_flow="row wrap"),
             ),
             self.status_line,
@@ -96,6 +104,7 @@ class ModelManager(Panel):
         self.import_button.on_click(self.guard("import")(lambda _b: self.import_ollama()))
         self.activate_button.on_click(self.guard("activate")(lambda _b: self.activate()))
         self.benchmark_button.on_click(self.guard("benchmark")(lambda _b: self.benchmark()))
+        self.deactivate_button.on_click(self.guard("roll back")(lambda _b: self.deactivate()))
         self.pick.observe(self.guard("select")(lambda _c: self._show_chart()), names="value")
         self.guard("load models")(self.refresh)()
 
@@ -177,8 +186,15 @@ class ModelManager(Panel):
         ):
             scores, baseline = benchmark_of({"benchmark": last})
         if scores:
+            bench = model.get("benchmark") if isinstance(model.get("benchmark"), dict) else last
             self.chart.value = plots.scores_png(
-                scores, baseline, title=f"Benchmark — {model.get('name')}"
+                scores,
+                baseline,
+                title=f"Benchmark — {model.get('name')}",
+                active=bench.get("active") if isinstance(bench.get("active"), dict) else None,
+                intervals=bench.get("intervals")
+                if isinstance(bench.get("intervals"), dict)
+                else None,
             )
             self.chart.layout.display = ""
             self.bench_note.value = ""
@@ -230,7 +246,9 @@ class ModelManager(Panel):
         """Make the chosen model the agent's model."""
         model_id = self._require()
         provider = self.provider_model.value.strip()
-        body = {"providerModel": provider} if provider else {}
+        body: dict[str, Any] = {"providerModel": provider} if provider else {}
+        if self.force.value:
+            body["force"] = True
         self._run(
             "activate",
             lambda: self.backend.activate_model(model_id, body),
@@ -254,4 +272,16 @@ class ModelManager(Panel):
             lambda: self.backend.benchmark_model(model_id, None),
             message,
             "benchmarking (this takes a few minutes on a CPU)…",
+        )
+
+    def deactivate(self) -> None:
+        """Undo the last activation: the agent config as it was before it."""
+        self._run(
+            "roll back",
+            lambda: self.backend.deactivate_model(),
+            lambda r: (
+                f"rolled back {r.get('deactivatedModel')}: agent config restored "
+                f"({r.get('restored')})"
+            ),
+            "rolling back…",
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -175,35 +176,33 @@ def scores_png(
     title: str = "Benchmark",
     width: float = 5.0,
     height: float = 2.8,
+    active: Mapping[str, float] | None = None,
+    intervals: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> bytes:
-    """Grouped bars: the fine-tuned model's scores next to the base model's."""
-    names = list(scores)
+    """Grouped bars, base vs fine-tuned vs active, with 95 % intervals as error bars."""
+    names = [n for n in scores if scores[n] is not None]
     if not names:
         return message_png("no benchmark yet", width, height)
+    groups = [("base model", baseline, "baseline", "#AAAAAA"), ("fine-tuned", scores, "scores",
+              PALETTE[0]), ("active", active, "active", PALETTE[1 % len(PALETTE)])]  # fmt: skip
+    groups = [g for g in groups if g[1]]
     fig = _figure(width, height)
     ax = fig.add_subplot()
-    xs = range(len(names))
-    w = 0.38 if baseline else 0.6
-    tuned = ax.bar(
-        [x - (w / 2 if baseline else 0) for x in xs],
-        [float(scores[n]) for n in names],
-        w,
-        color=PALETTE[0],
-        label="fine-tuned",
-    )
-    ax.bar_label(tuned, fmt="%.2f", fontsize=7)
-    if baseline:
-        base = ax.bar(
-            [x + w / 2 for x in xs],
-            [float(baseline.get(n, 0.0)) for n in names],
-            w,
-            color="#AAAAAA",
-            label="base model",
-        )
-        ax.bar_label(base, fmt="%.2f", fontsize=7)
-    ax.set_xticks(list(xs), names)
-    ax.set_ylim(0, 1.1)
+    w = 0.8 / len(groups)
+    for j, (label, block, key, color) in enumerate(groups):
+        assert block is not None
+        xs = [i - 0.4 + w * (j + 0.5) for i in range(len(names))]
+        ys = [float(block.get(n) or 0.0) for n in names]
+        iv = (intervals or {}).get(key) or {}
+        err = [
+            [max(0.0, y - (iv.get(n) or [y, y])[0]) for n, y in zip(names, ys, strict=True)],
+            [max(0.0, (iv.get(n) or [y, y])[1] - y) for n, y in zip(names, ys, strict=True)],
+        ]
+        bars = ax.bar(xs, ys, w, color=color, label=label, yerr=err if iv else None, capsize=2)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)
+    ax.set_xticks(list(range(len(names))), names, fontsize=7)
+    ax.set_ylim(0, 1.15)
     _style(ax, title, "", "score")
-    ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
+    ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=3)
     fig.tight_layout()
     return _png(fig)

@@ -20,7 +20,20 @@ from milady_lab.errors import ConflictError, InputError
 from milady_lab.models.activation import JsonStyle, activate
 from milady_lab.state import StateStore
 
-from .conftest import insert_model
+from .conftest import insert_model as _insert_model
+
+#: A stored benchmark that passes the gate: these tests are about the config edit.
+BENCHED = {
+    "modelId": "any",
+    "scores": {"formatValid": 1.0, "actionAccuracy": 1.0},
+    "baseline": {"formatValid": 1.0, "actionAccuracy": 1.0},
+    "completedAt": 1,
+}
+
+
+def insert_model(store: StateStore, adapter: Path, base: Path, **extra: Any) -> dict[str, Any]:
+    return _insert_model(store, adapter, base, **{"benchmark": BENCHED, **extra})
+
 
 ORIGINAL = {
     "name": "Milady",

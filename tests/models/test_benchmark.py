@@ -19,7 +19,13 @@ from .conftest import insert_model, one_thread
 
 
 def _check_scores(block: dict[str, float]) -> None:
-    assert set(block) == {"coherence", "consistency", "helpfulness"}
+    assert set(block) == {
+        "coherence",
+        "consistency",
+        "helpfulness",
+        "formatValid",
+        "actionAccuracy",
+    }
     assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in block.values())
 
 

@@ -294,7 +294,7 @@ def activation(a):
     ready()
     while True:
         svc.activate_model(random.choice(models)["id"],
-                           {"providerModel": random.choice(a["providers"])})
+                           {"providerModel": random.choice(a["providers"]), "force": True})
 
 
 def register(a):

@@ -282,7 +282,8 @@ def _kill_activations(tmp_path: Path, demo_db: Path, n: int, figures: Any, name:
             violations += [f"kill {i}: {v}" for v in found]
     # One more activation after all the kills: it works, and no temp file is left behind.
     svc = TrainingService(s, reconcile=False)
-    assert svc.activate_model(models[0], {"providerModel": "ollama/final"})["ok"] is True
+    body = {"providerModel": "ollama/final", "force": True}
+    assert svc.activate_model(models[0], body)["ok"] is True
     strays = [
         p.name
         for p in s.agent_config.parent.iterdir()

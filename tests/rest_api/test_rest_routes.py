@@ -133,6 +133,7 @@ ID_ROUTES = [
     ("POST", "models/{}/import-ollama"),
     ("POST", "models/{}/activate"),
     ("POST", "models/{}/benchmark"),
+    ("GET", "models/{}/benchmarks"),
 ]
 
 
@@ -358,12 +359,42 @@ async def test_model_routes(api, store, lab) -> None:
     assert code == 409 and "import" in body["message"]
     code, body = await api("POST", f"models/{model['id']}/activate", body={"providerModel": 5})
     assert code == 400
+    # Never benchmarked, and its benchmark cannot run (no dataset): the gate refuses.
     code, body = await api(
         "POST", f"models/{model['id']}/activate", body={"providerModel": "local/test"}
+    )
+    assert code == 409 and "has no benchmark" in body["message"], body
+    assert not lab["agent_config"].exists()
+    code, body = await api(
+        "POST",
+        f"models/{model['id']}/activate",
+        body={"providerModel": "local/test", "force": True},
     )
     assert (code, body) == (200, {"ok": True, "activeModel": "local/test"})
     config = json.loads(lab["agent_config"].read_text())
     assert config["agents"]["defaults"]["model"]["primary"] == "local/test"
+
+    # History, then rollback: the config goes away again (it did not exist before).
+    code, body = await api("GET", "activations")
+    assert code == 200 and body["activations"][0]["modelId"] == model["id"]
+    assert body["activations"][0]["forced"] is True
+    code, body = await api("GET", f"models/{model['id']}/benchmarks")
+    assert (code, body) == (200, {"modelId": model["id"], "benchmarks": []})
+    code, body = await api("GET", "models/no-such/benchmarks")
+    assert code == 404
+    code, body = await api("POST", "models/deactivate", body={})
+    assert code == 200 and body["deactivatedModel"] == model["id"] and body["restored"] == "exact"
+    assert not lab["agent_config"].exists()
+    code, body = await api("POST", "models/deactivate", body={})
+    assert code == 409 and "no activation" in body["message"]
+    code, body = await api("POST", "models/deactivate", body={"x": 1})
+    assert code == 400
+    code, body = await api(
+        "POST",
+        f"models/{model['id']}/activate",
+        body={"providerModel": "local/test", "force": True},
+    )
+    assert code == 200
 
     for url in ("http://example.com:11434", "http://127.1:11434", "http://0.0.0.0:1"):
         code, body = await api(
@@ -399,13 +430,18 @@ ALL_ROUTES = [
     ("POST", "models/x/import-ollama"),
     ("POST", "models/x/activate"),
     ("POST", "models/x/benchmark"),
+    ("GET", "models/x/benchmarks"),
+    ("POST", "models/deactivate"),
+    ("GET", "activations"),
+    ("GET", "auto"),
+    ("PUT", "auto"),
     ("GET", "events"),
     ("GET", "openapi.json"),
 ]
 
 
 async def test_every_route_refuses_missing_or_wrong_token(api, lab) -> None:
-    assert len(ALL_ROUTES) == len(route_table()) + 1  # jobs has GET and POST
+    assert len(ALL_ROUTES) == len(route_table()) + 2  # jobs: GET and POST; auto: GET and PUT
     for method, path in ALL_ROUTES:
         for token in (None, "wrong-token"):
             code, body = await api(method, path, body={}, token=token)
@@ -585,3 +621,20 @@ async def test_openapi_is_served_and_covers_every_route(api, jp_base_url) -> Non
     import schemathesis
 
     schemathesis.openapi.from_dict(spec)  # loads: the document is valid OpenAPI
+
+
+async def test_auto_routes(api, store, lab) -> None:
+    code, body = await api("GET", "auto")
+    assert code == 200 and body["policy"]["enabled"] is False
+    assert body["policy"]["minNewTrajectories"] == 100 and body["policy"]["cooldownHours"] == 12
+    code, body = await api(
+        "PUT", "auto", body={"enabled": True, "minNewTrajectories": 5, "activate": "if-better"}
+    )
+    assert code == 200 and body["policy"]["enabled"] is True
+    assert body["policy"]["minNewTrajectories"] == 5 and body["policy"]["cooldownHours"] == 12
+    for bad in ({"activate": "always"}, {"cooldownHours": -1}, {"nope": 1},
+                {"ollamaUrl": "http://example.com"}, {"minNewTrajectories": 0}):  # fmt: skip
+        code, err = await api("PUT", "auto", body=bad)
+        assert code == 400, (bad, err)
+    code, body = await api("GET", "auto")
+    assert body["policy"]["activate"] == "if-better"  # the refused changes changed nothing

@@ -418,8 +418,14 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
     kind, message = status_of(mm)
     assert kind == "error" and message.startswith("benchmark failed:"), message
 
-    # activating with an explicit provider model works and shows in the table
+    # never benchmarked (and it cannot be): the gate refuses; force activates, and it
+    # shows in the table
     mm.provider_model.value = "ollama/milady-test"
+    mm.activate_button.click()
+    mm.wait()
+    kind, message = status_of(mm)
+    assert kind == "error" and "has no benchmark" in message, message
+    mm.force.value = True
     mm.activate_button.click()
     mm.wait()
     assert status_of(mm) == ("ok", "activated: the agent now uses ollama/milady-test")
