@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.test_datasets import call, make_db
+from test_datasets import call, make_db
 
 from .corpus import CLEAN, PLANTS
 

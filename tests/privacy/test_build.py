@@ -135,7 +135,7 @@ def test_bad_privacy_options_say_which_key(planted, privacy, words) -> None:
 
 
 def test_examples_that_differ_only_in_a_secret_become_one(tmp_path) -> None:
-    from tests.test_datasets import call, make_db
+    from test_datasets import call, make_db
 
     rows = [
         (f"t{i}", 100 + i, [call(f"my key is sk-proj-{'ab12' * 8}{i}x, keep it", "noted")])
@@ -175,7 +175,7 @@ def test_clean_demo_build_changes_no_example(tmp_path) -> None:
 
 
 def test_postgres_source_is_redacted_the_same(planted, postgres_url, tmp_path) -> None:
-    from tests.trajectories.kit import pg_database, raw_rows
+    from trajectories.kit import pg_database, raw_rows
 
     home, expected, secrets = planted
     pg = Home(

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.privacy.plant import planted_db
+from privacy.plant import planted_db
 
 
 @pytest.fixture

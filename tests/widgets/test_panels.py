@@ -511,7 +511,7 @@ def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.Mon
 def test_builder_privacy_checkboxes_and_redaction_counts(settings, tmp_path: Path) -> None:
     """Redaction is ticked by default, the preview shows what it would replace per kind,
     and unticking it (or ticking handles) is what the build then records."""
-    from tests.privacy.plant import planted_db
+    from privacy.plant import planted_db
 
     db, expected, secrets = planted_db(tmp_path / "planted.sqlite")
     svc = TrainingService(settings.with_overrides(trajectories=db))
