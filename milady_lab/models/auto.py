@@ -66,7 +66,7 @@ def check_policy(body: Any, current: Mapping[str, Any]) -> dict[str, Any]:
     """``current`` with the fields ``body`` sets, each checked; InputError names a bad one."""
     b = v.body_object(body, tuple(DEFAULT_POLICY))
     out = {**DEFAULT_POLICY, **current}
-    if "enabled" in b:
+    if b.get("enabled") is not None:  # null keeps the current value, like the other fields
         out["enabled"] = _bool(b["enabled"], "enabled")
     if "minNewTrajectories" in b:
         out["minNewTrajectories"] = v.integer(
