@@ -73,16 +73,34 @@ class ModelManager(Panel):
         self.force = w.Checkbox(value=False, description="force (skip the gate)", indent=False)
         self.deactivate_button = w.Button(description="Roll back", icon="undo")
         self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
+        self._add_engine_controls()
         self.bench_note = w.HTML()
         self._buttons = (self.import_button, self.activate_button, self.benchmark_button)
 
-        self.children = [
+        self.children = self._layout()
+        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
+        self.import_button.on_click(self.guard("import")(lambda _b: self.import_ollama()))
+        self.activate_button.on_click(self.guard("activate")(lambda _b: self.activate()))
+        self.benchmark_button.on_click(self.guard("benchmark")(lambda _b: self.benchmark()))
+        self.deactivate_button.on_click(self.guard("roll back")(lambda _b: self.deactivate()))
+        self.pick.observe(self.guard("select")(lambda _c: self._show_chart()), names="value")
+        self.guard("load models")(self.refresh)()
+
+    def _layout(self) -> list[w.Widget]:
+        return [
             header(self.title),
             self.table,
             w.HBox([self.pick, self.refresh_button]),
             w.HTML("<b>Import into Ollama</b>"),
             w.HBox(
-                [self.ollama_name, self.ollama_base, self.ollama_url, self.import_button],
+                [
+                    self.ollama_name,
+                    self.ollama_mode,
+                    self.quantization,
+                    self.ollama_base,
+                    self.ollama_url,
+                    self.import_button,
+                ],
                 layout=w.Layout(flex_flow="row wrap"),
             ),
             w.HTML("<b>Use in the agent</b>"),
@@ -99,14 +117,43 @@ class ModelManager(Panel):
             self.status_line,
             self.bench_note,
             self.chart,
+            w.HBox([w.HTML("<b>Try it before activating</b>"), self.chat_button]),
+            self.chat_area,
         ]
-        self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
-        self.import_button.on_click(self.guard("import")(lambda _b: self.import_ollama()))
-        self.activate_button.on_click(self.guard("activate")(lambda _b: self.activate()))
-        self.benchmark_button.on_click(self.guard("benchmark")(lambda _b: self.benchmark()))
-        self.deactivate_button.on_click(self.guard("roll back")(lambda _b: self.deactivate()))
-        self.pick.observe(self.guard("select")(lambda _c: self._show_chart()), names="value")
-        self.guard("load models")(self.refresh)()
+
+    def _add_engine_controls(self) -> None:
+        """Import mode and quantization, and the chat box (a worker thread streams replies)."""
+        self.ollama_mode = w.Dropdown(
+            description="Mode",
+            options=[("one GGUF model", "model"), ("GGUF LoRA on Base", "adapter")],
+            value="model",
+            layout=w.Layout(width="230px"),
+        )
+        self.quantization = w.Dropdown(
+            description="Type",
+            options=["f16", "q8_0", "f32"],
+            value="f16",
+            layout=w.Layout(width="150px"),
+        )
+        self.chat_button = w.Button(description="Chat", icon="comments")
+        self.chat_area = w.VBox()
+        self.chat: Any = None
+        self.chat_button.on_click(self.guard("chat")(lambda _b: self.open_chat()))
+
+    def open_chat(self) -> None:
+        """A chat box for the chosen model (in-process mode: the model loads in this kernel)."""
+        from .chat import ChatBox
+
+        model_id = self._require()
+        service = getattr(self.backend, "service", None)
+        if service is None:
+            self.set_status("chat runs the model in this kernel: use in-process mode", "error")
+            return
+        if self.chat is not None:
+            self.chat.halt()
+        self.chat = ChatBox(model_id, service)
+        self.chat_area.children = [self.chat]
+        self.set_status(f"chatting with {model_id}", "info")
 
     # -- listing --------------------------------------------------------------------------
     def refresh(self, *_args: Any) -> None:
@@ -224,12 +271,18 @@ class ModelManager(Panel):
             button.disabled = self.pick.value is None
 
     def import_ollama(self) -> None:
-        """Import the chosen model's adapter into Ollama (loopback URL only)."""
+        """Convert the chosen model to GGUF and create it in Ollama (loopback URL only)."""
         model_id = self._require()
         body = {
             k: v
             for k, v in (
                 ("modelName", self.ollama_name.value.strip()),
+                # Defaults are left out: an agent's own API may not know these fields.
+                ("mode", "" if self.ollama_mode.value == "model" else self.ollama_mode.value),
+                (
+                    "quantization",
+                    "" if self.quantization.value == "f16" else self.quantization.value,
+                ),
                 ("baseModel", self.ollama_base.value.strip()),
                 ("ollamaUrl", self.ollama_url.value.strip()),
             )

@@ -92,3 +92,23 @@ def test_chat_box_streams_and_stops(settings: Settings, model: dict[str, Any]) -
             assert box.session.messages[-1] == {"role": "assistant", "content": box.turns[3][1]}
     finally:
         service.close()
+
+
+def test_model_manager_opens_a_chat_box_for_the_chosen_model(
+    settings: Settings, model: dict[str, Any]
+) -> None:
+    from milady_lab.service import TrainingService
+    from milady_lab.widgets._backend import LocalData
+    from milady_lab.widgets.chat import ChatBox
+    from milady_lab.widgets.models import ModelManager
+
+    service = TrainingService(settings, reconcile=False)
+    try:
+        mm = ModelManager(LocalData(service))
+        mm.pick.value = model["id"]
+        mm.chat_button.click()
+        (box,) = mm.chat_area.children
+        assert isinstance(box, ChatBox) and box.chat_model == model["id"]
+        assert box.service is service
+    finally:
+        service.close()
