@@ -34,6 +34,11 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "models/x/import-ollama", {}),
     ("POST", "models/x/activate", {}),
     ("POST", "models/x/benchmark", {}),
+    ("GET", "models/x/benchmarks", None),
+    ("POST", "models/deactivate", {}),
+    ("GET", "activations", None),
+    ("GET", "auto", None),
+    ("PUT", "auto", {}),
     ("GET", "events?timeout=0", None),
     ("GET", "openapi.json", None),
 ]
@@ -46,7 +51,7 @@ def _refused(r: httpx.Response) -> bool:
 
 def test_every_route_with_every_credential(hostile_lab) -> None:
     server = hostile_lab["server"]
-    assert len(ROUTES) == len(route_table()) + 1  # jobs answers GET and POST
+    assert len(ROUTES) == len(route_table()) + 2  # jobs (GET, POST) and auto (GET, PUT)
     base = f"{server.url}api/training/"
     problems = []
     with httpx.Client(base_url=base, trust_env=False, timeout=60) as http:
@@ -82,7 +87,7 @@ def test_every_route_with_every_credential(hostile_lab) -> None:
                 problems.append(f"right token: {method} {path} → {r.status_code} {r.text[:80]}")
 
             r = send(method, path, json=body, headers={"Cookie": login})
-            if method == "POST":
+            if method in ("POST", "PUT"):
                 if not _refused(r):
                     problems.append(f"cookie, no XSRF: {method} {path} → {r.status_code}")
             elif r.status_code in (401, 403):
