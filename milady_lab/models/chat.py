@@ -51,9 +51,9 @@ class ChatSession:
             raise InputError("max tokens must be between 1 and 4096")
         if engine == "llama.cpp" and not llama_cpp_available():
             raise InputError("llama.cpp (llama-cpp-python) is not installed; use --engine torch")
-        self.engine = "llama.cpp" if engine == "auto" and llama_cpp_available() else engine
-        if self.engine == "auto":
-            self.engine = "torch"
+        if engine == "auto":
+            engine = "llama.cpp" if llama_cpp_available() else "torch"
+        self.engine = engine
         self.max_tokens = max_tokens
         self.messages: list[Message] = [{"role": "system", "content": system}] if system else []
         self.stop = threading.Event()
