@@ -165,6 +165,8 @@ _DATASET = _cols(
     "options:json",
     "redactions:json",
 )
+#: The best checkpoint of a run, on its job and on the model registered from it.
+_TRAINING_RESULT = ("bestIteration", "bestValLoss")
 _JOB = _cols(
     "id",
     "status",
@@ -189,6 +191,12 @@ _JOB = _cols(
     "pid",
     "pidStartTime",
     "heartbeatAt",
+    *_TRAINING_RESULT,
+    "stoppedEarly:bool",
+    "stopReason",
+    "truncatedExamples",
+    "droppedExamples",
+    "lastAdapterPath",
 )
 _METRIC = _cols(
     "jobId",
@@ -218,6 +226,7 @@ _MODEL = _cols(
     "providerModel",
     "activatedAt",
     "benchmark:json",
+    *_TRAINING_RESULT,
 )
 _TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
 
@@ -243,7 +252,19 @@ def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
 
 
 #: Columns added after a table was first released: (table, column, definition).
-_ADDED_COLUMNS = (("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),)
+_ADDED_COLUMNS = (
+    ("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),
+    # Training controls (issue 15): the best checkpoint, early stopping, truncation.
+    ("jobs", "best_iteration", "INTEGER"),
+    ("jobs", "best_val_loss", "REAL"),
+    ("jobs", "stopped_early", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "stop_reason", "TEXT"),
+    ("jobs", "truncated_examples", "INTEGER"),
+    ("jobs", "dropped_examples", "INTEGER"),
+    ("jobs", "last_adapter_path", "TEXT"),
+    ("models", "best_iteration", "INTEGER"),
+    ("models", "best_val_loss", "REAL"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

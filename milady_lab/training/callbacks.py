@@ -28,6 +28,10 @@ class TrainingCallback:
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         """A checkpoint from which a later run can resume was written."""
 
+    def on_summary(self, fields: dict[str, Any]) -> None:
+        """Figures about the run as a whole, kept on the job record as they change:
+        ``truncatedExamples``, ``droppedExamples``, ``bestIteration``, ``bestValLoss``."""
+
     def should_stop(self) -> bool:
         """Polled between steps; True ends the run early (cancel)."""
         return False
@@ -53,6 +57,10 @@ class CallbackList(TrainingCallback):
         for cb in self.callbacks:
             cb.on_checkpoint(iteration, path)
 
+    def on_summary(self, fields: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_summary(fields)
+
     def should_stop(self) -> bool:
         return any(cb.should_stop() for cb in self.callbacks)
 
@@ -64,6 +72,7 @@ class RecordingCallback(TrainingCallback):
         self.metrics: list[dict[str, Any]] = []
         self.logs: list[str] = []
         self.checkpoints: list[tuple[int, Path]] = []
+        self.summary: dict[str, Any] = {}
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         self.metrics.append(dict(metric))
@@ -73,3 +82,6 @@ class RecordingCallback(TrainingCallback):
 
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         self.checkpoints.append((iteration, path))
+
+    def on_summary(self, fields: dict[str, Any]) -> None:
+        self.summary.update(fields)

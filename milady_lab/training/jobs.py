@@ -143,6 +143,8 @@ class JobManager:
             if opts.build_dataset:
                 raise InputError("no dataset to train on: build one first, or pass datasetId")
             dataset_id = opts.dataset_id
+        if opts.iterations is None:  # given as epochs: derived from the dataset built for it
+            opts = opts.for_dataset(self.store.get_dataset(dataset_id) if dataset_id else None)
         self._check_running()  # a dead worker must not make this job wait
         job_id = new_id("job")
         options = opts.to_record()

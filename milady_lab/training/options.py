@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +20,7 @@ import msgspec
 from .. import validation as v
 from ..errors import ConflictError, InputError, NotFoundError
 from ..state import StateStore
+from .controls import control_options, derived_length
 
 BACKENDS = ("mlx", "cuda", "cpu")
 
@@ -27,6 +28,8 @@ MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
 MAX_LORA_RANK = 512
 MAX_TRAJECTORIES = 10_000_000
+MAX_SEQ_LENGTH = 131_072
+#: Without a model-size default (``defaults.py`` gives batchSize, learningRate, loraRank).
 DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 
 # A Hugging Face hub id: ``owner/name`` (owner optional for legacy ids is not accepted
@@ -52,6 +55,28 @@ class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     eval_every: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
     #: 0: no checkpoints.
     checkpoint_every: Annotated[int, msgspec.Meta(ge=0, le=MAX_ITERATIONS)] | None = None
+    # -- training controls (``controls.py``) --
+    #: Alternative to ``iterations`` (exactly one of them); may be fractional.
+    epochs: Annotated[float, msgspec.Meta(gt=0, le=100_000)] | None = None
+    max_seq_length: Annotated[int, msgspec.Meta(ge=16, le=MAX_SEQ_LENGTH)] | None = None
+    gradient_accumulation: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] | None = None
+    warmup_steps: Annotated[int, msgspec.Meta(ge=0, le=MAX_ITERATIONS)] | None = None
+    lr_schedule: Literal["constant", "cosine", "linear"] | None = None
+    lora_alpha: Annotated[float, msgspec.Meta(gt=0, le=100_000)] | None = None
+    lora_dropout: Annotated[float, msgspec.Meta(ge=0, lt=1)] | None = None
+    #: ``attention``, ``all-linear`` or module names.
+    target_modules: (
+        Literal["attention", "all-linear"]
+        | Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
+            msgspec.Meta(min_length=1, max_length=64),
+        ]
+        | None
+    ) = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] | None = None
+    #: Evaluations without a lower valLoss before the run stops (None: never).
+    early_stopping_patience: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    save_best: bool | None = None
 
 
 #: Python attribute / CLI flag → REST body field, for every job option.
@@ -68,7 +93,8 @@ class JobOptions:
     dataset_id: str | None
     backend: str
     model: str
-    iterations: int
+    #: None until the dataset is known when ``epochs`` is given (``for_dataset``).
+    iterations: int | None
     batch_size: int
     learning_rate: float
     max_trajectories: int | None = None
@@ -77,6 +103,17 @@ class JobOptions:
     eval_every: int | None = None
     checkpoint_every: int | None = None
     build_dataset: bool = False
+    epochs: float | None = None
+    max_seq_length: int = 2048
+    gradient_accumulation: int = 1
+    warmup_steps: int | None = None
+    lr_schedule: str = "cosine"
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "attention"
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    save_best: bool = True
 
     @classmethod
     def from_body(cls, body: Any, store: StateStore) -> JobOptions:
@@ -86,11 +123,11 @@ class JobOptions:
         prior = _resumed_options(resumed)
         backend = _backend_choice(b.get("backend"), resumed, prior)
         model = _model_choice(b.get("model"), resumed, prior)
-        numbers = _numbers(b, prior, resumed)
+        numbers = _numbers(b, prior) | control_options(b, prior, model, resumed)
         dataset_id, build = _dataset_choice(
             b.get("datasetId"), prior.get("datasetId"), numbers["max_trajectories"], store
         )
-        return cls(
+        opts = cls(
             dataset_id=dataset_id,
             backend=backend,
             model=model,
@@ -98,6 +135,21 @@ class JobOptions:
             build_dataset=build,
             **numbers,
         )
+        if build:  # the length is derived once the dataset is built (``for_dataset``)
+            return opts
+        opts = opts.for_dataset(store.get_dataset(dataset_id) if dataset_id else None)
+        if resumed is not None and resumed.get("checkpointIteration", 0) >= (opts.iterations or 0):
+            raise InputError(
+                f"job {resumed['id']} is checkpointed at iteration "
+                f"{resumed['checkpointIteration']}; iterations must be larger to resume it"
+            )
+        return opts
+
+    def for_dataset(self, dataset: dict[str, Any] | None) -> JobOptions:
+        """These options with ``iterations``/``epochs``/``warmupSteps`` derived from the
+        dataset the job trains on (``controls.derived_length``)."""
+        fields = asdict(self)
+        return replace(self, **derived_length(fields, dataset, DEFAULTS["iterations"]))
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored on the job (camelCase, only what was set)."""
@@ -152,46 +204,24 @@ def _model_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, A
     return check_model(model)
 
 
-def _numbers(
-    b: dict[str, Any], prior: dict[str, Any], resumed: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The numeric options, as ``JobOptions`` fields; a resumed job's values by default
-    (a resume keeps the LoRA shape and must have iterations left to run)."""
+def _numbers(b: dict[str, Any], prior: dict[str, Any]) -> dict[str, Any]:
+    """The run-length and bookkeeping options, as ``JobOptions`` fields; a resumed
+    job's values by default (``controls`` checks the training controls)."""
 
     def integer(key: str, minimum: int, maximum: int, default: Any = None) -> int | None:
         return v.integer(
             b.get(key), key, default=prior.get(key, default), minimum=minimum, maximum=maximum
         )
 
-    out = {
-        "iterations": integer("iterations", 1, MAX_ITERATIONS, DEFAULTS["iterations"]),
-        "batch_size": integer("batchSize", 1, MAX_BATCH_SIZE, DEFAULTS["batchSize"]),
-        "learning_rate": v.number(
-            b.get("learningRate"),
-            "learningRate",
-            default=prior.get("learningRate", DEFAULTS["learningRate"]),
-            exclusive_minimum=0.0,
-            maximum=1.0,
-        ),
-        "lora_rank": integer("loraRank", 1, MAX_LORA_RANK),
-    }
-    if resumed is not None and out["lora_rank"] != prior.get("loraRank"):
-        raise InputError(f"loraRank must match job {resumed['id']} to resume it")
-    out |= {
+    return {
+        # None: derived from ``epochs`` or the default, once the dataset is known.
+        "iterations": integer("iterations", 1, MAX_ITERATIONS),
         "eval_every": integer("evalEvery", 1, MAX_ITERATIONS),
         "checkpoint_every": integer("checkpointEvery", 0, MAX_ITERATIONS),  # 0: none
         "max_trajectories": v.integer(
             b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
         ),
     }
-    assert out["iterations"] is not None and out["batch_size"] is not None
-    assert out["learning_rate"] is not None
-    if resumed is not None and resumed.get("checkpointIteration", 0) >= out["iterations"]:
-        raise InputError(
-            f"job {resumed['id']} is checkpointed at iteration "
-            f"{resumed['checkpointIteration']}; iterations must be larger to resume it"
-        )
-    return out
 
 
 def check_model(model: str | None) -> str:

@@ -28,6 +28,17 @@ class TrainSpec:
     eval_every: int = 25  # iterations between validation losses (and always at the end)
     checkpoint_every: int = 25
     seed: int = 0
+    #: Micro-batches of ``batch_size`` per optimizer step (one iteration).
+    gradient_accumulation: int = 1
+    #: None: ``schedule.default_warmup(iterations)``.
+    warmup_steps: int | None = None
+    lr_schedule: str = "cosine"  # constant | cosine | linear (``schedule.py``)
+    #: Evaluations without a lower validation loss before stopping; None: never.
+    early_stopping_patience: int | None = None
+    #: Write the lowest-valLoss adapter to ``output_dir`` (else the last one).
+    save_best: bool = True
+    #: Where the last adapter goes when ``output_dir`` holds the best one; None: nowhere.
+    last_dir: Path | None = None
     resume_from: Path | None = None  # a checkpoint folder written by an earlier run
     #: The HF folder of the base model, when the caller resolved it (the worker does);
     #: None: the backend resolves ``model`` itself.
@@ -41,6 +52,18 @@ class TrainSpec:
     #: Validation examples evaluated (the first ones of ``valid.jsonl``).
     max_val_examples: int = 64
 
+    @property
+    def warmup(self) -> int:
+        """Warmup steps of the learning-rate schedule."""
+        from .schedule import default_warmup
+
+        return default_warmup(self.iterations) if self.warmup_steps is None else self.warmup_steps
+
+    @property
+    def step_examples(self) -> int:
+        """Examples per optimizer step: ``batch_size × gradient_accumulation``."""
+        return self.batch_size * self.gradient_accumulation
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -52,3 +75,11 @@ class TrainResult:
     trained_tokens: int
     tokens_per_second: float
     base_model_path: Path | None
+    best_iteration: int | None = None
+    best_val_loss: float | None = None
+    #: Iterations run (fewer than asked when the run stopped early).
+    iterations_done: int | None = None
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    #: The last adapter, when it is not ``adapter_dir`` (which holds the best).
+    last_adapter_dir: Path | None = None

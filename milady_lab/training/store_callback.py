@@ -36,6 +36,8 @@ METRIC_KEYS = (
     "trainedTokens",
     "peakMemory",
 )
+#: Run-wide figures ``on_summary`` keeps on the job row.
+SUMMARY_KEYS = ("truncatedExamples", "droppedExamples", "bestIteration", "bestValLoss")
 
 
 class StoreCallback(TrainingCallback):
@@ -116,6 +118,11 @@ class StoreCallback(TrainingCallback):
                     latest[key] = row[key]
             if "peakMemory" in row:
                 latest["peakMemory"] = max(latest.get("peakMemory") or 0, int(row["peakMemory"]))
+            self._dirty = True
+
+    def on_summary(self, fields: dict[str, Any]) -> None:
+        with self._lock:
+            self._latest.update({k: val for k, val in fields.items() if k in SUMMARY_KEYS})
             self._dirty = True
 
     def on_log(self, message: str) -> None:

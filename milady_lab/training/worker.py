@@ -193,14 +193,8 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
     output_dir = temp_adapter_dir(settings, job["id"])
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
-    tuned: dict[str, Any] = {}  # TrainSpec fields the user set; the rest keep their defaults
-    if opts.get("loraRank"):
-        tuned["lora_rank"] = opts["loraRank"]
-        tuned["lora_alpha"] = 2.0 * opts["loraRank"]
-    if opts.get("evalEvery"):
-        tuned["eval_every"] = opts["evalEvery"]
-    if opts.get("checkpointEvery") is not None:
-        tuned["checkpoint_every"] = opts["checkpointEvery"]
+    tuned = spec_controls(opts)  # TrainSpec fields the user set; the rest keep their defaults
+    tuned["last_dir"] = settings.jobs_dir / job["id"] / LAST_ADAPTER_DIR
     spec = TrainSpec(
         job_id=job["id"],
         backend=job["backend"],
@@ -234,9 +228,10 @@ def _complete(
     ts = now_ms()
     fields: dict[str, Any] = {
         "completedAt": ts,
-        "currentIteration": spec.iterations,
+        "currentIteration": result.iterations_done or spec.iterations,
         "trainedTokens": result.trained_tokens,
         "tokensPerSecond": result.tokens_per_second,
+        **result_fields(result),
     }
     if result.final_loss is not None:
         fields["loss"] = result.final_loss
@@ -282,7 +277,56 @@ def _model_record(
         "backend": job["backend"],
         "datasetId": job.get("datasetId"),
         "finalLoss": result.final_loss,
+        "bestIteration": result.best_iteration,
+        "bestValLoss": result.best_val_loss,
     }
+
+
+#: The job-folder sub-folder that keeps a run's last adapter when the best is registered.
+LAST_ADAPTER_DIR = "last-adapter"
+
+
+def spec_controls(opts: dict[str, Any]) -> dict[str, Any]:
+    """``TrainSpec`` fields from a job's recorded options (those it has)."""
+    from .controls import ATTENTION_MODULES
+
+    names = {
+        "loraRank": "lora_rank",
+        "loraAlpha": "lora_alpha",
+        "loraDropout": "lora_dropout",
+        "evalEvery": "eval_every",
+        "checkpointEvery": "checkpoint_every",
+        "maxSeqLength": "max_seq_length",
+        "gradientAccumulation": "gradient_accumulation",
+        "warmupSteps": "warmup_steps",
+        "lrSchedule": "lr_schedule",
+        "seed": "seed",
+        "earlyStoppingPatience": "early_stopping_patience",
+        "saveBest": "save_best",
+    }
+    out = {field: opts[key] for key, field in names.items() if opts.get(key) is not None}
+    if opts.get("loraRank") and opts.get("loraAlpha") is None:  # recorded before loraAlpha
+        out["lora_alpha"] = 2.0 * opts["loraRank"]
+    targets = opts.get("targetModules")
+    if targets is not None:
+        out["target_modules"] = (
+            ATTENTION_MODULES if targets == "attention"
+            else (targets,) if isinstance(targets, str) else tuple(targets)
+        )  # fmt: skip
+    return out
+
+
+def result_fields(result: Any) -> dict[str, Any]:
+    """The job-record fields of a run's best checkpoint, early stop and last adapter."""
+    fields: dict[str, Any] = {"stoppedEarly": bool(result.stopped_early)}
+    if result.best_iteration is not None:
+        fields["bestIteration"] = result.best_iteration
+        fields["bestValLoss"] = result.best_val_loss
+    if result.stop_reason:
+        fields["stopReason"] = result.stop_reason
+    if result.last_adapter_dir is not None:
+        fields["lastAdapterPath"] = str(result.last_adapter_dir)
+    return fields
 
 
 def _model_name(conn: Any, job: dict[str, Any]) -> str:

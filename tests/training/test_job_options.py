@@ -59,7 +59,7 @@ def test_defaults_and_coercion(settings: Settings, store: StateStore) -> None:
 @pytest.mark.parametrize(
     ("request_body", "message"),
     [
-        ({"epochs": 3}, "unknown field(s) epochs"),
+        ({"numEpochs": 3}, "unknown field(s) numEpochs"),
         ([1, 2], "must be a JSON object"),
         ({"iterations": 0}, "iterations must be at least 1"),
         ({"iterations": "ten"}, "iterations must be an integer"),

@@ -1,4 +1,4 @@
-"""Helpers every backend shares: model path, schedule, checkpoints, memory.
+"""Helpers every backend shares: model path, checkpoints, memory.
 
 Kept free of torch and mlx imports so the mlx backend doesn't pay for torch.
 """
@@ -6,7 +6,6 @@ Kept free of torch and mlx imports so the mlx backend doesn't pay for torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import sys
@@ -38,19 +37,6 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup, then cosine decay to 10 % of the peak at the last iteration."""
-    if step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup - 1)
-    progress = min(1.0, (step - warmup) / span)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def warmup_steps(total: int) -> int:
-    return max(1, min(100, total // 20))
 
 
 def resolve_model_path(spec: TrainSpec) -> Path:

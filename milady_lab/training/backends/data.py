@@ -29,6 +29,8 @@ class Example:
 
     input_ids: list[int]
     mask: list[bool]
+    #: A chat example (truncated from the left, keeping the reply); False: plain text.
+    chat: bool = True
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -80,7 +82,7 @@ def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
         ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
         if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
             ids.append(tokenizer.eos_token_id)
-        return Example(list(ids), [True] * len(ids))
+        return Example(list(ids), [True] * len(ids), chat=False)
 
     full, spans = assistant_char_spans(tokenizer, messages)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -113,45 +115,92 @@ def truncate(example: Example, max_len: int) -> Example:
     return Example(example.input_ids[start:end], example.mask[start:end])
 
 
+def fit(example: Example, max_len: int) -> tuple[Example | None, bool]:
+    """``example`` within ``max_len`` tokens, and whether it was cut; None when it cannot be.
+
+    A chat example loses tokens from the left (the oldest prompt text), never from the
+    reply (its last assistant turn, through the end of the rendering): one whose reply
+    alone, with one token of context to predict it from, is longer than ``max_len`` is
+    dropped. A plain-text row keeps its head (``truncate``).
+    """
+    if len(example) <= max_len:
+        return example, False
+    if not example.chat:
+        return truncate(example, max_len), True
+    last = len(example.mask) - 1
+    while last >= 0 and not example.mask[last]:
+        last -= 1
+    start = last
+    while start > 0 and example.mask[start - 1]:
+        start -= 1
+    if last < 0 or len(example) - start + 1 > max_len:
+        return None, False
+    cut = len(example) - max_len
+    return Example(example.input_ids[cut:], example.mask[cut:]), True
+
+
+@dataclass
+class DataStats:
+    """What tokenising a file kept and left out (reported on the job)."""
+
+    examples: int = 0
+    truncated: int = 0  # cut from the left to ``max_seq_length``
+    too_long: int = 0  # dropped: the reply alone exceeds ``max_seq_length``
+    no_labels: int = 0  # dropped: nothing to train on
+
+
 def tokenized_examples(
     path: Path, tokenizer: Any, max_seq_length: int, limit: int | None = None
-) -> tuple[list[Example], int]:
-    """Tokenised, truncated examples with at least one trained token, and how many were
-    dropped for having none."""
+) -> tuple[list[Example], DataStats]:
+    """Tokenised examples that fit ``max_seq_length`` (``fit``) with at least one
+    trained token, and the counts of those cut and left out."""
+    stats = DataStats()
     if not path.is_file():
-        return [], 0
+        return [], stats
     rows = list(read_lines(path))
     if limit is not None:
         rows = rows[:limit]
     out: list[Example] = []
-    dropped = 0
     for row in rows:
-        ex = truncate(tokenize_row(tokenizer, row), max(2, max_seq_length))
-        if ex.n_labels:
-            out.append(ex)
+        ex, cut = fit(tokenize_row(tokenizer, row), max(2, max_seq_length))
+        if ex is None:
+            stats.too_long += 1
+        elif not ex.n_labels:
+            stats.no_labels += 1
         else:
-            dropped += 1
-    return out, dropped
+            out.append(ex)
+            stats.truncated += cut
+    stats.examples = len(out)
+    return out, stats
 
 
 def train_and_val_examples(
     spec: TrainSpec, tokenizer: Any, callback: TrainingCallback
 ) -> tuple[list[Example], list[Example]]:
     """The run's tokenised training and validation examples (the first
-    ``max_val_examples`` of ``valid.jsonl``); an input error when none train."""
-    train_set, dropped = tokenized_examples(
+    ``max_val_examples`` of ``valid.jsonl``); an input error when none train. The
+    training file's counts go on the job (``truncatedExamples``, ``droppedExamples``)."""
+    train_set, stats = tokenized_examples(
         spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
     )
     if not train_set:
-        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on")
+        why = (
+            f"; {stats.too_long} replies are longer than maxSeqLength={spec.max_seq_length}"
+            if stats.too_long
+            else ""
+        )
+        raise InputError(f"dataset {spec.dataset_dir} has no assistant turns to train on{why}")
     val_set, _ = tokenized_examples(
         spec.dataset_dir / "valid.jsonl", tokenizer, spec.max_seq_length,
         limit=spec.max_val_examples,
     )  # fmt: skip
     callback.on_log(
         f"{len(train_set)} training and {len(val_set)} validation examples"
-        + (f" ({dropped} without assistant tokens skipped)" if dropped else "")
+        + (f", {stats.truncated} truncated from the left" if stats.truncated else "")
+        + (f", {stats.too_long} dropped (reply longer than maxSeqLength)" if stats.too_long else "")
+        + (f" ({stats.no_labels} without assistant tokens skipped)" if stats.no_labels else "")
     )
+    callback.on_summary({"truncatedExamples": stats.truncated, "droppedExamples": stats.too_long})
     return train_set, val_set
 
 

@@ -27,6 +27,8 @@ from mlx.utils import tree_flatten
 
 from ...errors import InputError
 from ..callbacks import TrainingCallback
+from ..early_stop import BestTracker, EarlyStop
+from ..schedule import FLOOR, decay_span
 from ..spec import TrainResult, TrainSpec
 from . import TrainingCancelled
 from .common import (
@@ -34,7 +36,6 @@ from .common import (
     peak_rss_bytes,
     read_checkpoint_meta,
     resolve_model_path,
-    warmup_steps,
     write_atomically,
 )
 from .data import Example, grouped_batch_indices, train_and_val_examples
@@ -46,17 +47,21 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 PAD_TO = 32  # pad lengths to a multiple, as mlx-lm does, so compiled steps are reused
 
 
-def _schedule(lr: float, total: int) -> Any:
-    """Same shape as the torch backend's (linear warmup, cosine to 10 %), in mx ops
-    because the optimizer calls it inside the compiled step."""
-    warm = warmup_steps(total)
-    span = max(1, total - warm - 1)
+def _schedule(lr: float, total: int, warm: int, kind: str = "cosine") -> Any:
+    """``schedule.lr_factor`` × ``lr`` in mx ops, because the optimizer calls it inside
+    the compiled step."""
+    span = decay_span(total, warm)
 
     def fn(step: mx.array) -> mx.array:
         s = step.astype(mx.float32)
         progress = mx.clip((s - warm) / span, 0.0, 1.0)
-        decay = 0.1 + 0.45 * (1.0 + mx.cos(math.pi * progress))
-        return lr * mx.where(s < warm, (s + 1) / warm, decay)
+        if kind == "constant":
+            decay = mx.ones_like(progress)
+        elif kind == "linear":
+            decay = 1.0 - (1.0 - FLOOR) * progress
+        else:
+            decay = FLOOR + (1.0 - FLOOR) * 0.5 * (1.0 + mx.cos(math.pi * progress))
+        return lr * mx.where(s < warm, (s + 1) / max(1, warm), decay)
 
     return fn
 
@@ -107,8 +112,19 @@ def masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array,
     """Mean cross-entropy over assistant targets, in mlx-lm's ``loss`` signature.
 
     With (src, tgt, weight) the head runs only on the hidden states that predict an
-    assistant token: the logits for prompt tokens are never computed.
+    assistant token: the logits for prompt tokens are never computed. A last scalar,
+    when given, scales the loss: with gradient accumulation it is ``accumulation ×
+    this micro-batch's targets / the step's``, so mlx-lm's mean over micro-batches is
+    the mean over every target of the step, as one large batch gives.
     """
+    scale = None
+    if len(rest) in (2, 4):
+        *rest, scale = rest
+    loss, ntoks = _masked_loss(model, batch, *rest)
+    return (loss if scale is None else loss * scale), ntoks
+
+
+def _masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array, mx.array]:
     if len(rest) == 1:
         logits = model(batch[:, :-1])
         weights = rest[0][:, 1:]
@@ -130,10 +146,11 @@ class _Batches:
     """``iterate_batches`` for mlx-lm: stateless per iteration (resume sees the same
     batches) and counting the non-padding tokens it hands out."""
 
-    def __init__(self, seed: int, start: int, selective: bool) -> None:
+    def __init__(self, seed: int, start: int, selective: bool, accumulation: int = 1) -> None:
         self.seed = seed
         self.start = start
         self.selective = selective
+        self.accumulation = accumulation
         self.tokens = 0
 
     def __call__(
@@ -145,14 +162,20 @@ class _Batches:
         seed: int | None = None,
         comm_group: Any = None,
     ) -> Any:
-        if loop:  # training
+        if loop:  # training: ``accumulation`` micro-batches per optimizer step
             lengths = [len(e) for e in dataset]
-            it = self.start
+            it, k = self.start, self.accumulation
             while True:
-                idx = grouped_batch_indices(lengths, batch_size, it, self.seed)
-                arrays, n = _to_batch([dataset[i] for i in idx], max_seq_length, self.selective)
-                self.tokens += n
-                yield arrays
+                idx = grouped_batch_indices(lengths, batch_size * k, it, self.seed)
+                micro = [
+                    [dataset[i] for i in idx[j : j + batch_size]]
+                    for j in range(0, len(idx), batch_size)
+                ]
+                labels = [sum(e.n_labels for e in m) for m in micro]
+                for m, n_labels in zip(micro, labels, strict=True):
+                    arrays, n = _to_batch(m, max_seq_length, self.selective)
+                    self.tokens += n
+                    yield (*arrays, mx.array(k * n_labels / max(1, sum(labels)), mx.float32))
                 it += 1
         else:  # evaluation: every example once
             for i in range(0, len(dataset), batch_size):
@@ -161,13 +184,22 @@ class _Batches:
 
 
 def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
-    keys = [
-        name
+    """Module paths inside a decoder layer to adapt: every linear one for
+    ``all-linear``, the default attention set as far as the model has it, or exactly
+    the names the user listed (each must exist), as the torch backend chooses."""
+    from ..controls import ATTENTION_MODULES
+
+    linear = {
+        name: name.rsplit(".", 1)[-1]
         for name, mod in model.layers[0].named_modules()
-        if name.rsplit(".", 1)[-1] in targets and isinstance(mod, nn.Linear | nn.QuantizedLinear)
-    ]
-    if not keys:
-        raise InputError(f"none of the LoRA target modules {list(targets)} exist in this model")
+        if isinstance(mod, nn.Linear | nn.QuantizedLinear)
+    }
+    if tuple(targets) == ("all-linear",):
+        return sorted(linear)
+    keys = [name for name, leaf in linear.items() if leaf in targets]
+    missing = [t for t in targets if t not in linear.values()]
+    if not keys or (missing and tuple(targets) != ATTENTION_MODULES):
+        raise InputError(f"LoRA target modules {missing} do not exist in this model")
     return sorted(keys)
 
 
@@ -276,16 +308,16 @@ class _MlxRun:
         self.mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
         linear_to_lora_layers(model, num_layers, self.mlx_cfg["lora_parameters"])
         self.model = model
-        self.optimizer = optim.AdamW(
-            learning_rate=_schedule(spec.learning_rate, spec.iterations), weight_decay=0.0
-        )
+        schedule = _schedule(spec.learning_rate, spec.iterations, spec.warmup, spec.lr_schedule)
+        self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
+        self.best = BestTracker(spec.early_stopping_patience)
         #: Running figures: tokens and seconds trained, last losses.
         self.state: dict[str, Any] = {"tokens": 0, "time": 0.0, "loss": None, "val": None}
         self.start = self._resume() if spec.resume_from is not None else 0
+        self.done = self.start  # iterations complete
         self.trained_before = self.state["tokens"]
-        self.mlx_dir = spec.output_dir / MLX_SUBDIR
-        self.mlx_dir.mkdir(parents=True, exist_ok=True)
-        self.batches = _Batches(spec.seed, self.start, _supports_selective_head(model))
+        selective = _supports_selective_head(model)
+        self.batches = _Batches(spec.seed, self.start, selective, spec.gradient_accumulation)
         self.tic = time.perf_counter()
 
     def _resume(self) -> int:
@@ -331,19 +363,40 @@ class _MlxRun:
 
         return write_atomically(spec.checkpoint_dir / str(iteration), fill)
 
+    def save_adapter(self, dest: Path) -> None:
+        """The adapter as it is now, in both forms (see the module docstring), at ``dest``."""
+
+        def fill(tmp: Path) -> None:
+            mlx_dir = tmp / MLX_SUBDIR
+            mlx_dir.mkdir()
+            weights = dict(tree_flatten(self.model.trainable_parameters()))
+            mx.save_safetensors(str(mlx_dir / ADAPTER_FILE), weights)
+            config = json.dumps(self.mlx_cfg, indent=2)
+            (mlx_dir / "adapter_config.json").write_text(config, encoding="utf-8")
+            mlx_to_peft(mlx_dir, tmp, self.model_path)
+
+        write_atomically(dest, fill)
+
     def train(self) -> TrainResult:
+        import tempfile
+
         from mlx_lm.tuner import trainer as mlx_trainer
 
         spec, callback, state, total = self.spec, self.callback, self.state, self.spec.iterations
+        accumulation = spec.gradient_accumulation
+        scratch = tempfile.TemporaryDirectory(prefix="milady-lab-mlx-")
         args = mlx_trainer.TrainingArgs(
             batch_size=spec.batch_size,
-            iters=total - self.start,
+            iters=(total - self.start) * accumulation,  # mlx-lm counts micro-batches
             val_batches=-1,
-            steps_per_report=1,  # a report (our metric + cancel check) after every step
+            # A report (our metric + cancel check) after every optimizer step.
+            steps_per_report=accumulation,
             steps_per_eval=10**9,  # we evaluate ourselves, after the step, like torch
             steps_per_save=10**9,  # we checkpoint ourselves, with the optimizer state
             max_seq_length=spec.max_seq_length,
-            adapter_file=str(self.mlx_dir / ADAPTER_FILE),
+            grad_accumulation_steps=accumulation,
+            # mlx-lm's own final save; ours (``save_adapter``) writes the adapters we keep.
+            adapter_file=str(Path(scratch.name) / ADAPTER_FILE),
         )
         callback.on_train_start(total, self.start)
         if callback.should_stop():
@@ -363,15 +416,16 @@ class _MlxRun:
                 iterate_batches=self.batches,
                 training_callback=_bridge(self),
             )
+        except EarlyStop:
+            callback.on_log(f"stopping early at iteration {self.done}: {self.best.reason()}")
         finally:
             mlx_trainer.TrainUI = ui_class
+            scratch.cleanup()
 
         if callback.should_stop():  # cancelled after the last step: no adapter, no model
-            raise TrainingCancelled(total)
-        config = json.dumps(self.mlx_cfg, indent=2)
-        (self.mlx_dir / "adapter_config.json").write_text(config, encoding="utf-8")
-        mlx_to_peft(self.mlx_dir, spec.output_dir, self.model_path)
-        callback.on_log(f"adapter written to {spec.output_dir}")
+            raise TrainingCancelled(self.done)
+        last = self._save_last()
+        stopped = self.best.should_stop
         return TrainResult(
             adapter_dir=spec.output_dir,
             final_loss=state["loss"],
@@ -379,12 +433,38 @@ class _MlxRun:
             trained_tokens=state["tokens"],
             tokens_per_second=state["tokens"] / state["time"] if state["time"] else 0.0,
             base_model_path=self.model_path,
+            best_iteration=self.best.best_iteration,
+            best_val_loss=self.best.best_val_loss,
+            iterations_done=self.done,
+            stopped_early=stopped,
+            stop_reason=self.best.reason() if stopped else None,
+            last_adapter_dir=last,
         )
+
+    def _save_last(self) -> Path | None:
+        """As the torch backend: the last adapter into ``output_dir`` unless that holds
+        the best one, then into ``last_dir``; returns where it went besides ``output_dir``."""
+        spec = self.spec
+        keeps_best = spec.save_best and self.best.best_iteration is not None
+        dest = spec.last_dir if keeps_best else spec.output_dir
+        if dest is not None:
+            self.save_adapter(dest)
+            self.callback.on_log(f"last adapter written to {dest}")
+        return dest if keeps_best else None
+
+    def _evaluated(self, iteration: int, val: float) -> None:
+        """Track the best validation loss; save the adapter when it is the best so far."""
+        if not self.best.update(iteration, val):
+            return
+        if self.spec.save_best:
+            self.save_adapter(self.spec.output_dir)
+        self.callback.on_summary({"bestIteration": iteration, "bestValLoss": val})
 
     def on_report(self, info: dict[str, Any]) -> None:
         """After every step: the metric, evaluation when due, checkpoint, cancel."""
         spec, callback, state, total = self.spec, self.callback, self.state, self.spec.iterations
-        iteration = self.start + int(info["iteration"])
+        iteration = self.start + int(info["iteration"]) // self.spec.gradient_accumulation
+        self.done = iteration
         state["time"] += time.perf_counter() - self.tic
         state["tokens"] = self.trained_before + self.batches.tokens
         state["loss"] = float(info["train_loss"])
@@ -400,6 +480,7 @@ class _MlxRun:
         # A cancel skips the evaluation (seconds on a big validation set).
         if self.val_set and evaluate and not callback.should_stop():
             state["val"] = metric["valLoss"] = self.evaluate()
+            self._evaluated(iteration, state["val"])
         callback.on_metric(metric)
         if not math.isfinite(state["loss"]):
             raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
@@ -412,6 +493,8 @@ class _MlxRun:
             callback.on_checkpoint(iteration, path)
         if stop:
             raise TrainingCancelled(iteration)
+        if self.best.should_stop:
+            raise EarlyStop()
         self.tic = time.perf_counter()
 
     def evaluate(self) -> float:

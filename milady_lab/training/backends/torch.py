@@ -34,16 +34,16 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ..callbacks import TrainingCallback
+from ..early_stop import BestTracker
+from ..schedule import lr_factor
 from ..spec import TrainResult, TrainSpec
 from . import TrainingCancelled
 from .common import (
     META_FILE,
-    lr_factor,
     peak_rss_bytes,
     pick_cpu_threads,
     read_checkpoint_meta,
     resolve_model_path,
-    warmup_steps,
     write_atomically,
 )
 from .data import Example, batch_indices, pack_rows, train_and_val_examples
@@ -162,10 +162,11 @@ class _Run:
         self.lm_head = causal_lm.get_output_embeddings()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
-        total, warm = spec.iterations, warmup_steps(spec.iterations)
+        total, warm, kind = spec.iterations, spec.warmup, spec.lr_schedule
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, total, warm)
+            self.optimizer, lambda s: lr_factor(s, total, warm, kind)
         )
+        self.best = BestTracker(spec.early_stopping_patience)
         self.progress = self._resume() if spec.resume_from is not None else _Progress()
         self.autocast = (
             (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
@@ -239,6 +240,7 @@ class _Run:
         # (backward): hooks on every decoder layer poll the stop flag in both directions.
         install_stop_points(self.decoder, callback.should_stop)
         self.model.train()
+        iteration = done.start
         for it in range(done.start, total):
             if callback.should_stop():
                 raise self._stop(it)
@@ -252,16 +254,18 @@ class _Run:
                 self.model.train()
                 if val is not None:  # None: cancelled mid-way; the next check ends the run
                     done.last_val = metric["valLoss"] = val
+                    self._evaluated(iteration, val)
             callback.on_metric(metric)
             if not math.isfinite(metric["loss"]):
                 raise RuntimeError(f"loss became {metric['loss']} at iteration {iteration}")
             if spec.checkpoint_every > 0 and iteration % spec.checkpoint_every == 0:
                 self._checkpoint(iteration)
+            if self.best.should_stop:
+                callback.on_log(f"stopping early at iteration {iteration}: {self.best.reason()}")
+                break
         if callback.should_stop():  # a cancelled job registers no model: don't write one
-            raise self._stop(total)
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(spec.output_dir))
-        callback.on_log(f"adapter written to {spec.output_dir}")
+            raise self._stop(iteration)
+        last = self._save_last()
         return TrainResult(
             adapter_dir=spec.output_dir,
             final_loss=done.last_loss,
@@ -269,7 +273,38 @@ class _Run:
             trained_tokens=done.trained_tokens,
             tokens_per_second=_rate(done),
             base_model_path=self.model_path,
+            best_iteration=self.best.best_iteration,
+            best_val_loss=self.best.best_val_loss,
+            iterations_done=iteration,
+            stopped_early=self.best.should_stop,
+            stop_reason=self.best.reason() if self.best.should_stop else None,
+            last_adapter_dir=last,
         )
+
+    def _evaluated(self, iteration: int, val: float) -> None:
+        """Track the best validation loss; save the adapter when it is the best so far."""
+        if not self.best.update(iteration, val):
+            return
+        if self.spec.save_best:
+            write_atomically(self.spec.output_dir, lambda tmp: self.model.save_pretrained(str(tmp)))
+        self.callback.on_summary({"bestIteration": iteration, "bestValLoss": val})
+
+    def _save_last(self) -> Path | None:
+        """Write the last adapter: into ``output_dir`` unless that holds the best one, then
+        into ``last_dir`` (the job folder); returns where it went besides ``output_dir``."""
+        spec = self.spec
+        keeps_best = spec.save_best and self.best.best_iteration is not None
+        dest = spec.last_dir if keeps_best else spec.output_dir
+        if dest is None:
+            return None
+        write_atomically(dest, lambda tmp: self.model.save_pretrained(str(tmp)))
+        self.callback.on_log(
+            f"best adapter (iteration {self.best.best_iteration}) in {spec.output_dir}, "
+            f"last in {dest}"
+            if keeps_best
+            else f"adapter written to {dest}"
+        )
+        return dest if keeps_best else None
 
     def _step(self, it: int) -> dict[str, Any]:
         """One optimizer step (iteration ``it``, 0-based); its metric."""
@@ -278,9 +313,12 @@ class _Run:
         # carries the random state from before it, so a resume redoes the step exactly.
         rng_before = _rng_state() if spec.checkpoint_every > 0 else None
         tic = time.perf_counter()
-        indices = batch_indices(len(self.train_set), spec.batch_size, it, spec.seed)
+        indices = batch_indices(len(self.train_set), spec.step_examples, it, spec.seed)
         batch = [self.train_set[i] for i in indices]
-        rows = [_Packed(r, self.device) for r in pack_rows(batch, self.budget)]
+        # ``gradient_accumulation`` micro-batches of ``batch_size``; the loss is the mean
+        # over every assistant token of the step, so the update equals the larger batch's.
+        micro = [batch[i : i + spec.batch_size] for i in range(0, len(batch), spec.batch_size)]
+        rows = [_Packed(r, self.device) for m in micro for r in pack_rows(m, self.budget)]
         n_labels = sum(r.n_labels for r in rows)
         lr = self.scheduler.get_last_lr()[0]
         loss_sum = 0.0
@@ -410,12 +448,19 @@ def install_stop_points(decoder: Any, should_stop: Callable[[], bool]) -> list[A
     return handles
 
 
-def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str]:
-    """The wanted module names that exist in this architecture (an input error if none)."""
+def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str] | str:
+    """The LoRA targets: ``all-linear`` as peft knows it; the default attention set as
+    far as this architecture has it (an input error if none); names the user listed,
+    each of which must exist."""
+    from ..controls import ATTENTION_MODULES
+
+    if tuple(wanted) == ("all-linear",):
+        return "all-linear"
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     found = [t for t in wanted if t in names]
-    if not found:
-        raise InputError(f"none of the LoRA target modules {list(wanted)} exist in this model")
+    missing = [t for t in wanted if t not in names]
+    if not found or (missing and tuple(wanted) != ATTENTION_MODULES):
+        raise InputError(f"LoRA target modules {missing} do not exist in this model")
     return found
 
 

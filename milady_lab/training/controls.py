@@ -1,0 +1,228 @@
+"""The training controls of a job (issue 15): how long, how hard and on what it trains.
+
+``control_options`` checks the body's control fields (bounds from ``JobRequest``,
+plus the rules between fields) and fills in the defaults: per model size for the
+learning rate, LoRA rank and batch (``defaults``), a resumed job's own values for
+everything else. ``for_dataset`` derives ``iterations`` from ``epochs`` (or the
+other way round) once the dataset is known. All of it runs before any process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import validation as v
+from ..errors import InputError
+from .defaults import size_defaults
+from .schedule import DEFAULT_SCHEDULE, SCHEDULES, default_warmup
+
+#: ``targetModules`` presets; a list names the modules itself.
+TARGET_PRESETS = ("attention", "all-linear")
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: Linear module names per architecture (``config.json``'s ``model_type``), to check a
+#: ``targetModules`` list before any process starts; other architectures are checked
+#: by the worker once the model is loaded.
+LINEAR_MODULES: dict[str, tuple[str, ...]] = {
+    arch: (*ATTENTION_MODULES, "gate_proj", "up_proj", "down_proj")
+    for arch in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+} | {"phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
+#: Friendly names whose architecture is known without a folder.
+_FRIENDLY_ARCH = {"smollm2": "llama", "llama": "llama", "qwen2.5": "qwen2", "gemma-2": "gemma2"}
+MAX_TARGET_MODULES = 64
+DEFAULT_MAX_SEQ_LENGTH = 2048
+DEFAULT_SEED = 0
+
+
+def _bounds(field: str) -> dict[str, Any]:
+    """``ge``/``le``/``gt``/``lt`` of a ``JobRequest`` field: the struct is the one source."""
+    import typing
+
+    import msgspec
+
+    from .options import JobRequest
+
+    info = next(f for f in msgspec.structs.fields(JobRequest) if f.encode_name == field)
+    for arm in typing.get_args(info.type):
+        for meta in getattr(arm, "__metadata__", ()):
+            if isinstance(meta, msgspec.Meta):
+                keys = ("ge", "le", "gt", "lt")
+                return {k: getattr(meta, k) for k in keys if getattr(meta, k) is not None}
+    return {}
+
+
+def bounded_int(b: dict[str, Any], key: str, default: int | None) -> int | None:
+    lim = _bounds(key)
+    return v.integer(b.get(key), key, default=default, minimum=lim.get("ge"), maximum=lim.get("le"))
+
+
+def bounded_number(b: dict[str, Any], key: str, default: float | None) -> float | None:
+    """A number within the struct's bounds (``ge`` and ``lt`` checked here)."""
+    lim = _bounds(key)
+    low = lim.get("gt", lim.get("ge"))
+    value = v.number(b.get(key), key, default=default, maximum=lim.get("le"))
+    if value is None:
+        return None
+    if ("gt" in lim and value <= low) or ("ge" in lim and value < low):
+        raise InputError(f"{key} must be {'greater than' if 'gt' in lim else 'at least'} {low:g}")
+    if "lt" in lim and value >= lim["lt"]:
+        raise InputError(f"{key} must be less than {lim['lt']:g}, got {value:g}")
+    return value
+
+
+def boolean(value: Any, name: str, default: bool) -> bool:
+    """A JSON boolean, or the CLI's ``true``/``false`` (``yes``/``no``, ``1``/``0``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise InputError(f"{name} must be true or false")
+
+
+def control_options(
+    b: dict[str, Any], prior: dict[str, Any], model: str, resumed: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The control fields of ``JobOptions`` (snake_case), checked and defaulted."""
+    if b.get("epochs") is not None and b.get("iterations") is not None:
+        raise InputError("give either epochs or iterations, not both (the other is derived)")
+    size = size_defaults(model)
+
+    def pick(key: str, default: Any) -> Any:
+        return prior.get(key, default)
+
+    out: dict[str, Any] = {
+        "epochs": bounded_number(b, "epochs", None),
+        "batch_size": bounded_int(b, "batchSize", pick("batchSize", size.batch_size)),
+        "learning_rate": bounded_number(
+            b, "learningRate", pick("learningRate", size.learning_rate)
+        ),
+        "lora_rank": bounded_int(b, "loraRank", pick("loraRank", size.lora_rank)),
+        "max_seq_length": bounded_int(
+            b, "maxSeqLength", pick("maxSeqLength", DEFAULT_MAX_SEQ_LENGTH)
+        ),
+        "gradient_accumulation": bounded_int(
+            b, "gradientAccumulation", pick("gradientAccumulation", 1)
+        ),
+        "warmup_steps": bounded_int(b, "warmupSteps", prior.get("warmupSteps")),
+        "lr_schedule": v.choice(
+            b.get("lrSchedule"),
+            "lrSchedule",
+            SCHEDULES,
+            default=pick("lrSchedule", DEFAULT_SCHEDULE),
+        ),
+        "lora_dropout": bounded_number(b, "loraDropout", pick("loraDropout", 0.0)),
+        "target_modules": target_modules(
+            b.get("targetModules"), model, pick("targetModules", None)
+        ),
+        "seed": bounded_int(b, "seed", pick("seed", DEFAULT_SEED)),
+        "early_stopping_patience": bounded_int(
+            b, "earlyStoppingPatience", prior.get("earlyStoppingPatience")
+        ),
+        "save_best": boolean(b.get("saveBest"), "saveBest", pick("saveBest", True)),
+    }
+    out["lora_alpha"] = bounded_number(b, "loraAlpha", pick("loraAlpha", 2.0 * out["lora_rank"]))
+    if resumed is not None:
+        _same_shape(out, prior, resumed["id"])
+    return out
+
+
+def _same_shape(out: dict[str, Any], prior: dict[str, Any], job_id: str) -> None:
+    """A resume continues the same adapter: its LoRA shape cannot change."""
+    rank = prior.get("loraRank") or 8  # jobs recorded before the rank was always set
+    shape = {
+        "loraRank": (out["lora_rank"], rank),
+        "loraAlpha": (out["lora_alpha"], prior.get("loraAlpha", 2.0 * rank)),
+        "targetModules": (out["target_modules"], prior.get("targetModules", "attention")),
+    }
+    for key, (new, old) in shape.items():
+        if _plain(new) != _plain(old):
+            raise InputError(f"{key} must match job {job_id} to resume it ({_plain(old)!r})")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def target_modules(value: Any, model: str, default: Any) -> str | tuple[str, ...]:
+    """``attention``, ``all-linear`` or module names (a list, or comma-separated text),
+    checked against the model's architecture where it is known."""
+    if value is None:
+        value = default if default is not None else "attention"
+    if isinstance(value, str) and value.strip() in TARGET_PRESETS:
+        return value.strip()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise InputError(
+            "targetModules must be 'attention', 'all-linear' or a list of module names"
+        )
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or len(item) > 100:
+            raise InputError("targetModules must list module names (non-empty strings)")
+        names.append(item.strip())
+    if len(names) > MAX_TARGET_MODULES:
+        raise InputError(f"targetModules may list at most {MAX_TARGET_MODULES} names")
+    known = model_linear_modules(model)
+    unknown = [n for n in names if known is not None and n not in known]
+    if unknown:
+        raise InputError(
+            f"targetModules {unknown} are not linear modules of {Path(model).name}; "
+            f"it has {', '.join(known or ())} (or use 'attention' / 'all-linear')"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def model_linear_modules(model: str) -> tuple[str, ...] | None:
+    """The LoRA-able module names of ``model``'s architecture, when known cheaply."""
+    arch = None
+    folder = Path(model)
+    if folder.is_dir():
+        try:
+            arch = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    else:
+        arch = next((a for p, a in _FRIENDLY_ARCH.items() if model.lower().startswith(p)), None)
+    return LINEAR_MODULES.get(arch) if arch else None
+
+
+def derived_length(
+    opts: dict[str, Any], dataset: dict[str, Any] | None, default_iterations: int
+) -> dict[str, Any]:
+    """``iterations`` and ``epochs`` (one given, the other derived from the dataset's
+    training examples), ``warmupSteps`` and the check that early stopping can evaluate.
+
+    One iteration is one optimizer step over ``batchSize × gradientAccumulation``
+    examples, so ``iterations = ceil(epochs × trainCount / that)``.
+    """
+    per_step = opts["batch_size"] * opts["gradient_accumulation"]
+    train = int(dataset.get("trainCount") or 0) if dataset else 0
+    iterations, epochs = opts.get("iterations"), opts.get("epochs")
+    if epochs is not None:
+        if train <= 0:
+            raise InputError("epochs needs a dataset with training examples")
+        limit = _bounds("iterations")["le"]
+        iterations = max(1, math.ceil(epochs * train / per_step))
+        if iterations > limit:
+            raise InputError(
+                f"epochs={epochs:g} would be {iterations} iterations (at most {limit})"
+            )
+    elif iterations is None:
+        iterations = default_iterations
+    if train > 0:
+        epochs = round(iterations * per_step / train, 4)
+    patience = opts.get("early_stopping_patience")
+    if patience is not None and dataset is not None and not dataset.get("validCount"):
+        raise InputError(
+            f"earlyStoppingPatience needs validation examples; dataset {dataset.get('id')} has none"
+        )
+    warmup = opts.get("warmup_steps")
+    if warmup is None:
+        warmup = default_warmup(iterations)
+    elif warmup >= iterations:
+        raise InputError(f"warmupSteps ({warmup}) must be fewer than iterations ({iterations})")
+    return {"iterations": iterations, "epochs": epochs, "warmup_steps": warmup}
