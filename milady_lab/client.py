@@ -610,8 +610,15 @@ class TrainingClient:
         model_name: str | None = None,
         base_model: str | None = None,
         ollama_url: str | None = None,
+        mode: str | None = None,
+        quantization: str | None = None,
     ) -> ImportResult:
-        body = {"modelName": model_name, "baseModel": base_model, "ollamaUrl": ollama_url}
+        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
+        ``f16`` (default), ``q8_0`` or ``f32``."""
+        body = _fields(
+            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
+            mode=mode, quantization=quantization,
+        )  # fmt: skip
         return self._send(_Routes.import_ollama(model_id, body))
 
     def activate_model(
@@ -860,8 +867,15 @@ class AsyncTrainingClient:
         model_name: str | None = None,
         base_model: str | None = None,
         ollama_url: str | None = None,
+        mode: str | None = None,
+        quantization: str | None = None,
     ) -> ImportResult:
-        body = {"modelName": model_name, "baseModel": base_model, "ollamaUrl": ollama_url}
+        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
+        ``f16`` (default), ``q8_0`` or ``f32``."""
+        body = _fields(
+            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
+            mode=mode, quantization=quantization,
+        )  # fmt: skip
         return await self._send(_Routes.import_ollama(model_id, body))
 
     async def activate_model(
