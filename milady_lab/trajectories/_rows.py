@@ -58,20 +58,27 @@ def summaries_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     )
 
 
+#: ``iter_steps``'s columns, as SQL on the ``trajectories`` table (``{judge}``: the
+#: ``ai_judge_reward`` column, or NULL where the table predates it).
+STEPS_SELECT = (
+    "CAST(id AS {text}), CAST(source AS {text}), CAST(status AS {text}), "
+    "CAST(start_time AS {int}), CAST({reward} AS {real}), CAST({judge} AS {real}), "
+    "{steps}"
+)
+
+
 def steps_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
-    """STEPS_SCHEMA frame from (id, source, status, start_time, steps) rows."""
+    """STEPS_SCHEMA frame from rows in ``STEPS_SELECT`` order."""
     if not rows:
         return pl.DataFrame(schema=STEPS_SCHEMA)
-    ids, sources, statuses, starts, steps = zip(*rows, strict=True)
-    return pl.DataFrame(
-        {
-            "id": pl.Series("id", ids, dtype=pl.String, strict=False),
-            "source": pl.Series("source", sources, dtype=pl.String, strict=False),
-            "status": pl.Series("status", statuses, dtype=pl.String, strict=False),
-            "startTime": pl.Series("startTime", starts, dtype=pl.Int64, strict=False),
-            "steps": pl.Series("steps", [_text(s) for s in steps], dtype=pl.String),
-        }
-    )
+    columns = list(zip(*rows, strict=True))
+    *fields, steps = columns
+    out = {
+        name: pl.Series(name, col, dtype=STEPS_SCHEMA[name], strict=False)
+        for name, col in zip(list(STEPS_SCHEMA)[:-1], fields, strict=True)
+    }
+    out["steps"] = pl.Series("steps", [_text(s) for s in steps], dtype=pl.String)
+    return pl.DataFrame(out)
 
 
 def _text(value: Any) -> str | None:

@@ -45,8 +45,12 @@ STEPS_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),
     "status": pl.String(),
     "startTime": pl.Int64(),
+    "totalReward": pl.Float64(),
+    "aiJudgeReward": pl.Float64(),
     "steps": pl.String(),
 }
+#: The reward columns of ``STEPS_SCHEMA`` a build may filter on (``rewardField``).
+REWARD_FIELDS = ("totalReward", "aiJudgeReward")
 
 
 @dataclass(frozen=True)

@@ -169,12 +169,13 @@ class PostgresSource:
             with conn.transaction(), conn.cursor(name="milady_lab_steps") as cur:
                 cur.itersize = max(1, batch_rows)
                 clause, params = (where or StepsFilter()).sql("postgres")
-                cur.execute(
-                    "SELECT CAST(id AS text), CAST(source AS text), CAST(status AS text), "
-                    "CAST(start_time AS bigint), "
-                    f"CAST(steps_json AS text) FROM trajectories {clause} {_ORDER}",
-                    params,
-                )
+                select = _rows.STEPS_SELECT.format(
+                    text="text", int="bigint", real="double precision",
+                    # A REAL goes through its shortest text form, as in ``pg_select``.
+                    reward="CAST(total_reward AS text)", steps="CAST(steps_json AS text)",
+                    judge="CAST(ai_judge_reward AS text)" if _has_judge(conn) else "NULL",
+                )  # fmt: skip
+                cur.execute(f"SELECT {select} FROM trajectories {clause} {_ORDER}", params)
                 while batch := cur.fetchmany(max(1, batch_rows)):
                     started = True
                     yield _rows.steps_from_rows(batch)
@@ -199,3 +200,15 @@ class PostgresSource:
 
     def llm_calls_frame(self) -> pl.LazyFrame:
         return _rows.deferred_calls(self.iter_steps)
+
+
+def _has_judge(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the visible ``trajectories`` table has ``ai_judge_reward`` (older ones don't)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+            "table_name = 'trajectories' AND column_name = 'ai_judge_reward' "
+            "AND table_schema = ANY (current_schemas(false)))"
+        )
+        row = cur.fetchone()
+    return bool(row and row[0])

@@ -267,11 +267,12 @@ class SQLiteSource:
         except SourceUnavailable:
             return
         clause, params = (where or StepsFilter()).sql("sqlite")
-        sql = (
-            "SELECT CAST(id AS TEXT), CAST(source AS TEXT), CAST(status AS TEXT), "
-            "CAST(start_time AS INTEGER), steps_json "
-            f"FROM trajectories {clause} {_ORDER}"
-        )
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(trajectories)")}
+        select = _rows.STEPS_SELECT.format(
+            text="TEXT", int="INTEGER", real="REAL", reward="total_reward", steps="steps_json",
+            judge="ai_judge_reward" if "ai_judge_reward" in columns else "NULL",
+        )  # fmt: skip
+        sql = f"SELECT {select} FROM trajectories {clause} {_ORDER}"
         done = 0
         try:
             conn.execute("BEGIN")
