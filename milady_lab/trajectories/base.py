@@ -30,6 +30,7 @@ LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
     "stepId": pl.String(),
     "model": pl.String(),
     "purpose": pl.String(),
+    "actionType": pl.String(),
     "systemPrompt": pl.String(),
     "userPrompt": pl.String(),
     "response": pl.String(),

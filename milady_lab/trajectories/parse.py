@@ -46,6 +46,7 @@ ACCESS_ROWS_SCHEMA: dict[str, pl.DataType] = {
 _CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("model", ("model",), "text"),
     ("purpose", ("purpose",), "text"),
+    ("actionType", ("actionType", "action_type"), "text"),
     ("systemPrompt", ("systemPrompt", "system_prompt"), "text"),
     ("userPrompt", ("userPrompt", "user_prompt"), "text"),
     ("response", ("response",), "text"),
@@ -57,7 +58,6 @@ _CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 #: Extra call fields shown in ``detail`` (not part of the frame).
 _DETAIL_CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("callId", ("callId", "call_id", "id"), "text"),
-    ("actionType", ("actionType", "action_type"), "text"),
     ("temperature", ("temperature",), "float"),
     ("maxTokens", ("maxTokens", "max_tokens"), "int"),
 )
@@ -246,6 +246,8 @@ class _Call(msgspec.Struct, gc=False):
 
     model: str | None = None
     purpose: str | None = None
+    actionType: str | None = None
+    action_type: str | None = None
     systemPrompt: str | None = None
     system_prompt: str | None = None
     userPrompt: str | None = None

@@ -80,7 +80,8 @@ def test_clean_spec_example() -> None:
     assert rows == [
         {
             "trajectoryId": "t0", "stepId": "step-0", "model": "claude-opus-4-5",
-            "purpose": "action_selection", "systemPrompt": "You are Milady...",
+            "purpose": "action_selection", "actionType": "autonomy",
+            "systemPrompt": "You are Milady...",
             "userPrompt": "What should I post today?", "response": "Here are some ideas...",
             "promptTokens": 800, "completionTokens": 340, "latencyMs": 1200,
             "timestamp": 1718000001000, "callIndex": 0,
@@ -146,7 +147,7 @@ def test_wrong_types_are_coerced_by_the_reference_rules() -> None:
     steps = [{"stepId": 7, "llmCalls": [call, "junk", 3]}, "junk", {"llmCalls": "nope"}]
     row = both(json.dumps(steps)).row(0, named=True)
     assert row == {
-        "trajectoryId": "t0", "stepId": "7", "model": "5", "purpose": "true",
+        "trajectoryId": "t0", "stepId": "7", "model": "5", "purpose": "true", "actionType": None,
         "systemPrompt": "1.5", "userPrompt": None, "response": None, "promptTokens": 12,
         "completionTokens": 3, "latencyMs": 1, "timestamp": None, "callIndex": 0,
     }  # fmt: skip
