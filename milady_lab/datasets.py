@@ -41,6 +41,9 @@ from . import validation as v
 from .atomic import fsync_path
 from .config import Settings
 from .dataset_files import examples_frame
+from .dataset_request import FIELDS as REQUEST_FIELDS
+from .dataset_request import ShapeFilters, top_ids
+from .dataset_request import names as _names
 from .errors import InputError, StorageError, UpstreamError
 from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
@@ -73,28 +76,8 @@ _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: LLM-call text a ``search`` filter looks in.
 SEARCH_COLUMNS = ("systemPrompt", "userPrompt", "response")
 
+
 # -- options --------------------------------------------------------------------------------
-#: Most values one ``source`` or ``status`` filter may list.
-MAX_CHOICES = 100
-
-
-def _names(value: Any, field: str) -> tuple[str, ...] | None:
-    """A filter on a text column: one name or a list of names (any of them matches)."""
-    if value is None:
-        return None
-    items = value if isinstance(value, list | tuple) else [value]
-    if not items:
-        raise InputError(f"{field} must name at least one value")
-    if len(items) > MAX_CHOICES:
-        raise InputError(f"{field} may list at most {MAX_CHOICES} values, got {len(items)}")
-    names: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise InputError(f"{field} must be a string or a list of strings")
-        names.append(v.text(item, field, max_length=200) or item)
-    return tuple(dict.fromkeys(names))  # de-duplicated, order kept
-
-
 def _day(value: Any, field: str) -> date | None:
     """A UTC calendar day as ``YYYY-MM-DD`` (or a ``date``)."""
     if value is None or type(value) is date:
@@ -131,6 +114,9 @@ class BuildOptions:
     ``start_day``/``end_day`` bound its start time (UTC days, both inclusive), and
     ``search`` keeps trajectories with an LLM call whose system prompt, user prompt or
     reply contains the text, ignoring case — the same filters the explorer offers.
+    ``shape`` keeps calls by purpose and model and trajectories by reward
+    (``dataset_request.ShapeFilters``); with ``topFraction`` a first pass finds the
+    qualifying trajectories' rewards, and ``limit`` caps what that fraction keeps.
     ``privacy`` redacts secrets and contacts (on unless ``"redact": false``) and, when
     asked, replaces people's handles; it runs after selection, before de-duplication.
     """
@@ -143,18 +129,10 @@ class BuildOptions:
     end_day: date | None = None
     search: str | None = None
     privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+    shape: ShapeFilters = field(default_factory=ShapeFilters)
 
-    #: Accepted body fields, in the order messages list them.
-    FIELDS = (
-        "limit",
-        "minLlmCallsPerTrajectory",
-        "source",
-        "status",
-        "startDate",
-        "endDate",
-        "search",
-        "privacy",
-    )
+    #: Accepted body fields (``dataset_request.BuildRequest``), in the order messages list them.
+    FIELDS = REQUEST_FIELDS
 
     @classmethod
     def from_body(cls, body: Any = None) -> BuildOptions:
@@ -183,6 +161,7 @@ class BuildOptions:
             end_day=end,
             search=v.text(b.get("search"), "search", max_length=1000),
             privacy=PrivacyOptions.from_body(b.get("privacy")),
+            shape=ShapeFilters.from_body(b),
         )
 
     def as_body(self) -> dict[str, Any]:
@@ -203,12 +182,13 @@ class BuildOptions:
             body["search"] = (
                 redact_texts([self.search])[0][0] if self.privacy.redact else self.search
             )
+        body.update(self.shape.as_body())
         body["privacy"] = self.privacy.as_body()
         return body
 
     @property
     def filtered(self) -> bool:
-        return any(
+        return self.shape.active or any(
             f is not None
             for f in (self.sources, self.statuses, self.start_day, self.end_day, self.search)
         )
@@ -298,6 +278,8 @@ def _example_batches(
     reason = source.unavailable_reason()
     if reason is not None:
         raise UpstreamError(f"cannot read the trajectories: {reason}")
+    opts.shape.check_source(source)
+    keep = _top_fraction(source, opts) if opts.shape.top_fraction is not None else None
     total = int(source.count())
     remaining = opts.limit
     seen = pl.DataFrame(schema={"h1": pl.UInt64})
@@ -308,19 +290,7 @@ def _example_batches(
     try:
         for batch, parsed in _read_ahead(steps):
             tally.scanned += batch.height
-            calls = parsed.with_row_index("c")
-            usable = calls.filter(_present("userPrompt") & _present("response"))
-            if opts.search is not None:
-                hits = calls.filter(text_hit(opts.search)).select("trajectoryId").unique()
-                usable = usable.join(hits, on="trajectoryId", how="semi")
-            counts = usable.group_by("trajectoryId").len()
-            included = (
-                batch.select("id")
-                .with_row_index("t")
-                .join(counts, left_on="id", right_on="trajectoryId", how="inner")
-                .filter(pl.col("len") >= opts.min_llm_calls)
-                .sort("t")
-            )
+            usable, included = _qualifying(batch, parsed, opts, keep)
             if remaining is not None:
                 included = included.head(remaining)
                 remaining -= included.height
@@ -363,6 +333,52 @@ def _example_batches(
     if progress is not None:
         done = max(total, tally.scanned)
         progress(done, done)
+
+
+def _qualifying(
+    batch: pl.DataFrame, parsed: pl.DataFrame, opts: BuildOptions, keep: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The usable calls of one batch (``c``: their order), and the trajectories that
+    qualify (``id``, ``t``: position in the batch, the reward), before ``limit``.
+    ``keep``: the ids a first pass chose (``topFraction``)."""
+    calls = parsed.with_row_index("c")
+    usable = opts.shape.calls(calls.filter(_present("userPrompt") & _present("response")))
+    if opts.search is not None:
+        hits = calls.filter(text_hit(opts.search)).select("trajectoryId").unique()
+        usable = usable.join(hits, on="trajectoryId", how="semi")
+    counts = usable.group_by("trajectoryId").len()
+    rows = opts.shape.trajectories(batch.with_row_index("t"))
+    if keep is not None:
+        rows = rows.join(keep, on="id", how="semi")
+    included = (
+        rows.select("id", "t", opts.shape.reward_field)
+        .join(counts, left_on="id", right_on="trajectoryId", how="inner")
+        .filter(pl.col("len") >= opts.min_llm_calls)
+        .sort("t")
+    )
+    return usable, included
+
+
+def _top_fraction(source: Any, opts: BuildOptions) -> pl.DataFrame:
+    """First pass of a ``topFraction`` build: the ids of the best fraction, by reward, of
+    the trajectories every other filter lets through (``limit`` comes after)."""
+    parts: list[pl.DataFrame] = []
+    offset = 0
+    steps = _guard(source.iter_steps(BATCH_ROWS, opts.steps_filter()))
+    try:
+        for batch, parsed in _read_ahead(steps):
+            _, included = _qualifying(batch, parsed, opts, None)
+            parts.append(included.with_columns(pl.col("t") + offset))
+            offset += batch.height
+    finally:
+        steps.close()
+    field_ = opts.shape.reward_field
+    schema = {"id": pl.String, "t": pl.UInt32, field_: pl.Float64}
+    columns = [pl.col(name).cast(kind) for name, kind in schema.items()]
+    qualifying = (
+        pl.concat([p.select(columns) for p in parts]) if parts else pl.DataFrame(schema=schema)
+    )
+    return top_ids(qualifying, opts.shape.top_fraction or 1.0, field_)
 
 
 #: The texts of an example the privacy pass reads and rewrites.

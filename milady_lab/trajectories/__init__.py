@@ -103,6 +103,9 @@ class UnavailableSource:
     ) -> Iterator[pl.DataFrame]:
         return iter(())
 
+    def rewards_filled(self, field: str) -> bool:
+        return False
+
     def summaries_frame(self) -> pl.LazyFrame:
         return pl.LazyFrame(schema=SUMMARY_SCHEMA)
 

@@ -260,6 +260,10 @@ class AgentApiSource(SQLiteSource):
         self.sync()
         return super().iter_steps(batch_rows, where)
 
+    def rewards_filled(self, field: str) -> bool:
+        self.sync()
+        return super().rewards_filled(field)
+
     def summaries_frame(self) -> pl.LazyFrame:
         self.sync()
         return super().summaries_frame()

@@ -52,6 +52,8 @@ STEPS_SCHEMA: dict[str, pl.DataType] = {
 }
 #: The reward columns of ``STEPS_SCHEMA`` a build may filter on (``rewardField``).
 REWARD_FIELDS = ("totalReward", "aiJudgeReward")
+#: Their columns in Milady's ``trajectories`` table.
+REWARD_COLUMNS = {"totalReward": "total_reward", "aiJudgeReward": "ai_judge_reward"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ class TrajectorySource(Protocol):
     ) -> Iterator[pl.DataFrame]:
         """The raw steps text, with the fields a build filters on (STEPS_SCHEMA), of every
         trajectory ``where`` selects (all when None), in listing order, in batches."""
+
+    def rewards_filled(self, field: str) -> bool:
+        """Whether any trajectory has ``field`` (a ``REWARD_FIELDS`` name) set to
+        something other than 0 or null: a reward filter on one never filled is refused."""
 
     def summaries_frame(self) -> pl.LazyFrame: ...
 

@@ -311,6 +311,10 @@ class ExportSource(SQLiteSource):
         self._refresh()
         return super().iter_steps(batch_rows, where)
 
+    def rewards_filled(self, field: str) -> bool:
+        self._refresh()
+        return super().rewards_filled(field)
+
     def summaries_frame(self) -> pl.LazyFrame:
         self._refresh()
         return super().summaries_frame()

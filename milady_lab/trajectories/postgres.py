@@ -17,7 +17,7 @@ import polars as pl
 import psycopg
 
 from . import _rows
-from .base import SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
+from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 _ORDER = 'ORDER BY start_time DESC NULLS LAST, id COLLATE "C"'
 _SELECT = _rows.pg_select()
@@ -187,6 +187,18 @@ class PostgresSource:
             ) from None
         finally:
             conn.close()
+
+    def rewards_filled(self, field: str) -> bool:
+        column = REWARD_COLUMNS[field]
+
+        def work(cur: psycopg.Cursor[Any]) -> bool:
+            if column == "ai_judge_reward" and not _has_judge(cur.connection):
+                return False
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM trajectories WHERE {column} <> 0)")
+            row = cur.fetchone()
+            return bool(row and row[0])
+
+        return self._read(work, False)
 
     def summaries_frame(self) -> pl.LazyFrame:
         def load() -> pl.DataFrame:

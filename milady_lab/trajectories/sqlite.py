@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from . import _rows
-from .base import SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
+from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 ANCHOR_EVERY = 1024
 _ORDER = "ORDER BY start_time DESC, id"
@@ -292,6 +292,17 @@ class SQLiteSource:
             raise SourceUnavailable(f"reading {self.path} failed: {exc}") from None
         finally:
             conn.close()
+
+    def rewards_filled(self, field: str) -> bool:
+        column = REWARD_COLUMNS[field]
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if column not in {r[1] for r in conn.execute("PRAGMA table_info(trajectories)")}:
+                return False
+            sql = f"SELECT EXISTS (SELECT 1 FROM trajectories WHERE CAST({column} AS REAL) <> 0)"
+            return bool(conn.execute(sql).fetchone()[0])
+
+        return self._read(work, False)
 
     def summaries_frame(self) -> pl.LazyFrame:
         def load() -> pl.DataFrame:

@@ -39,3 +39,31 @@ def test_start_job_request_matches_the_options_struct() -> None:
     for name, prop in ours["properties"].items():
         assert _normal(documented["properties"][name]) == _normal(prop), name
     assert _normal(ours["properties"]["backend"])["enum"] == set(options.BACKENDS)
+
+
+def test_build_dataset_request_matches_the_build_struct() -> None:
+    """Build and preview share one body: ``dataset_request.BuildRequest``."""
+    from milady_lab import dataset_request, datasets
+
+    spec = json.loads(OPENAPI.read_text(encoding="utf-8"))["components"]["schemas"]
+    documented = spec["BuildDatasetRequest"]
+    defs = msgspec.json.schema(dataset_request.BuildRequest)["$defs"]
+    ours = defs["BuildRequest"]
+    assert documented.get("additionalProperties") is False
+    assert (
+        list(documented["properties"])
+        == list(ours["properties"])
+        == list(datasets.BuildOptions.FIELDS)
+    )
+    for name, prop in ours["properties"].items():
+        if name == "privacy":  # a nested object: compare its own fields
+            privacy = documented["properties"]["privacy"]
+            assert privacy["additionalProperties"] is False
+            assert set(privacy["properties"]) == set(defs["PrivacyRequest"]["properties"])
+            continue
+        assert _normal(documented["properties"][name]) == _normal(prop), name
+    statuses = "paths", "/api/training/datasets/preview", "post", "requestBody", "content"
+    preview = json.loads(OPENAPI.read_text(encoding="utf-8"))
+    for key in statuses:
+        preview = preview[key]
+    assert preview["application/json"]["schema"]["$ref"].endswith("/BuildDatasetRequest")
