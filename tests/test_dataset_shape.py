@@ -92,7 +92,7 @@ def test_purpose_matches_purpose_or_action_type_and_model_the_caller(shaped) -> 
     assert lab.chosen(purpose=["should_respond", "response"], minLlmCallsPerTrajectory=2) == {
         "t1": ["hello", "yes"]
     }
-    with pytest.raises(InputError, match="no trajectory qualifies.*purpose='nobody'"):
+    with pytest.raises(InputError, match=r"no trajectory qualifies.*purpose='nobody'"):
         lab.build(purpose="nobody")
 
 
