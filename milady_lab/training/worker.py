@@ -287,27 +287,25 @@ LAST_ADAPTER_DIR = "last-adapter"
 
 
 def spec_controls(opts: dict[str, Any]) -> dict[str, Any]:
-    """``TrainSpec`` fields from a job's recorded options (those it has)."""
-    from .controls import ATTENTION_MODULES
+    """``TrainSpec`` fields from a job's recorded options: every option named like a
+    spec field (``loraRank`` → ``lora_rank``), ``targetModules`` as module names."""
+    import dataclasses
 
-    names = {
-        "loraRank": "lora_rank",
-        "loraAlpha": "lora_alpha",
-        "loraDropout": "lora_dropout",
-        "evalEvery": "eval_every",
-        "checkpointEvery": "checkpoint_every",
-        "maxSeqLength": "max_seq_length",
-        "gradientAccumulation": "gradient_accumulation",
-        "warmupSteps": "warmup_steps",
-        "lrSchedule": "lr_schedule",
-        "seed": "seed",
-        "earlyStoppingPatience": "early_stopping_patience",
-        "saveBest": "save_best",
+    from .controls import ATTENTION_MODULES
+    from .options import FIELD_NAMES
+    from .spec import TrainSpec
+
+    # Set by ``_build_spec`` itself (``resumeFrom`` names a job, the spec a folder).
+    own = {"iterations", "backend", "model", "batch_size", "learning_rate", "resume_from"}
+    spec_fields = {f.name for f in dataclasses.fields(TrainSpec)} - own
+    out = {
+        attr: opts[key]
+        for attr, key in FIELD_NAMES.items()
+        if attr in spec_fields and opts.get(key) is not None
     }
-    out = {field: opts[key] for key, field in names.items() if opts.get(key) is not None}
     if opts.get("loraRank") and opts.get("loraAlpha") is None:  # recorded before loraAlpha
         out["lora_alpha"] = 2.0 * opts["loraRank"]
-    targets = opts.get("targetModules")
+    targets = out.pop("target_modules", None)
     if targets is not None:
         out["target_modules"] = (
             ATTENTION_MODULES if targets == "attention"
