@@ -144,3 +144,27 @@ def test_a_reward_the_source_never_fills_is_an_input_error(shaped) -> None:
 def test_bad_shape_filters_are_input_errors(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
         ds.BuildOptions.from_body(body)
+
+
+def test_cli_builds_by_purpose_and_reward(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from milady_lab.cli import main
+
+    db = _db(tmp_path / "cli.sqlite")
+    base = ["--home", str(tmp_path / "home"), "--trajectories", str(db)]
+    code = main([*base, "datasets", "preview", "--purpose", "should_respond", "--purpose",
+                 "action_planning", "--json"])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["trajectoryCount"] == 4  # t1 t2 t4 t6
+    code = main([*base, "datasets", "build", "--top-fraction", "0.5", "--reward-field",
+                 "aiJudgeReward", "--json"])  # fmt: skip
+    assert code == 0
+    rec = json.loads(capsys.readouterr().out)["dataset"]
+    assert rec["trajectoryCount"] == 3 and rec["options"]["rewardField"] == "aiJudgeReward"
+    empty = _db(tmp_path / "none.sqlite", rewards=False)
+    code = main(["--home", str(tmp_path / "home"), "--trajectories", str(empty), "datasets",
+                 "build", "--min-reward", "0.5"])  # fmt: skip
+    assert code == 2 and "zero or null" in capsys.readouterr().err

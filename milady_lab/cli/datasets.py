@@ -21,8 +21,13 @@ _OPTION_FLAGS = (
     ("start_date", "startDate", "only trajectories started on or after this UTC day (YYYY-MM-DD)"),
     ("end_date", "endDate", "only trajectories started on or before this UTC day (YYYY-MM-DD)"),
     ("search", "search", "only trajectories with an LLM call containing this text (any case)"),
+    ("purpose", "purpose", "only calls with this purpose or actionType (repeat for several)"),
+    ("model", "model", "only calls made by this model (repeat for several)"),
+    ("min_reward", "minReward", "only trajectories whose reward is at least this"),
+    ("reward_field", "rewardField", "totalReward (default) or aiJudgeReward"),
+    ("top_fraction", "topFraction", "keep the best fraction (0-1] of trajectories by reward"),
 )
-_REPEATED = ("source", "status")
+_REPEATED = ("source", "status", "purpose", "model")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

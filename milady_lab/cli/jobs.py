@@ -17,6 +17,21 @@ from ..state import FINAL_STATUSES, JobStatus
 from ..training.options import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
 
+#: The training controls (issue 15): flag → help; the values go to the service as text.
+_CONTROL_FLAGS = (
+    ("--epochs", "passes over the training examples, instead of --iterations"),
+    ("--max-seq-length", "tokens per example (default 2048; longer prompts lose their start)"),
+    ("--gradient-accumulation", "micro-batches of --batch-size per step (default 1)"),
+    ("--warmup-steps", "learning-rate warmup steps (default 5%% of the iterations)"),
+    ("--lr-schedule", "constant, cosine or linear (default cosine)"),
+    ("--lora-alpha", "LoRA alpha (default 2 x rank)"),
+    ("--lora-dropout", "dropout on the LoRA input (default 0)"),
+    ("--target-modules", "attention (default), all-linear, or module names: q_proj,v_proj"),
+    ("--seed", "seed of data order and initialisation (default 0)"),
+    ("--early-stopping-patience", "evaluations without a lower valLoss before stopping"),
+    ("--save-best", "true (default): register the lowest-valLoss adapter; false: the last"),
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="start, follow and cancel training jobs")
@@ -27,15 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--backend", help="mlx, cuda or cpu (default: the best one here)")
     start.add_argument("--model", help="base model: friendly name, folder, .gguf or hub id")
     start.add_argument("--iterations", help="training iterations (default 100)")
-    start.add_argument("--batch-size", help="examples per iteration (default 4)")
-    start.add_argument("--learning-rate", help="peak learning rate (default 2e-4)")
+    start.add_argument("--batch-size", help="examples per micro-batch (default per model size)")
+    start.add_argument("--learning-rate", help="peak learning rate (default per model size)")
     start.add_argument(
         "--max-trajectories", help="build a new dataset from at most this many trajectories"
     )
     start.add_argument("--resume-from", help="continue a cancelled or failed job's checkpoint")
-    start.add_argument("--lora-rank", help="LoRA rank (default 8)")
+    start.add_argument("--lora-rank", help="LoRA rank (default per model size)")
     start.add_argument("--eval-every", help="iterations between validation losses")
     start.add_argument("--checkpoint-every", help="iterations between checkpoints")
+    for flag, help_text in _CONTROL_FLAGS:
+        start.add_argument(flag, help=help_text)
     start.add_argument(
         "--wait", action="store_true", help="follow the job until it ends (exit 1 unless completed)"
     )

@@ -396,3 +396,38 @@ def test_a_job_trains_for_its_epochs_and_registers_the_best_adapter(
         Path(model["adapterPath"]), job_model_dir, Path(store.get_dataset(ds)["path"])
     )
     assert registered == pytest.approx(best_val, rel=2e-3)
+
+
+def test_cli_flags_carry_the_controls(
+    settings: Settings, store: StateStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``jobs start`` has a kebab-case flag per control; a bad one exits 2 with the
+    service's message and starts nothing."""
+    from milady_lab.cli import main
+
+    ds = add_dataset(settings, store)
+    home = ["--home", str(settings.home), "--trajectories", str(settings.trajectories)]
+    start = [*home, "--cache", str(settings.cache), "jobs", "start", "--dataset-id", ds]
+    code = main([*start, "--epochs", "1", "--iterations", "3"])
+    assert code == 2 and "either epochs or iterations" in capsys.readouterr().err
+    code = main([*start, "--lr-schedule", "step", "--gradient-accumulation", "2"])
+    assert code == 2 and "lrSchedule must be one of" in capsys.readouterr().err
+    assert store.list_jobs() == []
+    from milady_lab.cli import build_parser
+
+    args = build_parser().parse_args(
+        [*start, "--max-seq-length", "512", "--target-modules", "q_proj,v_proj", "--save-best",
+         "false", "--early-stopping-patience", "2", "--warmup-steps", "0", "--seed", "3",
+         "--lora-alpha", "8", "--lora-dropout", "0.1"]
+    )  # fmt: skip
+    from milady_lab.cli.jobs import _START_FLAGS
+
+    body = {f: getattr(args, a) for a, f in _START_FLAGS.items() if getattr(args, a) is not None}
+    rec = JobOptions.from_body(body, store).to_record()
+    assert (rec["maxSeqLength"], rec["targetModules"], rec["saveBest"]) == (
+        512,
+        ("q_proj", "v_proj"),
+        False,
+    )
+    assert (rec["earlyStoppingPatience"], rec["warmupSteps"], rec["seed"]) == (2, 0, 3)
+    assert (rec["loraAlpha"], rec["loraDropout"]) == (8.0, 0.1)
