@@ -213,7 +213,7 @@ def derived_length(
             )
     elif iterations is None:
         iterations = default_iterations
-    if train > 0:
+    if epochs is None and train > 0:  # given epochs stay as given
         epochs = round(iterations * per_step / train, 4)
     patience = opts.get("early_stopping_patience")
     if patience is not None and dataset is not None and not dataset.get("validCount"):

@@ -19,6 +19,7 @@ import ipywidgets as w
 from ..state import FINAL_STATUSES, LIVE_STATUSES
 from . import plots
 from ._async import Poller
+from ._controls import TrainingControls
 from ._fields import STYLE, count
 from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
@@ -110,6 +111,8 @@ class JobLauncher(Panel):
         self.learning_rate = w.FloatText(
             value=2e-4, description="Learning rate", style=style, layout=w.Layout(width="190px")
         )
+        self.controls = TrainingControls()
+        self.model.observe(self._on_model, names="value")
 
     def _watch_widgets(self) -> None:
         """Buttons, the job being watched, its progress, loss curve and the jobs table."""
@@ -141,6 +144,7 @@ class JobLauncher(Panel):
             layout=w.Layout(flex_flow="row wrap"),
         )
         row3 = w.HBox([self.start_button, self.cancel_button, self.refresh_button])
+        row2 = w.VBox([row2, self.controls])
         watch_row = w.HBox(
             [self.watch, self.progress], layout=w.Layout(flex_flow="row wrap", align_items="center")
         )
@@ -215,7 +219,14 @@ class JobLauncher(Panel):
         model = (self.model.value or "").strip()
         if model:
             body["model"] = model
+        body |= self.controls.body()
+        if "epochs" in body:  # one of the two: the service derives the other
+            del body["iterations"]
         return body
+
+    def _on_model(self, change: dict[str, Any]) -> None:
+        """A new base model brings its size's learning rate, rank and batch (README)."""
+        self.controls.apply_size_defaults(change["new"], self.batch_size, self.learning_rate)
 
     # -- actions --------------------------------------------------------------------------
     def start(self) -> None:
@@ -438,6 +449,11 @@ class JobLauncher(Panel):
         ]
         if job.get("valLoss") is not None:
             parts.append(f"val {fmt_num(job.get('valLoss'))}")
+        if job.get("bestIteration") is not None:
+            best = f"best val {fmt_num(job.get('bestValLoss'))} @ {job['bestIteration']}"
+            parts.append(f"<span class='milady-best'>{best}</span>")
+        if job.get("stoppedEarly"):
+            parts.append(f"<span title='{esc(job.get('stopReason') or '')}'>stopped early</span>")
         parts.append(f"{fmt_num(round(tps)) if isinstance(tps, int | float) else '—'} tokens/s")
         parts.append(f"ETA {_fmt_eta(eta_seconds(job))}")
         if status == "failed" and job.get("error"):
@@ -474,6 +490,7 @@ class JobLauncher(Panel):
             self.val_points,
             title=title,
             total_iterations=job.get("totalIterations"),
+            best=_best_point(job),
         )
         self._last_draw = now
         self._dirty = False
@@ -491,6 +508,13 @@ class JobLauncher(Panel):
 
     def stop(self) -> None:
         self.poller.stop()
+
+
+def _best_point(job: dict[str, Any]) -> tuple[float, float] | None:
+    """(bestIteration, bestValLoss) of a job, for the marker on its curve."""
+    if job.get("bestIteration") is None or job.get("bestValLoss") is None:
+        return None
+    return float(job["bestIteration"]), float(job["bestValLoss"])
 
 
 def _backend_names(value: Any) -> list[str]:

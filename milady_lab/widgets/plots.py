@@ -124,10 +124,12 @@ def loss_curve_png(
     *,
     title: str = "Loss",
     total_iterations: int | None = None,
+    best: tuple[float, float] | None = None,
     width: float = 7.0,
     height: float = 3.0,
 ) -> bytes:
-    """Training loss (line) and validation loss (markers) against iteration.
+    """Training loss (line) and validation loss (markers) against iteration; ``best``
+    (iteration, valLoss) is marked: the adapter a ``saveBest`` job registers.
 
     The x axis follows the points, not ``total_iterations``: early in a long run the
     curve would otherwise be a few pixels at the left edge.
@@ -158,6 +160,10 @@ def loss_curve_png(
             linestyle="--",
             label="validation",
         )
+    if best is not None:
+        ax.axvline(best[0], color=PALETTE[2], linewidth=0.8, linestyle=":")
+        ax.plot([best[0]], [best[1]], marker="*", markersize=12, color=PALETTE[2],
+                linestyle="none", label=f"best (iteration {int(best[0])})")  # fmt: skip
     last = max(p[0] for p in [*train, *valid])
     ax.set_xlim(0, max(last * 1.05, last + 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

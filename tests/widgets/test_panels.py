@@ -581,3 +581,63 @@ def test_auto_improve_policy_from_the_model_manager(
         assert service.get_auto()["policy"]["model"] is None
     finally:
         mm.close()
+
+
+def test_launcher_training_controls_and_best_marker(
+    backend: LocalData, service: TrainingService
+) -> None:
+    """The controls of issue 15 in the launcher: sensible defaults, the body they make
+    (accepted by the service's checks), and the best iteration on the live curve."""
+    from milady_lab.training.defaults import SIZE_TABLE
+    from milady_lab.training.options import JobOptions
+
+    ds = service.build_dataset({"limit": 5})["dataset"]
+    jl = JobLauncher(backend)
+    c = jl.controls
+    assert (c.max_seq_length.value, c.gradient_accumulation.value, c.lr_schedule.value) == (
+        2048,
+        1,
+        "cosine",
+    )
+    assert c.target_modules.value == "attention" and c.save_best.value is True
+    assert c.epochs.layout.display == "none" and c.advanced.selected_index is None
+    body = jl.body()
+    assert body["iterations"] == 100 and "epochs" not in body
+    assert "earlyStoppingPatience" not in body and "warmupSteps" not in body  # auto
+    # A bigger base model brings its row of the size table.
+    jl.model.value = "llama-3.1-8b"
+    large = SIZE_TABLE[-1]
+    assert (jl.learning_rate.value, jl.batch_size.value, c.lora_rank.value) == (
+        large.learning_rate,
+        large.batch_size,
+        large.lora_rank,
+    )
+    jl.model.value = ""
+    c.length_by.value = "epochs"
+    assert c.epochs.layout.display == ""
+    c.epochs.value = 2
+    c.patience.value = 3
+    c.warmup_steps.value = "4"
+    c.target_modules.value = "q_proj,v_proj"
+    body = jl.body()
+    assert body["epochs"] == 2.0 and "iterations" not in body
+    assert body["earlyStoppingPatience"] == 3 and body["warmupSteps"] == "4"
+    opts = JobOptions.from_body(body, service.store)
+    assert opts.dataset_id == ds["id"] and opts.epochs == 2.0
+    assert opts.iterations == -(-2 * ds["trainCount"] // 4)  # ceil(epochs × examples / batch)
+    assert opts.target_modules == ("q_proj", "v_proj") and opts.warmup_steps == 4
+
+    # The live curve marks the best iteration, and the info line names it.
+    jl.job_id = "job-x"
+    jl.train_points = [(1.0, 3.0), (2.0, 2.5), (3.0, 2.2), (4.0, 2.1)]
+    jl.val_points = [(2.0, 2.6), (4.0, 2.8)]
+    jl.job = {"id": "job-x", "status": "completed", "totalIterations": 4, "currentIteration": 4}
+    jl._draw(force=True)
+    without = jl.curve.value
+    jl.job |= {"bestIteration": 2, "bestValLoss": 2.6, "stoppedEarly": True, "stopReason": "x"}
+    jl._render_job()
+    jl._draw(force=True)
+    assert jl.curve.value != without
+    assert "best val 2.6" in jl.info.value and "@ 2" in jl.info.value
+    assert "stopped early" in jl.info.value
+    jl.close()
