@@ -17,6 +17,7 @@ from . import plots
 from ._backend import read_dataset_texts
 from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
 from ._panel import Panel, fmt_ms, header, html_table
+from ._shape import shape_body, shape_filters
 
 #: Optional filter fields, offered only when the builder accepts them (BuildOptions.FIELDS).
 FILTER_FIELDS = TRAJECTORY_FILTERS
@@ -118,6 +119,7 @@ class DatasetBuilder(Panel):
         self.min_calls = count("Min LLM calls / trajectory", 1, 1, 10**6, "230px")
         self.filters: dict[str, w.Widget] = trajectory_filters(self.fields, ANY)
         self.privacy = privacy_checkboxes(self.fields)
+        self.shape = shape_filters(self.fields)
 
     def _result_widgets(self) -> None:
         """Buttons, the preview line, the build's progress and the built datasets."""
@@ -147,7 +149,11 @@ class DatasetBuilder(Panel):
         first += [f[k] for k in ("startDate", "endDate") if k in f]
         second = [f["search"]] if "search" in f else []
         options_box = w.VBox(
-            [wrap_row(first), wrap_row([*second, self.limit, *self.privacy.values()])]
+            [
+                wrap_row(first),
+                wrap_row([*second, self.limit, *self.privacy.values()]),
+                wrap_row(list(self.shape.values())),
+            ]
         )
         buttons = w.HBox([self.preview_button, self.build_button, self.refresh_button])
         self.children = [
@@ -166,7 +172,8 @@ class DatasetBuilder(Panel):
     def _wire(self) -> None:
         """Any option change refreshes the preview; every callback goes through ``guard``."""
         self._suspend = False
-        for widget in (self.limit, self.min_calls, *self.filters.values(), *self.privacy.values()):
+        options = (*self.filters.values(), *self.privacy.values(), *self.shape.values())
+        for widget in (self.limit, self.min_calls, *options):
             widget.observe(self.guard("preview")(self._options_changed), names="value")
         self.preview_button.on_click(self.guard("preview")(lambda _b: self.preview()))
         self.build_button.on_click(self.guard("build")(lambda _b: self.build()))
@@ -190,7 +197,7 @@ class DatasetBuilder(Panel):
             body[key] = value.isoformat() if hasattr(value, "isoformat") else value
         if self.privacy:
             body["privacy"] = {key: bool(box.value) for key, box in self.privacy.items()}
-        return body
+        return body | shape_body(self.shape)
 
     def set_filters(self, body: dict[str, Any]) -> None:
         """Take filters from a build body (e.g. the explorer's), then preview once."""

@@ -641,3 +641,28 @@ def test_launcher_training_controls_and_best_marker(
     assert "best val 2.6" in jl.info.value and "@ 2" in jl.info.value
     assert "stopped early" in jl.info.value
     jl.close()
+
+
+def test_builder_shapes_a_dataset_by_purpose_and_reward(
+    backend: LocalData, service: TrainingService
+) -> None:
+    b = DatasetBuilder(backend)
+    b.wait()
+    assert set(b.shape) == {"purpose", "model", "minReward", "rewardField", "topFraction"}
+    assert "purpose" not in b.body() and "rewardField" not in b.body()  # empty: not sent
+    b.shape["purpose"].value = "response, action_selection"
+    b.shape["minReward"].value = "0.3"
+    b.shape["topFraction"].value = 0.5
+    b.wait()
+    shaped = {"purpose": ["response", "action_selection"], "minReward": "0.3",
+              "topFraction": 0.5, "rewardField": "totalReward"}  # fmt: skip
+    assert b.body().items() >= shaped.items()
+    assert b.last_preview == service.preview_dataset(b.body())
+    everything = service.preview_dataset({})["trajectoryCount"]
+    assert 0 < b.last_preview["trajectoryCount"] < everything
+    b.build_button.click()
+    b.wait()
+    b.wait()
+    assert b.last_built is not None
+    assert b.last_built["options"]["minReward"] == 0.3
+    assert b.last_built["options"]["purpose"] == ["response", "action_selection"]
