@@ -66,6 +66,12 @@ class PanelData:
     def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def calls_of(self, trajectory_ids: Iterable[str], most: int = 300) -> pl.DataFrame:
+        """LLM calls (LLM_CALL_SCHEMA) of the first ``most`` of ``trajectory_ids``, for the
+        explorer's grouping by purpose; here one detail read each (REST has no calls route)."""
+        frames = [calls_frame(self.get_trajectory(t)) for t in list(trajectory_ids)[:most]]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=LLM_CALL_SCHEMA)
+
     # datasets
     def list_datasets(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -168,6 +174,12 @@ class LocalData(PanelData):
 
     def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
         return self.service.get_trajectory(trajectory_id)["trajectory"]
+
+    def calls_of(self, trajectory_ids: Iterable[str], most: int | None = None) -> pl.DataFrame:
+        """Every call of those trajectories, from one pass over the steps."""
+        ids = list(trajectory_ids)
+        frame = self.service.llm_calls_frame().filter(pl.col("trajectoryId").is_in(ids))
+        return frame.select(list(LLM_CALL_SCHEMA)).collect()
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return self.service.list_datasets()["datasets"]

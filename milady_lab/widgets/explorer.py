@@ -11,7 +11,8 @@ import polars as pl
 from ..datasets import day_start_ms
 from . import plots
 from ._backend import calls_frame
-from ._fields import TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
+from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
+from ._groups import GROUPS, group_summary, grouped_rows, tokens_over_time
 from ._panel import Panel, esc, fmt_ms, header, html_table
 
 ALL = "(all)"
@@ -70,6 +71,10 @@ class TrajectoryExplorer(Panel):
             description="Reload", icon="refresh", layout=w.Layout(width="90px")
         )
         self.count_label = w.HTML()
+        self.group_by = w.Dropdown(
+            options=list(GROUPS), value="source", description="Group by", style=STYLE,
+            layout=w.Layout(width="170px"),
+        )  # fmt: skip
 
     def _view_widgets(self) -> None:
         """The pager, the table of summaries, the charts and the opened trajectory."""
@@ -81,6 +86,8 @@ class TrajectoryExplorer(Panel):
         self.rows.add_class("milady-rows")
         self.calls_chart = w.Image(format="png", layout=w.Layout(width="420px"))
         self.tokens_chart = w.Image(format="png", layout=w.Layout(width="480px"))
+        self.groups_table = w.HTML()
+        self._calls_cache: pl.DataFrame | None = None
         # Long trajectories scroll inside the panel instead of stretching the notebook.
         self.detail = w.HTML(layout=w.Layout(width="100%", max_height="560px", overflow="auto"))
         self.detail.add_class("milady-detail")
@@ -99,7 +106,7 @@ class TrajectoryExplorer(Panel):
     def _lay_out(self) -> None:
         """Filters on two rows, the charts, then the table and the opened trajectory."""
         self.filter_bar = wrap_row(  # the Dashboard adds its "build from these" button here
-            [self.search, self.clear_button, self.refresh_button, self.count_label],
+            [self.search, self.group_by, self.clear_button, self.refresh_button, self.count_label],
             align_items="center",
         )
         pager = w.HBox(
@@ -111,6 +118,7 @@ class TrajectoryExplorer(Panel):
             wrap_row(list(self._filter_inputs[:5])),
             self.filter_bar,
             wrap_row([self.calls_chart, self.tokens_chart]),
+            self.groups_table,
             self.table_header,
             self.rows,
             pager,
@@ -127,6 +135,7 @@ class TrajectoryExplorer(Panel):
         self.next_button.on_click(self.guard("page")(lambda _b: self.go_page(self.page + 1)))
         self.clear_button.on_click(self.guard("clear")(lambda _b: self.clear_filters()))
         self.refresh_button.on_click(self.guard("reload")(lambda _b: self.reload()))
+        self.group_by.observe(self.guard("group")(lambda _c: self._render_charts()), names="value")
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -143,6 +152,7 @@ class TrajectoryExplorer(Panel):
         """Read all trajectory summaries again and re-apply the filters."""
         self._all = self.backend.trajectories_frame()
         self._search_cache.clear()
+        self._calls_cache = None
         self._suspend = True
         try:
             for dropdown, col in ((self.source_filter, "source"), (self.status_filter, "status")):
@@ -252,12 +262,30 @@ class TrajectoryExplorer(Panel):
             self.next_button.disabled = self.page >= self.pages - 1
 
     def _render_charts(self) -> None:
-        counts = self._frame.get_column("llmCallCount").fill_null(0).to_list()
-        self.calls_chart.value = plots.histogram_png(
-            counts, "LLM calls per trajectory", "LLM calls", integer=True
+        key = self.group_by.value
+        if key == "reward":
+            rewards = self._frame.get_column("totalReward").drop_nulls()
+            self.calls_chart.value = plots.histogram_png(
+                rewards.filter(rewards != 0).to_list(), "totalReward (non-zero)", "reward"
+            )
+        else:
+            counts = self._frame.get_column("llmCallCount").fill_null(0).to_list()
+            self.calls_chart.value = plots.histogram_png(
+                counts, "LLM calls per trajectory", "LLM calls", integer=True
+            )
+        rows = grouped_rows(self._frame, self.calls() if key == "purpose" else None, key)
+        series, bucket = tokens_over_time(rows)
+        self.tokens_chart.value = plots.tokens_over_time_png(
+            series, bucket_ms=bucket, title=f"Tokens over time by {key}"
         )
-        series, bucket = tokens_by_source(self._frame)
-        self.tokens_chart.value = plots.tokens_over_time_png(series, bucket_ms=bucket)
+        self.groups_table.value = _groups_html(group_summary(rows), key)
+
+    def calls(self) -> pl.DataFrame:
+        """The LLM calls of every trajectory (read once per reload, for the purpose groups)."""
+        if self._calls_cache is None:
+            self._calls_cache = self.backend.calls_of(self._all.get_column("id").to_list())
+        ids = self._frame.get_column("id")
+        return self._calls_cache.filter(pl.col("trajectoryId").is_in(ids.implode()))
 
     # -- detail -------------------------------------------------------------------------
     def _on_select(self, change: dict[str, Any]) -> None:
@@ -283,36 +311,18 @@ def _summary_schema() -> dict[str, pl.DataType]:
     return SUMMARY_SCHEMA
 
 
-#: Bucket sizes for the tokens chart, smallest first: the first giving ≤ 40 bars wins.
-BUCKETS_MS = (3_600_000, 6 * 3_600_000, 86_400_000, 7 * 86_400_000, 30 * 86_400_000)
+def _groups_html(summary: pl.DataFrame, key: str) -> str:
+    """The per-group figures under the charts."""
+    rows = [
+        [r["group"], r["trajectories"], r["calls"], r["tokens"], fmt_reward(r["meanReward"])]
+        for r in summary.head(20).to_dicts()
+    ]
+    head = [key, "trajectories", "LLM calls", "tokens", "mean reward"]
+    return html_table(head, rows, numeric={1, 2, 3, 4}) if rows else ""
 
 
-def tokens_by_source(frame: pl.DataFrame) -> tuple[dict[str, tuple[list[int], list[float]]], int]:
-    """Total tokens per source per time bucket, and the bucket size in ms."""
-    data = frame.filter(pl.col("startTime").is_not_null())
-    if not data.height:
-        return {}, BUCKETS_MS[2]
-    times = data.get_column("startTime")
-    span = int(times.max()) - int(times.min())  # type: ignore[arg-type]
-    bucket = next((b for b in BUCKETS_MS if span / b <= 40), BUCKETS_MS[-1])
-    grouped = (
-        data.with_columns(
-            (pl.col("startTime") // bucket * bucket).alias("bucket"),
-            (
-                pl.col("totalPromptTokens").fill_null(0)
-                + pl.col("totalCompletionTokens").fill_null(0)
-            ).alias("tokens"),
-            pl.col("source").fill_null("?"),
-        )
-        .group_by("source", "bucket")
-        .agg(pl.col("tokens").sum())
-        .sort("bucket")
-    )
-    out: dict[str, tuple[list[int], list[float]]] = {}
-    for src, part in grouped.partition_by("source", as_dict=True).items():
-        name = src[0] if isinstance(src, tuple) else src
-        out[str(name)] = (part.get_column("bucket").to_list(), part.get_column("tokens").to_list())
-    return out, bucket
+def fmt_reward(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _fold(label: str, text: Any, open_limit: int = 280) -> str:

@@ -666,3 +666,38 @@ def test_builder_shapes_a_dataset_by_purpose_and_reward(
     assert b.last_built is not None
     assert b.last_built["options"]["minReward"] == 0.3
     assert b.last_built["options"]["purpose"] == ["response", "action_selection"]
+
+
+def test_explorer_groups_and_plots_by_purpose_and_reward(
+    backend: LocalData, service: TrainingService
+) -> None:
+    """Group by purpose: the agent's calls per purpose; by reward: trajectories per reward
+    band and a reward histogram; the figures agree with the service's own frames."""
+    ex = TrajectoryExplorer(backend)
+    calls = service.llm_calls_frame().collect()
+    summaries = service.trajectories_frame().collect()
+    by_source = ex.groups_table.value
+    assert "trajectories" in by_source and "LLM calls" in by_source
+
+    ex.group_by.value = "purpose"
+    assert is_png(ex.tokens_chart.value)
+    expected = calls.group_by(pl.coalesce("purpose", "actionType", pl.lit("?"))).len()
+    for purpose, n in expected.iter_rows():
+        assert f"<td>{purpose}</td>" in ex.groups_table.value
+        assert f">{n}<" in ex.groups_table.value.replace(",", "")
+    # The groups follow the filters.
+    source = summaries.get_column("source").mode().item(0)
+    ex.source_filter.value = source
+    kept = set(summaries.filter(pl.col("source") == source)["id"].to_list())
+    assert set(ex.calls()["trajectoryId"].to_list()) <= kept
+    ex.source_filter.value = "(all)"
+
+    ex.group_by.value = "reward"
+    rewarded = summaries.filter(pl.col("totalReward").fill_null(0) != 0)
+    assert 0 < rewarded.height < summaries.height  # the demo judges some trajectories
+    html = ex.groups_table.value
+    assert "no reward" in html and "mean reward" in html
+    none = summaries.height - rewarded.height
+    assert f'<td>no reward</td><td class="num">{none:,}</td>' in html
+    assert is_png(ex.calls_chart.value)
+    ex.close()
