@@ -17,7 +17,7 @@ from typing import Any
 from .. import validation as v
 from ..errors import InputError
 from .defaults import size_defaults
-from .schedule import DEFAULT_SCHEDULE, SCHEDULES, default_warmup
+from .schedule import DEFAULT_SCHEDULE, SCHEDULES
 
 #: ``targetModules`` presets; a list names the modules itself.
 TARGET_PRESETS = ("attention", "all-linear")
@@ -194,7 +194,8 @@ def derived_length(
     opts: dict[str, Any], dataset: dict[str, Any] | None, default_iterations: int
 ) -> dict[str, Any]:
     """``iterations`` and ``epochs`` (one given, the other derived from the dataset's
-    training examples), ``warmupSteps`` and the check that early stopping can evaluate.
+    training examples), and the checks of ``warmupSteps`` and early stopping against them.
+    A warmup left out is not recorded: it follows the run's length (a resume changes it).
 
     One iteration is one optimizer step over ``batchSize × gradientAccumulation``
     examples, so ``iterations = ceil(epochs × trainCount / that)``.
@@ -220,9 +221,7 @@ def derived_length(
         raise InputError(
             f"earlyStoppingPatience needs validation examples; dataset {dataset.get('id')} has none"
         )
-    warmup = opts.get("warmup_steps")
-    if warmup is None:
-        warmup = default_warmup(iterations)
-    elif warmup >= iterations:
+    warmup = opts.get("warmup_steps")  # None: ``default_warmup`` of the run, in the worker
+    if warmup is not None and warmup >= iterations:
         raise InputError(f"warmupSteps ({warmup}) must be fewer than iterations ({iterations})")
-    return {"iterations": iterations, "epochs": epochs, "warmup_steps": warmup}
+    return {"iterations": iterations, "epochs": epochs}

@@ -146,7 +146,7 @@ class JobOptions:
         return opts
 
     def for_dataset(self, dataset: dict[str, Any] | None) -> JobOptions:
-        """These options with ``iterations``/``epochs``/``warmupSteps`` derived from the
+        """These options with ``iterations``/``epochs`` derived from the
         dataset the job trains on (``controls.derived_length``)."""
         fields = asdict(self)
         return replace(self, **derived_length(fields, dataset, DEFAULTS["iterations"]))

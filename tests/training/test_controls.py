@@ -92,7 +92,8 @@ def test_epochs_or_iterations_one_derived_from_the_other(
     opts = JobOptions.from_body({"datasetId": ds, "iterations": 10, "batchSize": 4}, store)
     assert opts.epochs == 2.0  # reported: 10 steps × 4 examples over 20
     rec = opts.to_record()
-    assert rec["iterations"] == 10 and rec["epochs"] == 2.0 and rec["warmupSteps"] == 1
+    assert rec["iterations"] == 10 and rec["epochs"] == 2.0
+    assert "warmupSteps" not in rec  # left out: 5 % of whatever length the run has
     with pytest.raises(InputError, match="either epochs or iterations"):
         JobOptions.from_body({"datasetId": ds, "epochs": 1, "iterations": 5}, store)
 
@@ -431,3 +432,68 @@ def test_cli_flags_carry_the_controls(
     )
     assert (rec["earlyStoppingPatience"], rec["warmupSteps"], rec["seed"]) == (2, 0, 3)
     assert (rec["loraAlpha"], rec["loraDropout"]) == (8.0, 0.1)
+
+
+def test_target_modules_resolve_alike_on_both_backends(tiny_llama_dir: Path) -> None:
+    """``attention``, ``all-linear`` and a list pick the same layers in peft and mlx-lm;
+    a listed name the model lacks is an input error naming it."""
+    from transformers import AutoModelForCausalLM
+
+    from milady_lab.training.backends.torch import _existing_targets
+    from milady_lab.training.controls import ATTENTION_MODULES, LINEAR_MODULES
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
+    assert _existing_targets(base, ATTENTION_MODULES) == list(ATTENTION_MODULES)
+    assert _existing_targets(base, ("all-linear",)) == "all-linear"
+    assert _existing_targets(base, ("q_proj", "down_proj")) == ["q_proj", "down_proj"]
+    with pytest.raises(InputError, match=r"\['wq'\] do not exist"):
+        _existing_targets(base, ("q_proj", "wq"))
+    if not HAS_MLX:
+        return
+    from mlx_lm import load
+
+    from milady_lab.training.backends.mlx import _lora_keys
+
+    model, _ = load(str(tiny_llama_dir))
+    leaves = {k.rsplit(".", 1)[-1] for k in _lora_keys(model, ("all-linear",))}
+    assert leaves == set(LINEAR_MODULES["llama"])
+    assert {k.rsplit(".", 1)[-1] for k in _lora_keys(model, ATTENTION_MODULES)} == set(
+        ATTENTION_MODULES
+    )
+    assert _lora_keys(model, ("q_proj", "down_proj")) == ["mlp.down_proj", "self_attn.q_proj"]
+    with pytest.raises(InputError, match=r"\['wq'\] do not exist"):
+        _lora_keys(model, ("q_proj", "wq"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lora_shape_seed_and_sequence_length_are_honoured(
+    backend: str, tiny_llama_dir: Path, memo_dataset: Path, tmp_path: Path
+) -> None:
+    """loraAlpha, loraDropout, targetModules, seed and maxSeqLength in a real run: the
+    adapter has that shape, a seed repeats its run exactly and another seed does not,
+    and the examples are cut to the length (their replies kept)."""
+    import json
+
+    import numpy as np
+
+    def run(name: str, seed: int) -> tuple[dict[str, Any], RecordingCallback, Path]:
+        cb = RecordingCallback()
+        spec = make_spec(
+            tiny_llama_dir, memo_dataset, tmp_path / name, backend, iterations=3,
+            lora_rank=4, lora_alpha=12.0, lora_dropout=0.1, target_modules=("all-linear",),
+            seed=seed, max_seq_length=24, eval_every=100, save_best=False, cpu_bf16=False,
+        )  # fmt: skip
+        run_training(spec, cb)
+        return _adapter(spec.output_dir), cb, spec.output_dir
+
+    first, cb, out = run("a", 5)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert (cfg["r"], cfg["lora_alpha"], cfg["lora_dropout"]) == (4, 12.0, 0.1)
+    assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= set(cfg["target_modules"])
+    assert any("mlp.down_proj" in k for k in first)
+    assert cb.summary["truncatedExamples"] > 0 and cb.summary["droppedExamples"] == 0
+    again, _, _ = run("b", 5)
+    other, _, _ = run("c", 6)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert any(not np.allclose(first[k], other[k]) for k in first)
