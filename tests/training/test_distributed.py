@@ -5,6 +5,7 @@ The option checks (400 before anything starts) run without a worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from milady_lab.errors import InputError
 from milady_lab.state import StateStore
 from milady_lab.training.backends import TrainingCancelled
 from milady_lab.training.callbacks import TrainingCallback
-from milady_lab.training.distributed import resolve_devices, torchrun_args, Layout
+from milady_lab.training.distributed import Layout, resolve_devices, torchrun_args
 from milady_lab.training.jobs import CANCEL_GRACE_S, JobManager
 from milady_lab.training.options import JobOptions
 from milady_lab.training.processes import process_start_time
@@ -78,10 +79,8 @@ def one_process_losses(
         **kw,
     )
     cb = _Collect(stop_after)
-    try:
+    with contextlib.suppress(TrainingCancelled):
         train_torch(spec, cb)
-    except TrainingCancelled:
-        pass
     return cb.losses
 
 
