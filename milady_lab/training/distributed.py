@@ -115,6 +115,11 @@ def check_layout(b: dict[str, Any], backend: str, prior: dict[str, Any]) -> dict
             raise InputError(f"rdzvEndpoint must be host:port, got {endpoint[:80]!r}")
         endpoint = endpoint.strip()
     strategy = v.choice(given("strategy"), "strategy", STRATEGIES, default="ddp")
+    if prior and _sharded(prior) != (strategy == "fsdp" and devices * nodes > 1):
+        raise InputError(
+            "a resume keeps sharding as it was: an fsdp checkpoint (several ranks) holds the "
+            "optimizer state in another form than a ddp or one-device one"
+        )
     return {
         "devices": devices,
         "strategy": strategy,
@@ -122,6 +127,12 @@ def check_layout(b: dict[str, Any], backend: str, prior: dict[str, Any]) -> dict
         "node_rank": node_rank,
         "rdzv_endpoint": endpoint,
     }
+
+
+def _sharded(options: dict[str, Any]) -> bool:
+    """Whether a job's checkpoints were written under FSDP on several ranks."""
+    world = int(options.get("devices") or 1) * int(options.get("nodes") or 1)
+    return options.get("strategy") == "fsdp" and world > 1
 
 
 def resolve_devices(value: Any, backend: str) -> int:

@@ -6,8 +6,11 @@ The option checks (400 before anything starts) run without a worker."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -181,6 +184,31 @@ def test_two_ranks_follow_one_process_with_the_same_global_batch(
     assert got[8] < got[1]  # it learns
     adapter = Path(store.get_model(rec["modelId"])["adapterPath"])
     assert (adapter / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
+    settings: Settings, store: StateStore, job_model_dir: Path, tmp_path: Path, strategy: str
+) -> None:
+    """The math without bf16 noise: ``train_torch`` on 2 torchrun ranks × batch 2 and alone
+    with batch 4, both fp32, give the same losses to 1e-5 over 6 steps at lr 1e-2."""
+    ds = Path(store.get_dataset(add_dataset(settings, store))["path"])
+    script = Path(__file__).with_name("fp32_ranks.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    runs = {"alone": [sys.executable, str(script)], strategy: [*torchrun, str(script)]}
+    losses = {}
+    for name, cmd in runs.items():
+        out = tmp_path / f"{name}.json"
+        batch = "4" if name == "alone" else "2"
+        args = [str(job_model_dir), str(ds), str(out), batch, name, "6"]
+        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        losses[name] = json.loads(out.read_text())
+    assert len(losses["alone"]) == 6
+    assert losses["alone"][-1] < losses["alone"][0] - 0.5  # lr 1e-2 moves it a lot
+    assert losses[strategy] == pytest.approx(losses["alone"], abs=1e-5)
 
 
 @pytest.mark.slow
