@@ -26,9 +26,8 @@ class _Losses(TrainingCallback):
 
 
 def main(model: str, dataset: str, out: str, batch: str, strategy: str, iterations: str) -> None:
-    if strategy != "alone":
-        dist.init_process_group("gloo")
-    folder = Path(out).parent / f"run-{strategy}-{dist.get_rank() if dist.is_initialized() else 0}"
+    dist.init_process_group("gloo")
+    folder = Path(out).parent / f"rank-{dist.get_rank()}"
     spec = TrainSpec(
         job_id="fp32",
         backend="cpu",
@@ -44,11 +43,11 @@ def main(model: str, dataset: str, out: str, batch: str, strategy: str, iteratio
         eval_every=1000,
         threads=1,
         cpu_bf16=False,
-        strategy="ddp" if strategy == "alone" else strategy,
+        strategy=strategy,
     )
     cb = _Losses()
     train_torch(spec, cb)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(cb.losses), encoding="utf-8")
 
 

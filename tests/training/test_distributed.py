@@ -191,24 +191,24 @@ def test_two_ranks_follow_one_process_with_the_same_global_batch(
 def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
     settings: Settings, store: StateStore, job_model_dir: Path, tmp_path: Path, strategy: str
 ) -> None:
-    """The math without bf16 noise: ``train_torch`` on 2 torchrun ranks × batch 2 and alone
-    with batch 4, both fp32, give the same losses to 1e-5 over 6 steps at lr 1e-2."""
-    ds = Path(store.get_dataset(add_dataset(settings, store))["path"])
+    """The math without bf16 noise: ``train_torch`` on 2 torchrun ranks × batch 2 and in
+    this process with batch 4, both fp32, give the same losses to 1e-5 over 6 steps."""
+    ds = add_dataset(settings, store)
     script = Path(__file__).with_name("fp32_ranks.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
-    runs = {"alone": [sys.executable, str(script)], strategy: [*torchrun, str(script)]}
-    losses = {}
-    for name, cmd in runs.items():
-        out = tmp_path / f"{name}.json"
-        batch = "4" if name == "alone" else "2"
-        args = [str(job_model_dir), str(ds), str(out), batch, name, "6"]
-        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        losses[name] = json.loads(out.read_text())
-    assert len(losses["alone"]) == 6
-    assert losses["alone"][-1] < losses["alone"][0] - 0.5  # lr 1e-2 moves it a lot
-    assert losses[strategy] == pytest.approx(losses["alone"], abs=1e-5)
+    out = tmp_path / "ranks.json"
+    args = [str(job_model_dir), store.get_dataset(ds)["path"], str(out), "2", strategy, "6"]
+    done = subprocess.run(
+        [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone = one_process_losses(
+        settings, store, job_model_dir, ds, tmp_path, iterations=6, batch_size=4,
+        learning_rate=1e-2, eval_every=1000, cpu_bf16=False,
+    )  # fmt: skip
+    assert alone[6] < alone[1] - 0.5  # lr 1e-2 moves it a lot
+    assert json.loads(out.read_text()) == pytest.approx([alone[i] for i in range(1, 7)], abs=1e-5)
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ forwards must pair up; DDP synchronises gradients on the last row only (``no_syn
 from __future__ import annotations
 
 import contextlib
+import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,19 +74,43 @@ class Group:
         return self.active and self.strategy == "fsdp"
 
     # -- setup ----------------------------------------------------------------------------
-    def wrap(self, decoder: Any) -> Any:
-        """The decoder to run forwards through: DDP or FSDP2 around it, or itself."""
+    def check_same_data(self, examples: list[Any]) -> None:
+        """Every rank must draw from the same examples (machines each read their own copy
+        of the dataset): a clear error instead of batches that silently differ."""
         if not self.active:
-            return decoder
-        if self.strategy == "fsdp":
-            from torch.distributed.fsdp import fully_shard
+            return
+        digest = 0
+        for ex in examples:
+            digest = zlib.crc32(array("q", ex.input_ids).tobytes(), digest)
+        mine = torch.tensor([len(examples), digest], dtype=torch.long, device=self.device)
+        every = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(every, mine)
+        if any(not torch.equal(t, every[0]) for t in every):
+            from ...errors import InputError
 
-            for layer in decoder.layers:
-                fully_shard(layer)
-            embed = decoder.get_input_embeddings()
-            # The embedding is tied to lm_head, which runs outside the decoder.
-            fully_shard(decoder, ignored_params={embed.weight})
-            return decoder
+            raise InputError(
+                "the ranks read different training examples: every machine needs the same "
+                f"dataset contents (rank {self.rank} has {len(examples)} examples)"
+            )
+
+    def place(self, model: Any, decoder: Any) -> Any:
+        """Move the model to this rank's device and return the decoder to run forwards
+        through: DDP or FSDP2 around it, or itself. Under FSDP ``fully_shard`` moves only
+        each rank's shard to the device (the whole model never sits on one GPU)."""
+        if not self.sharded:
+            model.to(self.device)
+            return self._ddp(decoder) if self.active else decoder
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in decoder.layers:
+            fully_shard(layer)
+        embed = decoder.get_input_embeddings()
+        # The embedding is tied to lm_head, which runs outside the decoder: kept whole.
+        fully_shard(decoder, ignored_params={embed.weight})
+        model.to(self.device)  # what fully_shard left: the embedding (and an untied lm_head)
+        return decoder
+
+    def _ddp(self, decoder: Any) -> Any:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None

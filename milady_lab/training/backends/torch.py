@@ -157,14 +157,14 @@ class _Run:
         self.model_path = resolve_model_path(spec)
         base, tokenizer = self._load_base(bf16)
         self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+        self.group.check_same_data(self.train_set)
         self.model = _with_lora(base, spec)
-        self.model.to(self.device)
         causal_lm = self.model.get_base_model()
         self.decoder = causal_lm.base_model
         self.lm_head = causal_lm.get_output_embeddings()
         if spec.resume_from is not None:  # before DDP copies them, or FSDP splits them
             self._load_weights()
-        self.decoder = self.group.wrap(self.decoder)
+        self.decoder = self.group.place(self.model, self.decoder)  # on the device, wrapped
         self.evaluate = self.group.evaluator(evaluate)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
