@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import validation as v
 from ..atomic import write_bytes
-from ..errors import InputError
+from ..errors import InputError, WorkerError
 
 STRATEGIES = ("ddp", "fsdp")
 #: Processes on one machine (one per GPU; on CPU, at most one per core).
@@ -230,7 +230,7 @@ def run_ranks(spec: Any, layout: Layout, job_dir: Path, callback: Any) -> Any:
     return outcome["result"]
 
 
-class RankFailed(RuntimeError):
+class RankFailed(WorkerError):
     """A rank failed; the message names it, how it ended and its last lines."""
 
 
@@ -269,7 +269,7 @@ def rank_log_tail(log_dir: Path, local_rank: int, lines: int = 4) -> list[str]:
     out: list[str] = []
     for name in ("stderr.log", "stdout.log"):
         for path in sorted(Path(log_dir).glob(f"*/attempt_*/{local_rank}/{name}")):
-            out += [ln for ln in log_tail(path, lines=lines) if "Warning" not in ln]
+            out += log_tail(path, lines=lines)
         if out:
             break
     return out[-lines:]

@@ -22,7 +22,11 @@ from .callbacks import TrainingCallback
 
 
 class _Quiet(TrainingCallback):
-    """The callback of a rank that does not report: it only obeys the stop flag."""
+    """The callback of a rank that does not report: it logs to its own output (the
+    lines a failure quotes) and obeys the stop flag."""
+
+    def on_log(self, message: str) -> None:
+        print(f"[milady-lab] rank {os.environ.get('RANK')}: {message}", flush=True)
 
     def should_stop(self) -> bool:
         return worker._stop.is_set()

@@ -230,26 +230,31 @@ def test_cancel_stops_every_rank(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_killed_rank_fails_the_job_and_a_resume_continues_the_same_losses(
     manager: JobManager,
     settings: Settings,
     store: StateStore,
     job_model_dir: Path,
     tmp_path: Path,
+    strategy: str,
 ) -> None:
     ds = add_dataset(settings, store)
-    first = manager.start(body(job_model_dir, ds, iterations=LONG, batchSize=2, checkpointEvery=3))
+    kw = {"iterations": LONG, "batchSize": 2, "checkpointEvery": 3, "strategy": strategy}
+    first = manager.start(body(job_model_dir, ds, **kw))
     wait_for(lambda: (manager.get(first["id"])["checkpointIteration"] or 0) >= 3, 120, "a save")
     ranks = rank_pids(first["id"])
     os.kill(ranks[1], signal.SIGKILL)
     failed = wait_status(manager, first["id"], ("completed", "failed", "cancelled"), 30)
     assert failed["status"] == "failed"
-    assert "rank 1 killed by SIGKILL" in failed["error"], failed["error"]
+    assert failed["error"].startswith("rank 1 killed by SIGKILL"), failed["error"]
+    assert "its last lines: " in failed["error"] and "rank 1: training" in failed["error"]
     wait_for(lambda: not rank_pids(first["id"]), 5.0, "the other rank to be gone")
     saved = failed["checkpointIteration"]
 
     again = manager.start({"resumeFrom": first["id"]})
     assert again["options"]["devices"] == 2  # the layout is kept
+    assert again["options"]["strategy"] == strategy
     stop_at = saved + 4
     wait_for(lambda: max(job_losses(store, again["id"]), default=0) >= stop_at, 120, "steps")
     manager.cancel(again["id"])
