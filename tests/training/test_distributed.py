@@ -230,6 +230,22 @@ def test_cancel_stops_every_rank(
 
 
 @pytest.mark.slow
+def test_a_killed_worker_takes_its_ranks_along(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    """torchrun starts every rank in a session of its own, out of reach of the group
+    kill: a SIGKILLed worker (kill -9, out of memory) must still leave no rank behind."""
+    ds = add_dataset(settings, store)
+    job = manager.start(body(job_model_dir, ds, iterations=LONG, batchSize=1, checkpointEvery=0))
+    wait_for(lambda: (manager.get(job["id"])["currentIteration"] or 0) >= 2, 120, "training")
+    assert sorted(rank_pids(job["id"])) == [0, 1]
+    os.kill(manager.raw(job["id"])["pid"], signal.SIGKILL)
+    wait_for(lambda: not rank_pids(job["id"]), 2.0, "the ranks to die with the worker")
+    rec = wait_status(manager, job["id"], ("completed", "failed", "cancelled"), 10)
+    assert rec["status"] == "failed" and "SIGKILL" in rec["error"], rec["error"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_killed_rank_fails_the_job_and_a_resume_continues_the_same_losses(
     manager: JobManager,
