@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from .state import FINAL_STATUSES
 
@@ -415,41 +416,74 @@ def _job_options(
     }
 
 
-class _SSEParser:
-    """Server-Sent Events framing: ``id``/``event``/``data`` lines, a blank line ends one."""
+class _Cursor:
+    """Where an event stream stands: the last event's seq, else the stream's last ``id:``."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: int | None) -> None:
+        self.seq = after
         self.last_id: str | None = None
-        self._data: list[str] = []
-        self._event = "message"
 
-    def feed(self, line: str) -> Event | None:
-        if line == "":
-            if not self._data:
-                self._event = "message"
-                return None
-            raw = "\n".join(self._data)
-            kind = self._event
-            self._data, self._event = [], "message"
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                event = {"message": raw}
-            if not isinstance(event, dict):
-                event = {"message": raw}
-            event.setdefault("kind", kind)
-            return event  # type: ignore[return-value]
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_id = value
-        return None
+    def event(self, sse: ServerSentEvent) -> Event | None:
+        """The event an SSE message carries (JSON data; its SSE name as the default kind)."""
+        if sse.id and "\0" not in sse.id:
+            self.last_id = sse.id
+        if not sse.data:
+            return None  # a bare ``id:`` (the stream's head) or a keep-alive
+        try:
+            event = json.loads(sse.data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            event = {"message": sse.data}
+        event.setdefault("kind", sse.event or "message")
+        if isinstance(event.get("seq"), int):
+            self.seq = event["seq"]
+        return event  # type: ignore[return-value]
+
+    def resume(self) -> int | None:
+        """Where a dropped stream picks up: the last seq seen, else the last event id."""
+        if self.seq is None and self.last_id and self.last_id.isdigit():
+            self.seq = int(self.last_id)
+        return self.seq
+
+
+def _http_options(
+    base_url: str,
+    token: str | None,
+    timeout: float,
+    auth_scheme: str,
+    trust_env: bool,
+    transport: Any,
+) -> dict[str, Any]:
+    """The ``httpx.Client`` / ``httpx.AsyncClient`` arguments both clients use."""
+    return {
+        "base_url": _api_root(base_url),
+        "headers": _headers(token, auth_scheme),
+        "timeout": timeout,
+        "trust_env": trust_env,
+        "follow_redirects": False,
+        "transport": transport,
+    }
+
+
+def _request_args(req: _Request, slow_timeout: float) -> dict[str, Any]:
+    return {
+        "params": req.params or None,
+        "json": req.body if req.method in ("POST", "PUT") else None,
+        "timeout": slow_timeout if req.slow else httpx.USE_CLIENT_DEFAULT,
+    }
+
+
+def _answer(req: _Request, response: httpx.Response) -> Any:
+    """The route's value, or its error as ``TrainingAPIError``."""
+    if response.status_code >= 400:
+        raise _error_from(response)
+    body = response.json()
+    return body[req.key] if req.key else body
+
+
+def _unreachable(base_url: str, exc: Exception) -> TrainingConnectionError:
+    return TrainingConnectionError(f"cannot reach {base_url}: {type(exc).__name__}: {exc}")
 
 
 def _headers(token: str | None, auth_scheme: str) -> dict[str, str]:
@@ -482,12 +516,7 @@ class TrainingClient:
         self.base_url = base_url
         self.slow_timeout = slow_timeout
         self._http = httpx.Client(
-            base_url=_api_root(base_url),
-            headers=_headers(token, auth_scheme),
-            timeout=timeout,
-            trust_env=trust_env,
-            follow_redirects=False,
-            transport=transport,
+            **_http_options(base_url, token, timeout, auth_scheme, trust_env, transport)
         )
 
     @classmethod
@@ -506,23 +535,12 @@ class TrainingClient:
         self._http.close()
 
     def _send(self, req: _Request) -> Any:
-        timeout = self.slow_timeout if req.slow else httpx.USE_CLIENT_DEFAULT
+        args = _request_args(req, self.slow_timeout)
         try:
-            response = self._http.request(
-                req.method,
-                req.path,
-                params=req.params or None,
-                json=req.body if req.method in ("POST", "PUT") else None,
-                timeout=timeout,
-            )
+            response = self._http.request(req.method, req.path, **args)
         except httpx.TransportError as exc:
-            raise TrainingConnectionError(
-                f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        body = response.json()
-        return body[req.key] if req.key else body
+            raise _unreachable(self.base_url, exc) from exc
+        return _answer(req, response)
 
     # routes
     def status(self) -> Status:
@@ -610,8 +628,15 @@ class TrainingClient:
         model_name: str | None = None,
         base_model: str | None = None,
         ollama_url: str | None = None,
+        mode: str | None = None,
+        quantization: str | None = None,
     ) -> ImportResult:
-        body = {"modelName": model_name, "baseModel": base_model, "ollamaUrl": ollama_url}
+        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
+        ``f16`` (default), ``q8_0`` or ``f32``."""
+        body = _fields(
+            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
+            mode=mode, quantization=quantization,
+        )  # fmt: skip
         return self._send(_Routes.import_ollama(model_id, body))
 
     def activate_model(
@@ -658,30 +683,23 @@ class TrainingClient:
         when the connection drops, unless ``reconnect`` is False.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        parser = _SSEParser()
-        cursor = after
+        cursor = _Cursor(after)
         while True:
             try:
-                with self._http.stream(
-                    "GET", "events", **_stream_args(self._http, cursor, deadline)
-                ) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise _error_from(response)
-                    for line in response.iter_lines():
-                        event = parser.feed(line)
-                        if event is not None:
-                            if isinstance(event.get("seq"), int):
-                                cursor = event["seq"]
+                args = _stream_args(self._http, cursor.seq, deadline)
+                with connect_sse(self._http, "GET", "events", **args) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        raise _error_from(source.response)
+                    for sse in source.iter_sse():
+                        if (event := cursor.event(sse)) is not None:
                             yield event
             except httpx.TransportError as exc:
                 if not reconnect:
-                    raise TrainingConnectionError(
-                        f"event stream from {self.base_url}: {exc}"
-                    ) from exc
+                    raise _stream_dropped(self.base_url, exc) from exc
             if not reconnect or (deadline is not None and time.monotonic() >= deadline):
                 return
-            cursor = _resume_from(cursor, parser)
+            cursor.resume()
             time.sleep(RECONNECT_DELAY_S)
 
     def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:
@@ -714,14 +732,14 @@ class TrainingClient:
 
     def head_event_seq(self) -> int | None:
         """The seq of the newest event (the stream's opening ``id:``)."""
-        parser = _SSEParser()
-        with self._http.stream("GET", "events", params={"timeout": 0}) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error_from(response)
-            for line in response.iter_lines():
-                parser.feed(line)
-        return int(parser.last_id) if parser.last_id and parser.last_id.isdigit() else None
+        cursor = _Cursor(None)
+        with connect_sse(self._http, "GET", "events", params={"timeout": 0}) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise _error_from(source.response)
+            for sse in source.iter_sse():
+                cursor.event(sse)
+        return cursor.resume()
 
 
 _FINAL_KINDS = ("job_completed", "job_failed", "job_cancelled")
@@ -745,12 +763,7 @@ class AsyncTrainingClient:
         self.base_url = base_url
         self.slow_timeout = slow_timeout
         self._http = httpx.AsyncClient(
-            base_url=_api_root(base_url),
-            headers=_headers(token, auth_scheme),
-            timeout=timeout,
-            trust_env=trust_env,
-            follow_redirects=False,
-            transport=transport,
+            **_http_options(base_url, token, timeout, auth_scheme, trust_env, transport)
         )
 
     @classmethod
@@ -768,23 +781,12 @@ class AsyncTrainingClient:
         await self._http.aclose()
 
     async def _send(self, req: _Request) -> Any:
-        timeout = self.slow_timeout if req.slow else httpx.USE_CLIENT_DEFAULT
+        args = _request_args(req, self.slow_timeout)
         try:
-            response = await self._http.request(
-                req.method,
-                req.path,
-                params=req.params or None,
-                json=req.body if req.method in ("POST", "PUT") else None,
-                timeout=timeout,
-            )
+            response = await self._http.request(req.method, req.path, **args)
         except httpx.TransportError as exc:
-            raise TrainingConnectionError(
-                f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        body = response.json()
-        return body[req.key] if req.key else body
+            raise _unreachable(self.base_url, exc) from exc
+        return _answer(req, response)
 
     async def status(self) -> Status:
         return await self._send(_Routes.status())
@@ -860,8 +862,15 @@ class AsyncTrainingClient:
         model_name: str | None = None,
         base_model: str | None = None,
         ollama_url: str | None = None,
+        mode: str | None = None,
+        quantization: str | None = None,
     ) -> ImportResult:
-        body = {"modelName": model_name, "baseModel": base_model, "ollamaUrl": ollama_url}
+        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
+        ``f16`` (default), ``q8_0`` or ``f32``."""
+        body = _fields(
+            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
+            mode=mode, quantization=quantization,
+        )  # fmt: skip
         return await self._send(_Routes.import_ollama(model_id, body))
 
     async def activate_model(
@@ -903,30 +912,23 @@ class AsyncTrainingClient:
         when the connection drops, unless ``reconnect`` is False (as the sync client).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        parser = _SSEParser()
-        cursor = after
+        cursor = _Cursor(after)
         while True:
             try:
-                async with self._http.stream(
-                    "GET", "events", **_stream_args(self._http, cursor, deadline)
-                ) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise _error_from(response)
-                    async for line in response.aiter_lines():
-                        event = parser.feed(line)
-                        if event is not None:
-                            if isinstance(event.get("seq"), int):
-                                cursor = event["seq"]
+                args = _stream_args(self._http, cursor.seq, deadline)
+                async with aconnect_sse(self._http, "GET", "events", **args) as source:
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        raise _error_from(source.response)
+                    async for sse in source.aiter_sse():
+                        if (event := cursor.event(sse)) is not None:
                             yield event
             except httpx.TransportError as exc:
                 if not reconnect:
-                    raise TrainingConnectionError(
-                        f"event stream from {self.base_url}: {exc}"
-                    ) from exc
+                    raise _stream_dropped(self.base_url, exc) from exc
             if not reconnect or (deadline is not None and time.monotonic() >= deadline):
                 return
-            cursor = _resume_from(cursor, parser)
+            cursor.resume()
             await asyncio.sleep(RECONNECT_DELAY_S)
 
 
@@ -942,16 +944,12 @@ def _stream_args(
         params["timeout"] = max(0.0, round(deadline - time.monotonic(), 3))
     return {
         "params": params,
-        "headers": {"Accept": "text/event-stream"},
         "timeout": httpx.Timeout(http.timeout.connect, read=60.0),
     }
 
 
-def _resume_from(cursor: int | None, parser: _SSEParser) -> int | None:
-    """Where a dropped stream picks up: the last seq seen, else the last event id."""
-    if cursor is None and parser.last_id and parser.last_id.isdigit():
-        return int(parser.last_id)
-    return cursor
+def _stream_dropped(base_url: str, exc: Exception) -> TrainingConnectionError:
+    return TrainingConnectionError(f"event stream from {base_url}: {exc}")
 
 
 # -- finding the Jupyter server --

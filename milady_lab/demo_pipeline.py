@@ -15,7 +15,7 @@ import time
 import httpx
 
 from .config import Settings
-from .errors import MiladyLabError
+from .errors import ConflictError, MiladyLabError
 from .service import TrainingService
 from .state import FINAL_STATUSES, JobStatus
 
@@ -47,6 +47,26 @@ def follow_job(svc: TrainingService, job_id: str) -> dict:
             bar.close()
             return job
         time.sleep(0.5)
+
+
+def _cell(value: float | None, bounds: list[float | None] | None) -> str:
+    if value is None:
+        return "—"
+    lo, hi = bounds or (None, None)
+    return f"{value:.3f}" + (f" ({lo:.2f}–{hi:.2f})" if lo is not None and hi is not None else "")
+
+
+def scores_table(bench: dict, name: str) -> str:
+    """The benchmark as a Markdown table: each score with its 95 % interval, and how many
+    examples it counted (formatValid and actionAccuracy leave some out)."""
+    intervals = bench.get("intervals") or {}
+    counts = bench.get("counts") or {}
+    rows = [f"| score | base model | fine-tuned ({name}) | examples |", "|---|---|---|---|"]
+    for key in bench["scores"]:
+        base = _cell(bench["baseline"].get(key), (intervals.get("baseline") or {}).get(key))
+        tuned = _cell(bench["scores"].get(key), (intervals.get("scores") or {}).get(key))
+        rows.append(f"| {key} | {base} | {tuned} | {counts.get(key, bench.get('examples'))} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,19 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {model['id']} ({model['name']}); benchmarking against the base model …")
         bench = svc.benchmark_model(model["id"], {"maxExamples": args.benchmark_examples})
         print()
-        print(f"| score | base model | fine-tuned ({model['name']}) |")
-        print("|---|---|---|")
-        for key in ("coherence", "consistency", "helpfulness"):
-            print(f"| {key} | {bench['baseline'][key]:.3f} | {bench['scores'][key]:.3f} |")
+        print(scores_table(bench, model["name"]))
         print()
 
         if _ollama_running():
             imported = svc.import_ollama(model["id"], {})
             print(f"imported into Ollama as {imported['model']['ollamaName']}")
-            activated = svc.activate_model(model["id"], {})
+            body = {}
         else:
             print("no Ollama on localhost:11434 — skipping the import")
-            activated = svc.activate_model(model["id"], {"providerModel": f"local/{model['name']}"})
+            body = {"providerModel": f"local/{model['name']}"}
+        try:
+            activated = svc.activate_model(model["id"], body)
+        except ConflictError as exc:  # the gate: worse than the base beyond the interval
+            print(f"not activated: {exc.message}")
+            return 0
         print(f"activated {activated['activeModel']} in {settings.agent_config}")
         return 0
     except MiladyLabError as exc:

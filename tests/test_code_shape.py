@@ -7,15 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 80
-#: Functions still over the limit, each to be split by its module's owner (issue 17).
-#: Listed by name so a new long function fails at once, and checked below so an entry
-#: is dropped as soon as its function is short.
-NOT_YET_SPLIT = {
-    "milady_lab/models/benchmark.py::run_batch",
-    "milady_lab/widgets/builder.py::DatasetBuilder.__init__",
-    "milady_lab/widgets/explorer.py::TrajectoryExplorer.__init__",
-    "milady_lab/widgets/launcher.py::JobLauncher.__init__",
-}
 
 
 def _functions(path: Path) -> list[tuple[str, int]]:
@@ -50,11 +41,9 @@ def test_no_function_is_longer_than_80_lines() -> None:
     too_long = {
         f"{where} is {n} lines (at most {MAX_LINES}): split it"
         for where, n in lengths.items()
-        if n > MAX_LINES and where not in NOT_YET_SPLIT
+        if n > MAX_LINES
     }
     assert not too_long, "\n".join(sorted(too_long))
-    stale = {w for w in NOT_YET_SPLIT if lengths.get(w, 0) <= MAX_LINES}
-    assert not stale, f"now short (or gone): drop from NOT_YET_SPLIT: {sorted(stale)}"
 
 
 def _imports(path: Path) -> set[str]:

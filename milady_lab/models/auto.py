@@ -82,7 +82,10 @@ def check_policy(body: Any, current: Mapping[str, Any]) -> dict[str, Any]:
     if "backend" in b:
         out["backend"] = v.choice(b["backend"], "backend", BACKENDS) if b["backend"] else None
     if "model" in b:
-        out["model"] = v.text(b["model"], "model", max_length=1000)
+        from ..training.options import check_model  # a typo is a 400 now, not a failed round
+
+        model = v.text(b["model"], "model", max_length=1000)
+        out["model"] = None if model is None else check_model(model)
     if "activate" in b:
         out["activate"] = v.choice(b["activate"], "activate", ACTIVATE_CHOICES) or "never"
     if "maxExamples" in b:

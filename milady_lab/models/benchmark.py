@@ -374,24 +374,51 @@ def run_batch(
     Layout: ``[shared prefix | left padding | own prompt]``, then the reply; padding is
     masked out and position ids count real tokens only, so results equal one-by-one runs.
     """
+    kw = _forward_names(model)
+    state = _prompt_pass(model, kw, batch, pad_id, prefix)
+    nll, counts = _reply_nll(model, kw, batch, pad_id, state)
+    generated = _greedy(model, kw, [e.max_new for e in batch], stop_ids, state)
+    return nll, counts, generated
+
+
+@dataclass
+class _PromptState:
+    """What the prompt pass leaves for the two passes after it."""
+
+    cache: Any
+    first: Any  # logits of the first reply position, (n, vocab)
+    mask: Any  # attention mask over prefix + prompt, (n, length)
+    lengths: Any  # real tokens so far = the next position id, (n,)
+
+
+def _padded(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool) -> tuple[Any, Any]:
+    """``(ids, mask)`` of ``rows`` padded to one length, on the left or the right."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _prompt_pass(
+    model: Any, kw: _Names, batch: Sequence[Example], pad_id: int, prefix: Prefix | None
+) -> _PromptState:
+    """Run every prompt (after the shared prefix, whose cache is reused) in one forward."""
     import copy
 
     import torch
 
     device = next(model.parameters()).device
-    kw = _forward_names(model)
     n = len(batch)
     skip = prefix.length if prefix is not None else 0
-    suffixes = [e.prompt_ids[skip:] for e in batch]
-    s_len = max(len(s) for s in suffixes)
-    prompt = torch.full((n, s_len), pad_id, dtype=torch.long)
-    s_mask = torch.zeros((n, s_len), dtype=torch.long)
-    for i, own in enumerate(suffixes):
-        prompt[i, s_len - len(own) :] = torch.tensor(own)
-        s_mask[i, s_len - len(own) :] = 1
+    prompt, s_mask = _padded([e.prompt_ids[skip:] for e in batch], pad_id, left=True)
     prompt, s_mask = prompt.to(device), s_mask.to(device)
     p_mask = torch.cat([torch.ones((n, skip), dtype=torch.long, device=device), s_mask], 1)
-    lengths = skip + s_mask.sum(-1)  # real tokens so far = the next position
     extra: dict[str, Any] = {}
     if prefix is not None:
         shared = copy.deepcopy(prefix.cache)
@@ -405,37 +432,45 @@ def run_batch(
         **extra,
         **{kw.keep: 1},
     )
-    cache = _cache_of(out)
-    first = out.logits[:, -1, :].float()
+    return _PromptState(_cache_of(out), out.logits[:, -1, :].float(), p_mask, skip + s_mask.sum(-1))
 
-    # Teacher forcing over the reference reply, on a copy of the prompt's cache.
-    r_len = max(len(e.reply_ids) for e in batch)
-    ref = torch.full((n, r_len), pad_id, dtype=torch.long)
-    r_mask = torch.zeros((n, r_len), dtype=torch.long)
-    for i, e in enumerate(batch):
-        ref[i, : len(e.reply_ids)] = torch.tensor(e.reply_ids)
-        r_mask[i, : len(e.reply_ids)] = 1
+
+def _reply_nll(
+    model: Any, kw: _Names, batch: Sequence[Example], pad_id: int, state: _PromptState
+) -> tuple[list[float], list[int]]:
+    """Teacher forcing over the reference replies, on a copy of the prompt's cache."""
+    import copy
+
+    import torch
+
+    device = state.mask.device
+    ref, r_mask = _padded([e.reply_ids for e in batch], pad_id, left=False)
     ref, r_mask = ref.to(device), r_mask.to(device)
     out_ref = model(
         input_ids=ref,
-        attention_mask=torch.cat([p_mask, r_mask], 1),
-        position_ids=lengths[:, None] + torch.arange(r_len, device=device)[None, :],
+        attention_mask=torch.cat([state.mask, r_mask], 1),
+        position_ids=state.lengths[:, None] + torch.arange(ref.shape[1], device=device)[None, :],
         use_cache=True,
-        **{kw.cache: copy.deepcopy(cache)},
+        **{kw.cache: copy.deepcopy(state.cache)},
     )
-    logits = torch.cat([first[:, None, :], out_ref.logits[:, :-1, :].float()], 1)
+    logits = torch.cat([state.first[:, None, :], out_ref.logits[:, :-1, :].float()], 1)
     del out_ref
     logp = torch.log_softmax(logits, -1).gather(-1, ref[..., None]).squeeze(-1)
     del logits
-    nll = (-(logp * r_mask).sum(-1)).tolist()
-    counts = r_mask.sum(-1).tolist()
+    return (-(logp * r_mask).sum(-1)).tolist(), r_mask.sum(-1).tolist()
 
-    # Greedy decoding from the prompt's cache; rows that ended leave the batch.
-    caps = [e.max_new for e in batch]
-    generated: list[list[int]] = [[] for _ in batch]
-    alive = list(range(n))
-    next_tok = first.argmax(-1)
-    mask, pos = p_mask, lengths
+
+def _greedy(
+    model: Any, kw: _Names, caps: list[int], stop_ids: set[int], state: _PromptState
+) -> list[list[int]]:
+    """Greedy decoding from the prompt's cache; rows that ended leave the batch."""
+    import torch
+
+    device = state.mask.device
+    generated: list[list[int]] = [[] for _ in caps]
+    alive = list(range(len(caps)))
+    cache, mask, pos = state.cache, state.mask, state.lengths
+    next_tok = state.first.argmax(-1)
     while True:
         keep = []
         for j, tok in enumerate(next_tok.tolist()):
@@ -446,7 +481,7 @@ def run_batch(
             if len(generated[row]) < caps[row]:
                 keep.append(j)
         if not keep:
-            break
+            return generated
         if len(keep) < len(alive):
             idx = torch.tensor(keep, device=device)
             cache.batch_select_indices(idx)
@@ -463,7 +498,6 @@ def run_batch(
         cache = _cache_of(out)
         pos = pos + 1
         next_tok = out.logits[:, -1, :].argmax(-1)
-    return nll, counts, generated
 
 
 @dataclass(frozen=True)

@@ -143,13 +143,8 @@ def _backend_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str,
     from .backends import best_backend, check_backend
 
     backend = v.choice(value, "backend", BACKENDS)
-    if resumed is not None:
-        if backend is not None and backend != prior["backend"]:
-            raise InputError(
-                f"backend must be {prior['backend']!r} to resume job {resumed['id']} "
-                "(its checkpoints are in that backend's format)"
-            )
-        backend = prior["backend"]
+    why = "its checkpoints are in that backend's format"
+    backend = _as_resumed(backend, "backend", resumed, prior, why)
     if backend is None:
         backend = best_backend()
     check_backend(backend)  # InputError when this machine lacks it
@@ -159,14 +154,21 @@ def _backend_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str,
 def _model_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, Any]) -> str:
     """The base model asked for (the resumed job's, the default one otherwise)."""
     model = v.text(value, "model", max_length=1000)
-    if resumed is not None:
-        if model is not None and model != prior["model"]:
-            raise InputError(
-                f"model must be {prior['model']!r} to resume job {resumed['id']} "
-                "(its adapter was trained on that base model)"
-            )
-        model = prior["model"]
-    return check_model(model)
+    why = "its adapter was trained on that base model"
+    return check_model(_as_resumed(model, "model", resumed, prior, why))
+
+
+def _as_resumed(
+    value: Any, field: str, resumed: dict[str, Any] | None, prior: dict[str, Any], why: str
+) -> Any:
+    """A resumed job keeps its ``field``; asking for another value is a 400 saying why."""
+    if resumed is None:
+        return value
+    if value is not None and value != prior[field]:
+        raise InputError(
+            f"{field} must be {prior[field]!r} to resume job {resumed['id']} ({why})"
+        )
+    return prior[field]
 
 
 def _numbers(

@@ -111,6 +111,13 @@ class PanelData:
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
+    def get_auto(self) -> dict[str, Any]:
+        """The auto-improve policy, its state and recent decisions (``GET /auto``)."""
+        raise NotImplementedError
+
+    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
     def base_models(self) -> list[str]:
         """Base model names to offer (the user may type any other)."""
         try:
@@ -207,6 +214,12 @@ class LocalData(PanelData):
 
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.service.benchmark_model(model_id, body)
+
+    def get_auto(self) -> dict[str, Any]:
+        return self.service.get_auto()
+
+    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
+        return self.service.set_auto(policy)
 
     def close(self) -> None:
         if self._owned:
@@ -339,6 +352,8 @@ class RemoteData(PanelData):
             model_name=body.get("modelName"),
             base_model=body.get("baseModel"),
             ollama_url=body.get("ollamaUrl"),
+            mode=body.get("mode"),
+            quantization=body.get("quantization"),
         )
         return {"model": dict(model)}  # the service's shape
 
@@ -354,6 +369,12 @@ class RemoteData(PanelData):
 
     def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return dict(self.client.benchmark_model(model_id, **(body or {})))
+
+    def get_auto(self) -> dict[str, Any]:
+        return dict(self.client.get_auto())
+
+    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.client.set_auto(**policy))
 
     def close(self) -> None:
         self.client.close()

@@ -15,10 +15,11 @@ import ipywidgets as w
 
 from . import plots
 from ._backend import read_dataset_texts
+from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
 from ._panel import Panel, fmt_ms, header, html_table
 
 #: Optional filter fields, offered only when the builder accepts them (BuildOptions.FIELDS).
-FILTER_FIELDS = ("source", "status", "startDate", "endDate", "search")
+FILTER_FIELDS = TRAJECTORY_FILTERS
 #: The menu entry for "no filter" on source and status.
 ANY = "(any)"
 
@@ -102,51 +103,24 @@ class DatasetBuilder(Panel):
         self.fields = self.backend.build_fields()
         self.can_preview = self.backend.can_preview
 
-        style = {"description_width": "auto"}
-        self.limit = w.BoundedIntText(
-            value=0,
-            min=0,
-            max=10**9,
-            description="Limit (0 = all)",
-            style=style,
-            layout=w.Layout(width="190px"),
-        )
-        self.min_calls = w.BoundedIntText(
-            value=1,
-            min=1,
-            max=10**6,
-            description="Min LLM calls / trajectory",
-            style=style,
-            layout=w.Layout(width="230px"),
-        )
-        # The same filters as the explorer; only those the builder behind the backend takes.
-        self.filters: dict[str, w.Widget] = {}
-        narrow = w.Layout(width="170px")
-        if "source" in self.fields:
-            self.filters["source"] = w.Dropdown(
-                options=[ANY], value=ANY, description="Source", style=style, layout=narrow
-            )
-        if "status" in self.fields:
-            self.filters["status"] = w.Dropdown(
-                options=[ANY], value=ANY, description="Status", style=style, layout=narrow
-            )
-        if "startDate" in self.fields:
-            self.filters["startDate"] = w.DatePicker(
-                description="From", style=style, layout=w.Layout(width="190px")
-            )
-        if "endDate" in self.fields:
-            self.filters["endDate"] = w.DatePicker(
-                description="To", style=style, layout=w.Layout(width="175px")
-            )
-        if "search" in self.fields:
-            self.filters["search"] = w.Text(
-                description="Search",
-                placeholder="text in prompts or replies",
-                continuous_update=False,  # one preview per edit, not per keystroke
-                style=style,
-                layout=w.Layout(width="300px"),
-            )
+        self._option_widgets()
+        self._result_widgets()
+        self._lay_out()
+        self._wire()
+        self.guard("load datasets")(self.refresh)()
+        self.guard("preview")(self.preview)()
+        self.guard("filters")(self.load_filter_values)()
+
+    def _option_widgets(self) -> None:
+        """The explorer's filters (those the builder behind the backend takes), the
+        limits and the privacy switches."""
+        self.limit = count("Limit (0 = all)", 0, 0, 10**9, "190px")
+        self.min_calls = count("Min LLM calls / trajectory", 1, 1, 10**6, "230px")
+        self.filters: dict[str, w.Widget] = trajectory_filters(self.fields, ANY)
         self.privacy = privacy_checkboxes(self.fields)
+
+    def _result_widgets(self) -> None:
+        """Buttons, the preview line, the build's progress and the built datasets."""
         self.preview_button = w.Button(description="Preview", icon="eye")
         self.build_button = w.Button(
             description="Build dataset", icon="cogs", button_style="primary"
@@ -162,23 +136,18 @@ class DatasetBuilder(Panel):
         )
         self.table = w.HTML(layout=w.Layout(width="100%"))
         self.dataset_pick = w.Dropdown(
-            description="Histogram of", options=[], style=style, layout=w.Layout(width="420px")
+            description="Histogram of", options=[], style=STYLE, layout=w.Layout(width="420px")
         )
         self.histogram = w.Image(format="png", layout=w.Layout(width="460px"))
 
-        # The explorer's layout: the filters on one row, search and the limit below.
+    def _lay_out(self) -> None:
+        """The explorer's layout: the filters on one row, search and the limit below."""
         f = self.filters
         first = [f[k] for k in ("source", "status") if k in f] + [self.min_calls]
         first += [f[k] for k in ("startDate", "endDate") if k in f]
         second = [f["search"]] if "search" in f else []
         options_box = w.VBox(
-            [
-                w.HBox(first, layout=w.Layout(flex_flow="row wrap")),
-                w.HBox(
-                    [*second, self.limit, *self.privacy.values()],
-                    layout=w.Layout(flex_flow="row wrap"),
-                ),
-            ]
+            [wrap_row(first), wrap_row([*second, self.limit, *self.privacy.values()])]
         )
         buttons = w.HBox([self.preview_button, self.build_button, self.refresh_button])
         self.children = [
@@ -194,6 +163,8 @@ class DatasetBuilder(Panel):
             self.histogram,
         ]
 
+    def _wire(self) -> None:
+        """Any option change refreshes the preview; every callback goes through ``guard``."""
         self._suspend = False
         for widget in (self.limit, self.min_calls, *self.filters.values(), *self.privacy.values()):
             widget.observe(self.guard("preview")(self._options_changed), names="value")
@@ -203,9 +174,6 @@ class DatasetBuilder(Panel):
         self.dataset_pick.observe(
             self.guard("histogram")(lambda _c: self.show_histogram()), names="value"
         )
-        self.guard("load datasets")(self.refresh)()
-        self.guard("preview")(self.preview)()
-        self.guard("filters")(self.load_filter_values)()
 
     # -- options ------------------------------------------------------------------------
     def body(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import polars as pl
 from ..datasets import day_start_ms
 from . import plots
 from ._backend import calls_frame
+from ._fields import TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
 from ._panel import Panel, esc, fmt_ms, header, html_table
 
 ALL = "(all)"
@@ -50,40 +51,18 @@ class TrajectoryExplorer(Panel):
         self.selected_detail: dict[str, Any] | None = None
         self._selected = calls_frame({})
 
-        style = {"description_width": "auto"}
-        self.source_filter = w.Dropdown(
-            options=[ALL],
-            value=ALL,
-            description="Source",
-            style=style,
-            layout=w.Layout(width="170px"),
-        )
-        self.status_filter = w.Dropdown(
-            options=[ALL],
-            value=ALL,
-            description="Status",
-            style=style,
-            layout=w.Layout(width="170px"),
-        )
-        self.min_calls = w.BoundedIntText(
-            value=0,
-            min=0,
-            max=100_000,
-            description="Min LLM calls",
-            style=style,
-            layout=w.Layout(width="150px"),
-        )
-        self.date_from = w.DatePicker(
-            description="From", style=style, layout=w.Layout(width="190px")
-        )
-        self.date_to = w.DatePicker(description="To", style=style, layout=w.Layout(width="175px"))
-        self.search = w.Text(
-            placeholder="text in prompts or replies",
-            description="Search",
-            continuous_update=False,
-            style=style,
-            layout=w.Layout(width="300px"),
-        )
+        self._filter_widgets()
+        self._view_widgets()
+        self._lay_out()
+        self._wire()
+        self.guard("load trajectories")(self.reload)()
+
+    def _filter_widgets(self) -> None:
+        """The same filters as the dataset builder, plus clear and reload."""
+        f = trajectory_filters(TRAJECTORY_FILTERS, ALL)
+        self.source_filter, self.status_filter = f["source"], f["status"]
+        self.date_from, self.date_to, self.search = f["startDate"], f["endDate"], f["search"]
+        self.min_calls = count("Min LLM calls", 0, 0, 100_000, "150px")
         self.clear_button = w.Button(
             description="Clear", icon="times", layout=w.Layout(width="80px")
         )
@@ -91,11 +70,14 @@ class TrajectoryExplorer(Panel):
             description="Reload", icon="refresh", layout=w.Layout(width="90px")
         )
         self.count_label = w.HTML()
+
+    def _view_widgets(self) -> None:
+        """The pager, the table of summaries, the charts and the opened trajectory."""
         self.prev_button = w.Button(description="◀ Prev", layout=w.Layout(width="80px"))
         self.next_button = w.Button(description="Next ▶", layout=w.Layout(width="80px"))
         self.page_label = w.HTML()
         self.table_header = w.HTML(f'<div class="milady-mono">&nbsp;{esc(ROW_HEADER)}</div>')
-        self.rows = w.Select(options=[], rows=page_size, layout=w.Layout(width="100%"))
+        self.rows = w.Select(options=[], rows=self.page_size, layout=w.Layout(width="100%"))
         self.rows.add_class("milady-rows")
         self.calls_chart = w.Image(format="png", layout=w.Layout(width="420px"))
         self.tokens_chart = w.Image(format="png", layout=w.Layout(width="480px"))
@@ -103,27 +85,32 @@ class TrajectoryExplorer(Panel):
         self.detail = w.HTML(layout=w.Layout(width="100%", max_height="560px", overflow="auto"))
         self.detail.add_class("milady-detail")
 
-        filters1 = w.HBox(
-            [self.source_filter, self.status_filter, self.min_calls, self.date_from, self.date_to],
-            layout=w.Layout(flex_flow="row wrap"),
+    @property
+    def _filter_inputs(self) -> tuple[w.Widget, ...]:
+        return (
+            self.source_filter,
+            self.status_filter,
+            self.min_calls,
+            self.date_from,
+            self.date_to,
+            self.search,
         )
-        filters2 = w.HBox(
+
+    def _lay_out(self) -> None:
+        """Filters on two rows, the charts, then the table and the opened trajectory."""
+        self.filter_bar = wrap_row(  # the Dashboard adds its "build from these" button here
             [self.search, self.clear_button, self.refresh_button, self.count_label],
-            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+            align_items="center",
         )
-        self.filter_bar = filters2  # the Dashboard adds its "build from these" button here
         pager = w.HBox(
             [self.prev_button, self.next_button, self.page_label],
             layout=w.Layout(align_items="center"),
         )
-        charts = w.HBox(
-            [self.calls_chart, self.tokens_chart], layout=w.Layout(flex_flow="row wrap")
-        )
         self.children = [
             header(self.title),
-            filters1,
-            filters2,
-            charts,
+            wrap_row(list(self._filter_inputs[:5])),
+            self.filter_bar,
+            wrap_row([self.calls_chart, self.tokens_chart]),
             self.table_header,
             self.rows,
             pager,
@@ -131,21 +118,15 @@ class TrajectoryExplorer(Panel):
             self.detail,
         ]
 
-        for widget in (
-            self.source_filter,
-            self.status_filter,
-            self.min_calls,
-            self.date_from,
-            self.date_to,
-            self.search,
-        ):
+    def _wire(self) -> None:
+        """A filter change re-filters; every callback goes through ``guard``."""
+        for widget in self._filter_inputs:
             widget.observe(self.guard("filter")(self._filters_changed), names="value")
         self.rows.observe(self.guard("open trajectory")(self._on_select), names="value")
         self.prev_button.on_click(self.guard("page")(lambda _b: self.go_page(self.page - 1)))
         self.next_button.on_click(self.guard("page")(lambda _b: self.go_page(self.page + 1)))
         self.clear_button.on_click(self.guard("clear")(lambda _b: self.clear_filters()))
         self.refresh_button.on_click(self.guard("reload")(lambda _b: self.reload()))
-        self.guard("load trajectories")(self.reload)()
 
     # -- data ---------------------------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ import ipywidgets as w
 from ..state import FINAL_STATUSES, LIVE_STATUSES
 from . import plots
 from ._async import Poller
+from ._fields import STYLE, count
 from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
 LIVE_DELAY = 0.5
@@ -76,7 +77,20 @@ class JobLauncher(Panel):
         self._final_seen: set[str] = set()
         self._suspend = False
 
-        style = {"description_width": "auto"}
+        self._option_widgets()
+        self._watch_widgets()
+        self._lay_out()
+        self._wire()
+
+        self.poller = Poller(self.runner, self._fetch, self._apply, on_error=self._poll_error)
+        self._draw(force=True)
+        self.guard("load")(self.refresh)()
+        if autostart:
+            self.poller.start()
+
+    def _option_widgets(self) -> None:
+        """The fields of a job: dataset, backend, base model and the training knobs."""
+        style = STYLE
         self.dataset = w.Dropdown(
             description="Dataset", options=[], style=style, layout=w.Layout(width="400px")
         )
@@ -91,25 +105,15 @@ class JobLauncher(Panel):
             ensure_option=False,
             layout=w.Layout(width="330px"),
         )
-        self.iterations = w.BoundedIntText(
-            value=100,
-            min=1,
-            max=1_000_000,
-            description="Iterations",
-            style=style,
-            layout=w.Layout(width="160px"),
-        )
-        self.batch_size = w.BoundedIntText(
-            value=4,
-            min=1,
-            max=1024,
-            description="Batch size",
-            style=style,
-            layout=w.Layout(width="150px"),
-        )
+        self.iterations = count("Iterations", 100, 1, 1_000_000, "160px")
+        self.batch_size = count("Batch size", 4, 1, 1024, "150px")
         self.learning_rate = w.FloatText(
             value=2e-4, description="Learning rate", style=style, layout=w.Layout(width="190px")
         )
+
+    def _watch_widgets(self) -> None:
+        """Buttons, the job being watched, its progress, loss curve and the jobs table."""
+        style = {"description_width": "auto"}
         self.start_button = w.Button(description="Start", icon="play", button_style="success")
         self.cancel_button = w.Button(
             description="Cancel", icon="stop", button_style="danger", disabled=True
@@ -127,6 +131,8 @@ class JobLauncher(Panel):
         self.redraw_label = w.HTML()
         self.jobs_table = w.HTML(layout=w.Layout(width="100%"))
 
+    def _lay_out(self) -> None:
+        """Options on two rows, the buttons, then what the watched job is doing."""
         row1 = w.HBox(
             [self.dataset, self.backend_choice, self.model], layout=w.Layout(flex_flow="row wrap")
         )
@@ -152,16 +158,12 @@ class JobLauncher(Panel):
             self.jobs_table,
         ]
 
+    def _wire(self) -> None:
+        """Every callback goes through ``guard``: an error shows in the panel, never a traceback."""
         self.start_button.on_click(self.guard("start")(lambda _b: self.start()))
         self.cancel_button.on_click(self.guard("cancel")(lambda _b: self.cancel()))
         self.refresh_button.on_click(self.guard("refresh")(lambda _b: self.refresh()))
         self.watch.observe(self.guard("watch")(self._on_watch), names="value")
-
-        self.poller = Poller(self.runner, self._fetch, self._apply, on_error=self._poll_error)
-        self._draw(force=True)
-        self.guard("load")(self.refresh)()
-        if autostart:
-            self.poller.start()
 
     # -- options --------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -8,6 +8,7 @@ import ipywidgets as w
 
 from . import plots
 from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table, short_model
+from .auto import AutoImprovePanel
 
 SCORE_KEYS = ("coherence", "consistency", "helpfulness")
 
@@ -75,6 +76,9 @@ class ModelManager(Panel):
         self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
         self._add_engine_controls()
         self.bench_note = w.HTML()
+        # The policy lives in the state store: the server's watcher runs it, not this panel.
+        self.auto = AutoImprovePanel(self.backend, runner=self.runner)
+        self.auto_section = w.Accordion(children=[self.auto], titles=("Auto-improve",))
         self._buttons = (self.import_button, self.activate_button, self.benchmark_button)
 
         self.children = self._layout()
@@ -119,6 +123,7 @@ class ModelManager(Panel):
             self.chart,
             w.HBox([w.HTML("<b>Try it before activating</b>"), self.chat_button]),
             self.chat_area,
+            self.auto_section,
         ]
 
     def _add_engine_controls(self) -> None:
@@ -208,6 +213,7 @@ class ModelManager(Panel):
         for button in self._buttons:
             button.disabled = not ids
         self._show_chart()
+        self.auto.guard("load policy")(self.auto.refresh)()
 
     def selected_model(self) -> dict[str, Any] | None:
         return next((m for m in self.models if m.get("id") == self.pick.value), None)

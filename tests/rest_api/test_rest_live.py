@@ -161,6 +161,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
 include-operation-id = "previewDataset"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
 
+# The auto-improve policy's model is checked like a job's (an unknown name is a 400).
+[[operations]]
+include-operation-id = "setAuto"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
 # The benchmark answers when its worker is done (the spec's synchronous POST): minutes
 # when a fuzzed job got to train the default base model.
 [[operations]]

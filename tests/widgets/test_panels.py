@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -535,3 +536,48 @@ def test_builder_privacy_checkboxes_and_redaction_counts(settings, tmp_path: Pat
     finally:
         stop_jobs(svc)
         svc.close()
+
+
+def test_auto_improve_policy_from_the_model_manager(
+    backend: LocalData, service: TrainingService
+) -> None:
+    mm = ModelManager(backend)
+    try:
+        panel = mm.auto
+        assert panel.policy_body()["enabled"] is False  # off by default, as stored
+        panel.enabled.value = True
+        panel.min_new.value = DEMO_COUNT + 1
+        panel.cooldown.value = 0.5
+        panel.activate.value = "if-better"
+        panel.backend_pick.value = "cpu"
+        panel.save_button.click()
+        mm.wait()
+        assert status_of(panel)[0] == "ok", panel.last_status
+        policy = service.get_auto()["policy"]
+        assert (policy["enabled"], policy["minNewTrajectories"], policy["cooldownHours"]) == (
+            True,
+            DEMO_COUNT + 1,
+            0.5,
+        )
+        assert (policy["activate"], policy["backend"], policy["iterations"]) == (
+            "if-better",
+            "cpu",
+            None,
+        )
+
+        # A round with too few new trajectories: its reason shows in the panel.
+        service.auto_run_once(timeout_s=30)
+        mm.refresh()
+        shown = html.unescape(panel.decisions.value)
+        assert "auto_skipped" in shown and f"< {DEMO_COUNT + 1}" in shown, shown
+        assert "auto_skipped" in panel.state_line.value
+
+        # A value the service refuses: its message, and the stored policy unchanged.
+        panel.model.value = "no-such-model-anywhere"
+        panel.save_button.click()
+        mm.wait()
+        kind, message = status_of(panel)
+        assert kind == "error" and "no-such-model-anywhere" in message, message
+        assert service.get_auto()["policy"]["model"] is None
+    finally:
+        mm.close()
