@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from milady_lab.training.options import JobOptions
 from milady_lab.training.processes import process_start_time
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
-from .jobkit import add_dataset, wait_for, wait_status
+from .jobkit import add_dataset, cleanup_jobs, wait_for, wait_status
 
 LONG = 1_000_000  # iterations: such a job runs until it is cancelled or killed
 #: Relative: jobs train with bf16 autocast on a CPU that has it, and rows packed
@@ -52,18 +53,20 @@ class _Collect(TrainingCallback):
 
     def __init__(self, stop_after: int | None = None) -> None:
         self.losses: dict[int, float] = {}
+        self.tokens = 0
         self.stop_after = stop_after
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         self.losses[metric["iteration"]] = metric["loss"]
+        self.tokens = metric["trainedTokens"]
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.losses) >= self.stop_after
 
 
-def one_process_losses(
+def one_process_run(
     settings: Settings, store: StateStore, model: Path, ds: str, tmp: Path, **kw: Any
-) -> dict[int, float]:
+) -> _Collect:
     """The same training in this process, alone, with ``batch_size`` the global batch."""
     from milady_lab.training.backends.torch import train_torch
     from milady_lab.training.spec import TrainSpec
@@ -84,7 +87,7 @@ def one_process_losses(
     cb = _Collect(stop_after)
     with contextlib.suppress(TrainingCancelled):
         train_torch(spec, cb)
-    return cb.losses
+    return cb
 
 
 def rank_pids(job_id: str) -> dict[int, int]:
@@ -176,11 +179,12 @@ def test_two_ranks_follow_one_process_with_the_same_global_batch(
     rec = wait_status(manager, job["id"], ("completed", "failed", "cancelled"), 120)
     assert rec["status"] == "completed", rec.get("error")
     assert rec["options"]["globalBatchSize"] == 4 and rec["modelId"]
-    want = one_process_losses(
+    alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=8, batch_size=4, learning_rate=LR
     )
     got = job_losses(store, job["id"])
-    assert_close(got, want, range(1, 9))
+    assert_close(got, alone.losses, range(1, 9))
+    assert rec["trainedTokens"] == alone.tokens  # the tokens of both ranks
     assert got[8] < got[1]  # it learns
     adapter = Path(store.get_model(rec["modelId"])["adapterPath"])
     assert (adapter / "adapter_model.safetensors").is_file()
@@ -203,12 +207,55 @@ def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    alone = one_process_losses(
+    alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=6, batch_size=4,
         learning_rate=1e-2, eval_every=1000, cpu_bf16=False,
-    )  # fmt: skip
+    ).losses  # fmt: skip
     assert alone[6] < alone[1] - 0.5  # lr 1e-2 moves it a lot
     assert json.loads(out.read_text()) == pytest.approx([alone[i] for i in range(1, 7)], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_two_machines_train_one_job_over_a_c10d_rendezvous(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two milady-lab homes stand for two machines: each starts the same job (its own
+    dataset id, the same contents) with nodes 2 and its nodeRank; node 0 serves the
+    rendezvous on loopback. Both train the one global batch and register the adapter."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    other_home = tmp_path / "machine-b"
+    other_home.mkdir()
+    other = Settings.from_env(
+        home=other_home, trajectories=settings.trajectories, agent_config=settings.agent_config,
+        cache=settings.cache,
+    )  # fmt: skip
+    other_store = StateStore(other.state_db)
+    other_mgr = JobManager(other, other_store)
+    try:
+        nodes = [(manager, store, add_dataset(settings, store)),
+                 (other_mgr, other_store, add_dataset(other, other_store))]  # fmt: skip
+        kw = {"nodes": 2, "rdzvEndpoint": f"127.0.0.1:{port}", "devices": 1}
+        jobs = [
+            mgr.start(body(job_model_dir, ds, iterations=6, batchSize=2, nodeRank=rank, **kw))
+            for rank, (mgr, _, ds) in enumerate(nodes)
+        ]
+        recs = [
+            wait_status(mgr, job["id"], ("completed", "failed", "cancelled"), 120)
+            for (mgr, _, _), job in zip(nodes, jobs, strict=True)
+        ]
+        assert [r["status"] for r in recs] == ["completed"] * 2, [r.get("error") for r in recs]
+        assert all(r["options"]["globalBatchSize"] == 4 and r["modelId"] for r in recs)
+        curves = [job_losses(st, job["id"]) for (_, st, _), job in zip(nodes, jobs, strict=True)]
+        assert curves[0] == curves[1]  # one run, reported on both machines
+        want = one_process_run(
+            settings, store, job_model_dir, nodes[0][2], tmp_path, iterations=6, batch_size=4
+        ).losses
+        assert_close(curves[0], want, range(1, 7))
+    finally:
+        cleanup_jobs(other_mgr)
+        other_store.close()
 
 
 @pytest.mark.slow
@@ -275,10 +322,10 @@ def test_a_killed_rank_fails_the_job_and_a_resume_continues_the_same_losses(
     wait_for(lambda: max(job_losses(store, again["id"]), default=0) >= stop_at, 120, "steps")
     manager.cancel(again["id"])
 
-    want = one_process_losses(
+    want = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=LONG, batch_size=4,
         stop_after=stop_at,
-    )  # fmt: skip
+    ).losses  # fmt: skip
     assert_close(job_losses(store, first["id"]), want, range(1, saved + 1))
     resumed = job_losses(store, again["id"])
     assert min(resumed) == saved + 1
