@@ -17,6 +17,15 @@ from ..state import FINAL_STATUSES, JobStatus
 from ..training.options import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
 
+#: Training on several devices and machines (torchrun; see the README).
+_LAYOUT_FLAGS = (
+    ("--devices", "processes per machine, one per GPU, or auto (default 1)"),
+    ("--strategy", "ddp (default) or fsdp, with several devices"),
+    ("--nodes", "machines training this job together (default 1)"),
+    ("--node-rank", "this machine's place among the nodes (0..nodes-1)"),
+    ("--rdzv-endpoint", "host:port of torchrun's rendezvous on node 0 (nodes > 1)"),
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="start, follow and cancel training jobs")
@@ -36,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--lora-rank", help="LoRA rank (default 8)")
     start.add_argument("--eval-every", help="iterations between validation losses")
     start.add_argument("--checkpoint-every", help="iterations between checkpoints")
+    for flag, text in _LAYOUT_FLAGS:
+        start.add_argument(flag, help=text)
     start.add_argument(
         "--wait", action="store_true", help="follow the job until it ends (exit 1 unless completed)"
     )

@@ -20,6 +20,7 @@ import msgspec
 from .. import validation as v
 from ..errors import ConflictError, InputError, NotFoundError
 from ..state import StateStore
+from .distributed import MAX_DEVICES, MAX_NODES, check_layout, global_batch_size
 
 BACKENDS = ("mlx", "cuda", "cpu")
 
@@ -52,6 +53,13 @@ class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     eval_every: Annotated[int, msgspec.Meta(ge=1, le=MAX_ITERATIONS)] | None = None
     #: 0: no checkpoints.
     checkpoint_every: Annotated[int, msgspec.Meta(ge=0, le=MAX_ITERATIONS)] | None = None
+    # Several devices and machines (``distributed.py``): processes per machine ("auto":
+    # every GPU), how the model is spread, and torchrun's c10d rendezvous.
+    devices: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEVICES)] | Literal["auto"] | None = None
+    strategy: Literal["ddp", "fsdp"] | None = None
+    nodes: Annotated[int, msgspec.Meta(ge=1, le=MAX_NODES)] | None = None
+    node_rank: Annotated[int, msgspec.Meta(ge=0, le=MAX_NODES - 1)] | None = None
+    rdzv_endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
 
 
 #: Python attribute / CLI flag → REST body field, for every job option.
@@ -76,6 +84,11 @@ class JobOptions:
     lora_rank: int | None = None
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    devices: int = 1
+    strategy: str = "ddp"
+    nodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
     build_dataset: bool = False
 
     @classmethod
@@ -97,15 +110,19 @@ class JobOptions:
             resume_from=resumed["id"] if resumed is not None else None,
             build_dataset=build,
             **numbers,
+            **check_layout(b, backend, prior),
         )
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored on the job (camelCase, only what was set)."""
-        return {
+        out = {
             FIELD_NAMES[k]: val
             for k, val in asdict(self).items()
             if k in FIELD_NAMES and val is not None
         }
+        # Examples per optimizer step over every rank (recorded: the loss depends on it).
+        out["globalBatchSize"] = global_batch_size(self.batch_size, self.devices * self.nodes)
+        return out
 
 
 def _resumed_options(resumed: dict[str, Any] | None) -> dict[str, Any]:
