@@ -155,7 +155,7 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
             try:
                 time.sleep(interval)
                 job = service.get_job(job_id)["job"]
-                _update_bar(bar, job)
+                update_bar(bar, job)
             except KeyboardInterrupt:
                 bar.clear()
                 if not sys.stdin.isatty():
@@ -170,13 +170,14 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
                     job = service.cancel_job(job_id)["job"]
                 else:
                     print(f"still following {job_id}", file=sys.stderr)
-        _update_bar(bar, job)
+        update_bar(bar, job)
     finally:
         bar.close()
     return job
 
 
-def _update_bar(bar: Any, job: dict[str, Any]) -> None:
+def update_bar(bar: Any, job: dict[str, Any]) -> None:
+    """A job's iteration, status, loss and tokens/s on a tqdm bar."""
     bar.n = job.get("currentIteration") or 0
     postfix = {"status": job["status"]}
     if job.get("loss") is not None:
