@@ -14,6 +14,10 @@ On a GPU (``--backend cuda``) it also prints the model-FLOPs utilisation,
 6 × parameters × tokens/s ÷ the GPU's dense bf16 peak (table below).
 
     python benchmarks/bench_training.py [--backend cpu|cuda] [--steps 12] [--batch-size 4]
+
+``--devices N`` (``--strategy ddp|fsdp``) runs our side through torchrun on N ranks, each
+with ``--batch-size`` examples (the global batch is N times larger); tokens/s counts all
+ranks and the MFU divides by N GPUs. The ``Trainer`` side stays on one device.
 """
 
 from __future__ import annotations
@@ -173,6 +177,10 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
     from milady_lab.training.spec import TrainSpec
 
     sync = Sync("ours")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun (--devices)
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if args.backend == "cuda" else "gloo")
 
     class Clock(TrainingCallback):
         start = end = 0.0
@@ -211,6 +219,7 @@ def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str,
         checkpoint_every=0,
         base_model_path=Path(model_path),
         cpu_bf16=CPU_DTYPES[args.cpu_dtype],
+        strategy=args.strategy,
     )
     clock = Clock()
     with contextlib.suppress(TrainingCancelled):
@@ -340,6 +349,10 @@ def _gpu_peak() -> int | None:
 
 def _child_cmd(which: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, __file__, "--child", which, "--backend", args.backend]
+    if which == "ours" and args.devices > 1:
+        torchrun = ["-m", "torch.distributed.run", f"--nproc-per-node={args.devices}"]
+        cmd[1:1] = [*torchrun, "--standalone"]
+        cmd += ["--devices", str(args.devices), "--strategy", args.strategy]
     cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     cmd += ["--model", args.model, "--max-seq-length", str(args.max_seq_length)]
     cmd += ["--trajectories", str(args.trajectories), "--seed", str(args.seed)]
@@ -412,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run both at once, one core each (fair on a machine other work keeps busy)",
     )
+    p.add_argument("--devices", type=int, default=1, help="our side on N ranks (torchrun)")
+    p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="with --devices")
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -422,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     model_path = str(resolve_base_model(args.model, Settings.from_env()).hf_path)
     if args.child:
         fn = run_ours if args.child == "ours" else run_trainer
-        Path(os.environ["BENCH_RESULT"]).write_text(json.dumps(fn(args, data, model_path)))
+        result = fn(args, data, model_path)
+        if os.environ.get("RANK", "0") == "0":  # one rank reports (--devices)
+            Path(os.environ["BENCH_RESULT"]).write_text(json.dumps(result))
         return 0
 
     n_lines = len((data / "train.jsonl").read_text().splitlines())
@@ -455,11 +472,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{'ok' if rss_gb <= GOAL_RSS_GB else 'MISSED'}"
         )
     if args.backend == "cuda":
-        _print_mfu(model_path, runs)
+        _print_mfu(model_path, runs, args.devices)
     return 0 if ok else 1
 
 
-def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]]) -> None:
+def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]], devices: int = 1) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -470,7 +487,7 @@ def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]]) -> None:
     params = sum(p.numel() for p in model.parameters())
     for which, r in runs.items():
         if peak:
-            mfu = 6 * params * r["tps"] / peak
+            mfu = 6 * params * r["tps"] / (peak * (devices if which == "ours" else 1))
             print(
                 f"     MFU: {which} {100 * mfu:.2f} % (6 × {params / 1e6:.0f}M params × "
                 f"tokens/s ÷ {peak / 1e12:.0f} TFLOP/s, {name})"

@@ -14,6 +14,7 @@ import time
 
 import httpx
 
+from .cli.jobs import update_bar
 from .config import Settings
 from .errors import ConflictError, MiladyLabError
 from .service import TrainingService
@@ -35,14 +36,7 @@ def follow_job(svc: TrainingService, job_id: str) -> dict:
     bar = tqdm(total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True)
     while True:
         job = svc.get_job(job_id)["job"]
-        bar.n = job.get("currentIteration") or 0
-        postfix = {}
-        if job.get("loss") is not None:
-            postfix["loss"] = f"{job['loss']:.3f}"
-        if job.get("tokensPerSecond"):
-            postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
-        bar.set_postfix(postfix, refresh=False)
-        bar.refresh()
+        update_bar(bar, job)
         if job["status"] in FINAL_STATUSES:
             bar.close()
             return job

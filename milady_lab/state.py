@@ -209,6 +209,8 @@ _METRIC = _cols(
     "trainedTokens",
     "peakMemory",
 )
+#: The fields of one metric a worker reports (the row's jobId and ts are the store's).
+METRIC_KEYS = tuple(c.key for c in _METRIC if c.key not in ("jobId", "ts"))
 _MODEL = _cols(
     "id",
     "jobId",

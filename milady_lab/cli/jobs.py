@@ -31,6 +31,14 @@ _CONTROL_FLAGS = (
     ("--early-stopping-patience", "evaluations without a lower valLoss before stopping"),
     ("--save-best", "true (default): register the lowest-valLoss adapter; false: the last"),
 )
+#: Training on several devices and machines (torchrun; see the README).
+_LAYOUT_FLAGS = (
+    ("--devices", "processes per machine, one per GPU, or auto (default 1)"),
+    ("--strategy", "ddp (default) or fsdp, with several devices"),
+    ("--nodes", "machines training this job together (default 1)"),
+    ("--node-rank", "this machine's place among the nodes (0..nodes-1)"),
+    ("--rdzv-endpoint", "host:port of torchrun's rendezvous on node 0 (nodes > 1)"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--checkpoint-every", help="iterations between checkpoints")
     for flag, help_text in _CONTROL_FLAGS:
         start.add_argument(flag, help=help_text)
+    for flag, text in _LAYOUT_FLAGS:
+        start.add_argument(flag, help=text)
     start.add_argument(
         "--wait", action="store_true", help="follow the job until it ends (exit 1 unless completed)"
     )
@@ -161,7 +171,7 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
             try:
                 time.sleep(interval)
                 job = service.get_job(job_id)["job"]
-                _update_bar(bar, job)
+                update_bar(bar, job)
             except KeyboardInterrupt:
                 bar.clear()
                 if not sys.stdin.isatty():
@@ -176,13 +186,14 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
                     job = service.cancel_job(job_id)["job"]
                 else:
                     print(f"still following {job_id}", file=sys.stderr)
-        _update_bar(bar, job)
+        update_bar(bar, job)
     finally:
         bar.close()
     return job
 
 
-def _update_bar(bar: Any, job: dict[str, Any]) -> None:
+def update_bar(bar: Any, job: dict[str, Any]) -> None:
+    """A job's iteration, status, loss and tokens/s on a tqdm bar."""
     bar.n = job.get("currentIteration") or 0
     postfix = {"status": job["status"]}
     if job.get("loss") is not None:

@@ -21,6 +21,7 @@ from .. import validation as v
 from ..errors import ConflictError, InputError, NotFoundError
 from ..state import StateStore
 from .controls import control_options, derived_length
+from .distributed import MAX_DEVICES, MAX_NODES, check_layout, global_batch_size
 
 BACKENDS = ("mlx", "cuda", "cpu")
 
@@ -77,6 +78,13 @@ class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     #: Evaluations without a lower valLoss before the run stops (None: never).
     early_stopping_patience: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
     save_best: bool | None = None
+    # Several devices and machines (``distributed.py``): processes per machine ("auto":
+    # every GPU), how the model is spread, and torchrun's c10d rendezvous.
+    devices: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEVICES)] | Literal["auto"] | None = None
+    strategy: Literal["ddp", "fsdp"] | None = None
+    nodes: Annotated[int, msgspec.Meta(ge=1, le=MAX_NODES)] | None = None
+    node_rank: Annotated[int, msgspec.Meta(ge=0, le=MAX_NODES - 1)] | None = None
+    rdzv_endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
 
 
 #: Python attribute / CLI flag → REST body field, for every job option.
@@ -102,6 +110,11 @@ class JobOptions:
     lora_rank: int | None = None
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    devices: int = 1
+    strategy: str = "ddp"
+    nodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
     build_dataset: bool = False
     epochs: float | None = None
     max_seq_length: int = 2048
@@ -134,6 +147,7 @@ class JobOptions:
             resume_from=resumed["id"] if resumed is not None else None,
             build_dataset=build,
             **numbers,
+            **check_layout(b, backend, prior),
         )
         if build:  # the length is derived once the dataset is built (``for_dataset``)
             return opts
@@ -153,11 +167,16 @@ class JobOptions:
 
     def to_record(self) -> dict[str, Any]:
         """The options as stored on the job (camelCase, only what was set)."""
-        return {
+        out = {
             FIELD_NAMES[k]: val
             for k, val in asdict(self).items()
             if k in FIELD_NAMES and val is not None
         }
+        # Examples per optimizer step over every rank (recorded: the loss depends on it).
+        out["globalBatchSize"] = global_batch_size(
+            self.batch_size, self.devices * self.nodes, self.gradient_accumulation
+        )
+        return out
 
 
 def _resumed_options(resumed: dict[str, Any] | None) -> dict[str, Any]:
@@ -200,9 +219,7 @@ def _as_resumed(
     if resumed is None:
         return value
     if value is not None and value != prior[field]:
-        raise InputError(
-            f"{field} must be {prior[field]!r} to resume job {resumed['id']} ({why})"
-        )
+        raise InputError(f"{field} must be {prior[field]!r} to resume job {resumed['id']} ({why})")
     return prior[field]
 
 

@@ -51,6 +51,9 @@ class TrainSpec:
     pack_tokens: int | None = None
     #: Validation examples evaluated (the first ones of ``valid.jsonl``).
     max_val_examples: int = 64
+    #: ``ddp`` | ``fsdp``: how the model is spread when torchrun runs several ranks
+    #: (``distributed.py``); unused by a run alone.
+    strategy: str = "ddp"
 
     @property
     def warmup(self) -> int:

@@ -23,19 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_bytes
-from ..state import StateStore, now_ms
+from ..state import METRIC_KEYS, StateStore, now_ms
 from .callbacks import TrainingCallback
 
-#: Metric keys the job_metrics table holds.
-METRIC_KEYS = (
-    "iteration",
-    "loss",
-    "valLoss",
-    "learningRate",
-    "tokensPerSecond",
-    "trainedTokens",
-    "peakMemory",
-)
 #: Run-wide figures ``on_summary`` keeps on the job row.
 SUMMARY_KEYS = ("truncatedExamples", "droppedExamples", "bestIteration", "bestValLoss")
 

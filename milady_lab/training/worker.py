@@ -126,8 +126,13 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
     try:
         spec, resolved = _build_spec(settings, store, job, cb)
         from .backends import run_training
+        from .distributed import Layout, run_ranks
 
-        result = run_training(spec, CallbackList([_Loop(), cb]))
+        layout = Layout.of_job(job)
+        if layout.world_size > 1:  # torchrun's ranks train; rank 0 reports through the store
+            result = run_ranks(spec, layout, job_dir, cb)
+        else:
+            result = run_training(spec, CallbackList([_Loop(), cb]))
         _interruptible = False
         status = "cancelled" if _stop.is_set() else "completed"
     except TrainingCancelled:
@@ -205,6 +210,7 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
         iterations=job["totalIterations"],
         batch_size=opts.get("batchSize", 4),
         learning_rate=opts.get("learningRate", 2e-4),
+        strategy=opts.get("strategy") or "ddp",
         resume_from=resume,
         base_model_path=Path(resolved.hf_path),
         **tuned,
@@ -296,7 +302,15 @@ def spec_controls(opts: dict[str, Any]) -> dict[str, Any]:
     from .spec import TrainSpec
 
     # Set by ``_build_spec`` itself (``resumeFrom`` names a job, the spec a folder).
-    own = {"iterations", "backend", "model", "batch_size", "learning_rate", "resume_from"}
+    own = {
+        "iterations",
+        "backend",
+        "model",
+        "batch_size",
+        "learning_rate",
+        "resume_from",
+        "strategy",
+    }
     spec_fields = {f.name for f in dataclasses.fields(TrainSpec)} - own
     out = {
         attr: opts[key]

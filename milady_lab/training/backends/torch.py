@@ -47,6 +47,7 @@ from .common import (
     write_atomically,
 )
 from .data import Example, batch_indices, pack_rows, train_and_val_examples
+from .parallel import Group
 
 CHECKPOINT_KIND = "torch"
 STATE_FILE = "trainer_state.pt"
@@ -141,7 +142,8 @@ class _Run:
             raise InputError("backend 'cuda' asked for, but torch sees no GPU here")
         self.spec = spec
         self.callback = callback
-        self.device = torch.device("cuda" if spec.backend == "cuda" else "cpu")
+        self.group = Group.current(spec.backend, spec.strategy)  # alone, or one of the ranks
+        self.device = self.group.device
         self.on_cuda = self.device.type == "cuda"
         bf16 = (self.on_cuda and torch.cuda.is_bf16_supported()) or (
             not self.on_cuda and _use_cpu_bf16(spec)
@@ -155,11 +157,15 @@ class _Run:
         self.model_path = resolve_model_path(spec)
         base, tokenizer = self._load_base(bf16)
         self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+        self.group.check_same_data(self.train_set)
         self.model = _with_lora(base, spec)
-        self.model.to(self.device)
         causal_lm = self.model.get_base_model()
         self.decoder = causal_lm.base_model
         self.lm_head = causal_lm.get_output_embeddings()
+        if spec.resume_from is not None:  # before DDP copies them, or FSDP splits them
+            self._load_weights()
+        self.decoder = self.group.place(self.model, self.decoder)  # on the device, wrapped
+        self.evaluate = self.group.evaluator(evaluate)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
         total, warm, kind = spec.iterations, spec.warmup, spec.lr_schedule
@@ -201,21 +207,14 @@ class _Run:
 
     def _resume(self) -> _Progress:
         """Adapter weights, optimizer, schedule, random state and counters of the checkpoint."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         spec = self.spec
         assert spec.resume_from is not None
         meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
         start = int(meta["iteration"])
-        weights = load_file(
-            str(spec.resume_from / "adapter_model.safetensors"), device=str(self.device)
-        )
-        set_peft_model_state_dict(self.model, weights)
         state = torch.load(
             spec.resume_from / STATE_FILE, map_location=self.device, weights_only=False
         )
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.group.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _restore_rng(state["rng"])
         self.callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
@@ -230,6 +229,17 @@ class _Run:
             saved_at=start,
         )
 
+    def _load_weights(self) -> None:
+        """The checkpoint's adapter weights into the model."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = self.spec.resume_from
+        assert folder is not None
+        read_checkpoint_meta(folder, CHECKPOINT_KIND)  # a clear error for a foreign folder
+        weights = load_file(str(folder / "adapter_model.safetensors"), device=str(self.device))
+        set_peft_model_state_dict(self.model, weights)
+
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> TrainResult:
         spec, callback, done = self.spec, self.callback, self.progress
@@ -238,7 +248,7 @@ class _Run:
         callback.on_log(f"training {total - done.start} iterations on {spec.backend}")
         # A step of a real model is seconds on a CPU, and most of it is one C++ call
         # (backward): hooks on every decoder layer poll the stop flag in both directions.
-        install_stop_points(self.decoder, callback.should_stop)
+        install_stop_points(getattr(self.decoder, "module", self.decoder), callback.should_stop)
         self.model.train()
         iteration = done.start
         for it in range(done.start, total):
@@ -247,7 +257,7 @@ class _Run:
             metric = self._step(it)
             iteration = it + 1
             if self.val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
-                val = evaluate(
+                val = self.evaluate(
                     self.decoder, self.lm_head, self.val_set, spec.batch_size, self.budget,
                     self.device, self.autocast, should_stop=callback.should_stop,
                 )  # fmt: skip
@@ -286,8 +296,16 @@ class _Run:
         if not self.best.update(iteration, val):
             return
         if self.spec.save_best:
-            write_atomically(self.spec.output_dir, lambda tmp: self.model.save_pretrained(str(tmp)))
+            self._save_to(self.spec.output_dir)
         self.callback.on_summary({"bestIteration": iteration, "bestValLoss": val})
+
+    def _save_to(self, dest: Path) -> None:
+        """The adapter as it is now, at ``dest`` (atomically); every rank calls it (FSDP
+        gathers the weights), the reporter writes."""
+        weights = self.group.adapter_weights(self.model)
+        if self.group.reporter:
+            extra = {"state_dict": weights} if weights else {}
+            write_atomically(dest, lambda tmp: self.model.save_pretrained(str(tmp), **extra))
 
     def _save_last(self) -> Path | None:
         """Write the last adapter: into ``output_dir`` unless that holds the best one, then
@@ -297,7 +315,7 @@ class _Run:
         dest = spec.last_dir if keeps_best else spec.output_dir
         if dest is None:
             return None
-        write_atomically(dest, lambda tmp: self.model.save_pretrained(str(tmp)))
+        self._save_to(dest)
         self.callback.on_log(
             f"best adapter (iteration {self.best.best_iteration}) in {spec.output_dir}, "
             f"last in {dest}"
@@ -313,20 +331,24 @@ class _Run:
         # carries the random state from before it, so a resume redoes the step exactly.
         rng_before = _rng_state() if spec.checkpoint_every > 0 else None
         tic = time.perf_counter()
-        indices = batch_indices(len(self.train_set), spec.step_examples, it, spec.seed)
-        batch = [self.train_set[i] for i in indices]
+        group = self.group  # this rank's share of the global batch (all of it alone)
+        indices = batch_indices(
+            len(self.train_set), spec.step_examples * group.world, it, spec.seed
+        )
+        batch = [self.train_set[i] for i in group.shard(indices)]
         # ``gradient_accumulation`` micro-batches of ``batch_size``; the loss is the mean
         # over every assistant token of the step, so the update equals the larger batch's.
         micro = [batch[i : i + spec.batch_size] for i in range(0, len(batch), spec.batch_size)]
         rows = [_Packed(r, self.device) for m in micro for r in pack_rows(m, self.budget)]
-        n_labels = sum(r.n_labels for r in rows)
+        n_labels, n_rows = group.agree(sum(r.n_labels for r in rows), len(rows))
         lr = self.scheduler.get_last_lr()[0]
         loss_sum = 0.0
         try:
-            for row in rows:
-                part = _row_loss_sum(self.decoder, self.lm_head, row, self.autocast)
-                (part / n_labels).backward()
-                loss_sum += float(part.detach())
+            for i, (row, weight) in enumerate(group.rows(rows, n_rows)):
+                with group.sync(self.decoder, last=i == n_rows - 1):
+                    part = _row_loss_sum(self.decoder, self.lm_head, row, self.autocast)
+                    (part * (weight * group.world / n_labels)).backward()
+                loss_sum += weight * float(part.detach())
         except StopRequested:
             self.optimizer.zero_grad(set_to_none=True)
             raise self._stop(it, rng_before) from None
@@ -336,8 +358,9 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
+        loss_sum, tokens = group.total(loss_sum, sum(r.n_tokens for r in rows))
         done.train_time += time.perf_counter() - tic
-        done.trained_tokens += sum(r.n_tokens for r in rows)
+        done.trained_tokens += int(tokens)
         done.last_loss = loss_sum / n_labels
         return {
             "iteration": it + 1,
@@ -350,21 +373,25 @@ class _Run:
 
     def _checkpoint(self, iteration: int, rng: dict[str, Any] | None = None) -> None:
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.group.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng or _rng_state(),
             "trained_tokens": self.progress.trained_tokens,
             "train_time": self.progress.train_time,
         }
-        path = _save_checkpoint(self.model, self.spec, iteration, state)
+        weights = self.group.adapter_weights(self.model)  # gathered under FSDP
         self.progress.saved_at = iteration
+        if not self.group.reporter:
+            return
+        path = _save_checkpoint(self.model, self.spec, iteration, state, weights)
         self.callback.on_log(f"checkpoint at iteration {iteration}")
         self.callback.on_checkpoint(iteration, path)
 
     def _stop(self, done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
         """Cancelled with ``done`` iterations complete: keep the work since the last
         checkpoint (a LoRA checkpoint takes well under a second), then end the run."""
-        if self.spec.checkpoint_every > 0 and done > self.progress.saved_at:
+        due = self.spec.checkpoint_every > 0 and done > self.progress.saved_at
+        if due and self.group.saves_alone:
             self._checkpoint(done, rng)
         return TrainingCancelled(done)
 
@@ -495,9 +522,11 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_checkpoint(model: Any, spec: TrainSpec, iteration: int, state: dict[str, Any]) -> Path:
+def _save_checkpoint(
+    model: Any, spec: TrainSpec, iteration: int, state: dict[str, Any], weights: Any = None
+) -> Path:
     def fill(tmp: Path) -> None:
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), **({"state_dict": weights} if weights else {}))
         torch.save(state, tmp / STATE_FILE)
         meta = {"kind": CHECKPOINT_KIND, "iteration": iteration, "jobId": spec.job_id}
         (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")

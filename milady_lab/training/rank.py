@@ -1,0 +1,109 @@
+"""``python -m milady_lab.training.rank JOB_ID``: one rank of a job trained on several
+devices, started by torchrun (``distributed.run_ranks``) with ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and the rendezvous in its environment.
+
+Every rank trains; the reporter (``LOCAL_RANK`` 0) also writes the job's progress
+through a ``StoreCallback`` owned by the worker (its parent), and leaves the run's
+outcome for the worker, which records the job's end. SIGTERM is handled as in the
+worker: it interrupts before training and asks the loop to stop once it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from . import worker
+from .callbacks import TrainingCallback
+
+
+class _Quiet(TrainingCallback):
+    """The callback of a rank that does not report: it logs to its own output (the
+    lines a failure quotes) and obeys the stop flag."""
+
+    def on_log(self, message: str) -> None:
+        print(f"[milady-lab] rank {os.environ.get('RANK')}: {message}", flush=True)
+
+    def should_stop(self) -> bool:
+        return worker._stop.is_set()
+
+
+class _Loop(TrainingCallback):
+    """Once training runs, SIGTERM only asks the loop to stop between steps."""
+
+    def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
+        worker._not_interruptible()
+        if worker._stop.is_set():  # a SIGTERM raced the switch
+            raise worker._Interrupted()
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, worker._on_sigterm)
+    if len(argv) != 1:
+        print("usage: python -m milady_lab.training.rank JOB_ID", file=sys.stderr)
+        return 2
+    from ..config import Settings
+    from .distributed import COLLECTIVE_TIMEOUT_S, die_with_parent, read_rank_spec
+
+    settings = Settings.from_env()
+    job_dir = settings.jobs_dir / argv[0]
+    given = read_rank_spec(job_dir)
+    die_with_parent(given["ownerPid"])
+    spec = given["spec"]
+    import torch.distributed as dist
+
+    backend = "nccl" if spec.backend == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    reporter = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    return _train(settings, job_dir, spec, given["ownerPid"], reporter)
+
+
+def _train(settings: Any, job_dir: Any, spec: Any, owner: int, reporter: bool) -> int:
+    """Train this rank's share; the reporter writes the outcome. Exit status 0 unless
+    the rank failed (torchrun then stops the others and the worker names this one)."""
+    from .backends import TrainingCancelled, run_training
+    from .callbacks import CallbackList
+    from .distributed import write_rank_result
+
+    store = cb = None
+    if reporter:
+        from ..state import StateStore
+        from .store_callback import StoreCallback
+
+        store = StateStore(settings.state_db)
+        cb = StoreCallback(store, spec.job_id, job_dir, stop_event=worker._stop, owner_pid=owner)
+        cb.start()
+    outcome: dict[str, Any] | None = None
+    try:
+        result = run_training(spec, CallbackList([_Loop(), cb or _Quiet()]))
+        outcome = {"status": "completed", "result": result}
+    except TrainingCancelled as exc:
+        outcome = {"status": "cancelled", "iteration": exc.iteration}
+    except worker._Interrupted:
+        outcome = {"status": "cancelled", "iteration": 0}
+    except BaseException:
+        worker._not_interruptible()
+        traceback.print_exc()
+        return 1
+    finally:
+        worker._not_interruptible()
+        if cb is not None:
+            cb.close()
+        if store is not None:
+            store.close()
+    if reporter:
+        write_rank_result(job_dir, outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        _code = main(sys.argv[1:])
+    except BaseException:  # e.g. a SIGTERM while setting up
+        traceback.print_exc()
+        _code = 1
+    worker._exit_now(_code)
