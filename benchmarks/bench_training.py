@@ -1,31 +1,35 @@
-"""Training throughput: milady-lab's torch backend vs a plain transformers ``Trainer``.
+"""Training throughput: a milady-lab job against a plain transformers ``Trainer`` + PEFT.
 
-Goal (issue 3): ≥ 1.2× the trained non-padding tokens per second of a plain
-``Trainer`` + PEFT run with the same LoRA settings (r, alpha, target modules), the same
-data, batch size and steps; peak RSS of our default SmolLM2 job ≤ 3 GB.
+Goal (issue 18): the job's own ``tokensPerSecond`` (what a user sees in the job record)
+≥ 1.5× that of a plain ``Trainer`` + PEFT run with the same LoRA settings (r, alpha,
+target modules), the same data, batch size and steps; peak RSS of the job ≤ 3 GB.
+
+Both sides count the same thing: trained non-padding tokens over the wall time of the
+training steps, the first (warm-up) step reported apart. Ours is a real job: a state
+home, the dataset registered, ``TrainingService.start_job`` and its worker process —
+the figure is the job record's ``tokensPerSecond`` (and its ``peakMemory``). The
+Trainer runs in a child process of its own, timed by a callback at each step's end;
+its peak RSS comes from ``wait4``.
 
 Data: the demo trajectories (``milady_lab.demo``) through the dataset builder, as a
-default job sees them; both runs train on exactly these ``train.jsonl`` lines with
-the same assistant-only labels. Each run is a child process, so its peak RSS is its
-own (``os.wait4``). Throughput = non-padding tokens of the batches trained / wall time
-of the training loop (model loading and tokenising excluded, in both).
+default job sees them; both sides train on exactly these ``train.jsonl`` lines with the
+same assistant-only labels. The machine has other work on it at times, so the two
+sides run interleaved ``--repeats`` times (ours, Trainer, then Trainer, ours, …) and
+the median of the pairs' ratios is the figure; the load average is printed before
+and after.
 
 On a GPU (``--backend cuda``) it also prints the model-FLOPs utilisation,
 6 × parameters × tokens/s ÷ the GPU's dense bf16 peak (table below).
 
     python benchmarks/bench_training.py [--backend cpu|cuda] [--steps 12] [--batch-size 4]
-
-``--devices N`` (``--strategy ddp|fsdp``) runs our side through torchrun on N ranks, each
-with ``--batch-size`` examples (the global batch is N times larger); tokens/s counts all
-ranks and the MFU divides by N GPUs. The ``Trainer`` side stays on one device.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
-GOAL_RATIO, GOAL_RSS_GB = 1.2, 3.0
-CPU_DTYPES = {"auto": None, "fp32": False, "bf16": True}
+GOAL_RATIO, GOAL_RSS_GB = 1.5, 3.0
 LORA = {"r": 8, "alpha": 16.0, "targets": ("q_proj", "k_proj", "v_proj", "o_proj")}
 
 #: Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name().
@@ -143,100 +146,56 @@ def _synthetic_lines(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-# -- the two runs (in a child process each) --------------------------------------------------
-class Sync:
-    """``--concurrent``: both runs train at the same time, so a busy machine slows both
-    alike. Each times its first ``steps`` steps, then keeps training (untimed) until the
-    other has timed its own, so neither is ever measured running alone."""
-
-    def __init__(self, which: str) -> None:
-        folder = os.environ.get("BENCH_SYNC")
-        self.dir = Path(folder) if folder else None
-        self.mine = self.dir / f"{which}.done" if self.dir else None
-        other = "trainer" if which == "ours" else "ours"
-        self.other = self.dir / f"{other}.done" if self.dir else None
-
-    @property
-    def on(self) -> bool:
-        return self.dir is not None
-
-    def measured(self) -> None:
-        if self.mine is not None:
-            self.mine.touch()
-
-    def may_stop(self) -> bool:
-        return self.other is None or self.other.exists()
-
-    def max_steps(self, steps: int) -> int:
-        return steps * 20 if self.on else steps
-
-
+# -- the two sides ---------------------------------------------------------------------------
 def run_ours(args: argparse.Namespace, data: Path, model_path: str) -> dict[str, Any]:
-    from milady_lab.training.backends import TrainingCancelled, run_training
-    from milady_lab.training.callbacks import TrainingCallback
-    from milady_lab.training.spec import TrainSpec
+    """A real job: registered dataset, ``TrainingService.start_job``, its worker process;
+    the figures are the job record's (and its first metric's, for the warm-up)."""
+    from milady_lab.config import Settings
+    from milady_lab.service import TrainingService
+    from milady_lab.state import new_id, now_ms
 
-    sync = Sync("ours")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun (--devices)
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if args.backend == "cuda" else "gloo")
-
-    class Clock(TrainingCallback):
-        start = end = 0.0
-        tokens = 0
-        loss = float("nan")
-
-        def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
-            self.start = time.perf_counter()
-
-        def on_metric(self, metric: dict[str, Any]) -> None:
-            if metric["iteration"] == args.steps:
-                self.end = time.perf_counter()
-                self.tokens = metric["trainedTokens"]
-                self.loss = metric["loss"]
-                sync.measured()
-
-        def should_stop(self) -> bool:
-            return self.end > 0 and sync.may_stop()
-
-    out = Path(tempfile.mkdtemp(prefix="bench-ours-"))
-    spec = TrainSpec(
-        job_id="bench",
-        backend=args.backend,
-        model=args.model,
-        dataset_dir=data,
-        output_dir=out / "adapter",
-        checkpoint_dir=out / "ckpt",
-        iterations=sync.max_steps(args.steps),
-        batch_size=args.batch_size,
-        learning_rate=2e-4,
-        lora_rank=LORA["r"],
-        lora_alpha=LORA["alpha"],
-        target_modules=LORA["targets"],
-        max_seq_length=args.max_seq_length,
-        eval_every=10**9,
-        checkpoint_every=0,
-        base_model_path=Path(model_path),
-        cpu_bf16=CPU_DTYPES[args.cpu_dtype],
-        strategy=args.strategy,
-    )
-    clock = Clock()
-    with contextlib.suppress(TrainingCancelled):
-        run_training(spec, clock)
-    seconds = clock.end - clock.start
+    home = Path(tempfile.mkdtemp(prefix="bench-job-", dir=CACHE))
+    service = TrainingService(Settings.from_env(home=home, trajectories=home / "none.sqlite"))
+    lines = (data / "train.jsonl").read_text().splitlines()
+    dataset_id = new_id("ds")
+    service.store.insert_dataset({
+        "id": dataset_id, "createdAt": now_ms(), "trajectoryCount": len(lines),
+        "exampleCount": len(lines), "trainCount": len(lines), "validCount": 0,
+        "path": str(data), "options": {}, "redactions": {},
+    })  # fmt: skip
+    body = {
+        "datasetId": dataset_id, "backend": args.backend, "model": args.model,
+        "iterations": args.steps, "batchSize": args.batch_size, "learningRate": 2e-4,
+        "loraRank": LORA["r"], "checkpointEvery": 0,
+        "devices": args.devices, "strategy": args.strategy,
+    }  # fmt: skip
+    job_id = service.start_job(body)["job"]["id"]
+    deadline = time.monotonic() + 3600
+    while (job := service.get_job(job_id)["job"])["status"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            service.cancel_job(job_id)
+            raise SystemExit("the job did not finish within an hour")
+        time.sleep(0.5)
+    if job["status"] != "completed":
+        raise SystemExit(f"the job ended {job['status']}: {job.get('error')}")
+    first = service.job_metrics(job_id)["metrics"][0]
+    warm_s = first["trainedTokens"] / first["tokensPerSecond"]
     return {
-        "tokens": clock.tokens,
-        "seconds": seconds,
-        "tps": clock.tokens / seconds,
-        "loss": clock.loss,
-        "gpuPeak": _gpu_peak(),
+        "tokens": job["trainedTokens"] - first["trainedTokens"],
+        "seconds": (job["trainedTokens"] - first["trainedTokens"]) / job["tokensPerSecond"],
+        "tps": job["tokensPerSecond"],
+        "warmupTokens": first["trainedTokens"],
+        "warmupSeconds": warm_s,
+        "loss": job["loss"],
+        "rss": job["peakMemory"],
+        "gpuPeak": job["peakMemory"] if args.backend == "cuda" else None,
     }
 
 
 def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
+    from torch.utils.data import SequentialSampler
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -245,18 +204,24 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         TrainingArguments,
     )
 
-    from milady_lab.training.backends.data import tokenized_examples
+    from milady_lab.training.backends.data import batch_indices, tokenized_examples
 
-    sync = Sync("trainer")
     cuda = args.backend == "cuda"
     tok = AutoTokenizer.from_pretrained(model_path)
     examples, _ = tokenized_examples(data / "train.jsonl", tok, args.max_seq_length)
+    # The very batches the job trains (its seed is 0), in its order: the same tokens.
+    order = [
+        i for it in range(args.steps) for i in batch_indices(len(examples), args.batch_size, it, 0)
+    ]
     rows = [
         {
-            "input_ids": e.input_ids,
-            "labels": [t if m else -100 for t, m in zip(e.input_ids, e.mask, strict=True)],
+            "input_ids": examples[i].input_ids,
+            "labels": [
+                t if m else -100
+                for t, m in zip(examples[i].input_ids, examples[i].mask, strict=True)
+            ],
         }
-        for e in examples
+        for i in order
     ]
     batch_tokens: list[int] = []  # non-padding tokens of each training batch, in order
 
@@ -275,20 +240,21 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
     class Clock(TrainerCallback):
-        start = end = 0.0
-        loss = float("nan")
+        """The time at the start and at each step's end (the data of a step is fetched
+        after the previous one ended, as in our loop)."""
+
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.start = 0.0
+            self.loss = float("nan")
 
         def on_train_begin(self, *a: Any, **k: Any) -> None:
             self.start = time.perf_counter()
 
         def on_step_end(self, targs: Any, state: Any, control: Any, **k: Any) -> None:
-            if state.global_step == args.steps:
-                if cuda:
-                    torch.cuda.synchronize()
-                self.end = time.perf_counter()
-                sync.measured()
-            if self.end > 0 and sync.may_stop():
-                control.should_training_stop = True
+            if cuda:
+                torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
 
         def on_log(self, targs: Any, state: Any, control: Any, logs: Any = None, **k: Any) -> None:
             if logs and "loss" in logs and state.global_step <= args.steps:
@@ -311,7 +277,7 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
     targs = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
         per_device_train_batch_size=args.batch_size,
-        max_steps=sync.max_steps(args.steps),
+        max_steps=args.steps,
         learning_rate=2e-4,
         lr_scheduler_type="cosine",
         warmup_steps=1,
@@ -325,17 +291,24 @@ def run_trainer(args: argparse.Namespace, data: Path, model_path: str) -> dict[s
         remove_unused_columns=False,
         disable_tqdm=True,
     )
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return SequentialSampler(train_dataset or self.train_dataset)
+
     clock = Clock()
-    trainer = Trainer(
+    trainer = InOrder(
         model=model, args=targs, train_dataset=rows, data_collator=collate, callbacks=[clock]
     )
     trainer.train()
-    seconds = clock.end - clock.start
-    tokens = sum(batch_tokens[: args.steps])
+    seconds = clock.ends[-1] - clock.ends[0]  # steps 2..N: the first is the warm-up
+    tokens = sum(batch_tokens[1 : args.steps])
     return {
         "tokens": tokens,
         "seconds": seconds,
         "tps": tokens / seconds,
+        "warmupTokens": batch_tokens[0],
+        "warmupSeconds": clock.ends[0] - clock.start,
         "loss": clock.loss,
         "gpuPeak": _gpu_peak(),
     }
@@ -347,60 +320,59 @@ def _gpu_peak() -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
-def _child_cmd(which: str, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, __file__, "--child", which, "--backend", args.backend]
-    if which == "ours" and args.devices > 1:
-        torchrun = ["-m", "torch.distributed.run", f"--nproc-per-node={args.devices}"]
-        cmd[1:1] = [*torchrun, "--standalone"]
-        cmd += ["--devices", str(args.devices), "--strategy", args.strategy]
-    cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
-    cmd += ["--model", args.model, "--max-seq-length", str(args.max_seq_length)]
-    cmd += ["--trajectories", str(args.trajectories), "--seed", str(args.seed)]
-    cmd += ["--cpu-dtype", args.cpu_dtype]
-    if args.trainer_bf16:
-        cmd.append("--trainer-bf16")
-    return cmd
-
-
-def _children(which: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Run the sides in fresh processes (one after the other, or together with
-    ``--concurrent``); each one's peak RSS comes from ``wait4``."""
+def _child(which: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """One side in a fresh process; the Trainer's peak RSS from ``wait4`` (ours is the
+    job worker's own ``peakMemory``)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-        # Both sides get the same threads: what a job would pick now (the idle cores),
-        # or half the cores each when they run together.
-        if args.concurrent:
-            env["BENCH_SYNC"] = scratch
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // 2))
-        elif "OMP_NUM_THREADS" not in env:
-            from milady_lab.training.backends.common import pick_cpu_threads
-
-            env["OMP_NUM_THREADS"] = str(pick_cpu_threads({}, os.cpu_count() or 1))
-        print(f"threads per run: {env['OMP_NUM_THREADS']}")
-        procs: dict[int, str] = {}
-        results: dict[str, dict[str, Any]] = {}
-        for name in which:
-            out = Path(scratch) / f"{name}.json"
-            proc = subprocess.Popen(
-                _child_cmd(name, args),
-                env={**env, "BENCH_RESULT": str(out)},
-                stdout=subprocess.DEVNULL,
-            )
-            procs[proc.pid] = name
-            if not args.concurrent:
-                results[name] = _reap(proc.pid, name, out)
-        for pid, name in procs.items():
-            if name not in results:
-                results[name] = _reap(pid, name, Path(scratch) / f"{name}.json")
-    return {name: results[name] for name in which}
-
-
-def _reap(pid: int, name: str, out: Path) -> dict[str, Any]:
-    _, status, usage = os.wait4(pid, 0)
-    if status != 0:
-        raise SystemExit(f"{name} run failed (status {status})")
+        out = Path(scratch) / f"{which}.json"
+        cmd = [sys.executable, __file__, "--child", which, "--backend", args.backend]
+        cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+        cmd += ["--model", args.model, "--max-seq-length", str(args.max_seq_length)]
+        cmd += ["--trajectories", str(args.trajectories), "--seed", str(args.seed)]
+        cmd += ["--trainer-bf16"] if args.trainer_bf16 else []
+        cmd += ["--devices", str(args.devices), "--strategy", args.strategy]
+        proc = subprocess.Popen(cmd, env={**env, "BENCH_RESULT": str(out)},
+                                stdout=subprocess.DEVNULL)  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            raise SystemExit(f"{which} run failed (status {status})")
+        result = json.loads(out.read_text())
     rss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-    return {**json.loads(out.read_text()), "rss": rss}
+    result.setdefault("rss", None)
+    result["rss"] = result["rss"] or rss
+    return result
+
+
+def _bench_env() -> dict[str, str]:
+    """Both sides get the same threads: what a job would pick now (the idle cores)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if "OMP_NUM_THREADS" not in env:
+        from milady_lab.training.backends.common import pick_cpu_threads
+
+        env["OMP_NUM_THREADS"] = str(pick_cpu_threads(None, os.cpu_count() or 1))
+    return env
+
+
+def _show(which: str, r: dict[str, Any]) -> None:
+    gpu = f"  gpu peak {r['gpuPeak'] / 2**30:.2f} GiB" if r.get("gpuPeak") else ""
+    print(
+        f"{which:>8}: {r['tps']:8.1f} tokens/s  ({r['tokens']} tokens in {r['seconds']:.1f} s; "
+        f"warm-up step {r['warmupTokens']} tokens in {r['warmupSeconds']:.1f} s)  "
+        f"loss {r['loss']:.3f}  peak RSS {r['rss'] / 2**30:.2f} GiB{gpu}",
+        flush=True,
+    )
+
+
+def _machine() -> str:
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,71 +384,70 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-length", type=int, default=2048)
     p.add_argument("--trajectories", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--cpu-dtype",
-        default="auto",
-        choices=list(CPU_DTYPES),
-        help="our cpu run: bf16 where the CPU has native bf16 (auto, the default job), or forced",
-    )
+    p.add_argument("--repeats", type=int, default=3, help="interleaved pairs of runs")
     p.add_argument("--trainer-bf16", action="store_true", help="Trainer with bf16=True")
     p.add_argument("--only", choices=["ours", "trainer"], help="run one side only")
-    p.add_argument(
-        "--concurrent",
-        action="store_true",
-        help="run both at once, one core each (fair on a machine other work keeps busy)",
-    )
-    p.add_argument("--devices", type=int, default=1, help="our side on N ranks (torchrun)")
-    p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="with --devices")
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--devices", type=int, default=1, help="our job on N ranks (torchrun)")
+    p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="with --devices")
     args = p.parse_args(argv)
+    if args.steps < 2:
+        p.error("--steps must be at least 2 (the first is the warm-up)")
 
     from milady_lab.config import Settings
     from milady_lab.training.base_models import resolve_base_model
 
+    CACHE.mkdir(parents=True, exist_ok=True)
     data = prepare_dataset(args.trajectories, args.seed)
     model_path = str(resolve_base_model(args.model, Settings.from_env()).hf_path)
     if args.child:
         fn = run_ours if args.child == "ours" else run_trainer
-        result = fn(args, data, model_path)
-        if os.environ.get("RANK", "0") == "0":  # one rank reports (--devices)
-            Path(os.environ["BENCH_RESULT"]).write_text(json.dumps(result))
+        Path(os.environ["BENCH_RESULT"]).write_text(json.dumps(fn(args, data, model_path)))
         return 0
 
     n_lines = len((data / "train.jsonl").read_text().splitlines())
+    env = _bench_env()
     print(
         f"model {args.model} · backend {args.backend} · {args.steps} steps × batch "
         f"{args.batch_size} · LoRA r={LORA['r']} alpha={LORA['alpha']:g} "
         f"{'/'.join(LORA['targets'])} · {n_lines} examples ({data})"
     )
-    mode = "concurrently, one core each" if args.concurrent else "one after the other"
-    print(f"runs: {mode} · {os.cpu_count()} CPUs · load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {_machine()} · {env['OMP_NUM_THREADS']} threads per run · "
+          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)  # fmt: skip
     sides = [w for w in ("ours", "trainer") if not args.only or w == args.only]
-    runs = _children(sides, args)
-    for which, r in runs.items():
-        gpu = f"  gpu peak {r['gpuPeak'] / 2**30:.2f} GiB" if r.get("gpuPeak") else ""
-        print(
-            f"{which:>8}: {r['tps']:8.1f} tokens/s  ({r['tokens']} tokens in "
-            f"{r['seconds']:.1f} s)  loss {r['loss']:.3f}  peak RSS "
-            f"{r['rss'] / 2**30:.2f} GiB{gpu}"
-        )
+    runs: dict[str, list[dict[str, Any]]] = {w: [] for w in sides}
+    for i in range(max(1, args.repeats)):
+        for which in sides if i % 2 == 0 else sides[::-1]:
+            runs[which].append(r := _child(which, args, env))
+            _show(which, r)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return _verdict(args, runs, model_path)
+
+
+def _verdict(
+    args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], model_path: str
+) -> int:
     ok = True
     if "ours" in runs and "trainer" in runs:
-        ratio = runs["ours"]["tps"] / runs["trainer"]["tps"]
+        pairs = [o["tps"] / t["tps"] for o, t in zip(runs["ours"], runs["trainer"], strict=True)]
+        ratio = statistics.median(pairs)
         ok = ratio >= GOAL_RATIO
-        print(f"   ratio: {ratio:.2f}×  (goal ≥ {GOAL_RATIO}×) {'ok' if ok else 'MISSED'}")
+        shown = ", ".join(f"{x:.2f}" for x in pairs)
+        print(f"   ratio: {ratio:.2f}× median of {len(pairs)} pairs ({shown}) on the job's own "
+              f"tokensPerSecond (goal ≥ {GOAL_RATIO}×) {'ok' if ok else 'MISSED'}")  # fmt: skip
     if "ours" in runs:
-        rss_gb = runs["ours"]["rss"] / 1e9
+        rss_gb = max(r["rss"] for r in runs["ours"]) / 1e9
         ok = ok and rss_gb <= GOAL_RSS_GB
         print(
             f"peak RSS: {rss_gb:.2f} GB (goal ≤ {GOAL_RSS_GB} GB) "
             f"{'ok' if rss_gb <= GOAL_RSS_GB else 'MISSED'}"
         )
     if args.backend == "cuda":
-        _print_mfu(model_path, runs, args.devices)
+        _print_mfu(model_path, {w: rs[-1] for w, rs in runs.items()})
     return 0 if ok else 1
 
 
-def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]], devices: int = 1) -> None:
+def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]]) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -487,7 +458,7 @@ def _print_mfu(model_path: str, runs: dict[str, dict[str, Any]], devices: int = 
     params = sum(p.numel() for p in model.parameters())
     for which, r in runs.items():
         if peak:
-            mfu = 6 * params * r["tps"] / (peak * (devices if which == "ours" else 1))
+            mfu = 6 * params * r["tps"] / peak
             print(
                 f"     MFU: {which} {100 * mfu:.2f} % (6 × {params / 1e6:.0f}M params × "
                 f"tokens/s ÷ {peak / 1e12:.0f} TFLOP/s, {name})"

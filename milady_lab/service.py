@@ -68,9 +68,7 @@ class TrainingService:
 
     # -- trajectories -------------------------------------------------------------------------
     def list_trajectories(self, limit: Any = None, offset: Any = None) -> dict[str, Any]:
-        limit_i = v.integer(limit, "limit", default=100, minimum=1, maximum=500)
-        offset_i = v.integer(offset, "offset", default=0, minimum=0, maximum=2**62)
-        assert limit_i is not None and offset_i is not None
+        limit_i, offset_i = _page_args(limit, offset)
         frame = self.source.summaries(limit_i, offset_i)
         return {
             "trajectories": frame.to_dicts(),
@@ -78,6 +76,18 @@ class TrainingService:
             "offset": offset_i,
             "limit": limit_i,
         }
+
+    def list_trajectories_now(self, limit: Any = None, offset: Any = None) -> dict[str, Any] | None:
+        """``list_trajectories`` when the source can answer at once from warm caches (a
+        SQLite source: well under a millisecond), else None: then call that in a thread.
+        Lets a server answer the common page on its event loop without a thread hop."""
+        limit_i, offset_i = _page_args(limit, offset)
+        quick = getattr(self.source, "page_now", None)
+        page = quick(limit_i, offset_i) if quick is not None else None
+        if page is None:
+            return None
+        rows, total = page
+        return {"trajectories": rows, "total": total, "offset": offset_i, "limit": limit_i}
 
     def get_trajectory(self, trajectory_id: Any) -> dict[str, Any]:
         detail = self.source.detail(trajectory_id) if isinstance(trajectory_id, str) else None
@@ -157,6 +167,12 @@ class TrainingService:
 
     def get_job(self, job_id: Any) -> dict[str, Any]:
         return {"job": self.jobs_manager.get(job_id)}
+
+    def get_job_now(self, job_id: Any) -> dict[str, Any] | None:
+        """``get_job`` when it is one indexed read (a finished job, or a running one whose
+        worker is alive and beating), else None: then call ``get_job`` in a thread."""
+        rec = self.jobs_manager.get_now(job_id)
+        return None if rec is None else {"job": rec}
 
     def cancel_job(self, job_id: Any) -> dict[str, Any]:
         return {"job": self.jobs_manager.cancel(job_id)}
@@ -272,6 +288,13 @@ class TrainingService:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _page_args(limit: Any, offset: Any) -> tuple[int, int]:
+    limit_i = v.integer(limit, "limit", default=100, minimum=1, maximum=500)
+    offset_i = v.integer(offset, "offset", default=0, minimum=0, maximum=2**62)
+    assert limit_i is not None and offset_i is not None
+    return limit_i, offset_i
 
 
 def _show(value: Any) -> str:

@@ -496,6 +496,18 @@ class StateStore:
     def list_models(self) -> list[dict[str, Any]]:
         return self._list("models")
 
+    def model_id_for_job(self, job_id: str) -> str | None:
+        """The model a job registered (the oldest, if several): one read, not every model."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id FROM models WHERE job_id = ? ORDER BY created_at, id DESC LIMIT 1",
+                (job_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else row[0]
+
     # -- events ----------------------------------------------------------------------------
     def emit(
         self, kind: str, message: str, conn: sqlite3.Connection | None = None, **data: Any

@@ -114,6 +114,29 @@ class JobManager:
             rec = self.store.get_job(job_id) or rec
         return self._public(rec)
 
+    def get_now(self, job_id: Any) -> dict[str, Any] | None:
+        """``get`` when nothing needs checking or repairing (a final job, or a running one
+        whose worker is alive with a fresh heartbeat and no cancel pending): one read,
+        no write, no wait. None otherwise: call ``get`` (it may repair, so in a thread)."""
+        rec = self.store.get_job(job_id) if v.is_valid_id(job_id) else None
+        if rec is None:
+            raise NotFoundError(f"no job with id {_show(job_id)}")
+        status = rec["status"]
+        if status == JobStatus.RUNNING and not self._settled(rec):
+            return None
+        if status == JobStatus.QUEUED:
+            return None
+        return self._public(rec)
+
+    def _settled(self, rec: dict[str, Any]) -> bool:
+        """A running job that ``_check_worker`` would leave alone, found without waiting."""
+        beat = rec.get("heartbeatAt") or rec.get("startedAt") or rec["createdAt"]
+        return (
+            now_ms() - beat <= self.heartbeat_timeout_s * 1000
+            and worker_alive(rec.get("pid"), rec.get("pidStartTime"))
+            and not self._cancel_requested(rec["id"])
+        )
+
     def list(self) -> list[dict[str, Any]]:
         """All jobs, newest first."""
         self._check_running()
@@ -349,9 +372,8 @@ class JobManager:
         done = rec["status"] == JobStatus.COMPLETED
         out["progress"] = 1.0 if done else (min(1.0, current / total) if total else 0.0)
         if done:
-            if models is None:
-                models = self._models_by_job()
-            out["modelId"] = models.get(rec["id"])
+            job_model = self.store.model_id_for_job if models is None else models.get
+            out["modelId"] = job_model(rec["id"])
         return out
 
 

@@ -67,6 +67,14 @@ STEPS_SELECT = (
 )
 
 
+def summary_dicts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Summary dicts from rows in SUMMARY_COLUMNS order, the REST page's shape.
+
+    Equal to ``summaries_from_rows(rows).to_dicts()`` for SQLite rows (the SELECT casts
+    every value to its column's type) at a third of the cost: a page is 100 rows."""
+    return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
+
+
 def steps_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     """STEPS_SCHEMA frame from rows in ``STEPS_SELECT`` order."""
     if not rows:

@@ -171,6 +171,33 @@ class SQLiteSource:
         rows = self._read(lambda conn: self._page(conn, limit, offset), [])
         return _rows.summaries_from_rows(rows)
 
+    def page_now(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int] | None:
+        """A listing page (summary dicts) and the total, or None when answering needs
+        slow work: another thread holds the source, or the count or the paging anchors
+        are not cached for the current ``data_version`` (the caller then uses
+        ``summaries`` + ``count`` in a thread, which warm them). A REST server answers
+        it on its event loop: well under a millisecond, no thread hop."""
+        if limit <= 0 or offset < 0 or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._read(lambda conn: self._page_if_warm(conn, limit, offset), None)
+        finally:
+            self._lock.release()
+
+    def _page_if_warm(
+        self, conn: sqlite3.Connection, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int] | None:
+        if "count" not in self._cache:
+            return None
+        if offset >= ANCHOR_EVERY:
+            state = self._anchor_state
+            if self._cache.get("nulls") is not False or state is None:
+                return None
+            if state["version"] != self._version:
+                return None
+        rows = self._page(conn, limit, offset)
+        return _rows.summary_dicts(rows), self._cache["count"]
+
     def _page(self, conn: sqlite3.Connection, limit: int, offset: int) -> list[Any]:
         if offset < ANCHOR_EVERY or self._has_null_start(conn):
             sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"

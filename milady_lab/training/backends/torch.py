@@ -72,6 +72,7 @@ class _Packed:
                     tgt.append(ex.input_ids[t])
         self.n_tokens = len(ids)
         self.n_labels = len(tgt)
+        self.lengths = tuple(len(ex) for ex in examples)  # for ``attention.NAME``
         self.input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
         self.src = torch.tensor(src, dtype=torch.long, device=device)
@@ -82,7 +83,10 @@ def _row_loss_sum(decoder: Any, lm_head: Any, row: _Packed, autocast: Any) -> to
     """Summed cross-entropy over the row's assistant targets, without full logits."""
     with autocast():
         hidden = decoder(
-            input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False
+            input_ids=row.input_ids,
+            position_ids=row.position_ids,
+            use_cache=False,
+            segment_lengths=row.lengths,  # read by attention.NAME only
         ).last_hidden_state[0]
         logits = lm_head(hidden.index_select(0, row.src))
     return F.cross_entropy(logits.float(), row.tgt, reduction="sum")
@@ -131,6 +135,10 @@ class _Progress:
     last_loss: float | None = None
     last_val: float | None = None
     saved_at: int = 0
+    #: The first step of this process (kernels chosen, memory allocated): in the
+    #: totals, left out of ``tokensPerSecond`` once a later step exists.
+    warmup_tokens: int = 0
+    warmup_time: float = 0.0
 
 
 class _Run:
@@ -197,13 +205,19 @@ class _Run:
             # weights stay fp32 (peft upcasts adapters) and autocast mixes the two.
             weights_dtype = torch.bfloat16 if bf16 else torch.float32
             base = AutoModelForCausalLM.from_pretrained(
-                str(self.model_path), dtype=weights_dtype, attn_implementation="sdpa"
+                str(self.model_path), dtype=weights_dtype, attn_implementation=self._attention()
             )
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot load base model {spec.model!r}: {exc}") from exc
         if tokenizer.chat_template is None:
             raise InputError(f"base model {spec.model!r} has no chat template to format examples")
         return base, tokenizer
+
+    def _attention(self) -> str:
+        """Per-example attention on CPU (``attention.py``); sdpa's masked kernels on CUDA."""
+        from .attention import register
+
+        return "sdpa" if self.on_cuda else register()
 
     def _resume(self) -> _Progress:
         """Adapter weights, optimizer, schedule, random state and counters of the checkpoint."""
@@ -359,9 +373,16 @@ class _Run:
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
         loss_sum, tokens = group.total(loss_sum, sum(r.n_tokens for r in rows))
-        done.train_time += time.perf_counter() - tic
-        done.trained_tokens += int(tokens)
+        step_time, step_tokens = time.perf_counter() - tic, int(tokens)
+        done.train_time += step_time
+        done.trained_tokens += step_tokens
         done.last_loss = loss_sum / n_labels
+        if it == done.start:
+            done.warmup_tokens, done.warmup_time = step_tokens, step_time
+            self.callback.on_log(
+                f"warm-up step: {step_tokens} tokens in {step_time:.2f} s "
+                "(left out of tokensPerSecond from the next step on)"
+            )
         return {
             "iteration": it + 1,
             "loss": done.last_loss,
@@ -397,6 +418,11 @@ class _Run:
 
 
 def _rate(done: _Progress) -> float:
+    """Trained (non-padding) tokens per second of training steps, the warm-up step
+    left out once there are others: what ``bench_training.py`` compares."""
+    steady = done.train_time - done.warmup_time
+    if steady > 0 and done.trained_tokens > done.warmup_tokens:
+        return (done.trained_tokens - done.warmup_tokens) / steady
     return done.trained_tokens / done.train_time if done.train_time else 0.0
 
 
