@@ -5,9 +5,10 @@ Why not ``transformers.Trainer``: on a small model much of its time goes into th
 SmolLM2) and into padding. Here:
 
 - a batch is split into padding-free rows of at most ``pack_tokens`` tokens (512 on
-  CPU, 4096 on CUDA); examples sharing a row get ``position_ids`` that restart, which
-  transformers turns into a block-diagonal causal mask. The cap matters on CPU, where
-  sdpa has no varlen kernel and a long packed row pays attention across examples;
+  CPU, 4096 on CUDA); examples sharing a row get ``position_ids`` that restart. On
+  CUDA transformers turns them into a block-diagonal causal mask; on CPU, whose sdpa
+  kernel would compute every masked block, each example's attention runs on its own
+  (``attention.py``);
 - the decoder runs once per row and ``lm_head`` + cross-entropy run only on the hidden
   states that predict assistant tokens;
 - frozen base weights are bf16 with autocast on GPUs and CPUs with native bf16 (LoRA
