@@ -70,9 +70,19 @@ def llama_greedy(llm: Any, ids: Sequence[int], n: int) -> tuple[list[int], Any]:
 
 
 def torch_greedy(model: Any, ids: Sequence[int], n: int) -> tuple[list[int], Any]:
+    out, first, _ = torch_greedy_margins(model, ids, n)
+    return out, first
+
+
+def torch_greedy_margins(
+    model: Any, ids: Sequence[int], n: int
+) -> tuple[list[int], Any, list[float]]:
+    """Greedy tokens, the first step's logits, and at each step the gap between the best
+    and the second-best logit (how close the choice was)."""
     import torch
 
     out: list[int] = []
+    margins: list[float] = []
     first = None
     past = None
     x = torch.tensor([list(ids)])
@@ -83,10 +93,24 @@ def torch_greedy(model: Any, ids: Sequence[int], n: int) -> tuple[list[int], Any
             past = step.past_key_values
             if first is None:
                 first = logits.numpy().copy()
+            top = torch.topk(logits, 2).values
+            margins.append(float(top[0] - top[1]))
             token = int(logits.argmax())
             out.append(token)
             x = torch.tensor([[token]])
-    return out, first
+    return out, first, margins
+
+
+def agree_but_for_a_tie(
+    got: list[int], want: list[int], margins: list[float], noise: float
+) -> bool:
+    """``got`` equals ``want``, or first differs where the reference's two best logits were
+    closer than ``noise`` (a quantized model may break a near-tie the other way; after
+    that the continuations differ by construction)."""
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if g != w:
+            return margins[i] < noise
+    return True
 
 
 class GoTemplate:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from training.conftest import smollm2_dir
 
@@ -19,11 +20,13 @@ from milady_lab.state import StateStore
 from .conftest import insert_model, one_thread
 from .engine import (
     GoTemplate,
+    agree_but_for_a_tie,
     llama_greedy,
     llama_model,
     llama_tokens,
     nmse,
     torch_greedy,
+    torch_greedy_margins,
 )
 from .ollama_standin import OllamaStandIn
 
@@ -105,10 +108,14 @@ def test_uploaded_model_generates_like_torch_peft(
             )
             llm = llama_model(path)
             ids = _prompt_ids(go, create, tok, llm)
-            want, want_logits = torch_greedy(tuned, ids, n)
+            want, want_logits, margins = torch_greedy_margins(tuned, ids, n)
             got, got_logits = llama_greedy(llm, ids, n)
-            assert got == want, f"{arch} {quant}: llama.cpp and torch+peft disagree"
             assert nmse(got_logits, want_logits) < limit, quant
+            if quant == "q8_0":  # 8-bit weights may break a near-tie: only there
+                noise = 2 * float(np.abs(got_logits - want_logits).max())
+                assert agree_but_for_a_tie(got, want, margins, noise), f"{arch} q8_0: {got} {want}"
+            else:
+                assert got == want, f"{arch} {quant}: llama.cpp and torch+peft disagree"
 
         # The adapter's effect is there, the same way in both engines.
         ids = tok(

@@ -274,6 +274,7 @@ from milady_lab.service import TrainingService
 from milady_lab.models.activation import activate
 from milady_lab.training import worker
 from types import SimpleNamespace
+from milady_lab.training.spec import TrainResult
 
 
 def settings(a):
@@ -316,8 +317,8 @@ def register(a):
         adapter.mkdir(parents=True)
         (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
         (adapter / "adapter_model.safetensors").write_bytes(os.urandom(256 * 1024))
-        result = SimpleNamespace(adapter_dir=adapter, base_model_path="/base", final_loss=1.0,
-                                 final_val_loss=None, trained_tokens=10, tokens_per_second=1.0)
+        result = TrainResult(adapter_dir=adapter, base_model_path=Path("/base"), final_loss=1.0,
+                             final_val_loss=None, trained_tokens=10, tokens_per_second=1.0)
         spec = SimpleNamespace(iterations=2)
         worker._complete(s, svc.store, svc.store.get_job(job_id), spec,
                          SimpleNamespace(hf_path="/base"), result)
