@@ -223,3 +223,17 @@ def write_row_export(db: Path, folder: Path, files: int = 3) -> Path:
         chunk = rows[n::files]
         (folder / f"part-{n}.json").write_text(json.dumps(chunk), encoding="utf-8")
     return folder
+
+
+def null_some_start_times(db: Path) -> None:
+    """Rebuild the table without its NOT NULL constraint (as another writer might have
+    made it) and clear every 50th trajectory's start time."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE trajectories RENAME TO old")
+    conn.execute("CREATE TABLE trajectories AS SELECT * FROM old")
+    conn.execute("DROP TABLE old")
+    conn.execute("UPDATE trajectories SET start_time = NULL WHERE rowid % 50 = 0")
+    conn.commit()
+    conn.close()

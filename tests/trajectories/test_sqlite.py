@@ -16,6 +16,8 @@ from milady_lab.trajectories import sqlite as sqlite_mod
 from milady_lab.trajectories.base import STEPS_SCHEMA, SUMMARY_SCHEMA
 from milady_lab.trajectories.sqlite import SQLiteSource
 
+from .kit import null_some_start_times
+
 INSERT = (
     "INSERT INTO trajectories (id, trajectory_id, agent_id, start_time, llm_call_count, "
     "steps_json, created_at, updated_at) VALUES (?, ?, 'a', ?, ?, ?, 'x', 'x')"
@@ -108,14 +110,7 @@ def test_database_without_the_listing_index_is_still_correct(
 
 def test_null_start_times_list_last(db_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_mod, "ANCHOR_EVERY", 8)
-    conn = sqlite3.connect(db_copy)
-    # a table from another writer without the NOT NULL constraint
-    conn.execute("ALTER TABLE trajectories RENAME TO old")
-    conn.execute("CREATE TABLE trajectories AS SELECT * FROM old")
-    conn.execute("DROP TABLE old")
-    conn.execute("UPDATE trajectories SET start_time = NULL WHERE rowid % 50 = 0")
-    conn.commit()
-    conn.close()
+    null_some_start_times(db_copy)  # a table from another writer, no NOT NULL
     source = SQLiteSource(db_copy)
     full = source.summaries_frame().collect()
     assert full["startTime"].tail(8).is_null().all()

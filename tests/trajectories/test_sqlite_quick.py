@@ -18,6 +18,8 @@ import pytest
 from milady_lab.trajectories import sqlite as sqlite_mod
 from milady_lab.trajectories.sqlite import SQLiteSource
 
+from .kit import null_some_start_times
+
 INSERT = (
     "INSERT INTO trajectories (id, trajectory_id, agent_id, start_time, llm_call_count, "
     "steps_json, created_at, updated_at) VALUES (?, ?, 'a', ?, ?, ?, 'x', 'x')"
@@ -100,13 +102,7 @@ def test_page_now_declines_deep_pages_without_anchors(
 ) -> None:
     """NULL start times page by LIMIT/OFFSET (a scan at depth): that stays off the loop."""
     monkeypatch.setattr(sqlite_mod, "ANCHOR_EVERY", 8)
-    conn = sqlite3.connect(db_copy)
-    conn.execute("ALTER TABLE trajectories RENAME TO old")
-    conn.execute("CREATE TABLE trajectories AS SELECT * FROM old")
-    conn.execute("DROP TABLE old")
-    conn.execute("UPDATE trajectories SET start_time = NULL WHERE rowid % 50 = 0")
-    conn.commit()
-    conn.close()
+    null_some_start_times(db_copy)
     source = SQLiteSource(db_copy)
     slow_answer(source, 10, 100)
     assert source.page_now(10, 100) is None
