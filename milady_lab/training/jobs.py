@@ -107,7 +107,10 @@ class JobManager:
         rec = self.store.get_job(job_id) if v.is_valid_id(job_id) else None
         if rec is None:
             raise NotFoundError(f"no job with id {_show(job_id)}")
-        if rec["status"] == JobStatus.RUNNING and self._check_worker(rec):
+        if rec["status"] == JobStatus.RUNNING:
+            # Read again even when another thread ended it first (this check then does
+            # nothing): the answer must not be the stale "running".
+            self._check_worker(rec)
             rec = self.store.get_job(job_id) or rec
         elif rec["status"] == JobStatus.QUEUED:
             self._check_running()  # a dead worker ahead of it must not hold the queue
