@@ -20,8 +20,9 @@ import polars as pl
 from . import validation as v
 from .errors import InputError
 
-#: One chat turn as every reader gives it back.
-Message = dict[str, str]
+#: One chat turn as every reader gives it back: ``role`` and ``content`` (text), and
+#: the tool keys when the turn has them.
+Message = dict[str, Any]
 
 #: How one line of train.jsonl / valid.jsonl reads back into Polars.
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -70,9 +71,9 @@ def line_messages(row: dict[str, Any], *, strict: bool = True) -> list[Message] 
             if strict:
                 raise InputError("a dataset line has a malformed 'messages' list")
             return None
-        if not strict and not all(isinstance(m.get("content"), str) for m in msgs):
+        if not strict and not all(_readable(m) for m in msgs):
             return None
-        return [{"role": m["role"], "content": str(m.get("content") or "")} for m in msgs]
+        return [_message(m) for m in msgs]
     if "prompt" in row and "completion" in row:
         prompt, completion = row["prompt"], row["completion"]
         if not strict and not (isinstance(prompt, str) and isinstance(completion, str)):
@@ -82,6 +83,22 @@ def line_messages(row: dict[str, Any], *, strict: bool = True) -> list[Message] 
             {"role": "assistant", "content": str(completion)},
         ]
     return None
+
+
+#: Tool-use keys a message keeps (Hugging Face chat-template form, ``trajectories.tools``).
+_TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
+
+
+def _readable(m: dict[str, Any]) -> bool:
+    """A lenient reader's message: text content, or none beside tool calls."""
+    content = m.get("content")
+    return isinstance(content, str) or (content is None and isinstance(m.get("tool_calls"), list))
+
+
+def _message(m: dict[str, Any]) -> Message:
+    out: Message = {"role": m["role"], "content": str(m.get("content") or "")}
+    out.update({k: m[k] for k in _TOOL_KEYS if m.get(k) is not None})
+    return out
 
 
 def read_chats(path: Path, max_examples: int, seed: int) -> list[list[Message]]:
@@ -122,6 +139,13 @@ def example_texts(folder: Path, limit: int = 5000) -> list[str]:
     return texts
 
 
+def _last_of(messages: pl.Expr, role: str) -> pl.Expr:
+    """The content of the last message of ``role`` (null when there is none)."""
+    mine = pl.element().struct.field("role") == role
+    picked = messages.list.eval(pl.element().filter(mine).struct.field("content"))
+    return picked.list.last()
+
+
 def examples_frame(dataset_dir: str | os.PathLike[str], split: str = "train") -> pl.DataFrame:
     """A built dataset's examples as a flat frame (for notebooks, widgets, histograms).
 
@@ -145,10 +169,8 @@ def examples_frame(dataset_dir: str | os.PathLike[str], split: str = "train") ->
         frames.append(
             raw.select(
                 pl.lit(name).alias("split"),
-                pl.when(msgs.list.len() == 3)
-                .then(msgs.list.first().struct.field("content"))
-                .alias("system"),
-                msgs.list.get(-2, null_on_oob=True).struct.field("content").alias("user"),
+                _last_of(msgs.list.head(1), "system").alias("system"),
+                _last_of(msgs, "user").alias("user"),
                 msgs.list.last().struct.field("content").alias("assistant"),
                 pl.col("metadata").struct.unnest(),
             )

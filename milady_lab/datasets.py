@@ -1,10 +1,12 @@
 """The dataset builder: trajectories → chat-format JSONL that mlx-lm and TRL read as is.
 
 The rules (issue 2) in short: a *usable* LLM call has a user prompt and a response
-that are not blank; trajectories are taken newest first and qualify with at least
+that are not blank (or, for a call that answered with tool calls, those calls);
+trajectories are taken newest first and qualify with at least
 ``minLlmCallsPerTrajectory`` usable calls; ``limit`` caps the qualifying trajectories
 included; every usable call of an included trajectory is one example, kept once per
-(system-or-none, user, response). Optional filters (source, status, a range of start
+(system-or-none, user, response, and the tool calls and results when it has any:
+``trajectories.tools``). Optional filters (source, status, a range of start
 days, text in the calls) narrow the trajectories first; see ``BuildOptions``.
 
 Everything is streamed: steps are read in batches in listing order, parsed with
@@ -48,6 +50,7 @@ from .errors import InputError, StorageError, UpstreamError
 from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
+from .trajectories.tools import TOOL_COLUMNS, chat_turns, text_leaves, with_text_leaves
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
     import fcntl
@@ -297,7 +300,7 @@ def _example_batches(
             tally.trajectories += included.height
             if included.height:
                 system = pl.when(_present("systemPrompt")).then(pl.col("systemPrompt"))
-                key = pl.struct(system, "userPrompt", "response")
+                key = _content_key(system)
                 examples = (
                     usable.join(
                         included.select("id", "t"),
@@ -311,11 +314,12 @@ def _example_batches(
                         system.alias("system"),
                         "userPrompt",
                         "response",
+                        *TOOL_COLUMNS,
                         "trajectoryId",
                         "stepId",
                         "model",
                         "purpose",
-                        key.hash(_SEED).alias("h1"),
+                        key.alias("h1"),
                     )
                     .filter(pl.col("h1").is_first_distinct())
                     .join(seen, on="h1", how="anti", maintain_order="left")
@@ -335,6 +339,15 @@ def _example_batches(
         progress(done, done)
 
 
+def _content_key(system: pl.Expr) -> pl.Expr:
+    """The 64-bit content hash of an example. A call without tools hashes exactly as
+    before tools were read, so existing datasets keep their split."""
+    plain = pl.struct(system, "userPrompt", "response").hash(_SEED)
+    with_tools = pl.struct(system, "userPrompt", "response", "toolCalls", "toolResults")
+    has_tools = pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
+    return pl.when(has_tools).then(with_tools.hash(_SEED)).otherwise(plain)
+
+
 def _qualifying(
     batch: pl.DataFrame, parsed: pl.DataFrame, opts: BuildOptions, keep: pl.DataFrame | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -342,7 +355,8 @@ def _qualifying(
     qualify (``id``, ``t``: position in the batch, the reward), before ``limit``.
     ``keep``: the ids a first pass chose (``topFraction``)."""
     calls = parsed.with_row_index("c")
-    usable = opts.shape.calls(calls.filter(_present("userPrompt") & _present("response")))
+    answered = _present("response") | pl.col("toolCalls").is_not_null()
+    usable = opts.shape.calls(calls.filter(_present("userPrompt") & answered))
     if opts.search is not None:
         hits = calls.filter(text_hit(opts.search)).select("trajectoryId").unique()
         usable = usable.join(hits, on="trajectoryId", how="semi")
@@ -390,7 +404,36 @@ def _private(calls: pl.DataFrame, privacy: PrivacyPass | None) -> pl.DataFrame:
     examples that differ only in a secret become one)."""
     if privacy is None or not privacy.active:
         return calls
-    return privacy.apply(calls, _TEXT_COLUMNS, conversation="userPrompt", system="systemPrompt")
+    calls = privacy.apply(calls, _TEXT_COLUMNS, conversation="userPrompt", system="systemPrompt")
+    return _private_tools(calls, privacy)
+
+
+def _private_tools(calls: pl.DataFrame, privacy: PrivacyPass) -> pl.DataFrame:
+    """Tool calls and results redacted like the texts: what they say (arguments,
+    contents) goes through the same pass as one text column, since a regex on the JSON
+    itself could break its quoting."""
+    columns = ("toolCalls", "toolResults")
+    rows = calls.select(pl.any_horizontal(pl.col(columns).is_not_null()).arg_true()).to_series()
+    if not rows.len():
+        return calls
+    docs = [
+        [json.loads(text) if text else [] for text in values]
+        for values in calls.select(columns)[rows].iter_rows()
+    ]
+    texts = [leaf for doc in docs for items in doc for leaf in text_leaves(items)]
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    new = iter(privacy.apply(frame, ["text"], conversation="text").get_column("text").to_list())
+    redacted = [[with_text_leaves(items, new) for items in doc] for doc in docs]
+    out = []
+    for i, column in enumerate(columns):
+        values = [_compact(doc[i]) for doc in redacted]
+        series = calls.get_column(column).clone()
+        out.append(series.scatter(rows, pl.Series(values, dtype=pl.String)))
+    return calls.with_columns(out)
+
+
+def _compact(items: list[dict[str, Any]]) -> str | None:
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":")) if items else None
 
 
 def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
@@ -435,7 +478,9 @@ def _message(role: str, column: str) -> pl.Expr:
 def _lines(examples: pl.DataFrame) -> pl.DataFrame:
     """The JSONL lines as pieces that, joined by spaces, form one JSON object each.
 
-    ``{"messages": [system (only when not blank), user, assistant], "metadata": {...}}``.
+    ``{"messages": [system (only when not blank), user, assistant], "metadata": {...}}``;
+    a call with tools has the tool turns before its reply and the schemas it was offered
+    (``"tools"``) when recorded, as Hugging Face chat templates and mlx-lm read them.
     A missing model or purpose is written as "": Hugging Face ``datasets`` (TRL) types a
     column from the first 10 MB of a file and fails on a string after only nulls.
     Each message is JSON-encoded by Polars and the pieces are written side by side by
@@ -444,19 +489,45 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
     list-of-struct columns for ``write_ndjson``.
     """
     has_system = pl.col("system").is_not_null()
+    has_tools = pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
+    tool_turns = pl.struct("response", "toolCalls", "toolResults").map_batches(
+        _tool_turns, return_dtype=pl.String
+    )
     return examples.select(
         pl.lit('{"messages":[').alias("open"),
         pl.when(has_system).then(_message("system", "system")).alias("system"),
         pl.when(has_system).then(pl.lit(",")).alias("comma1"),
         _message("user", "userPrompt").alias("user"),
         pl.lit(",").alias("comma2"),
-        _message("assistant", "response").alias("assistant"),
-        pl.lit('],"metadata":').alias("meta_key"),
+        pl.when(has_tools)
+        .then(tool_turns)
+        .otherwise(_message("assistant", "response"))
+        .alias("assistant"),
+        pl.when(pl.col("tools").is_not_null())
+        .then(pl.concat_str(pl.lit('],"tools":'), "tools", pl.lit(',"metadata":')))
+        .otherwise(pl.lit('],"metadata":'))
+        .alias("meta_key"),
         pl.struct("trajectoryId", "stepId", pl.col("model", "purpose").fill_null(""))
         .struct.json_encode()
         .alias("meta"),
         pl.lit("}").alias("close"),
     )
+
+
+def _tool_turns(columns: pl.Series) -> pl.Series:
+    """The turns after the user prompt of the examples with tools (``chat_turns``), as
+    comma-separated JSON messages; null for the others (only the few with tools are
+    visited in Python)."""
+    frame = columns.struct.unnest()
+    rows = frame.select(
+        (pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()).arg_true()
+    ).to_series()
+    texts = [
+        ",".join(json.dumps(m, ensure_ascii=False) for m in chat_turns(*row))
+        for row in frame.select("response", "toolCalls", "toolResults")[rows].iter_rows()
+    ]
+    out = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
+    return out.scatter(rows, pl.Series(texts, dtype=pl.String)) if texts else out
 
 
 def _write_jsonl(lines: pl.DataFrame, fh: IO[bytes]) -> None:

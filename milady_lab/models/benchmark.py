@@ -38,8 +38,10 @@ from typing import Any
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
+from ..dataset_files import line_messages
 from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
 from ..state import EvalStore, StateStore, now_ms
+from ..training.backends.chat_tools import TemplateError, as_text, for_template
 from . import scores
 from .artifacts import require_peft_adapter, resolve_base_path
 
@@ -265,43 +267,38 @@ def load_examples_with_purpose(
     return chats, purposes
 
 
-def _chat(obj: Any) -> list[dict[str, str]] | None:
+def _chat(obj: Any) -> list[dict[str, Any]] | None:
+    """A line's conversation (tool turns kept, ``dataset_files.line_messages``) when it
+    ends in a text reply to score; None otherwise."""
     if not isinstance(obj, dict):
         return None
-    messages = obj.get("messages")
-    if (
-        messages is None
-        and isinstance(obj.get("prompt"), str)
-        and isinstance(obj.get("completion"), str)
-    ):
-        messages = [
-            {"role": "user", "content": obj["prompt"]},
-            {"role": "assistant", "content": obj["completion"]},
-        ]
-    if not isinstance(messages, list) or len(messages) < 2:
+    chat = line_messages(obj, strict=False)
+    if not chat or len(chat) < 2:
         return None
-    chat = []
-    for m in messages:
-        if not (
-            isinstance(m, dict)
-            and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)
-        ):
-            return None
-        chat.append({"role": m["role"], "content": m["content"]})
     if chat[-1]["role"] != "assistant" or not chat[-1]["content"].strip():
         return None
     return chat
+
+
+def _template_texts(tokenizer: Any, prompt: list[Any], reply: Any) -> tuple[str, str]:
+    """The prompt (with the generation prompt) and the whole chat as the template renders
+    them; earlier tool calls in the form training gave them (``chat_tools``)."""
+
+    def render(msgs: list[Any]) -> tuple[str, str]:
+        head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return head, tokenizer.apply_chat_template([*msgs, reply], tokenize=False)
+
+    try:
+        return render(for_template(tokenizer, prompt, None)[0])
+    except TemplateError:  # a template that refuses this tool use as is
+        return render(as_text(tokenizer, prompt, None)[0])
 
 
 def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Example:
     """Prompt and reply token ids, split where the chat template starts the reply."""
     prompt_msgs, reference = list(chat[:-1]), chat[-1]["content"]
     if getattr(tokenizer, "chat_template", None):
-        prompt_text = tokenizer.apply_chat_template(
-            prompt_msgs, tokenize=False, add_generation_prompt=True
-        )
-        full_text = tokenizer.apply_chat_template(list(chat), tokenize=False)
+        prompt_text, full_text = _template_texts(tokenizer, prompt_msgs, chat[-1])
         if full_text.startswith(prompt_text):
             reply_text = full_text[len(prompt_text) :].rstrip()
         else:

@@ -38,6 +38,10 @@ LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
     "completionTokens": pl.Int64(),
     "latencyMs": pl.Int64(),
     "timestamp": pl.Int64(),
+    # Canonical JSON text (``trajectories.tools``), null when the call recorded none.
+    "toolCalls": pl.String(),
+    "toolResults": pl.String(),
+    "tools": pl.String(),
 }
 
 #: What ``iter_steps`` yields: raw steps text per trajectory, in listing order.

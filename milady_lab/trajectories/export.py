@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from ..atomic import atomic_file
+from . import tools
 from .base import StepsFilter
 from .schema import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
@@ -46,6 +47,10 @@ _CALL_KEYS = (
     ("latencyMs", ("latencyMs", "latency_ms")),
     ("promptTokens", ("promptTokens", "prompt_tokens")),
     ("completionTokens", ("completionTokens", "completion_tokens")),
+    # Tool use (``tools``): kept as recorded, read by the parser in any of its shapes.
+    ("toolCalls", tools.CALLS_KEYS),
+    ("toolResults", tools.RESULTS_KEYS),
+    ("tools", tools.TOOLS_KEYS),
 )
 _ACCESS_KEYS = (
     ("providerId", ("providerId", "provider_id", "id")),

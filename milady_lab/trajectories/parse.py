@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import msgspec
 import polars as pl
 
+from . import tools as _tools
 from .base import LLM_CALL_SCHEMA
 
 #: Columns of ``llm_calls_from_steps``: LLM_CALL_SCHEMA plus the call's position in
@@ -54,7 +55,12 @@ _CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("completionTokens", ("completionTokens", "completion_tokens"), "int"),
     ("latencyMs", ("latencyMs", "latency_ms"), "int"),
     ("timestamp", ("timestamp",), "int"),
+    ("toolCalls", _tools.CALLS_KEYS, "toolCalls"),
+    ("toolResults", _tools.RESULTS_KEYS, "toolResults"),
+    ("tools", _tools.TOOLS_KEYS, "tools"),
 )
+#: The tool fields (``trajectories.tools``): canonical JSON text in the frame.
+_TOOL_FIELDS = ("toolCalls", "toolResults", "tools")
 #: Extra call fields shown in ``detail`` (not part of the frame).
 _DETAIL_CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("callId", ("callId", "call_id", "id"), "text"),
@@ -125,7 +131,14 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-_CONVERT = {"text": _as_text, "int": _as_int, "float": _as_float}
+_CONVERT = {
+    "text": _as_text,
+    "int": _as_int,
+    "float": _as_float,
+    "toolCalls": _tools.tool_calls,
+    "toolResults": _tools.tool_results,
+    "tools": _tools.tool_schemas,
+}
 
 
 _Spec = Iterable[tuple[str, tuple[str, ...], str]]
@@ -186,6 +199,7 @@ def calls_of_steps(
             row["callIndex"] = len(rows)
             if detail:
                 row.update(_fields(call, _DETAIL_CALL_FIELDS))
+                row.update({k: _tools.decoded(row[k]) for k in _TOOL_FIELDS})
             rows.append(row)
     return rows
 
@@ -260,6 +274,14 @@ class _Call(msgspec.Struct, gc=False):
     latencyMs: _Int64 | None = None
     latency_ms: _Int64 | None = None
     timestamp: _Int64 | None = None
+    # Tool fields: any shape (``trajectories.tools`` reads them); absent in most calls.
+    toolCalls: Any = None
+    tool_calls: Any = None
+    toolResults: Any = None
+    tool_results: Any = None
+    functionResults: Any = None
+    function_results: Any = None
+    tools: Any = None
 
 
 class _Step(msgspec.Struct, gc=False):
@@ -276,6 +298,16 @@ class _Doc(_Step, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(list[_Step | None] | _Doc)
+
+
+def _column(calls: list[_Call], key: str, kind: str) -> pl.Series:
+    values = list(map(attrgetter(key), calls))
+    if kind == "int":
+        return pl.Series(values, dtype=pl.Int64)
+    if kind != "text":  # a tool field: the few calls that have one are read in Python
+        convert = _CONVERT[kind]
+        values = [None if x is None else convert(x) for x in values]
+    return pl.Series(values, dtype=pl.String)
 
 
 def llm_calls_from_steps(
@@ -337,16 +369,11 @@ def llm_calls_from_steps(
             n += k
     if not calls:
         return pl.DataFrame(schema=CALL_ROWS_SCHEMA)
-    kinds = {"text": pl.String(), "int": pl.Int64()}
     raw = pl.DataFrame(
         {
             "trajectoryId": pl.Series(tids, dtype=pl.String),
             "stepId": pl.Series(sids, dtype=pl.String),
-            **{
-                key: pl.Series(list(map(attrgetter(key), calls)), dtype=kinds[kind])
-                for _, keys, kind in _CALL_FIELDS
-                for key in keys
-            },
+            **{key: _column(calls, key, kind) for _, keys, kind in _CALL_FIELDS for key in keys},
             "callIndex": pl.Series(idxs, dtype=pl.Int64),
         }
     )

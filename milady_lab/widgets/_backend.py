@@ -19,6 +19,7 @@ import polars as pl
 from ..dataset_files import example_texts
 from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
+from ..trajectories.tools import TOOL_COLUMNS
 
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).
@@ -463,5 +464,7 @@ def calls_frame(detail: dict[str, Any]) -> pl.DataFrame:
     for call in calls:
         for k in LLM_CALL_SCHEMA:
             value = tid if k == "trajectoryId" and call.get(k) is None else call.get(k)
+            if k in TOOL_COLUMNS:  # objects in the detail, canonical text in the frame
+                value = TOOL_COLUMNS[k](value) if value is not None else None
             cols[k].append(value)
     return pl.DataFrame(cols, schema=LLM_CALL_SCHEMA, strict=False)

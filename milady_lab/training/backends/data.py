@@ -3,7 +3,9 @@
 Every assistant turn of an example is trained, not only the last: the spans are found
 by rendering the chat template for growing prefixes of the conversation and mapping
 the character offsets onto the tokens of the full rendering, so a template that
-tokenises differently at a prefix boundary cannot shift the mask.
+tokenises differently at a prefix boundary cannot shift the mask. Tool calls and
+results are rendered in the form the model's template understands (``chat_tools``),
+and an assistant turn's tool calls train like its text.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...dataset_files import line_messages, read_lines
+from ...dataset_files import Message, line_messages, read_lines
 from ...errors import InputError
+from .chat_tools import TemplateError, as_text, for_template
 
 if TYPE_CHECKING:
     from ..callbacks import TrainingCallback
     from ..spec import TrainSpec
+
+
+#: Tool schemas offered to the model (``"tools"`` of a dataset line), if any.
+Tools = list[Any] | None
 
 
 @dataclass(frozen=True)
@@ -41,21 +48,27 @@ class Example:
         return sum(self.mask[1:])
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], gen_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen_prompt)
+def _render(tokenizer: Any, messages: list[Message], gen_prompt: bool, tools: Tools) -> str:
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=gen_prompt, **extra
+    )
 
 
-def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list]:
-    """The full rendering and the [start, end) character span of every assistant turn."""
-    full = _render(tokenizer, messages, False)
+def assistant_char_spans(
+    tokenizer: Any, messages: list[Message], tools: Tools = None
+) -> tuple[str, list]:
+    """The full rendering and the [start, end) character span of every assistant turn
+    (its text and its tool calls)."""
+    full = _render(tokenizer, messages, False, tools)
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         try:
-            head = _render(tokenizer, messages[:i], True)
-            upto = _render(tokenizer, messages[: i + 1], False)
+            head = _render(tokenizer, messages[:i], True, tools)
+            upto = _render(tokenizer, messages[: i + 1], False, tools)
         except Exception:  # some templates reject a prefix (e.g. one without a user turn)
             head = upto = ""
         if full.startswith(head) and full.startswith(upto) and len(upto) > len(head) >= cursor:
@@ -73,6 +86,23 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
     return full, spans
 
 
+def _rendered(tokenizer: Any, messages: list[Message], tools: Any) -> tuple[str, list]:
+    """``assistant_char_spans`` of a line, its tool use in the template's form. A template
+    may still refuse one conversation (Llama 3's takes one tool call per turn): then its
+    tool use is all written as text; a template that refuses even that is an input error."""
+    offered = tools if isinstance(tools, list) else None
+    try:
+        return assistant_char_spans(tokenizer, *for_template(tokenizer, messages, offered))
+    except TemplateError as exc:
+        error = exc
+    if any(m.get("tool_calls") or m["role"] == "tool" for m in messages) or offered:
+        try:
+            return assistant_char_spans(tokenizer, *as_text(tokenizer, messages, offered))
+        except TemplateError as exc:
+            error = exc
+    raise InputError(f"the base model's chat template cannot render a dataset line: {error}")
+
+
 def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
     messages = line_messages(row)
@@ -84,7 +114,7 @@ def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
             ids.append(tokenizer.eos_token_id)
         return Example(list(ids), [True] * len(ids), chat=False)
 
-    full, spans = assistant_char_spans(tokenizer, messages)
+    full, spans = _rendered(tokenizer, messages, row.get("tools"))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]

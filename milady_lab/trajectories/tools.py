@@ -1,0 +1,244 @@
+"""Tool calls, function results and tool schemas recorded on an LLM call, in one form.
+
+The trajectory spec names no tool fields, and writers differ (OpenAI's nested
+``{"type": "function", "function": {...}}``, the flat ``{name, arguments}`` of the
+Vercel AI SDK and elizaOS, Anthropic's ``input``, snake_case or camelCase, arguments as
+an object or as JSON text). A call may carry:
+
+* ``toolCalls`` / ``tool_calls`` — the calls the model made in its reply;
+* ``toolResults`` / ``tool_results`` / ``functionResults`` / ``function_results`` — the
+  results it was given (answers to the calls of the turn before);
+* ``tools`` — the tool schemas it was offered.
+
+Each is read leniently (an item without a name or content is left out, nothing here
+raises) into one canonical JSON text, the frame's ``toolCalls`` / ``toolResults`` /
+``tools`` columns:
+
+* a call: ``{"name", "arguments", "id"?}`` (arguments an object when they parse);
+* a result: ``{"content", "name"?, "id"?, "arguments"?}`` (content as text);
+* a tool: ``{"type": "function", "function": {"name", "description"?, "parameters"?}}``.
+
+``chat_turns`` turns them into the Hugging Face chat-template messages that the dataset
+lines carry and that both training backends render with the base model's template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: Accepted keys per field of one call record, in order of preference.
+CALLS_KEYS = ("toolCalls", "tool_calls")
+RESULTS_KEYS = ("toolResults", "tool_results", "functionResults", "function_results")
+TOOLS_KEYS = ("tools",)
+
+_NAME_KEYS = ("name", "toolName", "tool_name", "functionName", "function_name")
+_ID_KEYS = ("id", "toolCallId", "tool_call_id", "callId", "call_id")
+_ARGS_KEYS = ("arguments", "args", "input", "parameters")
+_CONTENT_KEYS = ("content", "result", "output", "response")
+
+
+def _pick(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if obj.get(key) is not None:
+            return obj[key]
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _name(obj: dict[str, Any]) -> str | None:
+    name = _pick(obj, _NAME_KEYS)
+    return name.strip() if isinstance(name, str) and name.strip() else None
+
+
+def _arguments(value: Any) -> Any:
+    """An object when the value is one or JSON text of one; other text as it is."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, dict) else value
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    """The objects of a field: a list, JSON text of one, or one lone object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    if isinstance(value, dict):
+        value = [value]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _function(item: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """The object that names the function (OpenAI nests it under ``function``), and the name."""
+    inner = item.get("function")
+    source = inner if isinstance(inner, dict) else item
+    name = _name(source)
+    return None if name is None else (source, name)
+
+
+def _call(item: dict[str, Any]) -> dict[str, Any] | None:
+    if (found := _function(item)) is None:
+        return None
+    source, name = found
+    out: dict[str, Any] = {"name": name, "arguments": _arguments(_pick(source, _ARGS_KEYS))}
+    call_id = _text(_pick(item, _ID_KEYS))
+    if call_id:
+        out["id"] = call_id
+    return out
+
+
+def _result(item: dict[str, Any]) -> dict[str, Any] | None:
+    content = _text(_pick(item, _CONTENT_KEYS))
+    if content is None:
+        return None
+    out: dict[str, Any] = {"content": content}
+    if (name := _name(item)) is not None:
+        out["name"] = name
+    if call_id := _text(_pick(item, _ID_KEYS)):
+        out["id"] = call_id
+    args = _pick(item, _ARGS_KEYS)
+    if args is not None:
+        out["arguments"] = _arguments(args)
+    return out
+
+
+def _tool(item: dict[str, Any]) -> dict[str, Any] | None:
+    if (found := _function(item)) is None:
+        return None
+    source, name = found
+    fn: dict[str, Any] = {"name": name}
+    if isinstance(source.get("description"), str):
+        fn["description"] = source["description"]
+    params = _pick(source, ("parameters", "input_schema", "inputSchema"))
+    if isinstance(params, dict):
+        fn["parameters"] = params
+    return {"type": "function", "function": fn}
+
+
+def _tools_items(value: Any) -> list[dict[str, Any]]:
+    """Tool schemas also come as ``{name: schema}`` (the AI SDK's ``tools`` object)."""
+    if isinstance(value, dict) and "function" not in value and _name(value) is None:
+        return [{"name": k, **v} for k, v in value.items() if isinstance(v, dict)]
+    return _items(value)
+
+
+def _canonical(
+    read: Callable[[dict[str, Any]], dict[str, Any] | None],
+    items: Callable[[Any], list[dict[str, Any]]] = _items,
+) -> Callable[[Any], str | None]:
+    def convert(value: Any) -> str | None:
+        out = [x for x in map(read, items(value)) if x is not None]
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":")) if out else None
+
+    return convert
+
+
+#: Recorded value → canonical JSON text, or None when nothing usable is there. The
+#: canonical text reads back to itself, so both parse paths can apply them in any order.
+tool_calls = _canonical(_call)
+tool_results = _canonical(_result)
+tool_schemas = _canonical(_tool, _tools_items)
+#: The frame's tool columns and the function that gives each its canonical text.
+TOOL_COLUMNS = {"toolCalls": tool_calls, "toolResults": tool_results, "tools": tool_schemas}
+
+
+def decoded(text: str | None) -> list[dict[str, Any]] | None:
+    """A canonical column value back as objects (for the API's trajectory detail)."""
+    return json.loads(text) if text else None
+
+
+# -- chat messages --------------------------------------------------------------------------
+def _hf_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = {"name": call["name"], "arguments": call.get("arguments", {})}
+    out: dict[str, Any] = {"type": "function", "function": fn}
+    if "id" in call:
+        out["id"] = call["id"]
+    return out
+
+
+def chat_turns(
+    response: str | None, calls: str | None, results: str | None
+) -> list[dict[str, Any]]:
+    """The turns after the user prompt, as Hugging Face chat templates read them.
+
+    Results the call was given come first: the assistant turn that asked for them
+    (rebuilt from their names and arguments, when they carry names), then one ``tool``
+    message each. Last, the call's own reply: its text and its tool calls.
+    """
+    turns: list[dict[str, Any]] = []
+    given = json.loads(results) if results else []
+    asked = [r for r in given if "name" in r]
+    if asked:
+        calls_made = [_hf_call(r) for r in asked]
+        turns.append({"role": "assistant", "content": "", "tool_calls": calls_made})
+    for r in given:
+        msg: dict[str, Any] = {"role": "tool", "content": r["content"]}
+        if "name" in r:
+            msg["name"] = r["name"]
+        if "id" in r:
+            msg["tool_call_id"] = r["id"]
+        turns.append(msg)
+    reply: dict[str, Any] = {"role": "assistant", "content": response or ""}
+    if calls:
+        reply["tool_calls"] = [_hf_call(c) for c in json.loads(calls)]
+    turns.append(reply)
+    return turns
+
+
+# -- text leaves, for the privacy pass --------------------------------------------------------
+#: Item fields that name things rather than carry what was said: never redacted.
+_LABELS = frozenset({"name", "id", "type"})
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+
+
+def _replaced(value: Any, new: Iterator[str]) -> Any:
+    if isinstance(value, str):
+        return next(new)
+    if isinstance(value, dict):
+        return {k: _replaced(v, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v, new) for v in value]
+    return value
+
+
+def text_leaves(items: list[dict[str, Any]]) -> Iterator[str]:
+    """Every string said in canonical items (arguments, contents), depth first; names
+    and ids are labels and are left out."""
+    for item in items:
+        for key, value in item.items():
+            if key not in _LABELS:
+                yield from _leaves(value)
+
+
+def with_text_leaves(items: list[dict[str, Any]], new: Iterator[str]) -> list[dict[str, Any]]:
+    """``items`` with the strings of ``text_leaves`` replaced, in order, by ``new``'s."""
+    return [
+        {k: v if k in _LABELS else _replaced(v, new) for k, v in item.items()} for item in items
+    ]
