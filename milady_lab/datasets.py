@@ -343,9 +343,11 @@ def _content_key(system: pl.Expr) -> pl.Expr:
     """The 64-bit content hash of an example. A call without tools hashes exactly as
     before tools were read, so existing datasets keep their split."""
     plain = pl.struct(system, "userPrompt", "response").hash(_SEED)
-    with_tools = pl.struct(system, "userPrompt", "response", "toolCalls", "toolResults")
+    # Both branches are computed for every row: the second rehashes the first (8 bytes)
+    # with the tool columns, null in most rows, rather than every text again.
+    with_tools = pl.struct(plain, "toolCalls", "toolResults").hash(_SEED)
     has_tools = pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
-    return pl.when(has_tools).then(with_tools.hash(_SEED)).otherwise(plain)
+    return pl.when(has_tools).then(with_tools).otherwise(plain)
 
 
 def _qualifying(

@@ -304,8 +304,8 @@ def _column(calls: list[_Call], key: str, kind: str) -> pl.Series:
     values = list(map(attrgetter(key), calls))
     if kind == "int":
         return pl.Series(values, dtype=pl.Int64)
-    if kind != "text":  # a tool field: the few calls that have one are read in Python
-        convert = _CONVERT[kind]
+    if kind != "text" and values.count(None) < len(values):
+        convert = _CONVERT[kind]  # a tool field: only the calls that have one are read
         values = [None if x is None else convert(x) for x in values]
     return pl.Series(values, dtype=pl.String)
 

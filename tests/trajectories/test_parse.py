@@ -84,7 +84,8 @@ def test_clean_spec_example() -> None:
             "systemPrompt": "You are Milady...",
             "userPrompt": "What should I post today?", "response": "Here are some ideas...",
             "promptTokens": 800, "completionTokens": 340, "latencyMs": 1200,
-            "timestamp": 1718000001000, "callIndex": 0,
+            "timestamp": 1718000001000,
+            "toolCalls": None, "toolResults": None, "tools": None, "callIndex": 0,
         }
     ]  # fmt: skip
 
@@ -149,7 +150,8 @@ def test_wrong_types_are_coerced_by_the_reference_rules() -> None:
     assert row == {
         "trajectoryId": "t0", "stepId": "7", "model": "5", "purpose": "true", "actionType": None,
         "systemPrompt": "1.5", "userPrompt": None, "response": None, "promptTokens": 12,
-        "completionTokens": 3, "latencyMs": 1, "timestamp": None, "callIndex": 0,
+        "completionTokens": 3, "latencyMs": 1, "timestamp": None,
+        "toolCalls": None, "toolResults": None, "tools": None, "callIndex": 0,
     }  # fmt: skip
 
 
