@@ -33,7 +33,11 @@ def follow_job(svc: TrainingService, job_id: str) -> dict:
     from tqdm.auto import tqdm
 
     job = svc.get_job(job_id)["job"]
-    bar = tqdm(total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True)
+    # In a log (not a terminal) a line every 30 s, not a rewrite every half second.
+    every = 0.1 if sys.stderr.isatty() else 30.0
+    bar = tqdm(
+        total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, mininterval=every
+    )
     while True:
         job = svc.get_job(job_id)["job"]
         update_bar(bar, job)
