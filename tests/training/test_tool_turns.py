@@ -132,8 +132,8 @@ def test_a_job_trains_on_tool_calls(tiny_llama_dir: Path, tmp_path: Path, backen
         })  # fmt: skip
     data = write_dataset(tmp_path / "ds", rows, rows[:2])
     cb = RecordingCallback()
-    spec = make_spec(tiny_llama_dir, data, tmp_path, backend, iterations=20)
+    spec = make_spec(tiny_llama_dir, data, tmp_path, backend, iterations=12)
     run_training(spec, cb)
     losses = [m["loss"] for m in cb.metrics]
     print(backend, [round(x, 2) for x in losses])
-    assert sum(losses[-4:]) / 4 < 0.7 * losses[0], losses
+    assert sum(losses[-4:]) / 4 < 0.75 * losses[0], losses
