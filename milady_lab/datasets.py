@@ -50,7 +50,14 @@ from .errors import InputError, StorageError, UpstreamError
 from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
-from .trajectories.tools import TOOL_COLUMNS, chat_turns, text_leaves, with_text_leaves
+from .trajectories.tools import (
+    TOOL_COLUMNS,
+    chat_turns,
+    compact,
+    has_tool_turns,
+    text_leaves,
+    with_text_leaves,
+)
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
     import fcntl
@@ -346,8 +353,7 @@ def _content_key(system: pl.Expr) -> pl.Expr:
     # Both branches are computed for every row: the second rehashes the first (8 bytes)
     # with the tool columns, null in most rows, rather than every text again.
     with_tools = pl.struct(plain, "toolCalls", "toolResults").hash(_SEED)
-    has_tools = pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
-    return pl.when(has_tools).then(with_tools).otherwise(plain)
+    return pl.when(has_tool_turns()).then(with_tools).otherwise(plain)
 
 
 def _qualifying(
@@ -415,7 +421,7 @@ def _private_tools(calls: pl.DataFrame, privacy: PrivacyPass) -> pl.DataFrame:
     contents) goes through the same pass as one text column, since a regex on the JSON
     itself could break its quoting."""
     columns = ("toolCalls", "toolResults")
-    rows = calls.select(pl.any_horizontal(pl.col(columns).is_not_null()).arg_true()).to_series()
+    rows = calls.select(has_tool_turns().arg_true()).to_series()
     if not rows.len():
         return calls
     docs = [
@@ -428,14 +434,10 @@ def _private_tools(calls: pl.DataFrame, privacy: PrivacyPass) -> pl.DataFrame:
     redacted = [[with_text_leaves(items, new) for items in doc] for doc in docs]
     out = []
     for i, column in enumerate(columns):
-        values = [_compact(doc[i]) for doc in redacted]
+        values = [compact(doc[i]) if doc[i] else None for doc in redacted]
         series = calls.get_column(column).clone()
         out.append(series.scatter(rows, pl.Series(values, dtype=pl.String)))
     return calls.with_columns(out)
-
-
-def _compact(items: list[dict[str, Any]]) -> str | None:
-    return json.dumps(items, ensure_ascii=False, separators=(",", ":")) if items else None
 
 
 def _no_qualifying(tally: _Tally, opts: BuildOptions) -> InputError:
@@ -491,7 +493,6 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
     list-of-struct columns for ``write_ndjson``.
     """
     has_system = pl.col("system").is_not_null()
-    has_tools = pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
     tool_turns = pl.struct("response", "toolCalls", "toolResults").map_batches(
         _tool_turns, return_dtype=pl.String
     )
@@ -501,7 +502,7 @@ def _lines(examples: pl.DataFrame) -> pl.DataFrame:
         pl.when(has_system).then(pl.lit(",")).alias("comma1"),
         _message("user", "userPrompt").alias("user"),
         pl.lit(",").alias("comma2"),
-        pl.when(has_tools)
+        pl.when(has_tool_turns())
         .then(tool_turns)
         .otherwise(_message("assistant", "response"))
         .alias("assistant"),
@@ -521,9 +522,7 @@ def _tool_turns(columns: pl.Series) -> pl.Series:
     comma-separated JSON messages; null for the others (only the few with tools are
     visited in Python)."""
     frame = columns.struct.unnest()
-    rows = frame.select(
-        (pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()).arg_true()
-    ).to_series()
+    rows = frame.select(has_tool_turns().arg_true()).to_series()
     texts = [
         ",".join(json.dumps(m, ensure_ascii=False) for m in chat_turns(*row))
         for row in frame.select("response", "toolCalls", "toolResults")[rows].iter_rows()

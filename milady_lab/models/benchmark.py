@@ -41,7 +41,7 @@ from ..config import ENV_AGENT_TOKEN, Settings
 from ..dataset_files import line_messages
 from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
 from ..state import EvalStore, StateStore, now_ms
-from ..training.backends.chat_tools import TemplateError, as_text, for_template
+from ..training.backends.chat_tools import render_tool_use
 from . import scores
 from .artifacts import require_peft_adapter, resolve_base_path
 
@@ -284,14 +284,11 @@ def _template_texts(tokenizer: Any, prompt: list[Any], reply: Any) -> tuple[str,
     """The prompt (with the generation prompt) and the whole chat as the template renders
     them; earlier tool calls in the form training gave them (``chat_tools``)."""
 
-    def render(msgs: list[Any]) -> tuple[str, str]:
+    def render(msgs: list[Any], _tools: Any) -> tuple[str, str]:
         head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return head, tokenizer.apply_chat_template([*msgs, reply], tokenize=False)
 
-    try:
-        return render(for_template(tokenizer, prompt, None)[0])
-    except TemplateError:  # a template that refuses this tool use as is
-        return render(as_text(tokenizer, prompt, None)[0])
+    return render_tool_use(tokenizer, prompt, None, render)
 
 
 def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Example:

@@ -59,8 +59,6 @@ _CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("toolResults", _tools.RESULTS_KEYS, "toolResults"),
     ("tools", _tools.TOOLS_KEYS, "tools"),
 )
-#: The tool fields (``trajectories.tools``): canonical JSON text in the frame.
-_TOOL_FIELDS = ("toolCalls", "toolResults", "tools")
 #: Extra call fields shown in ``detail`` (not part of the frame).
 _DETAIL_CALL_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("callId", ("callId", "call_id", "id"), "text"),
@@ -135,9 +133,7 @@ _CONVERT = {
     "text": _as_text,
     "int": _as_int,
     "float": _as_float,
-    "toolCalls": _tools.tool_calls,
-    "toolResults": _tools.tool_results,
-    "tools": _tools.tool_schemas,
+    **_tools.TOOL_COLUMNS,  # a tool field's kind is its column name
 }
 
 
@@ -199,7 +195,7 @@ def calls_of_steps(
             row["callIndex"] = len(rows)
             if detail:
                 row.update(_fields(call, _DETAIL_CALL_FIELDS))
-                row.update({k: _tools.decoded(row[k]) for k in _TOOL_FIELDS})
+                row.update({k: _tools.decoded(row[k]) for k in _tools.TOOL_COLUMNS})
             rows.append(row)
     return rows
 

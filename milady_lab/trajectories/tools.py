@@ -28,6 +28,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import polars as pl
+
 #: Accepted keys per field of one call record, in order of preference.
 CALLS_KEYS = ("toolCalls", "tool_calls")
 RESULTS_KEYS = ("toolResults", "tool_results", "functionResults", "function_results")
@@ -46,13 +48,18 @@ def _pick(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
+def compact(value: Any) -> str:
+    """JSON text without spaces: the canonical columns' encoding."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if value is None:
         return None
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return compact(value)
     except (TypeError, ValueError):
         return None
 
@@ -145,7 +152,7 @@ def _canonical(
 ) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
         out = [x for x in map(read, items(value)) if x is not None]
-        return json.dumps(out, ensure_ascii=False, separators=(",", ":")) if out else None
+        return compact(out) if out else None
 
     return convert
 
@@ -157,6 +164,12 @@ tool_results = _canonical(_result)
 tool_schemas = _canonical(_tool, _tools_items)
 #: The frame's tool columns and the function that gives each its canonical text.
 TOOL_COLUMNS = {"toolCalls": tool_calls, "toolResults": tool_results, "tools": tool_schemas}
+
+
+def has_tool_turns() -> pl.Expr:
+    """A frame row whose call made tool calls or was given results (the tool turns of
+    its example; ``tools`` alone adds none)."""
+    return pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
 
 
 def decoded(text: str | None) -> list[dict[str, Any]] | None:

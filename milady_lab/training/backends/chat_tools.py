@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 _PROBE = "milady_probe_7f3a"
+T = TypeVar("T")
 #: What a chat template raises on a conversation it refuses (``raise_exception``).
 TemplateError: type[Exception]
 try:
@@ -95,25 +97,28 @@ def _with_schemas(messages: list[dict[str, Any]], tools: list[Any]) -> list[dict
     return [{"role": "system", "content": note}, *messages]
 
 
-def for_template(
-    tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None
-) -> tuple[list[dict[str, Any]], list[Any] | None]:
-    """``messages`` and ``tools`` as ``tokenizer``'s template can render them: unchanged
-    when it understands every piece they use (or they use none), else with the pieces it
-    does not understand written as text."""
-    has_calls = any(m.get("tool_calls") for m in messages)
-    has_results = any(m["role"] == "tool" for m in messages)
-    if not (has_calls or has_results or tools):
-        return messages, None
-    return _adapted(messages, tools, understands(tokenizer))
+def _uses_tools(messages: list[dict[str, Any]], tools: list[Any] | None) -> bool:
+    return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
 
 
-def as_text(
-    tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None
-) -> tuple[list[dict[str, Any]], list[Any] | None]:
-    """Every tool piece written as text, for a conversation the template refuses as is."""
-    tool_role = understands(tokenizer).tool_role
-    return _adapted(messages, tools, Understands(False, False, tool_role, False))
+def render_tool_use(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[Any] | None,
+    render: Callable[[list[dict[str, Any]], list[Any] | None], T],
+) -> T:
+    """``render(messages, tools)`` with the tool use in the form ``tokenizer``'s template
+    understands: as it is where the template renders a piece, written as text where it
+    does not. A template may still refuse one conversation (Llama 3's takes one tool call
+    per turn): that one is rendered with all its tool use as text. A template that
+    refuses the text too raises its ``TemplateError``."""
+    if not _uses_tools(messages, tools):
+        return render(messages, None)
+    can = understands(tokenizer)
+    try:
+        return render(*_adapted(messages, tools, can))
+    except TemplateError:
+        return render(*_adapted(messages, tools, Understands(False, False, can.tool_role, False)))
 
 
 def _adapted(

@@ -10,6 +10,7 @@ and an assistant turn's tool calls train like its text.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...dataset_files import Message, line_messages, read_lines
 from ...errors import InputError
-from .chat_tools import TemplateError, as_text, for_template
+from .chat_tools import TemplateError, render_tool_use
 
 if TYPE_CHECKING:
     from ..callbacks import TrainingCallback
@@ -87,20 +88,15 @@ def assistant_char_spans(
 
 
 def _rendered(tokenizer: Any, messages: list[Message], tools: Any) -> tuple[str, list]:
-    """``assistant_char_spans`` of a line, its tool use in the template's form. A template
-    may still refuse one conversation (Llama 3's takes one tool call per turn): then its
-    tool use is all written as text; a template that refuses even that is an input error."""
+    """``assistant_char_spans`` of a line, its tool use in the template's form
+    (``chat_tools``); a line the template cannot render at all is an input error."""
     offered = tools if isinstance(tools, list) else None
+    spans = functools.partial(assistant_char_spans, tokenizer)
     try:
-        return assistant_char_spans(tokenizer, *for_template(tokenizer, messages, offered))
+        return render_tool_use(tokenizer, messages, offered, spans)
     except TemplateError as exc:
-        error = exc
-    if any(m.get("tool_calls") or m["role"] == "tool" for m in messages) or offered:
-        try:
-            return assistant_char_spans(tokenizer, *as_text(tokenizer, messages, offered))
-        except TemplateError as exc:
-            error = exc
-    raise InputError(f"the base model's chat template cannot render a dataset line: {error}")
+        why = f"the base model's chat template cannot render a dataset line: {exc}"
+        raise InputError(why) from None
 
 
 def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
