@@ -11,7 +11,8 @@ from .base import STEPS_SCHEMA, SUMMARY_SCHEMA
 from .parse import CALL_ROWS_SCHEMA, accesses_of_steps, calls_of_steps, llm_calls_from_steps
 
 #: Milady column → summary field, with the SQL type every value is cast to, so one odd
-#: value (a text id, a float count) never breaks building a frame.
+#: value (a text id, a float count) never breaks building a frame. The agent added
+#: columns over time (``OPTIONAL_COLUMNS``): a table without one reads it as null.
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("id", "id", "text"),
     ("agent_id", "agentId", "text"),
@@ -25,24 +26,49 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("total_prompt_tokens", "totalPromptTokens", "int"),
     ("total_completion_tokens", "totalCompletionTokens", "int"),
     ("total_reward", "totalReward", "real"),
+    ("ai_judge_reward", "aiJudgeReward", "real"),
+    ("scenario_id", "scenarioId", "text"),
+    ("batch_id", "batchId", "text"),
+    ("archetype", "archetype", "text"),
+    ("episode_length", "episodeLength", "int"),
 )
-SUMMARY_FIELDS = tuple(field for _, field, _ in SUMMARY_COLUMNS)
+OPTIONAL_COLUMNS = frozenset(
+    {"ai_judge_reward", "scenario_id", "batch_id", "archetype", "episode_length"}
+)
+#: The summary field no table holds: whether the row came from the agent's archive.
+ARCHIVED = "archived"
+SUMMARY_FIELDS = (*(field for _, field, _ in SUMMARY_COLUMNS), ARCHIVED)
 _SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "real": "REAL"}
 _PG_TYPES = {"text": "text", "int": "bigint", "real": "double precision"}
 
 
-def sqlite_select() -> str:
-    return ", ".join(f"CAST({c} AS {_SQLITE_TYPES[k]})" for c, _, k in SUMMARY_COLUMNS)
+Columns = set[str] | frozenset[str] | None
 
 
-def pg_select() -> str:
+def sqlite_select(columns: Columns = None, *, archived: bool = False) -> str:
+    """The summary SELECT list for a table with ``columns`` (None: all of them)."""
+    parts = [
+        f"CAST({c} AS {_SQLITE_TYPES[k]})" if _has(columns, c) else "NULL"
+        for c, _, k in SUMMARY_COLUMNS
+    ]
+    return ", ".join([*parts, "1" if archived else "0"])
+
+
+def pg_select(columns: Columns = None) -> str:
     """Casts for PostgreSQL. A REAL (float4) column goes through its shortest text form,
     so 0.734 reads as 0.734 (as in SQLite), not 0.73400002717…"""
     parts = []
     for col, _, kind in SUMMARY_COLUMNS:
+        if not _has(columns, col):
+            parts.append(f"CAST(NULL AS {_PG_TYPES[kind]})")
+            continue
         expr = f"CAST({col} AS text)" if kind == "real" else col
         parts.append(f"CAST({expr} AS {_PG_TYPES[kind]})")
-    return ", ".join(parts)
+    return ", ".join([*parts, "false"])
+
+
+def _has(columns: Columns, column: str) -> bool:
+    return columns is None or column not in OPTIONAL_COLUMNS or column in columns
 
 
 def summaries_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
@@ -72,7 +98,10 @@ def summary_dicts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
 
     Equal to ``summaries_from_rows(rows).to_dicts()`` for SQLite rows (the SELECT casts
     every value to its column's type) at a third of the cost: a page is 100 rows."""
-    return [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
+    out = [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
+    for item in out:  # SQLite has no boolean: its 0/1 becomes one here
+        item[ARCHIVED] = bool(item[ARCHIVED])
+    return out
 
 
 def steps_from_rows(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:

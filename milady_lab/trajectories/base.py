@@ -22,6 +22,14 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "totalPromptTokens": pl.Int64(),
     "totalCompletionTokens": pl.Int64(),
     "totalReward": pl.Float64(),
+    "aiJudgeReward": pl.Float64(),
+    # Rollouts of one scenario, and the batch they ran in (the agent's grouping columns).
+    "scenarioId": pl.String(),
+    "batchId": pl.String(),
+    "archetype": pl.String(),
+    "episodeLength": pl.Int64(),
+    # Moved by the agent's 30-day prune into ``trajectory_archive`` and its .jsonl.gz files.
+    "archived": pl.Boolean(),
 }
 
 #: One row per LLM call.
@@ -72,18 +80,33 @@ class StepsFilter:
     statuses: tuple[str, ...] | None = None
     start_ms: int | None = None  # startTime >= start_ms
     end_ms: int | None = None  # startTime < end_ms
+    scenario_ids: tuple[str, ...] | None = None
+    batch_ids: tuple[str, ...] | None = None
+    include_archived: bool = True  # read by sources that hold the agent's archive
 
-    def sql(self, dialect: str) -> tuple[str, list[Any]]:
-        """``WHERE …`` (or "") and its parameters; values always go as parameters."""
+    def sql(
+        self, dialect: str, columns: frozenset[str] | set[str] | None = None
+    ) -> tuple[str, list[Any]]:
+        """``WHERE …`` (or "") and its parameters; values always go as parameters.
+
+        ``columns`` is the table's (None: all): a filter on a column the table lacks
+        (an agent from before ``scenario_id``) matches nothing, as a null would."""
         mark, text, integer = (
             ("?", "TEXT", "INTEGER") if dialect == "sqlite" else ("%s", "text", "bigint")
         )
         parts: list[str] = []
         params: list[Any] = []
-        for column, names in (("source", self.sources), ("status", self.statuses)):
-            if names is not None:
-                parts.append(f"CAST({column} AS {text}) IN ({', '.join([mark] * len(names))})")
-                params.extend(names)
+        for column, names in (
+            ("source", self.sources), ("status", self.statuses),
+            ("scenario_id", self.scenario_ids), ("batch_id", self.batch_ids),
+        ):  # fmt: skip
+            if names is None:
+                continue
+            if not names or (columns is not None and column not in columns):
+                parts.append("1 = 0")
+                continue
+            parts.append(f"CAST({column} AS {text}) IN ({', '.join([mark] * len(names))})")
+            params.extend(names)
         if self.start_ms is not None:
             parts.append(f"CAST(start_time AS {integer}) >= {mark}")
             params.append(self.start_ms)

@@ -20,7 +20,6 @@ from . import _rows
 from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 _ORDER = 'ORDER BY start_time DESC NULLS LAST, id COLLATE "C"'
-_SELECT = _rows.pg_select()
 _SECRET_PARAMS = {"password", "passfile", "sslpassword", "token"}
 
 
@@ -53,6 +52,7 @@ class PostgresSource:
         self.description = mask_url(url)
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._select = _rows.pg_select()  # for the table's columns, set on connecting
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -67,6 +67,14 @@ class PostgresSource:
                 f"cannot connect to {self.description}: {self._scrub(exc)}"
             ) from None
         conn.read_only = True
+        try:
+            columns = table_columns(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise SourceUnavailable(
+                f"cannot read {self.description}: {self._scrub(exc)}"
+            ) from None
+        self._select = _rows.pg_select(columns)
         return conn
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -86,20 +94,23 @@ class PostgresSource:
         with self._lock:
             self._close()
 
-    def _read(self, work: Any, empty: Any) -> Any:
-        """Run ``work(cursor)`` in one read-only transaction; failures give ``empty``."""
+    def _read(self, work: Any) -> Any:
+        """Run ``work(cursor)`` in one read-only transaction. A failure raises
+        SourceUnavailable naming the cause: never an empty answer that looks like no data."""
         with self._lock:
             try:
                 conn = self._connection()
                 with conn.transaction(), conn.cursor() as cur:
                     return work(cur)
-            except SourceUnavailable:
-                return empty
-            except psycopg.OperationalError:
-                self._close()
-                return empty
-            except psycopg.Error:
-                return empty
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    self._close()
+                if isinstance(exc, psycopg.errors.UndefinedTable):
+                    missing = f"{self.description} has no trajectories table"
+                    raise SourceUnavailable(missing) from None
+                raise SourceUnavailable(
+                    f"cannot read {self.description}: {self._scrub(exc)}"
+                ) from None
 
     # -- protocol ---------------------------------------------------------------------------
     def unavailable_reason(self) -> str | None:
@@ -123,7 +134,7 @@ class PostgresSource:
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
-        return self._read(work, 0)
+        return self._read(work)
 
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         if limit <= 0 or offset < 0:
@@ -131,12 +142,12 @@ class PostgresSource:
 
         def work(cur: psycopg.Cursor[Any]) -> list[Any]:
             cur.execute(
-                f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT %s OFFSET %s",
+                f"SELECT {self._select} FROM trajectories {_ORDER} LIMIT %s OFFSET %s",
                 (limit, offset),
             )
             return cur.fetchall()
 
-        return _rows.summaries_from_rows(self._read(work, []))
+        return _rows.summaries_from_rows(self._read(work))
 
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
         tid = _rows.clean_id(trajectory_id)
@@ -145,12 +156,12 @@ class PostgresSource:
 
         def work(cur: psycopg.Cursor[Any]) -> Any:
             cur.execute(
-                f"SELECT {_SELECT}, CAST(steps_json AS text) FROM trajectories WHERE id = %s",
+                f"SELECT {self._select}, CAST(steps_json AS text) FROM trajectories WHERE id = %s",
                 (tid,),
             )
             return cur.fetchone()
 
-        row = self._read(work, None)
+        row = self._read(work)
         return None if row is None else _rows.detail_body(row[:-1], row[-1])
 
     def iter_steps(
@@ -160,28 +171,18 @@ class PostgresSource:
 
         A source that cannot be read yields nothing; one failing midway raises
         SourceUnavailable rather than pass for complete."""
-        try:
-            conn = self._connect()
-        except SourceUnavailable:
-            return
-        started = False
+        conn = self._connect()
         try:
             with conn.transaction(), conn.cursor(name="milady_lab_steps") as cur:
                 cur.itersize = max(1, batch_rows)
-                clause, params = (where or StepsFilter()).sql("postgres")
-                select = _rows.STEPS_SELECT.format(
-                    text="text", int="bigint", real="double precision",
-                    # A REAL goes through its shortest text form, as in ``pg_select``.
-                    reward="CAST(total_reward AS text)", steps="CAST(steps_json AS text)",
-                    judge="CAST(ai_judge_reward AS text)" if _has_judge(conn) else "NULL",
-                )  # fmt: skip
-                cur.execute(f"SELECT {select} FROM trajectories {clause} {_ORDER}", params)
+                columns = table_columns(conn)
+                clause, params = (where or StepsFilter()).sql("postgres", columns)
+                cur.execute(
+                    f"SELECT {steps_select(columns)} FROM trajectories {clause} {_ORDER}", params
+                )
                 while batch := cur.fetchmany(max(1, batch_rows)):
-                    started = True
                     yield _rows.steps_from_rows(batch)
         except psycopg.Error as exc:
-            if not started:  # no table, no rights: an unavailable source reads as empty
-                return
             raise SourceUnavailable(
                 f"reading {self.description} failed: {self._scrub(exc)}"
             ) from None
@@ -192,21 +193,21 @@ class PostgresSource:
         column = REWARD_COLUMNS[field]
 
         def work(cur: psycopg.Cursor[Any]) -> bool:
-            if column == "ai_judge_reward" and not _has_judge(cur.connection):
+            if column not in table_columns(cur.connection):
                 return False
             cur.execute(f"SELECT EXISTS (SELECT 1 FROM trajectories WHERE {column} <> 0)")
             row = cur.fetchone()
             return bool(row and row[0])
 
-        return self._read(work, False)
+        return self._read(work)
 
     def summaries_frame(self) -> pl.LazyFrame:
         def load() -> pl.DataFrame:
             def work(cur: psycopg.Cursor[Any]) -> list[Any]:
-                cur.execute(f"SELECT {_SELECT} FROM trajectories {_ORDER}")
+                cur.execute(f"SELECT {self._select} FROM trajectories {_ORDER}")
                 return cur.fetchall()
 
-            return _rows.summaries_from_rows(self._read(work, []))
+            return _rows.summaries_from_rows(self._read(work))
 
         return _rows.deferred_summaries(load)
 
@@ -214,13 +215,22 @@ class PostgresSource:
         return _rows.deferred_calls(self.iter_steps)
 
 
-def _has_judge(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the visible ``trajectories`` table has ``ai_judge_reward`` (older ones don't)."""
+def table_columns(conn: psycopg.Connection[Any]) -> frozenset[str]:
+    """The columns of the visible ``trajectories`` table: the agent's two writers differ
+    (``metadata`` or ``metadata_json``, ``scenario_id`` only in newer ones)."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
-            "table_name = 'trajectories' AND column_name = 'ai_judge_reward' "
-            "AND table_schema = ANY (current_schemas(false)))"
+            "SELECT column_name FROM information_schema.columns WHERE "
+            "table_name = 'trajectories' AND table_schema = ANY (current_schemas(false))"
         )
-        row = cur.fetchone()
-    return bool(row and row[0])
+        return frozenset(str(r[0]) for r in cur.fetchall())
+
+
+def steps_select(columns: frozenset[str]) -> str:
+    """``iter_steps``'s SELECT list; a REAL goes through its shortest text form, as in
+    ``pg_select``; steps are TEXT (the agent package) or JSONB (the core's service)."""
+    return _rows.STEPS_SELECT.format(
+        text="text", int="bigint", real="double precision",
+        reward="CAST(total_reward AS text)", steps="CAST(steps_json AS text)",
+        judge="CAST(ai_judge_reward AS text)" if "ai_judge_reward" in columns else "NULL",
+    )  # fmt: skip

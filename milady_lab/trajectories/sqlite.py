@@ -33,7 +33,6 @@ from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
 
 ANCHOR_EVERY = 1024
 _ORDER = "ORDER BY start_time DESC, id"
-_SELECT = _rows.sqlite_select()
 
 
 def _lenient(data: bytes) -> str:
@@ -52,6 +51,8 @@ class SQLiteSource:
         self._version: int | None = None
         self._cache: dict[str, Any] = {}  # figures valid for one data_version
         self._anchor_state: dict[str, Any] | None = None  # paging anchors, see _anchors
+        self._columns: frozenset[str] = frozenset()
+        self._select = _rows.sqlite_select()  # for the table's columns, see _connection
 
     # -- connection -------------------------------------------------------------------------
     def _open(self, *, immutable: bool = False) -> sqlite3.Connection:
@@ -106,6 +107,8 @@ class SQLiteSource:
         if version != self._version:
             self._cache.clear()
             self._version = version
+            self._columns = table_columns(self._conn)
+            self._select = _rows.sqlite_select(self._columns)
         return self._conn
 
     def _close(self) -> None:
@@ -120,8 +123,9 @@ class SQLiteSource:
         with self._lock:
             self._close()
 
-    def _read(self, work: Any, empty: Any) -> Any:
-        """Run ``work(conn)`` in one read snapshot; an unreadable source gives ``empty``."""
+    def _read(self, work: Any) -> Any:
+        """Run ``work(conn)`` in one read snapshot; an unreadable source raises
+        SourceUnavailable with the cause (never an empty answer that looks like no data)."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -139,26 +143,27 @@ class SQLiteSource:
                 finally:
                     if conn.in_transaction:
                         conn.execute("COMMIT")
-            except SourceUnavailable:
-                return empty
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self._close()
-                return empty
+                raise SourceUnavailable(f"cannot read {self.path}: {exc}") from None
 
     # -- protocol ---------------------------------------------------------------------------
     def unavailable_reason(self) -> str | None:
         with self._lock:
             try:
-                self._connection()
+                conn = self._connection()
+                conn.execute("SELECT 1 FROM trajectories LIMIT 0")
             except SourceUnavailable as exc:
                 return str(exc)
             except sqlite3.Error as exc:
                 self._close()
+                if "no such table" in str(exc):
+                    return f"{self.path} has no trajectories table"
                 return f"cannot read {self.path}: {exc}"
         return None
 
     def count(self) -> int:
-        return self._read(self._count, 0)
+        return self._read(self._count)
 
     def _count(self, conn: sqlite3.Connection) -> int:
         if "count" not in self._cache:
@@ -168,7 +173,7 @@ class SQLiteSource:
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         if limit <= 0 or offset < 0:
             return pl.DataFrame(schema=SUMMARY_SCHEMA)
-        rows = self._read(lambda conn: self._page(conn, limit, offset), [])
+        rows = self._read(lambda conn: self._page(conn, limit, offset))
         return _rows.summaries_from_rows(rows)
 
     def page_now(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int] | None:
@@ -180,7 +185,9 @@ class SQLiteSource:
         if limit <= 0 or offset < 0 or not self._lock.acquire(blocking=False):
             return None
         try:
-            return self._read(lambda conn: self._page_if_warm(conn, limit, offset), None)
+            return self._read(lambda conn: self._page_if_warm(conn, limit, offset))
+        except SourceUnavailable:
+            return None  # the slow path says why
         finally:
             self._lock.release()
 
@@ -200,11 +207,11 @@ class SQLiteSource:
 
     def _page(self, conn: sqlite3.Connection, limit: int, offset: int) -> list[Any]:
         if offset < ANCHOR_EVERY or self._has_null_start(conn):
-            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
+            sql = f"SELECT {self._select} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
             return conn.execute(sql, (limit, offset)).fetchall()
         anchors, shift = self._anchors(conn)
         if offset < shift + ANCHOR_EVERY:  # among rows added on top since the build
-            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
+            sql = f"SELECT {self._select} FROM trajectories {_ORDER} LIMIT ? OFFSET ?"
             return conn.execute(sql, (limit, offset)).fetchall()
         slot = (offset - shift) // ANCHOR_EVERY
         if slot >= len(anchors):
@@ -219,13 +226,13 @@ class SQLiteSource:
         rows: list[Any] = []
         if skip < tied:
             rows = conn.execute(
-                f"SELECT {_SELECT} FROM trajectories WHERE start_time = ? AND id >= ? "
+                f"SELECT {self._select} FROM trajectories WHERE start_time = ? AND id >= ? "
                 "ORDER BY id LIMIT ? OFFSET ?",
                 (start, anchor_id, limit, skip),
             ).fetchall()
         if len(rows) < limit:
             rows += conn.execute(
-                f"SELECT {_SELECT} FROM trajectories WHERE start_time < ? {_ORDER} "
+                f"SELECT {self._select} FROM trajectories WHERE start_time < ? {_ORDER} "
                 "LIMIT ? OFFSET ?",
                 (start, limit - len(rows), max(0, skip - tied)),
             ).fetchall()
@@ -274,8 +281,11 @@ class SQLiteSource:
         tid = _rows.clean_id(trajectory_id)
         if tid is None:
             return None
-        sql = f"SELECT {_SELECT}, steps_json FROM trajectories WHERE id = ?"
-        row = self._read(lambda conn: conn.execute(sql, (tid,)).fetchone(), None)
+        def work(conn: sqlite3.Connection) -> Any:
+            sql = f"SELECT {self._select}, steps_json FROM trajectories WHERE id = ?"
+            return conn.execute(sql, (tid,)).fetchone()
+
+        row = self._read(work)
         if row is None:
             return None
         return _rows.detail_body(row[:-1], row[-1])
@@ -284,17 +294,10 @@ class SQLiteSource:
         self, batch_rows: int = 5000, where: StepsFilter | None = None
     ) -> Iterator[pl.DataFrame]:
         """Steps text in listing order, on a private connection holding one snapshot."""
-        with self._lock:
-            try:
-                self._connection()
-            except (SourceUnavailable, sqlite3.Error):
-                return
-        try:
-            conn = self._open()
-        except SourceUnavailable:
-            return
-        clause, params = (where or StepsFilter()).sql("sqlite")
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(trajectories)")}
+        self._read(lambda conn: None)  # an unreadable source raises here, with its cause
+        conn = self._open()
+        columns = table_columns(conn)
+        clause, params = (where or StepsFilter()).sql("sqlite", columns)
         select = _rows.STEPS_SELECT.format(
             text="TEXT", int="INTEGER", real="REAL", reward="total_reward", steps="steps_json",
             judge="ai_judge_reward" if "ai_judge_reward" in columns else "NULL",
@@ -324,20 +327,26 @@ class SQLiteSource:
         column = REWARD_COLUMNS[field]
 
         def work(conn: sqlite3.Connection) -> bool:
-            if column not in {r[1] for r in conn.execute("PRAGMA table_info(trajectories)")}:
+            if column not in table_columns(conn):
                 return False
             sql = f"SELECT EXISTS (SELECT 1 FROM trajectories WHERE CAST({column} AS REAL) <> 0)"
             return bool(conn.execute(sql).fetchone()[0])
 
-        return self._read(work, False)
+        return self._read(work)
 
     def summaries_frame(self) -> pl.LazyFrame:
         def load() -> pl.DataFrame:
-            sql = f"SELECT {_SELECT} FROM trajectories {_ORDER}"
-            rows = self._read(lambda conn: conn.execute(sql).fetchall(), [])
-            return _rows.summaries_from_rows(rows)
+            def work(conn: sqlite3.Connection) -> Any:
+                return conn.execute(f"SELECT {self._select} FROM trajectories {_ORDER}").fetchall()
+
+            return _rows.summaries_from_rows(self._read(work))
 
         return _rows.deferred_summaries(load)
 
     def llm_calls_frame(self) -> pl.LazyFrame:
         return _rows.deferred_calls(self.iter_steps)
+
+
+def table_columns(conn: sqlite3.Connection) -> frozenset[str]:
+    """The columns of the ``trajectories`` table (empty when there is none)."""
+    return frozenset(r[1] for r in conn.execute("PRAGMA table_info(trajectories)"))
