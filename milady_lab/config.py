@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import agent_home as locate
+
 ENV_HOME = "MILADY_LAB_HOME"
 ENV_TRAJECTORIES = "MILADY_LAB_TRAJECTORIES"
 ENV_AGENT_CONFIG = "MILADY_LAB_AGENT_CONFIG"
@@ -28,6 +30,9 @@ class Settings:
     cache: Path
     # Bearer token for a ``milady+http://`` trajectory source; never logged or stored.
     agent_token: str | None = field(default=None, repr=False)
+    # How ``trajectories`` was found (for status), and the agent's archive folder.
+    trajectories_how: str = "given"
+    archive: Path | None = None
 
     @classmethod
     def from_env(
@@ -41,20 +46,27 @@ class Settings:
     ) -> Settings:
         env = os.environ
         home_path = Path(home or env.get(ENV_HOME) or Path.home() / ".milady-lab").expanduser()
-        traj = trajectories or env.get(ENV_TRAJECTORIES) or home_path / "trajectories.sqlite"
-        traj_s = str(traj)
-        if "://" not in traj_s:
+        agent_cfg = Path(
+            agent_config or env.get(ENV_AGENT_CONFIG) or locate.default_config(env)
+        ).expanduser()
+        explicit = trajectories or env.get(ENV_TRAJECTORIES)
+        try:
+            found = locate.locate(agent_cfg, str(explicit) if explicit else None, env)
+        except ValueError as exc:  # an unreadable agent config: say so, read the default
+            found = locate.Location(None, str(exc), None)
+        traj_s = found.spec or str(home_path / "trajectories.sqlite")
+        how = found.how if found.spec else f"{found.how}; reading {traj_s}"
+        if "://" not in traj_s and not traj_s.startswith(("pglite:", "sqlite:")):
             traj_s = str(Path(traj_s).expanduser())
-        agent_cfg = (
-            agent_config or env.get(ENV_AGENT_CONFIG) or Path.home() / ".milady" / "milady.json"
-        )
         cache_path = cache or env.get(ENV_CACHE) or Path.home() / ".cache" / "milady-lab"
         return cls(
             home=home_path,
             trajectories=traj_s,
-            agent_config=Path(agent_cfg).expanduser(),
+            agent_config=agent_cfg,
             cache=Path(cache_path).expanduser(),
             agent_token=agent_token or env.get(ENV_AGENT_TOKEN) or None,
+            trajectories_how=how,
+            archive=found.archive,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -372,7 +372,7 @@ class _Writer:
             n_steps, n_calls, n_access, p_tok, c_tok, judge or 0.0, steps_json,
             _encode(metadata).decode("utf-8"), _iso(start), _iso(end or ts),
             n_steps, judge, "stayed in character" if judged else None,
-            rng.choice((None, None, "companion", "poster")),
+            rng.choice((None, None, "companion", "poster")), None, None,
         )  # fmt: skip
 
     def start_times(self, count: int) -> list[int]:

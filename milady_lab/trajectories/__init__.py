@@ -4,13 +4,18 @@
 value:
 
 * ``postgresql://…`` / ``postgres://…`` — the agent's PostgreSQL database;
+* ``pglite:PATH``, or a folder holding PGlite's files — the agent's PGlite database
+  (every desktop install), read from a snapshot (``pglite``);
 * ``milady+http://host:port`` / ``milady+https://…`` — a running agent's REST API,
   mirrored into a local SQLite cache;
 * a ``.json`` file or a folder of them — files exported by the agent;
 * any other path (or ``sqlite:PATH``) — a SQLite file holding the ``trajectories`` table.
 
-Opening never fails: a source that cannot be read says why in ``unavailable_reason()``
-and reads as empty.
+The agent's PostgreSQL and PGlite databases come with its archive (``archive``): the
+trajectories its 30-day prune moved out, listed with ``archived: true``.
+
+Opening never fails: a source that cannot be read says why in ``unavailable_reason()``,
+and every read of it raises SourceUnavailable with that cause (never an empty answer).
 """
 
 from __future__ import annotations
@@ -50,14 +55,17 @@ def open_source(spec: str, settings: Settings | None = None) -> TrajectorySource
     """The source named by ``spec`` (see the module docstring)."""
     spec = str(spec).strip()
     lower = spec.lower()
+    settings = settings or Settings.from_env()
     if lower.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresSource
 
-        return PostgresSource(spec)
+        return _with_archive(PostgresSource(spec), settings)
+    if lower.startswith("pglite:"):
+        return _pglite(Path(spec[len("pglite:") :].removeprefix("//")), settings)
     if lower.startswith(("milady+http://", "milady+https://")):
         from .agent_api import AgentApiSource
 
-        return AgentApiSource(spec, settings or Settings.from_env())
+        return AgentApiSource(spec, settings)
     if lower.startswith("sqlite:"):
         from .sqlite import SQLiteSource
 
@@ -70,6 +78,10 @@ def open_source(spec: str, settings: Settings | None = None) -> TrajectorySource
             "postgresql://… or milady+http://host:port",
         )
     path = Path(spec).expanduser()
+    from .pglite import is_pglite_dir
+
+    if is_pglite_dir(path):
+        return _pglite(path, settings)
     if path.is_dir() or path.suffix.lower() == ".json":
         from .export import ExportSource
 
@@ -77,6 +89,20 @@ def open_source(spec: str, settings: Settings | None = None) -> TrajectorySource
     from .sqlite import SQLiteSource
 
     return SQLiteSource(path)
+
+
+def _pglite(path: Path, settings: Settings) -> TrajectorySource:
+    from .pglite import PGliteSource
+
+    return _with_archive(PGliteSource(path, settings.cache), settings)
+
+
+def _with_archive(live: Any, settings: Settings) -> TrajectorySource:
+    """The agent's database joined with its archive (table rows and .jsonl.gz files)."""
+    from .archive import ArchiveSource, WithArchive, archive_folders
+
+    archive = ArchiveSource(live.archive_rows, archive_folders(settings.archive), settings.cache)
+    return WithArchive(live, archive)
 
 
 class UnavailableSource:

@@ -206,7 +206,18 @@ def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[A
         _float(_get(s, "aiJudgeReward", "ai_judge_reward")),
         _text(_get(s, "aiJudgeReasoning", "ai_judge_reasoning")),
         _text(s.get("archetype")),
+        _group(s, metadata, "scenarioId", "scenario_id"),
+        _group(s, metadata, "batchId", "batch_id"),
     )
+
+
+def _group(s: dict[str, Any], metadata: Any, camel: str, snake: str) -> str | None:
+    """A grouping id: the record's own field, else its metadata's (where the agent's
+    writer also keeps it)."""
+    value = _text(_get(s, camel, snake))
+    if value is None and isinstance(metadata, dict):
+        value = _text(_get(metadata, camel, snake))
+    return value
 
 
 def entries_of(doc: Any) -> list[Any]:

@@ -201,6 +201,27 @@ class PostgresSource:
 
         return self._read(work)
 
+    def archive_rows(self) -> list[tuple[Any, ...]]:
+        """The agent's ``trajectory_archive`` rows (``archive.TABLE_COLUMNS`` order, every
+        value as text or number); [] when the agent never archived."""
+        from .archive import TABLE_COLUMNS
+
+        def work(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE "
+                "table_name = 'trajectory_archive' AND table_schema = ANY (current_schemas(false))"
+            )
+            present = {str(r[0]) for r in cur.fetchall()}
+            if not present:
+                return []
+            cols = ", ".join(
+                f"CAST({c} AS text)" if c in present else "NULL" for c in TABLE_COLUMNS
+            )
+            cur.execute(f"SELECT {cols} FROM trajectory_archive")
+            return [tuple(r) for r in cur.fetchall()]
+
+        return self._read(work)
+
     def summaries_frame(self) -> pl.LazyFrame:
         def load() -> pl.DataFrame:
             def work(cur: psycopg.Cursor[Any]) -> list[Any]:

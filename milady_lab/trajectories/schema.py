@@ -3,7 +3,8 @@ the listing index, shared by the export, the demo generator and the tests."""
 
 from __future__ import annotations
 
-#: Exactly the columns of Milady's ``trajectories`` table (spec).
+#: The columns of Milady's ``trajectories`` table as the agent package creates it (spec;
+#: ``scenario_id``/``batch_id`` came with @elizaos/agent 2.x and sit last here).
 TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS trajectories (
   id TEXT PRIMARY KEY,
@@ -27,7 +28,9 @@ CREATE TABLE IF NOT EXISTS trajectories (
   episode_length INTEGER,
   ai_judge_reward REAL,
   ai_judge_reasoning TEXT,
-  archetype TEXT
+  archetype TEXT,
+  scenario_id TEXT,
+  batch_id TEXT
 )
 """
 #: The listing index: pages in (start_time DESC, id) order without a sort. Milady's own
@@ -40,7 +43,7 @@ COLUMNS = (
     "duration_ms", "step_count", "llm_call_count", "provider_access_count",
     "total_prompt_tokens", "total_completion_tokens", "total_reward", "steps_json",
     "metadata", "created_at", "updated_at", "episode_length", "ai_judge_reward",
-    "ai_judge_reasoning", "archetype",
+    "ai_judge_reasoning", "archetype", "scenario_id", "batch_id",
 )  # fmt: skip
 INSERT_SQL = (
     f"INSERT INTO trajectories ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"

@@ -42,8 +42,15 @@ def _lenient(data: bytes) -> str:
 class SQLiteSource:
     """Trajectories from a SQLite file; see the module docstring for the paging scheme."""
 
-    def __init__(self, path: str | os.PathLike[str], *, description: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        description: str | None = None,
+        archived: bool = False,
+    ) -> None:
         self.path = Path(path).expanduser()
+        self._archived = archived  # rows read as ``archived`` (the agent's archive cache)
         self.description = description or f"sqlite:{self.path}"
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -52,7 +59,7 @@ class SQLiteSource:
         self._cache: dict[str, Any] = {}  # figures valid for one data_version
         self._anchor_state: dict[str, Any] | None = None  # paging anchors, see _anchors
         self._columns: frozenset[str] = frozenset()
-        self._select = _rows.sqlite_select()  # for the table's columns, see _connection
+        self._select = _rows.sqlite_select(archived=archived)  # per table, see _connection
 
     # -- connection -------------------------------------------------------------------------
     def _open(self, *, immutable: bool = False) -> sqlite3.Connection:
@@ -108,7 +115,7 @@ class SQLiteSource:
             self._cache.clear()
             self._version = version
             self._columns = table_columns(self._conn)
-            self._select = _rows.sqlite_select(self._columns)
+            self._select = _rows.sqlite_select(self._columns, archived=self._archived)
         return self._conn
 
     def _close(self) -> None:
