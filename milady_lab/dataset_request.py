@@ -56,6 +56,12 @@ class BuildRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     reward_field: Literal["totalReward", "aiJudgeReward"] | None = None
     #: The best fraction of the trajectories that pass every other filter, by reward.
     top_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    #: Rollouts of this scenario (or any of the list): the agent's ``scenario_id``.
+    scenario_id: _Names | None = None
+    #: Trajectories of this batch (or any of the list): the agent's ``batch_id``.
+    batch_id: _Names | None = None
+    #: Whether trajectories the agent archived (older than 30 days) count; default true.
+    include_archived: bool | None = None
     privacy: PrivacyRequest | None = None
 
 

@@ -140,6 +140,9 @@ class BuildOptions:
     search: str | None = None
     privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
     shape: ShapeFilters = field(default_factory=ShapeFilters)
+    scenario_ids: tuple[str, ...] | None = None
+    batch_ids: tuple[str, ...] | None = None
+    include_archived: bool = True
 
     #: Accepted body fields (``dataset_request.BuildRequest``), in the order messages list them.
     FIELDS = REQUEST_FIELDS
@@ -172,6 +175,9 @@ class BuildOptions:
             search=v.text(b.get("search"), "search", max_length=1000),
             privacy=PrivacyOptions.from_body(b.get("privacy")),
             shape=ShapeFilters.from_body(b),
+            scenario_ids=_names(b.get("scenarioId"), "scenarioId"),
+            batch_ids=_names(b.get("batchId"), "batchId"),
+            include_archived=v.boolean(b.get("includeArchived"), "includeArchived", default=True),
         )
 
     def as_body(self) -> dict[str, Any]:
@@ -193,26 +199,40 @@ class BuildOptions:
                 redact_texts([self.search])[0][0] if self.privacy.redact else self.search
             )
         body.update(self.shape.as_body())
+        for key, names in (("scenarioId", self.scenario_ids), ("batchId", self.batch_ids)):
+            if names is not None:
+                body[key] = names[0] if len(names) == 1 else list(names)
+        if not self.include_archived:
+            body["includeArchived"] = False
         body["privacy"] = self.privacy.as_body()
         return body
 
     @property
     def filtered(self) -> bool:
-        return self.shape.active or any(
-            f is not None
-            for f in (self.sources, self.statuses, self.start_day, self.end_day, self.search)
-        )
+        return (
+            self.shape.active
+            or not self.include_archived
+            or any(
+                f is not None
+                for f in (
+                    self.sources, self.statuses, self.start_day, self.end_day, self.search,
+                    self.scenario_ids, self.batch_ids,
+                )
+            )
+        )  # fmt: skip
 
     def steps_filter(self) -> StepsFilter | None:
         """The filters a source applies before reading steps (SQL: a WHERE clause)."""
-        if self.sources is None and self.statuses is None and not (self.start_day or self.end_day):
-            return None
-        return StepsFilter(
+        where = StepsFilter(
             sources=self.sources,
             statuses=self.statuses,
             start_ms=day_start_ms(self.start_day) if self.start_day else None,
             end_ms=day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
+            scenario_ids=self.scenario_ids,
+            batch_ids=self.batch_ids,
+            include_archived=self.include_archived,
         )
+        return None if where == StepsFilter() else where
 
     def describe_filters(self) -> str:
         """The filters in words, for messages."""
@@ -734,6 +754,8 @@ def build_dataset(
             "path": str(final),
             "options": opts.as_body(),
             "redactions": tally.privacy.redactions() if tally.privacy else {},
+            # Rows of the source that could not be read (a corrupt archive line).
+            "skippedRows": int(getattr(source, "skipped_rows", 0)),
         }
         meta = {
             **rec,

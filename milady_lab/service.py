@@ -11,15 +11,16 @@ extension runs them in an executor, the widgets in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
 
 from . import validation as v
 from .config import Settings
-from .errors import NotFoundError
+from .errors import NotFoundError, UpstreamError
 from .state import StateStore
 
 ProgressFn = Callable[[int, int], None]
@@ -61,6 +62,9 @@ class TrainingService:
             "activeJobId": self.jobs_manager.active_job_id(),
             "backends": available_backends(),
             "trajectorySource": self.source.description,
+            # Which rule found the source (MILADY_LAB_TRAJECTORIES, the agent's config…).
+            "trajectorySourceFoundBy": self.settings.trajectories_how,
+            "home": str(self.settings.home),
         }
         if reason is not None:
             body["runtimeReason"] = reason
@@ -69,10 +73,12 @@ class TrainingService:
     # -- trajectories -------------------------------------------------------------------------
     def list_trajectories(self, limit: Any = None, offset: Any = None) -> dict[str, Any]:
         limit_i, offset_i = _page_args(limit, offset)
-        frame = self.source.summaries(limit_i, offset_i)
+        with _reading(self.source):
+            frame = self.source.summaries(limit_i, offset_i)
+            total = self.source.count()
         return {
             "trajectories": frame.to_dicts(),
-            "total": self.source.count(),
+            "total": total,
             "offset": offset_i,
             "limit": limit_i,
         }
@@ -90,7 +96,8 @@ class TrainingService:
         return {"trajectories": rows, "total": total, "offset": offset_i, "limit": limit_i}
 
     def get_trajectory(self, trajectory_id: Any) -> dict[str, Any]:
-        detail = self.source.detail(trajectory_id) if isinstance(trajectory_id, str) else None
+        with _reading(self.source):
+            detail = self.source.detail(trajectory_id) if isinstance(trajectory_id, str) else None
         if detail is None:
             raise NotFoundError(f"no trajectory with id {_show(trajectory_id)}")
         return {"trajectory": detail}
@@ -288,6 +295,17 @@ class TrainingService:
 
     def close(self) -> None:
         self.store.close()
+
+
+@contextlib.contextmanager
+def _reading(source: Any) -> Iterator[None]:
+    """A source that cannot be read is the agent's side failing: 502 with the cause."""
+    from .trajectories import SourceUnavailable
+
+    try:
+        yield
+    except SourceUnavailable as exc:
+        raise UpstreamError(f"cannot read the trajectories: {exc}") from None
 
 
 def _page_args(limit: Any, offset: Any) -> tuple[int, int]:

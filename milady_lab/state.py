@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     valid_count INTEGER NOT NULL,
     path TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '{}',
-    redactions TEXT NOT NULL DEFAULT '{}'
+    redactions TEXT NOT NULL DEFAULT '{}',
+    skipped_rows INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -164,6 +165,7 @@ _DATASET = _cols(
     "path",
     "options:json",
     "redactions:json",
+    "skippedRows",
 )
 #: The best checkpoint of a run, on its job and on the model registered from it.
 _TRAINING_RESULT = ("bestIteration", "bestValLoss")
@@ -256,6 +258,7 @@ def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
 #: Columns added after a table was first released: (table, column, definition).
 _ADDED_COLUMNS = (
     ("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),
+    ("datasets", "skipped_rows", "INTEGER NOT NULL DEFAULT 0"),
     # Training controls (issue 15): the best checkpoint, early stopping, truncation.
     ("jobs", "best_iteration", "INTEGER"),
     ("jobs", "best_val_loss", "REAL"),

@@ -110,6 +110,15 @@ def text(
     return value
 
 
+def boolean(value: Any, name: str, *, default: bool) -> bool:
+    """true or false (JSON booleans only: "false" is a string, not a flag)."""
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise InputError(f"{name} must be true or false, got {type(value).__name__}")
+    return value
+
+
 def choice(
     value: Any, name: str, options: Iterable[str], *, default: str | None = None
 ) -> str | None:

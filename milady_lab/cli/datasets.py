@@ -26,8 +26,10 @@ _OPTION_FLAGS = (
     ("min_reward", "minReward", "only trajectories whose reward is at least this"),
     ("reward_field", "rewardField", "totalReward (default) or aiJudgeReward"),
     ("top_fraction", "topFraction", "keep the best fraction (0-1] of trajectories by reward"),
+    ("scenario_id", "scenarioId", "only rollouts of this scenario (repeat for several)"),
+    ("batch_id", "batchId", "only trajectories of this batch (repeat for several)"),
 )
-_REPEATED = ("source", "status", "purpose", "model")
+_REPEATED = ("source", "status", "purpose", "model", "scenario_id", "batch_id")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             action="store_true",
             help="replace the handles of the people the agent talks to with pseudonyms",
         )
+        parser.add_argument(
+            "--no-archived",
+            dest="include_archived",
+            action="store_false",
+            help="leave out trajectories the agent archived (older than 30 days)",
+        )
         add_json_flag(parser)
         parser.set_defaults(handler=handler)
 
@@ -68,6 +76,8 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         if dest in _REPEATED and len(value) == 1:
             value = value[0]
         request[field] = value
+    if not args.include_archived:
+        request["includeArchived"] = False
     request["privacy"] = {"redact": args.redact, "anonymizeHandles": args.anonymize_handles}
     return request
 
@@ -129,5 +139,7 @@ def _build(args: argparse.Namespace) -> int:
         )
         if request["privacy"]["redact"]:
             print(_redactions(ds.get("redactions") or {}))
+        if ds.get("skippedRows"):
+            print(f"skipped {ds['skippedRows']} unreadable rows of the source", file=sys.stderr)
         print(ds["path"])
     return 0

@@ -106,7 +106,7 @@ def _with_archive(live: Any, settings: Settings) -> TrajectorySource:
 
 
 class UnavailableSource:
-    """A source that cannot exist (a bad spec): empty, with the reason."""
+    """A source that cannot exist (a bad spec): every read raises with the reason."""
 
     def __init__(self, description: str, reason: str) -> None:
         self.description = description
@@ -115,25 +115,28 @@ class UnavailableSource:
     def unavailable_reason(self) -> str | None:
         return self._reason
 
+    def _fail(self) -> Any:
+        raise SourceUnavailable(self._reason)
+
     def count(self) -> int:
-        return 0
+        return self._fail()
 
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
-        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+        return self._fail()
 
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
-        return None
+        return self._fail()
 
     def iter_steps(
         self, batch_rows: int = 5000, where: StepsFilter | None = None
     ) -> Iterator[pl.DataFrame]:
-        return iter(())
+        return self._fail()
 
     def rewards_filled(self, field: str) -> bool:
-        return False
+        return self._fail()
 
     def summaries_frame(self) -> pl.LazyFrame:
-        return pl.LazyFrame(schema=SUMMARY_SCHEMA)
+        return self._fail()
 
     def llm_calls_frame(self) -> pl.LazyFrame:
-        return pl.LazyFrame(schema=CALL_ROWS_SCHEMA)
+        return self._fail()

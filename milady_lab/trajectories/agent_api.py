@@ -7,11 +7,21 @@ up, so this source keeps a SQLite mirror under ``$MILADY_LAB_HOME/cache/`` and s
 everything from it, exactly like ``SQLiteSource``.
 
 Syncing (at most every ``refresh_s`` seconds, on use): fetch listing pages newest first
-until a page reaches trajectories already mirrored and unchanged (same ``updatedAt``),
-fetch the new or changed ones — in bulk through ``POST /api/trajectories/export`` when
-the agent offers it, else one by one — and re-fetch mirrored trajectories still
-``active``. Trajectories the agent deleted stay in the mirror. An unreachable agent or
-a rejected token only sets ``unavailable_reason``; the mirror keeps serving what it has.
+until a page reaches trajectories already mirrored and unchanged, then fetch the new or
+changed ones — in bulk through ``POST /api/trajectories/export`` with ``jsonShape:
+"legacy"`` (whole trajectories: every call with its tool calls, and the provider
+accesses, which the default ``eliza_native_v1`` rows leave out; an agent that answers
+rows anyway is read by grouping them), else one by one from the detail route.
+
+"Unchanged" is judged on what the listing itself says (status, end time, step, call and
+provider-access counts, and ``updatedAt`` where the agent sends one), stored as the
+listing gave it: the agent's detail carries other timestamps, and comparing those made
+every sync fetch everything again. A second sync with nothing new is one request, plus
+one export of the ``active`` trajectories the pages read did not reach (they may have
+ended since; an agent that crashed leaves some active for good).
+The listing's source and status also win over the detail's (whose ``source`` defaults to
+"chat"). Trajectories the agent deleted stay in the mirror. An unreachable agent or a
+rejected token sets ``unavailable_reason``, and reads then fail with it.
 """
 
 from __future__ import annotations
@@ -28,13 +38,22 @@ import httpx
 import polars as pl
 
 from ..config import Settings
-from .base import StepsFilter
+from .base import SourceUnavailable, StepsFilter
 from .export import create_cache_db, entries_of, entry_id, trajectory_row, upsert_rows
 from .sqlite import SQLiteSource
 
 PAGE = 500  # the agent's largest page
 EXPORT_BATCH = 200
 ACTIVE_REFRESH_LIMIT = 200
+#: Listing fields that change when a trajectory does, and their mirror columns.
+_CHANGE_KEYS = (
+    ("status", "status"),
+    ("endTime", "end_time"),
+    ("stepCount", "step_count"),
+    ("llmCallCount", "llm_call_count"),
+    ("providerAccessCount", "provider_access_count"),
+    ("updatedAt", "updated_at"),
+)
 
 
 class AgentApiSource(SQLiteSource):
@@ -68,7 +87,8 @@ class AgentApiSource(SQLiteSource):
         path = (parts.path or "").rstrip("/")
         self.base_url = f"{scheme}://{netloc}{path}"
         digest = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
-        cache = settings.home / "cache" / f"agent-{digest}.sqlite"
+        # v2: the table gained the agent's grouping columns; an older mirror is rebuilt.
+        cache = settings.home / "cache" / f"agent-{digest}-v2.sqlite"
         super().__init__(cache, description=f"milady+{self.base_url}")
         self._token = token
         self._refresh_s = refresh_s
@@ -117,18 +137,17 @@ class AgentApiSource(SQLiteSource):
             conn.execute("PRAGMA journal_mode=WAL")
             create_cache_db(conn)
             with self._client() as client:
-                wanted = self._new_or_changed(client, conn)
-                active = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM trajectories WHERE status = 'active' "
-                        "ORDER BY start_time DESC LIMIT ?",
-                        (ACTIVE_REFRESH_LIMIT,),
-                    )
-                ]
-                for tid in active:
-                    wanted.setdefault(tid, {})
-                rows = self._fetch(client, wanted)
+                seen: set[str] = set()
+                wanted = self._new_or_changed(client, conn, seen)
+                # Active ones the pages read did not reach may have ended since: ask again.
+                for (tid,) in conn.execute(
+                    "SELECT id FROM trajectories WHERE status = 'active' "
+                    "ORDER BY start_time DESC LIMIT ?",
+                    (ACTIVE_REFRESH_LIMIT,),
+                ):
+                    if tid not in seen:
+                        wanted.setdefault(tid, {})
+                rows = self._fetch(client, wanted) if wanted else []
             conn.execute("BEGIN IMMEDIATE")
             upsert_rows(conn, rows)
             conn.execute("COMMIT")
@@ -152,7 +171,7 @@ class AgentApiSource(SQLiteSource):
             raise _AgentError(f"the agent at {self.base_url} did not answer JSON") from None
 
     def _new_or_changed(
-        self, client: httpx.Client, conn: sqlite3.Connection
+        self, client: httpx.Client, conn: sqlite3.Connection, seen: set[str]
     ) -> dict[str, dict[str, Any]]:
         """Listing items not mirrored or changed, newest first, paging until caught up."""
         wanted: dict[str, dict[str, Any]] = {}
@@ -166,19 +185,11 @@ class AgentApiSource(SQLiteSource):
                 raise _AgentError(f"unexpected listing from {self.base_url}")
             items = [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
             ids = [i["id"] for i in items]
-            known: dict[str, Any] = {}
-            for lo in range(0, len(ids), 500):
-                chunk = ids[lo : lo + 500]
-                marks = ",".join("?" * len(chunk))
-                known.update(
-                    conn.execute(
-                        f"SELECT id, updated_at FROM trajectories WHERE id IN ({marks})", chunk
-                    ).fetchall()
-                )
+            seen.update(ids)
+            known = _mirrored(conn, ids)
             caught_up = False
             for item in items:
-                updated = item.get("updatedAt")
-                if item["id"] in known and (updated is None or known[item["id"]] == updated):
+                if _unchanged(item, known.get(item["id"])):
                     caught_up = True
                 else:
                     wanted[item["id"]] = item
@@ -220,7 +231,12 @@ class AgentApiSource(SQLiteSource):
         try:
             response = client.post(
                 "/api/trajectories/export",
-                json={"format": "json", "includePrompts": True, "trajectoryIds": ids},
+                json={
+                    "format": "json",
+                    "jsonShape": "legacy",
+                    "includePrompts": True,
+                    "trajectoryIds": ids,
+                },
             )
         except httpx.HTTPError:
             return None
@@ -236,37 +252,66 @@ class AgentApiSource(SQLiteSource):
             return None
 
     # -- protocol: sync, then read the mirror ----------------------------------------------
-    def unavailable_reason(self) -> str | None:
+    def _synced(self) -> None:
+        """Sync; an agent that cannot be read is an error, never a stale or empty answer."""
         problem = self.sync()
         if problem:
-            return problem
-        return super().unavailable_reason()
+            raise SourceUnavailable(problem)
+
+    def unavailable_reason(self) -> str | None:
+        return self.sync() or super().unavailable_reason()
 
     def count(self) -> int:
-        self.sync()
+        self._synced()
         return super().count()
 
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
-        self.sync()
+        self._synced()
         return super().summaries(limit, offset)
 
+    def page_now(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int] | None:
+        return None  # every answer may need a sync: never on the server's event loop
+
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
-        self.sync()
+        self._synced()
         return super().detail(trajectory_id)
 
     def iter_steps(
         self, batch_rows: int = 5000, where: StepsFilter | None = None
     ) -> Iterator[pl.DataFrame]:
-        self.sync()
+        self._synced()
         return super().iter_steps(batch_rows, where)
 
     def rewards_filled(self, field: str) -> bool:
-        self.sync()
+        self._synced()
         return super().rewards_filled(field)
 
     def summaries_frame(self) -> pl.LazyFrame:
-        self.sync()
+        self._synced()
         return super().summaries_frame()
+
+
+def _mirrored(conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The change fields of the mirrored ones among ``ids``."""
+    columns = ", ".join(c for _, c in _CHANGE_KEYS)
+    out: dict[str, dict[str, Any]] = {}
+    for lo in range(0, len(ids), 500):
+        chunk = ids[lo : lo + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, {columns} FROM trajectories WHERE id IN ({marks})"
+        for tid, *values in conn.execute(sql, chunk):
+            out[tid] = dict(zip((k for k, _ in _CHANGE_KEYS), values, strict=True))
+    return out
+
+
+def _unchanged(item: dict[str, Any], mirrored: dict[str, Any] | None) -> bool:
+    """Whether the listing item says nothing changed since it was mirrored."""
+    if mirrored is None:
+        return False
+    for key, _ in _CHANGE_KEYS:
+        if key in item and item[key] is not None and item[key] != mirrored[key]:
+            return False
+    return True
 
 
 class _AgentError(Exception):

@@ -29,7 +29,7 @@ import polars as pl
 
 from ..atomic import atomic_file
 from . import tools
-from .base import StepsFilter
+from .base import SourceUnavailable, StepsFilter
 from .schema import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
@@ -158,7 +158,10 @@ def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[A
     if not isinstance(entry, dict):
         return None
     head = entry.get("trajectory") if isinstance(entry.get("trajectory"), dict) else entry
-    s: dict[str, Any] = {**(summary or {}), **head}
+    # A listing item is the authority on what it lists: the agent's detail falls back to
+    # "chat" for the source when its metadata has none.
+    listed = {k: summary[k] for k in _LISTED if summary and summary.get(k) is not None}
+    s: dict[str, Any] = {**(summary or {}), **head, **listed}
     tid = entry_id(entry) or _text(_get(s, "id", "trajectoryId", "trajectory_id"))
     if not tid:
         return None
@@ -220,11 +223,73 @@ def _group(s: dict[str, Any], metadata: Any, camel: str, snake: str) -> str | No
     return value
 
 
+#: Summary fields a listing item decides over a detail (``trajectory_row``).
+_LISTED = ("source", "status", "updatedAt")
+
+
 def entries_of(doc: Any) -> list[Any]:
-    """The trajectory entries of one export document; [] for anything else."""
+    """The trajectory entries of one export document; [] for anything else.
+
+    The agent's ``POST /api/trajectories/export`` answers either detail records (``jsonShape:
+    "legacy"``, or files exported by older agents) or ``eliza_native_v1`` rows, one per LLM
+    call; those are grouped back into trajectories by ``trajectoryId``."""
     if isinstance(doc, dict):
         doc = doc.get("trajectories")
-    return doc if isinstance(doc, list) else []
+    if not isinstance(doc, list):
+        return []
+    if doc and all(_is_native(row) for row in doc):
+        return native_entries(doc)
+    return doc
+
+
+def _is_native(row: Any) -> bool:
+    return isinstance(row, dict) and (
+        row.get("format") == "eliza_native_v1"
+        or (isinstance(row.get("request"), dict) and isinstance(row.get("response"), dict))
+    )
+
+
+def native_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``eliza_native_v1`` rows (one per call) as trajectory entries with ``llmCalls``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        tid = _text(_get(row, "trajectoryId", "trajectory_id"))
+        if not tid:
+            continue
+        entry = entries.setdefault(tid, {"trajectoryId": tid, "llmCalls": []})
+        for key in ("agentId", "source", "status", "scenarioId", "batchId"):
+            if row.get(key) is not None:
+                entry.setdefault(key, row[key])
+        entry["llmCalls"].append(_native_call(row))
+    return list(entries.values())
+
+
+def _native_call(row: dict[str, Any]) -> dict[str, Any]:
+    request, response = row.get("request") or {}, row.get("response") or {}
+    usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+    messages = request.get("messages") if isinstance(request.get("messages"), list) else None
+    prompt = request.get("prompt")
+    if prompt is None and messages:
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1].get("content") if users else None
+    call = {
+        "callId": row.get("callId"),
+        "stepId": row.get("stepId"),
+        "timestamp": row.get("timestamp"),
+        "purpose": row.get("purpose"),
+        "actionType": row.get("actionType"),
+        "model": row.get("model"),
+        "systemPrompt": request.get("system"),
+        "userPrompt": prompt if isinstance(prompt, str) else None,
+        "messages": messages,
+        "tools": request.get("tools"),
+        "response": response.get("text"),
+        "toolCalls": response.get("toolCalls"),
+        "promptTokens": _get(usage, "promptTokens", "inputTokens"),
+        "completionTokens": _get(usage, "completionTokens", "outputTokens"),
+        "latencyMs": row.get("latencyMs"),
+    }
+    return {k: v for k, v in call.items() if v is not None}
 
 
 def create_cache_db(conn: sqlite3.Connection) -> None:
@@ -250,6 +315,7 @@ class ExportSource(SQLiteSource):
         self._signature: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._problem: str | None = None
+        self.skipped_rows = 0
 
     def _files(self) -> list[Path]:
         if self.export_path.is_dir():
@@ -301,36 +367,43 @@ class ExportSource(SQLiteSource):
                 conn.execute("COMMIT")
             finally:
                 conn.close()
+        self.skipped_rows = len(bad)  # files that are not JSON, counted in a build's record
         if bad and not rows:
             return f"{self.export_path} is not a trajectories export ({bad[0]})"
         return None
+
+    def _ready(self) -> None:
+        """Refresh; an export that cannot be read raises with the cause."""
+        self._refresh()
+        if self._problem:
+            raise SourceUnavailable(self._problem)
 
     def unavailable_reason(self) -> str | None:
         self._refresh()
         return self._problem or super().unavailable_reason()
 
     def count(self) -> int:
-        self._refresh()
+        self._ready()
         return super().count()
 
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
-        self._refresh()
+        self._ready()
         return super().summaries(limit, offset)
 
     def detail(self, trajectory_id: str) -> dict[str, Any] | None:
-        self._refresh()
+        self._ready()
         return super().detail(trajectory_id)
 
     def iter_steps(
         self, batch_rows: int = 5000, where: StepsFilter | None = None
     ) -> Iterator[pl.DataFrame]:
-        self._refresh()
+        self._ready()
         return super().iter_steps(batch_rows, where)
 
     def rewards_filled(self, field: str) -> bool:
-        self._refresh()
+        self._ready()
         return super().rewards_filled(field)
 
     def summaries_frame(self) -> pl.LazyFrame:
-        self._refresh()
+        self._ready()
         return super().summaries_frame()

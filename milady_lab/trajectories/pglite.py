@@ -323,8 +323,7 @@ def _after(clause: str, params: list[Any], key: tuple[Any, Any] | None) -> tuple
         extra = [tid]
     else:
         cond = (
-            '(start_time < %s OR (start_time = %s AND id COLLATE "C" > %s) '
-            "OR start_time IS NULL)"
+            '(start_time < %s OR (start_time = %s AND id COLLATE "C" > %s) OR start_time IS NULL)'
         )
         extra = [start, start, tid]
     joined = f"{clause} AND {cond}" if clause else f"WHERE {cond}"

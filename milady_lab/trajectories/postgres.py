@@ -71,9 +71,7 @@ class PostgresSource:
             columns = table_columns(conn)
         except psycopg.Error as exc:
             conn.close()
-            raise SourceUnavailable(
-                f"cannot read {self.description}: {self._scrub(exc)}"
-            ) from None
+            raise SourceUnavailable(f"cannot read {self.description}: {self._scrub(exc)}") from None
         self._select = _rows.pg_select(columns)
         return conn
 

@@ -288,6 +288,7 @@ class SQLiteSource:
         tid = _rows.clean_id(trajectory_id)
         if tid is None:
             return None
+
         def work(conn: sqlite3.Connection) -> Any:
             sql = f"SELECT {self._select}, steps_json FROM trajectories WHERE id = ?"
             return conn.execute(sql, (tid,)).fetchone()

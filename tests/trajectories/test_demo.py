@@ -29,6 +29,8 @@ SPEC_COLUMNS = [
     ("created_at", "TEXT", 1, None, 0), ("updated_at", "TEXT", 1, None, 0),
     ("episode_length", "INTEGER", 0, None, 0), ("ai_judge_reward", "REAL", 0, None, 0),
     ("ai_judge_reasoning", "TEXT", 0, None, 0), ("archetype", "TEXT", 0, None, 0),
+    # Added by @elizaos/agent 2.x's writer (ALTER TABLE … ADD COLUMN, so they sit last).
+    ("scenario_id", "TEXT", 0, None, 0), ("batch_id", "TEXT", 0, None, 0),
 ]  # fmt: skip
 REPLY = re.compile(
     r"<response><thought>[^<]+</thought><actions>[A-Z_]+</actions><text>[^<]+</text></response>"

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from milady_lab.demo import COLUMNS
-from milady_lab.trajectories import open_source
+from milady_lab.trajectories import SourceUnavailable, open_source
 from milady_lab.trajectories.postgres import PostgresSource, mask_url
 from milady_lab.trajectories.sqlite import SQLiteSource
 
@@ -90,17 +90,23 @@ def test_odd_ids_are_not_found(postgres_url: str) -> None:
 def test_missing_table_and_unreachable_server(postgres_url: str) -> None:
     no_table = PostgresSource(pg_database(postgres_url, [], table=False))
     assert "no trajectories table" in (no_table.unavailable_reason() or "")
-    assert no_table.count() == 0 and no_table.summaries(5, 0).height == 0
-    assert list(no_table.iter_steps()) == []
+    for read in (no_table.count, lambda: no_table.summaries(5, 0),
+                 lambda: list(no_table.iter_steps())):  # fmt: skip
+        with pytest.raises(SourceUnavailable, match="trajectories"):
+            read()
     down = open_source("postgresql://milady:hunter2@127.0.0.1:1/x?connect_timeout=2")
     reason = down.unavailable_reason() or ""
     assert reason.startswith("cannot connect to postgresql://milady:***@127.0.0.1:1/x")
     assert "hunter2" not in reason and "hunter2" not in down.description
-    assert down.count() == 0
-    assert down.summaries(10, 0).height == 0
-    assert down.detail("x") is None
-    assert list(down.iter_steps()) == []
-    assert down.summaries_frame().collect().height == 0
+    # A refused connection is an error naming the server, never an empty listing.
+    reads = (
+        down.count, lambda: down.summaries(10, 0), lambda: down.detail("x"),
+        lambda: list(down.iter_steps()), lambda: down.summaries_frame().collect(),
+    )  # fmt: skip
+    for read in reads:
+        with pytest.raises(SourceUnavailable, match=r"127\.0\.0\.1:1") as caught:
+            read()
+        assert "hunter2" not in str(caught.value)
 
 
 def test_source_is_read_only(postgres_url: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from milady_lab.config import Settings
-from milady_lab.errors import InputError, NotFoundError
+from milady_lab.errors import InputError, NotFoundError, UpstreamError
 from milady_lab.service import TrainingService
 
 
@@ -51,12 +51,15 @@ def test_detail_and_unknown_ids(tmp_path: Path, demo_db: Path) -> None:
             svc.get_trajectory(odd)
 
 
-def test_unreachable_source_is_reported_not_raised(tmp_path: Path) -> None:
+def test_unreachable_source_is_a_502_and_status_says_why(tmp_path: Path) -> None:
     for spec in (tmp_path / "missing.sqlite", "postgresql://u:pw@127.0.0.1:1/x",
                  "milady+http://127.0.0.1:1"):  # fmt: skip
         svc = service(tmp_path, spec)
-        assert svc.list_trajectories()["total"] == 0
-        with pytest.raises(NotFoundError):
+        # Issue 23: a source that cannot be read is an error naming it, never 0 trajectories.
+        with pytest.raises(UpstreamError, match="cannot read the trajectories") as caught:
+            svc.list_trajectories()
+        assert "pw@" not in str(caught.value)
+        with pytest.raises(UpstreamError):
             svc.get_trajectory("x")
         if importlib.util.find_spec("milady_lab.training.backends") is not None:
             status = svc.status()

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from milady_lab.demo import write_demo_db
-from milady_lab.trajectories import open_source
+from milady_lab.trajectories import SourceUnavailable, open_source
 from milady_lab.trajectories import sqlite as sqlite_mod
 from milady_lab.trajectories.base import STEPS_SCHEMA, SUMMARY_SCHEMA
 from milady_lab.trajectories.sqlite import SQLiteSource
@@ -199,18 +199,20 @@ def test_source_is_read_only(db_copy: Path) -> None:
          "has no trajectories table"),
     ],
 )  # fmt: skip
-def test_unreadable_files_are_empty_with_a_reason(tmp_path: Path, setup, reason: str) -> None:
+def test_unreadable_files_fail_with_the_reason(tmp_path: Path, setup, reason: str) -> None:
     path = tmp_path / "t.sqlite"
     setup(path)
     source = open_source(str(path))
     assert reason in (source.unavailable_reason() or "")
-    assert source.count() == 0
-    assert source.summaries(100, 0).schema == pl.Schema(SUMMARY_SCHEMA)
-    assert source.summaries(100, 0).height == 0
-    assert source.detail("x") is None
-    assert list(source.iter_steps()) == []
-    assert source.summaries_frame().collect().height == 0
-    assert source.llm_calls_frame().collect().height == 0
+    # Every read fails with the cause: an unreadable source never lists as empty.
+    reads = (
+        source.count, lambda: source.summaries(100, 0), lambda: source.detail("x"),
+        lambda: list(source.iter_steps()), lambda: source.summaries_frame().collect(),
+        lambda: source.llm_calls_frame().collect(),
+    )  # fmt: skip
+    for read in reads:
+        with pytest.raises(SourceUnavailable, match=reason):
+            read()
 
 
 def test_missing_file_appearing_later_is_picked_up(tmp_path: Path) -> None:
