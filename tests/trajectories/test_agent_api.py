@@ -175,5 +175,5 @@ def test_bad_agent_urls_never_crash(spec: str, tmp_path: Path) -> None:
     src = open_source(spec, settings(tmp_path))
     reason = src.unavailable_reason() or ""
     assert reason.startswith(("bad agent URL", "cannot reach", "unsupported trajectory source"))
-    with pytest.raises(SourceUnavailable, match="bad agent URL|cannot reach|unsupported"):
+    with pytest.raises(SourceUnavailable, match=r"bad agent URL|cannot reach|unsupported"):
         src.count()
