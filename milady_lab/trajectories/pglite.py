@@ -170,8 +170,9 @@ def install_bridge(cache: Path) -> Path:
 class _Bridge:
     """One ``serve.mjs`` process serving one snapshot; stopped by ``close``."""
 
-    def __init__(self, home: Path, snapshot_dir: Path) -> None:
+    def __init__(self, home: Path, snapshot_dir: Path, shown: Path) -> None:
         self.snapshot_dir = snapshot_dir
+        self.shown = shown  # the agent's folder, named in messages (never the snapshot)
         # ES modules resolve packages next to the script: it runs from the install folder,
         # refreshed from the package so an upgrade of milady-lab takes effect.
         script = home / "serve.mjs"
@@ -198,10 +199,12 @@ class _Bridge:
         try:
             return int(json.loads(line)["port"])
         except (ValueError, KeyError, TypeError):
-            self.close()
+            if self.proc.poll() is None:
+                self.proc.kill()
             err = self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
+            self.close()
             reason = (err.strip().splitlines() or ["it did not start in time"])[-1]
-            raise SourceUnavailable(f"PGlite could not open the database: {reason}") from None
+            raise SourceUnavailable(f"PGlite could not open {self.shown}: {reason}") from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -250,7 +253,8 @@ class PGliteSource(PostgresSource):
         if self._bridge is not None and (seen == self._seen or self._readers):
             return
         home = install_bridge(self._cache)
-        fresh = _Bridge(home, snapshot(self.data_dir, self._cache / "pglite-snapshots"))
+        copy = snapshot(self.data_dir, self._cache / "pglite-snapshots")
+        fresh = _Bridge(home, copy, self.data_dir)
         self._stop()
         self._bridge, self._seen = fresh, seen
         self._url = f"postgresql://postgres@127.0.0.1:{fresh.port}/postgres?sslmode=disable"

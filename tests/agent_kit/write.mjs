@@ -8,6 +8,7 @@
 //         database open until SIGTERM, like a running agent),
 //         trajectories: [{id?, source, status, scenarioId?, batchId?, daysAgo?,
 //                         steps: [{calls: [llm call params], accesses: [...], reward?}]}]}
+import { rmSync, writeFileSync } from "node:fs";
 import { openRuntime } from "./runtime.mjs";
 
 const agentDir = "./node_modules/@elizaos/agent/packages/agent/src/runtime/";
@@ -63,7 +64,7 @@ async function writeCore(runtime, plan) {
       source: t.source, scenarioId: t.scenarioId, batchId: t.batchId, metadata: t.metadata,
     });
     for (const step of t.steps) {
-      const sid = svc.startStep(tid);
+      const sid = svc.startStep(tid, svc.defaultEnvironmentState());
       await svc.flushWriteQueue(tid);
       for (const call of step.calls ?? []) {
         svc.logLlmCall({ ...call, stepId: sid });
@@ -90,7 +91,15 @@ const { runtime, close } = await openRuntime(plan.target, plan.agentId ?? "agent
 const ids = plan.writer === "core" ? await writeCore(runtime, plan) : await writeAgent(runtime, plan);
 process.stdout.write(`${JSON.stringify({ ids })}\n`);
 if (plan.hold) {
-  // Like a running agent: the database stays open until the test sends SIGTERM.
+  // Like a running agent: the database stays open, and its folder holds the lock file
+  // naming this process (PGlite 0.4.6 itself writes none; the agent's is described in
+  // the spec), until the test sends SIGTERM.
+  const lock = plan.target.pglite ? `${plan.target.pglite}/postmaster.pid` : null;
+  if (lock) writeFileSync(lock, `${process.pid}\n${plan.target.pglite}\n`);
+  process.stdout.write("holding\n");
   await new Promise((resolve) => process.once("SIGTERM", resolve));
+  if (lock) rmSync(lock, { force: true });
 }
 await close();
+// The agent's logger leaves timers behind (observation buffering); the plan is done.
+process.exit(0)

@@ -23,7 +23,7 @@ let db;
 try {
   db = await PGlite.create(dataDir, { extensions: { vector, fuzzystrmatch } });
 } catch (err) {
-  process.stderr.write(`PGlite could not open ${dataDir}: ${err?.message ?? err}\n`);
+  process.stderr.write(`${err?.message ?? err}\n`);
   process.exit(1);
 }
 
