@@ -143,6 +143,8 @@ def policy_body(body: Any) -> dict[str, Any]:
     ...) are dropped; a known key of the wrong type is a 400 naming it."""
     from .training.backends import BACKENDS
 
+    if body is None:
+        return {}  # no body: nothing changes
     if not isinstance(body, dict):
         raise InputError("the request body must be a JSON object")
     out: dict[str, Any] = {}
@@ -332,11 +334,15 @@ def write_export(home: Path, dataset: Mapping[str, Any], output_path: str | None
 
     The file is written beside its target and renamed into place; an existing file is
     never overwritten (409)."""
-    if output_path is None:
-        target = home / "exports" / f"trajectories-{dataset['id']}.jsonl"
-    else:
-        target = Path(output_path).expanduser().absolute()
-    if target.exists():
+    try:
+        if output_path is None:
+            target = home / "exports" / f"trajectories-{dataset['id']}.jsonl"
+        else:
+            target = Path(output_path).expanduser().absolute()
+        exists = target.exists()
+    except (OSError, RuntimeError):  # a name too long, "~nosuchuser/...": not a usable path
+        raise InputError(f"outputPath {str(output_path)[:200]!r} is not a usable path") from None
+    if exists:
         raise ConflictError(f"{target} exists; choose another outputPath")
     folder = Path(str(dataset["path"]))
     try:
