@@ -3,7 +3,10 @@
 Everything a handler does besides calling the service is HTTP plumbing: read and
 bound the body, check its JSON shape against ``openapi.json`` (so REST clients get
 strict JSON types), map ``milady_lab.errors`` to status codes and answer every error
-as ``{"message": ...}``. Every verb is ``@web.authenticated`` then ``@authorized``.
+as ``{"message": m, "error": m}``: ``message`` is Jupyter's key, ``error`` the Milady
+agent's (its app client shows ``body.error``, else only "HTTP <status>"). Every verb is
+``@web.authenticated`` then ``@authorized``; unknown paths under ``/api/training`` get a
+JSON 404 from the last route (``UnknownRouteHandler``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from .sse import PAGE, finite, format_event
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
 RESOURCE = "milady_lab"
 _ID = r"(?P<item_id>[^/]+)"
+#: The catch-all pattern (the route table's last entry; not an API route of its own).
+UNKNOWN_ROUTE = "/api/training(?:/.*)?"
 _INT = re.compile(r"-?[0-9]{1,19}")
 MAX_QUERY_INT = 2**62
 _ENCODER = msgspec.json.Encoder()
@@ -161,7 +166,8 @@ class TrainingHandler(APIHandler):
 
     # -- errors -----------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error is JSON with a ``message``; unexpected exceptions say so, no details."""
+        """Every error is JSON with ``message`` and ``error`` (the same text: Jupyter's key
+        and the agent's); unexpected exceptions say so, no details."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         reason: str | None = None
         if isinstance(exc, ApiError):
@@ -184,7 +190,7 @@ class TrainingHandler(APIHandler):
             # closes the connection after this answer; say so, or a keep-alive client's
             # next request on it meets a reset.
             self.set_header("Connection", "close")
-        reply: dict[str, Any] = {"message": message}
+        reply: dict[str, Any] = {"message": message, "error": message}
         if reason:
             reply["reason"] = reason
         self.set_header("Content-Type", "application/json")
@@ -415,6 +421,112 @@ class AutoHandler(TrainingHandler):
         self.reply(await self.call(self.service.set_auto, body))
 
 
+# -- the Milady agent's own routes (milady_lab.agent_compat), in the agent's body shapes ---------
+class BackendsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:status"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.training_backends))
+
+
+class AutoConfigHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:auto"
+    allowed_methods = ("GET", "POST")
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.get_auto_config))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("setAutoConfig")
+        self.reply(await self.call(self.service.set_auto_config, body))
+
+
+class AutoStatusHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:auto"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        watching = self.ext.auto_watcher is not None
+        self.reply(await self.call(self.service.auto_status, watching))
+
+
+class AutoRunsHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:auto"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(self.service.auto_runs, self.query_int("limit")))
+
+
+class AutoTriggerHandler(TrainingHandler):
+    """Starts a round in a background thread and answers at once (201, status queued)."""
+
+    auth_resource = f"{RESOURCE}:auto"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("triggerAuto")
+        self.reply(await self.call(self.service.auto_trigger, body), 201)
+
+
+class TrajectoryExportHandler(TrainingHandler):
+    auth_resource = f"{RESOURCE}:trajectories"
+    allowed_methods = ("POST",)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body("exportTrajectories")
+        self.reply(await self.guard(self.ext.export_trajectories(body)), 201)
+
+
+class UnknownRouteHandler(TrainingHandler):
+    """Last in the table: any other path under /api/training is a JSON 404, not Jupyter's
+    HTML page (the agent's client reads ``error`` from every answer)."""
+
+    auth_resource = f"{RESOURCE}:status"
+    allowed_methods = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+    def _unknown(self) -> None:
+        path = self.request.path[:200]
+        raise ApiError(404, f"no such training route: {self.request.method} {path}")
+
+    @web.authenticated
+    @authorized
+    async def get(self, *_: str) -> None:
+        self._unknown()
+
+    @web.authenticated
+    @authorized
+    async def post(self, *_: str) -> None:
+        self._unknown()
+
+    @web.authenticated
+    @authorized
+    async def put(self, *_: str) -> None:
+        self._unknown()
+
+    @web.authenticated
+    @authorized
+    async def patch(self, *_: str) -> None:
+        self._unknown()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, *_: str) -> None:
+        self._unknown()
+
+
 class OpenAPIHandler(TrainingHandler):
     """The shipped spec, with ``servers`` set to this server's base URL."""
 
@@ -520,6 +632,7 @@ def route_table() -> list[tuple[str, type[TrainingHandler]]]:
     return [
         (f"{base}/status", StatusHandler),
         (f"{base}/trajectories", TrajectoriesHandler),
+        (f"{base}/trajectories/export", TrajectoryExportHandler),
         (f"{base}/trajectories/{_ID}", TrajectoryHandler),
         (f"{base}/datasets", DatasetsHandler),
         (f"{base}/datasets/build", DatasetBuildHandler),
@@ -534,8 +647,14 @@ def route_table() -> list[tuple[str, type[TrainingHandler]]]:
         (f"{base}/models/{_ID}/benchmarks", ModelBenchmarksHandler),
         (f"{base}/activations", ActivationsHandler),
         (f"{base}/auto", AutoHandler),
+        (f"{base}/auto/config", AutoConfigHandler),
+        (f"{base}/auto/status", AutoStatusHandler),
+        (f"{base}/auto/runs", AutoRunsHandler),
+        (f"{base}/auto/trigger", AutoTriggerHandler),
+        (f"{base}/backends", BackendsHandler),
         (f"{base}/models/{_ID}/activate", ModelActivateHandler),
         (f"{base}/models/{_ID}/benchmark", ModelBenchmarkHandler),
         (f"{base}/events", EventsHandler),
         (f"{base}/openapi.json", OpenAPIHandler),
+        (UNKNOWN_ROUTE, UnknownRouteHandler),  # last: every other path under base
     ]

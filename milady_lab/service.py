@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from . import agent_compat as agent
 from . import validation as v
 from .config import Settings
 from .errors import NotFoundError, UpstreamError
@@ -65,6 +66,7 @@ class TrainingService:
             # Which rule found the source (MILADY_LAB_TRAJECTORIES, the agent's config…).
             "trajectorySourceFoundBy": self.settings.trajectories_how,
             "home": str(self.settings.home),
+            **agent.status_counts(self.store.counts()),
         }
         if reason is not None:
             body["runtimeReason"] = reason
@@ -112,20 +114,20 @@ class TrainingService:
 
     # -- datasets -------------------------------------------------------------------------------
     def list_datasets(self) -> dict[str, Any]:
-        return {"datasets": self.store.list_datasets()}
+        return {"datasets": [agent.dataset_record(r) for r in self.store.list_datasets()]}
 
     def get_dataset(self, dataset_id: Any) -> dict[str, Any]:
         rec = self.store.get_dataset(dataset_id) if v.is_valid_id(dataset_id) else None
         if rec is None:
             raise NotFoundError(f"no dataset with id {_show(dataset_id)}")
-        return {"dataset": rec}
+        return {"dataset": agent.dataset_record(rec)}
 
     def build_dataset(self, body: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
         from .datasets import BuildOptions, build_dataset
 
         opts = BuildOptions.from_body(body)
         rec = build_dataset(self.source, self.settings, self.store, opts, progress=progress)
-        return {"dataset": rec}
+        return {"dataset": agent.dataset_record(rec)}
 
     def preview_dataset(self, body: Any = None) -> dict[str, Any]:
         """How many trajectories and examples a build with these options would give."""
@@ -135,7 +137,7 @@ class TrainingService:
 
     # -- jobs -----------------------------------------------------------------------------------
     def list_jobs(self) -> dict[str, Any]:
-        return {"jobs": self.jobs_manager.list()}
+        return {"jobs": [agent.job_record(j) for j in self.jobs_manager.list()]}
 
     def start_job(self, body: Any = None) -> dict[str, Any]:
         """Check the options, build the dataset a job without ``datasetId`` needs (here,
@@ -145,7 +147,7 @@ class TrainingService:
 
         opts = JobOptions.from_body(body, self.store)
         dataset_id = self._dataset_for_job(opts) if opts.build_dataset else opts.dataset_id
-        return {"job": self.jobs_manager.start(opts, dataset_id=dataset_id)}
+        return {"job": agent.job_record(self.jobs_manager.start(opts, dataset_id=dataset_id))}
 
     def _dataset_for_job(self, opts: Any) -> str:
         from .datasets import BuildOptions, build_dataset
@@ -173,16 +175,16 @@ class TrainingService:
         ]
 
     def get_job(self, job_id: Any) -> dict[str, Any]:
-        return {"job": self.jobs_manager.get(job_id)}
+        return {"job": agent.job_record(self.jobs_manager.get(job_id))}
 
     def get_job_now(self, job_id: Any) -> dict[str, Any] | None:
         """``get_job`` when it is one indexed read (a finished job, or a running one whose
         worker is alive and beating), else None: then call ``get_job`` in a thread."""
         rec = self.jobs_manager.get_now(job_id)
-        return None if rec is None else {"job": rec}
+        return None if rec is None else {"job": agent.job_record(rec)}
 
     def cancel_job(self, job_id: Any) -> dict[str, Any]:
-        return {"job": self.jobs_manager.cancel(job_id)}
+        return {"job": agent.job_record(self.jobs_manager.cancel(job_id))}
 
     def job_metrics(self, job_id: Any, after: Any = None) -> dict[str, Any]:
         after_i = v.integer(after, "after", default=0, minimum=0)
@@ -191,7 +193,7 @@ class TrainingService:
 
     # -- models ---------------------------------------------------------------------------------
     def list_models(self) -> dict[str, Any]:
-        return {"models": self.store.list_models()}
+        return {"models": [agent.model_record(m) for m in self.store.list_models()]}
 
     def get_model(self, model_id: Any) -> dict[str, Any]:
         rec = self.store.get_model(model_id) if v.is_valid_id(model_id) else None
@@ -202,9 +204,15 @@ class TrainingService:
     def import_ollama(
         self, model_id: Any, body: Any = None, progress: Callable[[str, float], None] | None = None
     ) -> dict[str, Any]:
-        """Fuse, convert to GGUF and create the model in Ollama; ``progress(phase, percent)``."""
+        """Fuse, convert to GGUF and create the model in Ollama; ``progress(phase, percent)``.
+
+        The ``ollamaUrl`` rule is judged first, before the id is looked up: a hostile URL
+        is a 400 whatever the id (as the agent's route answers)."""
+        from .models.loopback import check_loopback_url
         from .models.ollama import import_model
 
+        if isinstance(body, dict) and body.get("ollamaUrl") is not None:
+            check_loopback_url(body["ollamaUrl"])
         model = self.get_model(model_id)["model"]
         return import_model(self.settings, self.store, model, body, progress=progress)
 
@@ -283,6 +291,48 @@ class TrainingService:
         """One auto-improve round now (or the reason there is none), waiting for training."""
         decisions = self.auto.run_once(timeout_s=timeout_s)
         return {"decisions": decisions, **self.auto.show()}
+
+    # -- the agent's own routes (agent_compat) ----------------------------------------------------
+    @functools.cached_property
+    def agent_runs(self) -> agent.AgentRuns:
+        return agent.AgentRuns(self)
+
+    def training_backends(self) -> dict[str, Any]:
+        """``GET /backends``: which backends this machine can train on."""
+        return agent.backends_body()
+
+    def get_auto_config(self) -> dict[str, Any]:
+        """The auto-improve policy as the agent's ``{"config": TrainingConfig}``."""
+        return {"config": agent.config_of(self.auto.policy())}
+
+    def set_auto_config(self, body: Any = None) -> dict[str, Any]:
+        """Change the policy from an agent config body (its fields; the others kept)."""
+        return {"config": agent.config_of(self.auto.set_policy(agent.policy_body(body)))}
+
+    def auto_status(self, watching: bool = False) -> dict[str, Any]:
+        """Where auto-improve stands, in the agent's trigger-status shape."""
+        return agent.status_body(self.auto, watching)
+
+    def auto_runs(self, limit: Any = None) -> dict[str, Any]:
+        return self.agent_runs.runs(limit)
+
+    def auto_trigger(self, body: Any = None) -> dict[str, Any]:
+        """One manual auto-improve round, started in a background thread (answers at once)."""
+        return self.agent_runs.trigger(body)
+
+    def export_request(self, body: Any = None) -> dict[str, Any]:
+        """The checked body of ``POST /trajectories/export`` (see ``export_trajectories``)."""
+        return agent.export_request(body)
+
+    def export_trajectories(self, body: Any = None) -> dict[str, Any]:
+        """Build a dataset from the newest trajectories and write its examples as one JSONL
+        file (``outputPath``, else under exports/): the agent's trajectory export."""
+        request = agent.export_request(body)
+        dataset = self.build_dataset(request["build"])["dataset"]
+        return self.write_export(dataset, request["outputPath"])
+
+    def write_export(self, dataset: dict[str, Any], output_path: str | None) -> dict[str, Any]:
+        return agent.write_export(self.settings.home, dataset, output_path)
 
     # -- events ---------------------------------------------------------------------------------
     def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:

@@ -417,6 +417,16 @@ class StateStore:
             return self._list("jobs", f"WHERE status IN ({marks})", statuses)
         return self._list("jobs")
 
+    def counts(self) -> dict[str, int]:
+        """Jobs per status and the number of datasets and models, in one read."""
+        conn = self._conn()
+        out = {status.value: 0 for status in JobStatus}
+        for row in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            out[row[0]] = int(row[1])
+        for table in ("datasets", "models"):
+            out[table] = int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return out
+
     def finish_job(
         self,
         job_id: str,

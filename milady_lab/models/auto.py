@@ -18,6 +18,11 @@ Every decision is an event (``auto_skipped``, ``auto_built``, ``auto_training``,
 (the same skip reason) is not logged again. A failing step ends the round with
 ``auto_failed`` and the reason; the next round waits for the cooldown, which starts
 when a round starts: nothing retries in a tight loop.
+
+A *manual* round (``run_once(manual=...)``: the agent's ``POST /api/training/auto/trigger``)
+skips the on/off switch and the cooldown, as the agent's manual trigger does, but still
+needs ``minNewTrajectories`` new trajectories; with ``dryRun`` it only says whether a
+round would start. Every ended round is appended to ``RUNS_KEY`` (the run history).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 
 POLICY_KEY = "auto.policy"
 STATE_KEY = "auto.state"
+#: Ended rounds (and manual triggers that started none), oldest first: ``GET /auto/runs``.
+RUNS_KEY = "auto.runs"
+MAX_RUNS = 200
 LEASE = "auto"
 LEASE_TTL_MS = 90_000
 HEARTBEAT_S = 20.0
@@ -192,8 +200,22 @@ class AutoImprover:
                 self.evals.release_lease(LEASE, self.owner)
 
     # -- ticks -----------------------------------------------------------------------------
-    def tick(self) -> dict[str, Any]:
-        """Decide and do the next step; returns the decision ``{"kind", "message"}``."""
+    def record_run(self, run: Mapping[str, Any]) -> None:
+        """Append an ended round (or a manual trigger that started none) to the history."""
+        with self.store.transaction() as conn:
+            runs = list(self.evals.get_value(RUNS_KEY, conn) or [])
+            runs.append(dict(run))
+            self.evals.set_value(RUNS_KEY, runs[-MAX_RUNS:], conn)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The ended rounds, newest first."""
+        return list(reversed(self.evals.get_value(RUNS_KEY) or []))
+
+    def tick(self, manual: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decide and do the next step; returns the decision ``{"kind", "message"}``.
+
+        ``manual`` (``{"id", "backend"?, "dryRun"?, ...}``) asks for a round now: no
+        on/off switch, no cooldown; it never drives a round another trigger started."""
         with self._lease() as held:
             if not held:
                 holder = self.evals.lease_holder(LEASE) or {}
@@ -202,23 +224,34 @@ class AutoImprover:
             state = self.state()
             policy = self.policy()
             try:
+                if state.get("round") and manual is not None:
+                    return {
+                        "kind": "auto_skipped",
+                        "message": f"round {state['round'].get('id')} is already running",
+                    }
                 if state.get("round"):
                     return self._advance(state, policy)
-                if not policy["enabled"]:
+                if not policy["enabled"] and manual is None:
                     return self._decide("auto_skipped", "auto-improve is off", state)
-                return self._maybe_start(state, policy)
+                return self._maybe_start(state, policy, manual)
             except MiladyLabError as exc:
                 return self._fail(state, exc.message)
             except Exception as exc:  # a bug: the round ends, the watcher keeps watching
                 log.exception("milady-lab auto-improve step failed")
                 return self._fail(state, f"internal error ({type(exc).__name__}: {exc})")
 
-    def run_once(self, poll_s: float = 2.0, timeout_s: float | None = None) -> list[dict]:
-        """Ticks until the round ends (or nothing is to be done); the decisions, in order."""
+    def run_once(
+        self,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+        manual: Mapping[str, Any] | None = None,
+    ) -> list[dict]:
+        """Ticks until the round ends (or nothing is to be done); the decisions, in order.
+        ``manual``: the first tick asks for a round now (see ``tick``)."""
         out: list[dict[str, Any]] = []
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            decision = self.tick()
+            decision = self.tick(manual if not out else None)
             out.append(decision)
             if decision["kind"] not in ("auto_built", "auto_training", "auto_waiting",
                                         "auto_benchmarked"):  # fmt: skip
@@ -228,10 +261,15 @@ class AutoImprover:
             if decision["kind"] == "auto_waiting":
                 time.sleep(poll_s)
 
-    def _maybe_start(self, state: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
+    def _maybe_start(
+        self,
+        state: dict[str, Any],
+        policy: Mapping[str, Any],
+        manual: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         last = state.get("lastRoundAt")
         cooldown_ms = float(policy["cooldownHours"]) * 3_600_000
-        if last is not None and now_ms() - last < cooldown_ms:
+        if manual is None and last is not None and now_ms() - last < cooldown_ms:
             waited = (now_ms() - last) / 3_600_000
             return self._decide(
                 "auto_skipped",
@@ -242,6 +280,7 @@ class AutoImprover:
         usable = int(self.service.preview_dataset({})["trajectoryCount"])
         new = usable - int(state.get("trajectoriesAtLastRound") or 0)
         wanted = int(policy["minNewTrajectories"])
+        state["newTrajectories"] = max(new, 0)  # as of this check (the agent's counter)
         if new < wanted:
             return self._decide(
                 "auto_skipped",
@@ -249,10 +288,16 @@ class AutoImprover:
                 state,
                 newTrajectories=new,
             )
+        if manual is not None and manual.get("dryRun"):
+            return self._decide(
+                "auto_skipped", f"dry run: {new} new trajectories ≥ {wanted}, a round would start",
+                state, newTrajectories=new,
+            )  # fmt: skip
         # The round starts: from here on the cooldown counts, whatever happens next.
-        round_id = f"auto-{now_ms()}"
+        extra = dict(manual or {"source": "threshold"})
+        round_id = str(extra.pop("id", None) or f"auto-{now_ms()}")
         state.update(lastRoundAt=now_ms(), trajectoriesAtLastRound=usable)
-        state["round"] = {"id": round_id, "stage": "build", "startedAt": now_ms()}
+        state["round"] = {"id": round_id, "stage": "build", "startedAt": now_ms(), **extra}
         self._save(state)
         dataset = self.service.build_dataset({})["dataset"]
         state["round"].update(stage="train", datasetId=dataset["id"])
@@ -275,7 +320,7 @@ class AutoImprover:
                 k: val
                 for k, val in (
                     ("datasetId", rnd["datasetId"]),
-                    ("backend", policy.get("backend")),
+                    ("backend", rnd.get("backend") or policy.get("backend")),
                     ("model", policy.get("model")),
                     ("iterations", policy.get("iterations")),
                 )
@@ -355,7 +400,11 @@ class AutoImprover:
     def _finish(self, state: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
         rnd = state.pop("round", None) or {}
         state["lastRound"] = {**rnd, "endedAt": now_ms(), "outcome": kind, "message": message}
-        return self._decide(kind, message, state, roundId=rnd.get("id"), modelId=rnd.get("modelId"))
+        decision = self._decide(
+            kind, message, state, roundId=rnd.get("id"), modelId=rnd.get("modelId")
+        )
+        self.record_run(state["lastRound"])
+        return decision
 
     def _fail(self, state: dict[str, Any], reason: str) -> dict[str, Any]:
         """End this round with the reason; the next waits for the cooldown."""

@@ -6,7 +6,9 @@ lenient on purpose — they accept ``127.1``, ``0x7f.1``, userinfo, backslashes 
 zone ids — so the URL is matched here by hand against a strict grammar and the host
 checked with ``ipaddress``. The rule (reference.md):
 
-* scheme ``http`` or ``https``;
+* scheme ``http`` or ``https`` (any other scheme is refused with the agent's own words,
+  ``SCHEME_RULE``; every other refusal names the rule, which says "loopback host" as the
+  agent's refusal does, so the agent's client shows the same reason);
 * host exactly ``localhost`` (any case), an IPv4 literal in 127.0.0.0/8 written as a
   plain dotted quad (four decimal octets, no leading zeros), or ``[::1]`` in any
   spelling ``ipaddress`` reads as exactly ``::1`` (no zone id, not IPv4-mapped);
@@ -24,9 +26,11 @@ from typing import Any
 from ..errors import InputError
 
 RULE = (
-    "ollamaUrl must be a loopback URL: http:// or https:// followed by localhost, "
-    "a 127.x.x.x address or [::1], with an optional port and no path"
+    "ollamaUrl must target a loopback host (localhost, 127.x.x.x or [::1]): http:// or "
+    "https://, the host, an optional port and no path"
 )
+#: The refusal of any other scheme, word for word the agent's (``training-routes.ts``).
+SCHEME_RULE = "ollamaUrl must use http:// or https://"
 MAX_LENGTH = 200
 
 # scheme :// host [: port] [/]  — host is a bracketed IPv6 literal or a reg-name/IPv4.
@@ -37,6 +41,7 @@ _URL = re.compile(
     r"(?P<rest>.*)",
     re.DOTALL,
 )
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
@@ -65,6 +70,9 @@ def check_loopback_url(url: Any) -> str:
         raise _reject("whitespace and control characters are not allowed")
     if "\\" in url:
         raise _reject("backslashes are not allowed")
+    scheme_part = _SCHEME.match(url)
+    if scheme_part is not None and scheme_part[1].lower() not in ("http", "https"):
+        raise InputError(SCHEME_RULE)  # file:, ftp:, javascript:, ... (the URL not echoed)
     if "@" in url:
         raise _reject("user names and passwords are not allowed")
     m = _URL.fullmatch(url)

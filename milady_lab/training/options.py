@@ -277,7 +277,10 @@ def check_model(model: str | None) -> str:
 def _local_model_path(model: str) -> str | None:
     """The resolved folder or .gguf file ``model`` names, or None when it is not a path."""
     looks_like_path = model.startswith(("/", ".", "~")) or model.endswith(".gguf") or "\\" in model
-    path = Path(model).expanduser()
+    try:
+        path = Path(model).expanduser()
+    except RuntimeError:  # "~name/..." for a user this machine does not know
+        raise InputError(f"model {model[:80]!r}: no such user's home folder") from None
     if not looks_like_path and (_HUB_ID.fullmatch(model) or not path.exists()):
         return None
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from milady_lab.errors import InputError
-from milady_lab.models.loopback import RULE, check_loopback_url
+from milady_lab.models.loopback import RULE, SCHEME_RULE, check_loopback_url
 
 ACCEPTED = {
     "http://localhost": "http://localhost",
@@ -120,12 +120,7 @@ REJECTED = [
     "http://localhost:1e3",
     "http://localhost:0x50",
     "http://localhost:123456",
-    # other schemes and shapes
-    "ftp://localhost",
-    "file://localhost/etc/passwd",
-    "ws://localhost:11434",
-    "gopher://127.0.0.1",
-    "localhost:11434",
+    # other shapes
     "//localhost:11434",
     "http:/localhost",
     "http:localhost",
@@ -152,12 +147,33 @@ def test_accepted(url: str) -> None:
     assert check_loopback_url(url) == ACCEPTED[url]
 
 
+#: Other schemes: refused in the agent's words (milady-ai/milady src/api/training-routes.ts).
+OTHER_SCHEMES = [
+    "ftp://localhost",
+    "file://localhost/etc/passwd",
+    "file:///etc/passwd",
+    "ws://localhost:11434",
+    "gopher://127.0.0.1",
+    "javascript:alert(1)",
+    "localhost:11434",  # "localhost:" reads as a scheme, to the agent's URL parser too
+    "FILE://user:secret@localhost",
+]
+
+
 @pytest.mark.parametrize("url", REJECTED)
 def test_rejected_names_the_rule(url: str) -> None:
     with pytest.raises(InputError) as info:
         check_loopback_url(url)
     assert RULE in info.value.message
+    assert "loopback host" in info.value.message  # what the agent's own test looks for
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize("url", OTHER_SCHEMES)
+def test_other_schemes_get_the_agents_message(url: str) -> None:
+    with pytest.raises(InputError) as info:
+        check_loopback_url(url)
+    assert info.value.message == SCHEME_RULE == "ollamaUrl must use http:// or https://"
 
 
 def test_rejection_never_echoes_the_url() -> None:

@@ -39,19 +39,36 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "activations", None),
     ("GET", "auto", None),
     ("PUT", "auto", {}),
+    ("GET", "auto/config", None),
+    ("POST", "auto/config", {}),
+    ("GET", "auto/status", None),
+    ("GET", "auto/runs", None),
+    ("POST", "auto/trigger", {"task": "dance"}),
+    ("GET", "backends", None),
+    ("POST", "trajectories/export", {"limit": 0}),
     ("GET", "events?timeout=0", None),
     ("GET", "openapi.json", None),
+    ("GET", "no/such/route", None),
 ]
-EXPECTED_RIGHT = {("POST", "datasets/build"): 201, ("POST", "jobs"): 400}
+EXPECTED_RIGHT = {
+    ("POST", "datasets/build"): 201,
+    ("POST", "jobs"): 400,
+    ("POST", "auto/trigger"): 400,
+    ("POST", "trajectories/export"): 400,
+    ("GET", "no/such/route"): 404,
+}
 
 
 def _refused(r: httpx.Response) -> bool:
-    return r.status_code == 403 and bool(r.json().get("message"))
+    """403 with the reason under Jupyter's ``message`` and the agent's ``error``."""
+    body = r.json() if r.status_code == 403 else {}
+    return bool(body.get("message")) and body.get("error") == body["message"]
 
 
 def test_every_route_with_every_credential(hostile_lab) -> None:
     server = hostile_lab["server"]
-    assert len(ROUTES) == len(route_table()) + 2  # jobs (GET, POST) and auto (GET, PUT)
+    # jobs (GET, POST), auto (GET, PUT) and auto/config (GET, POST) are two routes each
+    assert len(ROUTES) == len(route_table()) + 3
     base = f"{server.url}api/training/"
     problems = []
     with httpx.Client(base_url=base, trust_env=False, timeout=60) as http:

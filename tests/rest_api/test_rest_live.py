@@ -182,6 +182,24 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409",
 [[operations]]
 include-operation-id = "activateModel"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+# The agent's routes: a backend this machine lacks, a build where no trajectory
+# qualifies, an outputPath that cannot be written (400) or exists (409). A blank body
+# is no body on every route (each field its default), so "random bytes" of whitespace
+# are accepted.
+[[operations]]
+include-operation-id = "triggerAuto"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+checks.negative_data_rejection.expected-statuses = ["201", "400"]
+
+[[operations]]
+include-operation-id = "exportTrajectories"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+checks.negative_data_rejection.expected-statuses = ["201", "400", "409"]
+
+[[operations]]
+include-operation-id = "setAutoConfig"
+checks.negative_data_rejection.expected-statuses = ["200", "400"]
 """
 
 
@@ -202,10 +220,15 @@ def fuzz_server(tmp_path: Path, live_lab) -> Iterator[Any]:
 #: Schemathesis reuses ids it saw in answers (``GET /jobs``) in later requests, links or
 #: not: it cancelled the job that keeps the queue blocked, and the fuzzer's jobs trained.
 #: Its cancels go to an id that does not exist instead (a 404, as for any unknown id).
+#: A trajectory export's ``outputPath`` is moved into the test's folder (the fuzzer's
+#: paths would otherwise be files anywhere this user may write).
 SCHEMATHESIS_HOOKS = """
+import hashlib
+
 import schemathesis
 
 OCCUPIED = {occupied!r}
+EXPORTS = {exports!r}
 
 
 @schemathesis.hook
@@ -213,6 +236,11 @@ def before_call(ctx, case, kwargs):
     params = case.path_parameters
     if params and params.get("id") == OCCUPIED and case.path.endswith("/cancel"):
         params["id"] = "job-00000000000000-000000"
+    body = case.body
+    if case.path.endswith("/trajectories/export") and isinstance(body, dict):
+        if isinstance(body.get("outputPath"), str):
+            name = hashlib.sha256(body["outputPath"].encode("utf-8", "replace")).hexdigest()
+            body["outputPath"] = EXPORTS + "/" + name[:16] + ".jsonl"
 """
 
 
@@ -223,7 +251,11 @@ def test_schemathesis_against_live_server(tmp_path: Path, fuzz_server) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
     hooks = tmp_path / "st_hooks.py"
-    hooks.write_text(SCHEMATHESIS_HOOKS.format(occupied=fuzz_server.occupied["id"]))
+    hooks.write_text(
+        SCHEMATHESIS_HOOKS.format(
+            occupied=fuzz_server.occupied["id"], exports=str(tmp_path / "exports")
+        )
+    )
     report = tmp_path / "st-report"
     budget = int(os.environ.get("MILADY_LAB_FUZZ_SECONDS", "100"))
     cmd = [

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import jupyter_server_ext.handlers as handlers_mod
-from jupyter_server_ext.handlers import TrainingHandler, route_table
+from jupyter_server_ext.handlers import TrainingHandler, UnknownRouteHandler, route_table
 
 from .restkit import insert_job, insert_model
 
@@ -435,13 +435,22 @@ ALL_ROUTES = [
     ("GET", "activations"),
     ("GET", "auto"),
     ("PUT", "auto"),
+    ("GET", "auto/config"),
+    ("POST", "auto/config"),
+    ("GET", "auto/status"),
+    ("GET", "auto/runs"),
+    ("POST", "auto/trigger"),
+    ("GET", "backends"),
+    ("POST", "trajectories/export"),
+    ("GET", "no/such/route"),
     ("GET", "events"),
     ("GET", "openapi.json"),
 ]
 
 
 async def test_every_route_refuses_missing_or_wrong_token(api, lab) -> None:
-    assert len(ALL_ROUTES) == len(route_table()) + 2  # jobs: GET and POST; auto: GET and PUT
+    # jobs: GET and POST; auto and auto/config: GET and PUT/POST
+    assert len(ALL_ROUTES) == len(route_table()) + 3
     for method, path in ALL_ROUTES:
         for token in (None, "wrong-token"):
             code, body = await api(method, path, body={}, token=token)
@@ -610,9 +619,11 @@ async def test_openapi_is_served_and_covers_every_route(api, jp_base_url) -> Non
     assert code == 200 and spec["openapi"].startswith("3.")
     assert spec["servers"] == [{"url": jp_base_url.rstrip("/") or "/"}]
     documented = set(spec["paths"])
-    served = {pattern.replace("(?P<item_id>[^/]+)", "{id}") for pattern, _ in route_table()}
+    routes = [(p, h) for p, h in route_table() if h is not UnknownRouteHandler]
+    assert route_table()[-1][1] is UnknownRouteHandler  # the catch-all comes last
+    served = {pattern.replace("(?P<item_id>[^/]+)", "{id}") for pattern, _ in routes}
     assert documented == served
-    for _pattern, handler in route_table():
+    for _pattern, handler in routes:
         path = _pattern.replace("(?P<item_id>[^/]+)", "{id}")
         for verb in VERBS:
             owner = next((k for k in handler.__mro__ if verb in k.__dict__), None)
