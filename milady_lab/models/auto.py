@@ -345,11 +345,12 @@ class AutoImprover:
             self.service.import_ollama(model_id, body)
         try:
             answer = self.service.activate_model(model_id, {})
-        except ConflictError as exc:
+        except (ConflictError, InputError) as exc:  # the gate, or no agent config there
             return self._finish(state, "auto_not_activated", exc.message)
+        warned = "".join(f"; warning: {w}" for w in answer.get("warnings", []))
         return self._finish(
             state, "auto_activated", f"model {model_id} passed the gate: the agent now uses "
-            f"{answer['activeModel']}"
+            f"{answer['activeModel']}{warned}"
         )  # fmt: skip
 
     def _finish(self, state: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
