@@ -297,7 +297,7 @@ def open_home(settings: Settings) -> StateStore:
     where = f"the lab's home {home} (MILADY_LAB_HOME, --home)"
     try:
         home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except FileExistsError:
         raise InputError(f"{where} is a file, not a folder: point it at a folder") from None
     except OSError as exc:
         raise InputError(f"cannot create {where}: {exc.strerror or exc}") from None

@@ -116,7 +116,8 @@ def cli_message(message: str, names: dict[str, tuple[str, bool]]) -> str:
     """A service message with the REST field names a command line user did not type
     replaced by the flags they did: ``learningRate must be a number`` → ``--learning-rate
     must be a number``, ``pass force=true`` → ``pass --force``. A one-word field is
-    replaced only where it is plainly the field (``iterations must …``, ``force=true``),
+    replaced only where it is plainly the field (``iterations must …``, ``force=true``,
+    ``set model to …``),
     so the word ``model`` in a sentence stays a word."""
     for field, (flag, no_value) in names.items():
         edge = r"(?<![\w\-./])"
@@ -125,7 +126,10 @@ def cli_message(message: str, names: dict[str, tuple[str, bool]]) -> str:
         if any(c.isupper() for c in field):
             pattern = rf"{edge}{re.escape(field)}(?![\w\-])"
         else:
-            pattern = rf"{edge}{re.escape(field)}(?=(?: must\b| is longer\b|=))"
+            pattern = (
+                rf"{edge}{re.escape(field)}(?=(?: must\b| is longer\b|=))"
+                rf"|(?<=\bset ){re.escape(field)}(?= to\b)"
+            )
         message = re.sub(pattern, flag, message)
     return message
 
