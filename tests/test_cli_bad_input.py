@@ -167,3 +167,28 @@ def test_cancel_of_a_cancelled_job_is_refused(lab: dict[str, Any]) -> None:
     )  # fmt: skip
     store.close()
     refused(run(lab, "jobs", "cancel", "job-done-1"), 1, "job job-done-1 already cancelled")
+
+
+def test_the_flag_names_come_from_the_parser() -> None:
+    """One mapping, read off argparse: every REST field of a job has the flag that sets
+    it, and a message is rewritten only where a name is plainly the field."""
+    from milady_lab.cli import build_parser
+    from milady_lab.cli._common import cli_message
+    from milady_lab.training.options import FIELDS
+
+    parser = build_parser()
+    names = parser.parse_args(["jobs", "start"]).flag_names
+    assert set(FIELDS) <= set(names)
+    assert names["learningRate"] == ("--learning-rate", False) and names["home"][0] == "--home"
+    assert cli_message("learningRate must be a number", names) == "--learning-rate must be a number"
+    assert cli_message("unknown model 'x'; set model to a folder", names) == (
+        "unknown model 'x'; set --model to a folder"
+    )
+    assert cli_message("more than maxTrajectories=5", names) == "more than --max-trajectories=5"
+    act = parser.parse_args(["models", "activate", "x"]).flag_names
+    assert cli_message("pass force=true, create=true or providerModel", act) == (
+        "pass --force, --create or --provider-model"
+    )
+    assert cli_message("see /api/training/models/x/benchmark", act) == (
+        "see /api/training/models/x/benchmark"
+    )

@@ -344,7 +344,8 @@ class AutoImprover:
             }
             self.service.import_ollama(model_id, body)
         try:
-            answer = self.service.activate_model(model_id, {})
+            url = policy.get("ollamaUrl")  # the Ollama asked whether it has the model
+            answer = self.service.activate_model(model_id, {"ollamaUrl": url} if url else {})
         except (ConflictError, InputError) as exc:  # the gate, or no agent config there
             return self._finish(state, "auto_not_activated", exc.message)
         warned = "".join(f"; warning: {w}" for w in answer.get("warnings", []))
