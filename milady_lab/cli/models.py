@@ -1,7 +1,9 @@
 """``milady-lab models list|show|import-ollama|chat|activate|benchmark|export``.
 
 Each command calls the matching ``TrainingService`` method; ``--json`` prints the REST
-body. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
+body. ``ID`` is a model's id, its name (or Ollama name) or ``latest``. ``activate``
+refuses an agent config that does not exist unless ``--create``, and a model never
+benchmarked unless ``--force``; a warning (Ollama does not list the model) goes to stderr. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
 its own worker process).
 """
 
