@@ -3,8 +3,9 @@
 Each command calls the matching ``TrainingService`` method; ``--json`` prints the REST
 body. ``ID`` is a model's id, its name (or Ollama name) or ``latest``. ``activate``
 refuses an agent config that does not exist unless ``--create``, and a model never
-benchmarked unless ``--force``; a warning (Ollama does not list the model) goes to stderr. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
-its own worker process).
+benchmarked unless ``--force``; a warning (Ollama does not list the model) goes to
+stderr. ``benchmark`` and ``export`` load models and take a while (the benchmark runs
+in its own worker process).
 """
 
 from __future__ import annotations
