@@ -9,15 +9,18 @@ parent folder is fsynced so the rename itself survives a power cut. A failure (o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
     "atomic_dir",
     "atomic_file",
+    "folder_lock",
     "fsync_dir",
     "fsync_path",
     "fsync_tree",
@@ -118,3 +121,28 @@ def remove_stale(folder: Path, target_name: str) -> None:
                 else:
                     with contextlib.suppress(OSError):
                         entry.unlink()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (``flock`` on its descriptor).
+
+    Serialises the writers of a file in a folder that is not ours (the agent's config)
+    without leaving a lock file beside it: nothing is created, and the kernel drops the
+    lock when the holder closes it or dies. Every call opens its own descriptor, so
+    threads of one process exclude each other too. ``TimeoutError`` after ``timeout``.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{folder} is locked by another writer") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

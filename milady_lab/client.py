@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
@@ -193,9 +193,11 @@ class ImportResult(TypedDict):
     importedAt: int
 
 
-class ActivateResult(TypedDict):
-    ok: bool
-    activeModel: str
+class ActivateResult(TypedDict, total=False):
+    ok: Required[bool]
+    activeModel: Required[str]
+    #: Present when the agent may not get the model (Ollama does not list it).
+    warnings: list[str]
 
 
 class Scores(TypedDict):
@@ -360,8 +362,19 @@ class _Routes:
         return _Request("POST", path, body=_fields(**body), key="model", slow=True)
 
     @staticmethod
-    def activate(model_id: str, provider_model: str | None, force: bool = False) -> _Request:
-        body = _fields(providerModel=provider_model, force=force or None)
+    def activate(
+        model_id: str,
+        provider_model: str | None,
+        force: bool = False,
+        create: bool = False,
+        ollama_url: str | None = None,
+    ) -> _Request:
+        body = _fields(
+            providerModel=provider_model,
+            force=force or None,
+            create=create or None,
+            ollamaUrl=ollama_url,
+        )
         return _Request("POST", f"models/{_seg(model_id)}/activate", body=body, slow=True)
 
     @staticmethod
@@ -640,10 +653,17 @@ class TrainingClient:
         return self._send(_Routes.import_ollama(model_id, body))
 
     def activate_model(
-        self, model_id: str, provider_model: str | None = None, *, force: bool = False
+        self,
+        model_id: str,
+        provider_model: str | None = None,
+        *,
+        force: bool = False,
+        create: bool = False,
+        ollama_url: str | None = None,
     ) -> ActivateResult:
-        """Activate; refused (409) when the gate finds it worse, unless ``force``."""
-        return self._send(_Routes.activate(model_id, provider_model, force))
+        """Activate; refused (409) when the gate finds it worse or it was never
+        benchmarked, unless ``force``; a missing agent config is a 400 unless ``create``."""
+        return self._send(_Routes.activate(model_id, provider_model, force, create, ollama_url))
 
     def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
         return self._send(_Routes.benchmarks(model_id))
@@ -874,9 +894,17 @@ class AsyncTrainingClient:
         return await self._send(_Routes.import_ollama(model_id, body))
 
     async def activate_model(
-        self, model_id: str, provider_model: str | None = None, *, force: bool = False
+        self,
+        model_id: str,
+        provider_model: str | None = None,
+        *,
+        force: bool = False,
+        create: bool = False,
+        ollama_url: str | None = None,
     ) -> ActivateResult:
-        return await self._send(_Routes.activate(model_id, provider_model, force))
+        return await self._send(
+            _Routes.activate(model_id, provider_model, force, create, ollama_url)
+        )
 
     async def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
         return await self._send(_Routes.benchmarks(model_id))

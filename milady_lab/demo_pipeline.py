@@ -121,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         if _ollama_running():
             imported = svc.import_ollama(model["id"], {})
             print(f"imported into Ollama as {imported['model']['ollamaName']}")
-            body = {}
+            body: dict[str, object] = {}
         else:
             print("no Ollama on localhost:11434 — skipping the import")
             body = {"providerModel": f"local/{model['name']}"}
+        if settings.agent_config == scratch_config:
+            body["create"] = True  # the demo's own scratch config; a real one must exist
         try:
             activated = svc.activate_model(model["id"], body)
         except ConflictError as exc:  # the gate: worse than the base beyond the interval

@@ -21,7 +21,7 @@ import polars as pl
 from . import agent_compat as agent
 from . import validation as v
 from .config import Settings
-from .errors import NotFoundError, UpstreamError
+from .errors import ConflictError, InputError, NotFoundError, UpstreamError
 from .state import StateStore
 
 ProgressFn = Callable[[int, int], None]
@@ -32,8 +32,7 @@ class TrainingService:
 
     def __init__(self, settings: Settings | None = None, *, reconcile: bool = True) -> None:
         self.settings = settings or Settings.from_env()
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore(self.settings.state_db)
+        self.store = open_home(self.settings)
         if reconcile:
             # A new server or CLI process takes over jobs an earlier one started.
             self.jobs_manager.reconcile()
@@ -143,15 +142,17 @@ class TrainingService:
         """Check the options, build the dataset a job without ``datasetId`` needs (here,
         so "nothing to train on" is an input error before any worker starts), then start
         or queue the job."""
+        from .training.base_models import check_available
         from .training.options import JobOptions
 
         opts = JobOptions.from_body(body, self.store)
+        check_available(opts.model)  # a base model the worker cannot load is a 400 now
         dataset_id = self._dataset_for_job(opts) if opts.build_dataset else opts.dataset_id
         return {"job": agent.job_record(self.jobs_manager.start(opts, dataset_id=dataset_id))}
 
     def _dataset_for_job(self, opts: Any) -> str:
         from .datasets import BuildOptions, build_dataset
-        from .errors import InputError, MiladyLabError
+        from .errors import MiladyLabError
 
         body = {"limit": opts.max_trajectories} if opts.max_trajectories else {}
         try:
@@ -196,10 +197,8 @@ class TrainingService:
         return {"models": [agent.model_record(m) for m in self.store.list_models()]}
 
     def get_model(self, model_id: Any) -> dict[str, Any]:
-        rec = self.store.get_model(model_id) if v.is_valid_id(model_id) else None
-        if rec is None:
-            raise NotFoundError(f"no model with id {_show(model_id)}")
-        return {"model": rec}
+        """The model named by its id, its name (or Ollama name), or ``latest`` (the newest)."""
+        return {"model": agent.model_record(resolve_model(self.store, model_id))}
 
     def import_ollama(
         self, model_id: Any, body: Any = None, progress: Callable[[str, float], None] | None = None
@@ -356,6 +355,65 @@ def _reading(source: Any) -> Iterator[None]:
         yield
     except SourceUnavailable as exc:
         raise UpstreamError(f"cannot read the trajectories: {exc}") from None
+
+
+def open_home(settings: Settings) -> StateStore:
+    """The state store in the home, or one line saying what is wrong with the home."""
+    import sqlite3
+
+    home = settings.home
+    where = f"the lab's home {home} (MILADY_LAB_HOME, --home)"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{where} is a file, not a folder: point it at a folder") from None
+    except OSError as exc:
+        raise InputError(f"cannot create {where}: {exc.strerror or exc}") from None
+    try:
+        return StateStore(settings.state_db)
+    except sqlite3.DatabaseError as exc:
+        raise ConflictError(
+            f"the state database {settings.state_db} cannot be used ({exc}): it is damaged or "
+            "not milady-lab's; move it aside to start a new one, or point MILADY_LAB_HOME "
+            "(--home) at another folder"
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot open the state database {settings.state_db}: {exc.strerror or exc}"
+        ) from None
+
+
+#: What names the newest model wherever a model id is taken.
+LATEST = "latest"
+
+
+def resolve_model(store: StateStore, ref: Any) -> dict[str, Any]:
+    """The model ``ref`` names: an id first, then ``latest``, then a name (exact, then
+    its Ollama name, then ignoring case). A name two models share is a 400 listing them."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise NotFoundError(f"no model with id {_show(ref)}")
+    rec = store.get_model(ref) if v.is_valid_id(ref) else None
+    if rec is not None:
+        return rec
+    models = store.list_models()  # newest first
+    if ref == LATEST:
+        if not models:
+            raise NotFoundError("no models yet: a completed training job registers one")
+        return models[0]
+    for same in (
+        lambda m: m.get("name") == ref,
+        lambda m: m.get("ollamaName") == ref,
+        lambda m: str(m.get("name") or "").casefold() == ref.casefold(),
+    ):
+        found = [m for m in models if same(m)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            listed = ", ".join(f"{m['id']} ({m.get('name')})" for m in found[:10])
+            raise InputError(
+                f"{len(found)} models are named {_show(ref)}: {listed}; name one by its id"
+            )
+    raise NotFoundError(f"no model with id or name {_show(ref)} (or use {LATEST})")
 
 
 def _page_args(limit: Any, offset: Any) -> tuple[int, int]:

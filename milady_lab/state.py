@@ -269,6 +269,8 @@ _ADDED_COLUMNS = (
     ("jobs", "last_adapter_path", "TEXT"),
     ("models", "best_iteration", "INTEGER"),
     ("models", "best_val_loss", "REAL"),
+    # Activation warnings (issue 25): an ``ollama/…`` model Ollama did not list.
+    ("activations", "warnings", "TEXT"),
 )
 
 
@@ -607,7 +609,11 @@ _ACTIVATION_KEYS = (
     "forced",
     "gate",
     "rolled_back_at",
+    "warnings",
 )
+
+
+_ACTIVATION_JSON = ("previous_keys", "gate", "warnings")
 
 
 def _camel(column: str) -> str:
@@ -646,7 +652,7 @@ class EvalStore:
         values = []
         for c in cols:
             value = rec[_camel(c)]
-            values.append(json.dumps(value) if c in ("previous_keys", "gate") else value)
+            values.append(json.dumps(value) if c in _ACTIVATION_JSON else value)
         cur = conn.execute(
             f"INSERT INTO activations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
             values,
@@ -657,7 +663,7 @@ class EvalStore:
         rec: dict[str, Any] = {}
         for c in _ACTIVATION_KEYS:
             value = row[c]
-            if c in ("previous_keys", "gate") and value is not None:
+            if c in _ACTIVATION_JSON and value is not None:
                 value = json.loads(value)
             elif c == "forced":
                 value = bool(value)

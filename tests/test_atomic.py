@@ -54,3 +54,28 @@ def test_remove_stale(tmp_path: Path) -> None:
     (tmp_path / ".other.json.abc.tmp").write_text("x")
     remove_stale(tmp_path, "milady.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp", "milady.json"]
+
+
+def test_folder_lock_excludes_and_leaves_no_file(tmp_path: Path) -> None:
+    """The lock beside a user's file is on the folder itself: nothing is created, a
+    second holder (another thread, its own descriptor) waits and then times out."""
+    import threading
+
+    from milady_lab.atomic import folder_lock
+
+    got: list[str] = []
+    with folder_lock(tmp_path, timeout=1.0):
+
+        def second() -> None:
+            try:
+                with folder_lock(tmp_path, timeout=0.2):
+                    got.append("locked")
+            except TimeoutError:
+                got.append("timed out")
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(5)
+    assert got == ["timed out"] and list(tmp_path.iterdir()) == []
+    with folder_lock(tmp_path, timeout=0.2):  # released on exit
+        pass

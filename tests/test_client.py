@@ -94,7 +94,12 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
 
     model = insert_model(store, lab["home"], "model-client-1")
     assert [m["id"] for m in client.list_models()] == [model["id"]]
-    result = client.activate_model(model["id"], provider_model="local/client-test", force=True)
+    with pytest.raises(TrainingAPIError) as err:  # no agent config there yet
+        client.activate_model(model["id"], provider_model="local/client-test", force=True)
+    assert err.value.status == 400 and "create" in err.value.message
+    result = client.activate_model(
+        model["id"], provider_model="local/client-test", force=True, create=True
+    )
     assert result == {"ok": True, "activeModel": "local/client-test"}
     with pytest.raises(TrainingAPIError) as err:
         client.import_ollama(model["id"], ollama_url="http://127.0.0.1:9", base_model="x:1")
@@ -119,7 +124,9 @@ def test_errors_carry_the_servers_message(client: TrainingClient) -> None:
         client.start_job(backend="tpu")
     assert err.value.status == 400 and "backend" in err.value.message
     done = next(j for j in client.list_jobs() if j["status"] == "cancelled")
-    assert client.cancel_job(done["id"])["status"] == "cancelled"  # idempotent
+    with pytest.raises(TrainingAPIError) as err:  # already ended: the documented 409
+        client.cancel_job(done["id"])
+    assert err.value.status == 409 and "already cancelled" in err.value.message
 
 
 def test_auth_schemes_and_bad_token(server: LiveServer) -> None:
@@ -161,7 +168,7 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
             out["jobs"] = await c.list_jobs()
             out["models"] = await c.list_models()
             model = out["models"][0]["id"]
-            out["activated"] = await c.activate_model(model, "local/async", force=True)
+            out["activated"] = await c.activate_model(model, "local/async", force=True, create=True)
             for call in (
                 c.import_ollama(model, ollama_url="http://example.com"),
                 c.benchmark_model("no-such-model"),

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import auto, datasets, demo, jobs, models, status, trajectories
-from ._common import run_command
+from ._common import attach_flag_names, run_command
 
 GROUPS = (status, trajectories, datasets, jobs, models, auto, demo)
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    attach_flag_names(parser)  # errors speak in flags (``--learning-rate``), not REST fields
     return parser
 
 

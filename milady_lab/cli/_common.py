@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -80,14 +82,76 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+# -- the CLI's own names for the REST fields -----------------------------------------------------
+def _camel(dest: str) -> str:
+    head, *rest = dest.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, tuple[str, bool]]:
+    """REST field → (the flag that sets it, whether the flag takes no value), from a
+    parser's own options: ``--learning-rate`` (dest ``learning_rate``) sets
+    ``learningRate``. The one mapping; nothing lists the flags a second time."""
+    out: dict[str, tuple[str, bool]] = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in ("help", "json"):
+            out[_camel(action.dest)] = (longs[0], action.nargs == 0)
+    return out
+
+
+def attach_flag_names(parser: argparse.ArgumentParser, inherited: dict | None = None) -> None:
+    """Give every command (the leaf parsers) the field → flag mapping of its options and
+    the global ones, for ``cli_message``."""
+    names = {**(inherited or {}), **flag_names(parser)}
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for sub in subparsers:
+        for child in set(sub.choices.values()):
+            attach_flag_names(child, names)
+    if not subparsers:
+        parser.set_defaults(flag_names=names)
+
+
+def cli_message(message: str, names: dict[str, tuple[str, bool]]) -> str:
+    """A service message with the REST field names a command line user did not type
+    replaced by the flags they did: ``learningRate must be a number`` → ``--learning-rate
+    must be a number``, ``pass force=true`` → ``pass --force``. A one-word field is
+    replaced only where it is plainly the field (``iterations must …``, ``force=true``,
+    ``set model to …``),
+    so the word ``model`` in a sentence stays a word."""
+    for field, (flag, no_value) in names.items():
+        edge = r"(?<![\w\-./])"
+        if no_value:
+            message = re.sub(rf"{edge}{re.escape(field)}=true\b", flag, message)
+        if any(c.isupper() for c in field):
+            pattern = rf"{edge}{re.escape(field)}(?![\w\-])"
+        else:
+            pattern = (
+                rf"{edge}{re.escape(field)}(?=(?: must\b| is longer\b|=))"
+                rf"|(?<=\bset ){re.escape(field)}(?= to\b)"
+            )
+        message = re.sub(pattern, flag, message)
+    return message
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run the handler the subcommand set, turning errors into one line and an exit code."""
+    """Run the handler the subcommand set, turning errors into one line and an exit code.
+
+    Service errors keep their exit codes (2: bad input or unknown id; 1: the rest) and
+    speak in flags; a file or database the service did not expect to fail (a home that
+    vanished mid-command) is still one line, never a traceback."""
     handler: Handler = args.handler
+    names = getattr(args, "flag_names", {})
     try:
         return handler(args)
     except (InputError, NotFoundError) as exc:
-        return fail(exc.message, EXIT_USAGE)
+        return fail(cli_message(exc.message, names), EXIT_USAGE)
     except MiladyLabError as exc:
-        return fail(exc.message, EXIT_ERROR)
+        return fail(cli_message(exc.message, names), EXIT_ERROR)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
+    except sqlite3.DatabaseError as exc:
+        return fail(f"the state database cannot be used: {exc}", EXIT_ERROR)

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from ..errors import ConflictError
 from ..state import FINAL_STATUSES, JobStatus
 from ..training.options import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
@@ -183,7 +184,10 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
                     )
                     raise
                 if _ask(f"Cancel job {job_id}? [y/N] "):
-                    job = service.cancel_job(job_id)["job"]
+                    try:
+                        job = service.cancel_job(job_id)["job"]
+                    except ConflictError:  # it ended while we asked
+                        job = service.get_job(job_id)["job"]
                 else:
                     print(f"still following {job_id}", file=sys.stderr)
         update_bar(bar, job)

@@ -1,8 +1,11 @@
 """``milady-lab models list|show|import-ollama|chat|activate|benchmark|export``.
 
 Each command calls the matching ``TrainingService`` method; ``--json`` prints the REST
-body. ``benchmark`` and ``export`` load models and take a while (the benchmark runs in
-its own worker process).
+body. ``ID`` is a model's id, its name (or Ollama name) or ``latest``. ``activate``
+refuses an agent config that does not exist unless ``--create``, and a model never
+benchmarked unless ``--force``; a warning (Ollama does not list the model) goes to
+stderr. ``benchmark`` and ``export`` load models and take a while (the benchmark runs
+in its own worker process).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(ls)
     ls.set_defaults(handler=_list)
 
-    show = msub.add_parser("show", help="show one model")
+    show = msub.add_parser("show", help="show one model (ID: its id, its name or latest)")
     show.add_argument("model_id", metavar="ID")
     add_json_flag(show)
     show.set_defaults(handler=_show)
@@ -57,7 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     act.add_argument("model_id", metavar="ID")
     act.add_argument("--provider-model", help="provider model id (default ollama/<ollama name>)")
     act.add_argument(
-        "--force", action="store_true", help="activate even when the gate finds it worse"
+        "--force",
+        action="store_true",
+        help="activate even when the gate finds it worse or it was never benchmarked",
+    )
+    act.add_argument(
+        "--create",
+        action="store_true",
+        help="create the agent config (--agent-config) when it does not exist yet",
+    )
+    act.add_argument(
+        "--ollama-url", help="loopback URL of the Ollama to check (default http://localhost:11434)"
     )
     add_json_flag(act)
     act.set_defaults(handler=_activate)
@@ -190,13 +203,20 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _activate(args: argparse.Namespace) -> int:
     service = service_from(args, reconcile=False)
-    request = _request(providerModel=args.provider_model, force=True if args.force else None)
+    request = _request(
+        providerModel=args.provider_model,
+        force=True if args.force else None,
+        create=True if args.create else None,
+        ollamaUrl=args.ollama_url,
+    )
     body = service.activate_model(args.model_id, request)
+    for warning in body.get("warnings", []):
+        print(f"milady-lab: warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(body)
     else:
         where = service.settings.agent_config
-        print(f"the agent now uses {body['activeModel']} ({where}); restart it")
+        print(f"{where} now names {body['activeModel']}: restart the agent to use it")
     return 0
 
 

@@ -3,18 +3,26 @@
 The agent's config is the user's file (``MILADY_LAB_AGENT_CONFIG``, by default
 ``~/.milady/milady.json``), so the edit is as small as it can be: only
 ``agents.defaults.model.primary`` and, for an Ollama-imported model,
-``env.OLLAMA_MODEL`` and ``env.AGENT_LLM_PROVIDER`` change. Every other key and its
-order, the file's permission bits and its formatting style (indent, separators,
-ASCII escaping, trailing newline) are kept. A file that is not valid JSON, or whose
-``agents``/``defaults``/``model``/``env`` is not an object, is left untouched (409).
+``env.OLLAMA_MODEL`` and ``env.AGENT_LLM_PROVIDER`` change, in the file's text
+(``json_edit``): every other byte, inline objects included, and the file's permission
+bits stay as they were. A file that is not valid JSON, or whose
+``agents``/``defaults``/``model``/``env`` is not an object, is left untouched (409). A
+config path that does not exist is refused (400) unless the request asks to create it
+(``create``): a typo must not produce a file the agent never reads.
 
-Order and crashes: under a lock file (``<config>.lock``) held across both steps, the
-config is written first (temporary file in the same folder, fsync, ``os.replace``,
-fsync of the folder), then one store transaction makes this model the only active
-one. A crash between the two leaves the new config with the old active model in the
-store; the agent then already uses the new model and the next activation puts the
-store right. A crash before the rename leaves the old file (plus, at worst, a stray
-``.milady.json.*.tmp`` file).
+Nothing slow runs inside the request: a model never benchmarked is a 409 saying how to
+benchmark it (or ``force``). An ``ollama/…`` provider model that Ollama does not list
+(``/api/tags``, or Ollama not answering) is a warning in the answer and in the
+activation record, not a failure: Ollama may be started after the edit.
+
+Order and crashes: under an exclusive ``flock`` on the config's folder (no lock file
+is left beside the user's file) held across both steps, the config is written first
+(temporary file in the same folder, fsync, ``os.replace``, fsync of the folder), then
+one store transaction makes this model the only active one. A crash between the two
+leaves the new config with the old active model in the store; the agent then already
+uses the new model and the next activation puts the store right. A crash before the
+rename leaves the old file (plus, at worst, a stray ``.milady.json.*.tmp`` file, which
+the next writer removes).
 
 Holding the lock across both steps is what keeps two racing activations consistent:
 the config and the store always name the same model afterwards.
@@ -23,28 +31,34 @@ the config and the store always name the same model afterwards.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from .. import validation as v
-from ..atomic import atomic_file, fsync_dir, remove_stale
+from ..atomic import atomic_file, folder_lock, fsync_dir, remove_stale
 from ..config import Settings
-from ..errors import ConflictError, InputError, MiladyLabError
+from ..errors import ConflictError, InputError
 from ..state import EvalStore, StateStore, now_ms
 from . import scores
+from .json_edit import JsonStyle, JsonText
+from .loopback import check_loopback_url
+
+__all__ = ["JsonStyle", "activate", "check_gate", "deactivate", "update_agent_config"]
 
 LOCK_TIMEOUT_S = 30.0
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
+#: The fields of the activation body.
+FIELDS = ("providerModel", "force", "create", "ollamaUrl")
+#: Where Ollama is asked whether it has an ``ollama/…`` model (loopback only).
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
 #: The keys activation writes, as paths into the config.
 PRIMARY = ("agents", "defaults", "model", "primary")
 ENV_MODEL = ("env", "OLLAMA_MODEL")
@@ -61,14 +75,24 @@ class ConfigEdit:
     keys: dict[str, Any]  # "a.b.c" -> {"present": bool, "value": ...} before the write
 
 
-def activate(
-    settings: Settings, store: StateStore, model: Mapping[str, Any], body: Any = None
-) -> dict[str, Any]:
-    """Make ``model`` the agent's model and the only active one, if the gate lets it."""
-    fields = v.body_object(body, ("providerModel", "force"))
+@dataclass(frozen=True)
+class _Request:
+    provider: str
+    ollama_name: str | None
+    force: bool
+    create: bool
+    ollama_url: str
+
+
+def _request(model: Mapping[str, Any], body: Any) -> _Request:
+    """The checked body: 400 for bad fields, 409 when there is nothing to point at."""
+    fields = v.body_object(body, FIELDS)
     provider = v.text(fields.get("providerModel"), "providerModel", max_length=200)
     force = _flag(fields.get("force"), "force")
-    ollama_name = model.get("ollamaName")
+    create = _flag(fields.get("create"), "create")
+    url = fields.get("ollamaUrl")
+    url = DEFAULT_OLLAMA_URL if url is None else check_loopback_url(url)
+    ollama_name = model.get("ollamaName") or None
     if provider is None:
         if not ollama_name:
             raise ConflictError(
@@ -76,15 +100,22 @@ def activate(
                 "Ollama first or pass providerModel"
             )
         provider = f"ollama/{ollama_name}"
-    gate = {"forced": True} if force else check_gate(settings, store, model)
+    return _Request(provider, ollama_name, force, create, url)
 
+
+def activate(
+    settings: Settings, store: StateStore, model: Mapping[str, Any], body: Any = None
+) -> dict[str, Any]:
+    """Make ``model`` the agent's model and the only active one, if the gate lets it."""
+    req = _request(model, body)
     config_path = Path(settings.agent_config)
+    _check_config_exists(config_path, req.create)
+    gate = {"forced": True} if req.force else check_gate(settings, store, model)
+    warnings = _ollama_warnings(req)
+
     evals = EvalStore(store)
-    with _config_lock(config_path):
-        remove_stale(
-            Path(os.path.realpath(config_path)).parent, Path(os.path.realpath(config_path)).name
-        )
-        edit = update_agent_config(config_path, provider, ollama_name or None)
+    with _config_lock(config_path, create=req.create):
+        edit = update_agent_config(config_path, req.provider, req.ollama_name)
         activated_at = now_ms()
         with store.transaction() as conn:
             before = conn.execute("SELECT id FROM models WHERE active != 0").fetchone()
@@ -92,12 +123,12 @@ def activate(
                 "UPDATE models SET active = 0 WHERE active != 0 AND id != ?", (model["id"],)
             )
             store.update_model(
-                model["id"], conn, active=True, providerModel=provider, activatedAt=activated_at
+                model["id"], conn, active=True, providerModel=req.provider, activatedAt=activated_at
             )
             evals.add_activation(
                 {
                     "modelId": model["id"],
-                    "providerModel": provider,
+                    "providerModel": req.provider,
                     "activatedAt": activated_at,
                     "configPath": str(config_path),
                     "previousConfig": edit.previous,
@@ -105,21 +136,49 @@ def activate(
                     "writtenSha256": hashlib.sha256(edit.written).hexdigest(),
                     "previousKeys": edit.keys,
                     "previousActiveId": None if before is None else before["id"],
-                    "forced": force,
+                    "forced": req.force,
                     "gate": gate,
+                    "warnings": warnings or None,
                 },
                 conn,
             )
             store.emit(
                 "model_activated",
-                f"model {model['id']} is now the agent's model ({provider})"
-                + (" (gate overridden with force)" if force else ""),
+                f"model {model['id']} is now the agent's model ({req.provider})"
+                + (" (gate overridden with force)" if req.force else "")
+                + "".join(f"; warning: {w}" for w in warnings),
                 conn,
                 modelId=model["id"],
-                providerModel=provider,
-                forced=force,
+                providerModel=req.provider,
+                forced=req.force,
+                warnings=warnings,
             )
-    return {"ok": True, "activeModel": provider}
+    answer: dict[str, Any] = {"ok": True, "activeModel": req.provider}
+    if warnings:
+        answer["warnings"] = warnings
+    return answer
+
+
+def _check_config_exists(config_path: Path, create: bool) -> None:
+    """A missing config is created only when asked: else a typo'd path would get a new
+    file the agent never reads, and the answer would say the agent uses the model."""
+    if create or config_path.exists():
+        return
+    raise InputError(
+        f"the agent config {config_path} does not exist (MILADY_LAB_AGENT_CONFIG, "
+        "--agent-config): point it at the agent's milady.json, or pass create=true to "
+        "create a new one there"
+    )
+
+
+def _ollama_warnings(req: _Request) -> list[str]:
+    """An ``ollama/…`` provider model Ollama does not list (or cannot be asked about)."""
+    from .ollama import missing_model_warning
+
+    if not req.provider.startswith("ollama/"):
+        return []
+    warning = missing_model_warning(req.ollama_url, req.provider.removeprefix("ollama/"))
+    return [warning] if warning else []
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -133,16 +192,20 @@ def _flag(value: Any, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _config_lock(config_path: Path) -> Iterator[None]:
-    """The lock every config writer holds; its problems become 409s naming the file."""
-    lock_path = Path(str(config_path) + ".lock")
+def _config_lock(config_path: Path, *, create: bool = False) -> Iterator[Path]:
+    """The lock every config writer holds (on the folder: no lock file is left); yields
+    the real path of the config. Its problems become 409s naming the file."""
+    real = Path(os.path.realpath(config_path))  # a symlinked config stays a symlink
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
-        with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
-            yield
-    except Timeout:
+        if create:
+            real.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
+        with folder_lock(real.parent, LOCK_TIMEOUT_S):
+            _remove_old_lock_file(real)
+            remove_stale(real.parent, real.name)
+            yield real
+    except TimeoutError:
         raise ConflictError(
-            f"another activation holds {lock_path}; try again when it has finished"
+            f"another activation is changing {config_path}; try again when it has finished"
         ) from None
     except OSError as exc:
         raise ConflictError(
@@ -150,26 +213,42 @@ def _config_lock(config_path: Path) -> Iterator[None]:
         ) from None
 
 
+def _remove_old_lock_file(real: Path) -> None:
+    """The ``<config>.lock`` earlier versions left beside the config, when nobody holds it."""
+    old = real.with_name(real.name + ".lock")
+    try:
+        fd = os.open(old, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_size == 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            old.unlink()
+    except OSError:
+        pass  # held by an older milady-lab right now: its own
+    finally:
+        os.close(fd)
+
+
 # -- the gate ---------------------------------------------------------------------------------
 def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) -> dict[str, Any]:
     """Refuse (409) a model that does the agent's job worse than the active model or the base.
 
-    The model's last benchmark is run first when it has none. A gated score
-    (``formatValid``, ``actionAccuracy``) "fell" when the paired 95 % interval of the
-    difference lies wholly below 0; against an active model scored in another run,
-    when the two intervals do not overlap. Returns what was compared, for the history.
+    The model's last benchmark is compared; a model never benchmarked is refused with
+    the way to benchmark it (the benchmark takes minutes: never inside this request). A
+    gated score (``formatValid``, ``actionAccuracy``) "fell" when the paired 95 %
+    interval of the difference lies wholly below 0; against an active model scored in
+    another run, when the two intervals do not overlap. Returns what was compared.
     """
-    from .benchmark import run_benchmark
-
     bench = model.get("benchmark")
     if not isinstance(bench, dict) or not isinstance(bench.get("scores"), dict):
-        try:
-            bench = run_benchmark(settings, store, model, None)
-        except MiladyLabError as exc:
-            raise ConflictError(
-                f"model {model['id']} has no benchmark and it could not be run ({exc.message}); "
-                "benchmark it, or activate with force to skip the check"
-            ) from None
+        mid = model["id"]
+        raise ConflictError(
+            f"model {mid} has not been benchmarked, so it cannot be compared with the base "
+            f"model: benchmark it first (milady-lab models benchmark {mid}, or POST "
+            f"/api/training/models/{mid}/benchmark), or pass force=true to activate it "
+            "without the check"
+        )
     active = next((m for m in store.list_models() if m.get("active")), None)
     if active is not None and active["id"] == model["id"]:
         active = None
@@ -178,7 +257,7 @@ def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) 
         raise ConflictError(
             f"model {model['id']} is worse than "
             + "; ".join(falls)
-            + " (beyond the 95% interval): not activated; activate with force to override"
+            + " (beyond the 95% interval): not activated; pass force=true to override"
         )
     return {
         "benchmarkCompletedAt": bench.get("completedAt"),
@@ -252,9 +331,7 @@ def deactivate(settings: Settings, store: StateStore, body: Any = None) -> dict[
     v.body_object(body, ())
     config_path = Path(settings.agent_config)
     evals = EvalStore(store)
-    with _config_lock(config_path):
-        real = Path(os.path.realpath(config_path))
-        remove_stale(real.parent, real.name)
+    with _config_lock(config_path) as real:
         with store.transaction() as conn:
             last = evals.last_open_activation(conn)
         if last is None:
@@ -306,38 +383,56 @@ def _restore(real: Path, last: Mapping[str, Any]) -> str:
             f"the agent config {real} was removed since the activation; nothing to roll back into"
         )
     text = _decode(current, real)
-    try:
-        config = json.loads(text)
-    except ValueError as exc:
-        raise ConflictError(
-            f"the agent config {real} is not valid JSON ({exc}); it was left untouched"
-        ) from None
-    if not isinstance(config, dict):
-        raise ConflictError(f"the agent config {real} is not a JSON object; it was left untouched")
+    config = _parse(text, real)
+    doc = JsonText(text)
     for dotted, was in (last.get("previousKeys") or {}).items():
-        _put_back(config, tuple(dotted.split(".")), was)
-    _write(
-        real, JsonStyle.detect(text).dump(config).encode("utf-8"), stat.S_IMODE(real.stat().st_mode)
-    )
+        keys = tuple(dotted.split("."))
+        if _put_back(config, keys, was):
+            with contextlib.suppress(ValueError):
+                if was.get("present"):
+                    doc.set(keys, was.get("value"))
+                else:
+                    doc.delete(keys)
+    data = _edited(raw_text=current, doc=doc, config=config)
+    _write(real, data, stat.S_IMODE(real.stat().st_mode))
     return "keys"
 
 
-def _put_back(config: dict[str, Any], keys: tuple[str, ...], was: Mapping[str, Any]) -> None:
-    """Set one written key back to its old value, or remove it if it was not there."""
+def _put_back(config: dict[str, Any], keys: tuple[str, ...], was: Mapping[str, Any]) -> bool:
+    """Set one written key back to its old value, or remove it if it was not there;
+    False when there is nothing to do."""
     node = config
     for key in keys[:-1]:
         child = node.get(key)
         if child is None and key not in node:
             if not was.get("present"):
-                return  # nothing to remove
+                return False  # nothing to remove
             child = node[key] = {}
         if not isinstance(child, dict):
-            return  # someone else reshaped it since: theirs to keep
+            return False  # someone else reshaped it since: theirs to keep
         node = child
     if was.get("present"):
         node[keys[-1]] = was.get("value")
+    elif keys[-1] in node:
+        node.pop(keys[-1])
     else:
-        node.pop(keys[-1], None)
+        return False
+    return True
+
+
+def _edited(*, raw_text: bytes, doc: JsonText, config: dict[str, Any]) -> bytes:
+    """The edited text, when it says exactly what ``config`` says (it always should);
+    else ``config`` in the file's style, so a slip of the text editor never writes
+    a wrong value. A byte-order mark the file had is kept."""
+    bom = "\ufeff" if raw_text.startswith(b"\xef\xbb\xbf") else ""
+    text = doc.text
+    try:
+        same = json.loads(text) == config
+    except ValueError:
+        same = False
+    if not same:
+        text = doc.style.dump(config)
+    return (bom + text).encode("utf-8")
 
 
 def _lookup(config: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -364,34 +459,24 @@ def update_agent_config(path: Path, provider: str, ollama_name: str | None) -> C
 
     if raw is None:
         config: dict[str, Any] = {}
-        style = JsonStyle()
         mode = NEW_FILE_MODE
     else:
-        text = _decode(raw, path)
-        try:
-            config = json.loads(text)
-        except ValueError as exc:
-            raise ConflictError(
-                f"the agent config {path} is not valid JSON ({exc}); it was left untouched"
-            ) from None
-        if not isinstance(config, dict):
-            raise ConflictError(
-                f"the agent config {path} is not a JSON object; it was left untouched"
-            )
-        style = JsonStyle.detect(text)
+        config = _parse(_decode(raw, path), path)
         mode = stat.S_IMODE(real.stat().st_mode)
 
-    written_keys = [PRIMARY, *((ENV_MODEL, ENV_PROVIDER) if ollama_name else ())]
-    before = {".".join(k): _lookup(config, k) for k in written_keys}
-    model_cfg = _object_at(config, PRIMARY[:-1], path)
-    model_cfg["primary"] = provider
+    changes: dict[tuple[str, ...], str] = {PRIMARY: provider}
     if ollama_name:
-        env = _object_at(config, ("env",), path)
-        env["OLLAMA_MODEL"] = ollama_name
-        env["AGENT_LLM_PROVIDER"] = "ollama"
-    data = style.dump(config).encode("utf-8")
+        changes |= {ENV_MODEL: ollama_name, ENV_PROVIDER: "ollama"}
+    before = {".".join(k): _lookup(config, k) for k in changes}
+    for keys, value in changes.items():
+        _object_at(config, keys[:-1], path)[keys[-1]] = value
     if raw is None:
-        real.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
+        data = JsonStyle().dump(config).encode("utf-8")
+    else:
+        doc = JsonText(_decode(raw, path))
+        for keys, value in changes.items():
+            doc.set(keys, value)
+        data = _edited(raw_text=raw, doc=doc, config=config)
     _write(real, data, mode)
     return ConfigEdit(raw, None if raw is None else mode, data, before)
 
@@ -404,6 +489,19 @@ def _write(path: Path, data: bytes, mode: int) -> None:
             if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
                 os.chown(tmp, st.st_uid, st.st_gid)
         tmp.write_bytes(data)
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    """The config as an object; anything else is a 409 that leaves the file alone."""
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ConflictError(
+            f"the agent config {path} is not valid JSON ({exc}); it was left untouched"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConflictError(f"the agent config {path} is not a JSON object; it was left untouched")
+    return config
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -428,50 +526,3 @@ def _object_at(config: dict[str, Any], keys: tuple[str, ...], path: Path) -> dic
             )
         node = child
     return node
-
-
-@dataclass(frozen=True)
-class JsonStyle:
-    """How a JSON file is laid out, so a rewrite looks like the user's own file."""
-
-    indent: int | str | None = 2  # spaces, "\t", or None for one line
-    item_sep: str = ","
-    key_sep: str = ": "
-    ensure_ascii: bool = False
-    trailing_newline: bool = True
-
-    @classmethod
-    def detect(cls, text: str) -> JsonStyle:
-        """The style that reproduces ``text`` exactly when there is one, else a close guess."""
-        body = text.removeprefix("\ufeff").strip()
-        trailing = text.endswith("\n")
-        indent: int | str | None = None
-        m = re.search(r"[\[{][ \t]*\r?\n([ \t]*)\S", body)
-        if m is not None:
-            ws = m.group(1)
-            indent = "\t" if ws.startswith("\t") else len(ws)
-        obj = json.loads(body)
-        candidates = [
-            cls(indent, item, key, ascii_, trailing)
-            for item in ((",",) if indent is not None else (",", ", "))
-            for key in (": ", ":", " : ")
-            for ascii_ in (False, True)
-        ]
-        for style in candidates:
-            if style.dump(obj).rstrip("\n") == body:
-                return style
-        # Hand-edited files: the separators seen first, raw non-ASCII kept as it is.
-        km = re.search(r'"(?:[^"\\]|\\.)*"(\s*:\s*)', body)
-        key_sep = km.group(1).replace("\n", "").replace("\t", " ") if km else ": "
-        item_sep = "," if indent is not None or not re.search(r",\s", body) else ", "
-        ensure_ascii = not any(ord(c) > 127 for c in body) and "\\u" in body
-        return cls(indent, item_sep, key_sep, ensure_ascii, trailing)
-
-    def dump(self, obj: Any) -> str:
-        out = json.dumps(
-            obj,
-            indent=self.indent,
-            separators=(self.item_sep, self.key_sep),
-            ensure_ascii=self.ensure_ascii,
-        )
-        return out + ("\n" if self.trailing_newline else "")

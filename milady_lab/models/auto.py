@@ -389,12 +389,14 @@ class AutoImprover:
             }
             self.service.import_ollama(model_id, body)
         try:
-            answer = self.service.activate_model(model_id, {})
-        except ConflictError as exc:
+            url = policy.get("ollamaUrl")  # the Ollama asked whether it has the model
+            answer = self.service.activate_model(model_id, {"ollamaUrl": url} if url else {})
+        except (ConflictError, InputError) as exc:  # the gate, or no agent config there
             return self._finish(state, "auto_not_activated", exc.message)
+        warned = "".join(f"; warning: {w}" for w in answer.get("warnings", []))
         return self._finish(
             state, "auto_activated", f"model {model_id} passed the gate: the agent now uses "
-            f"{answer['activeModel']}"
+            f"{answer['activeModel']}{warned}"
         )  # fmt: skip
 
     def _finish(self, state: dict[str, Any], kind: str, message: str) -> dict[str, Any]:

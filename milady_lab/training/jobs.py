@@ -202,7 +202,8 @@ class JobManager:
 
     # -- cancelling -------------------------------------------------------------------------
     def cancel(self, job_id: Any) -> dict[str, Any]:
-        """Cancel a queued or running job; idempotent; 409 for a job that already ended."""
+        """Cancel a queued or running job; 409 for a job that already ended, cancelled
+        included (as the REST reference documents: a second cancel changes nothing)."""
         if not v.is_valid_id(job_id) or self.store.get_job(job_id) is None:
             raise NotFoundError(f"no job with id {_show(job_id)}")
         with self.store.transaction() as conn:
@@ -211,10 +212,8 @@ class JobManager:
             status = rec["status"]
             if status == JobStatus.QUEUED:
                 self.store.finish_job(job_id, JobStatus.CANCELLED, conn, was=JobStatus.QUEUED)
-            elif status in (JobStatus.COMPLETED, JobStatus.FAILED):
+            elif status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
                 raise ConflictError(f"job {job_id} already {status}; it cannot be cancelled")
-        if status == JobStatus.CANCELLED:
-            return self._public(rec)
         if status == JobStatus.RUNNING:
             pid, start_time = rec["pid"], rec["pidStartTime"]
             self._mark_cancel(job_id)

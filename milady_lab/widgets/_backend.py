@@ -373,7 +373,10 @@ class RemoteData(PanelData):
     def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(
             self.client.activate_model(
-                model_id, body.get("providerModel"), force=bool(body.get("force"))
+                model_id,
+                body.get("providerModel"),
+                force=bool(body.get("force")),
+                create=bool(body.get("create")),
             )
         )
 

@@ -72,6 +72,9 @@ class ModelManager(Panel):
             description="Benchmark", icon="tachometer", button_style="info"
         )
         self.force = w.Checkbox(value=False, description="force (skip the gate)", indent=False)
+        self.create_config = w.Checkbox(
+            value=False, description="create the agent config if missing", indent=False
+        )
         self.deactivate_button = w.Button(description="Roll back", icon="undo")
         self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
         self._add_engine_controls()
@@ -112,6 +115,7 @@ class ModelManager(Panel):
                 [
                     self.provider_model,
                     self.force,
+                    self.create_config,
                     self.activate_button,
                     self.deactivate_button,
                     self.benchmark_button,
@@ -308,10 +312,15 @@ class ModelManager(Panel):
         body: dict[str, Any] = {"providerModel": provider} if provider else {}
         if self.force.value:
             body["force"] = True
+        if self.create_config.value:
+            body["create"] = True
         self._run(
             "activate",
             lambda: self.backend.activate_model(model_id, body),
-            lambda r: f"activated: the agent now uses {r.get('activeModel')}",
+            lambda r: (
+                f"activated: the agent now uses {r.get('activeModel')}"
+                + "".join(f" (warning: {w})" for w in r.get("warnings", []))
+            ),
             "activating…",
         )
 

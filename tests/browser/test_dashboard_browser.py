@@ -295,6 +295,10 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             time.sleep(0.5)
             # The demo model is not benchmarked here: skip the gate, as a user would.
             models.locator(".widget-checkbox", has_text="force").locator("input").check()
+            # This lab has no agent config yet: let the activation create one.
+            models.locator(".widget-checkbox", has_text="create the agent config").locator(
+                "input"
+            ).check()
             models.locator("button", has_text="Activate").click()
             models.locator(".milady-status[data-kind='ok']", has_text="activated").wait_for()
             dashboard.screenshot(path=str(ARTIFACTS / "models.png"))

@@ -3,7 +3,7 @@
 It follows Ollama's documented protocol and the rules its source applies
 (``server/create.go``, ``convert/``), strictly enough to refuse what Ollama refuses:
 
-* ``GET /api/version`` → ``{"version": ...}``;
+* ``GET /api/version`` → ``{"version": ...}``; ``GET /api/tags`` → the models it has;
 * ``HEAD /api/blobs/sha256:<hex>`` → 200 when the blob exists, 404 otherwise;
   ``POST`` the same path with the raw file → 201, or 400 when the body's SHA-256 is not
   the digest in the path;
@@ -168,6 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/api/version":
             self._send(200, {"version": self.state.version})
+            return
+        if self.path == "/api/tags":  # what ``ollama list`` shows: "name:tag" for each
+            with self.state.lock:
+                names = [*self.state.bases, *self.state.models]
+            tagged = [n if ":" in n else f"{n}:latest" for n in names]
+            self._send(200, {"models": [{"name": n, "model": n} for n in tagged]})
             return
         self._send(404, {"error": "not found"})
 

@@ -17,10 +17,12 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError
-from milady_lab.models.activation import JsonStyle, activate
-from milady_lab.state import StateStore
+from milady_lab.models import activation
+from milady_lab.models.activation import JsonStyle, activate, deactivate
+from milady_lab.state import EvalStore, StateStore
 
 from .conftest import insert_model as _insert_model
+from .ollama_standin import OllamaStandIn
 
 #: A stored benchmark that passes the gate: these tests are about the config edit.
 BENCHED = {
@@ -45,6 +47,16 @@ ORIGINAL = {
     "zeta": None,
     "émoji": "🦊",
 }
+
+
+@pytest.fixture(autouse=True)
+def ollama_has(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Ollama activation asks (``/api/tags``): it has milady-v1 … milady-v4."""
+    server = OllamaStandIn().start()
+    server.bases.update({f"milady-v{i}": "llama" for i in range(1, 5)})
+    monkeypatch.setattr(activation, "DEFAULT_OLLAMA_URL", server.url)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -97,7 +109,7 @@ def test_provider_model_wins(
     settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
 ) -> None:
     m = insert_model(store, tiny_adapter, tiny_base)  # not imported
-    assert activate(settings, store, m, {"providerModel": "openai/my-ft"}) == {
+    assert activate(settings, store, m, {"providerModel": "openai/my-ft", "create": True}) == {
         "ok": True,
         "activeModel": "openai/my-ft",
     }
@@ -136,7 +148,7 @@ def test_exactly_one_active(
 ) -> None:
     models = _models(store, tiny_adapter, tiny_base, 3)
     for m in [*models, models[0]]:
-        activate(settings, store, m, None)
+        activate(settings, store, m, {"create": True})
         assert _active(store) == [m["id"]]
     assert json.loads(settings.agent_config.read_text())["env"]["OLLAMA_MODEL"] == "milady-v1"
 
@@ -146,7 +158,7 @@ def test_missing_file_created_0600_with_parent(
 ) -> None:
     path = settings.agent_config
     assert not path.parent.exists()
-    activate(settings, store, _models(store, tiny_adapter, tiny_base, 1)[0], None)
+    activate(settings, store, _models(store, tiny_adapter, tiny_base, 1)[0], {"create": "true"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text())["env"]["AGENT_LLM_PROVIDER"] == "ollama"
     assert path.read_text().endswith("\n")
@@ -370,3 +382,110 @@ def test_activation_race_processes(
     assert [p.exitcode for p in procs] == [0, 0, 0]
     _check_consistent(settings, store)
     assert len([e for e in store.events() if e["kind"] == "model_activated"]) == 12
+
+
+# -- issue 25: activation that tells the truth -------------------------------------------------
+def test_missing_config_is_refused_unless_create(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
+    m = _models(store, tiny_adapter, tiny_base, 1)[0]
+    with pytest.raises(InputError) as err:
+        activate(settings, store, m, None)
+    assert str(settings.agent_config) in err.value.message and "create=true" in err.value.message
+    assert not settings.agent_config.parent.exists()  # no folder, no file, no lock
+    assert _active(store) == [] and EvalStore(store).activations() == []
+    with pytest.raises(InputError, match="create must be true or false"):
+        activate(settings, store, m, {"create": "perhaps"})
+    assert activate(settings, store, m, {"create": True})["ok"] is True
+    assert settings.agent_config.is_file()
+
+
+INLINE = """{
+  "name": "Milady",
+  "agents": {"defaults": {"model": {"primary": "openai/gpt-4o", "fallbacks": ["x"]}}},
+  "env": {"OPENAI_API_KEY": "sk-keep-me"},
+  "plugins": [ "a",   "b" ],
+  "nested": {
+    "inline": {"a": 1, "b": [1, 2]},
+    "n": 1.50
+  }
+}
+"""
+
+
+def test_inline_objects_and_everything_else_stay_as_written(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
+    path = settings.agent_config
+    path.parent.mkdir(parents=True)
+    path.write_text(INLINE)
+    activate(settings, store, _models(store, tiny_adapter, tiny_base, 1)[0], None)
+    expected = INLINE.replace('"openai/gpt-4o"', '"ollama/milady-v1"').replace(
+        '"sk-keep-me"}',
+        '"sk-keep-me", "OLLAMA_MODEL": "milady-v1", "AGENT_LLM_PROVIDER": "ollama"}',
+    )
+    assert path.read_text() == expected
+    # A rollback after an outside edit puts back only the written keys, in place too.
+    path.write_text(path.read_text().replace('"n": 1.50', '"n": 2.50'))
+    assert deactivate(settings, store)["restored"] == "keys"
+    assert path.read_text() == INLINE.replace('"n": 1.50', '"n": 2.50')
+
+
+def test_missing_objects_are_added_in_the_files_layout(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
+    path = settings.agent_config
+    path.parent.mkdir(parents=True)
+    path.write_text('{\r\n\t"name": "Milady",\r\n\t"env": {}\r\n}')
+    activate(settings, store, _models(store, tiny_adapter, tiny_base, 1)[0], None)
+    assert path.read_bytes().decode() == (
+        '{\r\n\t"name": "Milady",\r\n\t"env": {"OLLAMA_MODEL": "milady-v1", '
+        '"AGENT_LLM_PROVIDER": "ollama"},\r\n\t"agents": {\r\n\t\t"defaults": {\r\n'
+        '\t\t\t"model": {\r\n\t\t\t\t"primary": "ollama/milady-v1"\r\n\t\t\t}\r\n'
+        "\t\t}\r\n\t}\r\n}"
+    )
+
+
+def test_no_lock_file_is_left_and_an_old_one_is_removed(
+    settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
+) -> None:
+    path = settings.agent_config
+    path.parent.mkdir(parents=True)
+    path.write_text("{}\n")
+    (path.parent / "milady.json.lock").write_bytes(b"")  # left by an earlier version
+    m = _models(store, tiny_adapter, tiny_base, 1)[0]
+    activate(settings, store, m, None)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["milady.json"]
+    path.write_text("{not json")
+    with pytest.raises(ConflictError):  # an error inside the lock leaves nothing either
+        activate(settings, store, m, None)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["milady.json"]
+
+
+def test_ollama_model_missing_or_ollama_down_is_a_recorded_warning(
+    settings: Settings,
+    store: StateStore,
+    tiny_adapter: Path,
+    tiny_base: Path,
+    ollama_has: OllamaStandIn,
+) -> None:
+    settings.agent_config.parent.mkdir(parents=True)
+    settings.agent_config.write_text("{}\n")
+    m = _models(store, tiny_adapter, tiny_base, 1)[0]
+    assert "warnings" not in activate(settings, store, m, None)  # Ollama lists milady-v1
+    body = activate(settings, store, m, {"providerModel": "ollama/never-imported"})
+    assert body["activeModel"] == "ollama/never-imported"
+    assert body["warnings"] == [
+        f"Ollama at {ollama_has.url} has no model never-imported: the agent will fail to load "
+        "it; import it first (milady-lab models import-ollama ID) or name a model `ollama list` "
+        "shows"
+    ]
+    assert EvalStore(store).activations()[0]["warnings"] == body["warnings"]
+    assert "warning: Ollama at" in store.events()[-1]["message"]
+    down = activate(settings, store, m, {"ollamaUrl": "http://127.0.0.1:9"})
+    assert down["warnings"][0].startswith("could not check that Ollama has milady-v1")
+    assert EvalStore(store).activations()[0]["warnings"] == down["warnings"]
+    with pytest.raises(InputError, match="loopback"):
+        activate(settings, store, m, {"ollamaUrl": "http://example.com"})
+    # A provider model outside Ollama is not Ollama's to check.
+    assert "warnings" not in activate(settings, store, m, {"providerModel": "openai/x"})

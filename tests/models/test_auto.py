@@ -66,6 +66,7 @@ def test_auto_round_by_itself_once_and_cooldown(
         home=tmp_path / "home", trajectories=db, agent_config=tmp_path / "agent.json",
         cache=tmp_path / "cache",
     )  # fmt: skip
+    settings.agent_config.write_text("{}\n")  # the agent's config: activation never creates it
     a, b = TrainingService(settings), TrainingService(settings)
     try:
         a.set_auto({

@@ -55,6 +55,10 @@ def test_list_and_show(
     assert f"createdAt: {created:%Y-%m-%d %H:%M:%S} UTC" in capsys.readouterr().out
     assert main(_cli(settings, "models", "show", "nope")) == 2
     assert "no model" in capsys.readouterr().err
+    # Named by its name or as the newest one.
+    for ref in (model["name"], "latest"):
+        assert main(_cli(settings, "models", "show", ref, "--json")) == 0
+        assert _json_out(capsys)["model"]["id"] == model["id"]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +101,17 @@ def test_import_and_activate(
     assert main(_cli(settings, *argv)) == 0
     body = _json_out(capsys)
     assert body["model"]["ollamaName"] == "milady-v1"
-    assert main(_cli(settings, "models", "activate", model["id"], "--json")) == 0
+    # No agent config there yet: refused, naming the path and the flag that creates it.
+    assert main(_cli(settings, "models", "activate", model["id"], "--force")) == 2
+    err = capsys.readouterr().err
+    assert str(settings.agent_config) in err and "pass --create to create" in err, err
+    assert not Path(settings.agent_config).exists()
+    # Never benchmarked: the gate says how to benchmark it, in the CLI's words.
+    assert main(_cli(settings, "models", "activate", model["id"], "--create")) == 1
+    err = capsys.readouterr().err
+    assert f"milady-lab models benchmark {model['id']}" in err and "pass --force to" in err, err
+    argv = ["models", "activate", "latest", "--create", "--force", "--ollama-url", ollama.url]
+    assert main(_cli(settings, *argv, "--json")) == 0
     assert _json_out(capsys) == {"ok": True, "activeModel": "ollama/milady-v1"}
     cfg = json.loads(Path(settings.agent_config).read_text())
     assert cfg["env"] == {"OLLAMA_MODEL": "milady-v1", "AGENT_LLM_PROVIDER": "ollama"}
@@ -153,4 +167,5 @@ def test_benchmark_bad_input_exit_2(
     settings: Settings, model: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(_cli(settings, "models", "benchmark", model["id"], "--max-examples", "0")) == 2
-    assert "maxExamples" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--max-examples must be at least 1" in err and "maxExamples" not in err, err

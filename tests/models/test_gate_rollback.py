@@ -95,13 +95,25 @@ def test_noise_is_not_a_fall_and_worse_than_active_is(
         activate(settings, store, worse, None)
 
 
-def test_never_benchmarked_runs_the_benchmark_first(
-    settings: Settings, store: StateStore, config: Path, tmp_path: Path
+def test_never_benchmarked_is_409_saying_how_to_benchmark_and_runs_nothing(
+    settings: Settings, store: StateStore, config: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    m = _model(store, tmp_path, "fresh", None)  # no adapter files: the benchmark cannot run
-    with pytest.raises(ConflictError, match="has no benchmark and it could not be run"):
+    from milady_lab.models import benchmark
+
+    def no_benchmark(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("activation must never run a benchmark")
+
+    monkeypatch.setattr(benchmark, "run_benchmark", no_benchmark)
+    m = _model(store, tmp_path, "fresh", None)
+    t0 = time.monotonic()
+    with pytest.raises(ConflictError) as err:
         activate(settings, store, m, None)
-    assert config.read_text() == RAW
+    assert time.monotonic() - t0 < 5
+    msg = err.value.message
+    assert "has not been benchmarked" in msg and f"milady-lab models benchmark {m['id']}" in msg
+    assert f"POST /api/training/models/{m['id']}/benchmark" in msg and "force=true" in msg
+    assert config.read_text() == RAW and not store.get_model(m["id"])["active"]
+    assert activate(settings, store, m, {"force": True})["ok"] is True
 
 
 def test_rollback_restores_bytes_and_mode_and_the_previous_active(
@@ -142,7 +154,7 @@ def test_rollback_of_a_created_file_removes_it(
     settings: Settings, store: StateStore, tmp_path: Path
 ) -> None:
     m = _model(store, tmp_path, "a", _bench("x", [True] * 10, [True] * 10))
-    activate(settings, store, m, None)
+    activate(settings, store, m, {"create": True})
     assert settings.agent_config.exists()
     deactivate(settings, store)
     assert not settings.agent_config.exists()

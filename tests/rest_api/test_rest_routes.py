@@ -333,7 +333,7 @@ async def test_job_routes_queue_cancel_and_conflict(api, store, occupied) -> Non
     code, body = await api("POST", f"jobs/{job['id']}/cancel")
     assert code == 200 and body["job"]["status"] == "cancelled", body
     code, body = await api("POST", f"jobs/{job['id']}/cancel")
-    assert code == 200 and body["job"]["status"] == "cancelled"  # idempotent
+    assert code == 409 and "already cancelled" in body["message"]  # as documented
 
     done = insert_job(store, "job-finished-1", "completed")
     code, body = await api("POST", f"jobs/{done['id']}/cancel")
@@ -359,16 +359,25 @@ async def test_model_routes(api, store, lab) -> None:
     assert code == 409 and "import" in body["message"]
     code, body = await api("POST", f"models/{model['id']}/activate", body={"providerModel": 5})
     assert code == 400
-    # Never benchmarked, and its benchmark cannot run (no dataset): the gate refuses.
+    # The agent config does not exist: refused unless asked to create it.
     code, body = await api(
         "POST", f"models/{model['id']}/activate", body={"providerModel": "local/test"}
     )
-    assert code == 409 and "has no benchmark" in body["message"], body
+    assert code == 400 and str(lab["agent_config"]) in body["message"], body
+    assert "create=true" in body["message"] and not lab["agent_config"].parent.exists()
+    # Never benchmarked: the gate refuses at once, saying how to benchmark it.
+    code, body = await api(
+        "POST",
+        f"models/{model['id']}/activate",
+        body={"providerModel": "local/test", "create": True},
+    )
+    assert code == 409 and "has not been benchmarked" in body["message"], body
+    assert f"POST /api/training/models/{model['id']}/benchmark" in body["message"]
     assert not lab["agent_config"].exists()
     code, body = await api(
         "POST",
         f"models/{model['id']}/activate",
-        body={"providerModel": "local/test", "force": True},
+        body={"providerModel": "local/test", "force": True, "create": True},
     )
     assert (code, body) == (200, {"ok": True, "activeModel": "local/test"})
     config = json.loads(lab["agent_config"].read_text())
@@ -392,9 +401,22 @@ async def test_model_routes(api, store, lab) -> None:
     code, body = await api(
         "POST",
         f"models/{model['id']}/activate",
-        body={"providerModel": "local/test", "force": True},
+        body={"providerModel": "local/test", "force": True, "create": True},
     )
-    assert code == 200
+    assert code == 200 and "warnings" not in body
+    # Named by its name or as the newest model; an ollama/… model Ollama cannot confirm
+    # (nothing listens there) is activated with a warning, recorded in the history.
+    code, body = await api("GET", "models/latest/benchmarks")
+    assert (code, body["modelId"]) == (200, model["id"])
+    code, body = await api(
+        "POST",
+        f"models/{model['name']}/activate",
+        body={"providerModel": "ollama/nope", "force": True, "ollamaUrl": "http://127.0.0.1:9"},
+    )
+    assert code == 200 and body["warnings"][0].startswith("could not check"), body
+    code, body = await api("GET", "activations")
+    warnings = body["activations"][0]["warnings"]
+    assert len(warnings) == 1 and "Ollama has nope" in warnings[0]
 
     for url in ("http://example.com:11434", "http://127.1:11434", "http://0.0.0.0:1"):
         code, body = await api(

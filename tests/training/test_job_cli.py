@@ -103,7 +103,8 @@ def test_jobs_cli(
     done = _run(settings, "jobs", "cancel", a_id, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["job"]["status"] == "cancelled"
-    assert _run(settings, "jobs", "cancel", a_id).returncode == 0  # idempotent
+    again = _run(settings, "jobs", "cancel", a_id)  # already cancelled: the documented 409
+    assert again.returncode == 1 and f"job {a_id} already cancelled" in again.stderr
 
     # A short job: --wait ends with the final state, exit 0 when completed.
     c = _run(settings, *start, "--iterations", "2", "--json")

@@ -75,7 +75,8 @@ def test_queue_cancel_and_resume(
     assert cancelled["checkpointIteration"] == cancelled["currentIteration"]
     assert models_of(store, a["id"]) == []
     assert not (settings.models_dir / f".tmp-{a['id']}").exists()
-    assert manager.cancel(a["id"])["status"] == "cancelled"  # idempotent
+    with pytest.raises(ConflictError, match="already cancelled"):
+        manager.cancel(a["id"])  # a second cancel is the documented 409
 
     # The queued job started by itself once the first ended (and failed on its own).
     after = wait_status(manager, b["id"], FINAL, 120)
