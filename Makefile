@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FM
 	-DGGML_F16C=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: venv sysdeps test test-fast test-browser test-soak lab demo bench lint clean
+.PHONY: venv sysdeps agent-kit test test-fast test-browser test-soak lab demo bench lint clean
 
 venv: $(STAMP)
 
@@ -39,7 +39,12 @@ sysdeps:
 # not spin, or they starve each other (measured: a tiny training loop 25x slower).
 test test-fast test-browser test-soak: export OMP_WAIT_POLICY = PASSIVE
 
-test: venv sysdeps
+# The agent's own trajectory writers (npm: @elizaos/agent, @elizaos/core, PGlite), which the
+# tests drive to write real agent databases; npm's cache makes a reinstall take seconds.
+agent-kit:
+	@bash tests/agent_kit/setup.sh
+
+test: venv sysdeps agent-kit
 	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
 	$(BIN)/pytest -q -p no:cacheprovider tests
 	$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \

@@ -107,7 +107,7 @@ def snapshot(data_dir: Path, into: Path) -> Path:
     raise SourceUnavailable(
         f"the agent is writing to its PGlite database {data_dir} without pause, so no "
         "consistent copy could be made; read it through the running agent instead "
-        "(MILADY_LAB_TRAJECTORIES=milady+http://127.0.0.1:31337)"
+        "(MILADY_LAB_TRAJECTORIES=milady+http://127.0.0.1:2138)"
     )
 
 
@@ -143,7 +143,7 @@ def install_bridge(cache: Path) -> Path:
         raise SourceUnavailable(
             "reading a PGlite database needs Node.js 20+ and npm on PATH (the agent's own "
             "PGlite runs in Node); install them, or point MILADY_LAB_TRAJECTORIES at the "
-            "running agent (milady+http://127.0.0.1:31337)"
+            "running agent (milady+http://127.0.0.1:2138)"
         )
     home.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".install-", dir=home.parent))
@@ -223,6 +223,10 @@ class _Bridge:
 
 class PGliteSource(PostgresSource):
     """Trajectories from a PGlite data directory, read from a snapshot (module docstring)."""
+
+    #: Every connection shares PGlite's one session, so one connection's prepared
+    #: statements would collide with the next's names: never prepare.
+    prepare_threshold = None
 
     def __init__(self, data_dir: str | os.PathLike[str], cache: Path) -> None:
         self.data_dir = Path(data_dir).expanduser()

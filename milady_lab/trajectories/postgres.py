@@ -46,6 +46,9 @@ def mask_url(url: str) -> str:
 class PostgresSource:
     """Trajectories from a PostgreSQL database named by a ``postgresql://`` URL."""
 
+    #: psycopg prepares a statement run this often (None: never; see ``PGliteSource``).
+    prepare_threshold: int | None = 5
+
     def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
         self._url = url
         self._timeout = connect_timeout
@@ -61,7 +64,12 @@ class PostgresSource:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self._url, connect_timeout=self._timeout, autocommit=False)
+            conn = psycopg.connect(
+                self._url,
+                connect_timeout=self._timeout,
+                autocommit=False,
+                prepare_threshold=self.prepare_threshold,
+            )
         except (psycopg.Error, ValueError) as exc:
             raise SourceUnavailable(
                 f"cannot connect to {self.description}: {self._scrub(exc)}"

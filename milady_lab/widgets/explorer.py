@@ -25,6 +25,8 @@ def _row_label(r: dict[str, Any]) -> str:
         f"{fmt_ms(r.get('startTime')):16}  {str(r.get('source') or '?')[:10]:10}  "
         f"{str(r.get('status') or '?')[:9]:9}  {r.get('llmCallCount') or 0:>5}  "
         f"{tokens:>8,}  {str(r.get('id'))[:36]}"
+        + (f"  scenario {r['scenarioId']}" if r.get("scenarioId") else "")
+        + ("  (archived)" if r.get("archived") else "")
     )
 
 
@@ -351,6 +353,13 @@ def render_detail(detail: dict[str, Any]) -> str:
             ("start", fmt_ms(detail.get("startTime"))),
             ("LLM calls", len(calls)),
             ("provider accesses", len(accesses)),
+            # The agent's grouping (rollouts of one scenario), and its 30-day archive.
+            *(
+                (label, detail[key])
+                for label, key in (("scenario", "scenarioId"), ("batch", "batchId"))
+                if detail.get(key)
+            ),
+            *((("archived", "yes"),) if detail.get("archived") else ()),
         )
     )
     parts = [

@@ -32,8 +32,11 @@ CASES = (("pglite", "agent"), ("pglite", "core"), ("postgres", "agent"), ("postg
 
 
 @pytest.fixture(scope="session")
-def kit() -> None:
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The agent's packages installed; a cache folder shared by the tests (milady-lab
+    installs its PGlite bridge there once)."""
     agent.install()
+    return tmp_path_factory.mktemp("cache")
 
 
 @dataclasses.dataclass
@@ -50,7 +53,7 @@ class Written:
         }
 
 
-def _written(kit: None, tmp: Path, target_kind: str, writer: str, postgres_url: str) -> Written:
+def _written(kit: Path, tmp: Path, target_kind: str, writer: str, postgres_url: str) -> Written:
     if target_kind == "pglite":
         target, spec = {"pglite": str(tmp / "db")}, f"pglite:{tmp / 'db'}"
     else:
@@ -58,7 +61,7 @@ def _written(kit: None, tmp: Path, target_kind: str, writer: str, postgres_url: 
         target, spec = {"postgres": url}, url
     the_plan = agent.plan(writer, target, tmp / "ws")
     ids = agent.write(the_plan)
-    settings = Settings.from_env(home=tmp / "home", trajectories=spec, cache=tmp / "cache")
+    settings = Settings.from_env(home=tmp / "home", trajectories=spec, cache=kit)
     settings = dataclasses.replace(settings, archive=tmp / "ws" / "trajectory-archive")
     return Written(writer, the_plan, ids, settings)
 
@@ -66,7 +69,7 @@ def _written(kit: None, tmp: Path, target_kind: str, writer: str, postgres_url: 
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
 def written(
     request: pytest.FixtureRequest,
-    kit: None,
+    kit: Path,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_url: str,
 ) -> Iterator[Written]:
@@ -146,7 +149,7 @@ def _tree_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
-def test_never_writes_to_the_agents_pglite_even_while_it_runs(kit: None, tmp_path: Path) -> None:
+def test_never_writes_to_the_agents_pglite_even_while_it_runs(kit: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     the_plan = agent.plan("agent", {"pglite": str(db)})
     with agent.holding(the_plan) as running:
@@ -154,7 +157,7 @@ def test_never_writes_to_the_agents_pglite_even_while_it_runs(kit: None, tmp_pat
         assert lock.split()[0] == str(running.pid)
         before = _tree_hash(db)
         settings = Settings.from_env(
-            home=tmp_path / "h", trajectories=str(db), cache=tmp_path / "c"
+            home=tmp_path / "h", trajectories=str(db), cache=kit
         )
         svc = TrainingService(settings, reconcile=False)
         assert svc.list_trajectories()["total"] == len(the_plan["trajectories"])
@@ -164,12 +167,12 @@ def test_never_writes_to_the_agents_pglite_even_while_it_runs(kit: None, tmp_pat
         assert (db / "postmaster.pid").read_text() == lock
 
 
-def test_rest_mirror_equals_the_database(kit: None, tmp_path: Path) -> None:
+def test_rest_mirror_equals_the_database(kit: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     the_plan = agent.plan("agent", {"pglite": str(db)})
     ids = agent.write(the_plan)
     direct = open_source(
-        f"pglite:{db}", Settings.from_env(home=tmp_path / "h1", cache=tmp_path / "c")
+        f"pglite:{db}", Settings.from_env(home=tmp_path / "h1", cache=kit)
     )
     want_calls = direct.llm_calls_frame().collect().sort("trajectoryId", "callIndex")
     want = direct.summaries_frame().collect().select("id", "source", "status", "llmCallCount")
@@ -193,7 +196,7 @@ def test_rest_mirror_equals_the_database(kit: None, tmp_path: Path) -> None:
             assert len(served.requests()) - before <= 2  # nothing new: the sync converged
 
 
-def test_zero_config_finds_the_desktop_pglite(kit: None, tmp_path: Path) -> None:
+def test_zero_config_finds_the_desktop_pglite(kit: Path, tmp_path: Path) -> None:
     state, ws = tmp_path / "state", tmp_path / "workspace"
     state.mkdir()
     (state / "milady.json").write_text(json.dumps({"agents": {"defaults": {"workspace": str(ws)}}}))
@@ -204,7 +207,7 @@ def test_zero_config_finds_the_desktop_pglite(kit: None, tmp_path: Path) -> None
     env.update(
         MILADY_STATE_DIR=str(state),
         MILADY_LAB_HOME=str(tmp_path / "home"),
-        MILADY_LAB_CACHE=str(tmp_path / "cache"),
+        MILADY_LAB_CACHE=str(kit),
         HOME=str(tmp_path),
     )
     env.pop("POSTGRES_URL", None), env.pop("PGLITE_DATA_DIR", None)
@@ -226,14 +229,14 @@ def test_zero_config_finds_the_desktop_pglite(kit: None, tmp_path: Path) -> None
     assert "default PGlite folder" in body["trajectorySourceFoundBy"]
 
 
-def test_unreadable_sources_fail_with_the_cause(kit: None, tmp_path: Path) -> None:
+def test_unreadable_sources_fail_with_the_cause(kit: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     ws = tmp_path / "ws"
     the_plan = agent.plan("agent", {"pglite": str(db)}, ws)
     agent.write(the_plan)
     archive = ws / "trajectory-archive"
     settings = dataclasses.replace(
-        Settings.from_env(home=tmp_path / "h", trajectories=str(db), cache=tmp_path / "c"),
+        Settings.from_env(home=tmp_path / "h", trajectories=str(db), cache=kit),
         archive=archive,
     )
     # A corrupt line in an archive file: skipped and counted, the rest kept.
@@ -258,7 +261,7 @@ def test_unreadable_sources_fail_with_the_cause(kit: None, tmp_path: Path) -> No
     (broken / "PG_VERSION").write_text("17\n")
     (broken / "base").mkdir()
     bad = TrainingService(
-        Settings.from_env(home=tmp_path / "h2", trajectories=str(broken), cache=tmp_path / "c"),
+        Settings.from_env(home=tmp_path / "h2", trajectories=str(broken), cache=kit),
         reconcile=False,
     )
     with pytest.raises(UpstreamError, match="PGlite"):
