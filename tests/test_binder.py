@@ -67,7 +67,10 @@ def _env(venv: Path, home: Path) -> dict[str, str]:
         # No network here: the PyTorch CPU index in requirements.txt is unreachable, so
         # fail each lookup at once instead of retrying (the local index has the wheels).
         PIP_RETRIES="0",
-        PIP_NO_CACHE_DIR="1",
+        # pip's cache stays on (HOME is new, so point it at the machine's): repo2docker
+        # downloads into an empty image, but what this test checks is the steps, and
+        # downloading ~1 GB of wheels again on every run was most of its time.
+        PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
     return env

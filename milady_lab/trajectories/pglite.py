@@ -235,6 +235,7 @@ class PGliteSource(PostgresSource):
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._checked = 0.0
         self._readers = 0
+        self._count: int | None = None  # of the current snapshot, which never changes
         super().__init__("postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable")
         self.description = f"pglite:{self.data_dir}"
         atexit.register(self.close)
@@ -260,7 +261,7 @@ class PGliteSource(PostgresSource):
         copy = snapshot(self.data_dir, self._cache / "pglite-snapshots")
         fresh = _Bridge(home, copy, self.data_dir)
         self._stop()
-        self._bridge, self._seen = fresh, seen
+        self._bridge, self._seen, self._count = fresh, seen, None
         self._url = f"postgresql://postgres@127.0.0.1:{fresh.port}/postgres?sslmode=disable"
 
     def _stop(self) -> None:
@@ -277,6 +278,13 @@ class PGliteSource(PostgresSource):
         if self._bridge is not None and time.monotonic() - self._checked >= REFRESH_S:
             self._close()  # reconnect through _connect, which refreshes the snapshot
         return super()._connection()
+
+    def count(self) -> int:
+        with self._lock:
+            self._connection()  # refreshes the snapshot when the agent's folder changed
+            if self._count is None:
+                self._count = super().count()
+            return self._count
 
     # -- reading every trajectory without holding a transaction open --------------------------
     def iter_steps(

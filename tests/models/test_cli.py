@@ -38,7 +38,8 @@ def test_list_and_show(
     settings: Settings, store: StateStore, model: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(_cli(settings, "models", "list", "--json")) == 0
-    assert _json_out(capsys) == {"models": [model]}
+    (listed,) = _json_out(capsys)["models"]
+    assert {k: listed[k] for k in model} == model  # plus the agent's fields (agent_compat)
     bench = {
         "scores": {"coherence": 0.4, "consistency": 0.9, "helpfulness": 0.3},
         "baseline": {"coherence": 0.2, "consistency": 0.1, "helpfulness": 0.1},

@@ -419,7 +419,7 @@ def test_cli_flags_carry_the_controls(
     code = main([*start, "--epochs", "1", "--iterations", "3"])
     assert code == 2 and "either epochs or iterations" in capsys.readouterr().err
     code = main([*start, "--lr-schedule", "step", "--gradient-accumulation", "2"])
-    assert code == 2 and "lrSchedule must be one of" in capsys.readouterr().err
+    assert code == 2 and "--lr-schedule must be one of" in capsys.readouterr().err
     assert store.list_jobs() == []
     from milady_lab.cli import build_parser
 

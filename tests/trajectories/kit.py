@@ -24,7 +24,10 @@ from milady_lab.trajectories.sqlite import SQLiteSource
 def raw_rows(db: Path) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute(f"SELECT {', '.join(COLUMNS)} FROM trajectories").fetchall()
+        # A table made before the agent's scenario_id/batch_id columns reads them as null.
+        have = {r[1] for r in conn.execute("PRAGMA table_info(trajectories)")}
+        cols = ", ".join(c if c in have else "NULL" for c in COLUMNS)
+        return conn.execute(f"SELECT {cols} FROM trajectories").fetchall()
     finally:
         conn.close()
 
