@@ -122,13 +122,22 @@ Day = str | datetime.date
 
 
 class BuildFilters(TypedDict, total=False):
-    """The trajectory filters of a dataset build or preview (keyword arguments)."""
+    """The filters of a dataset build or preview (keyword arguments): every field of the
+    route's body (``dataset_request.BuildRequest``) in snake case, plus the privacy pass's."""
 
     source: Names
     status: Names
     start_date: Day  # a UTC day, inclusive: ``"2026-03-01"`` or a ``datetime.date``
     end_date: Day
     search: str  # text in any LLM call's prompts or reply, ignoring case
+    purpose: Names  # calls whose purpose or actionType is this
+    model: Names  # calls made by this model
+    min_reward: float
+    reward_field: Literal["totalReward", "aiJudgeReward"]
+    top_fraction: float
+    scenario_id: Names  # rollouts of this scenario (the agent's scenario_id)
+    batch_id: Names
+    include_archived: bool  # trajectories the agent archived (default True)
     #: Redaction of secrets and contacts; on unless ``False`` is passed explicitly.
     redact: bool
     #: People's handles → pseudonyms (off unless ``True``).
@@ -271,37 +280,26 @@ def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _build_body(
-    limit: int | None,
-    min_calls: int | None,
-    *,
-    source: Names | None = None,
-    status: Names | None = None,
-    start_date: Day | None = None,
-    end_date: Day | None = None,
-    search: str | None = None,
-    redact: bool | None = None,
-    anonymize_handles: bool | None = None,
-) -> dict[str, Any]:
-    """A build or preview body; dates may be ``datetime.date``s, names tuples. The
+def _build_body(limit: int | None, min_calls: int | None, **filters: Any) -> dict[str, Any]:
+    """A build or preview body from keyword arguments named after the body's fields
+    (``dataset_request.KEYWORDS``); dates may be ``datetime.date``s, names tuples. The
     privacy keys are sent only when given, so the server's defaults (redact on) hold."""
+    from .dataset_request import KEYWORDS
 
-    def names(value: Names | None) -> str | list[str] | None:
-        return list(value) if isinstance(value, tuple) else value
-
-    def day(value: Day | None) -> str | None:
-        return value.isoformat() if isinstance(value, datetime.date) else value
-
-    return _fields(
-        limit=limit,
-        minLlmCallsPerTrajectory=min_calls,
-        source=names(source),
-        status=names(status),
-        startDate=day(start_date),
-        endDate=day(end_date),
-        search=search,
-        privacy=_fields(redact=redact, anonymizeHandles=anonymize_handles) or None,
+    privacy = _fields(
+        redact=filters.pop("redact", None), anonymizeHandles=filters.pop("anonymize_handles", None)
     )
+    unknown = sorted(set(filters) - set(KEYWORDS))
+    if unknown:
+        raise TypeError(f"unknown build filter(s): {', '.join(unknown)}")
+    body: dict[str, Any] = {"limit": limit, "minLlmCallsPerTrajectory": min_calls}
+    for key, value in filters.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, datetime.date):
+            value = value.isoformat()
+        body[KEYWORDS[key]] = value
+    return _fields(**body, privacy=privacy or None)
 
 
 class _Routes:

@@ -67,6 +67,9 @@ class BuildRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
 
 #: Body fields, in the struct's order.
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(BuildRequest))
+#: Python keyword → body field (``purpose`` → ``purpose``, ``min_reward`` → ``minReward``):
+#: the clients' and widgets' keyword arguments, derived from the one description.
+KEYWORDS = {f.name: f.encode_name for f in msgspec.structs.fields(BuildRequest)}
 
 
 def names(value: Any, field: str) -> tuple[str, ...] | None:

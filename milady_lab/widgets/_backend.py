@@ -397,16 +397,10 @@ class RemoteData(PanelData):
 
 
 def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """A build body as the client's keyword arguments."""
-    names = {
-        "limit": "limit",
-        "minLlmCallsPerTrajectory": "min_llm_calls_per_trajectory",
-        "source": "source",
-        "status": "status",
-        "startDate": "start_date",
-        "endDate": "end_date",
-        "search": "search",
-    }
+    """A build body as the client's keyword arguments (``dataset_request.KEYWORDS``)."""
+    from ..dataset_request import KEYWORDS
+
+    names = {field: keyword for keyword, field in KEYWORDS.items() if field != "privacy"}
     unknown = sorted(set(body) - set(names) - {"privacy"})
     if unknown:
         raise ValueError(f"unknown build field(s): {', '.join(unknown)}")

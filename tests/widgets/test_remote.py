@@ -11,6 +11,7 @@ import pytest
 
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
+from milady_lab.demo import MODELS
 from milady_lab.service import TrainingService
 from milady_lab.widgets import Dashboard, LocalData, RemoteData, TrajectoryExplorer
 from milady_lab.widgets.builder import FILTER_FIELDS
@@ -79,6 +80,11 @@ def test_dashboard_remote_mode(
         assert kind == "ok" and "12 trajectories" in message, message
         assert b.last_built is not None and b.last_built["options"]["source"] == "chat"
         assert dash.launcher.dataset.value == service.list_datasets()["datasets"][0]["id"]
+        # every build field reaches the server, purpose/model/reward included (issue 24)
+        shaped = {"purpose": "response", "model": MODELS[0], "minReward": 0.5}
+        assert dash.backend.preview_dataset(shaped) == service.preview_dataset(shaped)
+        built = dash.backend.build_dataset({**shaped, "limit": 5})["options"]
+        assert (built["purpose"], built["model"], built["minReward"]) == tuple(shaped.values())
 
         # launcher: the server's error message, then a real start, live curve, cancel
         jl = dash.launcher
