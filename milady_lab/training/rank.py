@@ -5,7 +5,7 @@ devices, started by torchrun (``distributed.run_ranks``) with ``RANK``, ``WORLD_
 Every rank trains; the reporter (``LOCAL_RANK`` 0) also writes the job's progress
 through a ``StoreCallback`` owned by the worker (its parent), and leaves the run's
 outcome for the worker, which records the job's end. SIGTERM is handled as in the
-worker: it interrupts before training and asks the loop to stop once it runs.
+worker (``sigterm``): it interrupts before training and asks the loop to stop once it runs.
 """
 
 from __future__ import annotations
