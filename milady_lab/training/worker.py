@@ -7,8 +7,9 @@ final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
 ``failed`` with a readable error. On its way out it starts the next queued job, so a
 queue drains with nothing waiting on the process that queued it.
 
-SIGTERM is graceful (``sigterm``), in every phase within ``processes.CANCEL_GRACE_S``: before
-training (imports, loading the model) it interrupts at once; during training it sets
+SIGTERM is graceful (``sigterm``), in every phase well within
+``processes.CANCEL_GRACE_S``: before training (imports, loading the model) it
+interrupts at once; during training it sets
 the flag the backend polls between micro-batches, evaluation rows and before saving.
 The worker then records ``cancelled`` itself, hands the queue on and leaves with
 ``os._exit``: finalising torch, transformers and peft at interpreter exit alone took
