@@ -9,8 +9,8 @@ queue drains with nothing waiting on the process that queued it.
 
 SIGTERM is graceful (``sigterm``), in every phase well within
 ``processes.CANCEL_GRACE_S``: before training (imports, loading the model) it
-interrupts at once; during training it sets
-the flag the backend polls between micro-batches, evaluation rows and before saving.
+interrupts at once; during training it sets the flag the backend polls between
+micro-batches, evaluation rows and before saving.
 The worker then records ``cancelled`` itself, hands the queue on and leaves with
 ``os._exit``: finalising torch, transformers and peft at interpreter exit alone took
 2-2.5 s on a 2-core machine, and nothing is left to clean up by then.
