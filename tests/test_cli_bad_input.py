@@ -174,7 +174,7 @@ def test_the_flag_names_come_from_the_parser() -> None:
     it, and a message is rewritten only where a name is plainly the field."""
     from milady_lab.cli import build_parser
     from milady_lab.cli._common import cli_message
-    from milady_lab.training.options import FIELDS
+    from milady_lab.training.request import FIELDS
 
     parser = build_parser()
     names = parser.parse_args(["jobs", "start"]).flag_names

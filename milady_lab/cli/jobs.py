@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConflictError
 from ..state import FINAL_STATUSES, JobStatus
-from ..training.options import FIELD_NAMES as _START_FLAGS
+from ..training.request import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
 
 #: The training controls (issue 15): flag → help; the values go to the service as text.

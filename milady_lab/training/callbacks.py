@@ -2,7 +2,8 @@
 
 Shaped like Stable-Baselines3's callbacks: a backend calls these hooks; what happens
 with the events (rows in the state store, a tqdm bar, a test's list) is the
-callback's business. ``CallbackList`` fans out to several.
+callback's business. ``CallbackList`` fans out to several. A backend that obeys
+``should_stop`` ends by raising ``TrainingCancelled``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+
+class TrainingCancelled(Exception):
+    """Raised by a backend when ``callback.should_stop()`` asked it to end early."""
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__(f"training cancelled at iteration {iteration}")
+        self.iteration = iteration
 
 
 class TrainingCallback:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .. import validation as v
 from ..errors import InputError
 from .defaults import size_defaults
+from .request import JobRequest
 from .schedule import DEFAULT_SCHEDULE, SCHEDULES
 
 #: ``targetModules`` presets; a list names the modules itself.
@@ -38,12 +42,6 @@ DEFAULT_SEED = 0
 
 def _bounds(field: str) -> dict[str, Any]:
     """``ge``/``le``/``gt``/``lt`` of a ``JobRequest`` field: the struct is the one source."""
-    import typing
-
-    import msgspec
-
-    from .options import JobRequest
-
     info = next(f for f in msgspec.structs.fields(JobRequest) if f.encode_name == field)
     for arm in typing.get_args(info.type):
         for meta in getattr(arm, "__metadata__", ()):

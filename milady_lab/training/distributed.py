@@ -34,11 +34,10 @@ from typing import Any
 from .. import validation as v
 from ..atomic import write_bytes
 from ..errors import InputError, WorkerError
+from .callbacks import TrainingCancelled
+from .request import MAX_DEVICES, MAX_NODES
 
 STRATEGIES = ("ddp", "fsdp")
-#: Processes on one machine (one per GPU; on CPU, at most one per core).
-MAX_DEVICES = 64
-MAX_NODES = 1024
 #: Seconds torchrun's agent waits for a SIGTERMed rank before SIGKILL; below
 #: ``processes.CANCEL_GRACE_S`` so a cancel ends every rank within its 5 s.
 SHUTDOWN_TIMEOUT_S = 3
@@ -201,8 +200,6 @@ def run_ranks(spec: Any, layout: Layout, job_dir: Path, callback: Any) -> Any:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
-
-    from .backends import TrainingCancelled
 
     ranks_dir = job_dir / RANKS_DIR
     ranks_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ devices, started by torchrun (``distributed.run_ranks``) with ``RANK``, ``WORLD_
 Every rank trains; the reporter (``LOCAL_RANK`` 0) also writes the job's progress
 through a ``StoreCallback`` owned by the worker (its parent), and leaves the run's
 outcome for the worker, which records the job's end. SIGTERM is handled as in the
-worker: it interrupts before training and asks the loop to stop once it runs.
+worker (``sigterm``): it interrupts before training and asks the loop to stop once it runs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import traceback
 from datetime import timedelta
 from typing import Any
 
-from . import worker
 from .callbacks import TrainingCallback
+from .sigterm import Interrupted, StopBetweenSteps, exit_now, not_interruptible, on_sigterm, stop
 
 
 class _Quiet(TrainingCallback):
@@ -29,20 +29,11 @@ class _Quiet(TrainingCallback):
         print(f"[milady-lab] rank {os.environ.get('RANK')}: {message}", flush=True)
 
     def should_stop(self) -> bool:
-        return worker._stop.is_set()
-
-
-class _Loop(TrainingCallback):
-    """Once training runs, SIGTERM only asks the loop to stop between steps."""
-
-    def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
-        worker._not_interruptible()
-        if worker._stop.is_set():  # a SIGTERM raced the switch
-            raise worker._Interrupted()
+        return stop.is_set()
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGTERM, worker._on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     if len(argv) != 1:
         print("usage: python -m milady_lab.training.rank JOB_ID", file=sys.stderr)
         return 2
@@ -65,8 +56,8 @@ def main(argv: list[str]) -> int:
 def _train(settings: Any, job_dir: Any, spec: Any, owner: int, reporter: bool) -> int:
     """Train this rank's share; the reporter writes the outcome. Exit status 0 unless
     the rank failed (torchrun then stops the others and the worker names this one)."""
-    from .backends import TrainingCancelled, run_training
-    from .callbacks import CallbackList
+    from .backends import run_training
+    from .callbacks import CallbackList, TrainingCancelled
     from .distributed import write_rank_result
 
     store = cb = None
@@ -75,22 +66,22 @@ def _train(settings: Any, job_dir: Any, spec: Any, owner: int, reporter: bool) -
         from .store_callback import StoreCallback
 
         store = StateStore(settings.state_db)
-        cb = StoreCallback(store, spec.job_id, job_dir, stop_event=worker._stop, owner_pid=owner)
+        cb = StoreCallback(store, spec.job_id, job_dir, stop_event=stop, owner_pid=owner)
         cb.start()
     outcome: dict[str, Any] | None = None
     try:
-        result = run_training(spec, CallbackList([_Loop(), cb or _Quiet()]))
+        result = run_training(spec, CallbackList([StopBetweenSteps(), cb or _Quiet()]))
         outcome = {"status": "completed", "result": result}
     except TrainingCancelled as exc:
         outcome = {"status": "cancelled", "iteration": exc.iteration}
-    except worker._Interrupted:
+    except Interrupted:
         outcome = {"status": "cancelled", "iteration": 0}
     except BaseException:
-        worker._not_interruptible()
+        not_interruptible()
         traceback.print_exc()
         return 1
     finally:
-        worker._not_interruptible()
+        not_interruptible()
         if cb is not None:
             cb.close()
         if store is not None:
@@ -106,4 +97,4 @@ if __name__ == "__main__":
     except BaseException:  # e.g. a SIGTERM while setting up
         traceback.print_exc()
         _code = 1
-    worker._exit_now(_code)
+    exit_now(_code)

@@ -7,9 +7,10 @@ final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
 ``failed`` with a readable error. On its way out it starts the next queued job, so a
 queue drains with nothing waiting on the process that queued it.
 
-SIGTERM is graceful, in every phase well within ``processes.CANCEL_GRACE_S``: before
-training (imports, loading the model) it interrupts at once; during training it sets
-the flag the backend polls between micro-batches, evaluation rows and before saving.
+SIGTERM is graceful (``sigterm``), in every phase well within
+``processes.CANCEL_GRACE_S``: before training (imports, loading the model) it
+interrupts at once; during training it sets the flag the backend polls between
+micro-batches, evaluation rows and before saving.
 The worker then records ``cancelled`` itself, hands the queue on and leaves with
 ``os._exit``: finalising torch, transformers and peft at interpreter exit alone took
 2-2.5 s on a 2-core machine, and nothing is left to clean up by then.
@@ -17,32 +18,19 @@ The worker then records ``cancelled`` itself, hands the queue on and leaves with
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
-_stop = threading.Event()
-_interruptible = True
-
-
-class _Interrupted(BaseException):
-    """SIGTERM outside the training loop; a BaseException so no ``except Exception`` eats it."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _stop.set()
-    if _interruptible:
-        raise _Interrupted()
+from .sigterm import Interrupted, StopBetweenSteps, exit_now, not_interruptible, on_sigterm, stop
 
 
 def main(argv: list[str] | None = None) -> int:
     # First thing: until this runs, SIGTERM kills outright (and the canceller records it).
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m milady_lab.training.worker JOB_ID", file=sys.stderr)
@@ -59,21 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         if job is None:
             return 0
         return _run(settings, store, job)
-    except _Interrupted:
-        _not_interruptible()
+    except Interrupted:
+        not_interruptible()
         if store is not None:
             _cancelled(store, job_id)
         return 0
     finally:
-        _not_interruptible()
+        not_interruptible()
         if store is not None:
             _start_next(settings, store)
             store.close()
-
-
-def _not_interruptible() -> None:
-    global _interruptible
-    _interruptible = False
 
 
 def _cancelled(store: Any, job_id: str) -> None:
@@ -103,23 +86,12 @@ def _claim(store: Any, job_id: str) -> dict[str, Any] | None:
 
 
 def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
-    global _interruptible
-    from .backends import TrainingCancelled
-    from .callbacks import CallbackList, TrainingCallback
+    from .callbacks import CallbackList, TrainingCancelled
     from .store_callback import StoreCallback
 
     job_id = job["id"]
     job_dir = settings.jobs_dir / job_id
-    cb = StoreCallback(store, job_id, job_dir, stop_event=_stop, owner_pid=os.getpid()).start()
-
-    class _Loop(TrainingCallback):
-        """Once training runs, SIGTERM only asks the loop to stop between steps."""
-
-        def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
-            global _interruptible
-            _interruptible = False
-            if _stop.is_set():  # a SIGTERM raced the switch
-                raise _Interrupted()
+    cb = StoreCallback(store, job_id, job_dir, stop_event=stop, owner_pid=os.getpid()).start()
 
     status, error, result, spec, resolved = "failed", None, None, None, None
     interrupted = False
@@ -132,21 +104,21 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
         if layout.world_size > 1:  # torchrun's ranks train; rank 0 reports through the store
             result = run_ranks(spec, layout, job_dir, cb)
         else:
-            result = run_training(spec, CallbackList([_Loop(), cb]))
-        _interruptible = False
-        status = "cancelled" if _stop.is_set() else "completed"
+            result = run_training(spec, CallbackList([StopBetweenSteps(), cb]))
+        not_interruptible()
+        status = "cancelled" if stop.is_set() else "completed"
     except TrainingCancelled:
-        _interruptible = False
+        not_interruptible()
         status = "cancelled"
-    except _Interrupted:
-        _interruptible = False
+    except Interrupted:
+        not_interruptible()
         status, interrupted = "cancelled", True
     except BaseException as exc:
-        _interruptible = False
+        not_interruptible()
         traceback.print_exc()
         status, error = "failed", readable_error(exc)
     finally:
-        _interruptible = False
+        not_interruptible()
         try:
             # Interrupted before training: nothing is buffered, and the interrupt may
             # have left the callback's lock or this thread's transaction mid-way.
@@ -298,7 +270,7 @@ def spec_controls(opts: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
 
     from .controls import ATTENTION_MODULES
-    from .options import FIELD_NAMES
+    from .request import FIELD_NAMES
     from .spec import TrainSpec
 
     # Set by ``_build_spec`` itself (``resumeFrom`` names a job, the spec a folder).
@@ -399,19 +371,10 @@ def readable_error(exc: BaseException) -> str:
     return text[:2000]
 
 
-def _exit_now(code: int) -> None:
-    """Leave without finalising the interpreter: every record is committed, the queue
-    handed on and the store closed; only module teardown (seconds with torch) is left."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     try:
         _code = main()
     except BaseException:  # e.g. a second SIGTERM while the first was being handled
         traceback.print_exc()
         _code = 1
-    _exit_now(_code)
+    exit_now(_code)

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from milady_lab.training import options
+from milady_lab.training import request
 
 OPENAPI = Path(__file__).resolve().parents[2] / "jupyter_server_ext" / "openapi.json"
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
@@ -33,12 +33,12 @@ def _normal(prop: dict[str, Any]) -> dict[str, Any]:
 def test_start_job_request_matches_the_options_struct() -> None:
     spec = json.loads(OPENAPI.read_text(encoding="utf-8"))["components"]["schemas"]
     documented = spec["StartJobRequest"]
-    ours = msgspec.json.schema(options.JobRequest)["$defs"]["JobRequest"]
+    ours = msgspec.json.schema(request.JobRequest)["$defs"]["JobRequest"]
     assert documented.get("additionalProperties") is False  # unknown fields are a 400
-    assert set(documented["properties"]) == set(ours["properties"]) == set(options.FIELDS)
+    assert set(documented["properties"]) == set(ours["properties"]) == set(request.FIELDS)
     for name, prop in ours["properties"].items():
         assert _normal(documented["properties"][name]) == _normal(prop), name
-    assert _normal(ours["properties"]["backend"])["enum"] == set(options.BACKENDS)
+    assert _normal(ours["properties"]["backend"])["enum"] == set(request.BACKENDS)
 
 
 def test_build_dataset_request_matches_the_build_struct() -> None:

@@ -224,9 +224,9 @@ def assert_backends_train_the_mask(ex: Any) -> None:
 
     import torch
 
-    from milady_lab.training.backends.torch import _Packed
+    from milady_lab.training.backends.packed import Packed
 
-    row = _Packed([ex], torch.device("cpu"))
+    row = Packed([ex], torch.device("cpu"))
     assert row.tgt.tolist() == expected
     assert [row.input_ids[0, s + 1].item() for s in row.src.tolist()] == expected
     if not HAS_MLX:

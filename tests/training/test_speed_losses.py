@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from milady_lab.training.backends import attention, run_training
 from milady_lab.training.backends import torch as tb
 from milady_lab.training.backends.data import pack_rows, tokenize_row
+from milady_lab.training.backends.packed import Packed, row_loss_sum
 from milady_lab.training.callbacks import RecordingCallback
 from milady_lab.training.spec import TrainSpec
 
@@ -73,12 +74,10 @@ def reference_loss(model: Any, examples: list[Any]) -> torch.Tensor:
 def packed_loss(model: Any, examples: list[Any], budget: int) -> torch.Tensor:
     """The backend's loss: packed rows, lm_head on assistant positions only."""
     causal_lm = model.get_base_model()
-    rows = [tb._Packed(r, torch.device("cpu")) for r in pack_rows(examples, budget)]
+    rows = [Packed(r, torch.device("cpu")) for r in pack_rows(examples, budget)]
     assert any(len(r.lengths) > 1 for r in rows)  # the test packs for real
     n = sum(r.n_labels for r in rows)
-    parts = [
-        tb._row_loss_sum(causal_lm.base_model, causal_lm.lm_head, r, nullcontext) for r in rows
-    ]
+    parts = [row_loss_sum(causal_lm.base_model, causal_lm.lm_head, r, nullcontext) for r in rows]
     return sum(parts) / n
 
 

@@ -16,20 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import InputError
+from ..callbacks import TrainingCancelled
 
 if TYPE_CHECKING:
     from ..callbacks import TrainingCallback
     from ..spec import TrainResult, TrainSpec
 
 BACKENDS = ("mlx", "cuda", "cpu")
-
-
-class TrainingCancelled(Exception):
-    """Raised by a backend when ``callback.should_stop()`` asked it to end early."""
-
-    def __init__(self, iteration: int) -> None:
-        super().__init__(f"training cancelled at iteration {iteration}")
-        self.iteration = iteration
 
 
 def _is_apple_silicon() -> bool:

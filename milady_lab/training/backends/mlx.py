@@ -26,11 +26,11 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from ...errors import InputError
-from ..callbacks import TrainingCallback
+from ..callbacks import TrainingCallback, TrainingCancelled
+from ..controls import ATTENTION_MODULES
 from ..early_stop import BestTracker, EarlyStop
 from ..schedule import FLOOR, decay_span
 from ..spec import TrainResult, TrainSpec
-from . import TrainingCancelled
 from .common import (
     META_FILE,
     peak_rss_bytes,
@@ -187,8 +187,6 @@ def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
     """Module paths inside a decoder layer to adapt: every linear one for
     ``all-linear``, the default attention set as far as the model has it, or exactly
     the names the user listed (each must exist), as the torch backend chooses."""
-    from ..controls import ATTENTION_MODULES
-
     linear = {
         name: name.rsplit(".", 1)[-1]
         for name, mod in model.layers[0].named_modules()

@@ -35,6 +35,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .data import pack_rows
+from .packed import Packed, row_loss_sum
+
 
 @dataclass
 class Group:
@@ -180,9 +183,6 @@ class Group:
     def _evaluate(self, decoder: Any, lm_head: Any, examples: list[Any], counted: bool,
                   batch_size: int, budget: int, device: torch.device,
                   autocast: Any) -> float:  # fmt: skip
-        from .data import pack_rows
-        from .torch import _Packed, _row_loss_sum
-
         decoder = getattr(decoder, "module", decoder)  # DDP's module: no hooks needed here
         decoder.eval()
         groups = [
@@ -193,9 +193,9 @@ class Group:
         _, n_rows = self.agree(0, len(groups))
         total = count = 0.0
         for group, weight in self.rows(groups, n_rows):
-            row = _Packed(group, device)
+            row = Packed(group, device)
             weight *= float(counted)
-            total += weight * float(_row_loss_sum(decoder, lm_head, row, autocast))
+            total += weight * float(row_loss_sum(decoder, lm_head, row, autocast))
             count += weight * row.n_labels
         total, count = self.total(total, count)
         return total / max(1.0, count)

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import InputError
-from ..callbacks import TrainingCallback
+from ..callbacks import TrainingCallback, TrainingCancelled
+from ..controls import ATTENTION_MODULES
 from ..early_stop import BestTracker
 from ..schedule import lr_factor
 from ..spec import TrainResult, TrainSpec
-from . import TrainingCancelled
 from .common import (
     META_FILE,
     peak_rss_bytes,
@@ -48,6 +47,7 @@ from .common import (
     write_atomically,
 )
 from .data import Example, batch_indices, pack_rows, train_and_val_examples
+from .packed import Packed, row_loss_sum
 from .parallel import Group
 
 CHECKPOINT_KIND = "torch"
@@ -55,44 +55,6 @@ STATE_FILE = "trainer_state.pt"
 
 
 # -- the loop ------------------------------------------------------------------------------
-class _Packed:
-    """One padding-free row: ids, restarting positions, and where the loss is taken."""
-
-    def __init__(self, examples: list[Example], device: torch.device) -> None:
-        ids: list[int] = []
-        pos: list[int] = []
-        src: list[int] = []
-        tgt: list[int] = []
-        for ex in examples:
-            base = len(ids)
-            ids.extend(ex.input_ids)
-            pos.extend(range(len(ex)))
-            for t in range(1, len(ex)):
-                if ex.mask[t]:
-                    src.append(base + t - 1)  # hidden state t-1 predicts token t
-                    tgt.append(ex.input_ids[t])
-        self.n_tokens = len(ids)
-        self.n_labels = len(tgt)
-        self.lengths = tuple(len(ex) for ex in examples)  # for ``attention.NAME``
-        self.input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
-        self.src = torch.tensor(src, dtype=torch.long, device=device)
-        self.tgt = torch.tensor(tgt, dtype=torch.long, device=device)
-
-
-def _row_loss_sum(decoder: Any, lm_head: Any, row: _Packed, autocast: Any) -> torch.Tensor:
-    """Summed cross-entropy over the row's assistant targets, without full logits."""
-    with autocast():
-        hidden = decoder(
-            input_ids=row.input_ids,
-            position_ids=row.position_ids,
-            use_cache=False,
-            segment_lengths=row.lengths,  # read by attention.NAME only
-        ).last_hidden_state[0]
-        logits = lm_head(hidden.index_select(0, row.src))
-    return F.cross_entropy(logits.float(), row.tgt, reduction="sum")
-
-
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX), where bf16 base
     weights + autocast measured 1.5-1.9× faster than fp32 for LoRA on SmolLM2."""
@@ -354,14 +316,14 @@ class _Run:
         # ``gradient_accumulation`` micro-batches of ``batch_size``; the loss is the mean
         # over every assistant token of the step, so the update equals the larger batch's.
         micro = [batch[i : i + spec.batch_size] for i in range(0, len(batch), spec.batch_size)]
-        rows = [_Packed(r, self.device) for m in micro for r in pack_rows(m, self.budget)]
+        rows = [Packed(r, self.device) for m in micro for r in pack_rows(m, self.budget)]
         n_labels, n_rows = group.agree(sum(r.n_labels for r in rows), len(rows))
         lr = self.scheduler.get_last_lr()[0]
         loss_sum = 0.0
         try:
             for i, (row, weight) in enumerate(group.rows(rows, n_rows)):
                 with group.sync(self.decoder, last=i == n_rows - 1):
-                    part = _row_loss_sum(self.decoder, self.lm_head, row, self.autocast)
+                    part = row_loss_sum(self.decoder, self.lm_head, row, self.autocast)
                     (part * (weight * group.world / n_labels)).backward()
                 loss_sum += weight * float(part.detach())
         except StopRequested:
@@ -465,9 +427,9 @@ def evaluate(
         for r in pack_rows(chunk, budget):
             if should_stop is not None and should_stop():
                 return None
-            row = _Packed(r, device)
+            row = Packed(r, device)
             try:
-                total += float(_row_loss_sum(decoder, lm_head, row, autocast))
+                total += float(row_loss_sum(decoder, lm_head, row, autocast))
             except StopRequested:
                 return None
             count += row.n_labels
@@ -506,8 +468,6 @@ def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str] | str:
     """The LoRA targets: ``all-linear`` as peft knows it; the default attention set as
     far as this architecture has it (an input error if none); names the user listed,
     each of which must exist."""
-    from ..controls import ATTENTION_MODULES
-
     if tuple(wanted) == ("all-linear",):
         return "all-linear"
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
