@@ -2,16 +2,17 @@
 
 Rust's fast regex engines (the DFAs) cannot follow a Unicode word boundary (``\\b``)
 once a text holds a non-ASCII character, and agent prose nearly always does (emoji,
-curly quotes, accents): the rules' exact patterns then fall back to a slow engine.
-So each pattern runs first *loose*, with its ``\\b`` dropped: a pattern without an
-assertion matches wherever the exact one does, and the DFA keeps it, ~100× faster.
+curly quotes, accents): the rules' exact patterns then fall back to an engine that
+runs at a few MB/s. So each pattern runs first *loose*, with its ``\\b`` dropped: a
+pattern without an assertion matches wherever the exact one does, and the DFA keeps
+it (hundreds of MB/s). Seed phrases are looked up word by word (``seed``).
 
-One combined loose pattern (every rule's, as alternatives) and the seed-phrase
-lookup (``seed``) first mark the rows that may hold anything at all; in real and demo
-data that is a small share. Only those rows go through the rules one by one, and
-each rule's exact pattern only over the rows its own loose pattern hits (count the
-hits, then replace them). The rows come back in place by index, so the frame keeps
-its order and every other column.
+Each distinct text of the columns is read once (system prompts and templates repeat
+across most calls): one pass of every rule's loose pattern as alternatives, one of
+the seed-phrase candidate. The few texts they flag go through the rules in order:
+each rule whose loose pattern hits them counts its exact hits, then replaces them.
+Counts are multiplied by how often each text occurs, and the texts are swapped in
+place, so the frame keeps its order and every other column.
 """
 
 from __future__ import annotations
@@ -38,52 +39,59 @@ def gate_pattern() -> str:
     return "|".join(f"(?:{loose(r.pattern)})" for r in rules() if not r.by_words)
 
 
-def _hits(texts: pl.Series) -> pl.Series:
-    """Which of ``texts`` may hold something to redact. Each distinct text is checked
-    once: system prompts repeat across most calls, so this halves the scanning."""
-    distinct = texts.drop_nulls().unique()
-    flagged = distinct.filter(distinct.str.contains(gate_pattern()) | seed.maybe(distinct))
-    if not flagged.len():
-        return pl.repeat(False, texts.len(), eager=True)
-    return texts.is_in(flagged).fill_null(False)
+def _probe(rule: Rule) -> str:
+    """What every text with a hit of ``rule`` matches, in a DFA's time."""
+    return seed.candidate() if rule.by_words else loose(rule.pattern)
 
 
-def hit_mask(df: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
-    """Rows in which any of ``columns`` may hold something a rule redacts."""
-    mask = pl.repeat(False, df.height, eager=True)
-    for col in columns:
-        mask = mask | _hits(df[col])
-    return mask
+def flagged_texts(texts: pl.Series) -> pl.Series:
+    """The distinct ``texts`` that hold something to redact (and rarely one that holds
+    nothing but passes the gate): two DFA passes, then the seed-phrase lookup."""
+    distinct = texts.drop_nulls().unique().rename("t")
+    passes = distinct.to_frame().select(
+        pl.col("t").str.contains(gate_pattern()).alias("gate"),
+        pl.col("t").str.contains(seed.candidate()).alias("seed"),
+    )
+    return distinct.filter(passes["gate"] | seed.found(distinct, passes["seed"]))
 
 
-def _apply_rule(texts: pl.Series, rule: Rule) -> tuple[pl.Series, int]:
-    """``texts`` with ``rule``'s hits replaced, and how many there were."""
-    if rule.by_words:
-        return seed.replace(texts, rule.replacement)
-    rows = texts.str.contains(loose(rule.pattern)).fill_null(False).arg_true()
-    if not rows.len():
-        return texts, 0
-    some = texts.gather(rows)
-    found = int(some.str.count_matches(rule.pattern).sum() or 0)
-    if not found:
-        return texts, 0
-    return texts.clone().scatter(rows, some.str.replace_all(rule.pattern, rule.replacement)), found
+def _chain(texts: pl.Series, chosen: Sequence[Rule]) -> tuple[pl.Series, pl.DataFrame]:
+    """Each of ``chosen`` in turn over all ``texts``: count its hits, then replace
+    them; one query, broken only where the seed-phrase lookup runs."""
+    frame = texts.rename("t").to_frame().lazy()
+    for rule in chosen:
+        if rule.by_words:
+            done = frame.collect()
+            new, found = seed.replace(done["t"], rule.replacement)
+            frame = done.with_columns(new, found.alias(rule.kind)).lazy()
+            continue
+        frame = frame.with_columns(
+            pl.col("t").str.count_matches(rule.pattern).fill_null(0).alias(rule.kind)
+        ).with_columns(pl.col("t").str.replace_all(rule.pattern, rule.replacement))
+    out = frame.collect()
+    return out["t"], out.drop("t")
 
 
-def _apply_rules(
-    part: pl.DataFrame, columns: Sequence[str], chosen: Sequence[Rule]
-) -> tuple[pl.DataFrame, Counter[str]]:
-    """Each rule in turn over each column of ``part``: count its hits, replace them."""
-    counts: Counter[str] = Counter()
-    out = []
-    for col in columns:
-        texts = part[col]
-        for rule in chosen:
-            texts, found = _apply_rule(texts, rule)
-            if found:
-                counts[rule.kind] += found
-        out.append(texts)
-    return pl.DataFrame(out), counts
+def _loose_hits(texts: pl.Series, chosen: Sequence[Rule]) -> list[bool]:
+    """Whether each rule's loose pattern hits any of ``texts``: one pass each."""
+    probes = (pl.col("t").str.contains(_probe(r)).any().alias(str(i)) for i, r in enumerate(chosen))
+    return list(texts.rename("t").to_frame().select(probes).row(0))
+
+
+def _apply_rules(texts: pl.Series, chosen: Sequence[Rule]) -> tuple[pl.Series, pl.DataFrame]:
+    """The rules in turn over ``texts``: (the texts redacted, hits per text and kind).
+
+    Only the rules whose loose pattern hits the texts run (a few, usually). A rule
+    that only hits once earlier rules replaced something would be missed: if any
+    does, all rules run again, each over the texts as the ones before left them.
+    """
+    before = _loose_hits(texts, chosen)
+    some = [r for r, hit in zip(chosen, before, strict=True) if hit]
+    out, hits = _chain(texts, some)
+    after = _loose_hits(out, chosen)
+    if any(hit and r not in some for r, hit in zip(chosen, after, strict=True)):
+        out, hits = _chain(texts, chosen)
+    return out, hits
 
 
 def redact_frame(
@@ -93,13 +101,17 @@ def redact_frame(
     and the number of hits per kind. Other columns and the row order are kept."""
     if df.height == 0:
         return df, Counter()
-    mask = hit_mask(df, columns)
-    if not mask.any():
+    texts = pl.concat([df.get_column(c).cast(pl.String).rename("t") for c in columns])
+    flagged = flagged_texts(texts)
+    if not flagged.len():
         return df, Counter()
-    idx = mask.arg_true()
-    cleaned, counts = _apply_rules(df.filter(mask), columns, chosen or rules())
-    replaced = [df[c].scatter(idx, cleaned[c]) for c in columns]
-    return df.with_columns(replaced), counts
+    # Each flagged text once, with how often it occurs: counts are per occurrence.
+    seen = texts.filter(texts.is_in(flagged)).value_counts(name="times")
+    cleaned, hits = _apply_rules(seen["t"], chosen or rules())
+    counts = Counter({kind: int((hits[kind] * seen["times"]).sum()) for kind in hits.columns})
+    changed = cleaned != seen["t"]
+    old, new = seen["t"].filter(changed), cleaned.filter(changed)
+    return df.with_columns(pl.col(c).replace(old, new) for c in columns), counts
 
 
 def redact_texts(texts: Sequence[str | None]) -> tuple[list[str | None], Counter[str]]:

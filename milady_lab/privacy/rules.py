@@ -7,8 +7,9 @@ text around a secret still reads. Rules run in ``RULES`` order: the specific one
 long hex, emails), so each secret is counted once, under its most precise kind.
 
 Provider key shapes come from ``detect-secrets``' plugins where theirs compile in
-Rust's regex engine (no look-arounds); the BIP-39 list comes from ``mnemonic``. Seed phrases are the one kind not found by
-running its pattern: ``seed`` looks the words up (same hits, a fraction of the time).
+Rust's regex engine (no look-arounds); the BIP-39 list comes from ``mnemonic``. Seed
+phrases are the one kind not found by running its pattern: ``seed`` looks the words up
+(same hits, a fraction of the time).
 Public wallet addresses (``0x`` + 40 hex, base58 addresses of 25–44 characters,
 bech32) match no rule: they are not secrets.
 """
@@ -89,11 +90,6 @@ def bip39_words() -> tuple[str, ...]:
 
 #: Between the words of a seed phrase: spaces, a comma, one line break, "3." numbering.
 WORD_SEP = r"(?:[ \t]*[,;]?[ \t]*\r?\n?[ \t]*(?:\d{1,2}[.):][ \t]*)?)"
-#: What every seed phrase also matches (12+ words of 3–8 lowercase letters): where
-#: ``seed`` looks for them.
-MNEMONIC_CANDIDATE = (
-    rf"\b(?:\d{{1,2}}[.):][ \t]*)?[a-z]{{3,8}}(?:\b{WORD_SEP}[a-z]{{3,8}}){{11,}}\b"
-)
 
 
 def _mnemonic_pattern() -> str:

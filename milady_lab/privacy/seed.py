@@ -5,18 +5,20 @@ reference: this module finds exactly what it matches, ``tests/privacy/test_seed.
 holds it to that). As a regex it is an alternation of 2048 words with Unicode word
 boundaries, which Rust's fast engines give up on as soon as a text holds one
 non-ASCII character (an emoji, a curly quote): on agent prose it ran at well under
-1 MB/s on nearly every text, since ordinary English has runs of 12 short lowercase
-words too. Here instead, all in Polars:
+1 MB/s, and its old pre-check ("12+ short lowercase words") let nearly every text
+through, since ordinary English has such runs. Here instead, all in Polars:
 
-1. ``maybe``: the runs of 12+ short lowercase words (the candidate pattern with ASCII
-   word boundaries, which the DFA keeps: a superset of the Unicode ones next to an
-   ASCII letter) are cut out, de-duplicated, and looked up word by word in the set of
-   2048 words: a text is kept if one of its runs has 12 listed words in a row.
-2. ``replace``: on the texts kept, every word (a maximal ``\\w+``, as ``\\b`` sees
-   words) is looked up, the gaps between listed words checked against the separator
-   (spaces, a comma, one line break, "3." numbering), runs cut in 24-word matches as
-   the regex's ``{11,23}`` does (a last piece under 12 words is no match), and each
-   match (with its "1." number in front, if any) becomes the placeholder.
+1. ``candidate()`` (one DFA pass, beside the redaction gate's): 12+ words in a row,
+   each of 4–8 lowercase letters or one of the 103 three-letter list words. English
+   nearly never passes: its runs break at "a", "is", "I", capitals and full stops,
+   and hold "the", "and", "for", "was". Its word boundaries are ASCII ones, which
+   the DFA keeps: next to an ASCII letter or digit, ASCII sees a boundary wherever
+   Unicode does, so no seed phrase is missed.
+2. ``_spans``, on the texts that pass: every word (a maximal ``\\w+``, as ``\\b``
+   sees words) is looked up in the set of 2048 words, the gap before it checked
+   against the separator (spaces, a comma, one line break, "3." numbering), runs
+   cut in 24-word matches as the regex's ``{11,23}`` does (a last piece under 12
+   words is no match); a match keeps the "1." number in front of it, if any.
 """
 
 from __future__ import annotations
@@ -25,11 +27,8 @@ from functools import cache
 
 import polars as pl
 
-from .rules import MNEMONIC_CANDIDATE, WORD_SEP, bip39_words
+from .rules import WORD_SEP, bip39_words
 
-#: The pre-check with ASCII ``\b``: where Unicode sees a boundary next to an ASCII
-#: letter or digit, ASCII sees one too, so every seed phrase still matches.
-CANDIDATE = MNEMONIC_CANDIDATE.replace(r"\b", r"(?-u:\b)")
 #: A word with what stands before it: other characters and a "12." number, if any
 #: (so a number that a separator allows is part of the gap, not a word).
 _PIECE = r"\W*(?:\d{1,2}[.):]\W*)?\w+"
@@ -42,6 +41,15 @@ MIN_WORDS, MAX_WORDS = 12, 24
 @cache
 def _words() -> pl.Series:
     return pl.Series("w", bip39_words(), dtype=pl.String)
+
+
+@cache
+def candidate() -> str:
+    """What every text with a seed phrase matches (see the module's docstring, 1.)."""
+    short = "|".join(w for w in bip39_words() if len(w) == 3)
+    word = rf"(?:{short}|[a-z]{{4,8}})"
+    edge = r"(?-u:\b)"
+    return rf"{edge}(?:\d{{1,2}}[.):][ \t]*)?{word}(?:{edge}{WORD_SEP}{word}){{11,}}{edge}"
 
 
 def _pieces(texts: pl.DataFrame) -> pl.LazyFrame:
@@ -96,26 +104,27 @@ def _spans(texts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def maybe(texts: pl.Series) -> pl.Series:
-    """Which ``texts`` may hold a seed phrase: every one that does, and rarely one that
-    does not (a run cut out of its text may lose a word character at its edge)."""
-    regions = pl.DataFrame({"text": texts}).with_row_index("row")
-    regions = regions.select("row", pl.col("text").str.extract_all(CANDIDATE)).explode("text")
-    distinct = regions.select(pl.col("text").drop_nulls().unique()).with_row_index("row")
-    if distinct.height == 0:
+def found(texts: pl.Series, candidates: pl.Series | None = None) -> pl.Series:
+    """Which ``texts`` hold a seed phrase; ``candidates``: which match ``candidate()``,
+    if already known (the redaction gate computes it in the same pass as its own)."""
+    if candidates is None:
+        candidates = texts.str.contains(candidate())
+    rows = candidates.fill_null(False).arg_true()
+    if not rows.len():
         return pl.repeat(False, texts.len(), eager=True)
-    found = distinct.filter(pl.col("row").is_in(_spans(distinct)["row"].unique()))["text"]
-    flagged = regions.filter(pl.col("text").is_in(found))["row"].unique()
-    return pl.int_range(texts.len(), eager=True).is_in(flagged)
+    hits = _spans(pl.DataFrame({"row": rows, "text": texts.gather(rows)}))["row"]
+    return pl.int_range(texts.len(), eager=True, dtype=rows.dtype).is_in(hits)
 
 
-def replace(texts: pl.Series, placeholder: str) -> tuple[pl.Series, int]:
-    """``texts`` with every seed phrase replaced by ``placeholder``, and how many."""
-    rows = texts.str.contains(CANDIDATE).fill_null(False).arg_true()
+def replace(texts: pl.Series, placeholder: str) -> tuple[pl.Series, pl.Series]:
+    """``texts`` with every seed phrase replaced by ``placeholder``, and how many each
+    held (the regex's ``replace_all`` and ``count_matches``)."""
+    rows = texts.str.contains(candidate()).fill_null(False).arg_true()
     frame = pl.DataFrame({"row": rows, "text": texts.gather(rows)})
     spans = _spans(frame)
+    counts = pl.repeat(0, texts.len(), dtype=pl.UInt32, eager=True)
     if spans.height == 0:
-        return texts, 0
+        return texts, counts
     kept = (
         spans.join(frame, on="row")
         .with_columns(pl.col("end").shift(1).over("row").fill_null(0).alias("prev"))
@@ -126,7 +135,8 @@ def replace(texts: pl.Series, placeholder: str) -> tuple[pl.Series, int]:
                 + pl.lit(placeholder)
             ).str.join(""),
             pl.col("text").first().str.slice(pl.col("end").last()).alias("tail"),
+            pl.len().alias("n"),
         )
-        .select("row", pl.concat_str("text", "tail").alias("text"))
+        .select("row", pl.concat_str("text", "tail").alias("text"), "n")
     )
-    return texts.clone().scatter(kept["row"], kept["text"]), spans.height
+    return texts.clone().scatter(kept["row"], kept["text"]), counts.scatter(kept["row"], kept["n"])

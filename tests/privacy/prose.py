@@ -173,9 +173,10 @@ _SNAKE = {
 def system_prompt(name: str) -> str:
     """A character's system prompt as elizaOS composes it (bio, lore, style, examples)."""
     c = CHARACTERS[name]
-    examples = "\n".join(f"{u}: {line}\n{name}: {r}" for u, line, r in zip(USERS, LINES, REPLIES))
+    pairs = zip(USERS, LINES, REPLIES, strict=False)
+    examples = "\n".join(f"{u}: {line}\n{name}: {r}" for u, line, r in pairs)
     return (
-        f"# About {name}\n" + " ".join(c["bio"]) + f"\n\n# Lore\n- " + "\n- ".join(c["lore"])
+        f"# About {name}\n" + " ".join(c["bio"]) + "\n\n# Lore\n- " + "\n- ".join(c["lore"])
         + f"\n\n{name} is interested in " + ", ".join(c["topics"]) + ".\n\n# Style\n- "
         + "\n- ".join(c["style"]) + f"\n\n# Example conversations for {name}\n{examples}"
     )  # fmt: skip
