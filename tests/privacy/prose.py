@@ -249,20 +249,24 @@ class _Writer:
         self.secret_rate = secret_rate
         self.plants = [text for forms in PLANTS.values() for text, _secret in forms]
         self.systems = {name: system_prompt(name) for name in CHARACTERS}
-        self.planted = 0
+        self.planted = self.planted_here = 0
 
     def _plant(self, text: str) -> str:
         if self.rng.random() >= self.secret_rate:
             return text
-        self.planted += 1
+        self.planted_here += 1
         return f"{text}\nkai: {self.rng.choice(self.plants)}"
 
     def call(self, name: str, purpose: str, minute: int, snake: bool) -> dict[str, Any]:
         rng = self.rng
-        user = self._plant(user_prompt(rng, name, purpose, minute))
+        user = user_prompt(rng, name, purpose, minute)
+        response = reply(rng, name, purpose)
         if rng.random() < 0.02:
             user = rng.choice(("", "   "))
-        response = "" if rng.random() < 0.03 else reply(rng, name, purpose)
+        elif rng.random() < 0.03:
+            response = ""
+        else:  # only calls a build reads carry a secret, so each one planted is found
+            user = self._plant(user)
         call = {
             "callId": f"c-{rng.getrandbits(64):016x}",
             "model": None if rng.random() < 0.02 else rng.choice(("gpt-4o", "claude-sonnet-4-5")),
@@ -278,6 +282,7 @@ class _Writer:
         rng = self.rng
         name = rng.choice(tuple(CHARACTERS))
         snake = rng.random() < 0.07
+        self.planted_here = 0
         steps = []
         for s in range(rng.choice((1, 1, 2, 2, 3))):
             purposes = ["should_respond", "message_handler"]
@@ -292,8 +297,10 @@ class _Writer:
             steps.append({_SNAKE.get(k, k): v for k, v in step.items()} if snake else step)
         doc: Any = {"steps": steps} if rng.random() < 0.04 else steps
         text = _encode(doc).decode()
-        if rng.random() < 0.01:
+        if rng.random() < 0.01:  # a row that is not JSON: its secrets are never read
             text = rng.choice((text[: len(text) // 3], "[object Object]", "", "undefined"))
+        else:
+            self.planted += self.planted_here
         start = END_MS - (i + 1) * 60_000
         calls = sum(len(s.get("llmCalls") or s["llm_calls"]) for s in steps)
         return (
