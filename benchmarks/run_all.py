@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ("bench_dataset.py", "bench_listing.py", "bench_rest_load.py", "bench_training.py")
+SCRIPTS = (
+    "bench_dataset.py",
+    "bench_redaction.py",
+    "bench_listing.py",
+    "bench_rest_load.py",
+    "bench_training.py",
+)
 
 
 def main() -> int:
