@@ -111,7 +111,8 @@ def redact_frame(
     counts = Counter({kind: int((hits[kind] * seen["times"]).sum()) for kind in hits.columns})
     changed = cleaned != seen["t"]
     old, new = seen["t"].filter(changed), cleaned.filter(changed)
-    return df.with_columns(pl.col(c).replace(old, new) for c in columns), counts
+    texts_in = [c for c in columns if df.schema[c] != pl.Null]  # an all-null column: none
+    return df.with_columns(pl.col(c).replace(old, new) for c in texts_in), counts
 
 
 def redact_texts(texts: Sequence[str | None]) -> tuple[list[str | None], Counter[str]]:

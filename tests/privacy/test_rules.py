@@ -83,3 +83,17 @@ def test_placeholders_are_stable_under_a_second_pass() -> None:
     once, _ = redact_texts([t for _k, t, _s in FORMS])
     twice, counts = redact_texts(once)
     assert twice == once and not counts
+
+
+def test_an_all_null_column_stays_as_it_is() -> None:
+    df = pl.DataFrame({"a": ["mail kai@example.com", None], "b": [None, None]})
+    out, counts = redact_frame(df, ["a", "b"])
+    assert out.schema == df.schema and out["b"].to_list() == [None, None]
+    assert out["a"].to_list() == ["mail <EMAIL>", None] and counts == Counter({"email": 1})
+
+
+def test_a_text_repeated_in_rows_and_columns_counts_each_time() -> None:
+    df = pl.DataFrame({"a": ["ip 203.0.113.42", "ip 203.0.113.42"], "b": ["ip 203.0.113.42", "x"]})
+    out, counts = redact_frame(df, ["a", "b"])
+    assert out.rows() == [("ip <IP>", "ip <IP>"), ("ip <IP>", "x")]
+    assert counts == Counter({"ip_address": 3})
