@@ -108,7 +108,9 @@ def redact_frame(
     # Each flagged text once, with how often it occurs: counts are per occurrence.
     seen = texts.filter(texts.is_in(flagged)).value_counts(name="times")
     cleaned, hits = _apply_rules(seen["t"], chosen or rules())
-    counts = Counter({kind: int((hits[kind] * seen["times"]).sum()) for kind in hits.columns})
+    times = seen["times"].cast(pl.Int64)
+    weighted = {kind: int((hits[kind] * times).sum()) for kind in hits.columns}
+    counts = Counter({kind: n for kind, n in weighted.items() if n})  # a loose hit may be none
     changed = cleaned != seen["t"]
     old, new = seen["t"].filter(changed), cleaned.filter(changed)
     texts_in = [c for c in columns if df.schema[c] != pl.Null]  # an all-null column: none

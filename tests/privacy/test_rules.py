@@ -97,3 +97,9 @@ def test_a_text_repeated_in_rows_and_columns_counts_each_time() -> None:
     out, counts = redact_frame(df, ["a", "b"])
     assert out.rows() == [("ip <IP>", "ip <IP>"), ("ip <IP>", "x")]
     assert counts == Counter({"ip_address": 3})
+
+
+def test_a_loose_hit_that_is_no_hit_is_not_counted() -> None:
+    # "x203.0.113.42": the IPv4 pattern without its \b matches, the rule does not.
+    out, counts = redact_texts(["host x203.0.113.42 and kai@example.com"])
+    assert out == ["host x203.0.113.42 and <EMAIL>"] and dict(counts) == {"email": 1}
