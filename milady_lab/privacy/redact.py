@@ -106,15 +106,21 @@ def redact_frame(
     if not flagged.len():
         return df, Counter()
     # Each flagged text once, with how often it occurs: counts are per occurrence.
-    seen = texts.filter(texts.is_in(flagged)).value_counts(name="times")
+    where = texts.is_in(flagged).fill_null(False)
+    seen = texts.filter(where).value_counts(name="times")
     cleaned, hits = _apply_rules(seen["t"], chosen or rules())
     times = seen["times"].cast(pl.Int64)
     weighted = {kind: int((hits[kind] * times).sum()) for kind in hits.columns}
     counts = Counter({kind: n for kind, n in weighted.items() if n})  # a loose hit may be none
     changed = cleaned != seen["t"]
     old, new = seen["t"].filter(changed), cleaned.filter(changed)
-    texts_in = [c for c in columns if df.schema[c] != pl.Null]  # an all-null column: none
-    return df.with_columns(pl.col(c).replace(old, new) for c in texts_in), counts
+    out = []
+    for i, col in enumerate(columns):  # only the flagged rows of each column are rewritten
+        rows = where.slice(i * df.height, df.height).arg_true()
+        if rows.len() and old.len():
+            values = df.get_column(col).gather(rows).cast(pl.String).replace(old, new)
+            out.append(df.get_column(col).cast(pl.String).scatter(rows, values))
+    return df.with_columns(out), counts
 
 
 def redact_texts(texts: Sequence[str | None]) -> tuple[list[str | None], Counter[str]]:

@@ -97,6 +97,7 @@ def test_a_text_repeated_in_rows_and_columns_counts_each_time() -> None:
     out, counts = redact_frame(df, ["a", "b"])
     assert out.rows() == [("ip <IP>", "ip <IP>"), ("ip <IP>", "x")]
     assert counts == Counter({"ip_address": 3})
+    assert df["a"].to_list() == ["ip 203.0.113.42"] * 2  # the frame given is left as it was
 
 
 def test_a_loose_hit_that_is_no_hit_is_not_counted() -> None:
