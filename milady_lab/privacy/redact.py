@@ -48,9 +48,14 @@ def flagged_texts(texts: pl.Series) -> pl.Series:
     """The distinct ``texts`` that hold something to redact (and rarely one that holds
     nothing but passes the gate): two DFA passes, then the seed-phrase lookup."""
     distinct = texts.drop_nulls().unique().rename("t")
-    passes = distinct.to_frame().select(
-        pl.col("t").str.contains(gate_pattern()).alias("gate"),
-        pl.col("t").str.contains(seed.candidate()).alias("seed"),
+    passes = (  # lazy: the two passes run side by side where a core is free
+        distinct.to_frame()
+        .lazy()
+        .select(
+            pl.col("t").str.contains(gate_pattern()).alias("gate"),
+            pl.col("t").str.contains(seed.candidate()).alias("seed"),
+        )
+        .collect()
     )
     return distinct.filter(passes["gate"] | seed.found(distinct, passes["seed"]))
 
