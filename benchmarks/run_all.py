@@ -13,9 +13,13 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SCRIPTS = (
-    "bench_dataset.py", "bench_pglite.py", "bench_listing.py", "bench_rest_load.py",
+    "bench_dataset.py",
+    "bench_redaction.py",
+    "bench_pglite.py",
+    "bench_listing.py",
+    "bench_rest_load.py",
     "bench_training.py",
-)  # fmt: skip
+)
 
 
 def main() -> int:

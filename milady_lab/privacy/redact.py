@@ -1,79 +1,102 @@
 """The redaction pass: every rule over whole Polars columns, in Rust, counted per kind.
 
-One combined pattern (every rule's, as alternatives) first marks the rows that hold
-anything at all; in real and demo data that is a small share, and only those rows go
-through the rules one by one (count the hits, then replace them). The rows come back
-in place by index, so the frame keeps its order and every other column.
+Rust's fast regex engines (the DFAs) cannot follow a Unicode word boundary (``\\b``)
+once a text holds a non-ASCII character, and agent prose nearly always does (emoji,
+curly quotes, accents): the rules' exact patterns then fall back to an engine that
+runs at a few MB/s. So each pattern runs first *loose*, with its ``\\b`` dropped: a
+pattern without an assertion matches wherever the exact one does, and the DFA keeps
+it (hundreds of MB/s). Seed phrases are looked up word by word (``seed``).
+
+Each distinct text of the columns is read once (system prompts and templates repeat
+across most calls): one pass of every rule's loose pattern as alternatives, one of
+the seed-phrase candidate. The few texts they flag go through the rules in order:
+each rule whose loose pattern hits them counts its exact hits, then replaces them.
+Counts are multiplied by how often each text occurs, and the texts are swapped in
+place, so the frame keeps its order and every other column.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 
 import polars as pl
 
-from .rules import MNEMONIC_CANDIDATE, Rule, rules
+from . import seed
+from .rules import Rule, rules
+
+
+def loose(pattern: str) -> str:
+    """``pattern`` without its word boundaries: it matches wherever ``pattern`` does."""
+    return re.sub(r"\\(.)", lambda m: "" if m.group(1) == "b" else m.group(0), pattern)
 
 
 @cache
 def gate_pattern() -> str:
-    """Any rule's hit but a seed phrase's: one pass over each distinct text."""
-    return "|".join(f"(?:{r.pattern})" for r in rules() if r.kind != "mnemonic")
+    """Any rule's hit but a seed phrase's, loosely: one pass over each distinct text."""
+    return "|".join(f"(?:{loose(r.pattern)})" for r in rules() if not r.by_words)
 
 
-@cache
-def _mnemonic() -> tuple[str, str]:
-    """(a cheap pattern every seed phrase matches, the exact one). The exact pattern
-    (2048 words, 12–24 times) is ~25× slower than all other rules together, so it only
-    runs on texts with a run of 12+ short lowercase words."""
-    exact = next(r.pattern for r in rules() if r.kind == "mnemonic")
-    return MNEMONIC_CANDIDATE, exact
+def _probe(rule: Rule) -> str:
+    """What every text with a hit of ``rule`` matches, in a DFA's time."""
+    return seed.candidate() if rule.by_words else loose(rule.pattern)
 
 
-def _hits(texts: pl.Series) -> pl.Series:
-    """Which of ``texts`` hold something to redact. Each distinct text is checked once:
-    system prompts repeat across most calls, so this halves the scanning."""
-    distinct = texts.drop_nulls().unique()
-    candidate, exact = _mnemonic()
-    flagged = distinct.filter(distinct.str.contains(gate_pattern()))
-    maybe = distinct.filter(distinct.str.contains(candidate))
-    if maybe.len():  # the exact pattern costs ~0.1 s to compile: only when needed
-        flagged = pl.concat([flagged, maybe.filter(maybe.str.contains(exact))])
-    if not flagged.len():
-        return pl.repeat(False, texts.len(), eager=True)
-    return texts.is_in(flagged).fill_null(False)
+def flagged_texts(texts: pl.Series) -> pl.Series:
+    """The distinct ``texts`` that hold something to redact (and rarely one that holds
+    nothing but passes the gate): two DFA passes, then the seed-phrase lookup."""
+    distinct = texts.drop_nulls().unique().rename("t")
+    passes = (  # lazy: the two passes run side by side where a core is free
+        distinct.to_frame()
+        .lazy()
+        .select(
+            pl.col("t").str.contains(gate_pattern()).alias("gate"),
+            pl.col("t").str.contains(seed.candidate()).alias("seed"),
+        )
+        .collect()
+    )
+    return distinct.filter(passes["gate"] | seed.found(distinct, passes["seed"]))
 
 
-def hit_mask(df: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
-    """Rows in which any of ``columns`` holds something a rule redacts."""
-    mask = pl.repeat(False, df.height, eager=True)
-    for col in columns:
-        mask = mask | _hits(df[col])
-    return mask
+def _chain(texts: pl.Series, chosen: Sequence[Rule]) -> tuple[pl.Series, pl.DataFrame]:
+    """Each of ``chosen`` in turn over all ``texts``: count its hits, then replace
+    them; one query, broken only where the seed-phrase lookup runs."""
+    frame = texts.rename("t").to_frame().lazy()
+    for rule in chosen:
+        if rule.by_words:
+            done = frame.collect()
+            new, found = seed.replace(done["t"], rule.replacement)
+            frame = done.with_columns(new, found.alias(rule.kind)).lazy()
+            continue
+        frame = frame.with_columns(
+            pl.col("t").str.count_matches(rule.pattern).fill_null(0).alias(rule.kind)
+        ).with_columns(pl.col("t").str.replace_all(rule.pattern, rule.replacement))
+    out = frame.collect()
+    return out["t"], out.drop("t")
 
 
-def _apply_rules(
-    part: pl.DataFrame, columns: Sequence[str], chosen: Sequence[Rule]
-) -> tuple[pl.DataFrame, Counter[str]]:
-    """Each rule in turn over ``part``: count its hits, then replace them."""
-    lf = part.lazy()
-    count_cols: dict[str, list[str]] = {}
-    for i, rule in enumerate(chosen):
-        names = [f"__n{i}_{j}" for j in range(len(columns))]
-        count_cols[rule.kind] = count_cols.get(rule.kind, []) + names
-        lf = lf.with_columns(
-            pl.col(c).str.count_matches(rule.pattern).fill_null(0).alias(n)
-            for c, n in zip(columns, names, strict=True)
-        ).with_columns(pl.col(c).str.replace_all(rule.pattern, rule.replacement) for c in columns)
-    out = lf.collect()
-    counts: Counter[str] = Counter()
-    for kind, names in count_cols.items():
-        total = int(out.select(pl.sum_horizontal(pl.col(names).sum())).item())
-        if total:
-            counts[kind] += total
-    return out.select(columns), counts
+def _loose_hits(texts: pl.Series, chosen: Sequence[Rule]) -> list[bool]:
+    """Whether each rule's loose pattern hits any of ``texts``: one pass each."""
+    probes = (pl.col("t").str.contains(_probe(r)).any().alias(str(i)) for i, r in enumerate(chosen))
+    return list(texts.rename("t").to_frame().select(probes).row(0))
+
+
+def _apply_rules(texts: pl.Series, chosen: Sequence[Rule]) -> tuple[pl.Series, pl.DataFrame]:
+    """The rules in turn over ``texts``: (the texts redacted, hits per text and kind).
+
+    Only the rules whose loose pattern hits the texts run (a few, usually). A rule
+    that only hits once earlier rules replaced something would be missed: if any
+    does, all rules run again, each over the texts as the ones before left them.
+    """
+    before = _loose_hits(texts, chosen)
+    some = [r for r, hit in zip(chosen, before, strict=True) if hit]
+    out, hits = _chain(texts, some)
+    after = _loose_hits(out, chosen)
+    if any(hit and r not in some for r, hit in zip(chosen, after, strict=True)):
+        out, hits = _chain(texts, chosen)
+    return out, hits
 
 
 def redact_frame(
@@ -83,13 +106,26 @@ def redact_frame(
     and the number of hits per kind. Other columns and the row order are kept."""
     if df.height == 0:
         return df, Counter()
-    mask = hit_mask(df, columns)
-    if not mask.any():
+    texts = pl.concat([df.get_column(c).cast(pl.String).rename("t") for c in columns])
+    flagged = flagged_texts(texts)
+    if not flagged.len():
         return df, Counter()
-    idx = mask.arg_true()
-    cleaned, counts = _apply_rules(df.filter(mask), columns, chosen or rules())
-    replaced = [df[c].scatter(idx, cleaned[c]) for c in columns]
-    return df.with_columns(replaced), counts
+    # Each flagged text once, with how often it occurs: counts are per occurrence.
+    where = texts.is_in(flagged).fill_null(False)
+    seen = texts.filter(where).value_counts(name="times")
+    cleaned, hits = _apply_rules(seen["t"], chosen or rules())
+    times = seen["times"].cast(pl.Int64)
+    weighted = {kind: int((hits[kind] * times).sum()) for kind in hits.columns}
+    counts = Counter({kind: n for kind, n in weighted.items() if n})  # a loose hit may be none
+    changed = cleaned != seen["t"]
+    old, new = seen["t"].filter(changed), cleaned.filter(changed)
+    out = []
+    for i, col in enumerate(columns):  # only the flagged rows of each column are rewritten
+        rows = where.slice(i * df.height, df.height).arg_true()
+        if rows.len() and old.len():
+            values = df.get_column(col).gather(rows).cast(pl.String).replace(old, new)
+            out.append(df.get_column(col).cast(pl.String).scatter(rows, values))
+    return df.with_columns(out), counts
 
 
 def redact_texts(texts: Sequence[str | None]) -> tuple[list[str | None], Counter[str]]:

@@ -83,3 +83,24 @@ def test_placeholders_are_stable_under_a_second_pass() -> None:
     once, _ = redact_texts([t for _k, t, _s in FORMS])
     twice, counts = redact_texts(once)
     assert twice == once and not counts
+
+
+def test_an_all_null_column_stays_as_it_is() -> None:
+    df = pl.DataFrame({"a": ["mail kai@example.com", None], "b": [None, None]})
+    out, counts = redact_frame(df, ["a", "b"])
+    assert out.schema == df.schema and out["b"].to_list() == [None, None]
+    assert out["a"].to_list() == ["mail <EMAIL>", None] and counts == Counter({"email": 1})
+
+
+def test_a_text_repeated_in_rows_and_columns_counts_each_time() -> None:
+    df = pl.DataFrame({"a": ["ip 203.0.113.42", "ip 203.0.113.42"], "b": ["ip 203.0.113.42", "x"]})
+    out, counts = redact_frame(df, ["a", "b"])
+    assert out.rows() == [("ip <IP>", "ip <IP>"), ("ip <IP>", "x")]
+    assert counts == Counter({"ip_address": 3})
+    assert df["a"].to_list() == ["ip 203.0.113.42"] * 2  # the frame given is left as it was
+
+
+def test_a_loose_hit_that_is_no_hit_is_not_counted() -> None:
+    # "x203.0.113.42": the IPv4 pattern without its \b matches, the rule does not.
+    out, counts = redact_texts(["host x203.0.113.42 and kai@example.com"])
+    assert out == ["host x203.0.113.42 and <EMAIL>"] and dict(counts) == {"email": 1}
