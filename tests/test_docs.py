@@ -108,3 +108,33 @@ def test_python_snippet_runs(where: str, code: str, docs_env: dict[str, str], tm
         timeout=180,
     )
     assert done.returncode == 0, f"{where} failed:\n{code}\n--- stderr ---\n{done.stderr[-3000:]}"
+
+
+def _run_all():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_md_has_a_section_per_benchmark_script() -> None:
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    for name in _run_all().SCRIPTS:
+        assert f"## {name}" in text, f"benchmarks/RESULTS.md has no section for {name}"
+
+
+def test_make_bench_writes_what_each_script_prints(tmp_path: Path, capsys) -> None:
+    """``run_all.py`` records output, exit code, date, cores and load, also on a failure."""
+    ok, bad = tmp_path / "bench_ok.py", tmp_path / "bench_bad.py"
+    ok.write_text("print('building\\r50%\\r100%')\nprint('12.5 s, 357 MB peak')\n")
+    bad.write_text("import sys\nprint('half done')\nsys.exit(3)\n")
+    out = tmp_path / "RESULTS.md"
+    assert _run_all().main([str(ok), str(bad), "--out", str(out)]) == 1
+    text = out.read_text(encoding="utf-8")
+    assert "12.5 s, 357 MB peak" in text and "\n100%\n" in text and "50%" not in text
+    assert f"## {bad}\n\nExit 3 in" in text and "half done" in text
+    assert f"{len(os.sched_getaffinity(0))} cores (`nproc`)" in text
+    assert "load average" in text and re.search(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC", text)
+    assert "12.5 s, 357 MB peak" in capsys.readouterr().out
