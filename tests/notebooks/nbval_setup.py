@@ -1,4 +1,10 @@
-"""Set-up for the nbval run of the tutorials (``pytest --nbval-lax notebooks/``).
+"""Set-up for the nbval run of the tutorials, a pytest plugin loaded by name::
+
+    PYTHONPATH=tests/notebooks pytest -p nbval_setup --nbval-lax notebooks/
+
+(``make test`` does this). It lives here, not as ``notebooks/conftest.py``, so the
+notebook browser shows only the tutorials; it is not named ``conftest.py`` so the main
+``pytest tests`` run does not load it.
 
 nbval runs each notebook in a fresh kernel that inherits this process's environment,
 and its cells are not ordinary test functions (they take no fixtures). So the set-up
@@ -33,7 +39,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-HERE = Path(__file__).resolve().parent
+#: The tutorials: the Jupyter server started for the REST tutorial serves this folder.
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 REST_NOTEBOOK = "05-rest-api.ipynb"
 DEMO_COUNT, DEMO_SEED = 400, 7
 
@@ -119,9 +126,9 @@ def _start_server() -> None:
             f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={HERE}",
+            f"--ServerApp.root_dir={NOTEBOOKS}",
         ],
-        cwd=HERE,
+        cwd=NOTEBOOKS,
         stdout=log,
         stderr=subprocess.STDOUT,
         env=os.environ.copy(),
@@ -163,7 +170,7 @@ def _cancel_live_jobs() -> None:
                 try:
                     svc.cancel_job(job["id"])
                 except Exception as exc:  # report, and go on cleaning up
-                    print(f"notebooks/conftest.py: cancelling {job['id']}: {exc}")
+                    print(f"nbval_setup: cancelling {job['id']}: {exc}")
     finally:
         svc.close()
 

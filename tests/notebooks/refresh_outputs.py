@@ -1,9 +1,9 @@
 """Re-record the expected outputs of the tutorials after editing them.
 
-    .venv/bin/python notebooks/refresh_outputs.py [NOTEBOOK ...]
+    .venv/bin/python tests/notebooks/refresh_outputs.py [NOTEBOOK ...]
 
 Runs each notebook top to bottom in the same environment the nbval run uses (this
-folder's ``conftest.py``: demo data in a throw-away home, a Jupyter server for the REST
+folder's ``nbval_setup.py``: demo data in a throw-away home, a Jupyter server for the REST
 tutorial), then keeps only the outputs of cells marked ``# NBVAL_CHECK_OUTPUT`` (images
 dropped) and clears every other output, so the notebooks are committed clean and nbval
 compares exactly what those cells print.
@@ -21,7 +21,9 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import conftest  # noqa: E402  (this folder's nbval set-up)
+import nbval_setup  # noqa: E402  (this folder's nbval set-up)
+
+NOTEBOOKS = nbval_setup.NOTEBOOKS
 
 MARKER = "NBVAL_CHECK_OUTPUT"
 KEEP_MIME = ("text/plain",)
@@ -55,23 +57,26 @@ def strip(nb: nbformat.NotebookNode) -> None:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(p).resolve() for p in argv] or sorted(HERE.glob("[0-9][0-9]-*.ipynb"))
-    conftest.pytest_configure(None)
+    paths = [Path(p).resolve() for p in argv] or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    nbval_setup.pytest_configure(None)
     try:
-        if any(p.name == conftest.REST_NOTEBOOK for p in paths):
-            conftest._start_server()
+        if any(p.name == nbval_setup.REST_NOTEBOOK for p in paths):
+            nbval_setup._start_server()
         for path in paths:
             print(f"running {path.name} …", flush=True)
             nb = nbformat.read(path, as_version=4)
             NotebookClient(
-                nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+                nb,
+                timeout=1200,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(NOTEBOOKS)}},
             ).execute()
             if os.environ.get("NB_EXECUTED_DIR"):  # full copies, to look at the plots
                 nbformat.write(nb, Path(os.environ["NB_EXECUTED_DIR"]) / path.name)
             strip(nb)
             nbformat.write(nb, path)
     finally:
-        conftest.pytest_unconfigure(None)
+        nbval_setup.pytest_unconfigure(None)
     return 0
 
 
