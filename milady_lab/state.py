@@ -166,6 +166,10 @@ _DATASET = _cols(
     "options:json",
     "redactions:json",
     "skippedRows",
+    # Preference datasets (issue 27): sft | pairs | labelled, and what each rule gave.
+    "kind",
+    "pairCount",
+    "labelCounts:json",
 )
 #: The best checkpoint of a run, on its job and on the model registered from it.
 _TRAINING_RESULT = ("bestIteration", "bestValLoss")
@@ -243,10 +247,16 @@ def _encode(col: _Col, value: Any) -> Any:
     return value
 
 
+#: Record keys left out when null: a preference dataset's counts on an SFT one.
+_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts"})
+
+
 def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
     rec: dict[str, Any] = {}
     for col in cols:
         value = row[col.column]
+        if value is None and col.key in _OMITTED_WHEN_NULL:
+            continue
         if col.kind == "json":
             value = None if value is None else json.loads(value)
         elif col.kind == "bool":
@@ -259,6 +269,9 @@ def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
 _ADDED_COLUMNS = (
     ("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),
     ("datasets", "skipped_rows", "INTEGER NOT NULL DEFAULT 0"),
+    ("datasets", "kind", "TEXT NOT NULL DEFAULT 'sft'"),
+    ("datasets", "pair_count", "INTEGER"),
+    ("datasets", "label_counts", "TEXT"),
     # Training controls (issue 15): the best checkpoint, early stopping, truncation.
     ("jobs", "best_iteration", "INTEGER"),
     ("jobs", "best_val_loss", "REAL"),
