@@ -214,6 +214,15 @@ _METRIC = _cols(
     "tokensPerSecond",
     "trainedTokens",
     "peakMemory",
+    # Preference objectives (issue 27, ``training/preference.py``).
+    "rewardsChosen",
+    "rewardsRejected",
+    "rewardMargin",
+    "rewardAccuracy",
+    "logpsChosen",
+    "logpsRejected",
+    "klEstimate",
+    "valRewardMargin",
 )
 #: The fields of one metric a worker reports (the row's jobId and ts are the store's).
 METRIC_KEYS = tuple(c.key for c in _METRIC if c.key not in ("jobId", "ts"))
@@ -282,6 +291,14 @@ _ADDED_COLUMNS = (
     ("jobs", "last_adapter_path", "TEXT"),
     ("models", "best_iteration", "INTEGER"),
     ("models", "best_val_loss", "REAL"),
+    ("job_metrics", "rewards_chosen", "REAL"),
+    ("job_metrics", "rewards_rejected", "REAL"),
+    ("job_metrics", "reward_margin", "REAL"),
+    ("job_metrics", "reward_accuracy", "REAL"),
+    ("job_metrics", "logps_chosen", "REAL"),
+    ("job_metrics", "logps_rejected", "REAL"),
+    ("job_metrics", "kl_estimate", "REAL"),
+    ("job_metrics", "val_reward_margin", "REAL"),
     # Activation warnings (issue 25): an ``ollama/…`` model Ollama did not list.
     ("activations", "warnings", "TEXT"),
 )

@@ -47,7 +47,7 @@ from .common import (
     resolve_model_path,
     write_atomically,
 )
-from .data import Example, batch_indices, pack_rows, train_and_val_examples
+from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
 from .parallel import Group
 
 CHECKPOINT_KIND = "torch"
@@ -63,7 +63,8 @@ class _Packed:
         pos: list[int] = []
         src: list[int] = []
         tgt: list[int] = []
-        for ex in examples:
+        seg: list[int] = []  # which of the row's examples each target belongs to
+        for k, ex in enumerate(examples):
             base = len(ids)
             ids.extend(ex.input_ids)
             pos.extend(range(len(ex)))
@@ -71,6 +72,7 @@ class _Packed:
                 if ex.mask[t]:
                     src.append(base + t - 1)  # hidden state t-1 predicts token t
                     tgt.append(ex.input_ids[t])
+                    seg.append(k)
         self.n_tokens = len(ids)
         self.n_labels = len(tgt)
         self.lengths = tuple(len(ex) for ex in examples)  # for ``attention.NAME``
@@ -78,6 +80,7 @@ class _Packed:
         self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
         self.src = torch.tensor(src, dtype=torch.long, device=device)
         self.tgt = torch.tensor(tgt, dtype=torch.long, device=device)
+        self.seg = torch.tensor(seg, dtype=torch.long, device=device)
 
 
 def _row_loss_sum(decoder: Any, lm_head: Any, row: _Packed, autocast: Any) -> torch.Tensor:
@@ -165,8 +168,11 @@ class _Run:
             callback.on_log(f"{torch.get_num_threads()} CPU threads, {'bf16' if bf16 else 'fp32'}")
         self.model_path = resolve_model_path(spec)
         base, tokenizer = self._load_base(bf16)
-        self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
-        self.group.check_same_data(self.train_set)
+        if spec.objective != "sft":  # DPO/KTO items (``preference_torch``)
+            self.train_set, self.val_set = preference_items(spec, tokenizer, callback)
+        else:
+            self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+            self.group.check_same_data(self.train_set)
         self.model = _with_lora(base, spec)
         causal_lm = self.model.get_base_model()
         self.decoder = causal_lm.base_model
@@ -175,6 +181,12 @@ class _Run:
             self._load_weights()
         self.decoder = self.group.place(self.model, self.decoder)  # on the device, wrapped
         self.evaluate = self.group.evaluator(evaluate)
+        #: Extra validation metrics of the last evaluation (``valRewardMargin``).
+        self.val_extra: dict[str, Any] = {}
+        if spec.objective != "sft":
+            from .preference_torch import evaluator
+
+            self.evaluate = evaluator(self)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
         total, warm, kind = spec.iterations, spec.warmup, spec.lr_schedule
@@ -279,6 +291,7 @@ class _Run:
                 self.model.train()
                 if val is not None:  # None: cancelled mid-way; the next check ends the run
                     done.last_val = metric["valLoss"] = val
+                    metric.update(self.val_extra)
                     self._evaluated(iteration, val)
             callback.on_metric(metric)
             if not math.isfinite(metric["loss"]):
@@ -341,6 +354,10 @@ class _Run:
 
     def _step(self, it: int) -> dict[str, Any]:
         """One optimizer step (iteration ``it``, 0-based); its metric."""
+        if self.spec.objective != "sft":
+            from .preference_torch import preference_step
+
+            return preference_step(self, it)
         spec, done = self.spec, self.progress
         # A cancel between micro-batches drops the half-done step; its checkpoint then
         # carries the random state from before it, so a resume redoes the step exactly.
