@@ -62,6 +62,13 @@ class BuildRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     batch_id: _Names | None = None
     #: Whether trajectories the agent archived (older than 30 days) count; default true.
     include_archived: bool | None = None
+    #: ``sft`` (default): chat examples; ``pairs``: DPO lines (prompt, chosen, rejected)
+    #: from calls sharing a prompt context; ``labelled``: KTO lines (messages, label).
+    kind: Literal["sft", "pairs", "labelled"] | None = None
+    #: ``pairs``: the least reward difference between chosen and rejected (default: any).
+    min_reward_gap: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    #: ``labelled``: a reward at least this is desirable, below it undesirable.
+    label_threshold: float | None = None
     privacy: PrivacyRequest | None = None
 
 
@@ -103,12 +110,17 @@ class ShapeFilters:
     reward_field: str = "totalReward"
     top_fraction: float | None = None
 
+    #: ``rewardField`` was given (a preference build reads it without a reward filter).
+    field_given: bool = False
+
     @classmethod
-    def from_body(cls, b: dict[str, Any]) -> ShapeFilters:
+    def from_body(cls, b: dict[str, Any], *, rewards_used: bool = False) -> ShapeFilters:
+        """``rewards_used``: the build ranks or labels by reward (``kind`` pairs or
+        labelled), so ``rewardField`` means something without a reward filter."""
         field = v.choice(b.get("rewardField"), "rewardField", REWARD_FIELDS)
         min_reward = v.number(b.get("minReward"), "minReward")
         top = v.number(b.get("topFraction"), "topFraction", exclusive_minimum=0.0, maximum=1.0)
-        if field is not None and min_reward is None and top is None:
+        if field is not None and min_reward is None and top is None and not rewards_used:
             raise InputError("rewardField applies to minReward or topFraction; give one of them")
         return cls(
             purposes=names(b.get("purpose"), "purpose"),
@@ -116,6 +128,7 @@ class ShapeFilters:
             min_reward=min_reward,
             reward_field=field or "totalReward",
             top_fraction=top,
+            field_given=field is not None,
         )
 
     @property
@@ -136,7 +149,7 @@ class ShapeFilters:
             body["minReward"] = self.min_reward
         if self.top_fraction is not None:
             body["topFraction"] = self.top_fraction
-        if self.on_reward:
+        if self.on_reward or self.field_given:
             body["rewardField"] = self.reward_field
         return body
 

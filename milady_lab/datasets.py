@@ -30,7 +30,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -83,6 +83,8 @@ _TMP_PREFIX = ".tmp-"
 #: Python's ``str.isspace`` adds U+001C..U+001F; "blank" means the same in both.
 _NOT_BLANK = r"[^\s\x1c-\x1f]"
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: What a build writes: chat examples, DPO pairs, KTO labelled examples.
+KINDS = ("sft", "pairs", "labelled")
 #: LLM-call text a ``search`` filter looks in.
 SEARCH_COLUMNS = ("systemPrompt", "userPrompt", "response")
 
@@ -143,6 +145,10 @@ class BuildOptions:
     scenario_ids: tuple[str, ...] | None = None
     batch_ids: tuple[str, ...] | None = None
     include_archived: bool = True
+    #: ``sft`` | ``pairs`` | ``labelled`` (``preferences.py``).
+    kind: str = "sft"
+    min_reward_gap: float | None = None
+    label_threshold: float | None = None
 
     #: Accepted body fields (``dataset_request.BuildRequest``), in the order messages list them.
     FIELDS = REQUEST_FIELDS
@@ -165,6 +171,15 @@ class BuildOptions:
         start, end = _day(b.get("startDate"), "startDate"), _day(b.get("endDate"), "endDate")
         if start is not None and end is not None and start > end:
             raise InputError(f"startDate {start} is after endDate {end}")
+        kind = v.choice(b.get("kind"), "kind", KINDS) or "sft"
+        gap = v.number(b.get("minRewardGap"), "minRewardGap")
+        if gap is not None and gap < 0:
+            raise InputError(f"minRewardGap must be at least 0, got {gap}")
+        threshold = v.number(b.get("labelThreshold"), "labelThreshold")
+        if gap is not None and kind != "pairs":
+            raise InputError('minRewardGap applies to kind "pairs" only')
+        if threshold is not None and kind != "labelled":
+            raise InputError('labelThreshold applies to kind "labelled" only')
         return cls(
             limit=limit,
             min_llm_calls=min_calls,
@@ -174,10 +189,13 @@ class BuildOptions:
             end_day=end,
             search=v.text(b.get("search"), "search", max_length=1000),
             privacy=PrivacyOptions.from_body(b.get("privacy")),
-            shape=ShapeFilters.from_body(b),
+            shape=ShapeFilters.from_body(b, rewards_used=kind != "sft"),
             scenario_ids=_names(b.get("scenarioId"), "scenarioId"),
             batch_ids=_names(b.get("batchId"), "batchId"),
             include_archived=v.boolean(b.get("includeArchived"), "includeArchived", default=True),
+            kind=kind,
+            min_reward_gap=gap,
+            label_threshold=threshold,
         )
 
     def as_body(self) -> dict[str, Any]:
@@ -204,6 +222,12 @@ class BuildOptions:
                 body[key] = names[0] if len(names) == 1 else list(names)
         if not self.include_archived:
             body["includeArchived"] = False
+        if self.kind != "sft":
+            body["kind"] = self.kind
+        if self.min_reward_gap is not None:
+            body["minRewardGap"] = self.min_reward_gap
+        if self.label_threshold is not None:
+            body["labelThreshold"] = self.label_threshold
         body["privacy"] = self.privacy.as_body()
         return body
 
@@ -255,6 +279,18 @@ class _Tally:
     examples: int = 0
     #: The build's privacy pass (its counts are the record's ``redactions``).
     privacy: PrivacyPass | None = None
+    #: Preference builds: pairs written, labelled lines per rule (``preferences.py``).
+    pairs: int | None = None
+    labels: dict[str, int] | None = None
+
+    def preference_counts(self) -> dict[str, Any]:
+        """``pairCount`` / ``labelCounts`` for the record, when this build made them."""
+        out: dict[str, Any] = {}
+        if self.pairs is not None:
+            out["pairCount"] = self.pairs
+        if self.labels is not None:
+            out["labelCounts"] = self.labels
+        return out
 
 
 def _parse(batch: pl.DataFrame) -> pl.DataFrame:
@@ -330,12 +366,15 @@ def _example_batches(
                 key = _content_key(system)
                 examples = (
                     usable.join(
-                        included.select("id", "t"),
+                        included.select("id", "t", _reward(opts), "status"),
                         left_on="trajectoryId",
                         right_on="id",
                         how="inner",
                     )
                     .sort("t", "c")
+                    # The call's place among its trajectory's calls of its purpose:
+                    # which call of one scenario's rollouts answer the same turn.
+                    .with_columns(pl.int_range(pl.len()).over("trajectoryId", "purpose").alias("n"))
                     .pipe(_private, tally.privacy)
                     .select(
                         system.alias("system"),
@@ -347,6 +386,10 @@ def _example_batches(
                         "model",
                         "purpose",
                         key.alias("h1"),
+                        # For preference builds (``preferences.py``); SFT lines skip them.
+                        "reward",
+                        "status",
+                        "n",
                     )
                     .filter(pl.col("h1").is_first_distinct())
                     .join(seen, on="h1", how="anti", maintain_order="left")
@@ -364,6 +407,11 @@ def _example_batches(
     if progress is not None:
         done = max(total, tally.scanned)
         progress(done, done)
+
+
+def _reward(opts: BuildOptions) -> pl.Expr:
+    """The trajectory's reward (``rewardField``) as ``reward``."""
+    return pl.col(opts.shape.reward_field).cast(pl.Float64).alias("reward")
 
 
 def _content_key(system: pl.Expr) -> pl.Expr:
@@ -393,7 +441,7 @@ def _qualifying(
     if keep is not None:
         rows = rows.join(keep, on="id", how="semi")
     included = (
-        rows.select("id", "t", opts.shape.reward_field)
+        rows.select("id", "t", opts.shape.reward_field, "status")
         .join(counts, left_on="id", right_on="trajectoryId", how="inner")
         .filter(pl.col("len") >= opts.min_llm_calls)
         .sort("t")
@@ -485,12 +533,18 @@ def preview(
     """What a build with ``opts`` would give, without writing anything: the counts, and
     how many secrets and contacts of each kind the redaction would replace."""
     tally = _Tally(privacy=PrivacyPass(opts.privacy, home))
-    for _ in _example_batches(source, opts, tally, progress):
-        pass
+    if opts.kind != "sft":
+        from .preferences import preference_lines
+
+        preference_lines(source, opts, tally, progress)
+    else:
+        for _ in _example_batches(source, opts, tally, progress):
+            pass
     return {
         "trajectoryCount": tally.trajectories,
         "exampleCount": tally.examples,
         "redactions": tally.privacy.redactions() if tally.privacy else {},
+        **tally.preference_counts(),
     }
 
 
@@ -591,20 +645,33 @@ def _move_line(src: Path, dst: Path, index: int) -> None:
 def _write_files(
     folder: Path, source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
 ) -> _Split:
+    if opts.kind != "sft":
+        from .preferences import write_preference_files
+
+        return write_preference_files(folder, source, opts, tally, progress)
+    split = write_split(folder, _example_batches(source, opts, tally, progress), _lines)
+    if tally.trajectories == 0:
+        raise _no_qualifying(tally, opts)
+    return split
+
+
+def write_split(
+    folder: Path, batches: Iterable[pl.DataFrame], lines: Callable[[pl.DataFrame], pl.DataFrame]
+) -> _Split:
+    """Write ``train.jsonl``/``valid.jsonl`` from frames with an ``h1`` hash column (it
+    chooses the split), each line from ``lines``; both files non-empty when possible."""
     split = _Split()
     train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
     with train_path.open("wb") as train_fh, valid_path.open("wb") as valid_fh:
-        for examples in _example_batches(source, opts, tally, progress):
+        for examples in batches:
             is_valid = (examples["h1"] % 100) < VALID_PERCENT
             train, valid = examples.filter(~is_valid), examples.filter(is_valid)
             split.train_pick = _pick(train, split.train, split.train_pick, smallest=True)
             split.valid_pick = _pick(valid, split.valid, split.valid_pick, smallest=False)
-            _write_jsonl(_lines(train), train_fh)
-            _write_jsonl(_lines(valid), valid_fh)
+            _write_jsonl(lines(train), train_fh)
+            _write_jsonl(lines(valid), valid_fh)
             split.train += train.height
             split.valid += valid.height
-    if tally.trajectories == 0:
-        raise _no_qualifying(tally, opts)
     # At least one valid example when there are two or more, and never an empty train.
     if split.valid == 0 and split.train >= 2 and split.train_pick is not None:
         _move_line(train_path, valid_path, split.train_pick[1])
@@ -649,12 +716,16 @@ def _recoverable(folder: Path) -> dict[str, Any] | None:
     if not ((folder / "train.jsonl").is_file() and (folder / "valid.jsonl").is_file()):
         return None
     options, redactions = meta.get("options"), meta.get("redactions")
+    kind = meta.get("kind") if meta.get("kind") in KINDS else "sft"
+    extra = {k: meta[k] for k in ("pairCount", "labelCounts") if k in meta}
     return {
         "id": folder.name,
         **{k: meta[k] for k in _RECORD_INTS},
         "path": str(folder),
         "options": options if isinstance(options, dict) else {},
         "redactions": redactions if isinstance(redactions, dict) else {},
+        "kind": kind,
+        **extra,
     }
 
 
@@ -756,17 +827,13 @@ def build_dataset(
             "redactions": tally.privacy.redactions() if tally.privacy else {},
             # Rows of the source that could not be read (a corrupt archive line).
             "skippedRows": int(getattr(source, "skipped_rows", 0)),
+            "kind": opts.kind,
+            **tally.preference_counts(),
         }
         meta = {
             **rec,
             "source": getattr(source, "description", None),
-            "format": {
-                "files": {"train": "train.jsonl", "valid": "valid.jsonl"},
-                "line": '{"messages": [{"role", "content"}...], "metadata": '
-                '{"trajectoryId", "stepId", "model", "purpose"}}',
-                "split": f"valid when 64-bit Polars hash of (system, user, response) mod 100 "
-                f"< {VALID_PERCENT}; Polars {pl.__version__}",
-            },
+            "format": _format(opts.kind),
         }
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -801,6 +868,21 @@ def build_dataset(
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def _format(kind: str) -> dict[str, Any]:
+    """What a dataset's files hold, for its ``metadata.json``."""
+    if kind != "sft":
+        from .preferences import FORMATS
+
+        return {"files": {"train": "train.jsonl", "valid": "valid.jsonl"}, **FORMATS[kind]}
+    return {
+        "files": {"train": "train.jsonl", "valid": "valid.jsonl"},
+        "line": '{"messages": [{"role", "content"}...], "metadata": '
+        '{"trajectoryId", "stepId", "model", "purpose"}}',
+        "split": f"valid when 64-bit Polars hash of (system, user, response) mod 100 "
+        f"< {VALID_PERCENT}; Polars {pl.__version__}",
+    }
 
 
 def disk_full(exc: BaseException) -> bool:

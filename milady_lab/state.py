@@ -166,6 +166,10 @@ _DATASET = _cols(
     "options:json",
     "redactions:json",
     "skippedRows",
+    # Preference datasets (issue 27): sft | pairs | labelled, and what each rule gave.
+    "kind",
+    "pairCount",
+    "labelCounts:json",
 )
 #: The best checkpoint of a run, on its job and on the model registered from it.
 _TRAINING_RESULT = ("bestIteration", "bestValLoss")
@@ -210,6 +214,15 @@ _METRIC = _cols(
     "tokensPerSecond",
     "trainedTokens",
     "peakMemory",
+    # Preference objectives (issue 27, ``training/preference.py``).
+    "rewardsChosen",
+    "rewardsRejected",
+    "rewardMargin",
+    "rewardAccuracy",
+    "logpsChosen",
+    "logpsRejected",
+    "klEstimate",
+    "valRewardMargin",
 )
 #: The fields of one metric a worker reports (the row's jobId and ts are the store's).
 METRIC_KEYS = tuple(c.key for c in _METRIC if c.key not in ("jobId", "ts"))
@@ -243,10 +256,16 @@ def _encode(col: _Col, value: Any) -> Any:
     return value
 
 
+#: Record keys left out when null: a preference dataset's counts on an SFT one.
+_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts"})
+
+
 def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
     rec: dict[str, Any] = {}
     for col in cols:
         value = row[col.column]
+        if value is None and col.key in _OMITTED_WHEN_NULL:
+            continue
         if col.kind == "json":
             value = None if value is None else json.loads(value)
         elif col.kind == "bool":
@@ -259,6 +278,9 @@ def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
 _ADDED_COLUMNS = (
     ("datasets", "redactions", "TEXT NOT NULL DEFAULT '{}'"),
     ("datasets", "skipped_rows", "INTEGER NOT NULL DEFAULT 0"),
+    ("datasets", "kind", "TEXT NOT NULL DEFAULT 'sft'"),
+    ("datasets", "pair_count", "INTEGER"),
+    ("datasets", "label_counts", "TEXT"),
     # Training controls (issue 15): the best checkpoint, early stopping, truncation.
     ("jobs", "best_iteration", "INTEGER"),
     ("jobs", "best_val_loss", "REAL"),
@@ -269,6 +291,14 @@ _ADDED_COLUMNS = (
     ("jobs", "last_adapter_path", "TEXT"),
     ("models", "best_iteration", "INTEGER"),
     ("models", "best_val_loss", "REAL"),
+    ("job_metrics", "rewards_chosen", "REAL"),
+    ("job_metrics", "rewards_rejected", "REAL"),
+    ("job_metrics", "reward_margin", "REAL"),
+    ("job_metrics", "reward_accuracy", "REAL"),
+    ("job_metrics", "logps_chosen", "REAL"),
+    ("job_metrics", "logps_rejected", "REAL"),
+    ("job_metrics", "kl_estimate", "REAL"),
+    ("job_metrics", "val_reward_margin", "REAL"),
     # Activation warnings (issue 25): an ``ollama/…`` model Ollama did not list.
     ("activations", "warnings", "TEXT"),
 )

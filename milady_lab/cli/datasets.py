@@ -28,6 +28,9 @@ _OPTION_FLAGS = (
     ("top_fraction", "topFraction", "keep the best fraction (0-1] of trajectories by reward"),
     ("scenario_id", "scenarioId", "only rollouts of this scenario (repeat for several)"),
     ("batch_id", "batchId", "only trajectories of this batch (repeat for several)"),
+    ("kind", "kind", "sft (default), pairs (DPO: chosen/rejected) or labelled (KTO: true/false)"),
+    ("min_reward_gap", "minRewardGap", "pairs: least reward difference of chosen over rejected"),
+    ("label_threshold", "labelThreshold", "labelled: a reward at least this is desirable"),
 )
 _REPEATED = ("source", "status", "purpose", "model", "scenario_id", "batch_id")
 
@@ -137,6 +140,10 @@ def _build(args: argparse.Namespace) -> int:
             f"built {ds['id']}: {ds['trajectoryCount']} trajectories, "
             f"{ds['exampleCount']} examples ({ds['trainCount']} train, {ds['validCount']} valid)"
         )
+        if ds.get("pairCount") is not None:
+            print(f"{ds['pairCount']} preference pairs")
+        if ds.get("labelCounts"):
+            print("labels: " + ", ".join(f"{n} {rule}" for rule, n in ds["labelCounts"].items()))
         if request["privacy"]["redact"]:
             print(_redactions(ds.get("redactions") or {}))
         if ds.get("skippedRows"):

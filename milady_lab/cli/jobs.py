@@ -31,6 +31,10 @@ _CONTROL_FLAGS = (
     ("--seed", "seed of data order and initialisation (default 0)"),
     ("--early-stopping-patience", "evaluations without a lower valLoss before stopping"),
     ("--save-best", "true (default): register the lowest-valLoss adapter; false: the last"),
+    ("--objective", "sft (default), dpo (a pairs dataset) or kto (a labelled dataset)"),
+    ("--beta", "dpo/kto: how far the policy may move from the base model (default 0.1)"),
+    ("--desirable-weight", "kto: weight of desirable examples (default 1)"),
+    ("--undesirable-weight", "kto: weight of undesirable examples (default 1)"),
 )
 #: Training on several devices and machines (torchrun; see the README).
 _LAYOUT_FLAGS = (

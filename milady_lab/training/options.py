@@ -31,6 +31,10 @@ DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
+#: The dataset kind each objective trains on (``datasets.KINDS``).
+OBJECTIVE_KINDS = {"sft": "sft", "dpo": "pairs", "kto": "labelled"}
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """The validated options of one job; ``build_dataset`` means "build a dataset first"
@@ -65,6 +69,10 @@ class JobOptions:
     seed: int = 0
     early_stopping_patience: int | None = None
     save_best: bool = True
+    objective: str = "sft"
+    beta: float | None = None
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
 
     @classmethod
     def from_body(cls, body: Any, store: StateStore) -> JobOptions:
@@ -75,9 +83,11 @@ class JobOptions:
         backend = _backend_choice(b.get("backend"), resumed, prior)
         model = _model_choice(b.get("model"), resumed, prior)
         numbers = _numbers(b, prior) | control_options(b, prior, model, resumed)
+        numbers |= _objective(b, prior)
         dataset_id, build = _dataset_choice(
             b.get("datasetId"), prior.get("datasetId"), numbers["max_trajectories"], store
         )
+        _check_kind(numbers["objective"], dataset_id, build, store)
         opts = cls(
             dataset_id=dataset_id,
             backend=backend,
@@ -87,6 +97,11 @@ class JobOptions:
             **numbers,
             **check_layout(b, backend, prior),
         )
+        if opts.objective != "sft" and (opts.backend == "mlx" or opts.devices * opts.nodes > 1):
+            raise InputError(
+                f"objective {opts.objective!r} trains on one cpu or cuda device for now "
+                "(not yet on mlx or with several devices); use backend cpu or cuda, devices 1"
+            )
         if build:  # the length is derived once the dataset is built (``for_dataset``)
             return opts
         opts = opts.for_dataset(store.get_dataset(dataset_id) if dataset_id else None)
@@ -110,6 +125,8 @@ class JobOptions:
             for k, val in asdict(self).items()
             if k in FIELD_NAMES and val is not None
         }
+        if out.get("objective") == "sft":  # the default: SFT records stay as they were
+            del out["objective"]
         # Examples per optimizer step over every rank (recorded: the loss depends on it).
         out["globalBatchSize"] = global_batch_size(
             self.batch_size, self.devices * self.nodes, self.gradient_accumulation
@@ -177,6 +194,43 @@ def _numbers(b: dict[str, Any], prior: dict[str, Any]) -> dict[str, Any]:
             b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
         ),
     }
+
+
+def _objective(b: dict[str, Any], prior: dict[str, Any]) -> dict[str, Any]:
+    """``objective`` and its parameters (a resumed job's by default); β and the KTO
+    weights only with an objective that reads them."""
+    objective = v.choice(b.get("objective"), "objective", tuple(OBJECTIVE_KINDS))
+    objective = objective or prior.get("objective") or "sft"
+    out: dict[str, Any] = {"objective": objective}
+    for key, attr, applies in (
+        ("beta", "beta", ("dpo", "kto")),
+        ("desirableWeight", "desirable_weight", ("kto",)),
+        ("undesirableWeight", "undesirable_weight", ("kto",)),
+    ):
+        value = v.number(b.get(key), key, exclusive_minimum=0.0, maximum=100.0)
+        if value is not None and objective not in applies:
+            raise InputError(f"{key} applies to objective {' or '.join(applies)} only")
+        out[attr] = value if value is not None else prior.get(key)
+    return out
+
+
+def _check_kind(objective: str, dataset_id: str | None, build: bool, store: StateStore) -> None:
+    """DPO trains on a ``pairs`` dataset, KTO on a ``labelled`` one, SFT on chat examples."""
+    wanted = OBJECTIVE_KINDS[objective]
+    if build:
+        if objective != "sft":
+            raise InputError(
+                f'objective {objective!r} needs a dataset of kind "{wanted}": build one '
+                f'(POST /datasets/build with "kind": "{wanted}") and give its datasetId'
+            )
+        return
+    ds = store.get_dataset(dataset_id) if dataset_id else None
+    kind = (ds or {}).get("kind") or "sft"
+    if kind != wanted:
+        raise InputError(
+            f"dataset {dataset_id} is of kind {kind!r}; objective {objective!r} trains on a "
+            f'dataset of kind "{wanted}"'
+        )
 
 
 def check_model(model: str | None) -> str:

@@ -72,6 +72,12 @@ class JobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     nodes: Annotated[int, msgspec.Meta(ge=1, le=MAX_NODES)] | None = None
     node_rank: Annotated[int, msgspec.Meta(ge=0, le=MAX_NODES - 1)] | None = None
     rdzv_endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
+    # Preference training (issue 27, ``preference.py``): DPO on a ``pairs`` dataset,
+    # KTO on a ``labelled`` one; β and KTO's weights of desirable/undesirable examples.
+    objective: Literal["sft", "dpo", "kto"] | None = None
+    beta: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    desirable_weight: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    undesirable_weight: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
 
 
 #: Python attribute / CLI flag → REST body field, for every job option.

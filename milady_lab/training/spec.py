@@ -54,6 +54,11 @@ class TrainSpec:
     #: ``ddp`` | ``fsdp``: how the model is spread when torchrun runs several ranks
     #: (``distributed.py``); unused by a run alone.
     strategy: str = "ddp"
+    #: ``sft`` | ``dpo`` | ``kto`` (``preference.py``); β and KTO's example weights.
+    objective: str = "sft"
+    beta: float = 0.1
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
 
     @property
     def warmup(self) -> int:

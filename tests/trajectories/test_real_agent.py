@@ -156,9 +156,7 @@ def test_never_writes_to_the_agents_pglite_even_while_it_runs(kit: Path, tmp_pat
         lock = (db / "postmaster.pid").read_text()
         assert lock.split()[0] == str(running.pid)
         before = _tree_hash(db)
-        settings = Settings.from_env(
-            home=tmp_path / "h", trajectories=str(db), cache=kit
-        )
+        settings = Settings.from_env(home=tmp_path / "h", trajectories=str(db), cache=kit)
         svc = TrainingService(settings, reconcile=False)
         assert svc.list_trajectories()["total"] == len(the_plan["trajectories"])
         assert svc.build_dataset({})["dataset"]["exampleCount"] > 0
@@ -171,9 +169,7 @@ def test_rest_mirror_equals_the_database(kit: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     the_plan = agent.plan("agent", {"pglite": str(db)})
     ids = agent.write(the_plan)
-    direct = open_source(
-        f"pglite:{db}", Settings.from_env(home=tmp_path / "h1", cache=kit)
-    )
+    direct = open_source(f"pglite:{db}", Settings.from_env(home=tmp_path / "h1", cache=kit))
     want_calls = direct.llm_calls_frame().collect().sort("trajectoryId", "callIndex")
     want = direct.summaries_frame().collect().select("id", "source", "status", "llmCallCount")
     direct.close()

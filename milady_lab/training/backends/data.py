@@ -287,3 +287,75 @@ def grouped_batch_indices(
     epoch, pos = divmod(iteration, n_batches)
     b = _permutation(n_batches, seed, epoch)[pos]
     return [order[(b * batch_size + j) % n] for j in range(batch_size)]
+
+
+# -- preference objectives (issue 27) -------------------------------------------------------
+@dataclass(frozen=True)
+class PreferenceItem:
+    """A DPO pair (``examples`` = chosen, rejected) or a KTO example (one, ``label``);
+    each tokenised and masked exactly as an SFT example with that reply."""
+
+    examples: tuple[Example, ...]
+    label: bool | None = None
+
+    def __len__(self) -> int:
+        return sum(len(ex) for ex in self.examples)
+
+
+def _fitted(tokenizer: Any, messages: list[Any], max_len: int, tools: Any = None) -> Example | None:
+    row: dict[str, Any] = {"messages": messages, **({"tools": tools} if tools else {})}
+    ex, _ = fit(tokenize_row(tokenizer, row), max(2, max_len))
+    return ex if ex is not None and ex.n_labels else None
+
+
+def preference_item(tokenizer: Any, row: dict[str, Any], objective: str, max_len: int):
+    """The item of one dataset line for ``objective`` (``dpo``: a ``pairs`` line, ``kto``:
+    a ``labelled`` one); None when a side does not fit ``max_len``."""
+    if objective == "dpo":
+        if not all(isinstance(row.get(k), list) for k in ("prompt", "chosen", "rejected")):
+            raise InputError("objective dpo needs pairs lines: prompt, chosen and rejected lists")
+        sides = [
+            _fitted(tokenizer, row["prompt"] + row[k], max_len) for k in ("chosen", "rejected")
+        ]
+        return None if None in sides else PreferenceItem(tuple(sides))  # type: ignore[arg-type]
+    if not isinstance(row.get("label"), bool) or not isinstance(row.get("messages"), list):
+        raise InputError("objective kto needs labelled lines: messages and a true/false label")
+    ex = _fitted(tokenizer, row["messages"], max_len, row.get("tools"))
+    return None if ex is None else PreferenceItem((ex,), row["label"])
+
+
+def preference_items(
+    spec: TrainSpec, tokenizer: Any, callback: TrainingCallback
+) -> tuple[list[PreferenceItem], list[PreferenceItem]]:
+    """The run's training and validation items (``train_and_val_examples`` for DPO/KTO)."""
+    out: list[list[PreferenceItem]] = []
+    dropped = 0
+    for name, limit in (("train.jsonl", None), ("valid.jsonl", spec.max_val_examples)):
+        path = spec.dataset_dir / name
+        rows = list(read_lines(path)) if path.is_file() else []
+        items = [preference_item(tokenizer, r, spec.objective, spec.max_seq_length) for r in rows]
+        kept = [it for it in items if it is not None]
+        dropped += len(items) - len(kept) if limit is None else 0
+        out.append(kept if limit is None else kept[:limit])
+    if not out[0]:
+        raise InputError(
+            f"dataset {spec.dataset_dir} has no {spec.objective} items that fit "
+            f"maxSeqLength={spec.max_seq_length}"
+        )
+    callback.on_log(
+        f"{len(out[0])} training and {len(out[1])} validation {spec.objective} items"
+        + (f", {dropped} dropped (a reply longer than maxSeqLength)" if dropped else "")
+    )
+    callback.on_summary({"truncatedExamples": 0, "droppedExamples": dropped})
+    return out[0], out[1]
+
+
+def splice(prompt_of: Example, completion_of: Example) -> Example:
+    """``prompt_of``'s prompt (the tokens before its first trained one) with
+    ``completion_of``'s completion: KTO's mismatched pair for its KL estimate."""
+    p = prompt_of.mask.index(True) if True in prompt_of.mask else len(prompt_of)
+    c = completion_of.mask.index(True) if True in completion_of.mask else len(completion_of)
+    return Example(
+        prompt_of.input_ids[:p] + completion_of.input_ids[c:],
+        [False] * p + completion_of.mask[c:],
+    )

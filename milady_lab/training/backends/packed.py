@@ -24,7 +24,8 @@ class Packed:
         pos: list[int] = []
         src: list[int] = []
         tgt: list[int] = []
-        for ex in examples:
+        seg: list[int] = []  # which of the row's examples each target belongs to
+        for k, ex in enumerate(examples):
             base = len(ids)
             ids.extend(ex.input_ids)
             pos.extend(range(len(ex)))
@@ -32,6 +33,7 @@ class Packed:
                 if ex.mask[t]:
                     src.append(base + t - 1)  # hidden state t-1 predicts token t
                     tgt.append(ex.input_ids[t])
+                    seg.append(k)
         self.n_tokens = len(ids)
         self.n_labels = len(tgt)
         self.lengths = tuple(len(ex) for ex in examples)  # for ``attention.NAME``
@@ -39,6 +41,8 @@ class Packed:
         self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
         self.src = torch.tensor(src, dtype=torch.long, device=device)
         self.tgt = torch.tensor(tgt, dtype=torch.long, device=device)
+        # Per-example sums (DPO/KTO score each completion apart: ``preference_torch``).
+        self.seg = torch.tensor(seg, dtype=torch.long, device=device)
 
 
 def row_loss_sum(decoder: Any, lm_head: Any, row: Packed, autocast: Any) -> torch.Tensor:

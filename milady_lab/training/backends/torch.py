@@ -46,7 +46,7 @@ from .common import (
     resolve_model_path,
     write_atomically,
 )
-from .data import Example, batch_indices, pack_rows, train_and_val_examples
+from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
 from .packed import Packed, row_loss_sum
 from .parallel import Group
 
@@ -127,8 +127,11 @@ class _Run:
             callback.on_log(f"{torch.get_num_threads()} CPU threads, {'bf16' if bf16 else 'fp32'}")
         self.model_path = resolve_model_path(spec)
         base, tokenizer = self._load_base(bf16)
-        self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
-        self.group.check_same_data(self.train_set)
+        if spec.objective != "sft":  # DPO/KTO items (``preference_torch``)
+            self.train_set, self.val_set = preference_items(spec, tokenizer, callback)
+        else:
+            self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+            self.group.check_same_data(self.train_set)
         self.model = _with_lora(base, spec)
         causal_lm = self.model.get_base_model()
         self.decoder = causal_lm.base_model
@@ -137,6 +140,12 @@ class _Run:
             self._load_weights()
         self.decoder = self.group.place(self.model, self.decoder)  # on the device, wrapped
         self.evaluate = self.group.evaluator(evaluate)
+        #: Extra validation metrics of the last evaluation (``valRewardMargin``).
+        self.val_extra: dict[str, Any] = {}
+        if spec.objective != "sft":
+            from .preference_torch import evaluator
+
+            self.evaluate = evaluator(self)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.0)
         total, warm, kind = spec.iterations, spec.warmup, spec.lr_schedule
@@ -241,6 +250,7 @@ class _Run:
                 self.model.train()
                 if val is not None:  # None: cancelled mid-way; the next check ends the run
                     done.last_val = metric["valLoss"] = val
+                    metric.update(self.val_extra)
                     self._evaluated(iteration, val)
             callback.on_metric(metric)
             if not math.isfinite(metric["loss"]):
@@ -303,6 +313,10 @@ class _Run:
 
     def _step(self, it: int) -> dict[str, Any]:
         """One optimizer step (iteration ``it``, 0-based); its metric."""
+        if self.spec.objective != "sft":
+            from .preference_torch import preference_step
+
+            return preference_step(self, it)
         spec, done = self.spec, self.progress
         # A cancel between micro-batches drops the half-done step; its checkpoint then
         # carries the random state from before it, so a resume redoes the step exactly.

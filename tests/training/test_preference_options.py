@@ -1,0 +1,55 @@
+"""The job options of preference training (issue 27): objective, beta, KTO weights,
+checked against the dataset's kind before any process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from milady_lab.errors import InputError
+from milady_lab.state import StateStore
+from milady_lab.training.options import JobOptions
+from milady_lab.training.worker import spec_controls
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    s = StateStore(tmp_path / "state.db")
+    for ds_id, kind in (("ds-pairs", "pairs"), ("ds-labels", "labelled"), ("ds-sft", "sft")):
+        s.insert_dataset({
+            "id": ds_id, "createdAt": 1, "trajectoryCount": 4, "exampleCount": 8,
+            "trainCount": 7, "validCount": 1, "path": str(tmp_path / ds_id), "kind": kind,
+        })  # fmt: skip
+    return s
+
+
+def test_objectives_and_their_parameters_reach_the_spec(store: StateStore) -> None:
+    dpo = JobOptions.from_body({"datasetId": "ds-pairs", "backend": "cpu", "objective": "dpo",
+                                "beta": 0.2}, store)  # fmt: skip
+    rec = dpo.to_record()
+    assert (rec["objective"], rec["beta"]) == ("dpo", 0.2)
+    assert spec_controls(rec).items() >= {"objective": "dpo", "beta": 0.2}.items()
+    body = {"datasetId": "ds-labels", "backend": "cpu", "objective": "kto"}
+    kto = JobOptions.from_body({**body, "desirableWeight": 1.5, "undesirableWeight": "0.5"}, store)
+    assert spec_controls(kto.to_record())["undesirable_weight"] == 0.5
+    sft = JobOptions.from_body({"datasetId": "ds-sft", "backend": "cpu"}, store)
+    assert "objective" not in sft.to_record()  # SFT records stay as they were
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"datasetId": "ds-sft", "objective": "dpo"}, "of kind 'sft'; objective 'dpo'"),
+        ({"datasetId": "ds-pairs", "objective": "kto"}, 'kind "labelled"'),
+        ({"datasetId": "ds-pairs"}, "objective 'sft' trains on"),
+        ({"datasetId": "ds-sft", "beta": 0.1}, "beta applies to objective dpo or kto"),
+        ({"datasetId": "ds-pairs", "objective": "dpo", "desirableWeight": 2}, "applies to"),
+        ({"datasetId": "ds-pairs", "objective": "dpo", "beta": 0}, "beta"),
+        ({"datasetId": "ds-pairs", "objective": "ppo"}, "objective"),
+        ({"maxTrajectories": 5, "objective": "dpo"}, "needs a dataset of kind"),
+    ],
+)
+def test_bad_preference_options_are_400s(store: StateStore, body: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        JobOptions.from_body({"backend": "cpu", **body}, store)
