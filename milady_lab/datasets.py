@@ -47,6 +47,7 @@ from .dataset_request import FIELDS as REQUEST_FIELDS
 from .dataset_request import ShapeFilters, top_ids
 from .dataset_request import names as _names
 from .errors import InputError, StorageError, UpstreamError
+from .preferences import SftParts, preference_lines, write_preference_files
 from .privacy import PrivacyOptions, PrivacyPass, redact_texts
 from .state import StateStore, now_ms
 from .trajectories.base import StepsFilter
@@ -534,9 +535,7 @@ def preview(
     how many secrets and contacts of each kind the redaction would replace."""
     tally = _Tally(privacy=PrivacyPass(opts.privacy, home))
     if opts.kind != "sft":
-        from .preferences import preference_lines
-
-        preference_lines(source, opts, tally, progress)
+        preference_lines(source, opts, tally, progress, _sft_parts())
     else:
         for _ in _example_batches(source, opts, tally, progress):
             pass
@@ -551,6 +550,11 @@ def preview(
 # -- writing --------------------------------------------------------------------------------
 def _message(role: str, column: str) -> pl.Expr:
     return pl.struct(role=pl.lit(role), content=pl.col(column)).struct.json_encode()
+
+
+def _sft_parts() -> SftParts:
+    """What a preference build (``preferences``) takes from this builder."""
+    return SftParts(_example_batches, _no_qualifying, _lines, write_split)
 
 
 def _lines(examples: pl.DataFrame) -> pl.DataFrame:
@@ -646,9 +650,7 @@ def _write_files(
     folder: Path, source: Any, opts: BuildOptions, tally: _Tally, progress: ProgressFn | None
 ) -> _Split:
     if opts.kind != "sft":
-        from .preferences import write_preference_files
-
-        return write_preference_files(folder, source, opts, tally, progress)
+        return write_preference_files(folder, source, opts, tally, progress, _sft_parts())
     split = write_split(folder, _example_batches(source, opts, tally, progress), _lines)
     if tally.trajectories == 0:
         raise _no_qualifying(tally, opts)

@@ -46,7 +46,8 @@ them, read them from the calls' own trajectory rows instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +92,24 @@ ELIZA_REPLY = "<response><thought/><actions/><text/></response>"
 
 
 # -- selecting ------------------------------------------------------------------------------
-def _selected(source: Any, opts: Any, tally: Any, progress: Any) -> pl.DataFrame:
+@dataclass(frozen=True)
+class SftParts:
+    """What a preference build takes from the SFT builder: its selection of calls, its
+    "nothing qualifies" error, its line format and its train/valid writer. ``datasets``
+    calls this module and hands them in, so neither module imports the other."""
+
+    example_batches: Callable[..., Iterator[pl.DataFrame]]
+    no_qualifying: Callable[[Any, Any], InputError]
+    lines: Callable[[pl.DataFrame], pl.DataFrame]
+    write_split: Callable[..., Any]
+
+
+def _selected(source: Any, opts: Any, tally: Any, progress: Any, sft: SftParts) -> pl.DataFrame:
     """The calls an SFT build with ``opts`` would keep, with reward, status, their place
     ``n`` and the trajectory's ``scenarioId``/``batchId``; InputError when none qualify."""
-    from .datasets import _example_batches, _no_qualifying
-
-    frames = list(_example_batches(source, opts, tally, progress))
+    frames = list(sft.example_batches(source, opts, tally, progress))
     if tally.trajectories == 0 or not frames:
-        raise _no_qualifying(tally, opts)
+        raise sft.no_qualifying(tally, opts)
     calls = pl.concat(frames, how="vertical_relaxed")
     ids = calls.get_column("trajectoryId").unique()
     groups = (
@@ -266,11 +277,11 @@ def label_frame(calls: pl.DataFrame, threshold: float | None, rewards: bool) -> 
     )
 
 
-def label_lines(labelled: pl.DataFrame) -> pl.DataFrame:
-    """An SFT line (``datasets._lines``) with ``"label"`` and the rule in its metadata."""
-    from .datasets import _lines
-
-    lines = _lines(labelled)
+def label_lines(
+    labelled: pl.DataFrame, sft_lines: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """An SFT line (``sft_lines``) with ``"label"`` and the rule in its metadata."""
+    lines = sft_lines(labelled)
     meta = labelled.select(
         pl.struct(
             "trajectoryId", "stepId", pl.col("model", "purpose").fill_null(""), "rule"
@@ -313,11 +324,15 @@ def _no_labels(calls: pl.DataFrame, opts: Any, recorded: bool) -> InputError:
 
 # -- the build ------------------------------------------------------------------------------
 def preference_lines(
-    source: Any, opts: Any, tally: Any, progress: Callable[[int, int], None] | None
+    source: Any,
+    opts: Any,
+    tally: Any,
+    progress: Callable[[int, int], None] | None,
+    sft: SftParts,
 ) -> pl.DataFrame:
     """The rows a ``pairs``/``labelled`` build writes (with ``h1``), its counts on
     ``tally``; InputError, saying why, when there would be none."""
-    calls = _selected(source, opts, tally, progress)
+    calls = _selected(source, opts, tally, progress, sft)
     recorded = _rewards_recorded(source, opts)
     if opts.kind == "pairs":
         if not recorded:
@@ -347,10 +362,15 @@ def preference_lines(
 
 
 def write_preference_files(
-    folder: Path, source: Any, opts: Any, tally: Any, progress: Callable[[int, int], None] | None
+    folder: Path,
+    source: Any,
+    opts: Any,
+    tally: Any,
+    progress: Callable[[int, int], None] | None,
+    sft: SftParts,
 ) -> Any:
-    """``train.jsonl``/``valid.jsonl`` of a preference build (``datasets.write_split``)."""
-    from .datasets import write_split
-
-    rows = preference_lines(source, opts, tally, progress)
-    return write_split(folder, [rows], pair_lines if opts.kind == "pairs" else label_lines)
+    """``train.jsonl``/``valid.jsonl`` of a preference build (``sft.write_split``)."""
+    rows = preference_lines(source, opts, tally, progress, sft)
+    if opts.kind == "pairs":
+        return sft.write_split(folder, [rows], pair_lines)
+    return sft.write_split(folder, [rows], lambda frame: label_lines(frame, sft.lines))

@@ -307,7 +307,7 @@ class _Writer:
             f"t{i:07d}", f"t{i:07d}", "agent-" + name.lower(), rng.choice(("discord", "telegram")),
             "completed", start, start + 5_000, 5_000, len(steps), calls, 0, 0, 0, 0.0, text,
             "{}", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z", len(steps), None, None,
-            None,
+            None, None, None,
         )  # fmt: skip
 
 

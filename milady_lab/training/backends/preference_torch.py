@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..preference import dpo_loss, kl_estimate, kto_loss, mismatched_order
 from .data import Example, PreferenceItem, batch_indices, splice
 from .packed import Packed
+from .step_state import StopRequested, peak_memory, rate, rng_state
 
 
 def sequence_logps(run: Any, examples: list[Example]) -> torch.Tensor:
@@ -102,10 +103,8 @@ def _averaged(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def preference_step(run: Any, it: int) -> dict[str, Any]:
     """One optimizer step of DPO/KTO: ``gradient_accumulation`` micro-batches of
     ``batch_size`` items, each one backward of its mean loss; the metric of the step."""
-    from .torch import StopRequested, _peak_memory, _rate, _rng_state
-
     spec, done = run.spec, run.progress
-    rng_before = _rng_state() if spec.checkpoint_every > 0 else None
+    rng_before = rng_state() if spec.checkpoint_every > 0 else None
     tic = time.perf_counter()
     items = [
         run.train_set[i]
@@ -139,9 +138,9 @@ def preference_step(run: Any, it: int) -> dict[str, Any]:
         "iteration": it + 1,
         "loss": done.last_loss,
         "learningRate": lr,
-        "tokensPerSecond": _rate(done),
+        "tokensPerSecond": rate(done),
         "trainedTokens": done.trained_tokens,
-        "peakMemory": _peak_memory(run.device),
+        "peakMemory": peak_memory(run.device),
         **_averaged(parts),
     }
 
@@ -150,8 +149,6 @@ def evaluator(run: Any) -> Any:
     """``torch.evaluate``'s stand-in: the mean preference loss over the validation items
     (the best checkpoint and early stopping read it), their reward margin kept in
     ``run.val_extra`` as ``valRewardMargin``."""
-
-    from .torch import StopRequested
 
     @torch.no_grad()
     def evaluate(decoder: Any, lm_head: Any, items: list[PreferenceItem], batch_size: int,

@@ -40,7 +40,6 @@ from ..schedule import lr_factor
 from ..spec import TrainResult, TrainSpec
 from .common import (
     META_FILE,
-    peak_rss_bytes,
     pick_cpu_threads,
     read_checkpoint_meta,
     resolve_model_path,
@@ -49,6 +48,7 @@ from .common import (
 from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
 from .packed import Packed, row_loss_sum
 from .parallel import Group
+from .step_state import StopRequested, peak_memory, rate, restore_rng, rng_state
 
 CHECKPOINT_KIND = "torch"
 STATE_FILE = "trainer_state.pt"
@@ -202,7 +202,7 @@ class _Run:
         )
         self.group.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"])
+        restore_rng(state["rng"])
         self.callback.on_log(f"resuming from iteration {start} ({spec.resume_from})")
         if start >= spec.iterations:
             raise InputError(
@@ -268,7 +268,7 @@ class _Run:
             final_loss=done.last_loss,
             final_val_loss=done.last_val,
             trained_tokens=done.trained_tokens,
-            tokens_per_second=_rate(done),
+            tokens_per_second=rate(done),
             base_model_path=self.model_path,
             best_iteration=self.best.best_iteration,
             best_val_loss=self.best.best_val_loss,
@@ -320,7 +320,7 @@ class _Run:
         spec, done = self.spec, self.progress
         # A cancel between micro-batches drops the half-done step; its checkpoint then
         # carries the random state from before it, so a resume redoes the step exactly.
-        rng_before = _rng_state() if spec.checkpoint_every > 0 else None
+        rng_before = rng_state() if spec.checkpoint_every > 0 else None
         tic = time.perf_counter()
         group = self.group  # this rank's share of the global batch (all of it alone)
         indices = batch_indices(
@@ -364,16 +364,16 @@ class _Run:
             "iteration": it + 1,
             "loss": done.last_loss,
             "learningRate": lr,
-            "tokensPerSecond": _rate(done),
+            "tokensPerSecond": rate(done),
             "trainedTokens": done.trained_tokens,
-            "peakMemory": _peak_memory(self.device),
+            "peakMemory": peak_memory(self.device),
         }
 
     def _checkpoint(self, iteration: int, rng: dict[str, Any] | None = None) -> None:
         state = {
             "optimizer": self.group.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng or _rng_state(),
+            "rng": rng or rng_state(),
             "trained_tokens": self.progress.trained_tokens,
             "train_time": self.progress.train_time,
         }
@@ -392,15 +392,6 @@ class _Run:
         if due and self.group.saves_alone:
             self._checkpoint(done, rng)
         return TrainingCancelled(done)
-
-
-def _rate(done: _Progress) -> float:
-    """Trained (non-padding) tokens per second of training steps, the warm-up step
-    left out once there are others: what ``bench_training.py`` compares."""
-    steady = done.train_time - done.warmup_time
-    if steady > 0 and done.trained_tokens > done.warmup_tokens:
-        return (done.trained_tokens - done.warmup_tokens) / steady
-    return done.trained_tokens / done.train_time if done.train_time else 0.0
 
 
 def _with_lora(base: Any, spec: TrainSpec) -> Any:
@@ -450,10 +441,6 @@ def evaluate(
     return total / max(1, count)
 
 
-class StopRequested(Exception):
-    """Raised by a stop point (a decoder layer's hook) when a cancel arrives mid-step."""
-
-
 def install_stop_points(decoder: Any, should_stop: Callable[[], bool]) -> list[Any]:
     """Hooks that raise ``StopRequested`` once ``should_stop()``: before each decoder
     layer's forward and when backward reaches its output. Raising there leaves nothing
@@ -492,12 +479,6 @@ def _existing_targets(model: Any, wanted: tuple[str, ...]) -> list[str] | str:
     return found
 
 
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return peak_rss_bytes()
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -507,20 +488,6 @@ def _seed_everything(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover - numpy is a dependency
         pass
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _save_checkpoint(

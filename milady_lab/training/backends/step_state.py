@@ -1,0 +1,46 @@
+"""What a torch training step records and how it stops: the token rate, peak memory, the
+RNG state a checkpoint keeps, and the exception a cancel raises mid-step. Shared by the SFT
+loop (``torch.py``) and the DPO/KTO steps (``preference_torch.py``), which both need them
+and must not import each other."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from .common import peak_rss_bytes
+
+
+def rate(done: Any) -> float:
+    """Trained (non-padding) tokens per second of training steps, the warm-up step
+    left out once there are others: what ``bench_training.py`` compares."""
+    steady = done.train_time - done.warmup_time
+    if steady > 0 and done.trained_tokens > done.warmup_tokens:
+        return (done.trained_tokens - done.warmup_tokens) / steady
+    return done.trained_tokens / done.train_time if done.train_time else 0.0
+
+
+class StopRequested(Exception):
+    """Raised by a stop point (a decoder layer's hook) when a cancel arrives mid-step."""
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
