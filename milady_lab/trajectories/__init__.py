@@ -101,7 +101,8 @@ def _with_archive(live: Any, settings: Settings) -> TrajectorySource:
     """The agent's database joined with its archive (table rows and .jsonl.gz files)."""
     from .archive import ArchiveSource, WithArchive, archive_folders
 
-    archive = ArchiveSource(live.archive_rows, archive_folders(settings.archive), settings.cache)
+    folders = archive_folders(settings.archive)
+    archive = ArchiveSource(live.archive_rows, folders, settings.cache, live.description)
     return WithArchive(live, archive)
 
 

@@ -16,7 +16,6 @@ is skipped and counted (``skipped_rows``), as the build's record reports.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -72,7 +71,9 @@ def _row(record: dict[str, Any]) -> tuple[Any, ...]:
 class ArchiveSource(SQLiteSource):
     """The archive (table rows and files) as a source of ``archived`` trajectories."""
 
-    def __init__(self, table_rows: ArchiveRows, folders: Sequence[Path], cache: Path) -> None:
+    def __init__(
+        self, table_rows: ArchiveRows, folders: Sequence[Path], cache: Path, owner: str = ""
+    ) -> None:
         self._table_rows = table_rows
         self.folders = [Path(f) for f in folders]
         self._cache_dir = cache / "archive"
@@ -80,17 +81,24 @@ class ArchiveSource(SQLiteSource):
         self._checked = 0.0
         self._build_lock = threading.Lock()
         self.skipped_rows = 0
-        key = hashlib.sha256("\0".join(map(str, self.folders)).encode()).hexdigest()[:16]
+        # One index per database and folders: two agents' archives never share a file.
+        parts = [owner, *map(str, self.folders)]
+        key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
         super().__init__(self._cache_dir / f"{key}.sqlite", archived=True)
         self.description = "archive:" + ",".join(str(f) for f in self.folders)
 
     # -- keeping the cache current ---------------------------------------------------------------
     def _files(self, table: list[tuple[Any, ...]]) -> list[Path]:
-        named = {Path(r[_BLOB]) for r in table if r[_BLOB]}
-        found = {p for p in named if p.is_file()}
-        for folder in self.folders:
-            with contextlib.suppress(OSError):
-                found.update(p for p in folder.glob("*.jsonl.gz") if p.is_file())
+        """The files this database's ``trajectory_archive`` names (``archive_blob_path``),
+        found where it says or, when moved, by name in the archive folders. Files in a
+        folder that no row names are not this agent's to list (another agent's, or a prune
+        that stopped before its rows left ``trajectories``)."""
+        found: set[Path] = set()
+        for named in {Path(r[_BLOB]) for r in table if r[_BLOB]}:
+            candidates = [named, *(folder / named.name for folder in self.folders)]
+            hit = next((p for p in candidates if p.is_file()), None)
+            if hit is not None:
+                found.add(hit)
         return sorted(found)
 
     def refresh(self) -> None:
