@@ -131,3 +131,33 @@ def test_mlx_dpo_cancel_and_resume_continue_exactly(tiny_llama_dir: Path, tmp_pa
     assert [m["loss"] for m in resumed.metrics] == pytest.approx(
         [m["loss"] for m in full.metrics[2:]], rel=1e-4
     )
+
+
+def test_mlx_logps_both_head_paths_and_the_disabled_adapter(tiny_llama_dir: Path) -> None:
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from milady_lab.training.backends.data import Example
+
+    model, _ = load(str(tiny_llama_dir))
+    examples = [
+        Example([5, 9, 14, 3, 7, 2], [False, False, True, True, False, True]),
+        Example([8, 4, 11], [False, True, True]),
+    ]
+    base = pm.sequence_logps(model, examples, selective=False)
+    selective = pm.sequence_logps(model, examples, selective=True)
+    assert np.allclose(np.array(selective), np.array(base), atol=1e-4)
+    logits = model(mx.array([examples[1].input_ids[:-1]]))[0].astype(mx.float32)
+    by_hand = sum((logits[t] - mx.logsumexp(logits[t]))[examples[1].input_ids[t + 1]].item()
+                  for t in (0, 1))  # fmt: skip
+    assert abs(base[1].item() - by_hand) < 1e-4
+    model.freeze()
+    linear_to_lora_layers(model, len(model.layers), {"rank": 4, "scale": 2.0, "dropout": 0.0})
+    for _, m in model.named_modules():
+        if hasattr(m, "lora_b"):
+            m.lora_b = mx.ones_like(m.lora_b) * 0.05  # the adapter now changes the model
+    policy = pm.sequence_logps(model, examples, True)
+    ref = pm.reference_logps(model, examples, True)
+    assert np.allclose(np.array(ref), np.array(base), atol=1e-4)
+    assert np.abs(np.array(policy) - np.array(base)).max() > 1e-2
+    assert all(m.scale == 2.0 for _, m in model.named_modules() if hasattr(m, "lora_b"))
