@@ -97,10 +97,10 @@ class JobOptions:
             **numbers,
             **check_layout(b, backend, prior),
         )
-        if opts.objective != "sft" and (opts.backend == "mlx" or opts.devices * opts.nodes > 1):
+        if opts.objective != "sft" and opts.devices * opts.nodes > 1:
             raise InputError(
-                f"objective {opts.objective!r} trains on one cpu or cuda device for now "
-                "(not yet on mlx or with several devices); use backend cpu or cuda, devices 1"
+                f"objective {opts.objective!r} trains on one device for now "
+                "(not yet with several devices); use devices 1"
             )
         if build:  # the length is derived once the dataset is built (``for_dataset``)
             return opts

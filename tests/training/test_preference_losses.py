@@ -68,8 +68,22 @@ def _token_logps(rows: int, width: int, mask: torch.Tensor, gen: torch.Generator
     return -torch.rand(rows, width - 1, generator=gen, dtype=torch.float32) * 3 * mask[:, 1:]
 
 
-@pytest.mark.parametrize("beta", [0.1, 0.5])
-def test_dpo_loss_equals_trl(beta: float) -> None:
+#: Our metric names and TRL's logged ones.
+DPO_KEYS = [
+    ("rewardsChosen", "rewards/chosen"), ("rewardsRejected", "rewards/rejected"),
+    ("rewardMargin", "rewards/margins"), ("rewardAccuracy", "rewards/accuracies"),
+    ("logpsChosen", "logps/chosen"), ("logpsRejected", "logps/rejected"),
+]  # fmt: skip
+KTO_KEYS = [
+    ("rewardsChosen", "rewards/chosen"), ("rewardsRejected", "rewards/rejected"),
+    ("rewardMargin", "rewards/margins"), ("logpsChosen", "logps/chosen"),
+    ("logpsRejected", "logps/rejected"), ("klEstimate", "kl"),
+]  # fmt: skip
+
+
+def dpo_case(beta: float) -> tuple[float, dict[str, float], torch.Tensor, torch.Tensor]:
+    """A DPO batch and TRL's loss and metrics on it: ``(loss, metrics, policy, ref)``,
+    ``policy``/``ref`` the summed log-probs, chosen first then rejected."""
     gen = torch.Generator().manual_seed(1)
     pairs, width = 6, 9
     mask = (torch.rand(2 * pairs, width, generator=gen) > 0.3).long()
@@ -89,20 +103,23 @@ def test_dpo_loss_equals_trl(beta: float) -> None:
         "ref_rejected_logps": ref[pairs:],
     }
     theirs = trainer._compute_loss(trainer.model, inputs, False)
-    seq = logps.sum(1)
-    ours, metrics = pref.dpo_loss(seq[:pairs], seq[pairs:], ref[:pairs], ref[pairs:], beta)
-    assert abs(float(ours) - float(theirs)) < TOL
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-    for mine, trl_key in [
-        ("rewardsChosen", "rewards/chosen"), ("rewardsRejected", "rewards/rejected"),
-        ("rewardMargin", "rewards/margins"), ("rewardAccuracy", "rewards/accuracies"),
-        ("logpsChosen", "logps/chosen"), ("logpsRejected", "logps/rejected"),
-    ]:  # fmt: skip
+    return float(theirs), logged, logps.sum(1), ref
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_dpo_loss_equals_trl(beta: float) -> None:
+    theirs, logged, seq, ref = dpo_case(beta)
+    pairs = len(seq) // 2
+    ours, metrics = pref.dpo_loss(seq[:pairs], seq[pairs:], ref[:pairs], ref[pairs:], beta)
+    assert abs(float(ours) - theirs) < TOL
+    for mine, trl_key in DPO_KEYS:
         assert abs(metrics[mine] - logged[trl_key]) < TOL, mine
 
 
-@pytest.mark.parametrize(("beta", "dw", "uw"), [(0.1, 1.0, 1.0), (0.3, 1.33, 0.7)])
-def test_kto_loss_equals_trl(beta: float, dw: float, uw: float) -> None:
+def kto_case(beta: float, dw: float, uw: float) -> tuple[float, dict[str, float], dict]:
+    """A KTO batch and TRL's loss and metrics on it; the batch as summed log-probs:
+    ``policy``, ``ref``, ``labels``, ``policy_kl``, ``ref_kl`` (mismatched completions)."""
     gen = torch.Generator().manual_seed(2)
     n, width, kl_width = 7, 8, 10  # distinct widths tell the stand-in which pass it is
     labels = torch.tensor([True, False, True, True, False, False, True])
@@ -128,16 +145,20 @@ def test_kto_loss_equals_trl(beta: float, dw: float, uw: float) -> None:
         "ref_KL_logps": ref_kl,
     }
     theirs = trainer._compute_loss(trainer.model, inputs, False)
-    kl = pref.kl_estimate(kl_logps.sum(1), ref_kl)
-    assert float(kl) > 0
-    ours, metrics = pref.kto_loss(logps.sum(1), ref, labels, kl, beta, dw, uw)
-    assert abs(float(ours) - float(theirs)) < TOL
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-    for mine, trl_key in [
-        ("rewardsChosen", "rewards/chosen"), ("rewardsRejected", "rewards/rejected"),
-        ("rewardMargin", "rewards/margins"), ("logpsChosen", "logps/chosen"),
-        ("logpsRejected", "logps/rejected"), ("klEstimate", "kl"),
-    ]:  # fmt: skip
+    batch = {"policy": logps.sum(1), "ref": ref, "labels": labels,
+             "policy_kl": kl_logps.sum(1), "ref_kl": ref_kl}  # fmt: skip
+    return float(theirs), logged, batch
+
+
+@pytest.mark.parametrize(("beta", "dw", "uw"), [(0.1, 1.0, 1.0), (0.3, 1.33, 0.7)])
+def test_kto_loss_equals_trl(beta: float, dw: float, uw: float) -> None:
+    theirs, logged, b = kto_case(beta, dw, uw)
+    kl = pref.kl_estimate(b["policy_kl"], b["ref_kl"])
+    assert float(kl) > 0
+    ours, metrics = pref.kto_loss(b["policy"], b["ref"], b["labels"], kl, beta, dw, uw)
+    assert abs(float(ours) - theirs) < TOL
+    for mine, trl_key in KTO_KEYS:
         assert abs(metrics[mine] - logged[trl_key]) < TOL, mine
 
 

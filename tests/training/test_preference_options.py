@@ -53,3 +53,13 @@ def test_objectives_and_their_parameters_reach_the_spec(store: StateStore) -> No
 def test_bad_preference_options_are_400s(store: StateStore, body: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         JobOptions.from_body({"backend": "cpu", **body}, store)
+
+
+def test_preference_objectives_run_on_mlx_but_on_one_device(store: StateStore) -> None:
+    for ds_id, objective in (("ds-pairs", "dpo"), ("ds-labels", "kto")):
+        body = {"datasetId": ds_id, "backend": "mlx", "objective": objective}
+        rec = JobOptions.from_body(body, store).to_record()
+        assert (rec["backend"], rec["objective"]) == ("mlx", objective)
+    body = {"datasetId": "ds-pairs", "backend": "cpu", "objective": "dpo", "devices": 2}
+    with pytest.raises(InputError, match="several devices"):
+        JobOptions.from_body(body, store)

@@ -19,7 +19,7 @@ TRAIN_WORDS = ["red", "blue", "green", "gold", "pink", "grey", "teal", "lime"]
 HELD_OUT = ["plum", "rose", "sand"]
 
 
-def _pair(word: str) -> dict[str, Any]:
+def pair_line(word: str) -> dict[str, Any]:
     prompt = [{"role": "system", "content": "Colours."}, {"role": "user", "content": f"{word}?"}]
     return {
         "prompt": prompt,
@@ -28,15 +28,15 @@ def _pair(word: str) -> dict[str, Any]:
     }
 
 
-def _labelled(word: str, good: bool) -> dict[str, Any]:
-    pair = _pair(word)
+def labelled_line(word: str, good: bool) -> dict[str, Any]:
+    pair = pair_line(word)
     return {"messages": pair["prompt"] + pair["chosen" if good else "rejected"], "label": good}
 
 
 @pytest.fixture
 def pairs_dataset(tmp_path: Path) -> Path:
-    return write_dataset(tmp_path / "pairs", [_pair(w) for w in TRAIN_WORDS],
-                         [_pair(w) for w in HELD_OUT])  # fmt: skip
+    return write_dataset(tmp_path / "pairs", [pair_line(w) for w in TRAIN_WORDS],
+                         [pair_line(w) for w in HELD_OUT])  # fmt: skip
 
 
 @pytest.mark.slow
@@ -64,8 +64,8 @@ def test_dpo_margin_rises_on_held_out_pairs(tiny_llama_dir: Path, pairs_dataset:
 
 @pytest.mark.slow
 def test_kto_separates_desirable_from_undesirable(tiny_llama_dir: Path, tmp_path: Path):
-    rows = [_labelled(w, good) for w in TRAIN_WORDS for good in (True, False)]
-    held = [_labelled(w, good) for w in HELD_OUT for good in (True, False)]
+    rows = [labelled_line(w, good) for w in TRAIN_WORDS for good in (True, False)]
+    held = [labelled_line(w, good) for w in HELD_OUT for good in (True, False)]
     data = write_dataset(tmp_path / "labelled", rows, held)
     cb = Recorder()
     spec = make_spec(

@@ -4,6 +4,8 @@ its ``TrainingCallback`` — progress is never read from stdout.
 What is ours: the data (the same assistant-only masks as the torch backend, so every
 assistant turn trains, via a custom ``iterate_batches`` + ``loss``), metrics, cancel
 (raise from the callback), checkpoints with the optimizer state, and the output.
+DPO/KTO (``objective``) run their own steps (``preference_mlx``: mlx-lm's trainer only
+reports a loss) through the same reports, evaluation, checkpoints and output.
 
 Output folder: the PEFT form at the top (``adapter_model.safetensors`` +
 ``adapter_config.json``, alpha = scale × rank), so every backend's adapter loads in
@@ -31,6 +33,7 @@ from ..controls import ATTENTION_MODULES
 from ..early_stop import BestTracker, EarlyStop
 from ..schedule import FLOOR, decay_span
 from ..spec import TrainResult, TrainSpec
+from . import preference_mlx
 from .common import (
     META_FILE,
     peak_rss_bytes,
@@ -38,7 +41,7 @@ from .common import (
     resolve_model_path,
     write_atomically,
 )
-from .data import Example, grouped_batch_indices, train_and_val_examples
+from .data import Example, grouped_batch_indices, preference_items, train_and_val_examples
 
 CHECKPOINT_KIND = "mlx"
 MLX_SUBDIR = "mlx"
@@ -297,7 +300,13 @@ class _MlxRun:
             raise InputError(f"cannot load base model {spec.model!r} with mlx-lm: {exc}") from exc
         if tokenizer.chat_template is None:
             raise InputError(f"base model {spec.model!r} has no chat template to format examples")
-        self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+        if spec.objective != "sft":  # DPO/KTO items (``preference_mlx``)
+            self.train_set, self.val_set = preference_items(spec, tokenizer, callback)
+        else:
+            self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
+        #: A preference step's metrics and its evaluation's, added to the step's metric.
+        self.extra: dict[str, Any] = {}
+        self.val_extra: dict[str, Any] = {}
 
         mx.random.seed(spec.seed)
         model.freeze()
@@ -404,16 +413,19 @@ class _MlxRun:
         # mlx-lm's rich progress output would fill the worker log; rank≠0 silences it.
         mlx_trainer.TrainUI = lambda iters, rank=0: ui_class(iters, rank=1)
         try:
-            mlx_trainer.train(
-                self.model,
-                self.optimizer,
-                self.train_set,
-                None,
-                args=args,
-                loss=masked_loss,
-                iterate_batches=self.batches,
-                training_callback=_bridge(self),
-            )
+            if spec.objective != "sft":
+                preference_mlx.train_loop(self)
+            else:
+                mlx_trainer.train(
+                    self.model,
+                    self.optimizer,
+                    self.train_set,
+                    None,
+                    args=args,
+                    loss=masked_loss,
+                    iterate_batches=self.batches,
+                    training_callback=_bridge(self),
+                )
         except EarlyStop:
             callback.on_log(f"stopping early at iteration {self.done}: {self.best.reason()}")
         finally:
@@ -479,6 +491,8 @@ class _MlxRun:
         if self.val_set and evaluate and not callback.should_stop():
             state["val"] = metric["valLoss"] = self.evaluate()
             self._evaluated(iteration, state["val"])
+            metric.update(self.val_extra)
+        metric.update(self.extra)
         callback.on_metric(metric)
         if not math.isfinite(state["loss"]):
             raise RuntimeError(f"loss became {state['loss']} at iteration {iteration}")
@@ -497,6 +511,9 @@ class _MlxRun:
 
     def evaluate(self) -> float:
         from mlx_lm.tuner import trainer as mlx_trainer
+
+        if self.spec.objective != "sft":
+            return preference_mlx.evaluate(self)
 
         loss = mlx_trainer.evaluate(
             model=self.model,
