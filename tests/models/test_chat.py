@@ -224,3 +224,22 @@ def test_cli_chat_ctrl_c_at_the_prompt_quits_quietly(
     assert "with the agent's persona" in err.text
     for noise in ("Traceback", "KeyboardInterrupt", "Loading weights", "Warning"):
         assert noise not in err.text + out.text, (noise, err.text)
+
+
+def test_cli_ctrl_c_during_a_reply_stops_it_and_keeps_the_conversation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while a reply streams ends that reply (the session's stop is set), not the chat."""
+    from milady_lab.cli.models import _chat_reply
+
+    class Interrupted:
+        stop = threading.Event()
+
+        def stream(self, text: str) -> Any:
+            yield "gm "
+            raise KeyboardInterrupt
+
+    session = Interrupted()
+    _chat_reply(session, "hello")
+    assert capsys.readouterr().out == "gm  [stopped]\n"
+    assert session.stop.is_set()
