@@ -3,8 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEMO_HOME ?= $(CURDIR)/.demo
-export MILADY_LAB_HOME ?= $(DEMO_HOME)
+# One home for make, the CLI and the notebooks: MILADY_LAB_HOME when set, else ~/.milady-lab
+# (the CLI's default; make does not override it). `make demo-data` prints it.
 export MILADY_LAB_CACHE ?= $(HOME)/.cache/milady-lab
 # Portable x86-64 build (AVX2/FMA/F16C, no -march=native): a cached wheel runs on any such CPU.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON \
@@ -62,12 +62,13 @@ test-browser: venv sysdeps
 test-soak: venv sysdeps
 	MILADY_LAB_SOAK=1 $(BIN)/pytest -q -m soak tests/reliability
 
+# Demo trajectories in the home when no agent's were found (and none are there yet); prints
+# the home and the trajectory source, which the CLI, the notebooks and the lab all use.
 demo-data: venv
-	@mkdir -p $(MILADY_LAB_HOME)
-	@test -f $(MILADY_LAB_HOME)/trajectories.sqlite || \
-		$(BIN)/milady-lab demo-data --db $(MILADY_LAB_HOME)/trajectories.sqlite --count 400 --seed 7
+	@$(BIN)/milady-lab demo-data --if-missing --count 400 --seed 7
 
 lab: venv demo-data
+	@echo "lab: open the http://127.0.0.1:8888/lab?token=... address Jupyter prints below"
 	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks \
 		--LabApp.default_url=/lab/tree/01-quickstart.ipynb \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
@@ -91,4 +92,4 @@ lint: venv
 	$(BIN)/ruff format --check milady_lab jupyter_server_ext tests benchmarks
 
 clean:
-	rm -rf $(VENV) .demo tests/artifacts docs/_build
+	rm -rf $(VENV) tests/artifacts docs/_build

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     svc = TrainingService(settings)
     try:
         status = svc.status()
-        print(f"source: {status['trajectorySource']}  backend: {status['backend']}")
+        print(f"home: {status['home']}  backend: {status['backend']}")
+        print(f"source: {status['trajectorySource']} ({status['trajectorySourceFoundBy']})")
         if not status["runtimeAvailable"]:
             print(f"trajectories unavailable: {status.get('runtimeReason')}", file=sys.stderr)
             return 1

@@ -223,13 +223,29 @@ class TrainingService:
         system: str | None = None,
         max_tokens: int = 256,
     ):  # -> ChatSession
-        """A conversation with the fine-tuned model (llama.cpp when installed, else torch)."""
+        """A conversation with the fine-tuned model (llama.cpp when installed, else torch).
+        ``system`` None speaks with the agent's persona (``agent_persona``); "" with none."""
         from .models.chat import ChatSession
 
         model = self.get_model(model_id)["model"]
+        if system is None:
+            system = self.agent_persona()
         return ChatSession(
             self.settings, model, engine=engine, system=system, max_tokens=max_tokens
         )
+
+    def agent_persona(self) -> str | None:
+        """The system prompt the agent sends, from its recorded calls; None when the source
+        is unreadable or holds none (a chat then has no system prompt)."""
+        from .models.chat import agent_persona
+        from .trajectories import SourceUnavailable
+
+        if self.source.unavailable_reason() is not None:
+            return None
+        try:
+            return agent_persona(self.llm_calls_frame())
+        except (SourceUnavailable, OSError, pl.exceptions.PolarsError):
+            return None
 
     def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
         from .models.activation import activate

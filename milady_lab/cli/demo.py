@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="file to write (default: MILADY_LAB_TRAJECTORIES)")
     p.add_argument("--count", help="trajectories to write (default 1000)")
     p.add_argument("--seed", help="random seed (default 0)")
+    p.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="only when no agent's trajectories were found and the home has none: write "
+        "<home>/trajectories.sqlite; either way print the home and the trajectory source",
+    )
     add_json_flag(p)
     p.set_defaults(handler=_demo_data)
 
@@ -36,6 +42,8 @@ def _demo_data(args: argparse.Namespace) -> int:
     if "://" in db:
         raise InputError(f"--db must be a file path, not {db.split('://', 1)[0]}://…")
     assert count is not None and seed is not None
+    if args.if_missing:
+        return _if_missing(args, count, seed)
     bar = tqdm(total=count, unit="traj", desc="writing", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:
@@ -55,4 +63,34 @@ def _demo_data(args: argparse.Namespace) -> int:
     else:
         took = time.perf_counter() - started
         print(f"wrote {count} trajectories to {path} in {took:.1f} s")
+    return 0
+
+
+def _if_missing(args: argparse.Namespace, count: int, seed: int) -> int:
+    """``make lab``'s step: demo data in the home only where the lab would read nothing,
+    then where the lab keeps its state and what it reads (the CLI and notebooks read the same)."""
+    from ..demo import write_demo_db
+
+    settings = settings_from(args)
+    target = settings.home / "trajectories.sqlite"
+    wrote = False
+    if settings.trajectories == str(target) and not target.exists():
+        try:
+            write_demo_db(target, count=count, seed=seed)
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        wrote = True
+    body = {
+        "home": str(settings.home),
+        "trajectorySource": settings.trajectories,
+        "trajectorySourceFoundBy": settings.trajectories_how,
+        "wroteDemoData": wrote,
+    }
+    if args.json:
+        print_json(body)
+        return 0
+    if wrote:
+        print(f"no agent found: wrote {count} demo trajectories to {target}")
+    print(f"home:         {settings.home}  (MILADY_LAB_HOME, --home)")
+    print(f"trajectories: {settings.trajectories}  ({settings.trajectories_how})")
     return 0

@@ -175,30 +175,51 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    """A conversation on the terminal: Ctrl-C stops a reply, Ctrl-C / Ctrl-D at the prompt quits."""
-    session = service_from(args, reconcile=False).chat_session(
-        args.model_id, engine=args.engine, system=args.system, max_tokens=args.max_tokens
-    )
-    print(f"chatting with {args.model_id} through {session.engine}", file=sys.stderr)
-    scripted = args.message is not None
-    messages = iter(args.message or [])
-    while True:
-        try:
-            text = next(messages) if scripted else input("you> ")
-        except (StopIteration, EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return 0
-        if not text.strip():
-            continue
-        try:
-            for piece in session.stream(text):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            session.stop.set()
-            sys.stdout.write(" [stopped]")
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+    """A conversation on the terminal: Ctrl-C stops a reply, Ctrl-C / Ctrl-D at the prompt quits.
+
+    Without ``--system`` the agent's own system prompt (from its recorded calls) is the
+    persona. Importing polars leaves a SIGINT handler with SA_RESTART behind, under which
+    ``input()`` never sees Ctrl-C: Python's own handler is put back for the conversation."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        session = service_from(args, reconcile=False).chat_session(
+            args.model_id, engine=args.engine, system=args.system, max_tokens=args.max_tokens
+        )
+        persona = " with the agent's persona" if args.system is None and session.messages else ""
+        keys = "" if args.message is not None else " (Ctrl-C stops a reply; at the prompt, quits)"
+        print(
+            f"chatting with {args.model_id} through {session.engine}{persona}{keys}",
+            file=sys.stderr,
+        )
+        messages = iter(args.message) if args.message is not None else None
+        while True:
+            try:
+                text = next(messages) if messages is not None else input("you> ")
+            except (StopIteration, EOFError, KeyboardInterrupt):
+                print(file=sys.stderr)
+                return 0
+            if text.strip():
+                _chat_reply(session, text)
+    except KeyboardInterrupt:  # while the model loads
+        print(file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _chat_reply(session: Any, text: str) -> None:
+    """Stream one reply to stdout; Ctrl-C ends it where it is."""
+    try:
+        for piece in session.stream(text):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        session.stop.set()
+        sys.stdout.write(" [stopped]")
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def _activate(args: argparse.Namespace) -> int:

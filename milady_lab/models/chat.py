@@ -11,22 +11,75 @@ Two engines, one interface (``ChatSession.stream``):
 ``stop`` (a ``threading.Event``) ends generation between two tokens; the CLI sets it on
 Ctrl-C and the model manager's Stop button sets it from the kernel's main thread while
 generation runs in a worker thread, so the kernel stays free.
+
+Without a system prompt of its own, a conversation speaks with the agent's persona:
+``agent_persona`` picks the system prompt the agent itself sends, from its recorded calls.
+Loading is quiet: transformers' progress bars, info logs and FutureWarnings are silenced
+while a model loads and generates (``quiet_transformers``), and only then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_file
 from ..config import Settings
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    import polars as pl
+
 ENGINES = ("auto", "llama.cpp", "torch")
 Message = dict[str, str]
+
+
+def agent_persona(calls: pl.LazyFrame) -> str | None:
+    """The agent's own system prompt: the most common non-blank ``systemPrompt`` of its
+    ``purpose == "response"`` calls, else of all its calls; None when it recorded none.
+    Ties go to the alphabetically first prompt, so the choice is stable."""
+    import polars as pl
+
+    prompts = (
+        calls.select("purpose", "systemPrompt")
+        .filter(pl.col("systemPrompt").str.strip_chars().str.len_chars() > 0)
+        .collect()
+    )
+    for frame in (prompts.filter(pl.col("purpose") == "response"), prompts):
+        if frame.height:
+            ranked = (
+                frame.group_by("systemPrompt")
+                .len()
+                .sort(["len", "systemPrompt"], descending=[True, False])
+            )
+            return str(ranked.item(0, "systemPrompt"))
+    return None
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers without its noise (the ``Loading weights`` bar, info logs, deprecation
+    FutureWarnings) for the ``with`` block; its verbosity and bars are put back after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", module=r"(transformers|peft)(\.|$)")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def llama_cpp_available() -> bool:
@@ -84,7 +137,7 @@ class _LlamaCpp:
 
         path = settings.home / "chat" / f"{model['id']}-f16.gguf"
         if not path.is_file():
-            with atomic_file(path) as tmp:
+            with atomic_file(path) as tmp, quiet_transformers():
                 write_fused_gguf(settings, model, tmp, outtype="f16")
         self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False)
 
@@ -112,9 +165,10 @@ class _Torch:
         from .artifacts import require_peft_adapter, resolve_base_path
 
         base: Path = resolve_base_path(settings, model)
-        self.tokenizer = AutoTokenizer.from_pretrained(base)
-        loaded = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        self.model = PeftModel.from_pretrained(loaded, require_peft_adapter(model)).eval()
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(base)
+            loaded = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+            self.model = PeftModel.from_pretrained(loaded, require_peft_adapter(model)).eval()
 
     def generate(self, messages: list[Message], max_tokens: int, stop: threading.Event):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -128,7 +182,7 @@ class _Torch:
         )
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         worker = threading.Thread(
-            target=self.model.generate,
+            target=self._generate_quietly,
             kwargs={
                 **ids,
                 "max_new_tokens": max_tokens,
@@ -153,3 +207,7 @@ class _Torch:
             if not finished:  # stopped, or the caller left early: end generate() too
                 stop.set()
             worker.join()
+
+    def _generate_quietly(self, **kwargs: Any) -> None:
+        with quiet_transformers():
+            self.model.generate(**kwargs)

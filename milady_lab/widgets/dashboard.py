@@ -89,7 +89,9 @@ class Dashboard(w.VBox):
             bits = [
                 f"<b>milady-lab</b> · {esc(self.backend.mode)}",
                 f"training backend <b>{esc(st.get('backend'))}</b>",
-                f"trajectories: {esc(st.get('trajectorySource', '?'))}",
+                f"trajectories: {esc(st.get('trajectorySource', '?'))}"
+                + _found_by(st.get("trajectorySourceFoundBy")),
+                f"home: {esc(st.get('home', '?'))}",
             ]
             if not st.get("runtimeAvailable", True):
                 reason = esc(st.get("runtimeReason", "unavailable"))
@@ -115,3 +117,8 @@ class Dashboard(w.VBox):
         self.tabs.close()
         self.banner.close()
         super().close()
+
+
+def _found_by(how: object) -> str:
+    """How the source was found, small and grey after it (nothing when status omits it)."""
+    return f" <span style='color:#666'>({esc(how)})</span>" if how else ""

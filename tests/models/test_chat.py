@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -112,3 +118,128 @@ def test_model_manager_opens_a_chat_box_for_the_chosen_model(
         assert box.service is service
     finally:
         service.close()
+
+
+def test_the_agents_system_prompt_is_the_default_persona(
+    settings: Settings, model: dict[str, Any]
+) -> None:
+    """Without ``system`` a chat speaks as the agent does: its ``response`` calls' prompt."""
+    from milady_lab.demo import SYSTEM_PROMPTS, write_demo_db
+    from milady_lab.service import TrainingService
+
+    write_demo_db(settings.trajectories, count=30, seed=3)
+    service = TrainingService(settings, reconcile=False)
+    try:
+        assert service.agent_persona() == SYSTEM_PROMPTS["response"]
+        session = service.chat_session(model["id"], engine="torch", max_tokens=4)
+        assert session.messages == [{"role": "system", "content": SYSTEM_PROMPTS["response"]}]
+        chosen = service.chat_session(model["id"], engine="torch", system="Be brief.")
+        assert chosen.messages == [{"role": "system", "content": "Be brief."}]
+        assert service.chat_session(model["id"], engine="torch", system="").messages == []
+    finally:
+        service.close()
+
+
+def test_agent_persona_falls_back_to_all_calls_and_skips_blanks() -> None:
+    import polars as pl
+
+    from milady_lab.models.chat import agent_persona
+
+    def frame(rows: list[tuple[str | None, str | None]]) -> pl.LazyFrame:
+        return pl.LazyFrame(
+            {"purpose": [p for p, _ in rows], "systemPrompt": [s for _, s in rows]},
+            schema={"purpose": pl.String, "systemPrompt": pl.String},
+        )
+
+    rows = [("response", " "), ("response", None), ("evaluation", "judge"), ("other", "b")]
+    assert agent_persona(frame([*rows, ("other", "b")])) == "b"
+    assert agent_persona(frame([*rows, ("response", "me"), ("other", "b")])) == "me"
+    assert agent_persona(frame([("response", "")])) is None
+    assert agent_persona(frame([])) is None
+
+
+_CLI = "import sys; from milady_lab.cli import main; sys.exit(main())"
+
+
+def _chat_process(settings: Settings, model_id: str) -> tuple[subprocess.Popen[str], int]:
+    """``models chat`` with a terminal on stdin, as a person runs it."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "models", "chat", model_id, "--engine", "torch"],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **settings.as_env(), "OMP_NUM_THREADS": "1"},
+    )
+    os.close(slave)
+    return proc, master
+
+
+class _Reader(threading.Thread):
+    """Everything a pipe says, as it says it."""
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.text = pipe, ""
+        self.start()
+
+    def run(self) -> None:
+        while piece := self.pipe.read(1):
+            self.text += piece
+
+    def wait_for(self, test: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not test(self.text):
+            assert time.monotonic() < deadline, f"waited for output; got {self.text!r}"
+            time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_cli_chat_ctrl_c_at_the_prompt_quits_quietly(
+    settings: Settings, model: dict[str, Any]
+) -> None:
+    """Ctrl-C at the prompt exits 0 at once: no traceback, no library noise; the agent's
+    persona is the default system prompt."""
+    from milady_lab.demo import write_demo_db
+
+    write_demo_db(settings.trajectories, count=20, seed=5)
+    proc, master = _chat_process(settings, model["id"])
+    out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+    try:
+        out.wait_for(lambda t: t.endswith("you> "), 120)
+        os.write(master, b"hello there friend\n")
+        out.wait_for(lambda t: t.count("you> ") == 2, 120)  # a whole reply, then the prompt
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    out.join(5)
+    err.join(5)
+    assert "with the agent's persona" in err.text
+    for noise in ("Traceback", "KeyboardInterrupt", "Loading weights", "Warning"):
+        assert noise not in err.text + out.text, (noise, err.text)
+
+
+def test_cli_ctrl_c_during_a_reply_stops_it_and_keeps_the_conversation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while a reply streams ends that reply (the session's stop is set), not the chat."""
+    from milady_lab.cli.models import _chat_reply
+
+    class Interrupted:
+        stop = threading.Event()
+
+        def stream(self, text: str) -> Any:
+            yield "gm "
+            raise KeyboardInterrupt
+
+    session = Interrupted()
+    _chat_reply(session, "hello")
+    assert capsys.readouterr().out == "gm  [stopped]\n"
+    assert session.stop.is_set()

@@ -145,3 +145,31 @@ def test_cli_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert main(["demo-data", *argv]) == 2
         assert capsys.readouterr().err.startswith("milady-lab: ")
     assert SQLiteSource(db).count() == 5
+
+
+def test_cli_demo_data_if_missing_writes_only_where_the_lab_reads_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make lab``'s step: demo data in the home when no agent was found, never over an
+    agent's source or an earlier demo set; the home and the source printed either way."""
+    for key in ("MILADY_LAB_TRAJECTORIES", "MILADY_LAB_HOME", "MILADY_LAB_AGENT_CONFIG"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / "lab"
+    common = ["--home", str(home), "--agent-config", str(tmp_path / "none" / "milady.json")]
+    argv = [*common, "demo-data", "--if-missing", "--count", "7", "--seed", "1"]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "no agent found: wrote 7 demo trajectories" in said
+    assert f"home:         {home}" in said
+    assert f"trajectories: {home / 'trajectories.sqlite'}" in said
+    assert SQLiteSource(home / "trajectories.sqlite").count() == 7
+    assert main([*argv, "--json"]) == 0  # already there: left alone
+    body = json.loads(capsys.readouterr().out)
+    assert body["wroteDemoData"] is False and body["home"] == str(home)
+    agents = write_demo_db(tmp_path / "agent.sqlite", count=3, seed=2)
+    other = tmp_path / "other"
+    assert main(["--trajectories", str(agents), "--home", str(other), *argv[4:]]) == 0
+    said = capsys.readouterr().out
+    assert "wrote" not in said and f"trajectories: {agents}" in said
+    assert not (other / "trajectories.sqlite").exists()

@@ -478,6 +478,22 @@ def test_models_empty_state(backend: LocalData) -> None:
 # -- dashboard ------------------------------------------------------------------------------
 
 
+def test_dashboard_header_names_the_home_and_the_source(backend: LocalData) -> None:
+    """The banner says where the lab keeps its state and what it reads, and how it found it."""
+    from milady_lab.widgets._panel import esc
+
+    st = backend.status()
+    dash = Dashboard(backend=backend)
+    try:
+        text = dash.banner.value
+        assert st["home"] == str(backend.service.settings.home)
+        assert f"home: {esc(st['home'])}" in text
+        assert f"trajectories: {esc(st['trajectorySource'])}" in text
+        assert st["trajectorySourceFoundBy"] and esc(st["trajectorySourceFoundBy"]) in text
+    finally:
+        dash.close()
+
+
 def test_dashboard_tabs_share_one_backend(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in settings.as_env().items():
         monkeypatch.setenv(key, value)
