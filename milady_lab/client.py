@@ -142,6 +142,10 @@ class BuildFilters(TypedDict, total=False):
     redact: bool
     #: People's handles → pseudonyms (off unless ``True``).
     anonymize_handles: bool
+    #: ``pairs`` (DPO) or ``labelled`` (KTO) instead of chat examples (``sft``).
+    kind: Literal["sft", "pairs", "labelled"]
+    min_reward_gap: float  # pairs: the least reward difference of chosen over rejected
+    label_threshold: float  # labelled: desirable at or above this reward
 
 
 class Job(TypedDict, total=False):

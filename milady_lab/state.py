@@ -226,6 +226,8 @@ _METRIC = _cols(
 )
 #: The fields of one metric a worker reports (the row's jobId and ts are the store's).
 METRIC_KEYS = tuple(c.key for c in _METRIC if c.key not in ("jobId", "ts"))
+#: The preference figures (dpo/kto) the CLI bar and the launcher show: key → short label.
+PREFERENCE_FIGURES = {"rewardMargin": "margin", "logpsChosen": "logp+", "logpsRejected": "logp-"}
 _MODEL = _cols(
     "id",
     "jobId",

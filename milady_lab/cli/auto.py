@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--max-examples", help="held-out examples for the benchmark")
     st.add_argument("--ollama-url", help="loopback Ollama an if-better model is imported into")
     st.add_argument("--ollama-base-model")
+    st.add_argument("--objective", choices=("sft", "dpo", "kto"), help="what a round trains")
+    st.add_argument("--beta", help="dpo/kto: beta of the round's job")
     add_json_flag(st)
     st.set_defaults(handler=_set)
 
@@ -73,6 +75,8 @@ def _set(args: argparse.Namespace) -> int:
         "maxExamples": args.max_examples,
         "ollamaUrl": args.ollama_url,
         "ollamaBaseModel": args.ollama_base_model,
+        "objective": args.objective,
+        "beta": args.beta,
     }
     body = service_from(args, reconcile=False).set_auto(
         {k: v for k, v in fields.items() if v is not None}

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..errors import ConflictError
-from ..state import FINAL_STATUSES, JobStatus
+from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
 from ..training.request import FIELD_NAMES as _START_FLAGS
 from ._common import add_json_flag, cell, print_json, print_table, service_from
 
@@ -168,6 +168,7 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     job = service.get_job(job_id)["job"]
+    figures = _LatestFigures(service, job_id)
     bar = tqdm(
         total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, disable=None
     )
@@ -176,7 +177,7 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
             try:
                 time.sleep(interval)
                 job = service.get_job(job_id)["job"]
-                update_bar(bar, job)
+                update_bar(bar, job, figures.read())
             except KeyboardInterrupt:
                 bar.clear()
                 if not sys.stdin.isatty():
@@ -194,18 +195,42 @@ def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
                         job = service.get_job(job_id)["job"]
                 else:
                     print(f"still following {job_id}", file=sys.stderr)
-        update_bar(bar, job)
+        update_bar(bar, job, figures.read())
     finally:
         bar.close()
     return job
 
 
-def update_bar(bar: Any, job: dict[str, Any]) -> None:
-    """A job's iteration, status, loss and tokens/s on a tqdm bar."""
+#: Preference metrics (dpo/kto) on the bar: metric key → the bar's label.
+BAR_FIGURES = PREFERENCE_FIGURES
+
+
+class _LatestFigures:
+    """The newest value of each of ``BAR_FIGURES`` a job has reported (read from its
+    metrics after the last one seen, so each poll reads only what is new)."""
+
+    def __init__(self, service: Any, job_id: str) -> None:
+        self.service, self.job_id, self.seq = service, job_id, 0
+        self.latest: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        for m in self.service.job_metrics(self.job_id, self.seq)["metrics"]:
+            self.seq = max(self.seq, m.get("seq", 0))
+            self.latest |= {k: m[k] for k in BAR_FIGURES if m.get(k) is not None}
+        return self.latest
+
+
+def update_bar(bar: Any, job: dict[str, Any], figures: dict[str, float] | None = None) -> None:
+    """A job's iteration, status, loss and tokens/s on a tqdm bar; with ``figures`` (the
+    latest metrics of a dpo/kto job) its reward margin and chosen/rejected log-probs."""
     bar.n = job.get("currentIteration") or 0
     postfix = {"status": job["status"]}
     if job.get("loss") is not None:
         postfix["loss"] = f"{job['loss']:.4f}"
+    shown = figures or {}
+    for key, label in BAR_FIGURES.items():
+        if shown.get(key) is not None:
+            postfix[label] = f"{shown[key]:.3f}"
     if job.get("tokensPerSecond"):
         postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
     bar.set_postfix(postfix, refresh=False)

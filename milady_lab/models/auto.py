@@ -66,7 +66,13 @@ DEFAULT_POLICY: dict[str, Any] = {
     "maxExamples": 32,
     "ollamaUrl": None,  # where an if-better model is imported before activation
     "ollamaBaseModel": None,
+    #: What a round trains (issue 27): sft, or dpo/kto on a pairs/labelled dataset the
+    #: round builds; β for dpo/kto (None: the job default).
+    "objective": "sft",
+    "beta": None,
 }
+#: The dataset kind a round builds for each objective (``training.options.OBJECTIVE_KINDS``).
+ROUND_KINDS = {"sft": "sft", "dpo": "pairs", "kto": "labelled"}
 
 
 # -- the policy ---------------------------------------------------------------------------------
@@ -105,10 +111,23 @@ def check_policy(body: Any, current: Mapping[str, Any]) -> dict[str, Any]:
         out["ollamaUrl"] = None if url is None else check_loopback_url(url)
     if "ollamaBaseModel" in b:
         out["ollamaBaseModel"] = v.text(b["ollamaBaseModel"], "ollamaBaseModel", max_length=200)
-    for key in ("minNewTrajectories", "cooldownHours", "activate", "maxExamples"):
+    if "objective" in b:
+        out["objective"] = v.choice(b["objective"], "objective", tuple(ROUND_KINDS))
+    if "beta" in b:
+        out["beta"] = v.number(b["beta"], "beta", exclusive_minimum=0.0, maximum=100.0)
+    for key in ("minNewTrajectories", "cooldownHours", "activate", "maxExamples", "objective"):
         if out[key] is None:
             out[key] = DEFAULT_POLICY[key]
     return out
+
+
+def _objective_fields(rnd: Mapping[str, Any], policy: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A round's ``objective`` (the one it built its dataset for) and β, for its job;
+    nothing for sft, so an sft round's job body is what it always was."""
+    objective = rnd.get("objective") or "sft"
+    if objective == "sft":
+        return []
+    return [("objective", objective), ("beta", policy.get("beta"))]
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -299,8 +318,10 @@ class AutoImprover:
         state.update(lastRoundAt=now_ms(), trajectoriesAtLastRound=usable)
         state["round"] = {"id": round_id, "stage": "build", "startedAt": now_ms(), **extra}
         self._save(state)
-        dataset = self.service.build_dataset({})["dataset"]
-        state["round"].update(stage="train", datasetId=dataset["id"])
+        objective = policy.get("objective") or "sft"
+        build = {} if objective == "sft" else {"kind": ROUND_KINDS[objective]}
+        dataset = self.service.build_dataset(build)["dataset"]
+        state["round"].update(stage="train", datasetId=dataset["id"], objective=objective)
         return self._decide(
             "auto_built",
             f"{new} new trajectories ≥ {wanted}: built dataset {dataset['id']} "
@@ -323,6 +344,7 @@ class AutoImprover:
                     ("backend", rnd.get("backend") or policy.get("backend")),
                     ("model", policy.get("model")),
                     ("iterations", policy.get("iterations")),
+                    *_objective_fields(rnd, policy),
                 )
                 if val is not None
             }

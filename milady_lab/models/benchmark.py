@@ -83,7 +83,12 @@ def run_benchmark(
     if not valid.is_file() or valid.stat().st_size == 0:
         raise ConflictError(f"dataset {dataset_id} has no held-out examples (valid.jsonl is empty)")
     adapter = require_peft_adapter(model)
-    chats, purposes = load_examples_with_purpose(valid, max_examples, seed)
+    pairs: list[dict[str, Any]] | None = None
+    if dataset.get("kind") == "pairs":  # scored on the chosen replies, and pair by pair
+        pairs, purposes = load_pairs(valid, max_examples, seed)
+        chats = [[*p["prompt"], p["chosen"]] for p in pairs]
+    else:
+        chats, purposes = load_examples_with_purpose(valid, max_examples, seed)
     if not chats:
         raise ConflictError(
             f"no held-out example of dataset {dataset_id} ends with an assistant reply "
@@ -100,12 +105,13 @@ def run_benchmark(
         "seed": seed,
         "device": "cuda" if model.get("backend") == "cuda" else "cpu",
         "active": None if active is None else {k: active[k] for k in ("basePath", "adapterPath")},
+        **({"pairs": pairs} if pairs else {}),
     }
     started = time.monotonic()
     result = _run_worker(settings, spec)
     body_out = {
         "modelId": model["id"],
-        **report(result["perExample"], purposes, seed),
+        **report(result["perExample"], purposes, seed, result.get("pairWins")),
         "activeModelId": None if active is None else active["modelId"],
         "completedAt": now_ms(),
         "examples": result["examples"],
@@ -144,10 +150,14 @@ def _active_variant(
 
 
 def report(
-    per_example: Mapping[str, Mapping[str, list[Any]]], purposes: Sequence[str], seed: int
+    per_example: Mapping[str, Mapping[str, list[Any]]],
+    purposes: Sequence[str],
+    seed: int,
+    pair_wins: Mapping[str, Sequence[bool]] | None = None,
 ) -> dict[str, Any]:
     """The body's score blocks: each variant's scores, intervals, paired differences
-    of the fine-tuned model against the others, example counts and the per-purpose split."""
+    of the fine-tuned model against the others, example counts and the per-purpose split;
+    with ``pair_wins`` (a pairs dataset) each block gains ``preferenceAccuracy``."""
     variants = {k: scores.PerExample.from_dict(v) for k, v in per_example.items()}
     tuned = variants["scores"]
     body: dict[str, Any] = {
@@ -172,7 +182,25 @@ def report(
         }
         for purpose, rows in sorted(groups.items())
     }
+    if pair_wins:
+        add_preference(body, pair_wins, seed)
     return body
+
+
+def add_preference(body: dict[str, Any], wins: Mapping[str, Sequence[bool]], seed: int) -> None:
+    """``preferenceAccuracy`` into each variant's scores and interval, the differences
+    of the fine-tuned model against the others, and the count of pairs."""
+    name = scores.PREFERENCE
+    for label, won in wins.items():
+        if body.get(label) is not None:
+            body[label][name] = scores.preference_accuracy(won)
+            body["intervals"].setdefault(label, {})[name] = scores.preference_interval(won, seed)
+    for label in body["differences"]:
+        if label in wins and "scores" in wins:
+            body["differences"][label][name] = scores.paired_preference(
+                wins["scores"], wins[label], seed
+            )
+    body["counts"][name] = len(wins.get("scores") or [])
 
 
 def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +293,75 @@ def load_examples_with_purpose(
         chats = [chats[i] for i in keep]
         purposes = [purposes[i] for i in keep]
     return chats, purposes
+
+
+def load_pairs(path: Path, max_examples: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Held-out lines of a pairs dataset (``{prompt, chosen, rejected}``, each side one
+    assistant message with text), a seeded sample when there are more than asked, and
+    each pair's recorded call purpose ("" when none)."""
+    pairs: list[dict[str, Any]] = []
+    purposes: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            pair = _pair(obj)
+            if pair is not None:
+                pairs.append(pair)
+                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                purpose = meta.get("purpose")
+                purposes.append(purpose[:100] if isinstance(purpose, str) else "")
+    if len(pairs) > max_examples:
+        keep = sorted(random.Random(seed).sample(range(len(pairs)), max_examples))
+        pairs, purposes = [pairs[i] for i in keep], [purposes[i] for i in keep]
+    return pairs, purposes
+
+
+def _pair(obj: Any) -> dict[str, Any] | None:
+    """A pair line's prompt and its two replies, or None when it is not one."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), list):
+        return None
+    prompt = line_messages({"messages": obj["prompt"]}, strict=False)
+    sides = []
+    for key in ("chosen", "rejected"):
+        turns = obj.get(key)
+        last = turns[-1] if isinstance(turns, list) and turns else None
+        if not isinstance(last, dict) or not isinstance(last.get("content"), str):
+            return None
+        sides.append({"role": "assistant", "content": last["content"]})
+    if not prompt or not sides[0]["content"].strip():
+        return None
+    return {"prompt": prompt, "chosen": sides[0], "rejected": sides[1]}
+
+
+def pair_wins(model: Any, tokenizer: Any, pairs: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Per pair: does ``model`` give the chosen reply a higher summed log-probability
+    (its tokens as the chat template renders the turn) than the rejected one?"""
+    import torch
+
+    device = next(model.parameters()).device
+    wins = []
+    with torch.inference_mode():
+        for i, p in enumerate(pairs):
+            chosen, rejected = (
+                reply_logp(model, encode(tokenizer, [*p["prompt"], p[side]], i), device)
+                for side in ("chosen", "rejected")
+            )
+            wins.append(chosen > rejected)
+    return wins
+
+
+def reply_logp(model: Any, example: Example, device: Any) -> float:
+    """The summed log-probability of ``example``'s reply tokens after its prompt."""
+    import torch
+
+    ids = torch.tensor([example.prompt_ids + example.reply_ids], device=device)
+    start = len(example.prompt_ids)
+    logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
+    target = ids[0, start:, None]
+    return float(torch.log_softmax(logits, -1).gather(-1, target).sum())
 
 
 def _chat(obj: Any) -> list[dict[str, Any]] | None:
@@ -592,10 +689,15 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
     stop_ids = stop_token_ids(tokenizer, base)
     examples, batch_size = _examples(tokenizer, base, chats, spec)
     out: dict[str, dict[str, list[Any]]] = {}
+    wins: dict[str, list[bool]] = {}
+    pairs = spec.get("pairs") or []
 
-    def timed(label: str, work: Any) -> None:
+    def timed(label: str, work: Any, using: tuple[Any, Any] | None = None) -> None:
         started = time.monotonic()
         out[label] = work()
+        if pairs:  # the variant's model and tokenizer (the first model's by default)
+            scored, tok = using if using is not None else (model, tokenizer)
+            wins[label] = pair_wins(scored, tok, pairs)
         shown = scores.summarize(scores.PerExample.from_dict(out[label]))
         print(f"{label}: {shown} in {time.monotonic() - started:.1f}s", file=log, flush=True)
 
@@ -617,8 +719,8 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         model2.merge_adapter()
         ex2, bs2 = _examples(tok2, base2, chats, spec)
         stop2 = stop_token_ids(tok2, base2)
-        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2))
-    return {"examples": len(examples), "perExample": out}
+        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2), (model2, tok2))
+    return {"examples": len(examples), "perExample": out, **({"pairWins": wins} if pairs else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

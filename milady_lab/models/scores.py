@@ -379,3 +379,40 @@ def paired_interval(
             continue
         out[name] = {"delta": round(va - vb, 4), "low": bounds[0], "high": bounds[1]}
     return out
+
+
+# -- preference accuracy (issue 27) ---------------------------------------------------------
+PREFERENCE = "preferenceAccuracy"
+
+
+def preference_accuracy(wins: Sequence[bool]) -> float | None:
+    """The share of held-out pairs where the model gives the chosen reply the higher
+    summed log-probability than the rejected one (a tie is not a win); None: no pairs."""
+    return round(sum(bool(x) for x in wins) / len(wins), 4) if wins else None
+
+
+def preference_interval(wins: Sequence[bool], seed: int = 0) -> list[float] | None:
+    """Its 95 % percentile bootstrap interval, resampled like ``interval``'s scores."""
+    import numpy as np
+
+    if not wins:
+        return None
+    values = np.asarray([float(bool(x)) for x in wins])
+    return _bounds(values[_resample(len(values), seed)].mean(-1))
+
+
+def paired_preference(
+    candidate: Sequence[bool], reference: Sequence[bool], seed: int = 0
+) -> dict[str, float] | None:
+    """``candidate − reference`` preference accuracy with a paired 95 % bootstrap interval."""
+    import numpy as np
+
+    if not candidate or len(candidate) != len(reference):
+        return None
+    a = np.asarray([float(bool(x)) for x in candidate])
+    b = np.asarray([float(bool(x)) for x in reference])
+    idx = _resample(len(a), seed)
+    bounds = _bounds(a[idx].mean(-1) - b[idx].mean(-1))
+    if bounds is None:
+        return None
+    return {"delta": round(float(a.mean() - b.mean()), 4), "low": bounds[0], "high": bounds[1]}

@@ -18,6 +18,10 @@ from ..training.schedule import SCHEDULES
 from ._fields import STYLE, count, wrap_row
 
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
+#: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
+OBJECTIVES = (("sft", "sft"), ("dpo (pairs)", "dpo"), ("kto (labelled)", "kto"))
+#: β when the user has not changed it (``training.preference.DEFAULT_BETA``).
+DEFAULT_BETA = 0.1
 
 
 def _number(description: str, value: float, width: str, step: float = 0.01) -> w.FloatText:
@@ -77,11 +81,25 @@ class TrainingControls(w.VBox):
         )
         self.advanced = w.Accordion(children=[advanced], selected_index=None)
         self.advanced.set_title(0, "Advanced")
+        self.objective = w.ToggleButtons(
+            options=list(OBJECTIVES), value="sft", description="Objective",
+            style={**STYLE, "button_width": "110px"},
+        )  # fmt: skip
+        self.beta = _number("β", DEFAULT_BETA, "120px")
+        self.beta.layout.display = "none"
         self.length_by.observe(self._on_length, names="value")
-        self.children = [wrap_row([self.length_by, self.epochs]), self.advanced]
+        self.objective.observe(self._on_objective, names="value")
+        self.children = [
+            wrap_row([self.objective, self.beta]),
+            wrap_row([self.length_by, self.epochs]),
+            self.advanced,
+        ]
 
     def _on_length(self, change: dict[str, Any]) -> None:
         self.epochs.layout.display = "" if change["new"] == "epochs" else "none"
+
+    def _on_objective(self, change: dict[str, Any]) -> None:
+        self.beta.layout.display = "" if change["new"] != "sft" else "none"
 
     @property
     def by_epochs(self) -> bool:
@@ -115,4 +133,7 @@ class TrainingControls(w.VBox):
                 body[key] = field.value.strip()  # checked (and converted) by the service
         if self.patience.value:
             body["earlyStoppingPatience"] = int(self.patience.value)
+        if self.objective.value != "sft":  # sft is the default: its body stays as it was
+            body["objective"] = self.objective.value
+            body["beta"] = float(self.beta.value)
         return body

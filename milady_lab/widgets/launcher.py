@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..state import FINAL_STATUSES, LIVE_STATUSES
+from ..state import FINAL_STATUSES, LIVE_STATUSES, PREFERENCE_FIGURES
 from . import plots
 from ._async import Poller
 from ._controls import TrainingControls
@@ -69,6 +69,10 @@ class JobLauncher(Panel):
         self.jobs: list[dict[str, Any]] = []
         self.train_points: list[tuple[float, float]] = []
         self.val_points: list[tuple[float, float]] = []
+        #: The latest preference figures of the watched job (dpo/kto), for the info line.
+        self.figures: dict[str, float] = {}
+        #: Dataset id → kind, so picking a dataset picks its objective.
+        self.dataset_kinds: dict[str, str] = {}
         self.last_seq = 0
         self.redraws = 0
         self._last_draw = 0.0
@@ -113,6 +117,7 @@ class JobLauncher(Panel):
         )
         self.controls = TrainingControls()
         self.model.observe(self._on_model, names="value")
+        self.dataset.observe(self._on_dataset, names="value")
 
     def _watch_widgets(self) -> None:
         """Buttons, the job being watched, its progress, loss curve and the jobs table."""
@@ -193,11 +198,9 @@ class JobLauncher(Panel):
         if datasets is None:
             datasets = self.backend.list_datasets()
         current = select or self.dataset.value
+        self.dataset_kinds = {d["id"]: d.get("kind") or "sft" for d in datasets if d.get("id")}
         options: list[tuple[str, str | None]] = [
-            (
-                f"{d.get('id')} ({d.get('exampleCount', 0)} examples)",
-                d.get("id"),
-            )
+            (f"{d.get('id')} ({d.get('exampleCount', 0)} {_noun(d)})", d.get("id"))
             for d in datasets
         ]
         if not options:
@@ -223,6 +226,11 @@ class JobLauncher(Panel):
         if "epochs" in body:  # one of the two: the service derives the other
             del body["iterations"]
         return body
+
+    def _on_dataset(self, change: dict[str, Any]) -> None:
+        """A pairs dataset trains with dpo, a labelled one with kto, others with sft."""
+        kind = self.dataset_kinds.get(change["new"] or "", "sft")
+        self.controls.objective.value = OBJECTIVE_OF_KIND.get(kind, "sft")
 
     def _on_model(self, change: dict[str, Any]) -> None:
         """A new base model brings its size's learning rate, rank and batch (README)."""
@@ -287,6 +295,7 @@ class JobLauncher(Panel):
         self.job_id = job_id
         self.job = None
         self.train_points, self.val_points = [], []
+        self.figures = {}
         self.last_seq = 0
         self._dirty = True
         if job_id is not None and job_id not in {v for _, v in self.watch.options}:
@@ -365,6 +374,7 @@ class JobLauncher(Panel):
             if m.get("valLoss") is not None:
                 self.val_points.append((float(it), float(m["valLoss"])))
                 self._dirty = True
+            self.figures |= {k: float(m[k]) for k in PREFERENCE_FIGURES if m.get(k) is not None}
 
     def _pick_up(self) -> bool:
         """Follow a live job we have not seen yet when the watched one is idle or done."""
@@ -449,6 +459,11 @@ class JobLauncher(Panel):
         ]
         if job.get("valLoss") is not None:
             parts.append(f"val {fmt_num(job.get('valLoss'))}")
+        parts += [
+            f"{label} {self.figures[key]:.3f}"
+            for key, label in PREFERENCE_FIGURES.items()
+            if key in self.figures
+        ]
         if job.get("bestIteration") is not None:
             best = f"best val {fmt_num(job.get('bestValLoss'))} @ {job['bestIteration']}"
             parts.append(f"<span class='milady-best'>{best}</span>")
@@ -508,6 +523,18 @@ class JobLauncher(Panel):
 
     def stop(self) -> None:
         self.poller.stop()
+
+
+#: What a dataset's lines are, by its kind, in the dataset dropdown.
+_NOUNS = {"pairs": "pairs", "labelled": "labelled examples"}
+
+
+def _noun(dataset: dict[str, Any]) -> str:
+    return _NOUNS.get(dataset.get("kind") or "sft", "examples")
+
+
+#: The objective a dataset of each kind trains with (``training.options.OBJECTIVE_KINDS``).
+OBJECTIVE_OF_KIND = {"sft": "sft", "pairs": "dpo", "labelled": "kto"}
 
 
 def _best_point(job: dict[str, Any]) -> tuple[float, float] | None:
