@@ -69,7 +69,7 @@ def test_follow_shows_the_stage_and_ctrl_c_detaches_without_cancelling(
     )  # fmt: skip
     os.close(slave)
     try:
-        shown = _read_until(master, f"{job_id} running".encode(), 60)  # the bar
+        shown = _read_until(master, f"{job_id} training".encode(), 60)  # the bar, its stage
         assert b"it/s" in shown or b"s/it" in shown or b"it [" in shown, shown[-300:]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
@@ -94,3 +94,30 @@ def test_follow_shows_the_stage_and_ctrl_c_detaches_without_cancelling(
         _argv(settings, "jobs", "follow", "job-nope"), capture_output=True, text=True, timeout=60
     )
     assert unknown.returncode == 2 and "job-nope" in unknown.stderr
+
+
+def test_a_short_job_goes_through_every_stage_in_order(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    ds = add_dataset(settings, store)
+    job = manager.start(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 2,
+         "evalEvery": 1}
+    )  # fmt: skip
+    job_id = job["id"]
+    done = wait_for(
+        lambda: (r := store.get_job(job_id))["status"] in ("completed", "failed") and r, 120, "end"
+    )
+    assert done["status"] == "completed", done.get("error")
+    stages = [
+        e["stage"] for e in store.events() if e["kind"] == "job_stage" and e["jobId"] == job_id
+    ]
+    # An evaluation after each of the 2 iterations; the last one is followed by saving.
+    assert stages == [
+        "loading", "training", "evaluating", "training", "evaluating", "saving", "registering"
+    ]  # fmt: skip
+    assert done["stage"] == "registering"  # a finished job keeps the last stage it reached
+    shown = subprocess.run(
+        _argv(settings, "jobs", "show", job_id), capture_output=True, text=True, timeout=60
+    )
+    assert any(line.split() == ["stage", "registering"] for line in shown.stdout.splitlines())
