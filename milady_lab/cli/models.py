@@ -221,8 +221,20 @@ def _activate(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    """Score the model; a bar of the examples scored (over base and fine-tuned) meanwhile."""
+    from tqdm.auto import tqdm
+
     request = _request(datasetId=args.dataset_id, maxExamples=args.max_examples, seed=args.seed)
-    body = service_from(args, reconcile=False).benchmark_model(args.model_id, request)
+    bar = tqdm(total=None, unit="ex", desc="benchmark", dynamic_ncols=True, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        body = service_from(args, reconcile=False).benchmark_model(args.model_id, request, progress)
+    finally:
+        bar.close()
     if args.json:
         print_json(body)
         return 0
