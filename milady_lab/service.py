@@ -253,11 +253,18 @@ class TrainingService:
         model = self.get_model(model_id)["model"]
         return activate(self.settings, self.store, model, body)
 
-    def benchmark_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+    def benchmark_model(
+        self,
+        model_id: Any,
+        body: Any = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Score the model against its base; ``progress(done, total)`` examples as it goes
+        (each step also a ``benchmark_progress`` event)."""
         from .models.benchmark import run_benchmark
 
         model = self.get_model(model_id)["model"]
-        return run_benchmark(self.settings, self.store, model, body)
+        return run_benchmark(self.settings, self.store, model, body, progress)
 
     def export_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
         """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``."""

@@ -127,6 +127,10 @@ class JobStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
+#: What a running job is doing, in the order it does it (``evaluating`` and ``training``
+#: alternate while it trains); a finished job keeps the last stage it reached.
+JOB_STAGES = ("loading", "training", "evaluating", "saving", "registering")
+
 #: ``queued`` and ``running`` are live; the rest are final.
 LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -203,6 +207,7 @@ _JOB = _cols(
     "truncatedExamples",
     "droppedExamples",
     "lastAdapterPath",
+    "stage",
 )
 _METRIC = _cols(
     "jobId",
@@ -301,6 +306,8 @@ _ADDED_COLUMNS = (
     ("job_metrics", "logps_rejected", "REAL"),
     ("job_metrics", "kl_estimate", "REAL"),
     ("job_metrics", "val_reward_margin", "REAL"),
+    # Progress on every wait (issue 25): the stage a running job is in (``JOB_STAGES``).
+    ("jobs", "stage", "TEXT"),
     # Activation warnings (issue 25): an ``ollama/…`` model Ollama did not list.
     ("activations", "warnings", "TEXT"),
 )

@@ -1,9 +1,11 @@
-"""``milady-lab jobs start|list|show|cancel``.
+"""``milady-lab jobs start|follow|list|show|cancel``.
 
 ``start --wait`` follows the job through the state store (a tqdm bar over the
-iterations with the live loss) and exits 0 only when it completed. Ctrl-C while
-waiting asks whether to cancel the job; without a terminal to ask on, the job is
-left running (it never depended on this process) and the command says so.
+iterations with the live loss, described by the job's stage) and exits 0 only when it
+completed. Ctrl-C while waiting asks whether to cancel the job; without a terminal to
+ask on, the job is left running (it never depended on this process) and the command
+says so. ``follow ID`` shows the same bar for a job started elsewhere; there Ctrl-C
+only detaches (exit 0): the job keeps running and nothing is asked.
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(start)
     start.set_defaults(handler=_start)
 
+    fol = jsub.add_parser(
+        "follow", help="show a job's progress until it ends; Ctrl-C detaches, never cancels"
+    )
+    fol.add_argument("job_id", metavar="ID")
+    add_json_flag(fol)
+    fol.set_defaults(handler=_follow)
+
     ls = jsub.add_parser("list", help="list jobs, newest first")
     add_json_flag(ls)
     ls.set_defaults(handler=_list)
@@ -102,6 +111,21 @@ def _start(args: argparse.Namespace) -> int:
         return 0
     print(f"job {job['id']} {job['status']}", file=sys.stderr, flush=True)
     job = follow(service, job["id"])
+    _print_job(job, args.json)
+    return 0 if job["status"] == JobStatus.COMPLETED else 1
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """Follow until the job ends (exit 0 only when it completed) or Ctrl-C (exit 0)."""
+    service = service_from(args)
+    job = service.get_job(args.job_id)["job"]
+    try:
+        job = follow(service, job["id"], detach=True)
+    except KeyboardInterrupt:  # before the bar was up
+        print(f"\n{_detached(job['id'])}", file=sys.stderr)
+        return 0
+    if job["status"] not in FINAL_STATUSES:
+        return 0  # detached: the job goes on without us
     _print_job(job, args.json)
     return 0 if job["status"] == JobStatus.COMPLETED else 1
 
@@ -137,6 +161,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     keys = [
         "id",
         "status",
+        "stage",
         "backend",
         "model",
         "datasetId",
@@ -163,42 +188,63 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         print(f"{key.ljust(width)}  {cell(value, key)}")
 
 
-def follow(service: Any, job_id: str, interval: float = 0.5) -> dict[str, Any]:
-    """Show a bar until the job ends; Ctrl-C offers to cancel it. Returns the final record."""
+def follow(
+    service: Any, job_id: str, interval: float = 0.5, *, detach: bool = False
+) -> dict[str, Any]:
+    """Show a bar until the job ends and return the final record. Ctrl-C: with ``detach``,
+    stop following and return the live record (the job keeps running); otherwise offer
+    to cancel it on a terminal, and re-raise without one."""
     from tqdm.auto import tqdm
 
     job = service.get_job(job_id)["job"]
     figures = _LatestFigures(service, job_id)
     bar = tqdm(
-        total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, disable=None
-    )
+        total=job["totalIterations"], unit="it", desc=_bar_desc(job), dynamic_ncols=True,
+        disable=None,
+    )  # fmt: skip
     try:
-        while job["status"] not in FINAL_STATUSES:
+        while True:
             try:
+                update_bar(bar, job, figures.read())
+                if job["status"] in FINAL_STATUSES:
+                    return job
                 time.sleep(interval)
                 job = service.get_job(job_id)["job"]
-                update_bar(bar, job, figures.read())
             except KeyboardInterrupt:
                 bar.clear()
-                if not sys.stdin.isatty():
-                    print(
-                        f"\njob {job_id} keeps running; follow it with "
-                        f"`milady-lab jobs show {job_id}`, stop it with `milady-lab jobs cancel "
-                        f"{job_id}`",
-                        file=sys.stderr,
-                    )
-                    raise
-                if _ask(f"Cancel job {job_id}? [y/N] "):
-                    try:
-                        job = service.cancel_job(job_id)["job"]
-                    except ConflictError:  # it ended while we asked
-                        job = service.get_job(job_id)["job"]
-                else:
-                    print(f"still following {job_id}", file=sys.stderr)
-        update_bar(bar, job, figures.read())
+                if detach:
+                    print(f"\n{_detached(job_id)}", file=sys.stderr)
+                    return service.get_job(job_id)["job"]
+                job = _interrupted(service, job_id)
     finally:
         bar.close()
-    return job
+
+
+def _detached(job_id: str) -> str:
+    return (
+        f"job {job_id} keeps running; follow it again with `milady-lab jobs follow {job_id}`, "
+        f"stop it with `milady-lab jobs cancel {job_id}`"
+    )
+
+
+def _interrupted(service: Any, job_id: str) -> dict[str, Any]:
+    """Ctrl-C under ``start --wait``: ask whether to cancel (re-raise without a terminal)."""
+    if not sys.stdin.isatty():
+        print(f"\n{_detached(job_id)}", file=sys.stderr)
+        raise KeyboardInterrupt
+    if _ask(f"Cancel job {job_id}? [y/N] "):
+        try:
+            return service.cancel_job(job_id)["job"]
+        except ConflictError:  # it ended while we asked
+            return service.get_job(job_id)["job"]
+    print(f"still following {job_id}", file=sys.stderr)
+    return service.get_job(job_id)["job"]
+
+
+def _bar_desc(job: dict[str, Any]) -> str:
+    """``<id> <stage>`` while the job runs, ``<id> <status>`` otherwise."""
+    live = job["status"] == JobStatus.RUNNING and job.get("stage")
+    return f"{job['id']} {job['stage'] if live else job['status']}"
 
 
 #: Preference metrics (dpo/kto) on the bar: metric key → the bar's label.
@@ -224,6 +270,7 @@ def update_bar(bar: Any, job: dict[str, Any], figures: dict[str, float] | None =
     """A job's iteration, status, loss and tokens/s on a tqdm bar; with ``figures`` (the
     latest metrics of a dpo/kto job) its reward margin and chosen/rejected log-probs."""
     bar.n = job.get("currentIteration") or 0
+    bar.set_description_str(_bar_desc(job), refresh=False)
     postfix = {"status": job["status"]}
     if job.get("loss") is not None:
         postfix["loss"] = f"{job['loss']:.4f}"

@@ -5,7 +5,9 @@ body. ``ID`` is a model's id, its name (or Ollama name) or ``latest``. ``activat
 refuses an agent config that does not exist unless ``--create``, and a model never
 benchmarked unless ``--force``; a warning (Ollama does not list the model) goes to
 stderr. ``benchmark`` and ``export`` load models and take a while (the benchmark runs
-in its own worker process).
+in its own worker process): ``benchmark`` shows a bar of the examples scored, and
+``import-ollama`` its phases (merging, converting, uploading, creating), as a bar on a
+terminal and one line per phase elsewhere.
 """
 
 from __future__ import annotations
@@ -155,9 +157,16 @@ def _import(args: argparse.Namespace) -> int:
         mode=args.mode,
         quantization=args.quantization,
     )
-    bar = tqdm(total=100, unit="%", desc="importing", disable=not sys.stderr.isatty())
+    on_terminal = sys.stderr.isatty()
+    bar = tqdm(total=100, unit="%", desc="importing", disable=not on_terminal)
+    phases: list[str] = []
 
     def progress(phase: str, percent: float) -> None:
+        """The bar on a terminal; elsewhere (a log) one line per phase."""
+        if not on_terminal and phase not in phases:
+            print(f"import-ollama: {phase}", file=sys.stderr, flush=True)
+        if phase not in phases:
+            phases.append(phase)
         bar.set_description(phase)
         bar.update(percent - bar.n)
 
@@ -242,8 +251,20 @@ def _activate(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    """Score the model; a bar of the examples scored (over base and fine-tuned) meanwhile."""
+    from tqdm.auto import tqdm
+
     request = _request(datasetId=args.dataset_id, maxExamples=args.max_examples, seed=args.seed)
-    body = service_from(args, reconcile=False).benchmark_model(args.model_id, request)
+    bar = tqdm(total=None, unit="ex", desc="benchmark", dynamic_ncols=True, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        body = service_from(args, reconcile=False).benchmark_model(args.model_id, request, progress)
+    finally:
+        bar.close()
     if args.json:
         print_json(body)
         return 0

@@ -5,6 +5,11 @@ a worker process — ``python -m milady_lab.models.benchmark SPEC OUT`` — exac
 training, so a crash or an out-of-memory kill cannot take the server down. The calling
 thread blocks until the worker ends (the REST layer runs it in an executor).
 
+Progress: the worker rewrites ``progress.json`` (``{"done", "total"}``: examples scored
+over every variant) after each batch; the calling thread polls it while it waits and
+reports each change as a ``benchmark_progress`` event (``{modelId, done, total}``, on
+the SSE stream) and to its ``progress(done, total)`` callback (the CLI's bar).
+
 The worker loads the base model once with transformers and the adapter with peft, and
 scores both variants in the same run: the adapter enabled (``scores``) and disabled
 (``baseline``). Models trained with the mlx backend are evaluated here too with torch,
@@ -31,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +60,22 @@ BATCH_SIZE = 32
 LOGITS_BUDGET = 2**28  # floats of reply logits held at once (1 GiB): caps the batch
 MIN_PREFIX_TOKENS = 16
 WORKER_TIMEOUT_S = 3600
+POLL_S = 0.25  # how often the waiting thread reads the worker's progress
+
+#: ``progress(done, total)``: examples scored so far over every variant, and in all.
+BenchmarkProgress = Callable[[int, int], None]
 
 
 # -- service side ---------------------------------------------------------------------------
 def run_benchmark(
-    settings: Settings, store: StateStore, model: Mapping[str, Any], body: Any = None
+    settings: Settings,
+    store: StateStore,
+    model: Mapping[str, Any],
+    body: Any = None,
+    progress: BenchmarkProgress | None = None,
 ) -> dict[str, Any]:
-    """Score the model and its base on held-out examples; stored on the model record."""
+    """Score the model and its base on held-out examples; stored on the model record.
+    Each step of the way goes to ``progress`` and the event log (``benchmark_progress``)."""
     fields = v.body_object(body, ("datasetId", "maxExamples", "seed"))
     max_examples = v.integer(
         fields.get("maxExamples"),
@@ -108,7 +122,8 @@ def run_benchmark(
         **({"pairs": pairs} if pairs else {}),
     }
     started = time.monotonic()
-    result = _run_worker(settings, spec)
+    variants = 2 if active is None else 3
+    result = _run_worker(settings, spec, _Reporter(store, model["id"], progress, variants))
     body_out = {
         "modelId": model["id"],
         **report(result["perExample"], purposes, seed, result.get("pairWins")),
@@ -203,14 +218,55 @@ def add_preference(body: dict[str, Any], wins: Mapping[str, Sequence[bool]], see
     body["counts"][name] = len(wins.get("scores") or [])
 
 
-def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
+class _Reporter:
+    """A benchmark's progress to the caller and, on each change, to the event log."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        model_id: str,
+        progress: BenchmarkProgress | None,
+        variants: int,
+    ) -> None:
+        self.store, self.model_id, self.progress = store, model_id, progress
+        self.variants = variants
+        self.last: tuple[int, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if (done, total) == self.last:
+            return
+        self.last = (done, total)
+        if self.progress is not None:
+            self.progress(done, total)
+        self.store.emit(
+            "benchmark_progress",
+            f"model {self.model_id}: benchmark {done}/{total} examples",
+            modelId=self.model_id,
+            done=done,
+            total=total,
+        )
+
+    def read(self, path: Path) -> None:
+        """Report what the worker's ``progress.json`` says, if it says anything new."""
+        try:
+            now = json.loads(path.read_text())
+            self(int(now["done"]), int(now["total"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not written yet
+
+
+def _run_worker(
+    settings: Settings, spec: dict[str, Any], report: _Reporter | None = None
+) -> dict[str, Any]:
     """Run the worker process; its own problems come back as errors, a crash as a 500."""
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".benchmark-", dir=settings.home) as tmp:
-        spec_path, out_path, log_path = (
-            Path(tmp) / n for n in ("spec.json", "out.json", "worker.log")
+        spec_path, out_path, log_path, progress_path = (
+            Path(tmp) / n for n in ("spec.json", "out.json", "worker.log", "progress.json")
         )
-        spec_path.write_text(json.dumps(spec))
+        spec_path.write_text(json.dumps({**spec, "progressPath": str(progress_path)}))
+        if report is not None:
+            report(0, len(spec["chats"]) * report.variants)
         env = {**os.environ, **settings.as_env(), "TOKENIZERS_PARALLELISM": "false"}
         env.pop(ENV_AGENT_TOKEN, None)  # the worker reads no agent: it gets no token
         # Sleeping (not spinning) OpenMP threads: with other processes on the cores,
@@ -232,7 +288,7 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
                 start_new_session=True,
             )
             try:
-                rc = proc.wait(timeout=WORKER_TIMEOUT_S)
+                rc = _wait(proc, progress_path, report)
             except BaseException:  # timeout, KeyboardInterrupt, server shutdown
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -244,6 +300,22 @@ def _run_worker(settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
             why = "it was killed (out of memory?)" if rc < 0 else f"exit {rc}"
             raise WorkerError(f"the benchmark worker failed ({why}): {tail[0][:300]}")
         return result
+
+
+def _wait(proc: subprocess.Popen, progress_path: Path, report: _Reporter | None) -> int:
+    """The worker's exit status, reporting its progress while it runs."""
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    while True:
+        try:
+            rc = proc.wait(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise
+            rc = None
+        if report is not None:
+            report.read(progress_path)
+        if rc is not None:
+            return rc
 
 
 # -- worker side -----------------------------------------------------------------------------
@@ -625,9 +697,15 @@ def _load(base_path: str, adapter_path: str, device: str) -> tuple[Any, Any, Any
 
 
 def _score_variant(
-    model: Any, tokenizer: Any, examples: Sequence[Example], batch_size: int, stop_ids: set[int]
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    batch_size: int,
+    stop_ids: set[int],
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, list[Any]]:
-    """Greedy replies and reply NLL of one variant, scored per example (chat order)."""
+    """Greedy replies and reply NLL of one variant, scored per example (chat order);
+    ``on_batch(n)`` after each batch of n examples."""
     import torch
 
     pad_id = (
@@ -646,6 +724,8 @@ def _score_variant(
             for e, n_, c, toks in zip(batch, nll, counts, generated, strict=True):
                 nll_of[e.index], tokens_of[e.index] = n_, c
                 replies[e.index] = tokenizer.decode(toks, skip_special_tokens=True).strip()
+            if on_batch is not None:
+                on_batch(len(batch))
     order = sorted(replies)
     refs = {e.index: e.reference for e in examples}
     per = scores.PerExample.from_replies(
@@ -670,6 +750,26 @@ def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str
     return examples, batch_size
 
 
+class _Progress:
+    """The worker's side of the progress: ``progress.json`` rewritten after each batch."""
+
+    def __init__(self, path: str | None, total: int) -> None:
+        self.path = None if path is None else Path(path)
+        self.done, self.total = 0, total
+        self.write()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.write()
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": self.done, "total": self.total}))
+        os.replace(tmp, self.path)
+
+
 def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
     """Every variant over the held-out examples, per example; the worker's whole job.
 
@@ -691,6 +791,7 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
     out: dict[str, dict[str, list[Any]]] = {}
     wins: dict[str, list[bool]] = {}
     pairs = spec.get("pairs") or []
+    done = _Progress(spec.get("progressPath"), len(chats) * (3 if active else 2))
 
     def timed(label: str, work: Any, using: tuple[Any, Any] | None = None) -> None:
         started = time.monotonic()
@@ -702,24 +803,31 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         print(f"{label}: {shown} in {time.monotonic() - started:.1f}s", file=log, flush=True)
 
     with model.disable_adapter():
-        timed("baseline", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+        timed(
+            "baseline",
+            lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done),
+        )
     if active and active["basePath"] == spec["basePath"]:
         model.load_adapter(active["adapterPath"], adapter_name="active")
         model.set_adapter("active")
         model.merge_adapter()
-        timed("active", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+        timed(
+            "active", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done)
+        )
         model.unmerge_adapter()
         model.set_adapter("default")
     # Merged LoRA layers decode as fast as the base and need no unmerge afterwards.
     model.merge_adapter()
-    timed("scores", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids))
+    timed("scores", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done))
     if active and active["basePath"] != spec["basePath"]:
         del model, base
         tok2, base2, model2 = _load(active["basePath"], active["adapterPath"], device)
         model2.merge_adapter()
         ex2, bs2 = _examples(tok2, base2, chats, spec)
         stop2 = stop_token_ids(tok2, base2)
-        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2), (model2, tok2))
+        timed(
+            "active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2, done), (model2, tok2)
+        )
     return {"examples": len(examples), "perExample": out, **({"pairWins": wins} if pairs else {})}
 
 

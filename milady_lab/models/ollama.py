@@ -113,9 +113,11 @@ def import_model(
         try:
             blob = plan.write(workdir, report)
             size = blob.stat().st_size
+            report("uploading", 60.0)  # hashing first: the blob's name is its digest
             digest = _sha256(blob)
             _guard(req.url, lambda: _push_blob(client, blob, digest, report))
             create = plan.create_body({blob.name: f"sha256:{digest}"})
+            report("creating", 96.0)  # Ollama reads the GGUF and writes its manifest
             _guard(req.url, lambda: _create(client, create, req.mode))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -205,17 +207,20 @@ class _Plan:
 
 
 class _Reporter:
-    """Progress to the caller (tqdm, widget) and, every 5 %, to the event log (SSE)."""
+    """Progress to the caller (tqdm, widget) and, at each new phase (merging, converting,
+    uploading, creating, done) and every 5 %, to the event log (SSE)."""
 
     def __init__(self, store: StateStore, model_id: str, progress: ImportProgress | None) -> None:
         self.store, self.model_id, self.progress = store, model_id, progress
         self.last_event = -100.0
+        self.last_phase: str | None = None
 
     def __call__(self, phase: str, percent: float) -> None:
         percent = max(0.0, min(100.0, percent))
         if self.progress is not None:
             self.progress(phase, percent)
-        if percent - self.last_event >= 5.0 or (percent >= 100.0 > self.last_event):
+        new_phase, self.last_phase = phase != self.last_phase, phase
+        if new_phase or percent - self.last_event >= 5.0 or (percent >= 100.0 > self.last_event):
             self.last_event = percent
             self.store.emit(
                 "model_import_progress",

@@ -37,6 +37,10 @@ class TrainingCallback:
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         """A checkpoint from which a later run can resume was written."""
 
+    def on_stage(self, stage: str) -> None:
+        """The run moved to another stage: ``loading``, ``training``, ``evaluating``,
+        ``saving``, ``registering`` (``state.JOB_STAGES``)."""
+
     def on_summary(self, fields: dict[str, Any]) -> None:
         """Figures about the run as a whole, kept on the job record as they change:
         ``truncatedExamples``, ``droppedExamples``, ``bestIteration``, ``bestValLoss``."""
@@ -70,6 +74,10 @@ class CallbackList(TrainingCallback):
         for cb in self.callbacks:
             cb.on_summary(fields)
 
+    def on_stage(self, stage: str) -> None:
+        for cb in self.callbacks:
+            cb.on_stage(stage)
+
     def should_stop(self) -> bool:
         return any(cb.should_stop() for cb in self.callbacks)
 
@@ -82,6 +90,7 @@ class RecordingCallback(TrainingCallback):
         self.logs: list[str] = []
         self.checkpoints: list[tuple[int, Path]] = []
         self.summary: dict[str, Any] = {}
+        self.stages: list[str] = []
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         self.metrics.append(dict(metric))
@@ -94,3 +103,6 @@ class RecordingCallback(TrainingCallback):
 
     def on_summary(self, fields: dict[str, Any]) -> None:
         self.summary.update(fields)
+
+    def on_stage(self, stage: str) -> None:
+        self.stages.append(stage)

@@ -59,6 +59,7 @@ class StoreCallback(TrainingCallback):
         self._dirty = False
         self._last_write = 0.0
         self._closed = threading.Event()
+        self._stage: str | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class StoreCallback(TrainingCallback):
         with self._lock:
             self._latest.update(totalIterations=total_iterations, currentIteration=start_iteration)
             self._dirty = True
+        self.on_stage("training")
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         row = {k: metric[k] for k in METRIC_KEYS if metric.get(k) is not None}
@@ -131,6 +133,21 @@ class StoreCallback(TrainingCallback):
         with self.store.transaction() as conn:
             if self._check_owner(conn):
                 self.store.update_job(self.job_id, conn, checkpointIteration=iteration)
+
+    def on_stage(self, stage: str) -> None:
+        """The stage on the job row at once, with a ``job_stage`` event: not buffered, as
+        one stage (the last evaluation, saving) can outlast many flush intervals. The
+        progress so far is written first, so the events keep their order."""
+        if stage == self._stage:
+            return
+        self._stage = stage
+        self.flush()
+        with self.store.transaction() as conn:
+            if self._check_owner(conn):
+                self.store.update_job(self.job_id, conn, stage=stage)
+                self.store.emit(
+                    "job_stage", f"job {self.job_id} {stage}", conn, jobId=self.job_id, stage=stage
+                )
 
     def should_stop(self) -> bool:
         return self.stop_event.is_set()

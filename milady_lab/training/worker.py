@@ -96,6 +96,7 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
     status, error, result, spec, resolved = "failed", None, None, None, None
     interrupted = False
     try:
+        cb.on_stage("loading")
         spec, resolved = _build_spec(settings, store, job, cb)
         from .backends import run_training
         from .distributed import Layout, run_ranks
@@ -107,6 +108,8 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
             result = run_training(spec, CallbackList([StopBetweenSteps(), cb]))
         not_interruptible()
         status = "cancelled" if stop.is_set() else "completed"
+        if status == "completed":
+            cb.on_stage("registering")  # the model record, in ``_complete``
     except TrainingCancelled:
         not_interruptible()
         status = "cancelled"

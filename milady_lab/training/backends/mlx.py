@@ -434,6 +434,7 @@ class _MlxRun:
 
         if callback.should_stop():  # cancelled after the last step: no adapter, no model
             raise TrainingCancelled(self.done)
+        callback.on_stage("saving")
         last = self._save_last()
         stopped = self.best.should_stop
         return TrainResult(
@@ -489,9 +490,12 @@ class _MlxRun:
         evaluate = iteration % max(1, spec.eval_every) == 0 or iteration == total
         # A cancel skips the evaluation (seconds on a big validation set).
         if self.val_set and evaluate and not callback.should_stop():
+            callback.on_stage("evaluating")
             state["val"] = metric["valLoss"] = self.evaluate()
             self._evaluated(iteration, state["val"])
             metric.update(self.val_extra)
+            if iteration < total:
+                callback.on_stage("training")
         metric.update(self.extra)
         callback.on_metric(metric)
         if not math.isfinite(state["loss"]):

@@ -243,6 +243,7 @@ class _Run:
             metric = self._step(it)
             iteration = it + 1
             if self.val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
+                callback.on_stage("evaluating")
                 val = self.evaluate(
                     self.decoder, self.lm_head, self.val_set, spec.batch_size, self.budget,
                     self.device, self.autocast, should_stop=callback.should_stop,
@@ -252,6 +253,8 @@ class _Run:
                     done.last_val = metric["valLoss"] = val
                     metric.update(self.val_extra)
                     self._evaluated(iteration, val)
+                if iteration < total:
+                    callback.on_stage("training")
             callback.on_metric(metric)
             if not math.isfinite(metric["loss"]):
                 raise RuntimeError(f"loss became {metric['loss']} at iteration {iteration}")
@@ -262,6 +265,7 @@ class _Run:
                 break
         if callback.should_stop():  # a cancelled job registers no model: don't write one
             raise self._stop(iteration)
+        callback.on_stage("saving")
         last = self._save_last()
         return TrainResult(
             adapter_dir=spec.output_dir,

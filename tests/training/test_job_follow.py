@@ -1,0 +1,123 @@
+"""``milady-lab jobs follow ID``: the ``--wait`` bar for a job started elsewhere, which
+Ctrl-C leaves running (exit 0, how to follow again), run as a real CLI process on a
+terminal (the bar is drawn only there)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from milady_lab.config import Settings
+from milady_lab.state import StateStore
+from milady_lab.training.jobs import JobManager
+
+from .jobkit import *  # noqa: F403 - the shared job fixtures
+from .jobkit import add_dataset, wait_for
+
+pytestmark = pytest.mark.slow
+
+CLI = "import sys; from milady_lab.cli import main; sys.exit(main())"
+
+
+def _argv(settings: Settings, *args: str) -> list[str]:
+    home = ["--home", str(settings.home), "--trajectories", settings.trajectories]
+    return [sys.executable, "-c", CLI, *home, "--cache", str(settings.cache), *args]
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    """What the terminal showed until ``needle`` appeared."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(
+                f"no {needle!r} on the terminal in {timeout:.0f} s: {seen[-300:]!r}"
+            )
+        if select.select([fd], [], [], left)[0]:
+            seen += os.read(fd, 4096)
+    return seen
+
+
+def test_follow_shows_the_stage_and_ctrl_c_detaches_without_cancelling(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    ds = add_dataset(settings, store)
+    job = manager.start(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 1000000,
+         "batchSize": 1}
+    )  # fmt: skip
+    job_id = job["id"]
+    wait_for(lambda: (store.get_job(job_id)["currentIteration"] or 0) > 0, 120, "training")
+
+    master, slave = pty.openpty()
+    # 24 x 120: a fresh pty is 0 columns wide, and tqdm draws nothing in 0 columns.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(
+        _argv(settings, "jobs", "follow", job_id),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        shown = _read_until(master, f"{job_id} training".encode(), 60)  # the bar, its stage
+        assert b"it/s" in shown or b"s/it" in shown or b"it [" in shown, shown[-300:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        said = _read_until(master, b"jobs cancel", 10).decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert f"follow it again with `milady-lab jobs follow {job_id}`" in said
+    time.sleep(1.0)  # a cancel, had there been one, would show by now
+    assert store.get_job(job_id)["status"] == "running"
+
+    # An ended job: its record at once; exit 1 as it did not complete.
+    manager.cancel(job_id)
+    wait_for(lambda: store.get_job(job_id)["status"] == "cancelled", 30, "the cancel")
+    ended = subprocess.run(
+        _argv(settings, "jobs", "follow", job_id), capture_output=True, text=True, timeout=60
+    )
+    assert ended.returncode == 1, ended.stderr
+    assert "cancelled" in ended.stdout
+    unknown = subprocess.run(
+        _argv(settings, "jobs", "follow", "job-nope"), capture_output=True, text=True, timeout=60
+    )
+    assert unknown.returncode == 2 and "job-nope" in unknown.stderr
+
+
+def test_a_short_job_goes_through_every_stage_in_order(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path
+) -> None:
+    ds = add_dataset(settings, store)
+    job = manager.start(
+        {"datasetId": ds, "model": str(job_model_dir), "backend": "cpu", "iterations": 2,
+         "evalEvery": 1}
+    )  # fmt: skip
+    job_id = job["id"]
+    done = wait_for(
+        lambda: (r := store.get_job(job_id))["status"] in ("completed", "failed") and r, 120, "end"
+    )
+    assert done["status"] == "completed", done.get("error")
+    stages = [
+        e["stage"] for e in store.events() if e["kind"] == "job_stage" and e["jobId"] == job_id
+    ]
+    # An evaluation after each of the 2 iterations; the last one is followed by saving.
+    assert stages == [
+        "loading", "training", "evaluating", "training", "evaluating", "saving", "registering"
+    ]  # fmt: skip
+    assert done["stage"] == "registering"  # a finished job keeps the last stage it reached
+    shown = subprocess.run(
+        _argv(settings, "jobs", "show", job_id), capture_output=True, text=True, timeout=60
+    )
+    assert any(line.split() == ["stage", "registering"] for line in shown.stdout.splitlines())
