@@ -146,7 +146,8 @@ def test_the_cli_bar_shows_the_preference_figures() -> None:
     from milady_lab.cli.jobs import update_bar
 
     bar = tqdm(total=3, disable=False, file=io.StringIO())
-    job = {"status": "running", "currentIteration": 2, "loss": 0.61, "tokensPerSecond": 90.0}
+    job = {"id": "job-1", "status": "running", "stage": "training", "currentIteration": 2}
+    job.update(loss=0.61, tokensPerSecond=90.0)
     update_bar(bar, job, {"rewardMargin": 0.25, "logpsChosen": -12.5, "logpsRejected": -14.0})
     want = "status=running, loss=0.6100, margin=0.250, logp+=-12.500, logp-=-14.000, tok/s=90"
     assert bar.postfix == want
