@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import validation as v
 from ..config import ENV_AGENT_TOKEN, Settings
@@ -342,11 +342,16 @@ def load_examples(path: Path, max_examples: int, seed: int) -> list[list[dict[st
     return load_examples_with_purpose(path, max_examples, seed)[0]
 
 
-def load_examples_with_purpose(
-    path: Path, max_examples: int, seed: int
-) -> tuple[list[list[dict[str, str]]], list[str]]:
-    """``load_examples`` and each chat's recorded call purpose ("" when none)."""
-    chats: list[list[dict[str, str]]] = []
+T = TypeVar("T")
+
+
+def _sampled_lines(
+    path: Path, max_examples: int, seed: int, parse: Callable[[dict[str, Any]], T | None]
+) -> tuple[list[T], list[str]]:
+    """What ``parse`` makes of each line of a dataset file (lines it refuses are left
+    out), a seeded sample when there are more than asked, and each one's recorded call
+    purpose ("" when none)."""
+    items: list[T] = []
     purposes: list[str] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
@@ -354,41 +359,30 @@ def load_examples_with_purpose(
                 obj = json.loads(line)
             except ValueError:
                 continue
-            chat = _chat(obj)
-            if chat is not None:
-                chats.append(chat)
+            item = parse(obj) if isinstance(obj, dict) else None
+            if item is not None:
+                items.append(item)
                 meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
                 purpose = meta.get("purpose")
                 purposes.append(purpose[:100] if isinstance(purpose, str) else "")
-    if len(chats) > max_examples:
-        keep = sorted(random.Random(seed).sample(range(len(chats)), max_examples))
-        chats = [chats[i] for i in keep]
-        purposes = [purposes[i] for i in keep]
-    return chats, purposes
+    if len(items) > max_examples:
+        keep = sorted(random.Random(seed).sample(range(len(items)), max_examples))
+        items, purposes = [items[i] for i in keep], [purposes[i] for i in keep]
+    return items, purposes
+
+
+def load_examples_with_purpose(
+    path: Path, max_examples: int, seed: int
+) -> tuple[list[list[dict[str, str]]], list[str]]:
+    """``load_examples`` and each chat's recorded call purpose ("" when none)."""
+    return _sampled_lines(path, max_examples, seed, _chat)
 
 
 def load_pairs(path: Path, max_examples: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Held-out lines of a pairs dataset (``{prompt, chosen, rejected}``, each side one
     assistant message with text), a seeded sample when there are more than asked, and
     each pair's recorded call purpose ("" when none)."""
-    pairs: list[dict[str, Any]] = []
-    purposes: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            pair = _pair(obj)
-            if pair is not None:
-                pairs.append(pair)
-                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-                purpose = meta.get("purpose")
-                purposes.append(purpose[:100] if isinstance(purpose, str) else "")
-    if len(pairs) > max_examples:
-        keep = sorted(random.Random(seed).sample(range(len(pairs)), max_examples))
-        pairs, purposes = [pairs[i] for i in keep], [purposes[i] for i in keep]
-    return pairs, purposes
+    return _sampled_lines(path, max_examples, seed, _pair)
 
 
 def _pair(obj: Any) -> dict[str, Any] | None:
@@ -825,9 +819,7 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         model2.merge_adapter()
         ex2, bs2 = _examples(tok2, base2, chats, spec)
         stop2 = stop_token_ids(tok2, base2)
-        timed(
-            "active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2, done), (model2, tok2)
-        )
+        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2, done), (model2, tok2))
     return {"examples": len(examples), "perExample": out, **({"pairWins": wins} if pairs else {})}
 
 

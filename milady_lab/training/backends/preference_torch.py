@@ -122,12 +122,7 @@ def preference_step(run: Any, it: int) -> dict[str, Any]:
     except StopRequested:
         run.optimizer.zero_grad(set_to_none=True)
         raise run._stop(it, rng_before) from None
-    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
-    run.optimizer.step()
-    run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.on_cuda:
-        torch.cuda.synchronize(run.device)
+    run.apply_step()
     step_time, tokens = time.perf_counter() - tic, sum(len(x) for x in items)
     done.train_time += step_time
     done.trained_tokens += tokens

@@ -347,12 +347,7 @@ class _Run:
         except StopRequested:
             self.optimizer.zero_grad(set_to_none=True)
             raise self._stop(it, rng_before) from None
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.on_cuda:
-            torch.cuda.synchronize(self.device)
+        self.apply_step()
         loss_sum, tokens = group.total(loss_sum, sum(r.n_tokens for r in rows))
         step_time, step_tokens = time.perf_counter() - tic, int(tokens)
         done.train_time += step_time
@@ -388,6 +383,16 @@ class _Run:
         path = _save_checkpoint(self.model, self.spec, iteration, state, weights)
         self.callback.on_log(f"checkpoint at iteration {iteration}")
         self.callback.on_checkpoint(iteration, path)
+
+    def apply_step(self) -> None:
+        """The update of one step, its gradients already summed: clip, step the optimizer
+        and the schedule, clear the gradients (SFT here, DPO/KTO in ``preference_torch``)."""
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
 
     def _stop(self, done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
         """Cancelled with ``done`` iterations complete: keep the work since the last
