@@ -236,7 +236,8 @@ def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) 
 
     The model's last benchmark is compared; a model never benchmarked is refused with
     the way to benchmark it (the benchmark takes minutes: never inside this request). A
-    gated score (``formatValid``, ``actionAccuracy``) "fell" when the paired 95 %
+    gated score (``formatValid``, ``actionAccuracy``, and ``preferenceAccuracy`` where the
+    benchmark scored held-out pairs) "fell" when the paired 95 %
     interval of the difference lies wholly below 0; against an active model scored in
     another run, when the two intervals do not overlap. Returns what was compared.
     """

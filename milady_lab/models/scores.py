@@ -202,8 +202,9 @@ def action_match(reply: str, reference: str) -> bool | None:
 
 # -- per-example values, summaries and intervals ----------------------------------------------
 SCORE_NAMES = ("coherence", "consistency", "helpfulness", "formatValid", "actionAccuracy")
-#: Scores whose fall blocks an activation.
-GATED = ("formatValid", "actionAccuracy")
+#: Scores whose fall blocks an activation; ``preferenceAccuracy`` (``PREFERENCE``) only
+#: where the model's dataset had pairs, so its benchmark scored held-out pairs (issue 27).
+GATED = ("formatValid", "actionAccuracy", "preferenceAccuracy")
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 

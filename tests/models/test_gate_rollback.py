@@ -20,7 +20,7 @@ from milady_lab.config import Settings
 from milady_lab.errors import ConflictError
 from milady_lab.models import scores
 from milady_lab.models.activation import activate, deactivate
-from milady_lab.models.benchmark import report
+from milady_lab.models.benchmark import add_preference, report
 from milady_lab.state import EvalStore, StateStore
 
 from .conftest import insert_model
@@ -93,6 +93,22 @@ def test_noise_is_not_a_fall_and_worse_than_active_is(
     store.update_model(good["id"], benchmark=good_bench)
     with pytest.raises(ConflictError, match=f"the active model {good['id']} on formatValid"):
         activate(settings, store, worse, None)
+
+
+def test_a_fall_of_preference_accuracy_is_refused_too(
+    settings: Settings, store: StateStore, config: Path, tmp_path: Path
+) -> None:
+    """Issue 27: a model that prefers the rejected replies more often than the base did
+    is refused, though its format and actions held."""
+    bench = _bench("x", [True] * 40, [True] * 40)
+    add_preference(bench, {"scores": [i % 4 == 0 for i in range(40)], "baseline": [True] * 40}, 0)
+    worse = _model(store, tmp_path, "prefers-rejected", bench)
+    with pytest.raises(ConflictError, match=r"the base model on preferenceAccuracy by 0\.75"):
+        activate(settings, store, worse, None)
+    assert config.read_text() == RAW
+    same = dict(bench)
+    add_preference(same, {"scores": [True] * 40, "baseline": [True] * 40}, 0)
+    assert activate(settings, store, _model(store, tmp_path, "same", same), None)["ok"] is True
 
 
 def test_never_benchmarked_is_409_saying_how_to_benchmark_and_runs_nothing(
