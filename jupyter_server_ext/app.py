@@ -191,9 +191,7 @@ class TrainingExtension(ExtensionApp):
 
     def _refresh_live_jobs(self) -> list[dict[str, Any]]:
         """Runs in a pool thread: repairs dead workers, starts queued jobs, lists live ones."""
-        live = self.service.live_jobs()
-        self.live_jobs = live
-        return live
+        return self.service.live_jobs()
 
     async def _check_activity(self) -> None:
         if self._activity_running:
@@ -207,6 +205,8 @@ class TrainingExtension(ExtensionApp):
             return
         finally:
             self._activity_running = False
+        # Published and touched in one loop step: no reader sees live jobs without activity.
+        self.live_jobs = live
         if live:
             self.touch_activity()
 
