@@ -43,7 +43,7 @@ FILTERED_BODY = {"source": "discord"}
 def build_polars(db: str, home: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """milady-lab's builder, exactly as the service calls it."""
     from milady_lab.config import Settings
-    from milady_lab.datasets import BuildOptions, build_dataset
+    from milady_lab.datasets.build import BuildOptions, build_dataset
     from milady_lab.state import StateStore
     from milady_lab.trajectories import open_source
 

@@ -89,7 +89,7 @@ def prepare_dataset(trajectories: int, seed: int) -> Path:
 
 def _demo_lines(trajectories: int, seed: int, scratch: Path) -> list[dict[str, Any]]:
     from milady_lab.config import Settings
-    from milady_lab.datasets import BuildOptions, build_dataset
+    from milady_lab.datasets.build import BuildOptions, build_dataset
     from milady_lab.demo import write_demo_db
     from milady_lab.state import StateStore
     from milady_lab.trajectories import open_source

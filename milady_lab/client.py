@@ -288,7 +288,7 @@ def _build_body(limit: int | None, min_calls: int | None, **filters: Any) -> dic
     """A build or preview body from keyword arguments named after the body's fields
     (``dataset_request.KEYWORDS``); dates may be ``datetime.date``s, names tuples. The
     privacy keys are sent only when given, so the server's defaults (redact on) hold."""
-    from .dataset_request import KEYWORDS
+    from .datasets.request import KEYWORDS
 
     privacy = _fields(
         redact=filters.pop("redact", None), anonymizeHandles=filters.pop("anonymize_handles", None)

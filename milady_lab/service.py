@@ -122,7 +122,7 @@ class TrainingService:
         return {"dataset": agent.dataset_record(rec)}
 
     def build_dataset(self, body: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
-        from .datasets import BuildOptions, build_dataset
+        from .datasets.build import BuildOptions, build_dataset
 
         opts = BuildOptions.from_body(body)
         rec = build_dataset(self.source, self.settings, self.store, opts, progress=progress)
@@ -130,7 +130,7 @@ class TrainingService:
 
     def preview_dataset(self, body: Any = None) -> dict[str, Any]:
         """How many trajectories and examples a build with these options would give."""
-        from .datasets import BuildOptions, preview
+        from .datasets.build import BuildOptions, preview
 
         return preview(self.source, BuildOptions.from_body(body), home=self.settings.home)
 
@@ -151,7 +151,7 @@ class TrainingService:
         return {"job": agent.job_record(self.jobs_manager.start(opts, dataset_id=dataset_id))}
 
     def _dataset_for_job(self, opts: Any) -> str:
-        from .datasets import BuildOptions, build_dataset
+        from .datasets.build import BuildOptions, build_dataset
         from .errors import MiladyLabError
 
         body = {"limit": opts.max_trajectories} if opts.max_trajectories else {}
@@ -207,8 +207,8 @@ class TrainingService:
 
         The ``ollamaUrl`` rule is judged first, before the id is looked up: a hostile URL
         is a 400 whatever the id (as the agent's route answers)."""
-        from .models.loopback import check_loopback_url
-        from .models.ollama import import_model
+        from .models.handoff.loopback import check_loopback_url
+        from .models.handoff.ollama import import_model
 
         if isinstance(body, dict) and body.get("ollamaUrl") is not None:
             check_loopback_url(body["ollamaUrl"])
@@ -225,7 +225,7 @@ class TrainingService:
     ):  # -> ChatSession
         """A conversation with the fine-tuned model (llama.cpp when installed, else torch).
         ``system`` None speaks with the agent's persona (``agent_persona``); "" with none."""
-        from .models.chat import ChatSession
+        from .models.evaluation.chat import ChatSession
 
         model = self.get_model(model_id)["model"]
         if system is None:
@@ -237,7 +237,7 @@ class TrainingService:
     def agent_persona(self) -> str | None:
         """The system prompt the agent sends, from its recorded calls; None when the source
         is unreadable or holds none (a chat then has no system prompt)."""
-        from .models.chat import agent_persona
+        from .models.evaluation.chat import agent_persona
         from .trajectories import SourceUnavailable
 
         if self.source.unavailable_reason() is not None:
@@ -248,7 +248,7 @@ class TrainingService:
             return None
 
     def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
-        from .models.activation import activate
+        from .models.handoff.activation import activate
 
         model = self.get_model(model_id)["model"]
         return activate(self.settings, self.store, model, body)
@@ -261,14 +261,14 @@ class TrainingService:
     ) -> dict[str, Any]:
         """Score the model against its base; ``progress(done, total)`` examples as it goes
         (each step also a ``benchmark_progress`` event)."""
-        from .models.benchmark import run_benchmark
+        from .models.evaluation.benchmark import run_benchmark
 
         model = self.get_model(model_id)["model"]
         return run_benchmark(self.settings, self.store, model, body, progress)
 
     def export_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
         """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``."""
-        from .models.export import export_model
+        from .models.handoff.export import export_model
 
         model = self.get_model(model_id)["model"]
         return export_model(self.settings, self.store, model, body)
@@ -289,7 +289,7 @@ class TrainingService:
 
     def deactivate_model(self, body: Any = None) -> dict[str, Any]:
         """Undo the last activation (the agent config as it was before it)."""
-        from .models.activation import deactivate
+        from .models.handoff.activation import deactivate
 
         return deactivate(self.settings, self.store, body)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from milady_lab.dataset_files import example_texts, line_messages, read_chats, read_lines
+from milady_lab.datasets.files import example_texts, line_messages, read_chats, read_lines
 from milady_lab.errors import InputError
 
 

@@ -13,7 +13,7 @@ import pytest
 from test_datasets import Lab, call, make_db
 from trajectories.kit import pg_database, raw_rows
 
-from milady_lab import datasets as ds
+from milady_lab.datasets import build as ds
 from milady_lab.errors import InputError
 from milady_lab.trajectories import open_source
 

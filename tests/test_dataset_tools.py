@@ -12,8 +12,8 @@ import pytest
 from test_datasets import Lab, call
 from trajectories.kit import pg_database, raw_rows
 
-from milady_lab import datasets as ds
-from milady_lab.dataset_files import examples_frame, line_messages
+from milady_lab.datasets import build as ds
+from milady_lab.datasets.files import examples_frame, line_messages
 from milady_lab.trajectories import open_source
 
 SCHEMA = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}

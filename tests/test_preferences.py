@@ -13,7 +13,7 @@ import pytest
 from test_datasets import Lab
 from trajectories.kit import pg_database, raw_rows
 
-from milady_lab import datasets as ds
+from milady_lab.datasets import build as ds
 from milady_lab.demo import COLUMNS, INSERT_SQL, TABLE_DDL
 from milady_lab.errors import InputError
 from milady_lab.trajectories import open_source

@@ -1,3 +1,3 @@
-"""What happens to a trained model: import into Ollama (``ollama``), activation in the
-agent's config (``activation``), the benchmark (``benchmark``, scores in ``scores``) and
-export as a standalone model (``export``). ``loopback`` holds the ``ollamaUrl`` rule."""
+"""What happens to a trained model, by what it does: ``evaluation`` (benchmark, scores,
+chat) and ``handoff`` to the agent (Ollama import, export, activation). ``artifacts``
+says which files a registered model is; ``auto`` runs the whole loop by itself."""

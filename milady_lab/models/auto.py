@@ -105,7 +105,7 @@ def check_policy(body: Any, current: Mapping[str, Any]) -> dict[str, Any]:
     if "maxExamples" in b:
         out["maxExamples"] = v.integer(b["maxExamples"], "maxExamples", minimum=1, maximum=1000)
     if "ollamaUrl" in b:
-        from .loopback import check_loopback_url
+        from .handoff.loopback import check_loopback_url
 
         url = v.text(b["ollamaUrl"], "ollamaUrl", max_length=500)
         out["ollamaUrl"] = None if url is None else check_loopback_url(url)

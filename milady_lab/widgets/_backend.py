@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from ..dataset_files import example_texts
+from ..datasets.files import example_texts
 from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 from ..trajectories.tools import TOOL_COLUMNS
@@ -157,7 +157,7 @@ class LocalData(PanelData):
         return self.service.trajectories_frame().collect()
 
     def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
-        from ..datasets import text_hit
+        from ..datasets.build import text_hit
 
         ids = (
             self.service.llm_calls_frame()
@@ -186,7 +186,7 @@ class LocalData(PanelData):
         return self.service.list_datasets()["datasets"]
 
     def build_fields(self) -> tuple[str, ...]:
-        from ..datasets import BuildOptions
+        from ..datasets.build import BuildOptions
 
         return tuple(BuildOptions.FIELDS)
 
@@ -398,7 +398,7 @@ class RemoteData(PanelData):
 
 def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """A build body as the client's keyword arguments (``dataset_request.KEYWORDS``)."""
-    from ..dataset_request import KEYWORDS
+    from ..datasets.request import KEYWORDS
 
     names = {field: keyword for keyword, field in KEYWORDS.items() if field != "privacy"}
     unknown = sorted(set(body) - set(names) - {"privacy"})

@@ -1,7 +1,7 @@
 """A chat box: try a fine-tuned model before activating it.
 
 Generation runs in a worker thread (llama.cpp when installed, else torch: see
-``milady_lab.models.chat``); the reply is streamed into the panel as it comes and Stop
+``milady_lab.models.evaluation.chat``); the reply is streamed into the panel as it comes and Stop
 ends it between two tokens, so the kernel stays free for other cells meanwhile.
 """
 

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 import polars as pl
 
-from ..datasets import day_start_ms
+from ..datasets.build import day_start_ms
 from . import plots
 from ._backend import calls_frame
 from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row

@@ -17,8 +17,8 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError
-from milady_lab.models import activation
-from milady_lab.models.activation import JsonStyle, activate, deactivate
+from milady_lab.models.handoff import activation
+from milady_lab.models.handoff.activation import JsonStyle, activate, deactivate
 from milady_lab.state import EvalStore, StateStore
 
 from .conftest import insert_model as _insert_model
@@ -226,7 +226,7 @@ _UNREADABLE_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from milady_lab.errors import ConflictError
-    from milady_lab.models.activation import update_agent_config
+    from milady_lab.models.handoff.activation import update_agent_config
     try:
         update_agent_config(Path(sys.argv[1]), "ollama/x", "x")
     except ConflictError as exc:

@@ -11,8 +11,8 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError, MiladyLabError, NotFoundError
-from milady_lab.models import benchmark as bench
-from milady_lab.models.benchmark import run_benchmark
+from milady_lab.models.evaluation import benchmark as bench
+from milady_lab.models.evaluation.benchmark import run_benchmark
 from milady_lab.state import StateStore
 
 from .conftest import insert_model, one_thread

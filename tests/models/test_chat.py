@@ -17,7 +17,7 @@ import pytest
 from milady_lab.cli import main
 from milady_lab.config import Settings
 from milady_lab.errors import InputError
-from milady_lab.models.chat import ChatSession
+from milady_lab.models.evaluation.chat import ChatSession
 
 from .conftest import one_thread
 
@@ -143,7 +143,7 @@ def test_the_agents_system_prompt_is_the_default_persona(
 def test_agent_persona_falls_back_to_all_calls_and_skips_blanks() -> None:
     import polars as pl
 
-    from milady_lab.models.chat import agent_persona
+    from milady_lab.models.evaluation.chat import agent_persona
 
     def frame(rows: list[tuple[str | None, str | None]]) -> pl.LazyFrame:
         return pl.LazyFrame(

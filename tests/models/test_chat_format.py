@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from milady_lab.errors import InputError
-from milady_lab.models.chat_format import PROBES, chat_format
+from milady_lab.models.handoff.chat_format import PROBES, chat_format
 
 from .engine import GoTemplate
 

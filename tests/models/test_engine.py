@@ -12,9 +12,9 @@ import pytest
 from training.conftest import smollm2_dir
 
 from milady_lab.config import Settings
-from milady_lab.models import gguf
-from milady_lab.models.export import export_model
-from milady_lab.models.ollama import import_model
+from milady_lab.models.handoff import gguf
+from milady_lab.models.handoff.export import export_model
+from milady_lab.models.handoff.ollama import import_model
 from milady_lab.state import StateStore
 
 from .conftest import insert_model, one_thread

@@ -9,8 +9,8 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError
-from milady_lab.models.export import export_model
-from milady_lab.models.gguf import bpe_pre, write_model
+from milady_lab.models.handoff.export import export_model
+from milady_lab.models.handoff.gguf import bpe_pre, write_model
 from milady_lab.state import StateStore
 
 from .conftest import one_thread

@@ -18,9 +18,9 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError
-from milady_lab.models import scores
-from milady_lab.models.activation import activate, deactivate
-from milady_lab.models.benchmark import add_preference, report
+from milady_lab.models.evaluation import scores
+from milady_lab.models.evaluation.benchmark import add_preference, report
+from milady_lab.models.handoff.activation import activate, deactivate
 from milady_lab.state import EvalStore, StateStore
 
 from .conftest import insert_model
@@ -114,7 +114,7 @@ def test_a_fall_of_preference_accuracy_is_refused_too(
 def test_never_benchmarked_is_409_saying_how_to_benchmark_and_runs_nothing(
     settings: Settings, store: StateStore, config: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from milady_lab.models import benchmark
+    from milady_lab.models.evaluation import benchmark
 
     def no_benchmark(*_a: Any, **_k: Any) -> None:
         raise AssertionError("activation must never run a benchmark")
@@ -182,7 +182,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     import milady_lab.atomic as atomic
     from milady_lab.config import Settings
-    from milady_lab.models.activation import deactivate
+    from milady_lab.models.handoff.activation import deactivate
     from milady_lab.state import StateStore
     home, traj, cfg, where = sys.argv[1:5]
     real = {"fsync_path": atomic.fsync_path, "fsync_dir": atomic.fsync_dir}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from milady_lab.models.json_edit import JsonText
+from milady_lab.models.handoff.json_edit import JsonText
 
 
 def _edit(text: str, *ops: tuple[str, tuple[str, ...], Any]) -> str:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from milady_lab.errors import InputError
-from milady_lab.models.loopback import RULE, SCHEME_RULE, check_loopback_url
+from milady_lab.models.handoff.loopback import RULE, SCHEME_RULE, check_loopback_url
 
 ACCEPTED = {
     "http://localhost": "http://localhost",

@@ -13,7 +13,7 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import ConflictError, InputError, UpstreamError
-from milady_lab.models.ollama import default_model_name, import_model
+from milady_lab.models.handoff.ollama import default_model_name, import_model
 from milady_lab.state import StateStore
 
 from .conftest import insert_model

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from milady_lab.config import Settings
-from milady_lab.models import benchmark as bench
-from milady_lab.models import scores
+from milady_lab.models.evaluation import benchmark as bench
+from milady_lab.models.evaluation import scores
 from milady_lab.state import StateStore
 
 from .conftest import agent_reply, insert_model, make_examples, one_thread

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from milady_lab.models import scores
+from milady_lab.models.evaluation import scores
 
 AGENT = (
     "<response><thought>be kind</thought><actions>REPLY, FOLLOW_ROOM</actions>"
@@ -172,7 +172,7 @@ def test_paired_interval_sees_a_real_drop_and_not_noise() -> None:
 
 
 def test_report_splits_by_purpose() -> None:
-    from milady_lab.models.benchmark import report
+    from milady_lab.models.evaluation.benchmark import report
 
     tuned = _pe([True, True, False, None], [True, False, None, None])
     base = _pe([False, False, False, None], [False, False, None, None])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from milady_lab import datasets as ds
 from milady_lab.cli import main as cli
 from milady_lab.config import Settings
+from milady_lab.datasets import build as ds
 from milady_lab.errors import InputError
 from milady_lab.privacy import PrivacyOptions
 from milady_lab.service import TrainingService

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from milady_lab import datasets as ds
+from milady_lab.datasets import build as ds
 from milady_lab.privacy import PrivacyOptions
 
 from .test_build import Home, planted  # noqa: F401  (fixture)

@@ -77,7 +77,7 @@ def dataset_violations(settings: Any, store: Any, checked: set[str] | None = Non
     recover it (a crash between the rename and the commit). Ids in ``checked`` were
     found sound before (a recorded dataset never changes) and are not read again.
     """
-    from milady_lab import datasets as ds
+    from milady_lab.datasets import build as ds
 
     out: list[str] = []
     listed = {d["id"]: d for d in store.list_datasets()}
@@ -271,7 +271,7 @@ signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 import polars  # noqa: F401  (no Polars work here: its thread pool starts in the children)
 from milady_lab.config import Settings
 from milady_lab.service import TrainingService
-from milady_lab.models.activation import activate
+from milady_lab.models.handoff.activation import activate
 from milady_lab.training import worker
 from types import SimpleNamespace
 from milady_lab.training.spec import TrainResult

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from milady_lab import datasets as ds
 from milady_lab.config import Settings
+from milady_lab.datasets import build as ds
 from milady_lab.service import TrainingService
 from milady_lab.state import StateStore, now_ms
 

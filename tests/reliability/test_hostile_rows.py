@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from milady_lab.config import Settings
-from milady_lab.datasets import load_examples
+from milady_lab.datasets.build import load_examples
 from milady_lab.service import TrainingService
 
 from .relkit import HOSTILE_STEPS, TEN_MB, USABLE, cli

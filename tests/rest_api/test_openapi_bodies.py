@@ -43,7 +43,8 @@ def test_start_job_request_matches_the_options_struct() -> None:
 
 def test_build_dataset_request_matches_the_build_struct() -> None:
     """Build and preview share one body: ``dataset_request.BuildRequest``."""
-    from milady_lab import dataset_request, datasets
+    from milady_lab.datasets import build as datasets
+    from milady_lab.datasets import request as dataset_request
 
     spec = json.loads(OPENAPI.read_text(encoding="utf-8"))["components"]["schemas"]
     documented = spec["BuildDatasetRequest"]

@@ -39,19 +39,14 @@ from typing import IO, Any
 
 import polars as pl
 
-from . import validation as v
-from .atomic import fsync_path
-from .config import Settings
-from .dataset_files import examples_frame
-from .dataset_request import FIELDS as REQUEST_FIELDS
-from .dataset_request import ShapeFilters, top_ids
-from .dataset_request import names as _names
-from .errors import InputError, StorageError, UpstreamError
-from .preferences import SftParts, preference_lines, write_preference_files
-from .privacy import PrivacyOptions, PrivacyPass, redact_texts
-from .state import StateStore, now_ms
-from .trajectories.base import StepsFilter
-from .trajectories.tools import (
+from .. import validation as v
+from ..atomic import fsync_path
+from ..config import Settings
+from ..errors import InputError, StorageError, UpstreamError
+from ..privacy import PrivacyOptions, PrivacyPass, redact_texts
+from ..state import StateStore, now_ms
+from ..trajectories.base import StepsFilter
+from ..trajectories.tools import (
     TOOL_COLUMNS,
     chat_turns,
     compact,
@@ -59,6 +54,11 @@ from .trajectories.tools import (
     text_leaves,
     with_text_leaves,
 )
+from .files import examples_frame
+from .preferences import SftParts, preference_lines, write_preference_files
+from .request import FIELDS as REQUEST_FIELDS
+from .request import ShapeFilters, top_ids
+from .request import names as _names
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
     import fcntl
@@ -295,14 +295,14 @@ class _Tally:
 
 
 def _parse(batch: pl.DataFrame) -> pl.DataFrame:
-    from .trajectories.parse import llm_calls_from_steps
+    from ..trajectories.parse import llm_calls_from_steps
 
     return llm_calls_from_steps(batch.select("id", "steps"))
 
 
 def _guard(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     """A source that fails mid-read is the source's failure, not a bug: UpstreamError."""
-    from .trajectories import SourceUnavailable
+    from ..trajectories import SourceUnavailable
 
     try:
         yield from batches

@@ -24,7 +24,7 @@ selected, redacted and de-duplicated calls an SFT build would keep
   1. ``formatRejected`` (false): the prompt shows an elizaOS ``<response>…</response>``
      format (or the reply claims one) and the reply does not parse as the agent's XML
      parser would take it, with every child tag the prompt's example has (without an
-     example: ``thought``, ``actions`` and ``text``; ``models.scores.format_valid``);
+     example: ``thought``, ``actions`` and ``text``; ``models.evaluation.scores.format_valid``);
   2. ``actionNotOffered`` (false): the prompt lists its actions (a ``# Available
      actions`` section or a ``Possible response actions:`` line) and the reply's
      ``<actions>`` names one that is not among them;
@@ -53,8 +53,8 @@ from typing import Any
 
 import polars as pl
 
-from .errors import InputError
-from .trajectories.tools import has_tool_turns
+from ..errors import InputError
+from ..trajectories.tools import has_tool_turns
 
 #: ``metadata.json``'s description of each kind's lines.
 FORMATS: dict[str, dict[str, str]] = {
@@ -220,7 +220,7 @@ def _no_pairs(calls: pl.DataFrame, opts: Any, recorded: bool) -> InputError:
 def _format_ok(columns: pl.Series) -> pl.Series:
     """Whether the agent's parser takes each reply (``scores.format_valid``) against the
     prompt's ``<response>`` example, or the reply's own claimed form when there is none."""
-    from .models.scores import format_valid
+    from ..models.evaluation.scores import format_valid
 
     out = [
         not xml or format_valid(reply or "", example or ELIZA_REPLY) is not False

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import validation as v
-from ..atomic import atomic_file, folder_lock, fsync_dir, remove_stale
-from ..config import Settings
-from ..errors import ConflictError, InputError
-from ..state import EvalStore, StateStore, now_ms
-from . import scores
+from ... import validation as v
+from ...atomic import atomic_file, folder_lock, fsync_dir, remove_stale
+from ...config import Settings
+from ...errors import ConflictError, InputError
+from ...state import EvalStore, StateStore, now_ms
+from ..evaluation import scores
 from .json_edit import JsonStyle, JsonText
 from .loopback import check_loopback_url
 

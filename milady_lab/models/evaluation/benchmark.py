@@ -1,7 +1,7 @@
 """Benchmark a fine-tuned model against its base model on held-out agent replies.
 
 ``run_benchmark`` (the service side) validates the request, then runs the evaluation in
-a worker process — ``python -m milady_lab.models.benchmark SPEC OUT`` — exactly like
+a worker process — ``python -m milady_lab.models.evaluation.benchmark SPEC OUT`` — exactly like
 training, so a crash or an out-of-memory kill cannot take the server down. The calling
 thread blocks until the worker ends (the REST layer runs it in an executor).
 
@@ -41,14 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import validation as v
-from ..config import ENV_AGENT_TOKEN, Settings
-from ..dataset_files import line_messages
-from ..errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
-from ..state import EvalStore, StateStore, now_ms
-from ..training.backends.chat_tools import render_tool_use
+from ... import validation as v
+from ...config import ENV_AGENT_TOKEN, Settings
+from ...datasets.files import line_messages
+from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
+from ...state import EvalStore, StateStore, now_ms
+from ...training.backends.chat_tools import render_tool_use
+from ..artifacts import require_peft_adapter, resolve_base_path
 from . import scores
-from .artifacts import require_peft_adapter, resolve_base_path
 
 DEFAULT_EXAMPLES = 32
 MAX_EXAMPLES = 1000
@@ -277,7 +277,7 @@ def _run_worker(
                 [
                     sys.executable,
                     "-m",
-                    "milady_lab.models.benchmark",
+                    "milady_lab.models.evaluation.benchmark",
                     str(spec_path),
                     str(out_path),
                 ],
@@ -824,7 +824,7 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m milady_lab.models.benchmark")
+    parser = argparse.ArgumentParser(prog="python -m milady_lab.models.evaluation.benchmark")
     parser.add_argument("spec", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)

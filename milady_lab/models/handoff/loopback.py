@@ -23,7 +23,7 @@ import ipaddress
 import re
 from typing import Any
 
-from ..errors import InputError
+from ...errors import InputError
 
 RULE = (
     "ollamaUrl must target a loopback host (localhost, 127.x.x.x or [::1]): http:// or "

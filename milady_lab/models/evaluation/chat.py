@@ -28,9 +28,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import atomic_file
-from ..config import Settings
-from ..errors import InputError
+from ...atomic import atomic_file
+from ...config import Settings
+from ...errors import InputError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -133,7 +133,7 @@ class _LlamaCpp:
     def __init__(self, settings: Settings, model: Mapping[str, Any]) -> None:
         from llama_cpp import Llama
 
-        from .export import write_fused_gguf
+        from ..handoff.export import write_fused_gguf
 
         path = settings.home / "chat" / f"{model['id']}-f16.gguf"
         if not path.is_file():
@@ -162,7 +162,7 @@ class _Torch:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .artifacts import require_peft_adapter, resolve_base_path
+        from ..artifacts import require_peft_adapter, resolve_base_path
 
         base: Path = resolve_base_path(settings, model)
         with quiet_transformers():

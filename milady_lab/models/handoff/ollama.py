@@ -32,10 +32,10 @@ from typing import IO, Any, NoReturn
 
 import httpx
 
-from .. import validation as v
-from ..config import Settings
-from ..errors import InputError, UpstreamError
-from ..state import StateStore, now_ms
+from ... import validation as v
+from ...config import Settings
+from ...errors import InputError, UpstreamError
+from ...state import StateStore, now_ms
 from .loopback import check_loopback_url
 
 DEFAULT_URL = "http://localhost:11434"
@@ -158,7 +158,7 @@ class _Plan:
     def check(cls, settings: Settings, model: Mapping[str, Any], req: ImportRequest) -> _Plan:
         from transformers import AutoConfig, AutoTokenizer
 
-        from .artifacts import require_peft_adapter, resolve_base_path
+        from ..artifacts import require_peft_adapter, resolve_base_path
         from .chat_format import chat_format
         from .gguf import gguf_architecture
 
@@ -240,7 +240,7 @@ def default_model_name(model: Mapping[str, Any]) -> str:
 
 def default_ollama_base(model: Mapping[str, Any]) -> str | None:
     """The Ollama name of the model's base from the base-model table (None when unknown)."""
-    from ..training.base_models import FRIENDLY_MODELS, OLLAMA_NAMES
+    from ...training.base_models import FRIENDLY_MODELS, OLLAMA_NAMES
 
     base = model.get("baseModel")
     if not isinstance(base, str):

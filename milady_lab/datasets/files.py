@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from . import validation as v
-from .errors import InputError
+from .. import validation as v
+from ..errors import InputError
 
 #: One chat turn as every reader gives it back: ``role`` and ``content`` (text), and
 #: the tool keys when the turn has them.

@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import validation as v
-from ..atomic import atomic_dir, atomic_file
-from ..config import Settings
-from ..errors import ConflictError, InputError
-from ..state import StateStore, now_ms
+from ... import validation as v
+from ...atomic import atomic_dir, atomic_file
+from ...config import Settings
+from ...errors import ConflictError, InputError
+from ...state import StateStore, now_ms
+from ..artifacts import require_peft_adapter, resolve_base_path
 from . import gguf
-from .artifacts import require_peft_adapter, resolve_base_path
 
 FORMATS = ("hf", "gguf")
 GGUF_TYPES = gguf.OUTTYPES
@@ -122,7 +122,7 @@ def merge_adapter(base_path: Path, adapter: Path) -> tuple[Any, Any]:
 
 def source_gguf(model: Mapping[str, Any]) -> Path | None:
     """The GGUF the base model was converted from, when it was (its tokenizer is exact)."""
-    from ..training.base_models import DEFAULT_MODEL, builtin_gguf_path
+    from ...training.base_models import DEFAULT_MODEL, builtin_gguf_path
 
     base = str(model.get("baseModel") or "")
     if base.strip().lower() == DEFAULT_MODEL:

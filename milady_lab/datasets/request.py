@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 import polars as pl
 
-from . import validation as v
-from .errors import InputError
-from .trajectories.base import REWARD_FIELDS
+from .. import validation as v
+from ..errors import InputError
+from ..trajectories.base import REWARD_FIELDS
 
 #: Most values one list filter (source, status, purpose, model) may hold.
 MAX_CHOICES = 100
