@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FM
 	-DGGML_F16C=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: venv sysdeps agent-kit test test-fast test-browser test-soak lab demo bench docs lint clean
+.PHONY: venv sysdeps agent-kit test test-fast test-browser test-soak lab demo bench docs lint openapi clean
 
 venv: $(STAMP)
 
@@ -86,6 +86,11 @@ DOCS_BUILD = $(BIN)/sphinx-build -n -W --keep-going -E -q -b html docs docs/_bui
 docs: venv
 	$(DOCS_BUILD)
 	@echo "docs: open docs/_build/html/index.html"
+
+# openapi.json is generated from milady_lab/api (structs + route table); a test fails when the
+# committed file differs, so run this after changing a body, record or route.
+openapi: venv
+	$(BIN)/python -m milady_lab.api.openapi jupyter_server_ext/openapi.json
 
 lint: venv
 	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks

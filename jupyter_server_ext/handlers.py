@@ -1,7 +1,7 @@
 """Thin Tornado handlers: HTTP in, one ``TrainingService`` call off the loop, JSON out.
 
 Everything a handler does besides calling the service is HTTP plumbing: read and
-bound the body, check its JSON shape against ``openapi.json`` (so REST clients get
+bound the body, decode it by its struct (``milady_lab.api``: REST clients get
 strict JSON types), map ``milady_lab.errors`` to status codes and answer every error
 as ``{"message": m, "error": m}``: ``message`` is Jupyter's key, ``error`` the Milady
 agent's (its app client shows ``body.error``, else only "HTTP <status>"). Every verb is
@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 from jupyter_server.auth.decorator import authorized
@@ -26,9 +26,11 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from milady_lab.api import decode
+from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
 from milady_lab.errors import MiladyLabError
 
-from .openapi import request_schema, spec_for_base_url, validate_body
+from .openapi import spec_for_base_url
 from .sse import PAGE, finite, format_event
 
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
@@ -37,8 +39,8 @@ _ID = r"(?P<item_id>[^/]+)"
 #: The catch-all pattern (the route table's last entry; not an API route of its own).
 UNKNOWN_ROUTE = "/api/training(?:/.*)?"
 _INT = re.compile(r"-?[0-9]{1,19}")
-MAX_QUERY_INT = 2**62
 _ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
 #: Seconds between SSE heartbeat comments (keeps proxies from closing an idle stream).
 HEARTBEAT_S = 15.0
 
@@ -56,8 +58,15 @@ class TrainingHandler(APIHandler):
     """Base class: body bounds, executor calls, JSON errors."""
 
     auth_resource = RESOURCE
-    #: The verbs a route answers (for 405's ``Allow``).
-    allowed_methods: tuple[str, ...] = ("GET",)
+    #: The route's path under ``/api/training/`` (``routes.OPERATIONS``'s ``path``).
+    path: ClassVar[str] = ""
+    #: The verbs a route answers (for 405's ``Allow``): its operations' methods.
+    allowed_methods: ClassVar[tuple[str, ...]] = ("GET",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.path:
+            cls.allowed_methods = tuple(op.method for op in OPERATIONS if op.path == cls.path)
 
     # -- the app ------------------------------------------------------------------------
     @property
@@ -98,8 +107,9 @@ class TrainingHandler(APIHandler):
         elif not self._too_large:
             self._chunks.append(chunk)
 
-    def json_body(self, operation: str) -> Any:
-        """The request body as JSON (None when empty), checked against the spec's schema."""
+    def json_body(self) -> Any:
+        """The request body (None when empty), decoded and checked by its struct
+        (``routes.OPERATIONS``): a bad one is a 400 that names the field."""
         if self._too_large:
             limit_mb = self.ext.max_body_bytes / (1024 * 1024)
             raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
@@ -107,14 +117,20 @@ class TrainingHandler(APIHandler):
         if not raw.strip():
             return None  # no body: every field takes its default
         try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
+            value = _DECODER.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
             raise ApiError(400, "the request body is not valid JSON") from None
-        schema = request_schema(operation)
-        problem = validate_body(body, schema) if schema is not None else None
-        if problem:
-            raise ApiError(400, problem)
-        return body
+        except msgspec.ValidationError as exc:  # a number beyond any float
+            raise ApiError(400, f"the request body is not usable JSON: {exc}") from None
+        if not isinstance(value, dict):  # ``null`` too: an empty body is the way to send none
+            raise ApiError(400, "the request body must be a JSON object")
+        kind = BY_ROUTE[self.request.method or "", self.path].body
+        if kind is not None:
+            try:
+                decode.body(value, kind)
+            except MiladyLabError as exc:
+                raise ApiError(exc.status, exc.message) from None
+        return value
 
     def query_int(self, name: str) -> int | None:
         """A query parameter that must be a decimal integer; the service checks its range."""
@@ -216,13 +232,10 @@ class TrainingHandler(APIHandler):
             self.log.error("milady-lab %s failed", where, exc_info=(typ, value, tb))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # -- routes ---------------------------------------------------------------------------------------
 class StatusHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:status"
+    path = "status"
 
     @web.authenticated
     @authorized
@@ -232,6 +245,7 @@ class StatusHandler(TrainingHandler):
 
 class TrajectoriesHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:trajectories"
+    path = "trajectories"
 
     @web.authenticated
     @authorized
@@ -247,6 +261,7 @@ class TrajectoriesHandler(TrainingHandler):
 
 class TrajectoryHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:trajectories"
+    path = "trajectories/{id}"
 
     @web.authenticated
     @authorized
@@ -256,6 +271,7 @@ class TrajectoryHandler(TrainingHandler):
 
 class DatasetsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:datasets"
+    path = "datasets"
 
     @web.authenticated
     @authorized
@@ -265,29 +281,29 @@ class DatasetsHandler(TrainingHandler):
 
 class DatasetBuildHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:datasets"
-    allowed_methods = ("POST",)
+    path = "datasets/build"
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("buildDataset")
+        body = self.json_body()
         self.reply(await self.guard(self.ext.build_dataset(body)), 201)
 
 
 class DatasetPreviewHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:datasets"
-    allowed_methods = ("POST",)
+    path = "datasets/preview"
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("previewDataset")
+        body = self.json_body()
         self.reply(await self.guard(self.ext.preview_dataset(body)))
 
 
 class JobsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:jobs"
-    allowed_methods = ("GET", "POST")
+    path = "jobs"
 
     @web.authenticated
     @authorized
@@ -297,7 +313,7 @@ class JobsHandler(TrainingHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("startJob")
+        body = self.json_body()
         answer = await self.call(self.service.start_job, body, slow=True)
         self.ext.touch_activity()
         self.reply(answer, 201)
@@ -305,6 +321,7 @@ class JobsHandler(TrainingHandler):
 
 class JobHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:jobs"
+    path = "jobs/{id}"
 
     @web.authenticated
     @authorized
@@ -315,7 +332,7 @@ class JobHandler(TrainingHandler):
 
 class JobCancelHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:jobs"
-    allowed_methods = ("POST",)
+    path = "jobs/{id}/cancel"
 
     @web.authenticated
     @authorized
@@ -325,6 +342,7 @@ class JobCancelHandler(TrainingHandler):
 
 class JobMetricsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:jobs"
+    path = "jobs/{id}/metrics"
 
     @web.authenticated
     @authorized
@@ -335,6 +353,7 @@ class JobMetricsHandler(TrainingHandler):
 
 class ModelsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
+    path = "models"
 
     @web.authenticated
     @authorized
@@ -344,39 +363,40 @@ class ModelsHandler(TrainingHandler):
 
 class ModelImportHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
-    allowed_methods = ("POST",)
+    path = "models/{id}/import-ollama"
 
     @web.authenticated
     @authorized
     async def post(self, item_id: str) -> None:
-        body = self.json_body("importOllama")
+        body = self.json_body()
         self.reply(await self.call(self.service.import_ollama, item_id, body, slow=True))
 
 
 class ModelActivateHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
-    allowed_methods = ("POST",)
+    path = "models/{id}/activate"
 
     @web.authenticated
     @authorized
     async def post(self, item_id: str) -> None:
-        body = self.json_body("activateModel")
+        body = self.json_body()
         self.reply(await self.call(self.service.activate_model, item_id, body, slow=True))
 
 
 class ModelBenchmarkHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
-    allowed_methods = ("POST",)
+    path = "models/{id}/benchmark"
 
     @web.authenticated
     @authorized
     async def post(self, item_id: str) -> None:
-        body = self.json_body("benchmarkModel")
+        body = self.json_body()
         self.reply(await self.call(self.service.benchmark_model, item_id, body, slow=True))
 
 
 class ModelBenchmarksHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
+    path = "models/{id}/benchmarks"
 
     @web.authenticated
     @authorized
@@ -386,17 +406,18 @@ class ModelBenchmarksHandler(TrainingHandler):
 
 class ModelDeactivateHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
-    allowed_methods = ("POST",)
+    path = "models/deactivate"
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("deactivateModel")
+        body = self.json_body()
         self.reply(await self.call(self.service.deactivate_model, body, slow=True))
 
 
 class ActivationsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:models"
+    path = "activations"
 
     @web.authenticated
     @authorized
@@ -407,7 +428,7 @@ class ActivationsHandler(TrainingHandler):
 
 class AutoHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:auto"
-    allowed_methods = ("GET", "PUT")
+    path = "auto"
 
     @web.authenticated
     @authorized
@@ -417,13 +438,14 @@ class AutoHandler(TrainingHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
-        body = self.json_body("setAuto")
+        body = self.json_body()
         self.reply(await self.call(self.service.set_auto, body))
 
 
 # -- the Milady agent's own routes (milady_lab.agent_compat), in the agent's body shapes ---------
 class BackendsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:status"
+    path = "backends"
 
     @web.authenticated
     @authorized
@@ -433,7 +455,7 @@ class BackendsHandler(TrainingHandler):
 
 class AutoConfigHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:auto"
-    allowed_methods = ("GET", "POST")
+    path = "auto/config"
 
     @web.authenticated
     @authorized
@@ -443,12 +465,13 @@ class AutoConfigHandler(TrainingHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("setAutoConfig")
+        body = self.json_body()
         self.reply(await self.call(self.service.set_auto_config, body))
 
 
 class AutoStatusHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:auto"
+    path = "auto/status"
 
     @web.authenticated
     @authorized
@@ -459,6 +482,7 @@ class AutoStatusHandler(TrainingHandler):
 
 class AutoRunsHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:auto"
+    path = "auto/runs"
 
     @web.authenticated
     @authorized
@@ -470,23 +494,23 @@ class AutoTriggerHandler(TrainingHandler):
     """Starts a round in a background thread and answers at once (201, status queued)."""
 
     auth_resource = f"{RESOURCE}:auto"
-    allowed_methods = ("POST",)
+    path = "auto/trigger"
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("triggerAuto")
+        body = self.json_body()
         self.reply(await self.call(self.service.auto_trigger, body), 201)
 
 
 class TrajectoryExportHandler(TrainingHandler):
     auth_resource = f"{RESOURCE}:trajectories"
-    allowed_methods = ("POST",)
+    path = "trajectories/export"
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body("exportTrajectories")
+        body = self.json_body()
         self.reply(await self.guard(self.ext.export_trajectories(body)), 201)
 
 
@@ -531,6 +555,7 @@ class OpenAPIHandler(TrainingHandler):
     """The shipped spec, with ``servers`` set to this server's base URL."""
 
     auth_resource = f"{RESOURCE}:status"
+    path = "openapi.json"
 
     @web.authenticated
     @authorized
@@ -543,6 +568,7 @@ class EventsHandler(TrainingHandler):
     """``text/event-stream`` of the event log; resumes after ``Last-Event-ID`` / ``after``."""
 
     auth_resource = f"{RESOURCE}:events"
+    path = "events"
     _track_activity = False  # a dashboard left open must not keep the server alive
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -626,35 +652,42 @@ class EventsHandler(TrainingHandler):
         return read.result()
 
 
+#: Every route's handler; ``route_table`` orders them and adds the catch-all.
+HANDLERS: tuple[type[TrainingHandler], ...] = (
+    StatusHandler,
+    TrajectoriesHandler,
+    TrajectoryExportHandler,
+    TrajectoryHandler,
+    DatasetsHandler,
+    DatasetBuildHandler,
+    DatasetPreviewHandler,
+    JobsHandler,
+    JobHandler,
+    JobCancelHandler,
+    JobMetricsHandler,
+    ModelsHandler,
+    ModelDeactivateHandler,
+    ModelImportHandler,
+    ModelBenchmarksHandler,
+    ModelActivateHandler,
+    ModelBenchmarkHandler,
+    ActivationsHandler,
+    AutoHandler,
+    AutoConfigHandler,
+    AutoStatusHandler,
+    AutoRunsHandler,
+    AutoTriggerHandler,
+    BackendsHandler,
+    EventsHandler,
+    OpenAPIHandler,
+)
+
+
 def route_table() -> list[tuple[str, type[TrainingHandler]]]:
-    """URL patterns (joined to the server's base_url by ExtensionApp)."""
+    """URL patterns (joined to the server's base_url by ExtensionApp): fixed paths before
+    ones with an id (``trajectories/export`` before ``trajectories/{id}``), the JSON 404
+    for every other path under ``/api/training`` last."""
     base = "/api/training"
-    return [
-        (f"{base}/status", StatusHandler),
-        (f"{base}/trajectories", TrajectoriesHandler),
-        (f"{base}/trajectories/export", TrajectoryExportHandler),
-        (f"{base}/trajectories/{_ID}", TrajectoryHandler),
-        (f"{base}/datasets", DatasetsHandler),
-        (f"{base}/datasets/build", DatasetBuildHandler),
-        (f"{base}/datasets/preview", DatasetPreviewHandler),
-        (f"{base}/jobs", JobsHandler),
-        (f"{base}/jobs/{_ID}", JobHandler),
-        (f"{base}/jobs/{_ID}/cancel", JobCancelHandler),
-        (f"{base}/jobs/{_ID}/metrics", JobMetricsHandler),
-        (f"{base}/models", ModelsHandler),
-        (f"{base}/models/deactivate", ModelDeactivateHandler),
-        (f"{base}/models/{_ID}/import-ollama", ModelImportHandler),
-        (f"{base}/models/{_ID}/benchmarks", ModelBenchmarksHandler),
-        (f"{base}/activations", ActivationsHandler),
-        (f"{base}/auto", AutoHandler),
-        (f"{base}/auto/config", AutoConfigHandler),
-        (f"{base}/auto/status", AutoStatusHandler),
-        (f"{base}/auto/runs", AutoRunsHandler),
-        (f"{base}/auto/trigger", AutoTriggerHandler),
-        (f"{base}/backends", BackendsHandler),
-        (f"{base}/models/{_ID}/activate", ModelActivateHandler),
-        (f"{base}/models/{_ID}/benchmark", ModelBenchmarkHandler),
-        (f"{base}/events", EventsHandler),
-        (f"{base}/openapi.json", OpenAPIHandler),
-        (UNKNOWN_ROUTE, UnknownRouteHandler),  # last: every other path under base
-    ]
+    ordered = sorted(HANDLERS, key=lambda h: "{id}" in h.path)
+    routes = [(f"{base}/{h.path.replace('{id}', _ID)}", h) for h in ordered]
+    return [*routes, (UNKNOWN_ROUTE, UnknownRouteHandler)]

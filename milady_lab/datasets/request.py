@@ -1,9 +1,9 @@
 """The body of ``POST /datasets/build`` and ``/datasets/preview``, and the filters that
 shape a dataset by purpose and reward (issue 15).
 
-``BuildRequest`` is the one description of the body's fields (names, JSON types and
-bounds): ``datasets.BuildOptions.FIELDS`` and ``openapi.json``'s
-``BuildDatasetRequest`` are tested against it. ``ShapeFilters`` holds what a build
+``BuildDatasetRequest`` is the one description of the body's fields (names, JSON types and
+bounds): ``datasets.BuildOptions.FIELDS`` follows it and ``openapi.json`` is generated
+from it (``milady_lab.api``). ``ShapeFilters`` holds what a build
 keeps of an agent's work: calls of some purposes (matched on ``purpose`` or
 ``actionType``) or models, trajectories with a reward of at least ``minReward``, and
 the best ``topFraction`` of trajectories by reward within every other filter.
@@ -11,7 +11,6 @@ the best ``topFraction`` of trajectories by reward within every other filter.
 
 from __future__ import annotations
 
-import datetime
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -20,6 +19,7 @@ import msgspec
 import polars as pl
 
 from .. import validation as v
+from ..api.fields import Day
 from ..errors import InputError
 from ..trajectories.base import REWARD_FIELDS
 
@@ -37,46 +37,173 @@ class PrivacyRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
     anonymize_handles: bool = False
 
 
-class BuildRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+class BuildDatasetRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     """The build/preview body. ``privacy`` stays last (messages list filters before it)."""
 
-    limit: _Count | None = None
-    min_llm_calls_per_trajectory: _Count | None = None
-    source: _Names | None = None
-    status: _Names | None = None
-    start_date: datetime.date | None = None
-    end_date: datetime.date | None = None
-    search: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    limit: Annotated[
+        _Count | None,
+        msgspec.Meta(description="Most qualifying trajectories to include (no cap when omitted)"),
+    ] = None
+    min_llm_calls_per_trajectory: Annotated[
+        _Count | None,
+        msgspec.Meta(description="Usable LLM calls a trajectory needs to qualify (default 1)"),
+    ] = None
+    source: Annotated[
+        _Names | None,
+        msgspec.Meta(
+            description=(
+                "Only trajectories whose source is this value (or any value of this "
+                'list), e.g. "chat"'
+            )
+        ),
+    ] = None
+    status: Annotated[
+        _Names | None,
+        msgspec.Meta(
+            description=(
+                "Only trajectories whose status is this value (or any value of this "
+                'list), e.g. "completed"'
+            )
+        ),
+    ] = None
+    start_date: Annotated[
+        Day | None,
+        msgspec.Meta(description="Only trajectories started on or after this UTC day"),
+    ] = None
+    end_date: Annotated[
+        Day | None,
+        msgspec.Meta(description="Only trajectories started on or before this UTC day"),
+    ] = None
+    search: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None,
+        msgspec.Meta(
+            description=(
+                "Only trajectories with an LLM call whose system prompt, user "
+                "prompt or reply contains this text (ignoring case)"
+            )
+        ),
+    ] = None
     #: Calls whose ``purpose`` or ``actionType`` is this value (or any of the list).
-    purpose: _Names | None = None
+    purpose: Annotated[
+        _Names | None,
+        msgspec.Meta(
+            description=(
+                "Only LLM calls whose purpose or actionType is this value (or any "
+                'value of this list), e.g. "should_respond"; trajectories qualify '
+                "on these calls"
+            )
+        ),
+    ] = None
     #: Calls made by this model (or any of the list).
-    model: _Names | None = None
+    model: Annotated[
+        _Names | None,
+        msgspec.Meta(description="Only LLM calls made by this model (or any model of this list)"),
+    ] = None
     #: Trajectories whose ``rewardField`` is at least this.
-    min_reward: float | None = None
-    reward_field: Literal["totalReward", "aiJudgeReward"] | None = None
+    min_reward: Annotated[
+        float | None,
+        msgspec.Meta(
+            description=(
+                "Only trajectories whose rewardField is at least this (400 when the "
+                "source never fills that reward)"
+            )
+        ),
+    ] = None
+    reward_field: Annotated[
+        Literal["totalReward", "aiJudgeReward"] | None,
+        msgspec.Meta(description="The reward minReward and topFraction use (default totalReward)"),
+    ] = None
     #: The best fraction of the trajectories that pass every other filter, by reward.
-    top_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    top_fraction: Annotated[
+        Annotated[float, msgspec.Meta(gt=0, le=1)] | None,
+        msgspec.Meta(
+            description=(
+                "Keep the best fraction (by rewardField) of the trajectories that "
+                "pass every other filter, at least one; limit then caps them, "
+                "newest first"
+            )
+        ),
+    ] = None
     #: Rollouts of this scenario (or any of the list): the agent's ``scenario_id``.
-    scenario_id: _Names | None = None
+    scenario_id: Annotated[
+        _Names | None,
+        msgspec.Meta(
+            description=(
+                "Only rollouts of this scenario (or any of this list): the agent's scenario_id"
+            )
+        ),
+    ] = None
     #: Trajectories of this batch (or any of the list): the agent's ``batch_id``.
-    batch_id: _Names | None = None
+    batch_id: Annotated[
+        _Names | None,
+        msgspec.Meta(
+            description=(
+                "Only trajectories of this batch (or any of this list): the agent's batch_id"
+            )
+        ),
+    ] = None
     #: Whether trajectories the agent archived (older than 30 days) count; default true.
-    include_archived: bool | None = None
+    include_archived: Annotated[
+        bool | None,
+        msgspec.Meta(
+            description=(
+                "Whether trajectories the agent archived (older than 30 days) count; default true"
+            )
+        ),
+    ] = None
     #: ``sft`` (default): chat examples; ``pairs``: DPO lines (prompt, chosen, rejected)
     #: from calls sharing a prompt context; ``labelled``: KTO lines (messages, label).
-    kind: Literal["sft", "pairs", "labelled"] | None = None
+    kind: Annotated[
+        Literal["sft", "pairs", "labelled"] | None,
+        msgspec.Meta(
+            description=(
+                "What the dataset holds: sft (default) chat examples; pairs: DPO "
+                "lines {prompt, chosen, rejected} from calls sharing a prompt "
+                "context (rollouts of one scenarioId/batchId answering the same "
+                "turn, or an identical prompt), chosen the higher reward; labelled: "
+                "KTO lines {messages, label} from labelThreshold and the agent's "
+                "verifiable failures (format rejected, action not offered, "
+                "error/timeout)"
+            )
+        ),
+    ] = None
     #: ``pairs``: the least reward difference between chosen and rejected (default: any).
-    min_reward_gap: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    min_reward_gap: Annotated[
+        Annotated[float, msgspec.Meta(ge=0)] | None,
+        msgspec.Meta(
+            description=(
+                "kind pairs: the least reward difference between chosen and "
+                "rejected (default: any difference)"
+            )
+        ),
+    ] = None
     #: ``labelled``: a reward at least this is desirable, below it undesirable.
-    label_threshold: float | None = None
-    privacy: PrivacyRequest | None = None
+    label_threshold: Annotated[
+        float | None,
+        msgspec.Meta(
+            description=(
+                "kind labelled: a trajectory reward at least this is desirable, "
+                "below it undesirable (without it only verifiable signals label)"
+            )
+        ),
+    ] = None
+    privacy: Annotated[
+        PrivacyRequest | None,
+        msgspec.Meta(
+            description=(
+                "What the privacy pass does to each system prompt, user prompt and "
+                "reply before de-duplication and writing (default: redact on, "
+                "handles kept)"
+            )
+        ),
+    ] = None
 
 
 #: Body fields, in the struct's order.
-FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(BuildRequest))
+FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(BuildDatasetRequest))
 #: Python keyword → body field (``purpose`` → ``purpose``, ``min_reward`` → ``minReward``):
 #: the clients' and widgets' keyword arguments, derived from the one description.
-KEYWORDS = {f.name: f.encode_name for f in msgspec.structs.fields(BuildRequest)}
+KEYWORDS = {f.name: f.encode_name for f in msgspec.structs.fields(BuildDatasetRequest)}
 
 
 def names(value: Any, field: str) -> tuple[str, ...] | None:

@@ -1,6 +1,6 @@
 """The training controls of a job (issue 15): how long, how hard and on what it trains.
 
-``control_options`` checks the body's control fields (bounds from ``JobRequest``,
+``control_options`` checks the body's control fields (bounds from ``StartJobRequest``,
 plus the rules between fields) and fills in the defaults: per model size for the
 learning rate, LoRA rank and batch (``defaults``), a resumed job's own values for
 everything else. ``for_dataset`` derives ``iterations`` from ``epochs`` (or the
@@ -20,7 +20,7 @@ import msgspec
 from .. import validation as v
 from ..errors import InputError
 from .defaults import size_defaults
-from .request import JobRequest
+from .request import StartJobRequest
 from .schedule import DEFAULT_SCHEDULE, SCHEDULES
 
 #: ``targetModules`` presets; a list names the modules itself.
@@ -41,13 +41,17 @@ DEFAULT_SEED = 0
 
 
 def _bounds(field: str) -> dict[str, Any]:
-    """``ge``/``le``/``gt``/``lt`` of a ``JobRequest`` field: the struct is the one source."""
-    info = next(f for f in msgspec.structs.fields(JobRequest) if f.encode_name == field)
-    for arm in typing.get_args(info.type):
-        for meta in getattr(arm, "__metadata__", ()):
-            if isinstance(meta, msgspec.Meta):
-                keys = ("ge", "le", "gt", "lt")
-                return {k: getattr(meta, k) for k in keys if getattr(meta, k) is not None}
+    """``ge``/``le``/``gt``/``lt`` of a ``StartJobRequest`` field: the struct is the one source."""
+    info = next(f for f in msgspec.structs.fields(StartJobRequest) if f.encode_name == field)
+    keys = ("ge", "le", "gt", "lt")
+    pending = [info.type]
+    while pending:  # through Annotated[...] and X | None to the Meta holding the bounds
+        kind = pending.pop()
+        for meta in getattr(kind, "__metadata__", ()):
+            found = {k: getattr(meta, k) for k in keys if getattr(meta, k, None) is not None}
+            if found:
+                return found
+        pending.extend(typing.get_args(kind))
     return {}
 
 
