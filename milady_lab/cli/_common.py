@@ -38,14 +38,6 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the REST body as JSON")
 
 
-def add_group(
-    sub: argparse._SubParsersAction, name: str, help_text: str
-) -> argparse._SubParsersAction:
-    """A command group, ``milady-lab NAME ACTION``: the subparsers its actions join."""
-    group = sub.add_parser(name, help=help_text)
-    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-
 def add_command(
     actions: argparse._SubParsersAction,
     name: str,

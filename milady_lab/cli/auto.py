@@ -9,19 +9,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import (
-    add_command,
-    add_group,
-    add_json_flag,
-    cell,
-    print_json,
-    print_table,
-    service_from,
-)
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    asub = add_group(sub, "auto", "auto-improve: retrain when enough new trajectories arrive")
+    p = sub.add_parser("auto", help="auto-improve: retrain when enough new trajectories arrive")
+    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_command(asub, "show", "the policy, where the last round stands, its decisions", _show)
 
     st = asub.add_parser("set", help="change the policy (only the options given)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_command, add_group, add_json_flag, print_json, print_table, service_from
+from ._common import add_command, add_json_flag, print_json, print_table, service_from
 
 #: CLI flag → build-body field (the same names as the REST body, kebab-cased).
 _OPTION_FLAGS = (
@@ -36,7 +36,8 @@ _REPEATED = ("source", "status", "purpose", "model", "scenario_id", "batch_id")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    dsub = add_group(sub, "datasets", "build and list training datasets")
+    p = sub.add_parser("datasets", help="build and list training datasets")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_command(dsub, "list", "list built datasets", _list)
     preview = dsub.add_parser("preview", help="count what a build would give; writes nothing")
     build = dsub.add_parser("build", help="build a dataset from the trajectories")

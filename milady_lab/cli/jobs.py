@@ -18,15 +18,7 @@ from typing import Any
 from ..errors import ConflictError
 from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
 from ..training.request import FIELD_NAMES as _START_FLAGS
-from ._common import (
-    add_command,
-    add_group,
-    add_json_flag,
-    cell,
-    print_json,
-    print_table,
-    service_from,
-)
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 #: The training controls (issue 15): flag → help; the values go to the service as text.
 _CONTROL_FLAGS = (
@@ -57,7 +49,8 @@ _LAYOUT_FLAGS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    jsub = add_group(sub, "jobs", "start, follow and cancel training jobs")
+    p = sub.add_parser("jobs", help="start, follow and cancel training jobs")
+    jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     start = jsub.add_parser("start", help="start a training job (queued if one runs)")
     start.add_argument("--dataset-id", help="dataset to train on (default: the latest)")

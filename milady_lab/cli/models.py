@@ -16,21 +16,14 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import (
-    add_command,
-    add_group,
-    add_json_flag,
-    cell,
-    print_json,
-    print_table,
-    service_from,
-)
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 SCORES = ("coherence", "consistency", "helpfulness")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    msub = add_group(sub, "models", "list, import, activate, benchmark and export models")
+    p = sub.add_parser("models", help="list, import, activate, benchmark and export models")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_command(msub, "list", "list fine-tuned models with their benchmark scores", _list)
     show_help = "show one model (ID: its id, its name or latest)"
     add_command(msub, "show", show_help, _show, id_dest="model_id")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_group, add_json_flag, cell, print_json, print_table, service_from
+from ._common import add_json_flag, cell, print_json, print_table, service_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    tsub = add_group(sub, "trajectories", "browse the agent's trajectories")
+    p = sub.add_parser("trajectories", help="browse the agent's trajectories")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = tsub.add_parser("list", help="list trajectories, newest first")
     ls.add_argument("--limit", help="page size, 1-500 (default 100)")
     ls.add_argument("--offset", help="rows to skip (default 0)")
