@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -218,7 +218,17 @@ def accesses_of_steps(
     return rows
 
 
-def _rows_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _rows_of_frame(
+    frame: pl.DataFrame,
+    id_col: str,
+    steps_col: str,
+    rows_of: Callable[[Any, Any], list[dict[str, Any]]],
+    schema: dict[str, pl.DataType],
+) -> pl.DataFrame:
+    """``rows_of(id, steps)`` of every row of ``frame``, row at a time, as one frame."""
+    rows: list[dict[str, Any]] = []
+    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
+        rows.extend(rows_of(tid, text))
     if not rows:
         return pl.DataFrame(schema=schema)
     return pl.DataFrame(rows, schema=schema)
@@ -228,20 +238,14 @@ def provider_accesses_from_steps(
     frame: pl.DataFrame, *, id_col: str = "id", steps_col: str = "steps"
 ) -> pl.DataFrame:
     """Provider-access rows (ACCESS_ROWS_SCHEMA) of every row of ``frame``."""
-    rows: list[dict[str, Any]] = []
-    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
-        rows.extend(accesses_of_steps(tid, text))
-    return _rows_frame(rows, ACCESS_ROWS_SCHEMA)
+    return _rows_of_frame(frame, id_col, steps_col, accesses_of_steps, ACCESS_ROWS_SCHEMA)
 
 
 def reference_llm_calls(
     frame: pl.DataFrame, *, id_col: str = "id", steps_col: str = "steps"
 ) -> pl.DataFrame:
     """``llm_calls_from_steps`` by the plain rules, row at a time (for tests and checks)."""
-    rows: list[dict[str, Any]] = []
-    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
-        rows.extend(calls_of_steps(tid, text))
-    return _rows_frame(rows, CALL_ROWS_SCHEMA)
+    return _rows_of_frame(frame, id_col, steps_col, calls_of_steps, CALL_ROWS_SCHEMA)
 
 
 # -- the same rules, fast ---------------------------------------------------------------------
