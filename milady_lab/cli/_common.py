@@ -38,6 +38,24 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the REST body as JSON")
 
 
+def add_command(
+    actions: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    handler: Handler,
+    *,
+    id_dest: str | None = None,
+) -> argparse.ArgumentParser:
+    """An action that takes no options but ``--json`` (and, with ``id_dest``, one ``ID``
+    stored under that name) and runs ``handler``."""
+    parser = actions.add_parser(name, help=help_text)
+    if id_dest is not None:
+        parser.add_argument(id_dest, metavar="ID")
+    add_json_flag(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def print_json(body: Any) -> None:
     json.dump(body, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import add_json_flag, cell, print_json, print_table, service_from
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("auto", help="auto-improve: retrain when enough new trajectories arrive")
     asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    show = asub.add_parser("show", help="the policy, where the last round stands, its decisions")
-    add_json_flag(show)
-    show.set_defaults(handler=_show)
+    add_command(asub, "show", "the policy, where the last round stands, its decisions", _show)
 
     st = asub.add_parser("set", help="change the policy (only the options given)")
     st.add_argument("--enabled", choices=("on", "off"))
@@ -36,9 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(st)
     st.set_defaults(handler=_set)
 
-    once = asub.add_parser("run-once", help="one round now (waits for training), or say why not")
-    add_json_flag(once)
-    once.set_defaults(handler=_run_once)
+    once_help = "one round now (waits for training), or say why not"
+    add_command(asub, "run-once", once_help, _run_once)
 
     watch = asub.add_parser("watch", help="check the source every few minutes until Ctrl-C")
     watch.add_argument("--interval", type=float, default=300.0, help="seconds (default 300)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_json_flag, print_json, print_table, service_from
+from ._common import add_command, add_json_flag, print_json, print_table, service_from
 
 #: CLI flag → build-body field (the same names as the REST body, kebab-cased).
 _OPTION_FLAGS = (
@@ -38,9 +38,7 @@ _REPEATED = ("source", "status", "purpose", "model", "scenario_id", "batch_id")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("datasets", help="build and list training datasets")
     dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ls = dsub.add_parser("list", help="list built datasets")
-    add_json_flag(ls)
-    ls.set_defaults(handler=_list)
+    add_command(dsub, "list", "list built datasets", _list)
     preview = dsub.add_parser("preview", help="count what a build would give; writes nothing")
     build = dsub.add_parser("build", help="build a dataset from the trajectories")
     for parser, handler in ((preview, _preview), (build, _build)):

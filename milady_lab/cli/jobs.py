@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConflictError
 from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
 from ..training.request import FIELD_NAMES as _START_FLAGS
-from ._common import add_json_flag, cell, print_json, print_table, service_from
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 #: The training controls (issue 15): flag → help; the values go to the service as text.
 _CONTROL_FLAGS = (
@@ -76,26 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(start)
     start.set_defaults(handler=_start)
 
-    fol = jsub.add_parser(
-        "follow", help="show a job's progress until it ends; Ctrl-C detaches, never cancels"
-    )
-    fol.add_argument("job_id", metavar="ID")
-    add_json_flag(fol)
-    fol.set_defaults(handler=_follow)
-
-    ls = jsub.add_parser("list", help="list jobs, newest first")
-    add_json_flag(ls)
-    ls.set_defaults(handler=_list)
-
-    show = jsub.add_parser("show", help="show one job")
-    show.add_argument("job_id", metavar="ID")
-    add_json_flag(show)
-    show.set_defaults(handler=_show)
-
-    cancel = jsub.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("job_id", metavar="ID")
-    add_json_flag(cancel)
-    cancel.set_defaults(handler=_cancel)
+    follow_help = "show a job's progress until it ends; Ctrl-C detaches, never cancels"
+    add_command(jsub, "follow", follow_help, _follow, id_dest="job_id")
+    add_command(jsub, "list", "list jobs, newest first", _list)
+    add_command(jsub, "show", "show one job", _show, id_dest="job_id")
+    add_command(jsub, "cancel", "cancel a queued or running job", _cancel, id_dest="job_id")
 
 
 def _start(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_json_flag, cell, print_json, print_table, service_from
+from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 
 SCORES = ("coherence", "consistency", "helpfulness")
 
@@ -24,15 +24,9 @@ SCORES = ("coherence", "consistency", "helpfulness")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, import, activate, benchmark and export models")
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    ls = msub.add_parser("list", help="list fine-tuned models with their benchmark scores")
-    add_json_flag(ls)
-    ls.set_defaults(handler=_list)
-
-    show = msub.add_parser("show", help="show one model (ID: its id, its name or latest)")
-    show.add_argument("model_id", metavar="ID")
-    add_json_flag(show)
-    show.set_defaults(handler=_show)
+    add_command(msub, "list", "list fine-tuned models with their benchmark scores", _list)
+    show_help = "show one model (ID: its id, its name or latest)"
+    add_command(msub, "show", show_help, _show, id_dest="model_id")
 
     imp = msub.add_parser("import-ollama", help="import the model into a local Ollama")
     imp.add_argument("model_id", metavar="ID")
@@ -296,16 +290,11 @@ def _export(args: argparse.Namespace) -> int:
 
 # -- rollback and history (issue 14) ----------------------------------------------------------
 def _register_rollback(msub: argparse._SubParsersAction) -> None:
-    de = msub.add_parser("deactivate", help="undo the last activation (restore the agent config)")
-    add_json_flag(de)
-    de.set_defaults(handler=_deactivate)
-    hist = msub.add_parser("activations", help="the history of activations")
-    add_json_flag(hist)
-    hist.set_defaults(handler=_activations)
-    bl = msub.add_parser("benchmarks", help="a model's stored benchmarks")
-    bl.add_argument("model_id", metavar="ID")
-    add_json_flag(bl)
-    bl.set_defaults(handler=_benchmarks)
+    deactivate_help = "undo the last activation (restore the agent config)"
+    add_command(msub, "deactivate", deactivate_help, _deactivate)
+    add_command(msub, "activations", "the history of activations", _activations)
+    bench_help = "a model's stored benchmarks"
+    add_command(msub, "benchmarks", bench_help, _benchmarks, id_dest="model_id")
 
 
 def _deactivate(args: argparse.Namespace) -> int:

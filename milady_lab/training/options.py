@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -287,17 +288,30 @@ def known_model_names() -> set[str]:
     return {DEFAULT_MODEL, *FRIENDLY_MODELS}
 
 
+def _named_record(
+    value: Any,
+    field: str,
+    kind: str,
+    lookup: Callable[[str], dict[str, Any] | None],
+    not_found: str = "",
+) -> dict[str, Any]:
+    """The stored record ``field`` names by id: 400 when it is no string, 404 (with
+    ``not_found`` after the id) when no such ``kind`` exists."""
+    if not isinstance(value, str):
+        raise InputError(f"{field} must be a string (a {kind} id)")
+    if not v.is_valid_id(value):
+        raise NotFoundError(f"no {kind} with id {value[:80]!r}{not_found}")
+    record = lookup(value)
+    if record is None:
+        raise NotFoundError(f"no {kind} with id {value!r}{not_found}")
+    return record
+
+
 def _resumable_job(value: Any, store: StateStore) -> dict[str, Any] | None:
     """The job named by ``resumeFrom``: 404 when unknown, 409 when it cannot be resumed."""
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InputError("resumeFrom must be a string (a job id)")
-    if not v.is_valid_id(value):
-        raise NotFoundError(f"no job with id {value[:80]!r} to resume from")
-    job = store.get_job(value)
-    if job is None:
-        raise NotFoundError(f"no job with id {value!r} to resume from")
+    job = _named_record(value, "resumeFrom", "job", store.get_job, " to resume from")
     if job["status"] not in ("cancelled", "failed"):
         raise ConflictError(
             f"job {value} is {job['status']}; only a cancelled or failed job can be resumed"
@@ -323,13 +337,7 @@ def _dataset_choice(
 ) -> tuple[str | None, bool]:
     """Which dataset to train on, or ``(None, True)`` when one must be built first."""
     if dataset_id is not None:
-        if not isinstance(dataset_id, str):
-            raise InputError("datasetId must be a string (a dataset id)")
-        if not v.is_valid_id(dataset_id):
-            raise NotFoundError(f"no dataset with id {dataset_id[:80]!r}")
-        ds = store.get_dataset(dataset_id)
-        if ds is None:
-            raise NotFoundError(f"no dataset with id {dataset_id!r}")
+        ds = _named_record(dataset_id, "datasetId", "dataset", store.get_dataset)
         if max_trajectories is not None and ds["trajectoryCount"] > max_trajectories:
             raise InputError(
                 f"dataset {dataset_id} holds {ds['trajectoryCount']} trajectories, more than "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -178,25 +178,28 @@ def load_steps(text: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _step_entries(text: Any, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(step id, entry)`` for each object in the list a step holds under the first of
+    ``keys`` it has (its LLM calls, its provider accesses); anything else is passed over."""
+    for step_id, step in load_steps(text):
+        entries = _first(step, keys)
+        if isinstance(entries, list):
+            yield from ((step_id, e) for e in entries if isinstance(e, dict))
+
+
 def calls_of_steps(
     trajectory_id: str | None, text: Any, *, detail: bool = False
 ) -> list[dict[str, Any]]:
     """LLM-call rows of one trajectory (CALL_ROWS_SCHEMA keys; more with ``detail``)."""
     rows: list[dict[str, Any]] = []
-    for step_id, step in load_steps(text):
-        calls = _first(step, _CALLS_KEYS)
-        if not isinstance(calls, list):
-            continue
-        for call in calls:
-            if not isinstance(call, dict):
-                continue
-            row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
-            row.update(_fields(call, _CALL_FIELDS))
-            row["callIndex"] = len(rows)
-            if detail:
-                row.update(_fields(call, _DETAIL_CALL_FIELDS))
-                row.update({k: _tools.decoded(row[k]) for k in _tools.TOOL_COLUMNS})
-            rows.append(row)
+    for step_id, call in _step_entries(text, _CALLS_KEYS):
+        row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
+        row.update(_fields(call, _CALL_FIELDS))
+        row["callIndex"] = len(rows)
+        if detail:
+            row.update(_fields(call, _DETAIL_CALL_FIELDS))
+            row.update({k: _tools.decoded(row[k]) for k in _tools.TOOL_COLUMNS})
+        rows.append(row)
     return rows
 
 
@@ -206,22 +209,26 @@ def accesses_of_steps(
     """Provider-access rows of one trajectory (ACCESS_ROWS_SCHEMA keys; with ``detail``
     also the ``data`` payload as recorded)."""
     rows: list[dict[str, Any]] = []
-    for step_id, step in load_steps(text):
-        accesses = _first(step, _ACCESS_KEYS)
-        if not isinstance(accesses, list):
-            continue
-        for access in accesses:
-            if not isinstance(access, dict):
-                continue
-            row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
-            row.update(_fields(access, _ACCESS_FIELDS))
-            if detail:
-                row["data"] = access.get("data")
-            rows.append(row)
+    for step_id, access in _step_entries(text, _ACCESS_KEYS):
+        row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
+        row.update(_fields(access, _ACCESS_FIELDS))
+        if detail:
+            row["data"] = access.get("data")
+        rows.append(row)
     return rows
 
 
-def _rows_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _rows_of_frame(
+    frame: pl.DataFrame,
+    id_col: str,
+    steps_col: str,
+    rows_of: Callable[[Any, Any], list[dict[str, Any]]],
+    schema: dict[str, pl.DataType],
+) -> pl.DataFrame:
+    """``rows_of(id, steps)`` of every row of ``frame``, row at a time, as one frame."""
+    rows: list[dict[str, Any]] = []
+    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
+        rows.extend(rows_of(tid, text))
     if not rows:
         return pl.DataFrame(schema=schema)
     return pl.DataFrame(rows, schema=schema)
@@ -231,20 +238,14 @@ def provider_accesses_from_steps(
     frame: pl.DataFrame, *, id_col: str = "id", steps_col: str = "steps"
 ) -> pl.DataFrame:
     """Provider-access rows (ACCESS_ROWS_SCHEMA) of every row of ``frame``."""
-    rows: list[dict[str, Any]] = []
-    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
-        rows.extend(accesses_of_steps(tid, text))
-    return _rows_frame(rows, ACCESS_ROWS_SCHEMA)
+    return _rows_of_frame(frame, id_col, steps_col, accesses_of_steps, ACCESS_ROWS_SCHEMA)
 
 
 def reference_llm_calls(
     frame: pl.DataFrame, *, id_col: str = "id", steps_col: str = "steps"
 ) -> pl.DataFrame:
     """``llm_calls_from_steps`` by the plain rules, row at a time (for tests and checks)."""
-    rows: list[dict[str, Any]] = []
-    for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
-        rows.extend(calls_of_steps(tid, text))
-    return _rows_frame(rows, CALL_ROWS_SCHEMA)
+    return _rows_of_frame(frame, id_col, steps_col, calls_of_steps, CALL_ROWS_SCHEMA)
 
 
 # -- the same rules, fast ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ipywidgets as w
 
 from ..training.defaults import size_defaults
 from ..training.schedule import SCHEDULES
-from ._fields import STYLE, count, wrap_row
+from ._fields import STYLE, count, optional_text, wrap_row
 
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
 #: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
@@ -28,14 +28,6 @@ def _number(description: str, value: float, width: str, step: float = 0.01) -> w
     return w.FloatText(
         value=value, step=step, description=description, style=STYLE, layout=w.Layout(width=width)
     )
-
-
-def _optional(description: str, placeholder: str, width: str) -> w.Text:
-    """A field whose empty value means "let the service choose" (shown as the placeholder)."""
-    return w.Text(
-        value="", placeholder=placeholder, description=description, style=STYLE,
-        layout=w.Layout(width=width),
-    )  # fmt: skip
 
 
 class TrainingControls(w.VBox):
@@ -58,8 +50,8 @@ class TrainingControls(w.VBox):
             options=list(SCHEDULES), value="cosine", description="Schedule", style=STYLE,
             layout=w.Layout(width="190px"),
         )  # fmt: skip
-        self.warmup_steps = _optional("Warmup steps", "auto (5 %)", "200px")
-        self.lora_alpha = _optional("LoRA alpha", "2 × rank", "180px")
+        self.warmup_steps = optional_text("Warmup steps", "auto (5 %)", "200px")
+        self.lora_alpha = optional_text("LoRA alpha", "2 × rank", "180px")
         self.lora_dropout = _number("LoRA dropout", 0.0, "170px")
         self.target_modules = w.Combobox(
             value="attention", options=list(TARGET_CHOICES), ensure_option=False,

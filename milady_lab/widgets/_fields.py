@@ -23,6 +23,14 @@ def dropdown(description: str, blank: str, width: str = "170px") -> w.Dropdown:
     )
 
 
+def optional_text(description: str, placeholder: str, width: str) -> w.Text:
+    """A field whose empty value means "let the service choose" (shown as the placeholder)."""
+    return w.Text(
+        value="", placeholder=placeholder, description=description, style=STYLE,
+        layout=w.Layout(width=width),
+    )  # fmt: skip
+
+
 def count(description: str, value: int, low: int, high: int, width: str) -> w.BoundedIntText:
     """A bounded whole number: the browser refuses what the service would refuse."""
     return w.BoundedIntText(

@@ -7,6 +7,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import plots
+from ._fields import STYLE, optional_text
 from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table, short_model
 from .auto import AutoImprovePanel
 
@@ -32,38 +33,24 @@ class ModelManager(Panel):
         super().__init__(backend, **kwargs)
         self.models: list[dict[str, Any]] = []
         self.last_result: dict[str, Any] | None = None
-        style = {"description_width": "auto"}
         self.table = w.HTML(layout=w.Layout(width="100%"))
         self.pick = w.Dropdown(
-            description="Model", options=[], style=style, layout=w.Layout(width="640px")
+            description="Model", options=[], style=STYLE, layout=w.Layout(width="640px")
         )
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
-        self.ollama_name = w.Text(
-            description="Ollama name",
-            placeholder="default: from the model",
-            style=style,
-            layout=w.Layout(width="260px"),
-        )
-        self.ollama_base = w.Text(
-            description="Base",
-            placeholder="default: e.g. smollm2:135m",
-            style=style,
-            layout=w.Layout(width="260px"),
-        )
+        self.ollama_name = optional_text("Ollama name", "default: from the model", "260px")
+        self.ollama_base = optional_text("Base", "default: e.g. smollm2:135m", "260px")
         self.ollama_url = w.Text(
             description="Ollama URL",
             value="http://localhost:11434",
-            style=style,
+            style=STYLE,
             layout=w.Layout(width="270px"),
         )
         self.import_button = w.Button(
             description="Import into Ollama", icon="download", layout=w.Layout(width="180px")
         )
-        self.provider_model = w.Text(
-            description="Provider model",
-            placeholder="default: ollama/<imported name>",
-            style=style,
-            layout=w.Layout(width="360px"),
+        self.provider_model = optional_text(
+            "Provider model", "default: ollama/<imported name>", "360px"
         )
         self.activate_button = w.Button(
             description="Activate", icon="check", button_style="success"

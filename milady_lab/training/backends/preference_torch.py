@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..preference import dpo_loss, kl_estimate, kto_loss, mismatched_order
 from .data import Example, PreferenceItem, batch_indices, splice
 from .packed import Packed
-from .step_state import StopRequested, peak_memory, rate, rng_state
+from .step_state import StopRequested, record_step, rng_state
 
 
 def sequence_logps(run: Any, examples: list[Example]) -> torch.Tensor:
@@ -124,20 +124,9 @@ def preference_step(run: Any, it: int) -> dict[str, Any]:
         raise run._stop(it, rng_before) from None
     run.apply_step()
     step_time, tokens = time.perf_counter() - tic, sum(len(x) for x in items)
-    done.train_time += step_time
-    done.trained_tokens += tokens
-    done.last_loss = sum(losses) / len(losses)
-    if it == done.start:
-        done.warmup_tokens, done.warmup_time = tokens, step_time
-    return {
-        "iteration": it + 1,
-        "loss": done.last_loss,
-        "learningRate": lr,
-        "tokensPerSecond": rate(done),
-        "trainedTokens": done.trained_tokens,
-        "peakMemory": peak_memory(run.device),
-        **_averaged(parts),
-    }
+    loss = sum(losses) / len(losses)
+    metric = record_step(done, it, tokens, step_time, loss, lr, run.device)
+    return {**metric, **_averaged(parts)}
 
 
 def evaluator(run: Any) -> Any:

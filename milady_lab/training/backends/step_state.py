@@ -22,6 +22,26 @@ def rate(done: Any) -> float:
     return done.trained_tokens / done.train_time if done.train_time else 0.0
 
 
+def record_step(
+    done: Any, it: int, tokens: int, step_time: float, loss: Any, lr: float, device: torch.device
+) -> dict[str, Any]:
+    """Count optimizer step ``it`` (``tokens`` trained in ``step_time`` s; the first step of
+    this process is the warm-up) into the totals ``done`` keeps, and return its metric."""
+    done.train_time += step_time
+    done.trained_tokens += tokens
+    done.last_loss = loss
+    if it == done.start:
+        done.warmup_tokens, done.warmup_time = tokens, step_time
+    return {
+        "iteration": it + 1,
+        "loss": done.last_loss,
+        "learningRate": lr,
+        "tokensPerSecond": rate(done),
+        "trainedTokens": done.trained_tokens,
+        "peakMemory": peak_memory(device),
+    }
+
+
 class StopRequested(Exception):
     """Raised by a stop point (a decoder layer's hook) when a cancel arrives mid-step."""
 

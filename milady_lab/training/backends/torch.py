@@ -48,7 +48,7 @@ from .common import (
 from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
 from .packed import Packed, row_loss_sum
 from .parallel import Group
-from .step_state import StopRequested, peak_memory, rate, restore_rng, rng_state
+from .step_state import StopRequested, rate, record_step, restore_rng, rng_state
 
 CHECKPOINT_KIND = "torch"
 STATE_FILE = "trainer_state.pt"
@@ -350,23 +350,13 @@ class _Run:
         self.apply_step()
         loss_sum, tokens = group.total(loss_sum, sum(r.n_tokens for r in rows))
         step_time, step_tokens = time.perf_counter() - tic, int(tokens)
-        done.train_time += step_time
-        done.trained_tokens += step_tokens
-        done.last_loss = loss_sum / n_labels
+        metric = record_step(done, it, step_tokens, step_time, loss_sum / n_labels, lr, self.device)
         if it == done.start:
-            done.warmup_tokens, done.warmup_time = step_tokens, step_time
             self.callback.on_log(
                 f"warm-up step: {step_tokens} tokens in {step_time:.2f} s "
                 "(left out of tokensPerSecond from the next step on)"
             )
-        return {
-            "iteration": it + 1,
-            "loss": done.last_loss,
-            "learningRate": lr,
-            "tokensPerSecond": rate(done),
-            "trainedTokens": done.trained_tokens,
-            "peakMemory": peak_memory(self.device),
-        }
+        return metric
 
     def _checkpoint(self, iteration: int, rng: dict[str, Any] | None = None) -> None:
         state = {
