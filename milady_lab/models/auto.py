@@ -3,9 +3,10 @@ new trajectories arrived.
 
 The policy (off by default) lives in the state store, so the Jupyter server, a
 ``milady-lab auto watch`` terminal and the CLI all see the same one. A *round* is one
-pass through the steps; where it stands (``round.stage`` plus the ids it made) is
-written to the store before each step starts, so a watcher that dies mid-round leaves
-the next one a round to finish, never one to start over.
+pass through the steps of ``models/round.py`` (the round ``make demo`` runs too), one step
+a tick; where it stands (its ``RoundState``: the stage plus the ids it made) is written to
+the store before each step starts, so a watcher that dies mid-round leaves the next one a
+round to finish, never one to start over.
 
 Two watchers at once: every tick first takes the ``auto`` lease in the store (a row
 with an owner and an expiry, renewed by a heartbeat thread while a step runs). Only
@@ -370,7 +371,8 @@ class AutoImprover:
 
     def _end(self, state: AutoState, step: Step) -> Decision:
         """The round ended with ``step``: it becomes ``lastRound`` and joins the history."""
-        ended = state.round or RoundState(stage=None)
+        ended = state.round
+        assert ended is not None
         state.round, state.last_round = None, ended
         decision = self._decide(step.kind, step.message, state, **step.fields)
         self.record_run(ended.to_dict())
