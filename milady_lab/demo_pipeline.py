@@ -1,8 +1,9 @@
 """``make demo``: the whole pipeline, headless, through the same service the UI uses.
 
-explore → build a dataset → fine-tune SmolLM2 (live tqdm bar) → benchmark against the
-base model → activate into a scratch agent config → import into Ollama when one
-answers on localhost. Prints the benchmark table at the end.
+explore, then one round (``models/round.py``, the same round auto-improve runs): build a
+dataset → fine-tune SmolLM2 (live tqdm bar) → benchmark against the base model (the
+table is printed) → import into Ollama when one answers on localhost → activate into a
+scratch agent config when the gate lets it.
 """
 
 from __future__ import annotations
@@ -10,41 +11,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+from collections.abc import Callable
 
 import httpx
+from tqdm.auto import tqdm
 
 from .cli.jobs import update_bar
 from .config import Settings
-from .errors import ConflictError, MiladyLabError
+from .errors import MiladyLabError
+from .models.round import RoundSettings, RoundState, Step, run_round
 from .service import TrainingService
-from .state import FINAL_STATUSES, JobStatus
+from .state import now_ms
+from .training.backends import BACKENDS
+
+OLLAMA_URL = "http://127.0.0.1:11434"
 
 
-def _ollama_running(url: str = "http://127.0.0.1:11434") -> bool:
+def _ollama_running(url: str = OLLAMA_URL) -> bool:
     try:
         return httpx.get(f"{url}/api/version", timeout=1.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def follow_job(svc: TrainingService, job_id: str) -> dict:
-    """Show a tqdm bar for a job until it ends; returns the final record."""
-    from tqdm.auto import tqdm
-
-    job = svc.get_job(job_id)["job"]
-    # In a log (not a terminal) a line every 30 s, not a rewrite every half second.
-    every = 0.1 if sys.stderr.isatty() else 30.0
-    bar = tqdm(
-        total=job["totalIterations"], unit="it", desc=job_id, dynamic_ncols=True, mininterval=every
-    )
-    while True:
-        job = svc.get_job(job_id)["job"]
-        update_bar(bar, job)
-        if job["status"] in FINAL_STATUSES:
-            bar.close()
-            return job
-        time.sleep(0.5)
 
 
 def _cell(value: float | None, bounds: list[float | None] | None) -> str:
@@ -67,12 +54,62 @@ def scores_table(bench: dict, name: str) -> str:
     return "\n".join(rows)
 
 
+def _shower(svc: TrainingService, agent_config: object) -> Callable[[Step], None]:
+    """What the demo prints of each step of its round: the dataset, a tqdm bar while the
+    job trains, the benchmark table, where the model was activated (or why not)."""
+    bar: tqdm | None = None
+
+    def show(step: Step) -> None:
+        nonlocal bar
+        answer = step.answer or {}
+        if step.kind == "auto_built":
+            print(
+                f"dataset {answer['id']}: {answer['trajectoryCount']} trajectories, "
+                f"{answer['exampleCount']} examples ({answer['trainCount']} train / "
+                f"{answer['validCount']} valid)"
+            )
+        elif step.kind == "auto_training":
+            # In a log (not a terminal) a line every 30 s, not a rewrite every half second.
+            every = 0.1 if sys.stderr.isatty() else 30.0
+            bar = tqdm(
+                total=answer["totalIterations"], unit="it", desc=answer["id"],
+                dynamic_ncols=True, mininterval=every,
+            )  # fmt: skip
+        elif step.kind in ("auto_waiting", "auto_trained") and bar is not None:
+            update_bar(bar, dict(answer))
+            if step.kind == "auto_trained":
+                bar.close()
+        if step.kind == "auto_trained":
+            print(
+                f"trained {answer['trainedTokens']} tokens at {answer['tokensPerSecond']:.0f} tok/s"
+            )
+            model = svc.get_model(step.fields["modelId"])["model"]
+            print(f"model {model['id']} ({model['name']}); benchmarking against the base model …")
+        elif step.kind == "auto_benchmarked":
+            name = svc.get_model(step.fields["modelId"])["model"]["name"]
+            print(f"\n{scores_table(dict(answer), name)}\n")
+        elif step.kind == "auto_activated":
+            print(f"activated {answer['activeModel']} in {agent_config}")
+        elif step.kind == "auto_not_activated":
+            print(f"not activated: {step.message}")  # the gate: worse than the base
+        elif step.kind == "auto_failed":
+            if bar is not None:
+                bar.close()
+            print(f"milady-lab: {step.message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m milady_lab.demo_pipeline")
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--benchmark-examples", type=int, default=32)
+    parser.add_argument("--model", help="base model (default: the default base model)")
+    parser.add_argument("--backend", choices=BACKENDS, help="default: the best available")
+    parser.add_argument("--ollama-url", default=OLLAMA_URL, help=f"default {OLLAMA_URL}")
+    parser.add_argument("--ollama-base-model", help="the base's Ollama name (a custom --model)")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -92,49 +129,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{frame.height} trajectories; by source:")
         print(frame.group_by("source").len().sort("len", descending=True))
 
-        ds = svc.build_dataset({})["dataset"]
-        print(
-            f"dataset {ds['id']}: {ds['trajectoryCount']} trajectories, "
-            f"{ds['exampleCount']} examples ({ds['trainCount']} train / {ds['validCount']} valid)"
+        ollama = _ollama_running(args.ollama_url)
+        if not ollama:
+            print(f"no Ollama at {args.ollama_url} — the model will not be imported")
+        round_settings = RoundSettings(
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            model=args.model,
+            backend=args.backend,
+            max_examples=args.benchmark_examples,
+            activate="if-better",
+            ollama_import=ollama,
+            ollama_url=args.ollama_url if ollama else None,
+            ollama_base_model=args.ollama_base_model,
+            # the demo's own scratch config may be created; a real one must exist
+            create_agent_config=settings.agent_config == scratch_config,
         )
-
-        job = svc.start_job(
-            {
-                "datasetId": ds["id"],
-                "iterations": args.iterations,
-                "batchSize": args.batch_size,
-                "learningRate": args.learning_rate,
-            }
-        )["job"]
-        job = follow_job(svc, job["id"])
-        if job["status"] != JobStatus.COMPLETED:
-            print(f"job {job['id']} {job['status']}: {job.get('error')}", file=sys.stderr)
-            return 1
-        print(f"trained {job['trainedTokens']} tokens at {job['tokensPerSecond']:.0f} tok/s")
-
-        model = next(m for m in svc.list_models()["models"] if m["jobId"] == job["id"])
-        print(f"model {model['id']} ({model['name']}); benchmarking against the base model …")
-        bench = svc.benchmark_model(model["id"], {"maxExamples": args.benchmark_examples})
-        print()
-        print(scores_table(bench, model["name"]))
-        print()
-
-        if _ollama_running():
-            imported = svc.import_ollama(model["id"], {})
-            print(f"imported into Ollama as {imported['model']['ollamaName']}")
-            body: dict[str, object] = {}
-        else:
-            print("no Ollama on localhost:11434 — skipping the import")
-            body = {"providerModel": f"local/{model['name']}"}
-        if settings.agent_config == scratch_config:
-            body["create"] = True  # the demo's own scratch config; a real one must exist
-        try:
-            activated = svc.activate_model(model["id"], body)
-        except ConflictError as exc:  # the gate: worse than the base beyond the interval
-            print(f"not activated: {exc.message}")
-            return 0
-        print(f"activated {activated['activeModel']} in {settings.agent_config}")
-        return 0
+        rnd = RoundState(id=f"demo-{now_ms()}", source="demo", started_at=now_ms())
+        run_round(svc, round_settings, rnd, _shower(svc, settings.agent_config))
+        print(f"round {rnd.id}: " + " → ".join(s.removeprefix("auto_") for s in rnd.steps))
+        return 1 if rnd.outcome == "auto_failed" else 0
     except MiladyLabError as exc:
         print(f"milady-lab: {exc.message}", file=sys.stderr)
         return 1

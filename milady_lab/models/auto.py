@@ -3,9 +3,10 @@ new trajectories arrived.
 
 The policy (off by default) lives in the state store, so the Jupyter server, a
 ``milady-lab auto watch`` terminal and the CLI all see the same one. A *round* is one
-pass through the steps; where it stands (``round.stage`` plus the ids it made) is
-written to the store before each step starts, so a watcher that dies mid-round leaves
-the next one a round to finish, never one to start over.
+pass through the steps of ``models/round.py`` (the round ``make demo`` runs too), one step
+a tick; where it stands (its ``RoundState``: the stage plus the ids it made) is written to
+the store before each step starts, so a watcher that dies mid-round leaves the next one a
+round to finish, never one to start over.
 
 Two watchers at once: every tick first takes the ``auto`` lease in the store (a row
 with an owner and an expiry, renewed by a heartbeat thread while a step runs). Only
@@ -34,11 +35,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NotRequired, Protocol, TypedDict
+
+import msgspec
 
 from .. import validation as v
-from ..errors import ConflictError, InputError, MiladyLabError
-from ..state import LIVE_STATUSES, EvalStore, now_ms
+from ..errors import InputError, MiladyLabError
+from ..state import EvalStore, StateStore, now_ms
+from .round import ROUND_KINDS, RoundService, RoundSettings, RoundState, Step, advance, fail
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ DEFAULT_POLICY: dict[str, Any] = {
     "objective": "sft",
     "beta": None,
 }
-#: The dataset kind a round builds for each objective (``training.options.OBJECTIVE_KINDS``).
-ROUND_KINDS = {"sft": "sft", "dpo": "pairs", "kto": "labelled"}
 
 
 # -- the policy ---------------------------------------------------------------------------------
@@ -121,15 +123,6 @@ def check_policy(body: Any, current: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _objective_fields(rnd: Mapping[str, Any], policy: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """A round's ``objective`` (the one it built its dataset for) and β, for its job;
-    nothing for sft, so an sft round's job body is what it always was."""
-    objective = rnd.get("objective") or "sft"
-    if objective == "sft":
-        return []
-    return [("objective", objective), ("beta", policy.get("beta"))]
-
-
 def _bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -139,10 +132,39 @@ def _bool(value: Any, name: str) -> bool:
 
 
 # -- one watcher's ticks --------------------------------------------------------------------------
-class AutoImprover:
-    """The auto-improve steps over one ``TrainingService``; ``tick`` does at most one step."""
+class AutoService(RoundService, Protocol):
+    """What auto-improve needs of the service: a round's calls, the store it keeps its
+    policy, state and lease in, and the preview that counts new trajectories."""
 
-    def __init__(self, service: Any, owner: str | None = None) -> None:
+    store: StateStore
+
+    def preview_dataset(self, body: Any = None) -> dict[str, Any]: ...
+
+
+class Decision(TypedDict):
+    """What a tick decided: the event kind, why, and when (none for a busy or waiting tick)."""
+
+    kind: str
+    message: str
+    at: NotRequired[int]
+
+
+class AutoState(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """Auto-improve's state in the store (``STATE_KEY``): the round under way, the last
+    one that ended, what the cooldown and the new-trajectory count start from."""
+
+    round: RoundState | None = None
+    last_round: RoundState | None = None
+    last_round_at: int | None = None
+    trajectories_at_last_round: int = 0
+    new_trajectories: int | None = None  # as of the last check (the agent's counter)
+    last_decision: Decision | None = None
+
+
+class AutoImprover:
+    """The auto-improve steps over one service; ``tick`` does at most one step of a round."""
+
+    def __init__(self, service: AutoService, owner: str | None = None) -> None:
         self.service = service
         self.store = service.store
         self.evals = EvalStore(self.store)
@@ -166,10 +188,15 @@ class AutoImprover:
         return policy
 
     def state(self) -> dict[str, Any]:
-        return dict(self.evals.get_value(STATE_KEY) or {})
+        """The stored state as JSON (``round``, ``lastRound``, ``lastDecision``, ...)."""
+        out: dict[str, Any] = msgspec.to_builtins(self._state())
+        return out
 
-    def _save(self, state: Mapping[str, Any]) -> None:
-        self.evals.set_value(STATE_KEY, dict(state))
+    def _state(self) -> AutoState:
+        return msgspec.convert(self.evals.get_value(STATE_KEY) or {}, AutoState, strict=False)
+
+    def _save(self, state: AutoState) -> None:
+        self.evals.set_value(STATE_KEY, msgspec.to_builtins(state))
 
     def show(self) -> dict[str, Any]:
         """The REST body of ``GET /auto``: policy, state, lease and the recent decisions."""
@@ -185,13 +212,13 @@ class AutoImprover:
             "events": events[-20:],
         }
 
-    def _decide(self, kind: str, message: str, state: dict[str, Any], **data: Any) -> dict:
+    def _decide(self, kind: str, message: str, state: AutoState, **data: Any) -> Decision:
         """Log a decision as an event (unless it repeats the last one) and remember it."""
-        last = state.get("lastDecision") or {}
-        decision = {"kind": kind, "message": message, "at": now_ms()}
-        if (last.get("kind"), last.get("message")) != (kind, message):
+        last = state.last_decision
+        decision = Decision(kind=kind, message=message, at=now_ms())
+        if last is None or (last["kind"], last["message"]) != (kind, message):
             self.store.emit(kind, f"{kind}: {message}", **data)
-        state["lastDecision"] = decision
+        state.last_decision = decision
         self._save(state)
         return decision
 
@@ -230,7 +257,7 @@ class AutoImprover:
         """The ended rounds, newest first."""
         return list(reversed(self.evals.get_value(RUNS_KEY) or []))
 
-    def tick(self, manual: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def tick(self, manual: Mapping[str, Any] | None = None) -> Decision:
         """Decide and do the next step; returns the decision ``{"kind", "message"}``.
 
         ``manual`` (``{"id", "backend"?, "dryRun"?, ...}``) asks for a round now: no
@@ -238,17 +265,16 @@ class AutoImprover:
         with self._lease() as held:
             if not held:
                 holder = self.evals.lease_holder(LEASE) or {}
-                return {"kind": "auto_busy", "message": f"another watcher ({holder.get('owner')}) "
-                        "is working"}  # fmt: skip
-            state = self.state()
+                return Decision(kind="auto_busy", message=f"another watcher "
+                                f"({holder.get('owner')}) is working")  # fmt: skip
+            state = self._state()
             policy = self.policy()
             try:
-                if state.get("round") and manual is not None:
-                    return {
-                        "kind": "auto_skipped",
-                        "message": f"round {state['round'].get('id')} is already running",
-                    }
-                if state.get("round"):
+                if state.round is not None and manual is not None:
+                    return Decision(
+                        kind="auto_skipped", message=f"round {state.round.id} is already running"
+                    )
+                if state.round is not None:
                     return self._advance(state, policy)
                 if not policy["enabled"] and manual is None:
                     return self._decide("auto_skipped", "auto-improve is off", state)
@@ -264,10 +290,10 @@ class AutoImprover:
         poll_s: float = 2.0,
         timeout_s: float | None = None,
         manual: Mapping[str, Any] | None = None,
-    ) -> list[dict]:
+    ) -> list[Decision]:
         """Ticks until the round ends (or nothing is to be done); the decisions, in order.
         ``manual``: the first tick asks for a round now (see ``tick``)."""
-        out: list[dict[str, Any]] = []
+        out: list[Decision] = []
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             decision = self.tick(manual if not out else None)
@@ -282,11 +308,11 @@ class AutoImprover:
 
     def _maybe_start(
         self,
-        state: dict[str, Any],
+        state: AutoState,
         policy: Mapping[str, Any],
         manual: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        last = state.get("lastRoundAt")
+    ) -> Decision:
+        last = state.last_round_at
         cooldown_ms = float(policy["cooldownHours"]) * 3_600_000
         if manual is None and last is not None and now_ms() - last < cooldown_ms:
             waited = (now_ms() - last) / 3_600_000
@@ -297,9 +323,9 @@ class AutoImprover:
                 state,
             )
         usable = int(self.service.preview_dataset({})["trajectoryCount"])
-        new = usable - int(state.get("trajectoriesAtLastRound") or 0)
+        new = usable - state.trajectories_at_last_round
         wanted = int(policy["minNewTrajectories"])
-        state["newTrajectories"] = max(new, 0)  # as of this check (the agent's counter)
+        state.new_trajectories = max(new, 0)
         if new < wanted:
             return self._decide(
                 "auto_skipped",
@@ -315,132 +341,57 @@ class AutoImprover:
         # The round starts: from here on the cooldown counts, whatever happens next.
         extra = dict(manual or {"source": "threshold"})
         round_id = str(extra.pop("id", None) or f"auto-{now_ms()}")
-        state.update(lastRoundAt=now_ms(), trajectoriesAtLastRound=usable)
-        state["round"] = {"id": round_id, "stage": "build", "startedAt": now_ms(), **extra}
-        self._save(state)
-        objective = policy.get("objective") or "sft"
-        build = {} if objective == "sft" else {"kind": ROUND_KINDS[objective]}
-        dataset = self.service.build_dataset(build)["dataset"]
-        state["round"].update(stage="train", datasetId=dataset["id"], objective=objective)
+        state.last_round_at, state.trajectories_at_last_round = now_ms(), usable
+        state.round = RoundState.from_dict(
+            {**extra, "id": round_id, "stage": "build", "startedAt": now_ms()}
+        )
+        self._save(state)  # a build that dies half-way is then seen, not restarted
+        step = advance(self.service, RoundSettings.from_policy(policy), state.round)
         return self._decide(
-            "auto_built",
-            f"{new} new trajectories ≥ {wanted}: built dataset {dataset['id']} "
-            f"({dataset['exampleCount']} examples)",
-            state,
-            datasetId=dataset["id"],
-            roundId=round_id,
-        )
-
-    def _advance(self, state: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-        rnd = state["round"]
-        stage = rnd.get("stage")
-        if stage == "build":  # a watcher died mid-build: that round cannot be trusted
-            return self._fail(state, "the dataset build was interrupted")
-        if stage == "train":
-            body = {
-                k: val
-                for k, val in (
-                    ("datasetId", rnd["datasetId"]),
-                    ("backend", rnd.get("backend") or policy.get("backend")),
-                    ("model", policy.get("model")),
-                    ("iterations", policy.get("iterations")),
-                    *_objective_fields(rnd, policy),
-                )
-                if val is not None
-            }
-            job = self.service.start_job(body)["job"]
-            rnd.update(stage="training", jobId=job["id"])
-            return self._decide(
-                "auto_training", f"training job {job['id']} on {rnd['datasetId']}", state,
-                jobId=job["id"],
-            )  # fmt: skip
-        if stage == "training":
-            return self._follow_job(state, policy)
-        if stage == "benchmark":
-            return self._benchmark(state, policy)
-        if stage == "activate":
-            return self._activate(state, policy)
-        return self._fail(state, f"unknown round stage {stage!r}")
-
-    def _follow_job(self, state: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-        rnd = state["round"]
-        job = self.service.get_job(rnd["jobId"])["job"]
-        if job["status"] in LIVE_STATUSES:
-            return {"kind": "auto_waiting", "message": f"job {job['id']} is {job['status']}"}
-        if job["status"] != "completed":
-            why = job.get("error") or job["status"]
-            return self._fail(state, f"training job {job['id']} {job['status']}: {why}")
-        model = next((m for m in self.store.list_models() if m.get("jobId") == job["id"]), None)
-        if model is None:
-            return self._fail(state, f"training job {job['id']} completed without a model")
-        rnd.update(stage="benchmark", modelId=model["id"])
-        self._save(state)
-        return self._benchmark(state, policy)
-
-    def _benchmark(self, state: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-        rnd = state["round"]
-        bench = self.service.benchmark_model(
-            rnd["modelId"], {"maxExamples": int(policy["maxExamples"])}
-        )
-        rnd["stage"] = "activate"
-        shown = ", ".join(
-            f"{k} {val:.2f}" for k, val in (bench.get("scores") or {}).items() if val is not None
-        )
-        return self._decide(
-            "auto_benchmarked",
-            f"model {rnd['modelId']} benchmarked: {shown}",
-            state,
-            modelId=rnd["modelId"],
-            scores=bench.get("scores"),
-        )
-
-    def _activate(self, state: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-        rnd = state["round"]
-        model_id = rnd["modelId"]
-        if policy["activate"] != "if-better":
-            return self._finish(state, "auto_done", f"model {model_id} kept; policy activate=never")
-        model = self.service.get_model(model_id)["model"]
-        if not model.get("ollamaName"):
-            body = {
-                k: val
-                for k, val in (
-                    ("ollamaUrl", policy.get("ollamaUrl")),
-                    ("baseModel", policy.get("ollamaBaseModel")),
-                )
-                if val
-            }
-            self.service.import_ollama(model_id, body)
-        try:
-            url = policy.get("ollamaUrl")  # the Ollama asked whether it has the model
-            answer = self.service.activate_model(model_id, {"ollamaUrl": url} if url else {})
-        except (ConflictError, InputError) as exc:  # the gate, or no agent config there
-            return self._finish(state, "auto_not_activated", exc.message)
-        warned = "".join(f"; warning: {w}" for w in answer.get("warnings", []))
-        return self._finish(
-            state, "auto_activated", f"model {model_id} passed the gate: the agent now uses "
-            f"{answer['activeModel']}{warned}"
+            step.kind, f"{new} new trajectories ≥ {wanted}: {step.message}", state,
+            **step.fields, roundId=round_id,
         )  # fmt: skip
 
-    def _finish(self, state: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
-        rnd = state.pop("round", None) or {}
-        state["lastRound"] = {**rnd, "endedAt": now_ms(), "outcome": kind, "message": message}
-        decision = self._decide(
-            kind, message, state, roundId=rnd.get("id"), modelId=rnd.get("modelId")
-        )
-        self.record_run(state["lastRound"])
+    def _advance(self, state: AutoState, policy: Mapping[str, Any]) -> Decision:
+        """The round's next step, with the state stored after it (and its decision logged)."""
+        rnd = state.round
+        assert rnd is not None
+        if rnd.stage == "build":  # a watcher died mid-build: that round cannot be trusted
+            return self._fail(state, "the dataset build was interrupted")
+        settings = RoundSettings.from_policy(policy)
+        step = advance(self.service, settings, rnd)
+        if step.kind == "auto_waiting":  # nothing changed: nothing stored, nothing logged
+            return Decision(kind=step.kind, message=step.message)
+        if step.kind == "auto_trained":  # the job's events tell it; this tick benchmarks
+            self._save(state)
+            step = advance(self.service, settings, rnd)
+        if rnd.outcome is not None:
+            return self._end(state, step)
+        return self._decide(step.kind, step.message, state, **step.fields)
+
+    def _end(self, state: AutoState, step: Step) -> Decision:
+        """The round ended with ``step``: it becomes ``lastRound`` and joins the history."""
+        ended = state.round
+        assert ended is not None
+        state.round, state.last_round = None, ended
+        decision = self._decide(step.kind, step.message, state, **step.fields)
+        self.record_run(ended.to_dict())
         return decision
 
-    def _fail(self, state: dict[str, Any], reason: str) -> dict[str, Any]:
+    def _fail(self, state: AutoState, reason: str) -> Decision:
         """End this round with the reason; the next waits for the cooldown."""
-        state.setdefault("lastRoundAt", now_ms())
-        return self._finish(state, "auto_failed", reason)
+        if state.last_round_at is None:
+            state.last_round_at = now_ms()
+        if state.round is None:  # it failed before a round started: a record of that
+            state.round = RoundState(stage=None)
+        return self._end(state, fail(state.round, reason))
 
 
 class AutoWatcher:
     """A daemon thread ticking an ``AutoImprover`` every ``interval_s`` until stopped."""
 
     def __init__(
-        self, service: Any, interval_s: float = WATCH_INTERVAL_S, first_delay_s: float = 0.0
+        self, service: AutoService, interval_s: float = WATCH_INTERVAL_S, first_delay_s: float = 0.0
     ) -> None:
         self.improver = AutoImprover(service)
         self.interval_s = interval_s
@@ -461,7 +412,7 @@ class AutoWatcher:
                 decision = self.improver.tick()
             except Exception:  # the store itself failed: try again next interval
                 log.warning("milady-lab auto-improve tick failed", exc_info=True)
-                decision = {"kind": "auto_error"}
+                decision = Decision(kind="auto_error", message="the store failed")
             soon = decision.get("kind") in ("auto_built", "auto_training", "auto_benchmarked")
             wait = 0.0 if soon else self.interval_s
             if decision.get("kind") == "auto_waiting":
