@@ -1,9 +1,12 @@
-"""One small interface the panels talk to, in-process or over REST.
+"""The one interface the panels talk to, in-process or over REST.
 
-The panels never care where the work happens: :class:`LocalData` calls the
-:class:`~milady_lab.service.TrainingService` in the kernel's own process, and
-:class:`RemoteData` calls a :class:`~milady_lab.client.TrainingClient` — the Jupyter
-server the notebook runs in (found by itself) or a Milady agent's server. Both return
+:class:`WidgetData` lists every action of a panel that reaches milady-lab, one method
+each, with typed bodies and records. The panels never care where the work happens:
+:class:`LocalData` calls the :class:`~milady_lab.service.TrainingService` in the
+kernel's own process, and :class:`RemoteData` calls a
+:class:`~milady_lab.client.TrainingClient` — the Jupyter server the notebook runs in
+(found by itself) or a Milady agent's server. Both take the same bodies (the REST
+bodies; the remote one gives text fields the JSON types the REST schema wants), return
 the same plain records (the REST bodies' inner dicts) and raise the server's error.
 All methods block; panels call them from :class:`~._async.UiRunner` threads.
 """
