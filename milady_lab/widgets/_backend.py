@@ -1,9 +1,12 @@
-"""One small interface the panels talk to, in-process or over REST.
+"""The one interface the panels talk to, in-process or over REST.
 
-The panels never care where the work happens: :class:`LocalData` calls the
-:class:`~milady_lab.service.TrainingService` in the kernel's own process, and
-:class:`RemoteData` calls a :class:`~milady_lab.client.TrainingClient` — the Jupyter
-server the notebook runs in (found by itself) or a Milady agent's server. Both return
+:class:`WidgetData` lists every action of a panel that reaches milady-lab, one method
+each, with typed bodies and records. The panels never care where the work happens:
+:class:`LocalData` calls the :class:`~milady_lab.service.TrainingService` in the
+kernel's own process, and :class:`RemoteData` calls a
+:class:`~milady_lab.client.TrainingClient` — the Jupyter server the notebook runs in
+(found by itself) or a Milady agent's server. Both take the same bodies (the REST
+bodies; the remote one gives text fields the JSON types the REST schema wants), return
 the same plain records (the REST bodies' inner dicts) and raise the server's error.
 All methods block; panels call them from :class:`~._async.UiRunner` threads.
 """
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
+import msgspec
 import polars as pl
 
 from ..datasets.files import example_texts
@@ -21,9 +25,88 @@ from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 from ..trajectories.tools import TOOL_COLUMNS
 
+if TYPE_CHECKING:  # the REST records, which both sources return
+    from ..client import (
+        ActivateResult,
+        BenchmarkResult,
+        Dataset,
+        DatasetPreview,
+        Job,
+        Metric,
+        Model,
+        Status,
+        Trajectory,
+    )
+
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).
 BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
+#: Detail reads at most for the explorer's calls where the source has no calls route.
+MAX_CALL_DETAILS = 300
+
+#: ``POST /datasets/build`` and ``/preview``: the fields of ``datasets.request.BuildRequest``
+#: (camelCase, ``privacy`` an object); the tests pass every field through both sources.
+BuildBody = dict[str, Any]
+#: ``POST /jobs``: the fields of ``training.request.JobRequest`` (camelCase), likewise.
+JobBody = dict[str, Any]
+#: ``GET``/``PUT /auto``: ``{"policy", "state", "lease", "events"}``.
+AutoShown = dict[str, Any]
+
+
+class ImportBody(TypedDict, total=False):
+    """``POST /models/{id}/import-ollama`` (what the Import button sends)."""
+
+    modelName: str
+    baseModel: str
+    ollamaUrl: str
+    mode: str  # model | adapter
+    quantization: str  # f16 | q8_0 | f32
+
+
+class ImportOutcome(TypedDict):
+    """The import's answer: the model's new fields (``id``, ``ollamaName``, ``importedAt``)."""
+
+    model: dict[str, Any]
+
+
+class ActivateBody(TypedDict, total=False):
+    """``POST /models/{id}/activate``."""
+
+    providerModel: str
+    force: bool
+    create: bool
+    ollamaUrl: str
+
+
+class BenchmarkBody(TypedDict, total=False):
+    """``POST /models/{id}/benchmark`` (the panel sends none: the model's dataset)."""
+
+    datasetId: str
+    maxExamples: int
+    seed: int
+
+
+class DeactivateResult(TypedDict, total=False):
+    """``POST /models/deactivate``: the model rolled back and how the config came back."""
+
+    ok: bool
+    deactivatedModel: str
+    activeModelId: str | None
+    restored: str
+
+
+class AutoPolicy(TypedDict, total=False):
+    """``PUT /auto``: the fields given change, the others keep their value."""
+
+    enabled: bool
+    minNewTrajectories: int
+    cooldownHours: float
+    iterations: int | None
+    backend: str | None
+    model: str | None
+    activate: str  # never | if-better
+    objective: str | None
+    beta: float | None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -37,96 +120,134 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class PanelData:
-    """What the panels need from milady-lab (local service or REST); every method may
-    block and may raise. Not a training backend (cpu/cuda/mlx): the panels' data source."""
+@runtime_checkable
+class WidgetData(Protocol):
+    """Every action a panel takes that reaches milady-lab, one method each: the one
+    interface of the panels' data source. :class:`LocalData` and :class:`RemoteData`
+    implement it with these exact signatures (``tests/widgets/test_remote.py`` checks
+    them, and passes every field of the build and job structs through both).
 
-    mode = "base"
-    description = ""
-    #: False when the backend cannot count a build's results without building it.
-    can_preview = True
+    Not a training backend (cpu/cuda/mlx). Every method may block and may raise; the
+    errors carry the service's or server's message (:func:`describe_error`).
+    """
+
+    #: ``in-process`` or ``remote``, and where (the Dashboard's banner).
+    mode: str
+    description: str
+    #: False when the source cannot count a build's results without building it.
+    can_preview: bool
     #: True when dataset folders (``path`` in the record) are readable from this process.
-    local_files = False
+    local_files: bool
 
-    def status(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def status(self) -> Status:
+        """Training backend, trajectory source, home (the banner; the launcher's menus)."""
+        ...
 
-    # trajectories
+    # -- trajectories (TrajectoryExplorer) --
     def trajectories_frame(self) -> pl.DataFrame:
-        raise NotImplementedError
-
-    def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
-        """Ids among ``candidates`` whose prompts or replies contain ``text`` (any case)."""
-        raise NotImplementedError
+        """Every trajectory's summary (``SUMMARY_SCHEMA``): the explorer's list."""
+        ...
 
     def filter_values(self) -> dict[str, list[str]]:
         """The sources and statuses the trajectories have, for the filter menus."""
+        ...
+
+    def search_trajectory_ids(self, text: str, candidates: Iterable[str]) -> set[str]:
+        """Ids among ``candidates`` whose prompts or replies contain ``text`` (any case)."""
+        ...
+
+    def get_trajectory(self, trajectory_id: str) -> Trajectory:
+        """One trajectory with its LLM calls: the explorer's detail."""
+        ...
+
+    def calls_of(self, trajectory_ids: Iterable[str], most: int | None = None) -> pl.DataFrame:
+        """LLM calls (``LLM_CALL_SCHEMA``) of those trajectories (the first ``most``; None:
+        the source's own bound), for the explorer's grouping by purpose."""
+        ...
+
+    # -- datasets (DatasetBuilder) --
+    def build_fields(self) -> tuple[str, ...]:
+        """The build-body fields this source's builder accepts (filters included)."""
+        ...
+
+    def list_datasets(self) -> list[Dataset]: ...
+
+    def preview_dataset(self, body: BuildBody) -> DatasetPreview:
+        """What a build with ``body`` would give (counts, redactions); writes nothing."""
+        ...
+
+    def build_dataset(self, body: BuildBody, progress: ProgressFn | None = None) -> Dataset:
+        """Build a dataset; ``progress(done, total)`` where the source reports it."""
+        ...
+
+    # -- jobs (JobLauncher) --
+    def base_models(self) -> list[str]:
+        """Base model names to offer (the user may type any other)."""
+        ...
+
+    def list_jobs(self) -> list[Job]: ...
+
+    def start_job(self, body: JobBody) -> Job: ...
+
+    def get_job(self, job_id: str) -> Job: ...
+
+    def cancel_job(self, job_id: str) -> Job: ...
+
+    def job_metrics(self, job_id: str, after: int = 0) -> list[Metric]:
+        """The job's metrics with ``seq`` above ``after``: the live loss curve."""
+        ...
+
+    # -- models (ModelManager) --
+    def list_models(self) -> list[Model]: ...
+
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome: ...
+
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult: ...
+
+    def deactivate_model(self) -> DeactivateResult:
+        """Undo the last activation (the agent config as it was before it)."""
+        ...
+
+    def benchmark_model(
+        self, model_id: str, body: BenchmarkBody | None = None
+    ) -> BenchmarkResult: ...
+
+    # -- auto-improve (AutoImprovePanel) --
+    def get_auto(self) -> AutoShown:
+        """The auto-improve policy, its state and recent decisions (``GET /auto``)."""
+        ...
+
+    def set_auto(self, policy: AutoPolicy) -> AutoShown: ...
+
+    def close(self) -> None:
+        """Release what this source opened."""
+        ...
+
+
+class PanelData(WidgetData):
+    """The base of both sources: :class:`WidgetData` with the defaults that need only its
+    other methods. A subclass defines every other method (the tests check it does)."""
+
+    mode = "base"
+    description = ""
+    can_preview = True
+    local_files = False
+
+    def filter_values(self) -> dict[str, list[str]]:
         frame = self.trajectories_frame()
         return {col: _distinct(frame.lazy(), col) for col in ("source", "status")}
 
-    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def calls_of(self, trajectory_ids: Iterable[str], most: int = 300) -> pl.DataFrame:
-        """LLM calls (LLM_CALL_SCHEMA) of the first ``most`` of ``trajectory_ids``, for the
-        explorer's grouping by purpose; here one detail read each (REST has no calls route)."""
-        frames = [calls_frame(self.get_trajectory(t)) for t in list(trajectory_ids)[:most]]
+    def calls_of(self, trajectory_ids: Iterable[str], most: int | None = None) -> pl.DataFrame:
+        """One detail read per trajectory (REST has no calls route), ``MAX_CALL_DETAILS``
+        at most unless ``most`` says otherwise."""
+        ids = list(trajectory_ids)[: MAX_CALL_DETAILS if most is None else most]
+        frames = [calls_frame(dict(self.get_trajectory(t))) for t in ids]
         return pl.concat(frames) if frames else pl.DataFrame(schema=LLM_CALL_SCHEMA)
 
-    # datasets
-    def list_datasets(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
     def build_fields(self) -> tuple[str, ...]:
-        """The build-body fields this backend's builder accepts (filters included)."""
         return BASIC_BUILD_FIELDS
 
-    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def build_dataset(
-        self, body: dict[str, Any], progress: ProgressFn | None = None
-    ) -> dict[str, Any]:
-        raise NotImplementedError
-
-    # jobs
-    def list_jobs(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    # models
-    def list_models(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_auto(self) -> dict[str, Any]:
-        """The auto-improve policy, its state and recent decisions (``GET /auto``)."""
-        raise NotImplementedError
-
-    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
     def base_models(self) -> list[str]:
-        """Base model names to offer (the user may type any other)."""
         try:
             from ..training.base_models import DEFAULT_MODEL, FRIENDLY_MODELS
         except ImportError:  # pragma: no cover - training package missing
@@ -134,7 +255,7 @@ class PanelData:
         return [DEFAULT_MODEL, *(m for m in FRIENDLY_MODELS if m != DEFAULT_MODEL)]
 
     def close(self) -> None:
-        """Release what this backend opened."""
+        pass
 
 
 class LocalData(PanelData):
@@ -150,7 +271,7 @@ class LocalData(PanelData):
         self.service = service if service is not None else TrainingService(settings)
         self.description = f"in-process · {self.service.settings.home}"
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         return self.service.status()
 
     def trajectories_frame(self) -> pl.DataFrame:
@@ -173,16 +294,16 @@ class LocalData(PanelData):
         frame = self.service.trajectories_frame()
         return {col: _distinct(frame, col) for col in ("source", "status")}
 
-    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+    def get_trajectory(self, trajectory_id: str) -> Trajectory:
         return self.service.get_trajectory(trajectory_id)["trajectory"]
 
     def calls_of(self, trajectory_ids: Iterable[str], most: int | None = None) -> pl.DataFrame:
-        """Every call of those trajectories, from one pass over the steps."""
-        ids = list(trajectory_ids)
+        """Every call of those trajectories (the first ``most``), from one pass over the steps."""
+        ids = list(trajectory_ids)[:most]
         frame = self.service.llm_calls_frame().filter(pl.col("trajectoryId").is_in(ids))
         return frame.select(list(LLM_CALL_SCHEMA)).collect()
 
-    def list_datasets(self) -> list[dict[str, Any]]:
+    def list_datasets(self) -> list[Dataset]:
         return self.service.list_datasets()["datasets"]
 
     def build_fields(self) -> tuple[str, ...]:
@@ -190,48 +311,46 @@ class LocalData(PanelData):
 
         return tuple(BuildOptions.FIELDS)
 
-    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+    def preview_dataset(self, body: BuildBody) -> DatasetPreview:
         return self.service.preview_dataset(body)
 
-    def build_dataset(
-        self, body: dict[str, Any], progress: ProgressFn | None = None
-    ) -> dict[str, Any]:
+    def build_dataset(self, body: BuildBody, progress: ProgressFn | None = None) -> Dataset:
         return self.service.build_dataset(body, progress=progress)["dataset"]
 
-    def list_jobs(self) -> list[dict[str, Any]]:
+    def list_jobs(self) -> list[Job]:
         return self.service.list_jobs()["jobs"]
 
-    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+    def start_job(self, body: JobBody) -> Job:
         return self.service.start_job(body)["job"]
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
+    def get_job(self, job_id: str) -> Job:
         return self.service.get_job(job_id)["job"]
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
+    def cancel_job(self, job_id: str) -> Job:
         return self.service.cancel_job(job_id)["job"]
 
-    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    def job_metrics(self, job_id: str, after: int = 0) -> list[Metric]:
         return self.service.job_metrics(job_id, after)["metrics"]
 
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[Model]:
         return self.service.list_models()["models"]
 
-    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome:
         return self.service.import_ollama(model_id, body)
 
-    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult:
         return self.service.activate_model(model_id, body)
 
-    def deactivate_model(self) -> dict[str, Any]:
+    def deactivate_model(self) -> DeactivateResult:
         return self.service.deactivate_model(None)
 
-    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkResult:
         return self.service.benchmark_model(model_id, body)
 
-    def get_auto(self) -> dict[str, Any]:
+    def get_auto(self) -> AutoShown:
         return self.service.get_auto()
 
-    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
+    def set_auto(self, policy: AutoPolicy) -> AutoShown:
         return self.service.set_auto(policy)
 
     def close(self) -> None:
@@ -283,7 +402,7 @@ class RemoteData(PanelData):
             return BASIC_BUILD_FIELDS
         return tuple(str(k) for k in props) if isinstance(props, dict) else BASIC_BUILD_FIELDS
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         return dict(self.client.status())
 
     def trajectories_frame(self) -> pl.DataFrame:
@@ -310,7 +429,7 @@ class RemoteData(PanelData):
                     break
         return found
 
-    def get_trajectory(self, trajectory_id: str) -> dict[str, Any]:
+    def get_trajectory(self, trajectory_id: str) -> Trajectory:
         cached = self._details.get(trajectory_id)
         if cached is None:
             cached = dict(self.client.get_trajectory(trajectory_id))
@@ -318,22 +437,22 @@ class RemoteData(PanelData):
                 self._details[trajectory_id] = cached
         return cached
 
-    def list_datasets(self) -> list[dict[str, Any]]:
+    def list_datasets(self) -> list[Dataset]:
         return list(self.client.list_datasets())
 
-    def preview_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+    def preview_dataset(self, body: BuildBody) -> DatasetPreview:
         return dict(self.client.preview_dataset(**_build_kwargs(body)))
 
-    def build_dataset(
-        self, body: dict[str, Any], progress: ProgressFn | None = None
-    ) -> dict[str, Any]:
+    def build_dataset(self, body: BuildBody, progress: ProgressFn | None = None) -> Dataset:
         return dict(self.client.build_dataset(**_build_kwargs(body)))
 
-    def list_jobs(self) -> list[dict[str, Any]]:
+    def list_jobs(self) -> list[Job]:
         return list(self.client.list_jobs())
 
-    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        b = dict(body)
+    def start_job(self, body: JobBody) -> Job:
+        from ..training.request import JobRequest
+
+        b = json_typed(body, JobRequest)
         return dict(
             self.client.start_job(
                 b.pop("datasetId", None),
@@ -347,19 +466,19 @@ class RemoteData(PanelData):
             )
         )
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
+    def get_job(self, job_id: str) -> Job:
         return dict(self.client.get_job(job_id))
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
+    def cancel_job(self, job_id: str) -> Job:
         return dict(self.client.cancel_job(job_id))
 
-    def job_metrics(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    def job_metrics(self, job_id: str, after: int = 0) -> list[Metric]:
         return list(self.client.job_metrics(job_id, after=after or None))
 
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[Model]:
         return list(self.client.list_models())
 
-    def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome:
         model = self.client.import_ollama(
             model_id,
             model_name=body.get("modelName"),
@@ -370,36 +489,62 @@ class RemoteData(PanelData):
         )
         return {"model": dict(model)}  # the service's shape
 
-    def activate_model(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult:
         return dict(
             self.client.activate_model(
                 model_id,
                 body.get("providerModel"),
                 force=bool(body.get("force")),
                 create=bool(body.get("create")),
+                ollama_url=body.get("ollamaUrl"),
             )
         )
 
-    def deactivate_model(self) -> dict[str, Any]:
+    def deactivate_model(self) -> DeactivateResult:
         return dict(self.client.deactivate_model())
 
-    def benchmark_model(self, model_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkResult:
         return dict(self.client.benchmark_model(model_id, **(body or {})))
 
-    def get_auto(self) -> dict[str, Any]:
+    def get_auto(self) -> AutoShown:
         return dict(self.client.get_auto())
 
-    def set_auto(self, policy: dict[str, Any]) -> dict[str, Any]:
+    def set_auto(self, policy: AutoPolicy) -> AutoShown:
         return dict(self.client.set_auto(**policy))
 
     def close(self) -> None:
         self.client.close()
 
 
+def json_typed(body: dict[str, Any], struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """``body`` with the JSON types the REST schema wants, where the panels' text fields
+    give text: a number typed into a text field (``minReward``, ``warmupSteps``,
+    ``loraAlpha``) as a number, and comma-separated names (``targetModules``) as a list,
+    which the in-process service accepts as they are. Anything else is left as it is,
+    so a wrong value gets the server's own message."""
+    attrs = {f.encode_name: f.name for f in msgspec.structs.fields(struct)}
+    out = dict(body)
+    for key, value in body.items():
+        if key not in attrs or not isinstance(value, str):
+            continue
+        try:
+            typed = getattr(msgspec.convert({key: value}, struct, strict=False), attrs[key])
+        except msgspec.ValidationError:
+            names = [part.strip() for part in value.split(",") if part.strip()]
+            try:
+                typed = getattr(msgspec.convert({key: names}, struct), attrs[key])
+            except msgspec.ValidationError:
+                continue
+        if isinstance(typed, int | float | list) and not isinstance(typed, bool):
+            out[key] = typed
+    return out
+
+
 def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """A build body as the client's keyword arguments (``dataset_request.KEYWORDS``)."""
-    from ..datasets.request import KEYWORDS
+    from ..datasets.request import KEYWORDS, BuildRequest
 
+    body = json_typed(body, BuildRequest)
     names = {field: keyword for keyword, field in KEYWORDS.items() if field != "privacy"}
     unknown = sorted(set(body) - set(names) - {"privacy"})
     if unknown:

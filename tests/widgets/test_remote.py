@@ -1,137 +1,491 @@
-"""The same panels in remote mode: a TrainingClient to a real Jupyter server (a
-subprocess with milady-lab's extension) over the same state home and trajectories."""
+"""The panels in remote mode (issue 24): one data interface, ``WidgetData``, whose local
+and remote sources have the same signatures and pass every field of the build and job
+structs on; then every panel action driven through the widgets against a real Jupyter
+server (a subprocess with milady-lab's extension), checked against an in-process service
+over the same state home, as a user would see it."""
 
 from __future__ import annotations
 
+import html
+import inspect
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import httpx
+import msgspec
 import pytest
+from models.ollama_standin import OllamaStandIn
 
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
+from milady_lab.datasets.request import FIELDS as BUILD_FIELDS
 from milady_lab.demo import MODELS
 from milady_lab.service import TrainingService
-from milady_lab.widgets import Dashboard, LocalData, RemoteData, TrajectoryExplorer
-from milady_lab.widgets.builder import FILTER_FIELDS
+from milady_lab.training.request import JobRequest
+from milady_lab.widgets import (
+    Dashboard,
+    DatasetBuilder,
+    LocalData,
+    PanelData,
+    RemoteData,
+    TrajectoryExplorer,
+)
+from milady_lab.widgets._backend import (
+    ActivateBody,
+    AutoPolicy,
+    BenchmarkBody,
+    ImportBody,
+    WidgetData,
+)
 
-from .conftest import DEMO_COUNT, register_model
+from .conftest import DEMO_COUNT, stop_jobs
 from .jupyter_proc import JupyterProcess, run_jupyter
 
+JOB_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(JobRequest))
 
-@pytest.fixture
-def server(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[JupyterProcess]:
-    root = tmp_path / "root"
-    root.mkdir()
-    env = {**settings.as_env(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with run_jupyter("server", root, tmp_path / "jupyter", env) as jp:
-        # so that discovery (Dashboard(remote=True)) finds this server
-        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter" / "runtime"))
+
+# -- the interface ------------------------------------------------------------------------
+
+
+def _members(proto: type) -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(proto).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    )
+
+
+def test_both_sources_implement_every_action_with_the_same_signature() -> None:
+    actions = _members(WidgetData)
+    assert {"preview_dataset", "start_job", "import_ollama", "set_auto"} <= set(actions)
+    for impl in (LocalData, RemoteData):
+        for name in actions:
+            method = getattr(impl, name)
+            assert method is not getattr(WidgetData, name), f"{impl.__name__}.{name} missing"
+            assert inspect.signature(method) == inspect.signature(getattr(WidgetData, name)), (
+                f"{impl.__name__}.{name}{inspect.signature(method)}"
+            )
+        assert not set(_members(impl)) - set(actions) - {"__init__"}, (
+            f"{impl.__name__} has actions the interface does not list"
+        )
+    assert issubclass(LocalData, PanelData) and issubclass(RemoteData, PanelData)
+
+
+#: A value for every field of the build body (``datasets.request.BuildRequest``).
+BUILD_SAMPLE: dict[str, Any] = {
+    "limit": 7, "minLlmCallsPerTrajectory": 2, "source": ["chat", "discord"],
+    "status": "completed", "startDate": "2026-01-02", "endDate": "2026-03-04",
+    "search": "weather", "purpose": ["response", "action_selection"], "model": MODELS[0],
+    "minReward": 0.25, "rewardField": "aiJudgeReward", "topFraction": 0.5,
+    "scenarioId": "sc-1", "batchId": ["b-1", "b-2"], "includeArchived": False,
+    "kind": "pairs", "minRewardGap": 0.1, "labelThreshold": 0.4,
+    "privacy": {"redact": False, "anonymizeHandles": True},
+}  # fmt: skip
+#: A value for every field of the job body (``training.request.JobRequest``).
+JOB_SAMPLE: dict[str, Any] = {
+    "datasetId": "ds-1", "backend": "cpu", "model": "tiny", "iterations": 5, "batchSize": 2,
+    "learningRate": 1e-3, "maxTrajectories": 40, "resumeFrom": "job-0", "loraRank": 4,
+    "evalEvery": 2, "checkpointEvery": 0, "epochs": 1.5, "maxSeqLength": 256,
+    "gradientAccumulation": 2, "warmupSteps": 1, "lrSchedule": "linear", "loraAlpha": 8.0,
+    "loraDropout": 0.05, "targetModules": ["q_proj", "v_proj"], "seed": 3,
+    "earlyStoppingPatience": 2, "saveBest": False, "devices": 1, "strategy": "ddp",
+    "nodes": 1, "nodeRank": 0, "rdzvEndpoint": "127.0.0.1:29400", "objective": "dpo",
+    "beta": 0.2, "desirableWeight": 1.5, "undesirableWeight": 0.5,
+}  # fmt: skip
+
+
+class _Recorder:
+    """A stand-in service that records the bodies LocalData hands it."""
+
+    settings = SimpleNamespace(home="nowhere")
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **_kw: Any) -> dict[str, Any]:
+            self.seen.append((name, args[-1] if args else None))
+            return {"dataset": {}, "job": {}}
+
+        return call
+
+
+def _sent(bodies: list[tuple[str, Any]]) -> httpx.MockTransport:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        bodies.append((request.url.path.split("/api/training/")[1], body))
+        return httpx.Response(200, json={"dataset": {}, "job": {}, "model": {}})
+
+    return httpx.MockTransport(answer)
+
+
+def test_every_struct_field_passes_through_both_sources() -> None:
+    """What a panel puts in a body reaches the service in-process and the server over
+    REST unchanged, for every field the structs define (a new field needs a sample)."""
+    assert set(BUILD_SAMPLE) == set(BUILD_FIELDS) and set(JOB_SAMPLE) == set(JOB_FIELDS)
+    small = {
+        "import_ollama": dict.fromkeys(ImportBody.__annotations__, "x"),
+        "activate_model": {
+            "providerModel": "ollama/x",
+            "force": True,
+            "create": True,
+            "ollamaUrl": "http://127.0.0.1:1",
+        },
+        "benchmark_model": {"datasetId": "ds-1", "maxExamples": 8, "seed": 1},
+    }
+    assert set(small["activate_model"]) == set(ActivateBody.__annotations__)
+    assert set(small["benchmark_model"]) == set(BenchmarkBody.__annotations__)
+    policy = {"enabled": True, "minNewTrajectories": 5, "cooldownHours": 1.0, "iterations": None,
+              "backend": "cpu", "model": None, "activate": "never", "objective": "dpo",
+              "beta": 0.3}  # fmt: skip
+    assert set(policy) == set(AutoPolicy.__annotations__)
+
+    sent: list[tuple[str, Any]] = []
+    remote = RemoteData(TrainingClient("http://127.0.0.1:1", "t", transport=_sent(sent)))
+    recorder = _Recorder()
+    local = LocalData(service=recorder)
+    for source in (local, remote):
+        source.preview_dataset(BUILD_SAMPLE)
+        source.build_dataset(BUILD_SAMPLE)
+        source.start_job(JOB_SAMPLE)
+        for action, body in small.items():
+            getattr(source, action)("m-1", body)
+        source.set_auto(policy)
+    expected = [BUILD_SAMPLE, BUILD_SAMPLE, JOB_SAMPLE, *small.values(), policy]
+    assert [body for _, body in recorder.seen] == expected
+    assert [body for _, body in sent] == expected
+    assert [path for path, _ in sent] == [
+        "datasets/preview", "datasets/build", "jobs", "models/m-1/import-ollama",
+        "models/m-1/activate", "models/m-1/benchmark", "auto",
+    ]  # fmt: skip
+
+    # text fields (a reward, warmup steps, module names): numbers and lists over REST,
+    # whose schema wants JSON types; in-process the service reads the text itself
+    sent.clear()
+    remote.preview_dataset({"minReward": "0.5", "purpose": "0.5"})
+    remote.start_job({"warmupSteps": "3", "loraAlpha": "16", "targetModules": "q_proj, v_proj"})
+    remote.start_job({"warmupSteps": "1.5", "targetModules": "attention"})
+    assert [body for _, body in sent] == [
+        {"minReward": 0.5, "purpose": "0.5"},
+        {"warmupSteps": 3, "loraAlpha": 16.0, "targetModules": ["q_proj", "v_proj"]},
+        {"warmupSteps": "1.5", "targetModules": "attention"},  # the server's message
+    ]
+    remote.close()
+
+
+# -- a live server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, widget_demo_db: Path) -> Settings:
+    base = tmp_path_factory.mktemp("remote-lab")
+    (base / "home").mkdir()
+    return Settings.from_env(
+        home=base / "home",
+        trajectories=widget_demo_db,
+        agent_config=base / "agent" / "milady.json",
+        cache=base / "cache",
+    )
+
+
+@pytest.fixture(scope="module")
+def server(lab: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    base = tmp_path_factory.mktemp("remote-server")
+    (base / "root").mkdir()
+    env = {**lab.as_env(), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with run_jupyter("server", base / "root", base / "jupyter", env) as jp:
         yield jp
 
 
-@pytest.mark.slow
-def test_dashboard_remote_mode(
-    server: JupyterProcess, service: TrainingService, tiny_model: Path
+@pytest.fixture(scope="module")
+def local(lab: Settings, server: JupyterProcess) -> Iterator[TrainingService]:
+    """The same home in-process: what the server should have done, read directly."""
+    svc = TrainingService(lab, reconcile=False)
+    yield svc
+    stop_jobs(svc)
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def dash(server: JupyterProcess) -> Iterator[Dashboard]:
+    d = Dashboard(client=TrainingClient(server.url, server.token))
+    yield d
+    d.close()
+
+
+def _settle(panel: Any, rounds: int = 3) -> None:
+    """Wait for a click's work and for what its result starts (listing, histogram)."""
+    for _ in range(rounds):
+        panel.wait(120)
+
+
+def test_discovery_finds_the_server(
+    server: JupyterProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dash = Dashboard(client=TrainingClient(server.url, server.token))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(Path(server.log).parent / "runtime"))
+    d = Dashboard(remote=True)
     try:
-        assert isinstance(dash.backend, RemoteData)
-        assert "remote" in dash.banner.value
-
-        # explorer: the same trajectories, filters and search over REST
-        ex = dash.explorer
-        assert ex.frame.height == DEMO_COUNT
-        assert ex.frame.get_column("id").to_list() == (
-            service.trajectories_frame().collect().get_column("id").to_list()
-        )
-        ex.min_calls.value = 5
-        assert 0 < ex.frame.height < DEMO_COUNT
-        ex.min_calls.value = 0
-        ex.search.value = "compile"  # no search route: the panel reads the calls itself
-        local = TrajectoryExplorer(LocalData(service))
-        local.search.value = "compile"
-        assert set(ex.frame["id"]) == set(local.frame["id"]) and 0 < ex.frame.height < DEMO_COUNT
-        local.close()
-        ex.search.value = ""
-        ex.rows.value = ex.rows.options[0][1]
-        assert ex.selected.height > 0 and "Call 1" in ex.detail.value
-
-        # builder: the server's filters and preview route, counted as the service counts
-        b = dash.builder
-        assert set(FILTER_FIELDS) <= set(b.fields) and b.can_preview
-        dash.wait()
-        assert b.last_preview == service.preview_dataset({}), b.last_status
-        assert "chat" in b.filters["source"].options
-        b.filters["source"].value = "chat"
-        b.filters["search"].value = "the"
-        dash.wait()
-        filtered = {"minLlmCallsPerTrajectory": 1, "source": "chat", "search": "the"}
-        assert b.last_preview == service.preview_dataset(filtered)
-        assert 0 < b.last_preview["trajectoryCount"] < DEMO_COUNT
-        b.limit.value = 12
-        b.build_button.click()
-        dash.wait()
-        dash.wait()
-        kind, message = b.last_status
-        assert kind == "ok" and "12 trajectories" in message, message
-        assert b.last_built is not None and b.last_built["options"]["source"] == "chat"
-        assert dash.launcher.dataset.value == service.list_datasets()["datasets"][0]["id"]
-        # every build field reaches the server, purpose/model/reward included (issue 24)
-        shaped = {"purpose": "response", "model": MODELS[0], "minReward": 0.5}
-        assert dash.backend.preview_dataset(shaped) == service.preview_dataset(shaped)
-        built = dash.backend.build_dataset({**shaped, "limit": 5})["options"]
-        assert (built["purpose"], built["model"], built["minReward"]) == tuple(shaped.values())
-
-        # launcher: the server's error message, then a real start, live curve, cancel
-        jl = dash.launcher
-        jl.model.value = "no-such-model-anywhere"
-        jl.start_button.click()
-        dash.wait()
-        kind, message = jl.last_status
-        assert kind == "error" and message.startswith("start failed:")
-        assert "no-such-model-anywhere" in message and "TrainingAPIError" not in message
-
-        jl.model.value = str(tiny_model)
-        jl.iterations.value = 100_000
-        jl.batch_size.value = 1
-        jl.start_button.click()
-        dash.wait()
-        job_id = jl.job_id
-        assert job_id is not None, jl.last_status
-        deadline = time.monotonic() + 120
-        while len(jl.train_points) < 2:
-            assert time.monotonic() < deadline, service.get_job(job_id)
-            jl.poll_once()
-            time.sleep(0.3)
-        jl.cancel_button.click()
-        dash.wait(30)
-        assert jl.last_status == ("ok", f"job {job_id} cancelled")
-        assert service.get_job(job_id)["job"]["status"] == "cancelled"
-
-        # models: the server's 409 message in the panel
-        model = register_model(service)
-        dash.models.refresh_button.click()
-        assert model["name"] in dash.models.table.value
-        dash.models.activate_button.click()
-        dash.wait()
-        kind, message = dash.models.last_status
-        assert kind == "error" and message.startswith("activate failed:") and "import" in message
+        assert isinstance(d.backend, RemoteData) and "remote" in d.banner.value
+        assert d.backend.client.base_url.rstrip("/") == server.url
+        assert d.explorer.frame.height == DEMO_COUNT
     finally:
-        dash.close()
+        d.close()
 
 
-def test_dashboard_remote_discovers_the_server(server: JupyterProcess) -> None:
-    dash = Dashboard(remote=True)
+def test_explorer_lists_filters_searches_and_shows_a_trajectory(
+    dash: Dashboard, local: TrainingService
+) -> None:
+    ex = dash.explorer
+    assert ex.frame.get_column("id").to_list() == (
+        local.trajectories_frame().collect().get_column("id").to_list()
+    )
+    assert dash.backend.filter_values() == LocalData(local).filter_values()
+    ex.min_calls.value = 5
+    assert 0 < ex.frame.height < DEMO_COUNT
+    ex.min_calls.value = 0
+    ex.search.value = "compile"  # no search route: the source reads the calls itself
+    mirror = TrajectoryExplorer(LocalData(local))
+    mirror.search.value = "compile"
+    assert set(ex.frame["id"]) == set(mirror.frame["id"]) and 0 < ex.frame.height < DEMO_COUNT
+    # grouped by purpose: the calls read one detail each, counted as in-process
+    ex.group_by.value = mirror.group_by.value = "purpose"
+    assert ex.groups_table.value == mirror.groups_table.value
+    assert "response" in ex.groups_table.value
+    mirror.close()
+    ex.search.value = ""
+    ex.group_by.value = "source"
+
+    # "Build a dataset from these filters": the builder counts them through the server
+    ex.source_filter.value = "chat"
+    ex.min_calls.value = 2
+    dash.use_filters_button.click()
+    _settle(dash)
+    b = dash.builder
+    assert dash.tabs.selected_index == 1
+    assert b.body().items() >= {"source": "chat", "minLlmCallsPerTrajectory": 2}.items()
+    assert b.last_preview == local.preview_dataset(b.body()), b.last_status
+    ex.clear_button.click()
+    dash.use_filters_button.click()
+    b.min_calls.value = 1
+    _settle(dash)
+    assert "source" not in b.body()
+    first = ex.rows.options[0][1]
+    ex.rows.value = first
+    assert ex.selected.height > 0 and "Call 1" in ex.detail.value
+    calls = len(local.get_trajectory(first)["trajectory"]["llmCalls"])
+    assert ex.detail.value.count("Call ") >= calls > 0
+    some = ex.frame.get_column("id").to_list()[:4]
+    assert dash.backend.calls_of(some).height == LocalData(local).calls_of(some).height
+
+
+def test_builder_shapes_previews_and_builds_by_purpose_model_and_reward(
+    dash: Dashboard, local: TrainingService
+) -> None:
+    b = dash.builder
+    assert set(b.fields) == set(BUILD_FIELDS) and b.can_preview  # the server's build body
+    assert set(b.shape) == {"purpose", "model", "minReward", "rewardField", "topFraction"}
+    _settle(b)
+    b.filters["source"].value = "chat"
+    b.shape["purpose"].value = "response"
+    b.shape["model"].value = f"{MODELS[0]}, {MODELS[1]}"
+    b.shape["minReward"].value = "0.5"
+    b.privacy["anonymizeHandles"].value = True
+    _settle(b)
+    body = b.body()
+    want = {"source": "chat", "purpose": "response", "model": list(MODELS[:2]),
+            "minReward": "0.5", "rewardField": "totalReward",
+            "privacy": {"redact": True, "anonymizeHandles": True}}  # fmt: skip
+    assert body.items() >= want.items(), body
+    preview = local.preview_dataset(body)
+    assert b.last_preview == preview, b.last_status
+    assert 0 < preview["trajectoryCount"] < local.preview_dataset({})["trajectoryCount"]
+    shown = f"{preview['trajectoryCount']:,} trajectories → {preview['exampleCount']:,} examples"
+    assert shown in b.preview_label.value
+
+    b.build_button.click()
+    _settle(b)
+    kind, message = b.last_status
+    assert kind == "ok", message
+    built = b.last_built
+    assert built is not None
+    assert (built["trajectoryCount"], built["exampleCount"]) == (
+        preview["trajectoryCount"],
+        preview["exampleCount"],
+    )
+    assert f"{preview['trajectoryCount']:,} trajectories" in message
+    opts = built["options"]
+    assert (opts["purpose"], opts["model"], opts["minReward"]) == (
+        "response",
+        list(MODELS[:2]),
+        0.5,
+    )
+    stored = next(d for d in local.list_datasets()["datasets"] if d["id"] == built["id"])
+    assert stored["trajectoryCount"] == preview["trajectoryCount"]
+    row = b.table.value[b.table.value.index(built["id"]) :]
+    assert f">{preview['exampleCount']}<" in row.split("</tr>")[0]
+    assert dash.launcher.dataset.value == built["id"]  # the launcher follows a new build
+
+    # the best half by the judge's reward: counted by the server as in-process
+    b.shape["topFraction"].value = 0.5
+    b.shape["rewardField"].value = "aiJudgeReward"
+    _settle(b)
+    assert b.body()["topFraction"] == 0.5 and b.body()["rewardField"] == "aiJudgeReward"
+    assert b.last_preview == local.preview_dataset(b.body())
+    # a value the server refuses: its message, the panel still usable
+    b.shape["minReward"].value = "lots"
+    _settle(b)
+    kind, message = b.last_status
+    assert kind == "error" and "minReward" in message and "TrainingAPIError" not in message
+    for key in ("purpose", "model", "minReward"):
+        b.shape[key].value = ""
+    b.shape["topFraction"].value = 1.0
+    b.filters["source"].value = "(any)"
+    b.privacy["anonymizeHandles"].value = False
+    _settle(b)
+
+
+def _poll_until(jl: Any, done: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, (jl.job, jl.last_status)
+        jl.poll_once()
+        time.sleep(0.3)
+
+
+def test_train_then_benchmark_import_activate_and_roll_back(
+    dash: Dashboard, local: TrainingService, tiny_model: Path
+) -> None:
+    # a small dataset with held-out examples, built from the builder
+    b, jl, mm = dash.builder, dash.launcher, dash.models
+    b.limit.value = 16
+    b.build_button.click()
+    _settle(b)
+    assert b.last_status[0] == "ok", b.last_status
+    dataset = b.last_built
+    assert dataset is not None and dataset["validCount"] > 0
+    assert jl.dataset.value == dataset["id"]
+
+    # the preference objective reaches the server: dpo on a chat dataset is refused
+    jl.backend_choice.value = "cpu"
+    jl.model.value = str(tiny_model)
+    jl.controls.objective.value = "dpo"
+    jl.start_button.click()
+    dash.wait()
+    kind, message = jl.last_status
+    assert kind == "error" and message.startswith("start failed:") and "dpo" in message, message
+    assert not jl.start_button.disabled
+
+    # a long run: live curve, then Cancel
+    jl.controls.objective.value = "sft"
+    jl.iterations.value, jl.batch_size.value = 100_000, 1
+    jl.start_button.click()
+    dash.wait()
+    long_id = jl.job_id
+    assert long_id is not None and jl.last_status[0] == "ok", jl.last_status
+    _poll_until(jl, lambda: len(jl.train_points) >= 2)
+    assert jl.redraws >= 1 and bytes(jl.curve.value[:4]) == b"\x89PNG"
+    jl.cancel_button.click()
+    dash.wait(30)
+    assert jl.last_status == ("ok", f"job {long_id} cancelled")
+    assert local.get_job(long_id)["job"]["status"] == "cancelled"
+
+    # a short run to completion: it registers a model, which the Models tab lists
+    jl.iterations.value, jl.batch_size.value, jl.learning_rate.value = 4, 2, 1e-2
+    c = jl.controls  # typed text: numbers and module names, as the service reads them
+    c.warmup_steps.value, c.lora_alpha.value, c.target_modules.value = "1", "12", "q_proj,v_proj"
+    jl.start_button.click()
+    dash.wait()
+    job_id = jl.job_id
+    assert job_id not in (None, long_id), jl.last_status
+    _poll_until(jl, lambda: (jl.job or {}).get("status") in ("completed", "failed"))
+    assert jl.job is not None and jl.job["status"] == "completed", jl.job
+    assert [p[0] for p in jl.train_points] == [1.0, 2.0, 3.0, 4.0]
+    assert "completed" in jl.info.value and f"{job_id}" in jl.jobs_table.value
+    options = local.get_job(job_id)["job"]["options"]
+    assert (options["warmupSteps"], options["loraAlpha"]) == (1, 12.0)
+    assert options["targetModules"] == ["q_proj", "v_proj"]
+    dash.wait()
+    model_id = local.get_job(job_id)["job"]["modelId"]
+    model = local.get_model(model_id)["model"]
+    assert model["name"] in mm.table.value  # listed by the job's end, no Refresh needed
+    mm.pick.value = model_id
+
+    # benchmark: the scores in the status line, the chart drawn
+    assert mm.chart.layout.display == "none" and "no benchmark yet" in mm.bench_note.value
+    mm.benchmark_button.click()
+    _settle(mm)
+    kind, message = mm.last_status
+    assert kind == "ok" and message.startswith("benchmark done: coherence"), message
+    assert mm.chart.layout.display == "" and bytes(mm.chart.value[:4]) == b"\x89PNG"
+    assert local.get_model(model_id)["model"]["benchmark"]["scores"]
+
+    # import into the Ollama stand-in
+    ollama = OllamaStandIn().start()
     try:
-        assert isinstance(dash.backend, RemoteData)
-        assert dash.backend.client.base_url.rstrip("/") == server.url
-        assert dash.explorer.frame.height == DEMO_COUNT
+        mm.ollama_name.value = "milady-remote"
+        mm.ollama_url.value = ollama.url
+        mm.import_button.click()
+        _settle(mm)
+        kind, message = mm.last_status
+        assert (kind, message) == ("ok", "imported into Ollama as milady-remote"), message
+        assert "milady-remote" in ollama.models and "milady-remote" in mm.table.value
+
+        # activate: the agent config is created and the activation recorded
+        mm.create_config.value = True
+        mm.force.value = True  # a 4-step model need not beat its base
+        mm.activate_button.click()
+        _settle(mm)
     finally:
-        dash.close()
+        ollama.stop()
+    kind, message = mm.last_status
+    assert kind == "ok" and message.startswith("activated: the agent now uses ollama/milady-remote")
+    assert local.get_model(model_id)["model"]["active"] is True and "<b>✔</b>" in mm.table.value
+    assert local.list_activations()["activations"][0]["modelId"] == model_id
+
+    # roll back: the config as it was, the model no longer active
+    mm.deactivate_button.click()
+    _settle(mm)
+    kind, message = mm.last_status
+    assert kind == "ok" and message.startswith(f"rolled back {model_id}"), message
+    assert local.get_model(model_id)["model"]["active"] is False
+    assert "<b>✔</b>" not in mm.table.value
+
+
+def test_auto_improve_policy_saved_through_the_server(
+    dash: Dashboard, local: TrainingService
+) -> None:
+    panel = dash.models.auto
+    panel.enabled.value = True
+    panel.min_new.value = 10**6  # the server's watcher never finds that many
+    panel.cooldown.value = 0.5
+    panel.iterations.value = 7
+    panel.backend_pick.value = "cpu"
+    panel.activate.value = "if-better"
+    panel.save_button.click()
+    dash.wait()
+    assert panel.last_status == ("ok", "policy saved: on"), panel.last_status
+    policy = local.get_auto()["policy"]
+    got = {k: policy[k] for k in ("enabled", "minNewTrajectories", "cooldownHours",
+                                  "iterations", "backend", "activate")}  # fmt: skip
+    assert got == {"enabled": True, "minNewTrajectories": 10**6, "cooldownHours": 0.5,
+                   "iterations": 7, "backend": "cpu", "activate": "if-better"}  # fmt: skip
+    assert "auto_policy" in html.unescape(panel.decisions.value)
+
+    panel.model.value = "no-such-model-anywhere"
+    panel.save_button.click()
+    dash.wait()
+    kind, message = panel.last_status
+    assert kind == "error" and "no-such-model-anywhere" in message, message
+    assert local.get_auto()["policy"]["model"] is None
+    panel.reload_button.click()
+    assert panel.model.value == "" and panel.iterations.value == 7
+
+
+# -- a server with only the spec's routes ------------------------------------------------------
 
 
 class _AgentLikeClient:
@@ -161,8 +515,6 @@ class _AgentLikeClient:
 
 
 def test_builder_offers_only_what_an_agent_server_takes(service: TrainingService) -> None:
-    from milady_lab.widgets import DatasetBuilder
-
     client = _AgentLikeClient(service)
     b = DatasetBuilder(RemoteData(client))
     try:
