@@ -44,10 +44,10 @@ BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
 #: Detail reads at most for the explorer's calls where the source has no calls route.
 MAX_CALL_DETAILS = 300
 
-#: ``POST /datasets/build`` and ``/preview``: the fields of ``datasets.request.BuildRequest``
+#: ``POST /datasets/build`` and ``/preview``: the fields of ``datasets.request.BuildDatasetRequest``
 #: (camelCase, ``privacy`` an object); the tests pass every field through both sources.
 BuildBody = dict[str, Any]
-#: ``POST /jobs``: the fields of ``training.request.JobRequest`` (camelCase), likewise.
+#: ``POST /jobs``: the fields of ``training.request.StartJobRequest`` (camelCase), likewise.
 JobBody = dict[str, Any]
 #: ``GET``/``PUT /auto``: ``{"policy", "state", "lease", "events"}``.
 AutoShown = dict[str, Any]
@@ -450,9 +450,9 @@ class RemoteData(PanelData):
         return list(self.client.list_jobs())
 
     def start_job(self, body: JobBody) -> Job:
-        from ..training.request import JobRequest
+        from ..training.request import StartJobRequest
 
-        b = json_typed(body, JobRequest)
+        b = json_typed(body, StartJobRequest)
         return dict(
             self.client.start_job(
                 b.pop("datasetId", None),
@@ -542,9 +542,9 @@ def json_typed(body: dict[str, Any], struct: type[msgspec.Struct]) -> dict[str, 
 
 def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """A build body as the client's keyword arguments (``dataset_request.KEYWORDS``)."""
-    from ..datasets.request import KEYWORDS, BuildRequest
+    from ..datasets.request import KEYWORDS, BuildDatasetRequest
 
-    body = json_typed(body, BuildRequest)
+    body = json_typed(body, BuildDatasetRequest)
     names = {field: keyword for keyword, field in KEYWORDS.items() if field != "privacy"}
     unknown = sorted(set(body) - set(names) - {"privacy"})
     if unknown:

@@ -25,7 +25,7 @@ from milady_lab.config import Settings
 from milady_lab.datasets.request import FIELDS as BUILD_FIELDS
 from milady_lab.demo import MODELS
 from milady_lab.service import TrainingService
-from milady_lab.training.request import JobRequest
+from milady_lab.training.request import StartJobRequest
 from milady_lab.widgets import (
     Dashboard,
     DatasetBuilder,
@@ -45,7 +45,7 @@ from milady_lab.widgets._backend import (
 from .conftest import DEMO_COUNT, stop_jobs
 from .jupyter_proc import JupyterProcess, run_jupyter
 
-JOB_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(JobRequest))
+JOB_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(StartJobRequest))
 
 
 # -- the interface ------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def test_both_sources_implement_every_action_with_the_same_signature() -> None:
     assert issubclass(LocalData, PanelData) and issubclass(RemoteData, PanelData)
 
 
-#: A value for every field of the build body (``datasets.request.BuildRequest``).
+#: A value for every field of the build body (``datasets.request.BuildDatasetRequest``).
 BUILD_SAMPLE: dict[str, Any] = {
     "limit": 7, "minLlmCallsPerTrajectory": 2, "source": ["chat", "discord"],
     "status": "completed", "startDate": "2026-01-02", "endDate": "2026-03-04",
@@ -85,7 +85,7 @@ BUILD_SAMPLE: dict[str, Any] = {
     "kind": "pairs", "minRewardGap": 0.1, "labelThreshold": 0.4,
     "privacy": {"redact": False, "anonymizeHandles": True},
 }  # fmt: skip
-#: A value for every field of the job body (``training.request.JobRequest``).
+#: A value for every field of the job body (``training.request.StartJobRequest``).
 JOB_SAMPLE: dict[str, Any] = {
     "datasetId": "ds-1", "backend": "cpu", "model": "tiny", "iterations": 5, "batchSize": 2,
     "learningRate": 1e-3, "maxTrajectories": 40, "resumeFrom": "job-0", "loraRank": 4,
