@@ -123,7 +123,8 @@ Day = str | datetime.date
 
 class BuildFilters(TypedDict, total=False):
     """The filters of a dataset build or preview (keyword arguments): every field of the
-    route's body (``datasets.request.BuildDatasetRequest``) in snake case, plus the privacy pass's."""
+    route's body (``datasets.request.BuildDatasetRequest``) in snake case, plus the
+    privacy pass's."""
 
     source: Names
     status: Names

@@ -151,7 +151,7 @@ class BuildOptions:
     min_reward_gap: float | None = None
     label_threshold: float | None = None
 
-    #: Accepted body fields (``datasets.request.BuildDatasetRequest``), in the order messages list them.
+    #: Accepted body fields (``request.BuildDatasetRequest``), in the order messages list them.
     FIELDS = REQUEST_FIELDS
 
     @classmethod

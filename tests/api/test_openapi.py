@@ -36,10 +36,9 @@ def test_every_route_names_its_body_and_answer_structs() -> None:
                 assert struct.__name__ in schemas, (op.id, struct)
         if op.body is not None:
             assert (
-                (issubclass(op.body, msgspec.Struct)
-                and op.body.__struct_config__.forbid_unknown_fields)
-                or op.body is bodies.AgentTrainingConfigRequest
-            )
+                issubclass(op.body, msgspec.Struct)
+                and op.body.__struct_config__.forbid_unknown_fields
+            ) or op.body is bodies.AgentTrainingConfigRequest
 
 
 def test_build_options_take_the_body_fields_in_the_struct_order() -> None:
