@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from ..datasets.request import BuildDatasetRequest, PrivacyRequest
 from ..training.request import StartJobRequest
@@ -187,12 +187,13 @@ class AgentTrainingConfigRequest(Body, forbid_unknown_fields=False):
     vertex, ...) are dropped; the first of mlx/cuda/cpu in backends pins the backend, none
     unpins it"""
 
-    auto_train: bool | None = None
+    # The agent's body takes no nulls: a field is given or left out (UNSET).
+    auto_train: bool | UnsetType = UNSET
     trigger_threshold: Annotated[
-        Annotated[float, Meta(ge=1, le=1000000000)] | None, Meta(description="Floored")
-    ] = None
-    trigger_cooldown_hours: Annotated[float, Meta(ge=0, le=8760)] | None = None
-    backends: list[Any] | None = None
+        Annotated[float, Meta(ge=1, le=1000000000)] | UnsetType, Meta(description="Floored")
+    ] = UNSET
+    trigger_cooldown_hours: Annotated[float, Meta(ge=0, le=8760)] | UnsetType = UNSET
+    backends: list[Any] | UnsetType = UNSET
 
 
 class AgentTriggerRequest(Body):
