@@ -182,8 +182,9 @@ class Reply(NamedTuple):
     body: bytes
 
 
-async def fetch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-                ) -> tuple[Reply, bool]:  # fmt: skip
+async def fetch(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[Reply, bool]:
     """Send one HTTP/1.1 request and read its reply; ``(reply, keep the connection)``.
 
     Enough HTTP for this server's JSON answers: a ``Content-Length`` body (what Tornado
@@ -204,16 +205,17 @@ async def fetch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requ
 
 
 def check(kind: str, reply: Reply, want: tuple[int, int] | str) -> str | None:
-    """What is wrong with a reply (None when it is the answer asked for)."""
+    """What is wrong with a reply (None when it is the answer asked for): ``want`` is the
+    job's id, or a page's offset and its expected number of rows."""
     if reply.status != 200:
         return f"{kind}: HTTP {reply.status} {reply.body[:200]!r}"
     try:
         body = msgspec.json.decode(reply.body)
     except msgspec.DecodeError:
         return f"{kind}: not JSON: {reply.body[:200]!r}"
-    if kind == "job":
+    if isinstance(want, str):
         return None if body.get("job", {}).get("id") == want else f"job: wrong job {body}"
-    offset, rows = want  # type: ignore[misc]
+    offset, rows = want
     page = body.get("trajectories")
     if body.get("offset") != offset or not isinstance(page, list) or len(page) != rows:
         return f"trajectories: offset {offset} → {len(page or [])} rows, want {rows}"
