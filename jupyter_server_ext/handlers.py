@@ -134,7 +134,7 @@ class TrainingHandler(APIHandler):
 
     def query_int(self, name: str) -> int | None:
         """A query parameter that must be a decimal integer; the service checks its range."""
-        raw = self.get_query_argument(name, None)
+        raw = self.get_query_argument(name, None, strip=False)
         if raw is None:
             return None
         if not _INT.fullmatch(raw):
@@ -590,7 +590,7 @@ class EventsHandler(TrainingHandler):
         return after
 
     def _deadline(self) -> float | None:
-        raw = self.get_query_argument("timeout", None)
+        raw = self.get_query_argument("timeout", None, strip=False)
         if raw is None:
             return None
         try:
