@@ -63,20 +63,6 @@ from ._bodies import (
     JobBody,
 )
 
-__all__ = [
-    "ActivateBody",
-    "AutoPolicy",
-    "BenchmarkBody",
-    "BuildBody",
-    "ImportBody",
-    "JobBody",
-    "LocalData",
-    "PanelData",
-    "RemoteData",
-    "WidgetData",
-    "as_record",
-]
-
 R = TypeVar("R")
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).

@@ -29,6 +29,7 @@ from milady_lab.api.records import (
     DatasetPreview,
     ImportOllamaAnswer,
     Job,
+    JobAnswer,
 )
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
@@ -152,6 +153,28 @@ _ROUTE_OF = dict(zip(
     ["preview_dataset", "build_dataset", "start_job", "import_ollama", "activate_model",
      "benchmark_model", "set_auto"], ANSWERS, strict=True,
 ))  # fmt: skip
+
+
+def test_sources_read_records_and_json_alike() -> None:
+    """The service and client may answer records or their JSON: the panels get records,
+    and an answer that breaks the struct is an error naming it, not a half-read dict."""
+    job = msgspec.convert(_JOB, Job)
+    running = {**_JOB, "status": "running"}
+    service = SimpleNamespace(
+        settings=SimpleNamespace(home="nowhere"),
+        get_job=lambda _id: JobAnswer(job=job),
+        list_jobs=lambda: {"jobs": [running]},
+        cancel_job=lambda _id: {"job": {"id": "job-1", "status": "cancelled"}},
+    )
+    local = LocalData(service=service)
+    assert local.get_job("job-1") is job
+    assert local.list_jobs() == [msgspec.convert(running, Job)]
+    with pytest.raises(ValueError, match="not a valid JobAnswer"):
+        local.cancel_job("job-1")
+    client = SimpleNamespace(get_job=lambda _id: job, list_jobs=lambda: [running, job])
+    remote = RemoteData(client)
+    assert remote.get_job("job-1") is job
+    assert [j.status for j in remote.list_jobs()] == ["running", "queued"]
 
 
 class _Recorder:
