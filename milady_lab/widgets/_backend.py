@@ -5,108 +5,81 @@ each, with typed bodies and records. The panels never care where the work happen
 :class:`LocalData` calls the :class:`~milady_lab.service.TrainingService` in the
 kernel's own process, and :class:`RemoteData` calls a
 :class:`~milady_lab.client.TrainingClient` — the Jupyter server the notebook runs in
-(found by itself) or a Milady agent's server. Both take the same bodies (the REST
-bodies; the remote one gives text fields the JSON types the REST schema wants), return
-the same plain records (the REST bodies' inner dicts) and raise the server's error.
+(found by itself) or a Milady agent's server. Both take the same bodies (the
+``TypedDict``s of :mod:`._bodies`; the remote one gives text fields the JSON types the
+REST schema wants), return the same records (the structs of
+:mod:`milady_lab.api.records`) and raise the server's error.
+
+Where the records come from: every method passes what the service or the client
+answered through :func:`as_record` once, here, and nowhere else. It takes a record as it
+is and decodes a plain dict (the JSON answer) into one, so the panels read typed
+records (``job.status``) whichever the service and client return.
 All methods block; panels call them from :class:`~._async.UiRunner` threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import polars as pl
 
+from ..api.records import (
+    ActivateAnswer,
+    AutoAnswer,
+    BenchmarkAnswer,
+    Dataset,
+    DatasetAnswer,
+    DatasetList,
+    DatasetPreview,
+    DeactivateAnswer,
+    ImportedModel,
+    ImportOllamaAnswer,
+    Job,
+    JobAnswer,
+    JobList,
+    JsonObject,
+    Metric,
+    MetricList,
+    Model,
+    ModelList,
+    Status,
+    Trajectory,
+    TrajectoryDetail,
+    TrajectorySummary,
+)
 from ..datasets.files import example_texts
 from ..errors import MiladyLabError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 from ..trajectories.tools import TOOL_COLUMNS
+from ._bodies import (
+    ActivateBody,
+    AutoPolicy,
+    BenchmarkBody,
+    BuildBody,
+    ImportBody,
+    JobBody,
+)
 
-if TYPE_CHECKING:  # the REST records, which both sources return
-    from ..client import (
-        ActivateResult,
-        BenchmarkResult,
-        Dataset,
-        DatasetPreview,
-        Job,
-        Metric,
-        Model,
-        Status,
-        Trajectory,
-    )
-
+R = TypeVar("R")
 ProgressFn = Callable[[int, int], None]
 #: What every server with the training routes takes (a Milady agent too).
 BASIC_BUILD_FIELDS = ("limit", "minLlmCallsPerTrajectory")
 #: Detail reads at most for the explorer's calls where the source has no calls route.
 MAX_CALL_DETAILS = 300
 
-#: ``POST /datasets/build`` and ``/preview``: the fields of ``datasets.request.BuildDatasetRequest``
-#: (camelCase, ``privacy`` an object); the tests pass every field through both sources.
-BuildBody = dict[str, Any]
-#: ``POST /jobs``: the fields of ``training.request.StartJobRequest`` (camelCase), likewise.
-JobBody = dict[str, Any]
-#: ``GET``/``PUT /auto``: ``{"policy", "state", "lease", "events"}``.
-AutoShown = dict[str, Any]
 
-
-class ImportBody(TypedDict, total=False):
-    """``POST /models/{id}/import-ollama`` (what the Import button sends)."""
-
-    modelName: str
-    baseModel: str
-    ollamaUrl: str
-    mode: str  # model | adapter
-    quantization: str  # f16 | q8_0 | f32
-
-
-class ImportOutcome(TypedDict):
-    """The import's answer: the model's new fields (``id``, ``ollamaName``, ``importedAt``)."""
-
-    model: dict[str, Any]
-
-
-class ActivateBody(TypedDict, total=False):
-    """``POST /models/{id}/activate``."""
-
-    providerModel: str
-    force: bool
-    create: bool
-    ollamaUrl: str
-
-
-class BenchmarkBody(TypedDict, total=False):
-    """``POST /models/{id}/benchmark`` (the panel sends none: the model's dataset)."""
-
-    datasetId: str
-    maxExamples: int
-    seed: int
-
-
-class DeactivateResult(TypedDict, total=False):
-    """``POST /models/deactivate``: the model rolled back and how the config came back."""
-
-    ok: bool
-    deactivatedModel: str
-    activeModelId: str | None
-    restored: str
-
-
-class AutoPolicy(TypedDict, total=False):
-    """``PUT /auto``: the fields given change, the others keep their value."""
-
-    enabled: bool
-    minNewTrajectories: int
-    cooldownHours: float
-    iterations: int | None
-    backend: str | None
-    model: str | None
-    activate: str  # never | if-better
-    objective: str | None
-    beta: float | None
+def as_record(kind: type[R], answer: object) -> R:
+    """``answer`` as ``kind`` (a record, or a list of them): a record is taken as it is,
+    a dict is decoded by its wire names. An answer that does not fit is a ``ValueError``
+    naming the record and the field."""
+    try:
+        return msgspec.convert(answer, kind, from_attributes=True)
+    except msgspec.ValidationError as exc:
+        name = getattr(kind, "__name__", str(kind))
+        raise ValueError(f"the answer is not a valid {name}: {exc}") from None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -200,24 +173,24 @@ class WidgetData(Protocol):
     # -- models (ModelManager) --
     def list_models(self) -> list[Model]: ...
 
-    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome: ...
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOllamaAnswer: ...
 
-    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult: ...
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateAnswer: ...
 
-    def deactivate_model(self) -> DeactivateResult:
+    def deactivate_model(self) -> DeactivateAnswer:
         """Undo the last activation (the agent config as it was before it)."""
         ...
 
     def benchmark_model(
         self, model_id: str, body: BenchmarkBody | None = None
-    ) -> BenchmarkResult: ...
+    ) -> BenchmarkAnswer: ...
 
     # -- auto-improve (AutoImprovePanel) --
-    def get_auto(self) -> AutoShown:
+    def get_auto(self) -> AutoAnswer:
         """The auto-improve policy, its state and recent decisions (``GET /auto``)."""
         ...
 
-    def set_auto(self, policy: AutoPolicy) -> AutoShown: ...
+    def set_auto(self, policy: AutoPolicy) -> AutoAnswer: ...
 
     def close(self) -> None:
         """Release what this source opened."""
@@ -241,7 +214,7 @@ class PanelData(WidgetData):
         """One detail read per trajectory (REST has no calls route), ``MAX_CALL_DETAILS``
         at most unless ``most`` says otherwise."""
         ids = list(trajectory_ids)[: MAX_CALL_DETAILS if most is None else most]
-        frames = [calls_frame(dict(self.get_trajectory(t))) for t in ids]
+        frames = [calls_frame(self.get_trajectory(t)) for t in ids]
         return pl.concat(frames) if frames else pl.DataFrame(schema=LLM_CALL_SCHEMA)
 
     def build_fields(self) -> tuple[str, ...]:
@@ -272,7 +245,7 @@ class LocalData(PanelData):
         self.description = f"in-process · {self.service.settings.home}"
 
     def status(self) -> Status:
-        return self.service.status()
+        return as_record(Status, self.service.status())
 
     def trajectories_frame(self) -> pl.DataFrame:
         return self.service.trajectories_frame().collect()
@@ -295,7 +268,7 @@ class LocalData(PanelData):
         return {col: _distinct(frame, col) for col in ("source", "status")}
 
     def get_trajectory(self, trajectory_id: str) -> Trajectory:
-        return self.service.get_trajectory(trajectory_id)["trajectory"]
+        return as_record(TrajectoryDetail, self.service.get_trajectory(trajectory_id)).trajectory
 
     def calls_of(self, trajectory_ids: Iterable[str], most: int | None = None) -> pl.DataFrame:
         """Every call of those trajectories (the first ``most``), from one pass over the steps."""
@@ -304,7 +277,7 @@ class LocalData(PanelData):
         return frame.select(list(LLM_CALL_SCHEMA)).collect()
 
     def list_datasets(self) -> list[Dataset]:
-        return self.service.list_datasets()["datasets"]
+        return as_record(DatasetList, self.service.list_datasets()).datasets
 
     def build_fields(self) -> tuple[str, ...]:
         from ..datasets.build import BuildOptions
@@ -312,46 +285,47 @@ class LocalData(PanelData):
         return tuple(BuildOptions.FIELDS)
 
     def preview_dataset(self, body: BuildBody) -> DatasetPreview:
-        return self.service.preview_dataset(body)
+        return as_record(DatasetPreview, self.service.preview_dataset(body))
 
     def build_dataset(self, body: BuildBody, progress: ProgressFn | None = None) -> Dataset:
-        return self.service.build_dataset(body, progress=progress)["dataset"]
+        answer = self.service.build_dataset(body, progress=progress)
+        return as_record(DatasetAnswer, answer).dataset
 
     def list_jobs(self) -> list[Job]:
-        return self.service.list_jobs()["jobs"]
+        return as_record(JobList, self.service.list_jobs()).jobs
 
     def start_job(self, body: JobBody) -> Job:
-        return self.service.start_job(body)["job"]
+        return as_record(JobAnswer, self.service.start_job(body)).job
 
     def get_job(self, job_id: str) -> Job:
-        return self.service.get_job(job_id)["job"]
+        return as_record(JobAnswer, self.service.get_job(job_id)).job
 
     def cancel_job(self, job_id: str) -> Job:
-        return self.service.cancel_job(job_id)["job"]
+        return as_record(JobAnswer, self.service.cancel_job(job_id)).job
 
     def job_metrics(self, job_id: str, after: int = 0) -> list[Metric]:
-        return self.service.job_metrics(job_id, after)["metrics"]
+        return as_record(MetricList, self.service.job_metrics(job_id, after)).metrics
 
     def list_models(self) -> list[Model]:
-        return self.service.list_models()["models"]
+        return as_record(ModelList, self.service.list_models()).models
 
-    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome:
-        return self.service.import_ollama(model_id, body)
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOllamaAnswer:
+        return as_record(ImportOllamaAnswer, self.service.import_ollama(model_id, body))
 
-    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult:
-        return self.service.activate_model(model_id, body)
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateAnswer:
+        return as_record(ActivateAnswer, self.service.activate_model(model_id, body))
 
-    def deactivate_model(self) -> DeactivateResult:
-        return self.service.deactivate_model(None)
+    def deactivate_model(self) -> DeactivateAnswer:
+        return as_record(DeactivateAnswer, self.service.deactivate_model(None))
 
-    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkResult:
-        return self.service.benchmark_model(model_id, body)
+    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkAnswer:
+        return as_record(BenchmarkAnswer, self.service.benchmark_model(model_id, body))
 
-    def get_auto(self) -> AutoShown:
-        return self.service.get_auto()
+    def get_auto(self) -> AutoAnswer:
+        return as_record(AutoAnswer, self.service.get_auto())
 
-    def set_auto(self, policy: AutoPolicy) -> AutoShown:
-        return self.service.set_auto(policy)
+    def set_auto(self, policy: AutoPolicy) -> AutoAnswer:
+        return as_record(AutoAnswer, self.service.set_auto(policy))
 
     def close(self) -> None:
         if self._owned:
@@ -372,12 +346,12 @@ class RemoteData(PanelData):
     def __init__(self, client: Any) -> None:
         self.client = client
         self.description = f"remote · {getattr(client, 'base_url', '?')}"
-        self._details: dict[str, dict[str, Any]] = {}
+        self._details: dict[str, Trajectory] = {}
         # A dataset folder is readable here when the server runs on this machine.
         self.local_files = True
-        self._spec: dict[str, Any] | None = None
+        self._spec: JsonObject | None = None
 
-    def _server_spec(self) -> dict[str, Any]:
+    def _server_spec(self) -> JsonObject:
         """The server's OpenAPI description, read once; {} where it serves none (an
         agent's server), which then gets only what every server takes."""
         if self._spec is None:
@@ -403,12 +377,12 @@ class RemoteData(PanelData):
         return tuple(str(k) for k in props) if isinstance(props, dict) else BASIC_BUILD_FIELDS
 
     def status(self) -> Status:
-        return dict(self.client.status())
+        return as_record(Status, self.client.status())
 
     def trajectories_frame(self) -> pl.DataFrame:
-        rows: list[dict[str, Any]] = []
+        rows: list[TrajectorySummary] = []
         for row in self.client.iter_trajectories(page_size=500):
-            rows.append(row)
+            rows.append(as_record(TrajectorySummary, row))
             if len(rows) >= self.max_trajectories:
                 break
         cols = {k: [r.get(k) for r in rows] for k in SUMMARY_SCHEMA}
@@ -419,10 +393,9 @@ class RemoteData(PanelData):
         needle = text.lower()
         found: set[str] = set()
         for tid in candidates:
-            detail = self.get_trajectory(tid)
-            for call in detail.get("llmCalls") or []:
+            for call in self.get_trajectory(tid).llm_calls:
                 blob = " ".join(
-                    str(call.get(k) or "") for k in ("systemPrompt", "userPrompt", "response")
+                    p or "" for p in (call.system_prompt, call.user_prompt, call.response)
                 )
                 if needle in blob.lower():
                     found.add(tid)
@@ -432,54 +405,53 @@ class RemoteData(PanelData):
     def get_trajectory(self, trajectory_id: str) -> Trajectory:
         cached = self._details.get(trajectory_id)
         if cached is None:
-            cached = dict(self.client.get_trajectory(trajectory_id))
-            if cached.get("status") != "active":  # a finished trajectory never changes
+            cached = as_record(Trajectory, self.client.get_trajectory(trajectory_id))
+            if cached.status != "active":  # a finished trajectory never changes
                 self._details[trajectory_id] = cached
         return cached
 
     def list_datasets(self) -> list[Dataset]:
-        return list(self.client.list_datasets())
+        return as_record(list[Dataset], self.client.list_datasets())
 
     def preview_dataset(self, body: BuildBody) -> DatasetPreview:
-        return dict(self.client.preview_dataset(**_build_kwargs(body)))
+        return as_record(DatasetPreview, self.client.preview_dataset(**_build_kwargs(body)))
 
     def build_dataset(self, body: BuildBody, progress: ProgressFn | None = None) -> Dataset:
-        return dict(self.client.build_dataset(**_build_kwargs(body)))
+        return as_record(Dataset, self.client.build_dataset(**_build_kwargs(body)))
 
     def list_jobs(self) -> list[Job]:
-        return list(self.client.list_jobs())
+        return as_record(list[Job], self.client.list_jobs())
 
     def start_job(self, body: JobBody) -> Job:
         from ..training.request import StartJobRequest
 
         b = json_typed(body, StartJobRequest)
-        return dict(
-            self.client.start_job(
-                b.pop("datasetId", None),
-                backend=b.pop("backend", None),
-                model=b.pop("model", None),
-                iterations=b.pop("iterations", None),
-                batch_size=b.pop("batchSize", None),
-                learning_rate=b.pop("learningRate", None),
-                max_trajectories=b.pop("maxTrajectories", None),
-                **b,
-            )
+        job = self.client.start_job(
+            b.pop("datasetId", None),
+            backend=b.pop("backend", None),
+            model=b.pop("model", None),
+            iterations=b.pop("iterations", None),
+            batch_size=b.pop("batchSize", None),
+            learning_rate=b.pop("learningRate", None),
+            max_trajectories=b.pop("maxTrajectories", None),
+            **b,
         )
+        return as_record(Job, job)
 
     def get_job(self, job_id: str) -> Job:
-        return dict(self.client.get_job(job_id))
+        return as_record(Job, self.client.get_job(job_id))
 
     def cancel_job(self, job_id: str) -> Job:
-        return dict(self.client.cancel_job(job_id))
+        return as_record(Job, self.client.cancel_job(job_id))
 
     def job_metrics(self, job_id: str, after: int = 0) -> list[Metric]:
-        return list(self.client.job_metrics(job_id, after=after or None))
+        return as_record(list[Metric], self.client.job_metrics(job_id, after=after or None))
 
     def list_models(self) -> list[Model]:
-        return list(self.client.list_models())
+        return as_record(list[Model], self.client.list_models())
 
-    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOutcome:
-        model = self.client.import_ollama(
+    def import_ollama(self, model_id: str, body: ImportBody) -> ImportOllamaAnswer:
+        answer = self.client.import_ollama(
             model_id,
             model_name=body.get("modelName"),
             base_model=body.get("baseModel"),
@@ -487,36 +459,38 @@ class RemoteData(PanelData):
             mode=body.get("mode"),
             quantization=body.get("quantization"),
         )
-        return {"model": dict(model)}  # the service's shape
+        if isinstance(answer, Mapping) and "model" in answer:  # the whole answer
+            return as_record(ImportOllamaAnswer, answer)
+        # the client's unwrapped model: the service's shape around it
+        return ImportOllamaAnswer(model=as_record(ImportedModel, answer))
 
-    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateResult:
-        return dict(
-            self.client.activate_model(
-                model_id,
-                body.get("providerModel"),
-                force=bool(body.get("force")),
-                create=bool(body.get("create")),
-                ollama_url=body.get("ollamaUrl"),
-            )
+    def activate_model(self, model_id: str, body: ActivateBody) -> ActivateAnswer:
+        answer = self.client.activate_model(
+            model_id,
+            body.get("providerModel"),
+            force=bool(body.get("force")),
+            create=bool(body.get("create")),
+            ollama_url=body.get("ollamaUrl"),
         )
+        return as_record(ActivateAnswer, answer)
 
-    def deactivate_model(self) -> DeactivateResult:
-        return dict(self.client.deactivate_model())
+    def deactivate_model(self) -> DeactivateAnswer:
+        return as_record(DeactivateAnswer, self.client.deactivate_model())
 
-    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkResult:
-        return dict(self.client.benchmark_model(model_id, **(body or {})))
+    def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkAnswer:
+        return as_record(BenchmarkAnswer, self.client.benchmark_model(model_id, **(body or {})))
 
-    def get_auto(self) -> AutoShown:
-        return dict(self.client.get_auto())
+    def get_auto(self) -> AutoAnswer:
+        return as_record(AutoAnswer, self.client.get_auto())
 
-    def set_auto(self, policy: AutoPolicy) -> AutoShown:
-        return dict(self.client.set_auto(**policy))
+    def set_auto(self, policy: AutoPolicy) -> AutoAnswer:
+        return as_record(AutoAnswer, self.client.set_auto(**policy))
 
     def close(self) -> None:
         self.client.close()
 
 
-def json_typed(body: dict[str, Any], struct: type[msgspec.Struct]) -> dict[str, Any]:
+def json_typed(body: Mapping[str, object], struct: type[msgspec.Struct]) -> dict[str, object]:
     """``body`` with the JSON types the REST schema wants, where the panels' text fields
     give text: a number typed into a text field (``minReward``, ``warmupSteps``,
     ``loraAlpha``) as a number, and comma-separated names (``targetModules``) as a list,
@@ -540,16 +514,16 @@ def json_typed(body: dict[str, Any], struct: type[msgspec.Struct]) -> dict[str, 
     return out
 
 
-def _build_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+def _build_kwargs(body: BuildBody) -> dict[str, object]:
     """A build body as the client's keyword arguments (``dataset_request.KEYWORDS``)."""
     from ..datasets.request import KEYWORDS, BuildDatasetRequest
 
-    body = json_typed(body, BuildDatasetRequest)
+    typed = json_typed(body, BuildDatasetRequest)
     names = {field: keyword for keyword, field in KEYWORDS.items() if field != "privacy"}
-    unknown = sorted(set(body) - set(names) - {"privacy"})
+    unknown = sorted(set(typed) - set(names) - {"privacy"})
     if unknown:
         raise ValueError(f"unknown build field(s): {', '.join(unknown)}")
-    kwargs = {names[k]: v for k, v in body.items() if k != "privacy"}
+    kwargs = {names[k]: v for k, v in typed.items() if k != "privacy"}
     privacy = body.get("privacy") or {}
     privacy_names = {"redact": "redact", "anonymizeHandles": "anonymize_handles"}
     kwargs.update({privacy_names[k]: v for k, v in privacy.items() if k in privacy_names})
@@ -587,9 +561,9 @@ def make_backend(
     return LocalData(service=service, settings=settings)
 
 
-def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] | None:
+def read_dataset_texts(record: Dataset, limit: int = 5000) -> list[str] | None:
     """The text of each example (all messages joined) of a built dataset, when readable."""
-    path = record.get("path")
+    path = record.path
     if not path:
         return None
     folder = Path(path)
@@ -598,12 +572,12 @@ def read_dataset_texts(record: dict[str, Any], limit: int = 5000) -> list[str] |
     return example_texts(folder, limit)
 
 
-def calls_frame(detail: dict[str, Any]) -> pl.DataFrame:
-    """A trajectory's LLM calls as a frame with the LLM_CALL_SCHEMA columns."""
-    calls = detail.get("llmCalls") or []
-    tid = detail.get("id")
-    cols: dict[str, list[Any]] = {k: [] for k in LLM_CALL_SCHEMA}
-    for call in calls:
+def calls_frame(detail: Trajectory) -> pl.DataFrame:
+    """A trajectory's LLM calls as a frame with the LLM_CALL_SCHEMA columns (the calls
+    read by wire name: ``trajectoryId``, which a call does not repeat, is the detail's)."""
+    tid = detail.id
+    cols: dict[str, list[object]] = {k: [] for k in LLM_CALL_SCHEMA}
+    for call in detail.llm_calls:
         for k in LLM_CALL_SCHEMA:
             value = tid if k == "trajectoryId" and call.get(k) is None else call.get(k)
             if k in TOOL_COLUMNS:  # objects in the detail, canonical text in the frame

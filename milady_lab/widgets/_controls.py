@@ -15,7 +15,8 @@ import ipywidgets as w
 
 from ..training.defaults import size_defaults
 from ..training.schedule import SCHEDULES
-from ._fields import STYLE, count, optional_text, wrap_row
+from ._bodies import JobBody
+from ._fields import STYLE, Change, count, optional_text, wrap_row
 
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
 #: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
@@ -87,10 +88,10 @@ class TrainingControls(w.VBox):
             self.advanced,
         ]
 
-    def _on_length(self, change: dict[str, Any]) -> None:
+    def _on_length(self, change: Change) -> None:
         self.epochs.layout.display = "" if change["new"] == "epochs" else "none"
 
-    def _on_objective(self, change: dict[str, Any]) -> None:
+    def _on_objective(self, change: Change) -> None:
         self.beta.layout.display = "" if change["new"] != "sft" else "none"
 
     @property
@@ -103,9 +104,9 @@ class TrainingControls(w.VBox):
         batch.value, learning_rate.value = row.batch_size, row.learning_rate
         self.lora_rank.value = row.lora_rank
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JobBody:
         """The control fields of a start request (``epochs`` when the run is in epochs)."""
-        body: dict[str, Any] = {
+        body: JobBody = {
             "loraRank": int(self.lora_rank.value),
             "maxSeqLength": int(self.max_seq_length.value),
             "gradientAccumulation": int(self.gradient_accumulation.value),
@@ -120,9 +121,11 @@ class TrainingControls(w.VBox):
         targets = (self.target_modules.value or "").strip()
         if targets:
             body["targetModules"] = targets  # the service splits names at commas
-        for key, field in (("warmupSteps", self.warmup_steps), ("loraAlpha", self.lora_alpha)):
-            if field.value.strip():
-                body[key] = field.value.strip()  # checked (and converted) by the service
+        # checked (and converted) by the service
+        if self.warmup_steps.value.strip():
+            body["warmupSteps"] = self.warmup_steps.value.strip()
+        if self.lora_alpha.value.strip():
+            body["loraAlpha"] = self.lora_alpha.value.strip()
         if self.patience.value:
             body["earlyStoppingPatience"] = int(self.patience.value)
         if self.objective.value != "sft":  # sft is the default: its body stays as it was

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypedDict
 
 import ipywidgets as w
 
 STYLE = {"description_width": "auto"}
+
+
+class Change(TypedDict):
+    """What a traitlets observer is handed (``observe(fn, names="value")``): the trait's
+    old and new value."""
+
+    name: str
+    old: Any
+    new: Any
+    owner: w.DOMWidget
+    type: str
+
 
 #: Trajectory filters in the order the panels lay them out (REST body names).
 TRAJECTORY_FILTERS = ("source", "status", "startDate", "endDate", "search")

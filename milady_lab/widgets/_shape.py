@@ -3,11 +3,10 @@ agent's work. Empty fields are not sent; lists are comma-separated."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import ipywidgets as w
 
 from ..trajectories.base import REWARD_FIELDS
+from ._bodies import BuildBody
 from ._fields import STYLE
 
 #: The body fields these widgets fill, in layout order.
@@ -52,9 +51,9 @@ def _names(text: str) -> str | list[str]:
     return items[0] if len(items) == 1 else items
 
 
-def shape_body(widgets: dict[str, w.Widget]) -> dict[str, Any]:
+def shape_body(widgets: dict[str, w.Widget]) -> BuildBody:
     """The body fields the widgets set; ``rewardField`` only with a reward filter."""
-    body: dict[str, Any] = {}
+    body: BuildBody = {}
     for key in ("purpose", "model"):
         if key in widgets and widgets[key].value.strip():
             body[key] = _names(widgets[key].value)

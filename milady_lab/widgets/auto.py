@@ -10,6 +10,8 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..api.records import AutoAnswer
+from ._bodies import AutoPolicy
 from ._fields import STYLE, count, wrap_row
 from ._panel import Panel, fmt_ms, header, html_table
 
@@ -24,7 +26,7 @@ class AutoImprovePanel(Panel):
 
     def __init__(self, backend: Any = None, **kwargs: Any) -> None:
         super().__init__(backend, **kwargs)
-        self.shown: dict[str, Any] = {}
+        self.shown: AutoAnswer | None = None
         self.enabled = w.Checkbox(value=False, description="enabled", indent=False)
         self.min_new = count("New trajectories ≥", 100, 1, 10**9, "220px")
         self.cooldown = w.BoundedFloatText(
@@ -61,7 +63,7 @@ class AutoImprovePanel(Panel):
         self.reload_button.on_click(self.guard("reload")(lambda _b: self.refresh()))
         self.guard("load policy")(self.refresh)()
 
-    def policy_body(self) -> dict[str, Any]:
+    def policy_body(self) -> AutoPolicy:
         """The ``PUT /auto`` body the fields describe (null: the service's default)."""
         return {
             "enabled": bool(self.enabled.value),
@@ -90,9 +92,9 @@ class AutoImprovePanel(Panel):
         """Read the stored policy, the round's state and the recent decisions."""
         self.show(self.backend.get_auto())
 
-    def show(self, shown: dict[str, Any]) -> None:
+    def show(self, shown: AutoAnswer) -> None:
         self.shown = shown
-        policy = shown.get("policy") or {}
+        policy = shown.policy  # the stored policy's JSON (every field of api.bodies.AutoPolicy)
         with self.hold_sync():
             self.enabled.value = bool(policy.get("enabled"))
             self.min_new.value = int(policy.get("minNewTrajectories") or 100)
@@ -102,26 +104,25 @@ class AutoImprovePanel(Panel):
             self.model.value = policy.get("model") or ""
             self.activate.value = policy.get("activate") or "never"
         self.state_line.value = _state_html(shown)
-        events = list(reversed(shown.get("events") or []))
+        events = list(reversed(shown.events))
         self.decisions.value = (
             html_table(
                 ["when (UTC)", "decision", "reason"],
-                [[fmt_ms(e.get("ts")), e.get("kind"), e.get("message")] for e in events],
+                [[fmt_ms(e.ts), e.kind, e.message] for e in events],
             )
             if events
             else "<i>No decision yet: a watcher checks the source every few minutes.</i>"
         )
 
 
-def _state_html(shown: dict[str, Any]) -> str:
+def _state_html(shown: AutoAnswer) -> str:
     """One line: the last decision and who holds the lease (a round in progress)."""
-    state = shown.get("state") or {}
-    last = state.get("lastDecision") or {}
-    lease = shown.get("lease")
+    last = shown.state.get("lastDecision") or {}
+    lease = shown.lease
     parts = []
     if last:
         parts.append(f"last: <b>{last.get('kind')}</b> at {fmt_ms(last.get('at'))}")
     if lease:
-        holder = lease.get("owner") if isinstance(lease, dict) else lease
+        holder = lease.get("owner")
         parts.append(f"round running ({holder})")
     return " · ".join(parts)

@@ -13,9 +13,11 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..api.records import Dataset, DatasetPreview
 from . import plots
 from ._backend import read_dataset_texts
-from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
+from ._bodies import BuildBody
+from ._fields import STYLE, TRAJECTORY_FILTERS, Change, count, trajectory_filters, wrap_row
 from ._panel import Panel, fmt_ms, header, html_table
 from ._shape import shape_body, shape_filters
 
@@ -49,12 +51,12 @@ def privacy_checkboxes(fields: tuple[str, ...]) -> dict[str, w.Checkbox]:
     }
 
 
-def redaction_summary(body: dict[str, Any], result: dict[str, Any]) -> str:
+def redaction_summary(body: BuildBody, result: DatasetPreview) -> str:
     """The preview's redaction counts per kind, as HTML (the kinds are rule names)."""
-    if (body.get("privacy") or {}).get("redact") is False:
+    if body.get("privacy", {}).get("redact") is False:
         return " · <b>redaction off</b>: secrets stay as recorded"
-    counts = result.get("redactions")
-    if not isinstance(counts, dict):
+    counts = result.redactions
+    if counts is None:
         return ""
     if not counts:
         return " · nothing to redact"
@@ -92,10 +94,10 @@ class DatasetBuilder(Panel):
 
     def __init__(self, backend: Any = None, **kwargs: Any) -> None:
         super().__init__(backend, **kwargs)
-        self.on_built: list[Callable[[dict[str, Any]], None]] = []
-        self.datasets: list[dict[str, Any]] = []
-        self.last_preview: dict[str, Any] | None = None
-        self.last_built: dict[str, Any] | None = None
+        self.on_built: list[Callable[[Dataset], None]] = []
+        self.datasets: list[Dataset] = []
+        self.last_preview: DatasetPreview | None = None
+        self.last_built: Dataset | None = None
         self._preview_busy = False
         self._preview_stale = False
         self._progress: tuple[int, int] = (0, 0)
@@ -183,9 +185,9 @@ class DatasetBuilder(Panel):
         )
 
     # -- options ------------------------------------------------------------------------
-    def body(self) -> dict[str, Any]:
+    def body(self) -> BuildBody:
         """The build request the widgets describe."""
-        body: dict[str, Any] = {"minLlmCallsPerTrajectory": int(self.min_calls.value)}
+        body: BuildBody = {"minLlmCallsPerTrajectory": int(self.min_calls.value)}
         if self.limit.value:
             body["limit"] = int(self.limit.value)
         for key, widget in self.filters.items():
@@ -199,7 +201,7 @@ class DatasetBuilder(Panel):
             body["privacy"] = {key: bool(box.value) for key, box in self.privacy.items()}
         return body | shape_body(self.shape)
 
-    def set_filters(self, body: dict[str, Any]) -> None:
+    def set_filters(self, body: BuildBody) -> None:
         """Take filters from a build body (e.g. the explorer's), then preview once."""
         self._suspend = True
         try:
@@ -237,7 +239,7 @@ class DatasetBuilder(Panel):
 
         self.in_background("filters", self.backend.filter_values, done)
 
-    def _options_changed(self, _change: dict[str, Any]) -> None:
+    def _options_changed(self, _change: Change) -> None:
         if not self._suspend:
             self.preview()
 
@@ -260,13 +262,13 @@ class DatasetBuilder(Panel):
         self._preview_busy = True
         body = self.body()
 
-        def done(result: dict[str, Any]) -> None:
+        def done(result: DatasetPreview) -> None:
             if self._preview_ended():
                 return
             self.last_preview = result
             self.preview_label.value = (
-                f"<b>Preview:</b> {result.get('trajectoryCount', 0):,} trajectories → "
-                f"{result.get('exampleCount', 0):,} examples" + redaction_summary(body, result)
+                f"<b>Preview:</b> {result.trajectory_count:,} trajectories → "
+                f"{result.example_count:,} examples" + redaction_summary(body, result)
             )
 
         self.in_background("preview", lambda: self.backend.preview_dataset(body), done)
@@ -308,7 +310,7 @@ class DatasetBuilder(Panel):
                 self._progress_posted = now
             self.runner.post(self._show_progress)
 
-        def finished(rec: dict[str, Any]) -> None:
+        def finished(rec: Dataset) -> None:
             self.last_built = rec
             with self.hold_sync():
                 self.build_button.disabled = False
@@ -316,11 +318,11 @@ class DatasetBuilder(Panel):
                 self.progress.value = self.progress.max
                 self.progress.bar_style = "success"
             self.set_status(
-                f"built {rec.get('id')}: {rec.get('trajectoryCount', 0):,} trajectories, "
-                f"{rec.get('exampleCount', 0):,} examples",
+                f"built {rec.id}: {rec.trajectory_count:,} trajectories, "
+                f"{rec.example_count:,} examples",
                 "ok",
             )
-            self.refresh(select=rec.get("id"))
+            self.refresh(select=rec.id)
             for callback in list(self.on_built):
                 callback(rec)
 
@@ -347,12 +349,12 @@ class DatasetBuilder(Panel):
         self.datasets = self.backend.list_datasets()
         rows = [
             [
-                d.get("id"),
-                fmt_ms(d.get("createdAt")),
-                d.get("trajectoryCount"),
-                d.get("exampleCount"),
-                d.get("trainCount", "—"),
-                d.get("validCount", "—"),
+                d.id,
+                fmt_ms(d.created_at),
+                d.trajectory_count,
+                d.example_count,
+                "—" if d.train_count is None else d.train_count,
+                "—" if d.valid_count is None else d.valid_count,
             ]
             for d in self.datasets
         ]
@@ -365,10 +367,7 @@ class DatasetBuilder(Panel):
             if rows
             else "<i>No dataset built yet: choose options and press Build.</i>"
         )
-        options = [
-            (f"{d.get('id')} · {d.get('exampleCount', 0)} examples", d.get("id"))
-            for d in self.datasets
-        ]
+        options = [(f"{d.id} · {d.example_count} examples", d.id) for d in self.datasets]
         current = select or self.dataset_pick.value
         self.dataset_pick.options = options
         ids = [v for _, v in options]
@@ -384,7 +383,7 @@ class DatasetBuilder(Panel):
     def show_histogram(self) -> None:
         """Token-length histogram of the chosen dataset's examples (computed off-thread)."""
         ds_id = self.dataset_pick.value
-        rec = next((d for d in self.datasets if d.get("id") == ds_id), None)
+        rec = next((d for d in self.datasets if d.id == ds_id), None)
         if rec is None:
             return
         cache = getattr(

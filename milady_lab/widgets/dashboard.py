@@ -50,9 +50,7 @@ class Dashboard(w.VBox):
         self.builder = DatasetBuilder(self.backend, **shared)
         self.launcher = JobLauncher(self.backend, **shared)
         self.models = ModelManager(self.backend, **shared)
-        self.builder.on_built.append(
-            lambda rec: self.launcher.refresh_datasets(select=rec.get("id"))
-        )
+        self.builder.on_built.append(lambda rec: self.launcher.refresh_datasets(select=rec.id))
         self.launcher.on_job_final.append(lambda _job: self.models.refresh())
         # Explore, then build from exactly what the filters show.
         self.use_filters_button = w.Button(
@@ -88,13 +86,13 @@ class Dashboard(w.VBox):
             st = self.backend.status()
             bits = [
                 f"<b>milady-lab</b> · {esc(self.backend.mode)}",
-                f"training backend <b>{esc(st.get('backend'))}</b>",
-                f"trajectories: {esc(st.get('trajectorySource', '?'))}"
-                + _found_by(st.get("trajectorySourceFoundBy")),
-                f"home: {esc(st.get('home', '?'))}",
+                f"training backend <b>{esc(st.backend)}</b>",
+                f"trajectories: {esc(st.trajectory_source or '?')}"
+                + _found_by(st.trajectory_source_found_by),
+                f"home: {esc(st.home or '?')}",
             ]
-            if not st.get("runtimeAvailable", True):
-                reason = esc(st.get("runtimeReason", "unavailable"))
+            if not st.runtime_available:
+                reason = esc(st.runtime_reason or "unavailable")
                 bits.append(f"<span style='color:#b71c1c'>{reason}</span>")
         except Exception as exc:  # the banner is informative only
             bits = [

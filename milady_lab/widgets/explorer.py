@@ -8,10 +8,13 @@ from typing import Any
 import ipywidgets as w
 import polars as pl
 
+from ..api.records import Trajectory, TrajectorySummary
 from ..datasets.build import day_start_ms
+from ..trajectories.base import LLM_CALL_SCHEMA
 from . import plots
-from ._backend import calls_frame
-from ._fields import STYLE, TRAJECTORY_FILTERS, count, trajectory_filters, wrap_row
+from ._backend import as_record, calls_frame
+from ._bodies import BuildBody
+from ._fields import STYLE, TRAJECTORY_FILTERS, Change, count, trajectory_filters, wrap_row
 from ._groups import GROUPS, group_summary, grouped_rows, tokens_over_time
 from ._panel import Panel, esc, fmt_ms, header, html_table
 
@@ -19,14 +22,14 @@ ALL = "(all)"
 PAGE_SIZE = 15
 
 
-def _row_label(r: dict[str, Any]) -> str:
-    tokens = (r.get("totalPromptTokens") or 0) + (r.get("totalCompletionTokens") or 0)
+def _row_label(r: TrajectorySummary) -> str:
+    tokens = (r.total_prompt_tokens or 0) + (r.total_completion_tokens or 0)
     return (
-        f"{fmt_ms(r.get('startTime')):16}  {str(r.get('source') or '?')[:10]:10}  "
-        f"{str(r.get('status') or '?')[:9]:9}  {r.get('llmCallCount') or 0:>5}  "
-        f"{tokens:>8,}  {str(r.get('id'))[:36]}"
-        + (f"  scenario {r['scenarioId']}" if r.get("scenarioId") else "")
-        + ("  (archived)" if r.get("archived") else "")
+        f"{fmt_ms(r.start_time):16}  {(r.source or '?')[:10]:10}  "
+        f"{(r.status or '?')[:9]:9}  {r.llm_call_count or 0:>5}  "
+        f"{tokens:>8,}  {r.id[:36]}"
+        + (f"  scenario {r.scenario_id}" if r.scenario_id else "")
+        + ("  (archived)" if r.archived else "")
     )
 
 
@@ -51,8 +54,8 @@ class TrajectoryExplorer(Panel):
         self._search_cache: dict[str, set[str]] = {}
         self._suspend = False
         self.selected_id: str | None = None
-        self.selected_detail: dict[str, Any] | None = None
-        self._selected = calls_frame({})
+        self.selected_detail: Trajectory | None = None
+        self._selected = pl.DataFrame(schema=LLM_CALL_SCHEMA)
 
         self._filter_widgets()
         self._view_widgets()
@@ -167,8 +170,7 @@ class TrajectoryExplorer(Panel):
         self.apply_filters()
         if not self._all.height:
             self.set_status(
-                "no trajectories yet (source: "
-                f"{self.backend.status().get('trajectorySource', '?')})",
+                f"no trajectories yet (source: {self.backend.status().trajectory_source or '?'})",
                 "info",
             )
 
@@ -187,9 +189,9 @@ class TrajectoryExplorer(Panel):
             expr &= pl.col("startTime") < day_start_ms(self.date_to.value + timedelta(days=1))
         return expr
 
-    def filter_body(self) -> dict[str, Any]:
+    def filter_body(self) -> BuildBody:
         """The current filters as dataset-build options (``DatasetBuilder.set_filters``)."""
-        body: dict[str, Any] = {}
+        body: BuildBody = {}
         if self.source_filter.value != ALL:
             body["source"] = self.source_filter.value
         if self.status_filter.value != ALL:
@@ -238,7 +240,7 @@ class TrajectoryExplorer(Panel):
             self._suspend = False
         self.apply_filters()
 
-    def _filters_changed(self, _change: dict[str, Any]) -> None:
+    def _filters_changed(self, _change: Change) -> None:
         if not self._suspend:
             self.apply_filters()
 
@@ -253,12 +255,11 @@ class TrajectoryExplorer(Panel):
 
     def _render_page(self) -> None:
         start = self.page * self.page_size
-        rows = self._frame.slice(start, self.page_size).to_dicts()
+        page = self._frame.slice(start, self.page_size).to_dicts()
+        rows = as_record(list[TrajectorySummary], page)
         with self.hold_sync():
-            self.rows.options = [(_row_label(r), r["id"]) for r in rows]
-            self.rows.value = (
-                self.selected_id if self.selected_id in {r["id"] for r in rows} else None
-            )
+            self.rows.options = [(_row_label(r), r.id) for r in rows]
+            self.rows.value = self.selected_id if self.selected_id in {r.id for r in rows} else None
             self.page_label.value = f"page {self.page + 1} of {self.pages}"
             self.prev_button.disabled = self.page == 0
             self.next_button.disabled = self.page >= self.pages - 1
@@ -290,7 +291,7 @@ class TrajectoryExplorer(Panel):
         return self._calls_cache.filter(pl.col("trajectoryId").is_in(ids.implode()))
 
     # -- detail -------------------------------------------------------------------------
-    def _on_select(self, change: dict[str, Any]) -> None:
+    def _on_select(self, change: Change) -> None:
         tid = change["new"]
         if tid is None:
             return
@@ -341,57 +342,49 @@ def _fold(label: str, text: Any, open_limit: int = 280) -> str:
     )
 
 
-def render_detail(detail: dict[str, Any]) -> str:
+def render_detail(detail: Trajectory) -> str:
     """One trajectory as HTML: summary chips, each LLM call, the provider accesses."""
-    calls = detail.get("llmCalls") or []
-    accesses = detail.get("providerAccesses") or []
+    calls, accesses = detail.llm_calls, detail.provider_accesses
     chips = "".join(
         f'<span class="milady-chip">{esc(k)}: {esc(v)}</span>'
         for k, v in (
-            ("source", detail.get("source")),
-            ("status", detail.get("status")),
-            ("start", fmt_ms(detail.get("startTime"))),
+            ("source", detail.source),
+            ("status", detail.status),
+            ("start", fmt_ms(detail.start_time)),
             ("LLM calls", len(calls)),
             ("provider accesses", len(accesses)),
             # The agent's grouping (rollouts of one scenario), and its 30-day archive.
             *(
-                (label, detail[key])
-                for label, key in (("scenario", "scenarioId"), ("batch", "batchId"))
-                if detail.get(key)
+                (label, value)
+                for label, value in (("scenario", detail.scenario_id), ("batch", detail.batch_id))
+                if value
             ),
-            *((("archived", "yes"),) if detail.get("archived") else ()),
+            *((("archived", "yes"),) if detail.archived else ()),
         )
     )
     parts = [
-        f"<h4 style='margin:6px 0'>Trajectory <code>{esc(detail.get('id'))}</code></h4>",
+        f"<h4 style='margin:6px 0'>Trajectory <code>{esc(detail.id)}</code></h4>",
         f"<div>{chips}</div>",
     ]
     for i, call in enumerate(calls, 1):
-        tokens = (call.get("promptTokens"), call.get("completionTokens"))
+        tokens = (call.prompt_tokens, call.completion_tokens)
         shown = (
             f"{tokens[0] or 0}+{tokens[1] or 0} tokens"
             if any(t is not None for t in tokens)
             else ""
         )
-        meta = " · ".join(
-            esc(x) for x in (call.get("model"), call.get("purpose"), call.get("stepId"), shown) if x
-        )
+        meta = " · ".join(esc(x) for x in (call.model, call.purpose, call.step_id, shown) if x)
         parts.append(
             f'<div class="milady-call"><div><b>Call {i}</b> '
             f'<span style="color:#666">{meta}</span></div>'
-            f"{_fold('system', call.get('systemPrompt'))}{_fold('user', call.get('userPrompt'))}"
-            f"{_fold('reply', call.get('response'))}</div>"
+            f"{_fold('system', call.system_prompt)}{_fold('user', call.user_prompt)}"
+            f"{_fold('reply', call.response)}</div>"
         )
     if not calls:
         parts.append("<div><i>No LLM calls recorded.</i></div>")
     if accesses:
         rows = [
-            [
-                a.get("providerName") or a.get("providerId"),
-                a.get("purpose"),
-                a.get("stepId"),
-                fmt_ms(a.get("timestamp")),
-            ]
+            [a.provider_name or a.provider_id, a.purpose, a.step_id, fmt_ms(a.timestamp)]
             for a in accesses
         ]
         parts.append(

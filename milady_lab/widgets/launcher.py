@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ipywidgets as w
 
+from ..api.records import Dataset, Job, Metric, Status
 from ..state import FINAL_STATUSES, LIVE_STATUSES, PREFERENCE_FIGURES
 from . import plots
 from ._async import Poller
+from ._bodies import JobBody
 from ._controls import TrainingControls
-from ._fields import STYLE, count
+from ._fields import STYLE, Change, count
 from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
 LIVE_DELAY = 0.5
@@ -41,14 +44,23 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def eta_seconds(job: dict[str, Any], now_ms: float | None = None) -> float | None:
+@dataclass
+class JobReads:
+    """One poll's reads (in a thread), folded into the widgets on the loop thread."""
+
+    job_id: str | None
+    after: int
+    jobs: list[Job] | None = None
+    job: Job | None = None
+    metrics: list[Metric] = field(default_factory=list)
+
+
+def eta_seconds(job: Job, now_ms: float | None = None) -> float | None:
     """Seconds left, from the iterations done since the job started running."""
-    started = job.get("startedAt")
-    current = job.get("currentIteration") or 0
-    total = job.get("totalIterations") or 0
-    if job.get("status") != "running" or not started or not current or not total:
+    started, current, total = job.started_at, job.current_iteration, job.total_iterations
+    if job.status != "running" or not started or not current or not total:
         return None
-    first = job.get("checkpointIteration") if job.get("resumeFrom") else 0
+    first = job.checkpoint_iteration if job.resume_from else 0
     done = current - (first or 0)
     if done <= 0:
         return None
@@ -63,10 +75,10 @@ class JobLauncher(Panel):
 
     def __init__(self, backend: Any = None, *, autostart: bool = True, **kwargs: Any) -> None:
         super().__init__(backend, **kwargs)
-        self.on_job_final: list[Callable[[dict[str, Any]], None]] = []
+        self.on_job_final: list[Callable[[Job], None]] = []
         self.job_id: str | None = None
-        self.job: dict[str, Any] | None = None
-        self.jobs: list[dict[str, Any]] = []
+        self.job: Job | None = None
+        self.jobs: list[Job] = []
         self.train_points: list[tuple[float, float]] = []
         self.val_points: list[tuple[float, float]] = []
         #: The latest preference figures of the watched job (dpo/kto), for the info line.
@@ -177,11 +189,11 @@ class JobLauncher(Panel):
     # -- options --------------------------------------------------------------------------
     def refresh(self) -> None:
         """Reload datasets, backends, base models and jobs; pick up a running job."""
-        status = self.backend.status()
+        status: Status = self.backend.status()
         datasets = self.backend.list_datasets()
         self.refresh_datasets(datasets)
-        backends = _backend_names(status.get("backends")) or [status.get("backend") or "cpu"]
-        best = status.get("backend") if status.get("backend") in backends else backends[0]
+        backends: list[str] = list(status.backends or []) or [status.backend]
+        best = status.backend if status.backend in backends else backends[0]
         with self.hold_sync():
             self.backend_choice.options = backends
             self.backend_choice.value = best
@@ -192,16 +204,15 @@ class JobLauncher(Panel):
             self.poll_once()
 
     def refresh_datasets(
-        self, datasets: list[dict[str, Any]] | None = None, select: str | None = None
+        self, datasets: list[Dataset] | None = None, select: str | None = None
     ) -> None:
         """Fill the dataset dropdown, newest first; a build elsewhere selects its dataset."""
         if datasets is None:
             datasets = self.backend.list_datasets()
         current = select or self.dataset.value
-        self.dataset_kinds = {d["id"]: d.get("kind") or "sft" for d in datasets if d.get("id")}
+        self.dataset_kinds = {d.id: d.kind or "sft" for d in datasets}
         options: list[tuple[str, str | None]] = [
-            (f"{d.get('id')} ({d.get('exampleCount', 0)} {_noun(d)})", d.get("id"))
-            for d in datasets
+            (f"{d.id} ({d.example_count} {_noun(d)})", d.id) for d in datasets
         ]
         if not options:
             options = [("(none yet: one is built from all trajectories)", None)]
@@ -209,9 +220,9 @@ class JobLauncher(Panel):
         self.dataset.options = options
         self.dataset.value = current if current in values else values[0]
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JobBody:
         """The start request the widgets describe."""
-        body: dict[str, Any] = {
+        body: JobBody = {
             "backend": self.backend_choice.value,
             "iterations": int(self.iterations.value),
             "batchSize": int(self.batch_size.value),
@@ -227,12 +238,12 @@ class JobLauncher(Panel):
             del body["iterations"]
         return body
 
-    def _on_dataset(self, change: dict[str, Any]) -> None:
+    def _on_dataset(self, change: Change) -> None:
         """A pairs dataset trains with dpo, a labelled one with kto, others with sft."""
         kind = self.dataset_kinds.get(change["new"] or "", "sft")
         self.controls.objective.value = OBJECTIVE_OF_KIND.get(kind, "sft")
 
-    def _on_model(self, change: dict[str, Any]) -> None:
+    def _on_model(self, change: Change) -> None:
         """A new base model brings its size's learning rate, rank and batch (README)."""
         self.controls.apply_size_defaults(change["new"], self.batch_size, self.learning_rate)
 
@@ -242,12 +253,13 @@ class JobLauncher(Panel):
         body = self.body()
         self.start_button.disabled = True
 
-        def started(job: dict[str, Any]) -> None:
+        def started(job: Job) -> None:
             self.start_button.disabled = False
-            self.follow(job["id"])
+            self._set_jobs([job, *(j for j in self.jobs if j.id != job.id)])
+            self.follow(job.id)
             self.job = job
-            self._seen_live.add(job["id"])
-            self.set_status(f"job {job['id']} {job.get('status', 'started')}", "ok")
+            self._seen_live.add(job.id)
+            self.set_status(f"job {job.id} {job.status}", "ok")
             self._jobs_at = 0.0
             self.poller.start()
             self._render_job()
@@ -264,13 +276,13 @@ class JobLauncher(Panel):
             return
         self.cancel_button.disabled = True
 
-        def cancelled(job: dict[str, Any]) -> None:
+        def cancelled(job: Job) -> None:
             if job_id == self.job_id:
-                self.job = {**(self.job or {}), **job}
+                self.job = job
                 self._dirty = True
                 self._render_job()
                 self._draw(force=True)
-            self.set_status(f"job {job_id} {job.get('status', 'cancelled')}", "ok")
+            self.set_status(f"job {job_id} {job.status}", "ok")
             self._jobs_at = 0.0
 
         self.in_background(
@@ -284,9 +296,7 @@ class JobLauncher(Panel):
         if action == "start":
             self.start_button.disabled = False
         if action == "cancel":
-            self.cancel_button.disabled = (
-                self.job is None or self.job.get("status") not in LIVE_STATUSES
-            )
+            self.cancel_button.disabled = self.job is None or self.job.status not in LIVE_STATUSES
 
     def follow(self, job_id: str | None) -> None:
         """Watch another job: reset the curve and read its metrics from the start."""
@@ -299,14 +309,14 @@ class JobLauncher(Panel):
         self.last_seq = 0
         self._dirty = True
         if job_id is not None and job_id not in {v for _, v in self.watch.options}:
-            self._set_jobs([*self.jobs, {"id": job_id, "status": "queued"}])
+            self._set_jobs(self.jobs)  # offers job_id in the menu until the list has it
         self._suspend = True
         try:
             self.watch.value = job_id
         finally:
             self._suspend = False
 
-    def _on_watch(self, change: dict[str, Any]) -> None:
+    def _on_watch(self, change: Change) -> None:
         if self._suspend:
             return
         self.follow(change["new"])
@@ -318,32 +328,32 @@ class JobLauncher(Panel):
         """Read the job and new metrics and update the panel (what the loop task does)."""
         return self.poller.poll_once()
 
-    def _fetch(self) -> dict[str, Any]:
+    def _fetch(self) -> JobReads:
         """Blocking reads, in a thread: the watched job, its new metrics, sometimes all jobs."""
         job_id, after = self.job_id, self.last_seq
-        data: dict[str, Any] = {"jobId": job_id, "after": after}
+        data = JobReads(job_id, after)
         now = time.monotonic()
         if job_id is None or now - self._jobs_at >= JOBS_EVERY:
-            data["jobs"] = self.backend.list_jobs()
+            data.jobs = self.backend.list_jobs()
         if job_id is not None:
-            data["job"] = self.backend.get_job(job_id)
-            data["metrics"] = self.backend.job_metrics(job_id, after=after)
+            data.job = self.backend.get_job(job_id)
+            data.metrics = self.backend.job_metrics(job_id, after=after)
         return data
 
-    def _apply(self, data: dict[str, Any]) -> float:
+    def _apply(self, data: JobReads) -> float:
         """On the loop thread: fold the reads into the widgets; returns the next delay."""
         if self._closed:
             return IDLE_DELAY
-        if "jobs" in data:
+        if data.jobs is not None:
             self._jobs_at = time.monotonic()
-            self._set_jobs(data["jobs"])
+            self._set_jobs(data.jobs)
             if self._pick_up():
                 return 0.0  # poll the new job at once
-        if data.get("jobId") == self.job_id and self.job_id is not None and "job" in data:
-            self._add_metrics(data.get("metrics") or [])
-            previous = (self.job or {}).get("status")
-            self.job = data["job"]
-            status = self.job.get("status")
+        if data.job_id == self.job_id and self.job_id is not None and data.job is not None:
+            self._add_metrics(data.metrics)
+            previous = self.job.status if self.job else None
+            self.job = data.job
+            status = self.job.status
             if status != previous:
                 self._dirty = True
             self._render_job()
@@ -352,70 +362,64 @@ class JobLauncher(Panel):
                 self._jobs_at = 0.0
                 for callback in list(self.on_job_final):
                     callback(self.job)
-        live = self.job is not None and self.job.get("status") in LIVE_STATUSES
+        live = self.job is not None and self.job.status in LIVE_STATUSES
         self._draw(live=live)
         return LIVE_DELAY if live else IDLE_DELAY
 
     def _poll_error(self, exc: BaseException) -> None:
         self.show_error(exc, "update")
 
-    def _add_metrics(self, metrics: list[dict[str, Any]]) -> None:
+    def _add_metrics(self, metrics: list[Metric]) -> None:
         for m in metrics:
-            seq = int(m.get("seq") or 0)
-            if seq and seq <= self.last_seq:
+            if m.seq and m.seq <= self.last_seq:
                 continue
-            self.last_seq = max(self.last_seq, seq)
-            it = m.get("iteration")
-            if it is None:
-                continue
-            if m.get("loss") is not None:
-                self.train_points.append((float(it), float(m["loss"])))
+            self.last_seq = max(self.last_seq, m.seq)
+            if m.loss is not None:
+                self.train_points.append((float(m.iteration), m.loss))
                 self._dirty = True
-            if m.get("valLoss") is not None:
-                self.val_points.append((float(it), float(m["valLoss"])))
+            if m.val_loss is not None:
+                self.val_points.append((float(m.iteration), m.val_loss))
                 self._dirty = True
+            # the figures by wire name (rewardMargin, ...), as PREFERENCE_FIGURES lists them
             self.figures |= {k: float(m[k]) for k in PREFERENCE_FIGURES if m.get(k) is not None}
 
     def _pick_up(self) -> bool:
         """Follow a live job we have not seen yet when the watched one is idle or done."""
-        watching_live = self.job is not None and self.job.get("status") in LIVE_STATUSES
+        watching_live = self.job is not None and self.job.status in LIVE_STATUSES
         if self.job_id is not None and (watching_live or self.job is None):
             return False
-        live = [j for j in self.jobs if j.get("status") in LIVE_STATUSES]
-        live.sort(key=lambda j: (j.get("status") != "running", -(j.get("createdAt") or 0)))
+        live = [j for j in self.jobs if j.status in LIVE_STATUSES]
+        live.sort(key=lambda j: (j.status != "running", -j.created_at))
         for job in live:
-            if job["id"] not in self._seen_live:
-                self._seen_live.add(job["id"])
-                self.follow(job["id"])
-                self.set_status(f"following job {job['id']} ({job.get('status')})", "info")
+            if job.id not in self._seen_live:
+                self._seen_live.add(job.id)
+                self.follow(job.id)
+                self.set_status(f"following job {job.id} ({job.status})", "info")
                 return True
         if self.job_id is None and self.jobs:
-            self.follow(self.jobs[0]["id"])  # show the latest job's curve
+            self.follow(self.jobs[0].id)  # show the latest job's curve
             return True
         return False
 
     # -- rendering -----------------------------------------------------------------------
-    def _set_jobs(self, jobs: list[dict[str, Any]]) -> None:
+    def _set_jobs(self, jobs: list[Job]) -> None:
         self.jobs = jobs
         for job in jobs:
-            if job.get("status") in FINAL_STATUSES:
-                self._seen_live.add(job["id"])  # a finished job never needs picking up
-        options = [
-            (f"{j['id']} · {j.get('status')} · {short_model(j.get('model'))}", j["id"])
-            for j in jobs
-        ]
+            if job.status in FINAL_STATUSES:
+                self._seen_live.add(job.id)  # a finished job never needs picking up
+        options = [(f"{j.id} · {j.status} · {short_model(j.model)}", j.id) for j in jobs]
         if self.job_id is not None and self.job_id not in {v for _, v in options}:
             options.insert(0, (f"{self.job_id}", self.job_id))
         rows = [
             [
-                j["id"],
-                j.get("status"),
-                j.get("backend"),
-                short_model(j.get("model")),
-                j.get("datasetId"),
-                f"{j.get('currentIteration') or 0}/{j.get('totalIterations') or '?'}",
-                fmt_num(j.get("loss")),
-                fmt_ms(j.get("createdAt")),
+                j.id,
+                j.status,
+                j.backend,
+                short_model(j.model),
+                j.dataset_id,
+                f"{j.current_iteration}/{j.total_iterations}",
+                fmt_num(j.loss),
+                fmt_ms(j.created_at),
             ]
             for j in jobs[:10]
         ]
@@ -447,32 +451,15 @@ class JobLauncher(Panel):
             self._suspend = False
 
     def _render_job(self) -> None:
-        job = self.job or {}
-        status = job.get("status", "—")
-        total = int(job.get("totalIterations") or 0)
-        current = int(job.get("currentIteration") or 0)
-        tps = job.get("tokensPerSecond")
+        job = self.job
+        status = job.status if job else "—"
+        total = job.total_iterations if job else 0
+        current = job.current_iteration if job else 0
         parts = [
             f"<b data-status='{esc(status)}' class='milady-job-status'>{esc(status)}</b>",
             f"iteration {current}/{total or '?'}",
-            f"loss {fmt_num(job.get('loss'))}",
+            *(self._job_parts(job) if job else ["loss —", "— tokens/s", "ETA —"]),
         ]
-        if job.get("valLoss") is not None:
-            parts.append(f"val {fmt_num(job.get('valLoss'))}")
-        parts += [
-            f"{label} {self.figures[key]:.3f}"
-            for key, label in PREFERENCE_FIGURES.items()
-            if key in self.figures
-        ]
-        if job.get("bestIteration") is not None:
-            best = f"best val {fmt_num(job.get('bestValLoss'))} @ {job['bestIteration']}"
-            parts.append(f"<span class='milady-best'>{best}</span>")
-        if job.get("stoppedEarly"):
-            parts.append(f"<span title='{esc(job.get('stopReason') or '')}'>stopped early</span>")
-        parts.append(f"{fmt_num(round(tps)) if isinstance(tps, int | float) else '—'} tokens/s")
-        parts.append(f"ETA {_fmt_eta(eta_seconds(job))}")
-        if status == "failed" and job.get("error"):
-            parts.append(f"<span style='color:#b71c1c'>{esc(job['error'])}</span>")
         style = {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(
             status, "info"
         )
@@ -482,11 +469,33 @@ class JobLauncher(Panel):
             self.progress.bar_style = style
             self.progress.description = f"{int(100 * current / total) if total else 0}%"
             self.info.value = (
-                f"<div class='milady-job-info'>{esc(job.get('id', ''))} · "
+                f"<div class='milady-job-info'>{esc(job.id if job else '')} · "
                 + " · ".join(parts)
                 + "</div>"
             )
             self.cancel_button.disabled = status not in LIVE_STATUSES
+
+    def _job_parts(self, job: Job) -> list[str]:
+        """The watched job's figures on its info line: losses, best, speed, ETA, error."""
+        parts = [f"loss {fmt_num(job.loss)}"]
+        if job.val_loss is not None:
+            parts.append(f"val {fmt_num(job.val_loss)}")
+        parts += [
+            f"{label} {self.figures[key]:.3f}"
+            for key, label in PREFERENCE_FIGURES.items()
+            if key in self.figures
+        ]
+        if job.best_iteration is not None:
+            best = f"best val {fmt_num(job.best_val_loss)} @ {job.best_iteration}"
+            parts.append(f"<span class='milady-best'>{best}</span>")
+        if job.stopped_early:
+            parts.append(f"<span title='{esc(job.stop_reason or '')}'>stopped early</span>")
+        tps = job.tokens_per_second
+        parts.append(f"{fmt_num(round(tps)) if tps is not None else '—'} tokens/s")
+        parts.append(f"ETA {_fmt_eta(eta_seconds(job))}")
+        if job.status == "failed" and job.error:
+            parts.append(f"<span style='color:#b71c1c'>{esc(job.error)}</span>")
+        return parts
 
     def _draw(self, *, live: bool = False, force: bool = False) -> None:
         """Redraw the loss curve when it changed, at most every MIN_REDRAW seconds."""
@@ -496,16 +505,16 @@ class JobLauncher(Panel):
         due = force or (self._dirty and since >= MIN_REDRAW)
         if not due:
             return
-        job = self.job or {}
+        job = self.job
         title = f"Loss — {self.job_id}" if self.job_id else "Loss"
-        if job.get("status") in FINAL_STATUSES:
-            title += f" ({job['status']})"
+        if job and job.status in FINAL_STATUSES:
+            title += f" ({job.status})"
         png = plots.loss_curve_png(
             self.train_points,
             self.val_points,
             title=title,
-            total_iterations=job.get("totalIterations"),
-            best=_best_point(job),
+            total_iterations=job.total_iterations if job else None,
+            best=_best_point(job) if job else None,
         )
         self._last_draw = now
         self._dirty = False
@@ -529,27 +538,16 @@ class JobLauncher(Panel):
 _NOUNS = {"pairs": "pairs", "labelled": "labelled examples"}
 
 
-def _noun(dataset: dict[str, Any]) -> str:
-    return _NOUNS.get(dataset.get("kind") or "sft", "examples")
+def _noun(dataset: Dataset) -> str:
+    return _NOUNS.get(dataset.kind or "sft", "examples")
 
 
 #: The objective a dataset of each kind trains with (``training.options.OBJECTIVE_KINDS``).
 OBJECTIVE_OF_KIND = {"sft": "sft", "pairs": "dpo", "labelled": "kto"}
 
 
-def _best_point(job: dict[str, Any]) -> tuple[float, float] | None:
+def _best_point(job: Job) -> tuple[float, float] | None:
     """(bestIteration, bestValLoss) of a job, for the marker on its curve."""
-    if job.get("bestIteration") is None or job.get("bestValLoss") is None:
+    if job.best_iteration is None or job.best_val_loss is None:
         return None
-    return float(job["bestIteration"]), float(job["bestValLoss"])
-
-
-def _backend_names(value: Any) -> list[str]:
-    """``status()['backends']`` as names, whether strings or records."""
-    out: list[str] = []
-    for item in value or []:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, dict) and item.get("available", True) and item.get("name"):
-            out.append(str(item["name"]))
-    return out
+    return float(job.best_iteration), job.best_val_loss

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ipywidgets as w
 
+from ..api.records import (
+    ActivateAnswer,
+    BenchmarkAnswer,
+    DeactivateAnswer,
+    ImportOllamaAnswer,
+    Model,
+    Scores,
+)
 from . import plots
+from ._bodies import ActivateBody, ImportBody
 from ._fields import STYLE, optional_text
 from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table, short_model
 from .auto import AutoImprovePanel
@@ -14,14 +24,22 @@ from .auto import AutoImprovePanel
 SCORE_KEYS = ("coherence", "consistency", "helpfulness")
 
 
-def benchmark_of(model: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+#: What an action of the panel answers (the last one is kept: a benchmark's bars).
+Outcome = ImportOllamaAnswer | ActivateAnswer | BenchmarkAnswer | DeactivateAnswer
+Answer = TypeVar("Answer", ImportOllamaAnswer, ActivateAnswer, BenchmarkAnswer, DeactivateAnswer)
+
+
+def score_map(scores: Scores | None) -> dict[str, float]:
+    """A variant's scores by wire name (``formatValid``, ...), those it has; {} for none."""
+    return {k: float(v) for k, v in scores.items() if v is not None} if scores else {}
+
+
+def benchmark_of(model: Model) -> tuple[dict[str, float], dict[str, float]]:
     """(scores, baseline) stored on a model record, or two empty dicts."""
-    bench = model.get("benchmark")
-    if not isinstance(bench, dict):
+    bench = model.benchmark
+    if bench is None:
         return {}, {}
-    scores = bench.get("scores") if isinstance(bench.get("scores"), dict) else {}
-    baseline = bench.get("baseline") if isinstance(bench.get("baseline"), dict) else {}
-    return dict(scores or {}), dict(baseline or {})
+    return score_map(bench.scores), score_map(bench.baseline)
 
 
 class ModelManager(Panel):
@@ -31,8 +49,8 @@ class ModelManager(Panel):
 
     def __init__(self, backend: Any = None, **kwargs: Any) -> None:
         super().__init__(backend, **kwargs)
-        self.models: list[dict[str, Any]] = []
-        self.last_result: dict[str, Any] | None = None
+        self.models: list[Model] = []
+        self.last_result: Outcome | None = None
         self.table = w.HTML(layout=w.Layout(width="100%"))
         self.pick = w.Dropdown(
             description="Model", options=[], style=STYLE, layout=w.Layout(width="640px")
@@ -162,20 +180,20 @@ class ModelManager(Panel):
                 " · ".join(
                     f"{k[:4]} {scores[k]:.2f}" + (f" ({baseline[k]:.2f})" if k in baseline else "")
                     for k in SCORE_KEYS
-                    if isinstance(scores.get(k), int | float)
+                    if k in scores
                 )
                 or "—"
             )
             rows.append(
                 [
-                    Raw("<b>✔</b>") if m.get("active") else "",
-                    m.get("name"),
-                    short_model(m.get("baseModel")),
-                    m.get("backend"),
-                    fmt_num(m.get("finalLoss")),
+                    Raw("<b>✔</b>") if m.active else "",
+                    m.name,
+                    short_model(m.base_model),
+                    m.backend,
+                    fmt_num(m.final_loss),
                     bench,
-                    m.get("ollamaName") or "—",
-                    fmt_ms(m.get("createdAt")),
+                    m.ollama_name or "—",
+                    fmt_ms(m.created_at),
                 ]
             )
         self.table.value = (
@@ -196,7 +214,7 @@ class ModelManager(Panel):
             if rows
             else "<i>No model yet: a completed training job registers one.</i>"
         )
-        options = [(f"{m.get('name')} ({m.get('id')})", m.get("id")) for m in self.models]
+        options = [(f"{m.name} ({m.id})", m.id) for m in self.models]
         current = self.pick.value
         self.pick.options = options
         ids = [v for _, v in options]
@@ -206,8 +224,8 @@ class ModelManager(Panel):
         self._show_chart()
         self.auto.guard("load policy")(self.auto.refresh)()
 
-    def selected_model(self) -> dict[str, Any] | None:
-        return next((m for m in self.models if m.get("id") == self.pick.value), None)
+    def selected_model(self) -> Model | None:
+        return next((m for m in self.models if m.id == self.pick.value), None)
 
     def _require(self) -> str:
         if self.pick.value is None:
@@ -221,40 +239,35 @@ class ModelManager(Panel):
             self.chart.layout.display = "none"
             self.bench_note.value = ""
             return
-        scores, baseline = benchmark_of(model)
-        last = self.last_result or {}
-        if (
-            not scores
-            and last.get("modelId") == model.get("id")
-            and isinstance(last.get("scores"), dict)
-        ):
-            scores, baseline = benchmark_of({"benchmark": last})
-        if scores:
-            bench = model.get("benchmark") if isinstance(model.get("benchmark"), dict) else last
+        bench = model.benchmark
+        last = self.last_result
+        if bench is None and isinstance(last, BenchmarkAnswer) and last.model_id == model.id:
+            bench = last  # benchmarked just now, before the list shows it
+        if bench is not None:
             self.chart.value = plots.scores_png(
-                scores,
-                baseline,
-                title=f"Benchmark — {model.get('name')}",
-                active=bench.get("active") if isinstance(bench.get("active"), dict) else None,
-                intervals=bench.get("intervals")
-                if isinstance(bench.get("intervals"), dict)
-                else None,
+                score_map(bench.scores),
+                score_map(bench.baseline),
+                title=f"Benchmark — {model.name}",
+                active=score_map(bench.active) or None,
+                intervals=bench.intervals,
             )
             self.chart.layout.display = ""
             self.bench_note.value = ""
         else:
             self.chart.layout.display = "none"
             self.bench_note.value = (
-                f"<i>{model.get('name')} has no benchmark yet: Benchmark scores it and its base "
+                f"<i>{model.name} has no benchmark yet: Benchmark scores it and its base "
                 "model on held-out replies.</i>"
             )
 
     # -- actions ------------------------------------------------------------------------
-    def _run(self, action: str, work: Any, message: Any, busy: str) -> None:
+    def _run(
+        self, action: str, work: Callable[[], Answer], message: Callable[[Answer], str], busy: str
+    ) -> None:
         for button in self._buttons:
             button.disabled = True
 
-        def done(result: dict[str, Any]) -> None:
+        def done(result: Answer) -> None:
             self.last_result = result
             for button in self._buttons:
                 button.disabled = False
@@ -270,43 +283,44 @@ class ModelManager(Panel):
     def import_ollama(self) -> None:
         """Convert the chosen model to GGUF and create it in Ollama (loopback URL only)."""
         model_id = self._require()
-        body = {
-            k: v
-            for k, v in (
-                ("modelName", self.ollama_name.value.strip()),
-                # Defaults are left out: an agent's own API may not know these fields.
-                ("mode", "" if self.ollama_mode.value == "model" else self.ollama_mode.value),
-                (
-                    "quantization",
-                    "" if self.quantization.value == "f16" else self.quantization.value,
-                ),
-                ("baseModel", self.ollama_base.value.strip()),
-                ("ollamaUrl", self.ollama_url.value.strip()),
-            )
-            if v
-        }
+        body: ImportBody = {}
+        if name := self.ollama_name.value.strip():
+            body["modelName"] = name
+        # Defaults are left out: an agent's own API may not know these fields.
+        if self.ollama_mode.value != "model":
+            body["mode"] = self.ollama_mode.value
+        if self.quantization.value != "f16":
+            body["quantization"] = self.quantization.value
+        if base := self.ollama_base.value.strip():
+            body["baseModel"] = base
+        if ollama_url := self.ollama_url.value.strip():
+            body["ollamaUrl"] = ollama_url
         self._run(
             "import",
             lambda: self.backend.import_ollama(model_id, body),
-            lambda r: f"imported into Ollama as {(r.get('model') or {}).get('ollamaName')}",
+            lambda r: f"imported into Ollama as {r.model.ollama_name}",
             "importing into Ollama…",
         )
 
     def activate(self) -> None:
         """Make the chosen model the agent's model."""
         model_id = self._require()
-        provider = self.provider_model.value.strip()
-        body: dict[str, Any] = {"providerModel": provider} if provider else {}
+        body: ActivateBody = {}
+        if provider := self.provider_model.value.strip():
+            body["providerModel"] = provider
         if self.force.value:
             body["force"] = True
         if self.create_config.value:
             body["create"] = True
+        # The Ollama asked whether it lists the model: the one the import went to.
+        if ollama_url := self.ollama_url.value.strip():
+            body["ollamaUrl"] = ollama_url
         self._run(
             "activate",
             lambda: self.backend.activate_model(model_id, body),
             lambda r: (
-                f"activated: the agent now uses {r.get('activeModel')}"
-                + "".join(f" (warning: {w})" for w in r.get("warnings", []))
+                f"activated: the agent now uses {r.active_model}"
+                + "".join(f" (warning: {w})" for w in r.warnings or [])
             ),
             "activating…",
         )
@@ -315,11 +329,8 @@ class ModelManager(Panel):
         """Score the chosen model and its base model (runs in a thread; minutes on CPU)."""
         model_id = self._require()
 
-        def message(r: dict[str, Any]) -> str:
-            scores = r.get("scores") or {}
-            shown = ", ".join(
-                f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, int | float)
-            )
+        def message(r: BenchmarkAnswer) -> str:
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in score_map(r.scores).items())
             return f"benchmark done: {shown}"
 
         self._run(
@@ -334,9 +345,6 @@ class ModelManager(Panel):
         self._run(
             "roll back",
             lambda: self.backend.deactivate_model(),
-            lambda r: (
-                f"rolled back {r.get('deactivatedModel')}: agent config restored "
-                f"({r.get('restored')})"
-            ),
+            lambda r: f"rolled back {r.deactivated_model}: agent config restored ({r.restored})",
             "rolling back…",
         )

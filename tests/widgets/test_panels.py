@@ -11,9 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import polars as pl
 import pytest
+from models.ollama_standin import OllamaStandIn
 
+from milady_lab.api.records import DatasetPreview, Job
 from milady_lab.service import TrainingService
 from milady_lab.widgets import (
     Dashboard,
@@ -24,6 +27,7 @@ from milady_lab.widgets import (
     TrajectoryExplorer,
 )
 from milady_lab.widgets._async import UiRunner
+from milady_lab.widgets._backend import as_record
 from milady_lab.widgets.builder import ANY, FILTER_FIELDS
 
 from .conftest import DEMO_COUNT, register_model, stop_jobs
@@ -37,6 +41,11 @@ def is_png(value: Any) -> bool:
 
 def status_of(panel: Any) -> tuple[str, str]:
     return panel.last_status
+
+
+def preview(service: TrainingService, body: dict[str, Any]) -> DatasetPreview:
+    """What the service previews for ``body``, as the record the panel holds."""
+    return as_record(DatasetPreview, service.preview_dataset(body))
 
 
 # -- explorer -------------------------------------------------------------------------------
@@ -146,12 +155,12 @@ def test_explorer_shows_errors_instead_of_raising(service: TrainingService) -> N
 def test_builder_preview_build_and_list(backend: LocalData, service: TrainingService) -> None:
     b = DatasetBuilder(backend)
     b.wait()
-    assert b.last_preview == service.preview_dataset({"minLlmCallsPerTrajectory": 1})
+    assert b.last_preview == preview(service, {"minLlmCallsPerTrajectory": 1})
     assert "examples" in b.preview_label.value
     b.limit.value = 10
     b.min_calls.value = 2
     b.wait()
-    assert b.last_preview == service.preview_dataset({"limit": 10, "minLlmCallsPerTrajectory": 2})
+    assert b.last_preview == preview(service, {"limit": 10, "minLlmCallsPerTrajectory": 2})
     assert b.last_preview["trajectoryCount"] == 10
 
     b.build_button.click()
@@ -194,7 +203,7 @@ def test_builder_filters_preview_and_build_like_the_service(
     }
     assert b.body() == body
     everything = service.preview_dataset({})
-    assert b.last_preview == service.preview_dataset(body)
+    assert b.last_preview == preview(service, body)
     assert 0 < b.last_preview["trajectoryCount"] < everything["trajectoryCount"]
     b.build_button.click()
     b.wait()
@@ -205,7 +214,7 @@ def test_builder_filters_preview_and_build_like_the_service(
     # An empty selection is the service's message in the panel, not an exception.
     b.filters["search"].value = "no such text anywhere 1f9c"
     b.wait()
-    assert b.last_preview == {"trajectoryCount": 0, "exampleCount": 0, "redactions": {}}
+    assert b.last_preview == DatasetPreview(trajectory_count=0, example_count=0, redactions={})
     b.build_button.click()
     b.wait()
     kind, message = status_of(b)
@@ -229,7 +238,7 @@ def test_builder_counts_a_burst_of_changes_once(service: TrainingService) -> Non
     gate.set()
     b.wait()
     assert [a.get("limit") for a in asked] == [None, 8]  # one more count, the latest options
-    assert b.last_preview == service.preview_dataset({"limit": 8})
+    assert b.last_preview == preview(service, {"limit": 8})
     assert "8 trajectories" in b.preview_label.value
 
 
@@ -387,7 +396,9 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
         service,
         id="m-benched",
         name="benched-v2",
-        benchmark={
+        benchmark={  # a BenchmarkAnswer, as run_benchmark stores it
+            "modelId": "m-benched",
+            "completedAt": 1_700_000_000_000,
             "scores": {"coherence": 0.6, "consistency": 0.7, "helpfulness": 0.3},
             "baseline": {"coherence": 0.5, "consistency": 0.4, "helpfulness": 0.2},
         },
@@ -412,6 +423,8 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
     mm.wait()
     kind, message = status_of(mm)
     assert kind == "error" and message.startswith("import failed:") and "loopback" in message
+    ollama = OllamaStandIn(bases={"milady-test": "llama"}).start()  # it has the model
+    mm.ollama_url.value = ollama.url
 
     # benchmark of a model whose dataset is unknown: the service's message
     mm.benchmark_button.click()
@@ -433,10 +446,21 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
     assert kind == "error" and "has not been benchmarked" in message, message
     mm.force.value = True
     mm.activate_button.click()
+    try:
+        mm.wait()
+    finally:
+        ollama.stop()
+    # the Ollama URL of the panel is the one asked, and it lists the model: no warning
+    kind, message = status_of(mm)
+    assert (kind, message) == ("ok", "activated: the agent now uses ollama/milady-test"), message
+    assert "/api/tags" in ollama.paths("GET")
+    mm.ollama_url.value = "http://127.0.0.1:9"  # nothing answers there: a warning naming it
+    mm.activate_button.click()
     mm.wait()
-    kind, message = status_of(mm)  # no Ollama here to confirm it has the model: a warning
+    kind, message = status_of(mm)
     assert kind == "ok" and message.startswith("activated: the agent now uses ollama/milady-test")
     assert "(warning: could not check that Ollama has milady-test" in message, message
+    assert "127.0.0.1:9" in message, message
     assert service.get_model(plain["id"])["model"]["active"] is True
     assert "<b>✔</b>" in mm.table.value
 
@@ -654,10 +678,16 @@ def test_launcher_training_controls_and_best_marker(
     jl.job_id = "job-x"
     jl.train_points = [(1.0, 3.0), (2.0, 2.5), (3.0, 2.2), (4.0, 2.1)]
     jl.val_points = [(2.0, 2.6), (4.0, 2.8)]
-    jl.job = {"id": "job-x", "status": "completed", "totalIterations": 4, "currentIteration": 4}
+    jl.job = Job(
+        id="job-x", status="completed", dataset_id=None, backend="cpu", model="tiny",
+        created_at=1, completed_at=2, progress=1.0, current_iteration=4, total_iterations=4,
+        loss=2.1,
+    )  # fmt: skip
     jl._draw(force=True)
     without = jl.curve.value
-    jl.job |= {"bestIteration": 2, "bestValLoss": 2.6, "stoppedEarly": True, "stopReason": "x"}
+    jl.job = msgspec.structs.replace(
+        jl.job, best_iteration=2, best_val_loss=2.6, stopped_early=True, stop_reason="x"
+    )
     jl._render_job()
     jl._draw(force=True)
     assert jl.curve.value != without
@@ -680,7 +710,7 @@ def test_builder_shapes_a_dataset_by_purpose_and_reward(
     shaped = {"purpose": ["response", "action_selection"], "minReward": "0.3",
               "topFraction": 0.5, "rewardField": "totalReward"}  # fmt: skip
     assert b.body().items() >= shaped.items()
-    assert b.last_preview == service.preview_dataset(b.body())
+    assert b.last_preview == preview(service, dict(b.body()))
     everything = service.preview_dataset({})["trajectoryCount"]
     assert 0 < b.last_preview["trajectoryCount"] < everything
     b.build_button.click()

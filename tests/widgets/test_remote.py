@@ -20,9 +20,21 @@ import msgspec
 import pytest
 from models.ollama_standin import OllamaStandIn
 
+from milady_lab.api import bodies
+from milady_lab.api.records import (
+    ActivateAnswer,
+    AutoAnswer,
+    BenchmarkAnswer,
+    Dataset,
+    DatasetPreview,
+    ImportOllamaAnswer,
+    Job,
+    JobAnswer,
+)
 from milady_lab.client import TrainingClient
 from milady_lab.config import Settings
 from milady_lab.datasets.request import FIELDS as BUILD_FIELDS
+from milady_lab.datasets.request import BuildDatasetRequest, PrivacyRequest
 from milady_lab.demo import MODELS
 from milady_lab.service import TrainingService
 from milady_lab.training.request import StartJobRequest
@@ -38,9 +50,12 @@ from milady_lab.widgets._backend import (
     ActivateBody,
     AutoPolicy,
     BenchmarkBody,
+    BuildBody,
     ImportBody,
+    JobBody,
     WidgetData,
 )
+from milady_lab.widgets._bodies import PrivacyBody
 
 from .conftest import DEMO_COUNT, stop_jobs
 from .jupyter_proc import JupyterProcess, run_jupyter
@@ -98,6 +113,70 @@ JOB_SAMPLE: dict[str, Any] = {
 }  # fmt: skip
 
 
+def test_each_body_lists_exactly_its_structs_fields() -> None:
+    """The panels' bodies are the REST bodies: a struct's new field needs its line here."""
+    pairs = [
+        (BuildBody, BuildDatasetRequest), (PrivacyBody, PrivacyRequest),
+        (JobBody, StartJobRequest), (ImportBody, bodies.ImportOllamaRequest),
+        (ActivateBody, bodies.ActivateRequest), (BenchmarkBody, bodies.BenchmarkRequest),
+        (AutoPolicy, bodies.AutoPolicy),
+    ]  # fmt: skip
+    for typed, struct in pairs:
+        wire = [f.encode_name for f in msgspec.structs.fields(struct)]
+        assert set(typed.__annotations__) == set(wire), typed.__name__
+
+
+_DATASET = {"id": "ds-1", "createdAt": 1, "trajectoryCount": 3, "exampleCount": 5}
+_JOB = {
+    "id": "job-1", "status": "queued", "datasetId": "ds-1", "backend": "cpu", "model": "tiny",
+    "createdAt": 1, "completedAt": None, "progress": 0.0, "currentIteration": 0,
+    "totalIterations": 5, "loss": None,
+}  # fmt: skip
+_SCORES = {"coherence": 0.5, "consistency": 0.5, "helpfulness": 0.5}
+#: What the service (and, unwrapped by the client, the server) answers each action.
+ANSWERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "datasets/preview": (DatasetPreview, {"trajectoryCount": 3, "exampleCount": 5}),
+    "datasets/build": (Dataset, {"dataset": _DATASET}),
+    "jobs": (Job, {"job": _JOB}),
+    "models/m-1/import-ollama": (
+        ImportOllamaAnswer,
+        {"model": {"id": "m-1", "ollamaName": "x", "importedAt": 2}},
+    ),
+    "models/m-1/activate": (ActivateAnswer, {"ok": True, "activeModel": "ollama/x"}),
+    "models/m-1/benchmark": (
+        BenchmarkAnswer,
+        {"modelId": "m-1", "scores": _SCORES, "completedAt": 3},
+    ),
+    "auto": (AutoAnswer, {"policy": {"enabled": True}, "state": {}, "events": []}),
+}
+_ROUTE_OF = dict(zip(
+    ["preview_dataset", "build_dataset", "start_job", "import_ollama", "activate_model",
+     "benchmark_model", "set_auto"], ANSWERS, strict=True,
+))  # fmt: skip
+
+
+def test_sources_read_records_and_json_alike() -> None:
+    """The service and client may answer records or their JSON: the panels get records,
+    and an answer that breaks the struct is an error naming it, not a half-read dict."""
+    job = msgspec.convert(_JOB, Job)
+    running = {**_JOB, "status": "running"}
+    service = SimpleNamespace(
+        settings=SimpleNamespace(home="nowhere"),
+        get_job=lambda _id: JobAnswer(job=job),
+        list_jobs=lambda: {"jobs": [running]},
+        cancel_job=lambda _id: {"job": {"id": "job-1", "status": "cancelled"}},
+    )
+    local = LocalData(service=service)
+    assert local.get_job("job-1") is job
+    assert local.list_jobs() == [msgspec.convert(running, Job)]
+    with pytest.raises(ValueError, match="not a valid JobAnswer"):
+        local.cancel_job("job-1")
+    client = SimpleNamespace(get_job=lambda _id: job, list_jobs=lambda: [running, job])
+    remote = RemoteData(client)
+    assert remote.get_job("job-1") is job
+    assert [j.status for j in remote.list_jobs()] == ["running", "queued"]
+
+
 class _Recorder:
     """A stand-in service that records the bodies LocalData hands it."""
 
@@ -109,16 +188,17 @@ class _Recorder:
     def __getattr__(self, name: str) -> Any:
         def call(*args: Any, **_kw: Any) -> dict[str, Any]:
             self.seen.append((name, args[-1] if args else None))
-            return {"dataset": {}, "job": {}}
+            return ANSWERS[_ROUTE_OF[name]][1]
 
         return call
 
 
-def _sent(bodies: list[tuple[str, Any]]) -> httpx.MockTransport:
+def _sent(sent: list[tuple[str, Any]]) -> httpx.MockTransport:
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
-        bodies.append((request.url.path.split("/api/training/")[1], body))
-        return httpx.Response(200, json={"dataset": {}, "job": {}, "model": {}})
+        path = request.url.path.split("/api/training/")[1]
+        sent.append((path, body))
+        return httpx.Response(200, json=ANSWERS[path][1])
 
     return httpx.MockTransport(answer)
 
@@ -140,7 +220,8 @@ def test_every_struct_field_passes_through_both_sources() -> None:
     assert set(small["activate_model"]) == set(ActivateBody.__annotations__)
     assert set(small["benchmark_model"]) == set(BenchmarkBody.__annotations__)
     policy = {"enabled": True, "minNewTrajectories": 5, "cooldownHours": 1.0, "iterations": None,
-              "backend": "cpu", "model": None, "activate": "never", "objective": "dpo",
+              "backend": "cpu", "model": None, "activate": "never", "maxExamples": 16,
+              "ollamaUrl": "http://127.0.0.1:11434", "ollamaBaseModel": None, "objective": "dpo",
               "beta": 0.3}  # fmt: skip
     assert set(policy) == set(AutoPolicy.__annotations__)
 
@@ -148,13 +229,20 @@ def test_every_struct_field_passes_through_both_sources() -> None:
     remote = RemoteData(TrainingClient("http://127.0.0.1:1", "t", transport=_sent(sent)))
     recorder = _Recorder()
     local = LocalData(service=recorder)
+    answers: dict[str, list[Any]] = {"in-process": [], "remote": []}
     for source in (local, remote):
-        source.preview_dataset(BUILD_SAMPLE)
-        source.build_dataset(BUILD_SAMPLE)
-        source.start_job(JOB_SAMPLE)
+        got = answers[source.mode]
+        got.append(source.preview_dataset(BUILD_SAMPLE))
+        got.append(source.build_dataset(BUILD_SAMPLE))
+        got.append(source.start_job(JOB_SAMPLE))
         for action, body in small.items():
-            getattr(source, action)("m-1", body)
-        source.set_auto(policy)
+            got.append(getattr(source, action)("m-1", body))
+        got.append(source.set_auto(policy))
+    # both answer the same records, of the structs' types
+    assert answers["in-process"] == answers["remote"]
+    kinds = [kind for kind, _ in ANSWERS.values()]
+    assert [type(a) for a in answers["remote"]] == kinds
+    assert answers["remote"][2].status == "queued" and answers["remote"][1].example_count == 5
     expected = [BUILD_SAMPLE, BUILD_SAMPLE, JOB_SAMPLE, *small.values(), policy]
     assert [body for _, body in recorder.seen] == expected
     assert [body for _, body in sent] == expected
@@ -267,7 +355,7 @@ def test_explorer_lists_filters_searches_and_shows_a_trajectory(
     b = dash.builder
     assert dash.tabs.selected_index == 1
     assert b.body().items() >= {"source": "chat", "minLlmCallsPerTrajectory": 2}.items()
-    assert b.last_preview == local.preview_dataset(b.body()), b.last_status
+    assert b.last_preview == LocalData(local).preview_dataset(b.body()), b.last_status
     ex.clear_button.click()
     dash.use_filters_button.click()
     b.min_calls.value = 1
@@ -300,7 +388,7 @@ def test_builder_shapes_previews_and_builds_by_purpose_model_and_reward(
             "minReward": "0.5", "rewardField": "totalReward",
             "privacy": {"redact": True, "anonymizeHandles": True}}  # fmt: skip
     assert body.items() >= want.items(), body
-    preview = local.preview_dataset(body)
+    preview = LocalData(local).preview_dataset(body)
     assert b.last_preview == preview, b.last_status
     assert 0 < preview["trajectoryCount"] < local.preview_dataset({})["trajectoryCount"]
     shown = f"{preview['trajectoryCount']:,} trajectories → {preview['exampleCount']:,} examples"
@@ -334,7 +422,7 @@ def test_builder_shapes_previews_and_builds_by_purpose_model_and_reward(
     b.shape["rewardField"].value = "aiJudgeReward"
     _settle(b)
     assert b.body()["topFraction"] == 0.5 and b.body()["rewardField"] == "aiJudgeReward"
-    assert b.last_preview == local.preview_dataset(b.body())
+    assert b.last_preview == LocalData(local).preview_dataset(b.body())
     # a value the server refuses: its message, the panel still usable
     b.shape["minReward"].value = "lots"
     _settle(b)
