@@ -151,6 +151,9 @@ def _any_of(error: SchemaError, field: str, shown: str) -> str:
     """A field of several forms (``X | None``, a name or a list of names): why the value
     fits none, said by the form it breaks least (a bound rather than a type)."""
     arms = [c for c in error.context or [] if not _null_only(c)]
+    inside = [c for c in arms if len(c.absolute_path) > len(error.absolute_path)]
+    if inside:  # the value has the right form; something within it (a nested key) is wrong
+        return _sentence(max(inside, key=lambda c: len(c.absolute_path)), {}, {})
     if arms and all(c.validator == "type" for c in arms):
         words = " or ".join(_TYPE_WORDS.get(str(c.validator_value), "") for c in arms)
         return f"{field} must be {words}, got {shown}"
