@@ -80,7 +80,9 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
     counts = client.preview_dataset(limit=30, **filters)
     dataset = client.build_dataset(limit=30, min_llm_calls_per_trajectory=1, **filters)
     assert dataset["trajectoryCount"] <= 30 and isinstance(dataset["createdAt"], int)
-    assert counts == {k: dataset.get(k) for k in ("trajectoryCount", "exampleCount", "redactions")}
+    assert dict(counts) == {
+        k: dataset.get(k) for k in ("trajectoryCount", "exampleCount", "redactions")
+    }
     assert dataset["options"]["source"] == ["chat", "discord"]
     assert dataset["options"]["startDate"] == "2000-01-01"
     assert dataset["id"] in [d["id"] for d in client.list_datasets()]
@@ -100,7 +102,7 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
     result = client.activate_model(
         model["id"], provider_model="local/client-test", force=True, create=True
     )
-    assert result == {"ok": True, "activeModel": "local/client-test"}
+    assert result.to_dict() == {"ok": True, "activeModel": "local/client-test"}
     with pytest.raises(TrainingAPIError) as err:
         client.import_ollama(model["id"], ollama_url="http://127.0.0.1:9", base_model="x:1")
     assert err.value.status == 502
