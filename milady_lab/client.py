@@ -88,6 +88,7 @@ __all__ = [
     "Model",
     "Scores",
     "Status",
+    "StreamEvent",
     "TrainingAPIError",
     "TrainingAnswerError",
     "TrainingClient",
@@ -128,7 +129,7 @@ P = ParamSpec("P")
 R = TypeVar("R", bound=msgspec.Struct)
 #: The HTTP client (``httpx.Client`` or ``httpx.AsyncClient``) and what ``events`` gives.
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
-E = TypeVar("E", Iterator[Event], AsyncIterator[Event])
+E = TypeVar("E", Iterator["StreamEvent"], AsyncIterator["StreamEvent"])
 
 #: A ``source`` or ``status`` filter: one value or any of several.
 Names = str | list[str] | tuple[str, ...]
@@ -576,6 +577,34 @@ class _Operations:
 
 
 # -- the event stream, shared by both clients --
+class StreamEvent(Event, dict=True):
+    """An event of ``events()``: the contract's ``Event``, and the fields its kind adds
+    that the record does not name (a job_progress's ``currentIteration`` and ``loss``, a
+    job_failed's ``error``, an auto-improve decision's data), in ``extra`` and in the
+    mapping view by their wire names (``event["currentIteration"]``)."""
+
+    @property
+    def extra(self) -> JsonObject:
+        return self.__dict__.get("extra", {})
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            if key in self.extra:
+                return self.extra[key]
+            raise
+
+    def keys(self) -> list[str]:
+        return [*super().keys(), *self.extra]
+
+    def to_dict(self) -> JsonObject:
+        return {**super().to_dict(), **self.extra}
+
+
+_EVENT_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(Event))
+
+
 class _Stream:
     """One following of the event stream, without I/O: where it stands (the last event's
     seq, else the last ``id:``), when it ends, what each connection asks."""
@@ -621,7 +650,7 @@ class _Stream:
             params["timeout"] = max(0.0, round(self.deadline - time.monotonic(), 3))
         return {"params": params, "timeout": httpx.Timeout(http.timeout.connect, read=60.0)}
 
-    def event(self, sse: ServerSentEvent) -> Event | None:
+    def event(self, sse: ServerSentEvent) -> StreamEvent | None:
         """The event an SSE message carries (JSON data; its SSE name as the default kind)."""
         if sse.id and "\0" not in sse.id:
             self.last_id = sse.id
@@ -634,7 +663,8 @@ class _Stream:
         if not isinstance(value, dict):
             value = {"message": sse.data}
         value.setdefault("kind", sse.event or "message")
-        event = _convert(value, Event, "GET events", 200)
+        event = _convert(value, StreamEvent, "GET events", 200)
+        event.__dict__["extra"] = {k: v for k, v in value.items() if k not in _EVENT_FIELDS}
         if isinstance(event.seq, int):
             self.seq = event.seq
         return event
@@ -706,7 +736,7 @@ class _Client(_Operations, Generic[H, E]):
         raise NotImplementedError
 
 
-class TrainingClient(_Client[httpx.Client, Iterator[Event]]):
+class TrainingClient(_Client[httpx.Client, Iterator[StreamEvent]]):
     """Blocking client; use as a context manager or call ``close()``."""
 
     _HTTP = httpx.Client
@@ -725,7 +755,7 @@ class TrainingClient(_Client[httpx.Client, Iterator[Event]]):
             response = self._http.send(call.request(self._http, self.slow_timeout))
         return call.answer(response)
 
-    def _follow(self, stream: _Stream) -> Iterator[Event]:
+    def _follow(self, stream: _Stream) -> Iterator[StreamEvent]:
         while (pause := stream.pause()) is not None:
             time.sleep(pause)
             args = stream.args(self._http)
@@ -784,7 +814,7 @@ class TrainingClient(_Client[httpx.Client, Iterator[Event]]):
 _FINAL_KINDS = ("job_completed", "job_failed", "job_cancelled")
 
 
-class AsyncTrainingClient(_Client[httpx.AsyncClient, AsyncIterator[Event]]):
+class AsyncTrainingClient(_Client[httpx.AsyncClient, AsyncIterator[StreamEvent]]):
     """The same routes with ``httpx.AsyncClient`` (each method awaited); use
     ``async with`` or ``aclose()``."""
 
@@ -804,7 +834,7 @@ class AsyncTrainingClient(_Client[httpx.AsyncClient, AsyncIterator[Event]]):
             response = await self._http.send(call.request(self._http, self.slow_timeout))
         return call.answer(response)
 
-    async def _follow(self, stream: _Stream) -> AsyncIterator[Event]:
+    async def _follow(self, stream: _Stream) -> AsyncIterator[StreamEvent]:
         while (pause := stream.pause()) is not None:
             await asyncio.sleep(pause)
             args = stream.args(self._http)

@@ -23,6 +23,7 @@ from milady_lab.api.routes import BY_ID
 from milady_lab.client import (
     AsyncTrainingClient,
     BuildFilters,
+    StreamEvent,
     TrainingAnswerError,
     TrainingAPIError,
     TrainingClient,
@@ -163,11 +164,17 @@ def test_events_iterator(client: TrainingClient, store: StateStore) -> None:
     head = client.head_event_seq()
     assert isinstance(head, int)
     store.emit("job_log", "loading the model", jobId="job-ev")
+    store.emit("job_progress", "job job-ev at iteration 3", jobId="job-ev", currentIteration=3)
     store.emit("job_completed", "job job-ev completed", jobId="job-ev")
     events = list(client.events(head, timeout=1.0))
-    assert [e["kind"] for e in events] == ["job_log", "job_completed"]
+    assert [e["kind"] for e in events] == ["job_log", "job_progress", "job_completed"]
     assert all(isinstance(e["ts"], int) and e["jobId"] == "job-ev" for e in events)
-    assert [e["seq"] for e in events] == [head + 1, head + 2]
+    assert [e["seq"] for e in events] == [head + 1, head + 2, head + 3]
+    # typed, and the fields a kind adds kept beside the record's
+    assert all(type(e) is StreamEvent and e.job_id == "job-ev" for e in events)
+    assert events[1]["currentIteration"] == 3 and events[1].extra == {"currentIteration": 3}
+    assert events[1].to_dict()["currentIteration"] == 3 and "currentIteration" in events[1]
+    assert events[0].extra == {} and "currentIteration" not in events[0]
 
 
 def test_async_client_every_route(server: LiveServer, store, lab) -> None:
@@ -208,7 +215,7 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
     assert out["job"]["status"] == "queued" and out["cancelled"]["status"] == "cancelled"
     assert type(out["job"]) is records.Job and out["cancelled"].status == "cancelled"
     assert type(out["preview"]) is records.DatasetPreview
-    assert all(type(e) is records.Event for e in out["events"])
+    assert all(type(e) is StreamEvent for e in out["events"])
     assert out["metrics"] == [] and out["activated"]["ok"] is True
     assert out["errors"] == [400, 404]
     assert out["openapi"]["openapi"].startswith("3.")
