@@ -373,11 +373,8 @@ def _build_body(limit: int | None, min_calls: int | None, **filters: Any) -> Jso
     """A build or preview body from keyword arguments named after the body's fields
     (``datasets.request.KEYWORDS``); dates may be ``datetime.date``s, names tuples. The
     privacy keys are sent only when given, so the server's defaults (redact on) hold."""
-    privacy = _body(
-        PrivacyRequest,
-        {"redact": filters.pop("redact", None), "anonymize_handles": filters.pop(
-            "anonymize_handles", None)},
-    )  # fmt: skip
+    privacy_keys = ("redact", "anonymize_handles")
+    privacy = _body(PrivacyRequest, {k: filters.pop(k, None) for k in privacy_keys})
     unknown = sorted(set(filters) - set(KEYWORDS))
     if unknown:
         raise TypeError(f"unknown build filter(s): {', '.join(unknown)}")
