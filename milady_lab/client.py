@@ -9,25 +9,69 @@ Milady agent, so one client works against both. The token goes in
 variable in the environment would otherwise send loopback traffic, with its token,
 somewhere else. Turn it on for a remote server behind a proxy or a custom CA bundle.
 
-Results are the route's record as a plain dict, typed with ``TypedDict``s: list routes
-give lists, single-record routes give the record (the ``{"job": ...}`` wrapper is
-removed). Every 4xx/5xx answer raises ``TrainingAPIError`` with the server's message.
+The client speaks the contract of ``milady_lab.api``: each request is built from the
+route table (``routes.BY_ID``: method, path, body struct), its body is checked by the
+route's body struct before it is sent (a refused body is a ``TrainingRequestError``,
+status 400, in the server's words), and each answer is decoded into the route's answer
+struct (``records``). List routes give lists, single-record routes give the record (the
+``{"job": ...}`` wrapper is removed); a record also reads like its JSON
+(``job["status"]``). Every 4xx/5xx answer raises ``TrainingAPIError`` with the server's
+message.
+
+A Milady agent may answer with fewer fields than milady-lab: a record that lacks a field
+the contract requires still decodes (as a subclass of its record, the missing fields
+None and absent from its mapping view), so the same calls work against both servers.
+A field of another type, or an answer that is not JSON, is a ``TrainingAnswerError``
+naming where it broke.
+
+Both clients share every request and answer: the route methods are written once
+(``_Operations``) and hand a sans-I/O ``_Call`` to the client's ``_send``; only sending
+it (blocking, or awaited) differs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
-import json
+import functools
+import inspect
 import time
+import types
+import typing
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Required, TypedDict, Unpack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, ParamSpec, Self, TypedDict, TypeVar, Unpack, overload
 
 import httpx
+import msgspec
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
+from .api.bodies import PrivacyRequest
+from .api.records import (
+    ActivateAnswer,
+    Activation,
+    AutoAnswer,
+    BenchmarkAnswer,
+    Dataset,
+    DatasetPreview,
+    DeactivateAnswer,
+    Event,
+    ImportedModel,
+    Job,
+    JsonObject,
+    Metric,
+    Model,
+    Record,
+    Scores,
+    Status,
+    Trajectory,
+    TrajectoryPage,
+    TrajectorySummary,
+)
+from .api.routes import BY_ID, Operation
+from .datasets.request import KEYWORDS, BuildDatasetRequest
 from .state import FINAL_STATUSES
 
 __all__ = [
@@ -44,9 +88,12 @@ __all__ = [
     "Model",
     "Scores",
     "Status",
+    "StreamEvent",
     "TrainingAPIError",
+    "TrainingAnswerError",
     "TrainingClient",
     "TrainingConnectionError",
+    "TrainingRequestError",
     "Trajectory",
     "TrajectoryPage",
     "TrajectorySummary",
@@ -56,65 +103,33 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 #: Dataset builds, job starts (which may build one), cancels and benchmarks take longer.
 SLOW_TIMEOUT = 900.0
+#: The operations sent with ``slow_timeout``.
+SLOW_OPERATIONS = frozenset(
+    {
+        "buildDataset",
+        "previewDataset",
+        "startJob",
+        "cancelJob",
+        "importOllama",
+        "activateModel",
+        "deactivateModel",
+        "benchmarkModel",
+    }
+)
 #: Seconds before an event stream that dropped is opened again.
 RECONNECT_DELAY_S = 1.0
 
+# The names the hand-written records of earlier versions had: the contract's records.
+ActivateResult = ActivateAnswer
+BenchmarkResult = BenchmarkAnswer
+ImportResult = ImportedModel
 
-# -- records --
-class Status(TypedDict, total=False):
-    available: bool
-    backend: str
-    runtimeAvailable: bool
-    activeJobId: str | None
-    backends: list[str]
-    trajectorySource: str
-    runtimeReason: str
-
-
-class TrajectorySummary(TypedDict, total=False):
-    id: str
-    agentId: str | None
-    source: str | None
-    status: str | None
-    startTime: int | None
-    endTime: int | None
-    durationMs: int | None
-    llmCallCount: int | None
-    providerAccessCount: int | None
-    totalPromptTokens: int | None
-    totalCompletionTokens: int | None
-    totalReward: float | None
-
-
-class TrajectoryPage(TypedDict):
-    trajectories: list[TrajectorySummary]
-    total: int
-    offset: int
-    limit: int
-
-
-class Trajectory(TrajectorySummary, total=False):
-    llmCalls: list[dict[str, Any]]
-    providerAccesses: list[dict[str, Any]]
-
-
-class Dataset(TypedDict, total=False):
-    id: str
-    createdAt: int
-    trajectoryCount: int
-    exampleCount: int
-    trainCount: int
-    validCount: int
-    path: str
-    options: dict[str, Any]
-    redactions: dict[str, int]  # secrets and contacts replaced, per kind
-
-
-class DatasetPreview(TypedDict, total=False):
-    trajectoryCount: int
-    exampleCount: int
-    redactions: dict[str, int]
-
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R", bound=msgspec.Struct)
+#: The HTTP client (``httpx.Client`` or ``httpx.AsyncClient``) and what ``events`` gives.
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+E = TypeVar("E", Iterator["StreamEvent"], AsyncIterator["StreamEvent"])
 
 #: A ``source`` or ``status`` filter: one value or any of several.
 Names = str | list[str] | tuple[str, ...]
@@ -122,9 +137,9 @@ Day = str | datetime.date
 
 
 class BuildFilters(TypedDict, total=False):
-    """The filters of a dataset build or preview (keyword arguments): every field of the
-    route's body (``datasets.request.BuildDatasetRequest``) in snake case, plus the
-    privacy pass's."""
+    """The filters of a dataset build or preview (keyword arguments, for completion in an
+    editor): the fields of the route's body (``datasets.request.KEYWORDS``, checked by
+    a test) in snake case, plus the privacy pass's."""
 
     source: Names
     status: Names
@@ -149,94 +164,6 @@ class BuildFilters(TypedDict, total=False):
     label_threshold: float  # labelled: desirable at or above this reward
 
 
-class Job(TypedDict, total=False):
-    id: str
-    status: Literal["queued", "running", "completed", "failed", "cancelled"]
-    datasetId: str | None
-    backend: str
-    model: str
-    createdAt: int
-    startedAt: int | None
-    completedAt: int | None
-    progress: float
-    currentIteration: int
-    totalIterations: int
-    loss: float | None
-    valLoss: float | None
-    error: str | None
-    tokensPerSecond: float | None
-    trainedTokens: int
-    options: dict[str, Any]
-    modelId: str | None
-
-
-class Metric(TypedDict, total=False):
-    seq: int
-    jobId: str
-    iteration: int
-    ts: int
-    loss: float
-    valLoss: float
-    learningRate: float
-    tokensPerSecond: float
-    trainedTokens: int
-    peakMemory: int
-
-
-class Model(TypedDict, total=False):
-    id: str
-    jobId: str
-    name: str
-    createdAt: int
-    active: bool
-    adapterPath: str
-    baseModel: str
-    backend: str
-    datasetId: str | None
-    finalLoss: float | None
-    ollamaName: str | None
-    importedAt: int | None
-    providerModel: str | None
-    activatedAt: int | None
-    benchmark: dict[str, Any] | None
-
-
-class ImportResult(TypedDict):
-    id: str
-    ollamaName: str
-    importedAt: int
-
-
-class ActivateResult(TypedDict, total=False):
-    ok: Required[bool]
-    activeModel: Required[str]
-    #: Present when the agent may not get the model (Ollama does not list it).
-    warnings: list[str]
-
-
-class Scores(TypedDict):
-    coherence: float
-    consistency: float
-    helpfulness: float
-
-
-class BenchmarkResult(TypedDict, total=False):
-    modelId: str
-    scores: Scores
-    baseline: Scores
-    completedAt: int
-
-
-class Event(TypedDict, total=False):
-    seq: int
-    kind: str
-    ts: int
-    message: str
-    jobId: str
-    datasetId: str
-    modelId: str
-
-
 # -- errors --
 class TrainingAPIError(Exception):
     """The server answered 4xx/5xx; ``message`` is its own explanation."""
@@ -254,26 +181,159 @@ class TrainingConnectionError(TrainingAPIError):
         super().__init__(0, message)
 
 
+class TrainingRequestError(TrainingAPIError):
+    """A body the route's struct refuses, refused here before it is sent: ``status`` 400
+    and the sentence the server would answer with."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class TrainingAnswerError(TrainingAPIError):
+    """The server answered (``status``) but not as the route's record says: not JSON, or
+    a field of another type (the message names where)."""
+
+
 def _error_from(response: httpx.Response) -> TrainingAPIError:
+    """A 4xx/5xx answer's explanation: ``message`` (Jupyter's), else ``error`` (the
+    agent's), else the start of the body."""
     message = ""
     try:
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]
-    except ValueError:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
         message = response.text[:500].strip()
+    else:
+        if isinstance(body, dict):
+            said = body.get("message") or body.get("error")
+            message = said if isinstance(said, str) else ""
     return TrainingAPIError(response.status_code, message or response.reason_phrase)
+
+
+def _unreachable(base_url: str, exc: Exception) -> TrainingConnectionError:
+    return TrainingConnectionError(f"cannot reach {base_url}: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _reaching(base_url: str) -> Iterator[None]:
+    """A transport failure inside as ``TrainingConnectionError``."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise _unreachable(base_url, exc) from exc
+
+
+# -- answers: the route's struct, lenient about fields a server leaves out --
+def _decode(content: bytes, kind: type[R], where: str, status: int) -> R:
+    """An answer's JSON as ``kind``; see ``_convert`` for one that does not fit."""
+    try:
+        return msgspec.json.decode(content, type=kind)
+    except msgspec.ValidationError:
+        pass  # a field missing or of another type: looked at once more, leniently
+    except msgspec.DecodeError as exc:
+        raise TrainingAnswerError(status, f"{where}: the answer is not JSON ({exc})") from None
+    return _convert(msgspec.json.decode(content), kind, where, status)
+
+
+def _convert(value: Any, kind: type[R], where: str, status: int) -> R:
+    """``value`` (JSON values) as ``kind``. A record missing fields the contract requires
+    (a Milady agent's, which sends fewer) becomes its lenient twin (``_lenient``); a field
+    of another type is a ``TrainingAnswerError`` naming it."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        pass
+    try:
+        return msgspec.convert(value, _lenient(kind))
+    except msgspec.ValidationError as exc:
+        message = f"{where}: the answer does not fit milady-lab's {kind.__name__}: {exc}"
+        raise TrainingAnswerError(status, message) from None
+
+
+@functools.cache
+def _lenient(kind: type[R]) -> type[R]:
+    """A subclass of the record ``kind`` in which each required field may be missing
+    (None, and absent from the mapping view), its records' records lenient too."""
+    hints = typing.get_type_hints(kind, include_extras=True)
+    fields = []
+    for f in msgspec.structs.fields(kind):
+        hint = _relaxed(hints[f.name])
+        if f.required:
+            fields.append((f.name, hint | None, msgspec.field(default=None, name=f.encode_name)))
+        else:
+            default = msgspec.field(
+                default=f.default, default_factory=f.default_factory, name=f.encode_name
+            )
+            fields.append((f.name, hint, default))
+    return msgspec.defstruct(
+        kind.__name__, fields, bases=(kind,), kw_only=True, module=kind.__module__
+    )
+
+
+def _relaxed(hint: Any) -> Any:
+    """``hint`` with every record in it replaced by its lenient twin."""
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return _lenient(hint)
+    args = typing.get_args(hint)
+    if not args:
+        return hint
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return typing.Annotated[(_relaxed(args[0]), *hint.__metadata__)]
+    if origin is Literal:
+        return hint
+    relaxed = tuple(_relaxed(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(lambda a, b: a | b, relaxed)
+    return origin[relaxed]
 
 
 # -- requests, shared by both clients --
 @dataclass(frozen=True)
-class _Request:
-    method: str
+class _Call(Generic[T]):
+    """One request of a route, without I/O: what to send, and how its answer is read."""
+
+    op: Operation
     path: str
-    params: dict[str, Any] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-    key: str | None = None  # unwrap this key of the answer
-    slow: bool = False
+    params: Mapping[str, int | float] | None = None
+    body: JsonObject | None = None
+    #: The answer's attribute that is the result (``job`` of ``{"job": ...}``).
+    key: str | None = None
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, slow_timeout: float) -> httpx.Request:
+        slow = self.op.id in SLOW_OPERATIONS
+        return http.build_request(
+            self.op.method,
+            self.path,
+            params=self.params,
+            json=self.body,
+            timeout=slow_timeout if slow else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    def answer(self, response: httpx.Response) -> T:
+        """The route's result, or its error as ``TrainingAPIError``."""
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if self.op.answer is None:  # free-form JSON (the OpenAPI document)
+            return msgspec.json.decode(response.content)
+        where = f"{self.op.method} {self.path}"
+        answer = _decode(response.content, self.op.answer, where, response.status_code)
+        return getattr(answer, self.key) if self.key else answer  # type: ignore[return-value]
+
+
+def _call(
+    op_id: str,
+    *,
+    key: str | None = None,
+    params: Mapping[str, int | None] | None = None,
+    body: Mapping[str, Any] | None = None,
+    **path: str,
+) -> _Call[Any]:
+    """The call of operation ``op_id``: ``path`` fills its path (each id one quoted
+    segment), ``params`` its query (None left out), ``body`` its body (see ``_body``)."""
+    op = BY_ID[op_id]
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    json = None if op.body is None else _checked(op.body, _body(op.body, body or {}))
+    return _Call(op, op.url(**{k: _seg(v) for k, v in path.items()}), query or None, json, key)
 
 
 def _seg(item_id: str) -> str:
@@ -281,180 +341,330 @@ def _seg(item_id: str) -> str:
     return urllib.parse.quote(str(item_id), safe="")
 
 
-def _fields(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def _body(kind: type[msgspec.Struct], values: Mapping[str, Any]) -> JsonObject:
+    """The given fields (None: not given) of a ``kind`` body by their wire names; a key may
+    be the field's Python name (``batch_size``) or its wire name (``batchSize``). Only
+    given fields are sent, so the server's defaults hold."""
+    names = {f.name: f.encode_name for f in msgspec.structs.fields(kind)}
+    return {names.get(k, k): _json_value(v) for k, v in values.items() if v is not None}
 
 
-def _build_body(limit: int | None, min_calls: int | None, **filters: Any) -> dict[str, Any]:
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def _checked(kind: type[msgspec.Struct], body: JsonObject) -> JsonObject:
+    """``body``, once the route's struct takes it; else ``TrainingRequestError`` in the
+    words the server would use (``api.decode``)."""
+    try:
+        msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        from .api.decode import explain  # jsonschema: loaded only to word a refusal
+
+        raise TrainingRequestError(explain(body, kind, exc)) from None
+    return body
+
+
+def _build_body(limit: int | None, min_calls: int | None, **filters: Any) -> JsonObject:
     """A build or preview body from keyword arguments named after the body's fields
-    (``dataset_request.KEYWORDS``); dates may be ``datetime.date``s, names tuples. The
+    (``datasets.request.KEYWORDS``); dates may be ``datetime.date``s, names tuples. The
     privacy keys are sent only when given, so the server's defaults (redact on) hold."""
-    from .datasets.request import KEYWORDS
-
-    privacy = _fields(
-        redact=filters.pop("redact", None), anonymizeHandles=filters.pop("anonymize_handles", None)
-    )
+    privacy_keys = ("redact", "anonymize_handles")
+    privacy = _body(PrivacyRequest, {k: filters.pop(k, None) for k in privacy_keys})
     unknown = sorted(set(filters) - set(KEYWORDS))
     if unknown:
         raise TypeError(f"unknown build filter(s): {', '.join(unknown)}")
-    body: dict[str, Any] = {"limit": limit, "minLlmCallsPerTrajectory": min_calls}
-    for key, value in filters.items():
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, datetime.date):
-            value = value.isoformat()
-        body[KEYWORDS[key]] = value
-    return _fields(**body, privacy=privacy or None)
+    values = {"limit": limit, "min_llm_calls_per_trajectory": min_calls, **filters}
+    return {**_body(BuildDatasetRequest, values), **({"privacy": privacy} if privacy else {})}
 
 
-class _Routes:
-    """Builds the request of every route; the clients only send them."""
+class _Route(Generic[P, T]):
+    """A route's method, written once for both clients: the decorated function (no
+    ``self``) builds the ``_Call`` from the method's arguments, and the client's ``_send``
+    sends it (``TrainingClient``: the result; ``AsyncTrainingClient``: an awaitable)."""
 
-    @staticmethod
-    def status() -> _Request:
-        return _Request("GET", "status")
+    def __init__(self, build: Callable[P, _Call[T]]) -> None:
+        self._build = build
+        functools.update_wrapper(self, build)
+        # What ``help()`` and completion show: the result, not the call (``_Call[Job]``).
+        signature = inspect.signature(build)
+        result = str(signature.return_annotation).removeprefix("_Call[").removesuffix("]")
+        self._signatures = {
+            False: signature.replace(return_annotation=result),
+            True: signature.replace(return_annotation=f"Awaitable[{result}]"),
+        }
 
-    @staticmethod
-    def trajectories(limit: int | None, offset: int | None) -> _Request:
-        return _Request("GET", "trajectories", params=_fields(limit=limit, offset=offset))
+    @overload
+    def __get__(self, client: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, client: AsyncTrainingClient, owner: type) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __get__(self, client: TrainingClient, owner: type) -> Callable[P, T]: ...
+    def __get__(self, client: Any, owner: type) -> Any:
+        if client is None:
+            return self
+        build = self._build
 
-    @staticmethod
-    def trajectory(trajectory_id: str) -> _Request:
-        return _Request("GET", f"trajectories/{_seg(trajectory_id)}", key="trajectory")
+        @functools.wraps(build)
+        def send(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return client._send(build(*args, **kwargs))
 
-    @staticmethod
-    def datasets() -> _Request:
-        return _Request("GET", "datasets", key="datasets")
+        send.__signature__ = self._signatures[isinstance(client, AsyncTrainingClient)]  # type: ignore[attr-defined]
+        return send
 
-    @staticmethod
-    def build_dataset(body: dict[str, Any]) -> _Request:
-        return _Request("POST", "datasets/build", body=body, key="dataset", slow=True)
 
-    @staticmethod
-    def preview_dataset(body: dict[str, Any]) -> _Request:
-        return _Request("POST", "datasets/preview", body=body, slow=True)
+class _Operations:
+    """Every route's method, once for both clients (see ``_Route``)."""
 
-    @staticmethod
-    def jobs() -> _Request:
-        return _Request("GET", "jobs", key="jobs")
+    @_Route
+    def status() -> _Call[Status]:
+        """The backend, whether training can run here, and the counters."""
+        return _call("getStatus")
 
-    @staticmethod
-    def start_job(options: dict[str, Any]) -> _Request:
-        return _Request("POST", "jobs", body=_fields(**options), key="job", slow=True)
+    @_Route
+    def list_trajectories(
+        limit: int | None = None, offset: int | None = None
+    ) -> _Call[TrajectoryPage]:
+        """One page of trajectories, newest first."""
+        return _call("listTrajectories", params={"limit": limit, "offset": offset})
 
-    @staticmethod
-    def job(job_id: str) -> _Request:
-        return _Request("GET", f"jobs/{_seg(job_id)}", key="job")
+    @_Route
+    def get_trajectory(trajectory_id: str) -> _Call[Trajectory]:
+        """One trajectory with its LLM calls and provider accesses."""
+        return _call("getTrajectory", key="trajectory", id=trajectory_id)
 
-    @staticmethod
-    def cancel_job(job_id: str) -> _Request:
-        return _Request("POST", f"jobs/{_seg(job_id)}/cancel", key="job", slow=True)
+    @_Route
+    def list_datasets() -> _Call[list[Dataset]]:
+        return _call("listDatasets", key="datasets")
 
-    @staticmethod
-    def job_metrics(job_id: str, after: int | None) -> _Request:
-        params = _fields(after=after)
-        return _Request("GET", f"jobs/{_seg(job_id)}/metrics", params=params, key="metrics")
+    @_Route
+    def build_dataset(
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        **filters: Unpack[BuildFilters],
+    ) -> _Call[Dataset]:
+        """Build a dataset; the filters narrow the trajectories (see the route's body)."""
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
+        return _call("buildDataset", key="dataset", body=body)
 
-    @staticmethod
-    def models() -> _Request:
-        return _Request("GET", "models", key="models")
+    @_Route
+    def preview_dataset(
+        limit: int | None = None,
+        min_llm_calls_per_trajectory: int | None = None,
+        **filters: Unpack[BuildFilters],
+    ) -> _Call[DatasetPreview]:
+        """What ``build_dataset`` with these options would give; writes nothing."""
+        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
+        return _call("previewDataset", body=body)
 
-    @staticmethod
-    def import_ollama(model_id: str, body: dict[str, Any]) -> _Request:
-        path = f"models/{_seg(model_id)}/import-ollama"
-        return _Request("POST", path, body=_fields(**body), key="model", slow=True)
+    @_Route
+    def list_jobs() -> _Call[list[Job]]:
+        return _call("listJobs", key="jobs")
 
-    @staticmethod
-    def activate(
+    @_Route
+    def start_job(
+        dataset_id: str | None = None,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        iterations: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        max_trajectories: int | None = None,
+        **extra: Any,
+    ) -> _Call[Job]:
+        """Start a job (queued while another runs); ``extra`` takes further options of the
+        body, by their camelCase or snake_case names."""
+        named = {
+            "dataset_id": dataset_id, "backend": backend, "model": model,
+            "iterations": iterations, "batch_size": batch_size,
+            "learning_rate": learning_rate, "max_trajectories": max_trajectories,
+        }  # fmt: skip
+        return _call("startJob", key="job", body={**named, **extra})
+
+    @_Route
+    def get_job(job_id: str) -> _Call[Job]:
+        return _call("getJob", key="job", id=job_id)
+
+    @_Route
+    def cancel_job(job_id: str) -> _Call[Job]:
+        return _call("cancelJob", key="job", id=job_id)
+
+    @_Route
+    def job_metrics(job_id: str, after: int | None = None) -> _Call[list[Metric]]:
+        """The job's metrics in order (those after seq ``after`` when given)."""
+        return _call("getJobMetrics", key="metrics", id=job_id, params={"after": after})
+
+    @_Route
+    def list_models() -> _Call[list[Model]]:
+        return _call("listModels", key="models")
+
+    @_Route
+    def import_ollama(
         model_id: str,
-        provider_model: str | None,
+        *,
+        model_name: str | None = None,
+        base_model: str | None = None,
+        ollama_url: str | None = None,
+        mode: str | None = None,
+        quantization: str | None = None,
+    ) -> _Call[ImportedModel]:
+        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
+        ``f16`` (default), ``q8_0`` or ``f32``."""
+        body = {
+            "model_name": model_name, "base_model": base_model, "ollama_url": ollama_url,
+            "mode": mode, "quantization": quantization,
+        }  # fmt: skip
+        return _call("importOllama", key="model", id=model_id, body=body)
+
+    @_Route
+    def activate_model(
+        model_id: str,
+        provider_model: str | None = None,
+        *,
         force: bool = False,
         create: bool = False,
         ollama_url: str | None = None,
-    ) -> _Request:
-        body = _fields(
-            providerModel=provider_model,
-            force=force or None,
-            create=create or None,
-            ollamaUrl=ollama_url,
-        )
-        return _Request("POST", f"models/{_seg(model_id)}/activate", body=body, slow=True)
+    ) -> _Call[ActivateAnswer]:
+        """Activate; refused (409) when the gate finds it worse or it was never
+        benchmarked, unless ``force``; a missing agent config is a 400 unless ``create``."""
+        body = {
+            "provider_model": provider_model, "force": force or None,
+            "create": create or None, "ollama_url": ollama_url,
+        }  # fmt: skip
+        return _call("activateModel", id=model_id, body=body)
 
-    @staticmethod
-    def benchmarks(model_id: str) -> _Request:
-        return _Request("GET", f"models/{_seg(model_id)}/benchmarks", key="benchmarks")
+    @_Route
+    def list_benchmarks(model_id: str) -> _Call[list[BenchmarkAnswer]]:
+        return _call("listBenchmarks", key="benchmarks", id=model_id)
 
-    @staticmethod
-    def deactivate() -> _Request:
-        return _Request("POST", "models/deactivate", body={}, slow=True)
+    @_Route
+    def deactivate_model() -> _Call[DeactivateAnswer]:
+        """Undo the last activation (the agent config as it was before it)."""
+        return _call("deactivateModel")
 
-    @staticmethod
-    def activations(limit: int | None) -> _Request:
-        return _Request("GET", "activations", params=_fields(limit=limit), key="activations")
+    @_Route
+    def list_activations(limit: int | None = None) -> _Call[list[Activation]]:
+        return _call("listActivations", key="activations", params={"limit": limit})
 
-    @staticmethod
-    def auto() -> _Request:
-        return _Request("GET", "auto")
+    @_Route
+    def get_auto() -> _Call[AutoAnswer]:
+        return _call("getAuto")
 
-    @staticmethod
-    def set_auto(policy: dict[str, Any]) -> _Request:
-        return _Request("PUT", "auto", body=dict(policy))
+    @_Route
+    def set_auto(**policy: Any) -> _Call[AutoAnswer]:
+        """Change the auto-improve policy; ``policy`` are its fields (camelCase or
+        snake_case names), the others kept."""
+        return _call("setAuto", body=policy)
 
-    @staticmethod
-    def benchmark(model_id: str, options: dict[str, Any]) -> _Request:
-        path = f"models/{_seg(model_id)}/benchmark"
-        return _Request("POST", path, body=_fields(**options), slow=True)
+    @_Route
+    def benchmark_model(model_id: str, **options: Any) -> _Call[BenchmarkAnswer]:
+        """Score the model against its base; ``options`` are body fields (camelCase or
+        snake_case names)."""
+        return _call("benchmarkModel", id=model_id, body=options)
 
-    @staticmethod
-    def openapi() -> _Request:
-        return _Request("GET", "openapi.json")
-
-
-def _job_options(
-    dataset_id: str | None,
-    backend: str | None,
-    model: str | None,
-    iterations: int | None,
-    batch_size: int | None,
-    learning_rate: float | None,
-    max_trajectories: int | None,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "datasetId": dataset_id,
-        "backend": backend,
-        "model": model,
-        "iterations": iterations,
-        "batchSize": batch_size,
-        "learningRate": learning_rate,
-        "maxTrajectories": max_trajectories,
-        **extra,
-    }
+    @_Route
+    def openapi() -> _Call[JsonObject]:
+        """The server's OpenAPI document (JSON)."""
+        return _call("getOpenAPI")
 
 
-class _Cursor:
-    """Where an event stream stands: the last event's seq, else the stream's last ``id:``."""
+# -- the event stream, shared by both clients --
+class StreamEvent(Event, dict=True):
+    """An event of ``events()``: the contract's ``Event``, and the fields its kind adds
+    that the record does not name (a job_progress's ``currentIteration`` and ``loss``, a
+    job_failed's ``error``, an auto-improve decision's data), in ``extra`` and in the
+    mapping view by their wire names (``event["currentIteration"]``)."""
 
-    def __init__(self, after: int | None) -> None:
+    @property
+    def extra(self) -> JsonObject:
+        return self.__dict__.get("extra", {})
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            if key in self.extra:
+                return self.extra[key]
+            raise
+
+    def keys(self) -> list[str]:
+        return [*super().keys(), *self.extra]
+
+    def to_dict(self) -> JsonObject:
+        return {**super().to_dict(), **self.extra}
+
+
+_EVENT_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(Event))
+
+
+class _Stream:
+    """One following of the event stream, without I/O: where it stands (the last event's
+    seq, else the last ``id:``), when it ends, what each connection asks."""
+
+    def __init__(
+        self, base_url: str, after: int | None, timeout: float | None, reconnect: bool
+    ) -> None:
+        self.base_url = base_url
         self.seq = after
         self.last_id: str | None = None
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.reconnect = reconnect
+        self.connections = 0
 
-    def event(self, sse: ServerSentEvent) -> Event | None:
+    def pause(self) -> float | None:
+        """Seconds to wait before the next connection; None when the stream is over."""
+        if self.connections == 0:
+            return 0.0
+        if not self.reconnect or (self.deadline is not None and time.monotonic() >= self.deadline):
+            return None
+        self.resume()
+        return RECONNECT_DELAY_S
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[None]:
+        """One connection: when it drops, the stream reconnects, or (``reconnect`` off)
+        raises ``TrainingConnectionError``."""
+        self.connections += 1
+        try:
+            yield
+        except httpx.TransportError as exc:
+            if not self.reconnect:
+                message = f"event stream from {self.base_url}: {exc}"
+                raise TrainingConnectionError(message) from exc
+
+    def args(self, http: httpx.Client | httpx.AsyncClient) -> dict[str, Any]:
+        """The request of the next connection: from the cursor, ended by the server at the
+        deadline."""
+        params: dict[str, int | float] = {}
+        if self.seq is not None:
+            params["after"] = self.seq
+        if self.deadline is not None:
+            params["timeout"] = max(0.0, round(self.deadline - time.monotonic(), 3))
+        return {"params": params, "timeout": httpx.Timeout(http.timeout.connect, read=60.0)}
+
+    def event(self, sse: ServerSentEvent) -> StreamEvent | None:
         """The event an SSE message carries (JSON data; its SSE name as the default kind)."""
         if sse.id and "\0" not in sse.id:
             self.last_id = sse.id
         if not sse.data:
             return None  # a bare ``id:`` (the stream's head) or a keep-alive
         try:
-            event = json.loads(sse.data)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
-            event = {"message": sse.data}
-        event.setdefault("kind", sse.event or "message")
-        if isinstance(event.get("seq"), int):
-            self.seq = event["seq"]
-        return event  # type: ignore[return-value]
+            value = msgspec.json.decode(sse.data)
+        except msgspec.DecodeError:
+            value = None
+        if not isinstance(value, dict):
+            value = {"message": sse.data}
+        value.setdefault("kind", sse.event or "message")
+        event = _convert(value, StreamEvent, "GET events", 200)
+        event.__dict__["extra"] = {k: v for k, v in value.items() if k not in _EVENT_FIELDS}
+        if isinstance(event.seq, int):
+            self.seq = event.seq
+        return event
 
     def resume(self) -> int | None:
         """Where a dropped stream picks up: the last seq seen, else the last event id."""
@@ -463,45 +673,7 @@ class _Cursor:
         return self.seq
 
 
-def _http_options(
-    base_url: str,
-    token: str | None,
-    timeout: float,
-    auth_scheme: str,
-    trust_env: bool,
-    transport: Any,
-) -> dict[str, Any]:
-    """The ``httpx.Client`` / ``httpx.AsyncClient`` arguments both clients use."""
-    return {
-        "base_url": _api_root(base_url),
-        "headers": _headers(token, auth_scheme),
-        "timeout": timeout,
-        "trust_env": trust_env,
-        "follow_redirects": False,
-        "transport": transport,
-    }
-
-
-def _request_args(req: _Request, slow_timeout: float) -> dict[str, Any]:
-    return {
-        "params": req.params or None,
-        "json": req.body if req.method in ("POST", "PUT") else None,
-        "timeout": slow_timeout if req.slow else httpx.USE_CLIENT_DEFAULT,
-    }
-
-
-def _answer(req: _Request, response: httpx.Response) -> Any:
-    """The route's value, or its error as ``TrainingAPIError``."""
-    if response.status_code >= 400:
-        raise _error_from(response)
-    body = response.json()
-    return body[req.key] if req.key else body
-
-
-def _unreachable(base_url: str, exc: Exception) -> TrainingConnectionError:
-    return TrainingConnectionError(f"cannot reach {base_url}: {type(exc).__name__}: {exc}")
-
-
+# -- the clients --
 def _headers(token: str | None, auth_scheme: str) -> dict[str, str]:
     headers = {"Accept": "application/json"}
     if token:
@@ -514,9 +686,10 @@ def _api_root(base_url: str) -> str:
     return base + "api/training/"
 
 
-# -- the sync client --
-class TrainingClient:
-    """Blocking client; use as a context manager or call ``close()``."""
+class _Client(_Operations, Generic[H, E]):
+    """What both clients hold: the server, the timeouts, the HTTP client."""
+
+    _HTTP: Callable[..., H]
 
     def __init__(
         self,
@@ -527,21 +700,45 @@ class TrainingClient:
         slow_timeout: float = SLOW_TIMEOUT,
         auth_scheme: str = "Bearer",
         trust_env: bool = False,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
         self.slow_timeout = slow_timeout
-        self._http = httpx.Client(
-            **_http_options(base_url, token, timeout, auth_scheme, trust_env, transport)
+        self._http: H = self._HTTP(
+            base_url=_api_root(base_url),
+            headers=_headers(token, auth_scheme),
+            timeout=timeout,
+            trust_env=trust_env,
+            follow_redirects=False,
+            transport=transport,
         )
 
     @classmethod
-    def for_notebook(cls, **kwargs: Any) -> TrainingClient:
+    def for_notebook(cls, **kwargs: Any) -> Self:
         """A client for the Jupyter server this kernel (or this user) runs; see ``discover``."""
         url, token = discover()
         return cls(url, token, **kwargs)
 
-    def __enter__(self) -> TrainingClient:
+    def events(
+        self, after: int | None = None, *, timeout: float | None = None, reconnect: bool = True
+    ) -> E:
+        """Events as they happen (after seq ``after``; None: from now; 0: the whole log).
+
+        Ends after ``timeout`` seconds when given; when the connection drops, reconnects
+        after the last event seen, unless ``reconnect`` is False.
+        """
+        return self._follow(_Stream(self.base_url, after, timeout, reconnect))
+
+    def _follow(self, stream: _Stream) -> E:
+        raise NotImplementedError
+
+
+class TrainingClient(_Client[httpx.Client, Iterator[StreamEvent]]):
+    """Blocking client; use as a context manager or call ``close()``."""
+
+    _HTTP = httpx.Client
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -550,180 +747,30 @@ class TrainingClient:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, req: _Request) -> Any:
-        args = _request_args(req, self.slow_timeout)
-        try:
-            response = self._http.request(req.method, req.path, **args)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
-        return _answer(req, response)
+    def _send(self, call: _Call[T]) -> T:
+        with _reaching(self.base_url):
+            response = self._http.send(call.request(self._http, self.slow_timeout))
+        return call.answer(response)
 
-    # routes
-    def status(self) -> Status:
-        return self._send(_Routes.status())
-
-    def list_trajectories(
-        self, limit: int | None = None, offset: int | None = None
-    ) -> TrajectoryPage:
-        return self._send(_Routes.trajectories(limit, offset))
+    def _follow(self, stream: _Stream) -> Iterator[StreamEvent]:
+        while (pause := stream.pause()) is not None:
+            time.sleep(pause)
+            args = stream.args(self._http)
+            with stream.connection(), connect_sse(self._http, "GET", "events", **args) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    raise _error_from(source.response)
+                yield from filter(None, map(stream.event, source.iter_sse()))
 
     def iter_trajectories(self, page_size: int = 500) -> Iterator[TrajectorySummary]:
         """Every trajectory, newest first, a page at a time."""
         offset = 0
         while True:
             page = self.list_trajectories(page_size, offset)
-            yield from page["trajectories"]
-            offset += len(page["trajectories"])
-            if not page["trajectories"] or offset >= page["total"]:
+            yield from page.trajectories
+            offset += len(page.trajectories)
+            if not page.trajectories or offset >= page.total:
                 return
-
-    def get_trajectory(self, trajectory_id: str) -> Trajectory:
-        return self._send(_Routes.trajectory(trajectory_id))
-
-    def list_datasets(self) -> list[Dataset]:
-        return self._send(_Routes.datasets())
-
-    def build_dataset(
-        self,
-        limit: int | None = None,
-        min_llm_calls_per_trajectory: int | None = None,
-        **filters: Unpack[BuildFilters],
-    ) -> Dataset:
-        """Build a dataset; the filters narrow the trajectories (see the route's body)."""
-        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
-        return self._send(_Routes.build_dataset(body))
-
-    def preview_dataset(
-        self,
-        limit: int | None = None,
-        min_llm_calls_per_trajectory: int | None = None,
-        **filters: Unpack[BuildFilters],
-    ) -> DatasetPreview:
-        """What ``build_dataset`` with these options would give; writes nothing."""
-        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
-        return self._send(_Routes.preview_dataset(body))
-
-    def list_jobs(self) -> list[Job]:
-        return self._send(_Routes.jobs())
-
-    def start_job(
-        self,
-        dataset_id: str | None = None,
-        *,
-        backend: str | None = None,
-        model: str | None = None,
-        iterations: int | None = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
-        max_trajectories: int | None = None,
-        **extra: Any,
-    ) -> Job:
-        """Start a job (queued while another runs); ``extra`` takes further camelCase options."""
-        options = _job_options(
-            dataset_id, backend, model, iterations, batch_size, learning_rate,
-            max_trajectories, extra,
-        )  # fmt: skip
-        return self._send(_Routes.start_job(options))
-
-    def get_job(self, job_id: str) -> Job:
-        return self._send(_Routes.job(job_id))
-
-    def cancel_job(self, job_id: str) -> Job:
-        return self._send(_Routes.cancel_job(job_id))
-
-    def job_metrics(self, job_id: str, after: int | None = None) -> list[Metric]:
-        return self._send(_Routes.job_metrics(job_id, after))
-
-    def list_models(self) -> list[Model]:
-        return self._send(_Routes.models())
-
-    def import_ollama(
-        self,
-        model_id: str,
-        *,
-        model_name: str | None = None,
-        base_model: str | None = None,
-        ollama_url: str | None = None,
-        mode: str | None = None,
-        quantization: str | None = None,
-    ) -> ImportResult:
-        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
-        ``f16`` (default), ``q8_0`` or ``f32``."""
-        body = _fields(
-            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
-            mode=mode, quantization=quantization,
-        )  # fmt: skip
-        return self._send(_Routes.import_ollama(model_id, body))
-
-    def activate_model(
-        self,
-        model_id: str,
-        provider_model: str | None = None,
-        *,
-        force: bool = False,
-        create: bool = False,
-        ollama_url: str | None = None,
-    ) -> ActivateResult:
-        """Activate; refused (409) when the gate finds it worse or it was never
-        benchmarked, unless ``force``; a missing agent config is a 400 unless ``create``."""
-        return self._send(_Routes.activate(model_id, provider_model, force, create, ollama_url))
-
-    def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
-        return self._send(_Routes.benchmarks(model_id))
-
-    def deactivate_model(self) -> dict[str, Any]:
-        """Undo the last activation (the agent config as it was before it)."""
-        return self._send(_Routes.deactivate())
-
-    def list_activations(self, limit: int | None = None) -> list[dict[str, Any]]:
-        return self._send(_Routes.activations(limit))
-
-    def get_auto(self) -> dict[str, Any]:
-        return self._send(_Routes.auto())
-
-    def set_auto(self, **policy: Any) -> dict[str, Any]:
-        """Change the auto-improve policy; ``policy`` are camelCase fields."""
-        return self._send(_Routes.set_auto(policy))
-
-    def benchmark_model(self, model_id: str, **options: Any) -> BenchmarkResult:
-        """Score the model against its base; ``options`` are camelCase body fields."""
-        return self._send(_Routes.benchmark(model_id, options))
-
-    def openapi(self) -> dict[str, Any]:
-        return self._send(_Routes.openapi())
-
-    # events
-    def events(
-        self,
-        after: int | None = None,
-        *,
-        timeout: float | None = None,
-        reconnect: bool = True,
-    ) -> Iterator[Event]:
-        """Events as they happen (after seq ``after``; None: from now; 0: the whole log).
-
-        Ends after ``timeout`` seconds when given; reconnects with ``Last-Event-ID``
-        when the connection drops, unless ``reconnect`` is False.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = _Cursor(after)
-        while True:
-            try:
-                args = _stream_args(self._http, cursor.seq, deadline)
-                with connect_sse(self._http, "GET", "events", **args) as source:
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        raise _error_from(source.response)
-                    for sse in source.iter_sse():
-                        if (event := cursor.event(sse)) is not None:
-                            yield event
-            except httpx.TransportError as exc:
-                if not reconnect:
-                    raise _stream_dropped(self.base_url, exc) from exc
-            if not reconnect or (deadline is not None and time.monotonic() >= deadline):
-                return
-            cursor.resume()
-            time.sleep(RECONNECT_DELAY_S)
 
     def wait_for_job(self, job_id: str, timeout: float | None = None) -> Job:
         """Follow the event stream until the job ends; returns its final record.
@@ -738,63 +785,39 @@ class TrainingClient:
                 raise
             cursor = None
         job = self.get_job(job_id)
-        while job["status"] not in FINAL_STATUSES:
+        while job.status not in FINAL_STATUSES:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
             chunk = 30.0 if left is None else min(30.0, left)
             if cursor is None:
                 time.sleep(min(1.0, chunk))
             else:
                 for event in self.events(cursor, timeout=chunk, reconnect=False):
-                    cursor = event.get("seq", cursor)
-                    if event.get("jobId") == job_id and event.get("kind") in _FINAL_KINDS:
+                    cursor = event.seq if event.seq is not None else cursor
+                    if event.job_id == job_id and event.kind in _FINAL_KINDS:
                         break
             job = self.get_job(job_id)  # also repairs a job whose worker died
         return job
 
     def head_event_seq(self) -> int | None:
         """The seq of the newest event (the stream's opening ``id:``)."""
-        cursor = _Cursor(None)
-        with connect_sse(self._http, "GET", "events", params={"timeout": 0}) as source:
-            if source.response.status_code >= 400:
-                source.response.read()
-                raise _error_from(source.response)
-            for sse in source.iter_sse():
-                cursor.event(sse)
-        return cursor.resume()
+        stream = _Stream(self.base_url, None, 0.0, reconnect=False)
+        for _ in self._follow(stream):
+            pass
+        return stream.resume()
 
 
 _FINAL_KINDS = ("job_completed", "job_failed", "job_cancelled")
 
 
-# -- the async client --
-class AsyncTrainingClient:
-    """The same routes with ``httpx.AsyncClient``; use ``async with`` or ``aclose()``."""
+class AsyncTrainingClient(_Client[httpx.AsyncClient, AsyncIterator[StreamEvent]]):
+    """The same routes with ``httpx.AsyncClient`` (each method awaited); use
+    ``async with`` or ``aclose()``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        slow_timeout: float = SLOW_TIMEOUT,
-        auth_scheme: str = "Bearer",
-        trust_env: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url
-        self.slow_timeout = slow_timeout
-        self._http = httpx.AsyncClient(
-            **_http_options(base_url, token, timeout, auth_scheme, trust_env, transport)
-        )
+    _HTTP = httpx.AsyncClient
 
-    @classmethod
-    def for_notebook(cls, **kwargs: Any) -> AsyncTrainingClient:
-        url, token = discover()
-        return cls(url, token, **kwargs)
-
-    async def __aenter__(self) -> AsyncTrainingClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -803,184 +826,23 @@ class AsyncTrainingClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, req: _Request) -> Any:
-        args = _request_args(req, self.slow_timeout)
-        try:
-            response = await self._http.request(req.method, req.path, **args)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
-        return _answer(req, response)
+    async def _send(self, call: _Call[T]) -> T:
+        with _reaching(self.base_url):
+            response = await self._http.send(call.request(self._http, self.slow_timeout))
+        return call.answer(response)
 
-    async def status(self) -> Status:
-        return await self._send(_Routes.status())
-
-    async def list_trajectories(
-        self, limit: int | None = None, offset: int | None = None
-    ) -> TrajectoryPage:
-        return await self._send(_Routes.trajectories(limit, offset))
-
-    async def get_trajectory(self, trajectory_id: str) -> Trajectory:
-        return await self._send(_Routes.trajectory(trajectory_id))
-
-    async def list_datasets(self) -> list[Dataset]:
-        return await self._send(_Routes.datasets())
-
-    async def build_dataset(
-        self,
-        limit: int | None = None,
-        min_llm_calls_per_trajectory: int | None = None,
-        **filters: Unpack[BuildFilters],
-    ) -> Dataset:
-        """Build a dataset; the filters narrow the trajectories (see the route's body)."""
-        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
-        return await self._send(_Routes.build_dataset(body))
-
-    async def preview_dataset(
-        self,
-        limit: int | None = None,
-        min_llm_calls_per_trajectory: int | None = None,
-        **filters: Unpack[BuildFilters],
-    ) -> DatasetPreview:
-        """What ``build_dataset`` with these options would give; writes nothing."""
-        body = _build_body(limit, min_llm_calls_per_trajectory, **filters)
-        return await self._send(_Routes.preview_dataset(body))
-
-    async def list_jobs(self) -> list[Job]:
-        return await self._send(_Routes.jobs())
-
-    async def start_job(
-        self,
-        dataset_id: str | None = None,
-        *,
-        backend: str | None = None,
-        model: str | None = None,
-        iterations: int | None = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
-        max_trajectories: int | None = None,
-        **extra: Any,
-    ) -> Job:
-        options = _job_options(
-            dataset_id, backend, model, iterations, batch_size, learning_rate,
-            max_trajectories, extra,
-        )  # fmt: skip
-        return await self._send(_Routes.start_job(options))
-
-    async def get_job(self, job_id: str) -> Job:
-        return await self._send(_Routes.job(job_id))
-
-    async def cancel_job(self, job_id: str) -> Job:
-        return await self._send(_Routes.cancel_job(job_id))
-
-    async def job_metrics(self, job_id: str, after: int | None = None) -> list[Metric]:
-        return await self._send(_Routes.job_metrics(job_id, after))
-
-    async def list_models(self) -> list[Model]:
-        return await self._send(_Routes.models())
-
-    async def import_ollama(
-        self,
-        model_id: str,
-        *,
-        model_name: str | None = None,
-        base_model: str | None = None,
-        ollama_url: str | None = None,
-        mode: str | None = None,
-        quantization: str | None = None,
-    ) -> ImportResult:
-        """``mode``: ``model`` (one GGUF, the default) or ``adapter``; ``quantization``:
-        ``f16`` (default), ``q8_0`` or ``f32``."""
-        body = _fields(
-            modelName=model_name, baseModel=base_model, ollamaUrl=ollama_url,
-            mode=mode, quantization=quantization,
-        )  # fmt: skip
-        return await self._send(_Routes.import_ollama(model_id, body))
-
-    async def activate_model(
-        self,
-        model_id: str,
-        provider_model: str | None = None,
-        *,
-        force: bool = False,
-        create: bool = False,
-        ollama_url: str | None = None,
-    ) -> ActivateResult:
-        return await self._send(
-            _Routes.activate(model_id, provider_model, force, create, ollama_url)
-        )
-
-    async def list_benchmarks(self, model_id: str) -> list[BenchmarkResult]:
-        return await self._send(_Routes.benchmarks(model_id))
-
-    async def deactivate_model(self) -> dict[str, Any]:
-        return await self._send(_Routes.deactivate())
-
-    async def list_activations(self, limit: int | None = None) -> list[dict[str, Any]]:
-        return await self._send(_Routes.activations(limit))
-
-    async def get_auto(self) -> dict[str, Any]:
-        return await self._send(_Routes.auto())
-
-    async def set_auto(self, **policy: Any) -> dict[str, Any]:
-        return await self._send(_Routes.set_auto(policy))
-
-    async def benchmark_model(self, model_id: str, **options: Any) -> BenchmarkResult:
-        return await self._send(_Routes.benchmark(model_id, options))
-
-    async def openapi(self) -> dict[str, Any]:
-        return await self._send(_Routes.openapi())
-
-    async def events(
-        self,
-        after: int | None = None,
-        *,
-        timeout: float | None = None,
-        reconnect: bool = True,
-    ) -> AsyncIterator[Event]:
-        """Events as they happen (after seq ``after``; None: from now; 0: the whole log).
-
-        Ends after ``timeout`` seconds when given; reconnects with the last seq seen
-        when the connection drops, unless ``reconnect`` is False (as the sync client).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = _Cursor(after)
-        while True:
-            try:
-                args = _stream_args(self._http, cursor.seq, deadline)
+    async def _follow(self, stream: _Stream) -> AsyncIterator[StreamEvent]:
+        while (pause := stream.pause()) is not None:
+            await asyncio.sleep(pause)
+            args = stream.args(self._http)
+            with stream.connection():
                 async with aconnect_sse(self._http, "GET", "events", **args) as source:
-                    if source.response.status_code >= 400:
+                    if source.response.is_error:
                         await source.response.aread()
                         raise _error_from(source.response)
                     async for sse in source.aiter_sse():
-                        if (event := cursor.event(sse)) is not None:
+                        if (event := stream.event(sse)) is not None:
                             yield event
-            except httpx.TransportError as exc:
-                if not reconnect:
-                    raise _stream_dropped(self.base_url, exc) from exc
-            if not reconnect or (deadline is not None and time.monotonic() >= deadline):
-                return
-            cursor.resume()
-            await asyncio.sleep(RECONNECT_DELAY_S)
-
-
-def _stream_args(
-    http: httpx.Client | httpx.AsyncClient, cursor: int | None, deadline: float | None
-) -> dict[str, Any]:
-    """The request of one event-stream connection (both clients): from ``cursor``,
-    asking the server to end it at ``deadline``."""
-    params: dict[str, Any] = {}
-    if cursor is not None:
-        params["after"] = cursor
-    if deadline is not None:
-        params["timeout"] = max(0.0, round(deadline - time.monotonic(), 3))
-    return {
-        "params": params,
-        "timeout": httpx.Timeout(http.timeout.connect, read=60.0),
-    }
-
-
-def _stream_dropped(base_url: str, exc: Exception) -> TrainingConnectionError:
-    return TrainingConnectionError(f"event stream from {base_url}: {exc}")
 
 
 # -- finding the Jupyter server --

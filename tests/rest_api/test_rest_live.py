@@ -314,7 +314,7 @@ def test_events_stream_over_real_http(tmp_path: Path, live_lab) -> None:
             assert seen[1]["iteration"] == 3 and seen[0]["seq"] == head + 1
             again = list(client.events(seen[0]["seq"], timeout=0.5))
             assert [e["kind"] for e in again] == ["job_progress"]
-            raw = json.dumps(seen)
+            raw = json.dumps([e.to_dict() for e in seen])
             assert server.token not in raw
         finally:
             store.close()
