@@ -6,33 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from ..api.bodies import BuildDatasetRequest
 from ._common import add_command, add_json_flag, print_json, print_table, service_from
+from ._flags import add_body_flags, body_from
 
-#: CLI flag → build-body field (the same names as the REST body, kebab-cased).
-_OPTION_FLAGS = (
-    ("limit", "limit", "at most this many qualifying trajectories"),
-    (
-        "min_llm_calls",
-        "minLlmCallsPerTrajectory",
-        "usable LLM calls needed (default 1)",
-    ),
-    ("source", "source", "only trajectories from this source (repeat for any of several)"),
-    ("status", "status", "only trajectories with this status (repeat for any of several)"),
-    ("start_date", "startDate", "only trajectories started on or after this UTC day (YYYY-MM-DD)"),
-    ("end_date", "endDate", "only trajectories started on or before this UTC day (YYYY-MM-DD)"),
-    ("search", "search", "only trajectories with an LLM call containing this text (any case)"),
-    ("purpose", "purpose", "only calls with this purpose or actionType (repeat for several)"),
-    ("model", "model", "only calls made by this model (repeat for several)"),
-    ("min_reward", "minReward", "only trajectories whose reward is at least this"),
-    ("reward_field", "rewardField", "totalReward (default) or aiJudgeReward"),
-    ("top_fraction", "topFraction", "keep the best fraction (0-1] of trajectories by reward"),
-    ("scenario_id", "scenarioId", "only rollouts of this scenario (repeat for several)"),
-    ("batch_id", "batchId", "only trajectories of this batch (repeat for several)"),
-    ("kind", "kind", "sft (default), pairs (DPO: chosen/rejected) or labelled (KTO: true/false)"),
-    ("min_reward_gap", "minRewardGap", "pairs: least reward difference of chosen over rejected"),
-    ("label_threshold", "labelThreshold", "labelled: a reward at least this is desirable"),
-)
+#: Build filters that may be given several times (any of the values).
 _REPEATED = ("source", "status", "purpose", "model", "scenario_id", "batch_id")
+#: Flags shorter than their field.
+_RENAMED = {"min_llm_calls_per_trajectory": "min_llm_calls"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     preview = dsub.add_parser("preview", help="count what a build would give; writes nothing")
     build = dsub.add_parser("build", help="build a dataset from the trajectories")
     for parser, handler in ((preview, _preview), (build, _build)):
-        for dest, _field, help_text in _OPTION_FLAGS:
-            flag = "--" + dest.replace("_", "-")
-            action = "append" if dest in _REPEATED else "store"
-            parser.add_argument(flag, dest=dest, action=action, help=help_text)
+        add_body_flags(
+            parser,
+            BuildDatasetRequest,
+            skip=("include_archived", "privacy"),
+            renamed=_RENAMED,
+            repeated=_REPEATED,
+        )
         parser.add_argument(
             "--no-redact",
             dest="redact",
@@ -69,14 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The build body the flags describe (the service checks every value)."""
-    request: dict[str, Any] = {}
-    for dest, field, _help in _OPTION_FLAGS:
-        value = getattr(args, dest)
-        if value is None:
-            continue
-        if dest in _REPEATED and len(value) == 1:
-            value = value[0]
-        request[field] = value
+    request = body_from(args, BuildDatasetRequest)
     if not args.include_archived:
         request["includeArchived"] = False
     request["privacy"] = {"redact": args.redact, "anonymizeHandles": args.anonymize_handles}

@@ -15,37 +15,11 @@ import sys
 import time
 from typing import Any
 
+from ..api.bodies import StartJobRequest
 from ..errors import ConflictError
 from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
-from ..training.request import FIELD_NAMES as _START_FLAGS
 from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
-
-#: The training controls (issue 15): flag → help; the values go to the service as text.
-_CONTROL_FLAGS = (
-    ("--epochs", "passes over the training examples, instead of --iterations"),
-    ("--max-seq-length", "tokens per example (default 2048; longer prompts lose their start)"),
-    ("--gradient-accumulation", "micro-batches of --batch-size per step (default 1)"),
-    ("--warmup-steps", "learning-rate warmup steps (default 5%% of the iterations)"),
-    ("--lr-schedule", "constant, cosine or linear (default cosine)"),
-    ("--lora-alpha", "LoRA alpha (default 2 x rank)"),
-    ("--lora-dropout", "dropout on the LoRA input (default 0)"),
-    ("--target-modules", "attention (default), all-linear, or module names: q_proj,v_proj"),
-    ("--seed", "seed of data order and initialisation (default 0)"),
-    ("--early-stopping-patience", "evaluations without a lower valLoss before stopping"),
-    ("--save-best", "true (default): register the lowest-valLoss adapter; false: the last"),
-    ("--objective", "sft (default), dpo (a pairs dataset) or kto (a labelled dataset)"),
-    ("--beta", "dpo/kto: how far the policy may move from the base model (default 0.1)"),
-    ("--desirable-weight", "kto: weight of desirable examples (default 1)"),
-    ("--undesirable-weight", "kto: weight of undesirable examples (default 1)"),
-)
-#: Training on several devices and machines (torchrun; see the README).
-_LAYOUT_FLAGS = (
-    ("--devices", "processes per machine, one per GPU, or auto (default 1)"),
-    ("--strategy", "ddp (default) or fsdp, with several devices"),
-    ("--nodes", "machines training this job together (default 1)"),
-    ("--node-rank", "this machine's place among the nodes (0..nodes-1)"),
-    ("--rdzv-endpoint", "host:port of torchrun's rendezvous on node 0 (nodes > 1)"),
-)
+from ._flags import add_body_flags, body_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,23 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     start = jsub.add_parser("start", help="start a training job (queued if one runs)")
-    start.add_argument("--dataset-id", help="dataset to train on (default: the latest)")
-    start.add_argument("--backend", help="mlx, cuda or cpu (default: the best one here)")
-    start.add_argument("--model", help="base model: friendly name, folder, .gguf or hub id")
-    start.add_argument("--iterations", help="training iterations (default 100)")
-    start.add_argument("--batch-size", help="examples per micro-batch (default per model size)")
-    start.add_argument("--learning-rate", help="peak learning rate (default per model size)")
-    start.add_argument(
-        "--max-trajectories", help="build a new dataset from at most this many trajectories"
-    )
-    start.add_argument("--resume-from", help="continue a cancelled or failed job's checkpoint")
-    start.add_argument("--lora-rank", help="LoRA rank (default per model size)")
-    start.add_argument("--eval-every", help="iterations between validation losses")
-    start.add_argument("--checkpoint-every", help="iterations between checkpoints")
-    for flag, help_text in _CONTROL_FLAGS:
-        start.add_argument(flag, help=help_text)
-    for flag, text in _LAYOUT_FLAGS:
-        start.add_argument(flag, help=text)
+    add_body_flags(start, StartJobRequest)
     start.add_argument(
         "--wait", action="store_true", help="follow the job until it ends (exit 1 unless completed)"
     )
@@ -85,12 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _start(args: argparse.Namespace) -> int:
     service = service_from(args)
-    body = {
-        field: getattr(args, flag)
-        for flag, field in _START_FLAGS.items()
-        if getattr(args, flag) is not None
-    }
-    job = service.start_job(body)["job"]
+    job = service.start_job(body_from(args, StartJobRequest))["job"]
     if not args.wait:
         _print_job(job, args.json)
         return 0
