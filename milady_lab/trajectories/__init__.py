@@ -33,6 +33,7 @@ from .base import (
     SUMMARY_SCHEMA,
     SourceUnavailable,
     StepsFilter,
+    TrajectoryDetail,
     TrajectorySource,
 )
 from .parse import CALL_ROWS_SCHEMA, llm_calls_from_steps
@@ -44,6 +45,7 @@ __all__ = [
     "SUMMARY_SCHEMA",
     "SourceUnavailable",
     "StepsFilter",
+    "TrajectoryDetail",
     "TrajectorySource",
     "UnavailableSource",
     "llm_calls_from_steps",
@@ -125,7 +127,7 @@ class UnavailableSource:
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         return self._fail()
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
         return self._fail()
 
     def iter_steps(
