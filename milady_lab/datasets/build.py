@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, Any, TypedDict
 
 import polars as pl
 
@@ -285,9 +285,9 @@ class PreferenceCounts(TypedDict, total=False):
 class Preview(PreferenceCounts):
     """What ``preview`` answers (``POST /datasets/preview``)."""
 
-    trajectoryCount: NotRequired[int]
-    exampleCount: NotRequired[int]
-    redactions: NotRequired[dict[str, int]]
+    trajectoryCount: int
+    exampleCount: int
+    redactions: dict[str, int]
 
 
 @dataclass
