@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
+from ..api.records import JsonObject
 from ._common import add_command, add_json_flag, print_json, print_table, service_from
 
 #: CLI flag → build-body field (the same names as the REST body, kebab-cased).
@@ -67,9 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=handler)
 
 
-def _request(args: argparse.Namespace) -> dict[str, Any]:
+def _request(args: argparse.Namespace) -> JsonObject:
     """The build body the flags describe (the service checks every value)."""
-    request: dict[str, Any] = {}
+    request: JsonObject = {}
     for dest, field, _help in _OPTION_FLAGS:
         value = getattr(args, dest)
         if value is None:

@@ -109,10 +109,8 @@ def test_provider_model_wins(
     settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
 ) -> None:
     m = insert_model(store, tiny_adapter, tiny_base)  # not imported
-    assert activate(settings, store, m, {"providerModel": "openai/my-ft", "create": True}) == {
-        "ok": True,
-        "activeModel": "openai/my-ft",
-    }
+    answer = activate(settings, store, m, {"providerModel": "openai/my-ft", "create": True})
+    assert answer.to_dict() == {"ok": True, "activeModel": "openai/my-ft"}
     cfg = json.loads(settings.agent_config.read_text())
     assert cfg == {
         "agents": {"defaults": {"model": {"primary": "openai/my-ft"}}}
