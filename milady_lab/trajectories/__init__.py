@@ -31,9 +31,9 @@ from .base import (
     LLM_CALL_SCHEMA,
     STEPS_SCHEMA,
     SUMMARY_SCHEMA,
+    DetailRow,
     SourceUnavailable,
     StepsFilter,
-    TrajectoryDetail,
     TrajectorySource,
 )
 from .parse import CALL_ROWS_SCHEMA, llm_calls_from_steps
@@ -43,9 +43,9 @@ __all__ = [
     "LLM_CALL_SCHEMA",
     "STEPS_SCHEMA",
     "SUMMARY_SCHEMA",
+    "DetailRow",
     "SourceUnavailable",
     "StepsFilter",
-    "TrajectoryDetail",
     "TrajectorySource",
     "UnavailableSource",
     "llm_calls_from_steps",
@@ -127,7 +127,7 @@ class UnavailableSource:
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         return self._fail()
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         return self._fail()
 
     def iter_steps(

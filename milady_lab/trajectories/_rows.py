@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import polars as pl
 
-from .base import STEPS_SCHEMA, SUMMARY_SCHEMA, SummaryRow, TrajectoryDetail
+from .base import STEPS_SCHEMA, SUMMARY_SCHEMA, DetailRow, SummaryRow
 from .parse import CALL_ROWS_SCHEMA, accesses_of_steps, calls_of_steps, llm_calls_from_steps
 
 #: Milady column → summary field, with the SQL type every value is cast to, so one odd
@@ -126,7 +126,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def detail_body(summary_row: Sequence[Any], steps_text: Any) -> TrajectoryDetail:
+def detail_body(summary_row: Sequence[Any], steps_text: Any) -> DetailRow:
     """Summary fields + ``llmCalls`` + ``providerAccesses`` for one trajectory."""
     summary = cast(SummaryRow, summaries_from_rows([summary_row]).row(0, named=True))
     tid = summary["id"]

@@ -39,7 +39,7 @@ import polars as pl
 
 from ..api.records import JsonObject
 from ..config import Settings
-from .base import SourceUnavailable, StepsFilter, SummaryRow, TrajectoryDetail
+from .base import DetailRow, SourceUnavailable, StepsFilter, SummaryRow
 from .export import create_cache_db, entries_of, entry_id, trajectory_row, upsert_rows
 from .sqlite import SQLiteSource
 
@@ -271,7 +271,7 @@ class AgentApiSource(SQLiteSource):
     def page_now(self, limit: int, offset: int) -> tuple[list[SummaryRow], int] | None:
         return None  # every answer may need a sync: never on the server's event loop
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         self._synced()
         return super().detail(trajectory_id)
 

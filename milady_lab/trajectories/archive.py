@@ -32,7 +32,7 @@ import polars as pl
 
 from ..api.records import JsonObject
 from ..atomic import atomic_file
-from .base import SourceUnavailable, StepsFilter, TrajectoryDetail, TrajectorySource
+from .base import DetailRow, SourceUnavailable, StepsFilter, TrajectorySource
 from .schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
@@ -220,7 +220,7 @@ class WithArchive:
         )
         return _ordered(both).slice(offset, limit)
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         return self.live.detail(trajectory_id) or self.archive.detail(trajectory_id)
 
     def iter_steps(

@@ -140,7 +140,7 @@ class AccessRow(TypedDict):
     data: NotRequired[Any]
 
 
-class TrajectoryDetail(SummaryRow):
+class DetailRow(SummaryRow):
     """What ``TrajectorySource.detail`` gives: the summary, the calls, the accesses."""
 
     llmCalls: list[CallDetail]
@@ -229,7 +229,7 @@ class TrajectorySource(Protocol):
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         """One page of summaries (SUMMARY_SCHEMA), without parsing steps."""
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         """Summary fields + ``llmCalls`` (each with stepId) + ``providerAccesses``."""
 
     def iter_steps(

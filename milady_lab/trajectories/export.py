@@ -30,7 +30,7 @@ import polars as pl
 from ..api.records import JsonObject
 from ..atomic import atomic_file
 from . import tools
-from .base import SourceUnavailable, StepsFilter, TrajectoryDetail
+from .base import DetailRow, SourceUnavailable, StepsFilter
 from .schema import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
@@ -399,7 +399,7 @@ class ExportSource(SQLiteSource):
         self._ready()
         return super().summaries(limit, offset)
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         self._ready()
         return super().detail(trajectory_id)
 

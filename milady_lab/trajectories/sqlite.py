@@ -32,10 +32,10 @@ from . import _rows
 from .base import (
     REWARD_COLUMNS,
     SUMMARY_SCHEMA,
+    DetailRow,
     SourceUnavailable,
     StepsFilter,
     SummaryRow,
-    TrajectoryDetail,
 )
 
 ANCHOR_EVERY = 1024
@@ -308,7 +308,7 @@ class SQLiteSource:
         self._anchor_state = {"version": self._version, "count": count, "keys": keys, "shift": 0}
         return keys, 0
 
-    def detail(self, trajectory_id: str) -> TrajectoryDetail | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         tid = _rows.clean_id(trajectory_id)
         if tid is None:
             return None
