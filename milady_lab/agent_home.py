@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from .api.records import JsonObject
+
 ENV_ARCHIVE = "MILADY_LAB_ARCHIVE"
 
 
@@ -48,7 +50,7 @@ def default_config(env: os._Environ[str] | dict[str, str] = os.environ) -> Path:
     return state_dir(env) / "milady.json"
 
 
-def read_config(path: Path) -> dict[str, Any] | None:
+def read_config(path: Path) -> JsonObject | None:
     """The agent's config, or None when there is none. Milady writes plain JSON; JSON5
     (comments, trailing commas), which its loader also accepts, is read with json5."""
     try:
@@ -69,7 +71,7 @@ def read_config(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else {}
 
 
-def _dig(doc: dict[str, Any], *keys: str) -> Any:
+def _dig(doc: JsonObject, *keys: str) -> Any:
     for key in keys:
         if not isinstance(doc, dict):
             return None
@@ -92,7 +94,7 @@ def _postgres_url(pg: Any) -> str | None:
     return f"{url}?{query}" if query else url
 
 
-def workspace(config: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> Path:
+def workspace(config: JsonObject, env: os._Environ[str] | dict[str, str]) -> Path:
     ws = _dig(config, "agents", "defaults", "workspace")
     if isinstance(ws, str) and ws.strip():
         return Path(ws).expanduser()
@@ -121,7 +123,7 @@ def locate(
 
 def _database(
     path: Path,
-    config: dict[str, Any] | None,
+    config: JsonObject | None,
     explicit: str | None,
     env: os._Environ[str] | dict[str, str],
     ws: Path,

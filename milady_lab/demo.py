@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from .api.records import JsonObject
 from .atomic import atomic_file
 
 # The table's shape lives with the readers; re-exported for the tests and tutorials.
@@ -217,7 +218,7 @@ class _Writer:
 
     def call(
         self, purpose: str, user_prompt: str, response: str, ts: int, snake: bool
-    ) -> tuple[dict[str, Any], int, int]:
+    ) -> tuple[JsonObject, int, int]:
         rng, mess = self.rng, self.mess
         system = SYSTEM_PROMPTS[purpose][:80] if self.lean else SYSTEM_PROMPTS[purpose]
         if rng.random() < mess.blank_user:
@@ -227,7 +228,7 @@ class _Writer:
         prompt_tokens = _tokens(system) + _tokens(user_prompt)
         completion_tokens = _tokens(response)
         model = None if rng.random() < mess.null_model else rng.choices(MODELS, MODEL_WEIGHTS)[0]
-        call: dict[str, Any] = {
+        call: JsonObject = {
             "callId": _uuid(rng),
             "timestamp": ts,
             "model": model,
@@ -251,7 +252,7 @@ class _Writer:
 
     def _step(
         self, s: int, ts: int, source: str, user: str, snake: bool, history: list[str]
-    ) -> tuple[dict[str, Any], int, int, int]:
+    ) -> tuple[JsonObject, int, int, int]:
         """Step ``s`` of a trajectory at ``ts``: the step, its end time and its tokens.
 
         Draws from ``self.rng`` in the order the generator always has (same seed, same
@@ -260,8 +261,8 @@ class _Writer:
         rng = self.rng
         p_tok = c_tok = 0
         ts += rng.randint(200, 5000)
-        calls: list[dict[str, Any]] = []
-        accesses: list[dict[str, Any]] = []
+        calls: list[JsonObject] = []
+        accesses: list[JsonObject] = []
         for _ in range(rng.choice((0, 1, 1, 2))):
             accesses.append({
                 "providerId": _uuid(rng),
@@ -340,7 +341,7 @@ class _Writer:
             n_steps = rng.randint(0, 2)
         if self.lean:
             n_steps = min(n_steps, 1)
-        steps: list[dict[str, Any]] = []
+        steps: list[JsonObject] = []
         history: list[str] = []
         ts = start
         n_calls = n_access = p_tok = c_tok = 0

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .api.records import JsonObject
 from .errors import InputError
 
 _INT_TEXT = re.compile(r"[+-]?\d{1,18}")
@@ -20,7 +21,7 @@ _INT_TEXT = re.compile(r"[+-]?\d{1,18}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
-def body_object(body: Any, allowed: Iterable[str]) -> dict[str, Any]:
+def body_object(body: Any, allowed: Iterable[str]) -> JsonObject:
     """A request body: a JSON object (or nothing) holding only the ``allowed`` keys."""
     if body is None:
         return {}

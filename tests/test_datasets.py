@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from milady_lab.api.records import Dataset
 from milady_lab.config import Settings
 from milady_lab.datasets import build as ds
 from milady_lab.errors import InputError
@@ -100,7 +101,7 @@ class Lab:
         self.store = StateStore(self.settings.state_db)
         self.source = open_source(self.settings.trajectories, self.settings)
 
-    def build(self, progress=None, **body: Any) -> dict:
+    def build(self, progress=None, **body: Any) -> Dataset:
         opts = ds.BuildOptions.from_body(body)
         return ds.build_dataset(self.source, self.settings, self.store, opts, progress=progress)
 
@@ -313,8 +314,8 @@ def test_counts_record_files_event_and_listing(lab):
     assert len(l_.examples(rec, "train")) == rec["trainCount"]
     assert len(l_.examples(rec, "valid")) == rec["validCount"]
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-    assert {k: meta[k] for k in rec} == rec
-    assert l_.store.list_datasets() == [rec]
+    assert {k: meta[k] for k in rec} == rec.to_dict()
+    assert l_.store.list_datasets() == [rec.to_dict()]
     events = [e for e in l_.store.events() if e["kind"] == "dataset_built"]
     assert [e["datasetId"] for e in events] == [rec["id"]]
     assert seen and seen[-1] == (10, 10)
@@ -541,6 +542,7 @@ def test_orphan_temp_folders_are_swept_and_never_listed(lab):
 _CRASHING_BUILD = """
 import os, sys
 from milady_lab.datasets import build as ds
+from milady_lab.api.records import Dataset
 from milady_lab.config import Settings
 from milady_lab.state import StateStore
 from milady_lab.trajectories import open_source

@@ -7,9 +7,11 @@ import json
 import re
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from ..config import Settings
 from ..errors import InputError, MiladyLabError, NotFoundError
@@ -57,11 +59,22 @@ def add_command(
 
 
 def print_json(body: Any) -> None:
-    json.dump(body, sys.stdout, indent=2, ensure_ascii=False)
+    """``body`` as indented JSON: the REST body, records (``api.records``) as they encode."""
+    json.dump(msgspec.to_builtins(body), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+_WHOLE = re.compile(r"[+-]?\d{1,30}")
+
+
+def whole_number(text: str | None) -> int | str | None:
+    """A flag's text as the integer it spells, for a body field typed as one; any other
+    text as it is, so the service's refusal names it (``seed must be an integer, got
+    'x'``)."""
+    return int(text) if text is not None and _WHOLE.fullmatch(text.strip()) else text
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: list[str]) -> None:
     """A plain aligned table; empty cells for missing values."""
     if not rows:
         print("(none)")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from ..api.bodies import BuildDatasetRequest
+from ..api.records import JsonObject
 from ._common import add_command, add_json_flag, print_json, print_table, service_from
 from ._flags import add_body_flags, body_from
 
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=handler)
 
 
-def _request(args: argparse.Namespace) -> dict[str, Any]:
+def _request(args: argparse.Namespace) -> JsonObject:
     """The build body the flags describe (the service checks every value)."""
     request = body_from(args, BuildDatasetRequest)
     if not args.include_archived:

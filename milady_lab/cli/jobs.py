@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..api.bodies import StartJobRequest
@@ -20,6 +21,10 @@ from ..errors import ConflictError
 from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
 from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 from ._flags import add_body_flags, body_from
+
+#: A job as the service answers it: the REST record (``api.records.Job``) or its JSON
+#: object; read by wire name either way.
+Job = Mapping[str, Any]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +97,7 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_job(job: dict[str, Any], as_json: bool) -> None:
+def _print_job(job: Job, as_json: bool) -> None:
     if as_json:
         print_json({"job": job})
         return
@@ -126,9 +131,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         print(f"{key.ljust(width)}  {cell(value, key)}")
 
 
-def follow(
-    service: Any, job_id: str, interval: float = 0.5, *, detach: bool = False
-) -> dict[str, Any]:
+def follow(service: Any, job_id: str, interval: float = 0.5, *, detach: bool = False) -> Job:
     """Show a bar until the job ends and return the final record. Ctrl-C: with ``detach``,
     stop following and return the live record (the job keeps running); otherwise offer
     to cancel it on a terminal, and re-raise without one."""
@@ -165,7 +168,7 @@ def _detached(job_id: str) -> str:
     )
 
 
-def _interrupted(service: Any, job_id: str) -> dict[str, Any]:
+def _interrupted(service: Any, job_id: str) -> Job:
     """Ctrl-C under ``start --wait``: ask whether to cancel (re-raise without a terminal)."""
     if not sys.stdin.isatty():
         print(f"\n{_detached(job_id)}", file=sys.stderr)
@@ -179,7 +182,7 @@ def _interrupted(service: Any, job_id: str) -> dict[str, Any]:
     return service.get_job(job_id)["job"]
 
 
-def _bar_desc(job: dict[str, Any]) -> str:
+def _bar_desc(job: Job) -> str:
     """``<id> <stage>`` while the job runs, ``<id> <status>`` otherwise."""
     live = job["status"] == JobStatus.RUNNING and job.get("stage")
     return f"{job['id']} {job['stage'] if live else job['status']}"
@@ -204,7 +207,7 @@ class _LatestFigures:
         return self.latest
 
 
-def update_bar(bar: Any, job: dict[str, Any], figures: dict[str, float] | None = None) -> None:
+def update_bar(bar: Any, job: Job, figures: dict[str, float] | None = None) -> None:
     """A job's iteration, status, loss and tokens/s on a tqdm bar; with ``figures`` (the
     latest metrics of a dpo/kto job) its reward margin and chosen/rejected log-probs."""
     bar.n = job.get("currentIteration") or 0

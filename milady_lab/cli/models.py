@@ -16,7 +16,16 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
+from ..api.records import JsonObject
+from ._common import (
+    add_command,
+    add_json_flag,
+    cell,
+    print_json,
+    print_table,
+    service_from,
+    whole_number,
+)
 
 SCORES = ("coherence", "consistency", "helpfulness")
 
@@ -93,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.set_defaults(handler=_export)
 
 
-def _request(**fields: Any) -> dict[str, Any]:
+def _request(**fields: Any) -> JsonObject:
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -248,7 +257,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     """Score the model; a bar of the examples scored (over base and fine-tuned) meanwhile."""
     from tqdm.auto import tqdm
 
-    request = _request(datasetId=args.dataset_id, maxExamples=args.max_examples, seed=args.seed)
+    request = _request(
+        datasetId=args.dataset_id,
+        maxExamples=whole_number(args.max_examples),
+        seed=whole_number(args.seed),
+    )
     bar = tqdm(total=None, unit="ex", desc="benchmark", dynamic_ncols=True, disable=None)
 
     def progress(done: int, total: int) -> None:

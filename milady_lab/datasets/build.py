@@ -35,11 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 import polars as pl
 
 from .. import validation as v
+from ..api.records import Dataset, JsonObject
 from ..atomic import fsync_path
 from ..config import Settings
 from ..errors import InputError, StorageError, UpstreamError
@@ -199,9 +200,9 @@ class BuildOptions:
             label_threshold=threshold,
         )
 
-    def as_body(self) -> dict[str, Any]:
+    def as_body(self) -> JsonObject:
         """The options as a request body (filters only when set), as records keep them."""
-        body: dict[str, Any] = {
+        body: JsonObject = {
             "limit": self.limit,
             "minLlmCallsPerTrajectory": self.min_llm_calls,
         }
@@ -272,6 +273,22 @@ def _present(column: str) -> pl.Expr:
     return pl.col(column).str.contains(_NOT_BLANK).fill_null(False)
 
 
+class PreferenceCounts(TypedDict, total=False):
+    """What a preference build made: pairs written (kind pairs), lines per rule
+    (kind labelled)."""
+
+    pairCount: int
+    labelCounts: dict[str, int]
+
+
+class Preview(PreferenceCounts):
+    """What ``preview`` answers (``POST /datasets/preview``)."""
+
+    trajectoryCount: int
+    exampleCount: int
+    redactions: dict[str, int]
+
+
 @dataclass
 class _Tally:
     total: int = 0  # in the source
@@ -284,9 +301,9 @@ class _Tally:
     pairs: int | None = None
     labels: dict[str, int] | None = None
 
-    def preference_counts(self) -> dict[str, Any]:
+    def preference_counts(self) -> PreferenceCounts:
         """``pairCount`` / ``labelCounts`` for the record, when this build made them."""
-        out: dict[str, Any] = {}
+        out: PreferenceCounts = {}
         if self.pairs is not None:
             out["pairCount"] = self.pairs
         if self.labels is not None:
@@ -530,7 +547,7 @@ def preview(
     opts: BuildOptions,
     progress: ProgressFn | None = None,
     home: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> Preview:
     """What a build with ``opts`` would give, without writing anything: the counts, and
     how many secrets and contacts of each kind the redaction would replace."""
     tally = _Tally(privacy=PrivacyPass(opts.privacy, home))
@@ -704,7 +721,7 @@ def _try_lock(folder: Path) -> int | None:
 _RECORD_INTS = ("createdAt", "trajectoryCount", "exampleCount", "trainCount", "validCount")
 
 
-def _recoverable(folder: Path) -> dict[str, Any] | None:
+def _recoverable(folder: Path) -> Dataset | None:
     """The record of a complete dataset folder (as a build leaves it just before its
     commit), or None when the folder is not one."""
     try:
@@ -719,16 +736,20 @@ def _recoverable(folder: Path) -> dict[str, Any] | None:
         return None
     options, redactions = meta.get("options"), meta.get("redactions")
     kind = meta.get("kind") if meta.get("kind") in KINDS else "sft"
-    extra = {k: meta[k] for k in ("pairCount", "labelCounts") if k in meta}
-    return {
-        "id": folder.name,
-        **{k: meta[k] for k in _RECORD_INTS},
-        "path": str(folder),
-        "options": options if isinstance(options, dict) else {},
-        "redactions": redactions if isinstance(redactions, dict) else {},
-        "kind": kind,
-        **extra,
-    }
+    return Dataset(
+        id=folder.name,
+        created_at=meta["createdAt"],
+        trajectory_count=meta["trajectoryCount"],
+        example_count=meta["exampleCount"],
+        train_count=meta["trainCount"],
+        valid_count=meta["validCount"],
+        path=str(folder),
+        options=options if isinstance(options, dict) else {},
+        redactions=redactions if isinstance(redactions, dict) else {},
+        kind=kind,
+        pair_count=meta.get("pairCount"),
+        label_counts=meta.get("labelCounts"),
+    )
 
 
 def sweep_orphans(root: Path, store: StateStore) -> dict[str, list[str]]:
@@ -800,7 +821,7 @@ def build_dataset(
     store: StateStore,
     opts: BuildOptions,
     progress: ProgressFn | None = None,
-) -> dict[str, Any]:
+) -> Dataset:
     """Build a dataset under ``$MILADY_LAB_HOME/datasets/<id>/`` and record it.
 
     Raises InputError, with nothing written, when no trajectory qualifies.
@@ -817,23 +838,25 @@ def build_dataset(
     try:
         tally = _Tally(privacy=PrivacyPass(opts.privacy, settings.home))
         split = _write_files(tmp, source, opts, tally, progress)
-        rec: dict[str, Any] = {
-            "id": ds_id,
-            "createdAt": created,
-            "trajectoryCount": tally.trajectories,
-            "exampleCount": tally.examples,
-            "trainCount": split.train,
-            "validCount": split.valid,
-            "path": str(final),
-            "options": opts.as_body(),
-            "redactions": tally.privacy.redactions() if tally.privacy else {},
+        counts = tally.preference_counts()
+        rec = Dataset(
+            id=ds_id,
+            created_at=created,
+            trajectory_count=tally.trajectories,
+            example_count=tally.examples,
+            train_count=split.train,
+            valid_count=split.valid,
+            path=str(final),
+            options=opts.as_body(),
+            redactions=tally.privacy.redactions() if tally.privacy else {},
             # Rows of the source that could not be read (a corrupt archive line).
-            "skippedRows": int(getattr(source, "skipped_rows", 0)),
-            "kind": opts.kind,
-            **tally.preference_counts(),
-        }
+            skipped_rows=int(getattr(source, "skipped_rows", 0)),
+            kind=opts.kind,  # type: ignore[arg-type]  # one of KINDS, checked by BuildOptions
+            pair_count=counts.get("pairCount"),
+            label_counts=counts.get("labelCounts"),
+        )
         meta = {
-            **rec,
+            **rec.to_dict(),
             "source": getattr(source, "description", None),
             "format": _format(opts.kind),
         }
@@ -872,7 +895,7 @@ def build_dataset(
             os.close(lock_fd)
 
 
-def _format(kind: str) -> dict[str, Any]:
+def _format(kind: str) -> JsonObject:
     """What a dataset's files hold, for its ``metadata.json``."""
     if kind != "sft":
         from .preferences import FORMATS

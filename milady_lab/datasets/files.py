@@ -13,16 +13,17 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from .. import validation as v
+from ..api.records import JsonObject
 from ..errors import InputError
+from ..trajectories.tools import ChatMessage
 
 #: One chat turn as every reader gives it back: ``role`` and ``content`` (text), and
-#: the tool keys when the turn has them.
-Message = dict[str, Any]
+#: the tool keys when the turn has them (the form ``trajectories.tools`` writes).
+Message = ChatMessage
 
 #: How one line of train.jsonl / valid.jsonl reads back into Polars.
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -38,7 +39,7 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def read_lines(path: Path, *, strict: bool = True) -> Iterator[dict[str, Any]]:
+def read_lines(path: Path, *, strict: bool = True) -> Iterator[JsonObject]:
     """The JSON objects of a dataset file, blank lines skipped. ``strict``: a line that
     is not a JSON object is an ``InputError`` naming it; otherwise it is skipped."""
     with open(path, encoding="utf-8") as fh:
@@ -57,7 +58,7 @@ def read_lines(path: Path, *, strict: bool = True) -> Iterator[dict[str, Any]]:
                 raise InputError(f"{path.name} line {n} is not a JSON object")
 
 
-def line_messages(row: dict[str, Any], *, strict: bool = True) -> list[Message] | None:
+def line_messages(row: JsonObject, *, strict: bool = True) -> list[Message] | None:
     """The conversation of a line (``messages``, or ``prompt``/``completion`` as a user
     and an assistant turn); None for a ``text`` line. A malformed ``messages`` list is
     an ``InputError`` when ``strict``, else None. Contents that are not strings become
@@ -89,13 +90,13 @@ def line_messages(row: dict[str, Any], *, strict: bool = True) -> list[Message] 
 _TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
 
 
-def _readable(m: dict[str, Any]) -> bool:
+def _readable(m: JsonObject) -> bool:
     """A lenient reader's message: text content, or none beside tool calls."""
     content = m.get("content")
     return isinstance(content, str) or (content is None and isinstance(m.get("tool_calls"), list))
 
 
-def _message(m: dict[str, Any]) -> Message:
+def _message(m: JsonObject) -> Message:
     out: Message = {"role": m["role"], "content": str(m.get("content") or "")}
     out.update({k: m[k] for k in _TOOL_KEYS if m.get(k) is not None})
     return out

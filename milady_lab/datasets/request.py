@@ -20,6 +20,7 @@ import polars as pl
 
 from .. import validation as v
 from ..api.fields import Day
+from ..api.records import JsonObject
 from ..errors import InputError
 from ..trajectories.base import REWARD_FIELDS
 
@@ -241,7 +242,7 @@ class ShapeFilters:
     field_given: bool = False
 
     @classmethod
-    def from_body(cls, b: dict[str, Any], *, rewards_used: bool = False) -> ShapeFilters:
+    def from_body(cls, b: JsonObject, *, rewards_used: bool = False) -> ShapeFilters:
         """``rewards_used``: the build ranks or labels by reward (``kind`` pairs or
         labelled), so ``rewardField`` means something without a reward filter."""
         field = v.choice(b.get("rewardField"), "rewardField", REWARD_FIELDS)
@@ -266,8 +267,8 @@ class ShapeFilters:
     def active(self) -> bool:
         return self.on_reward or self.purposes is not None or self.models is not None
 
-    def as_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
+    def as_body(self) -> JsonObject:
+        body: JsonObject = {}
         if self.purposes is not None:
             body["purpose"] = _one_or_list(self.purposes)
         if self.models is not None:

@@ -31,6 +31,7 @@ from .base import (
     LLM_CALL_SCHEMA,
     STEPS_SCHEMA,
     SUMMARY_SCHEMA,
+    DetailRow,
     SourceUnavailable,
     StepsFilter,
     TrajectorySource,
@@ -42,6 +43,7 @@ __all__ = [
     "LLM_CALL_SCHEMA",
     "STEPS_SCHEMA",
     "SUMMARY_SCHEMA",
+    "DetailRow",
     "SourceUnavailable",
     "StepsFilter",
     "TrajectorySource",
@@ -125,7 +127,7 @@ class UnavailableSource:
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         return self._fail()
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         return self._fail()
 
     def iter_steps(

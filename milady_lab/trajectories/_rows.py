@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
-from .base import STEPS_SCHEMA, SUMMARY_SCHEMA
+from .base import STEPS_SCHEMA, SUMMARY_SCHEMA, DetailRow, SummaryRow
 from .parse import CALL_ROWS_SCHEMA, accesses_of_steps, calls_of_steps, llm_calls_from_steps
 
 #: Milady column → summary field, with the SQL type every value is cast to, so one odd
@@ -93,12 +93,12 @@ STEPS_SELECT = (
 )
 
 
-def summary_dicts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+def summary_dicts(rows: Sequence[Sequence[Any]]) -> list[SummaryRow]:
     """Summary dicts from rows in SUMMARY_COLUMNS order, the REST page's shape.
 
     Equal to ``summaries_from_rows(rows).to_dicts()`` for SQLite rows (the SELECT casts
     every value to its column's type) at a third of the cost: a page is 100 rows."""
-    out = [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows]
+    out = cast(list[SummaryRow], [dict(zip(SUMMARY_FIELDS, row, strict=True)) for row in rows])
     for item in out:  # SQLite has no boolean: its 0/1 becomes one here
         item[ARCHIVED] = bool(item[ARCHIVED])
     return out
@@ -126,9 +126,9 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def detail_body(summary_row: Sequence[Any], steps_text: Any) -> dict[str, Any]:
+def detail_body(summary_row: Sequence[Any], steps_text: Any) -> DetailRow:
     """Summary fields + ``llmCalls`` + ``providerAccesses`` for one trajectory."""
-    summary = summaries_from_rows([summary_row]).row(0, named=True)
+    summary = cast(SummaryRow, summaries_from_rows([summary_row]).row(0, named=True))
     tid = summary["id"]
     return {
         **summary,

@@ -37,8 +37,9 @@ from urllib.parse import quote, urlsplit
 import httpx
 import polars as pl
 
+from ..api.records import JsonObject
 from ..config import Settings
-from .base import SourceUnavailable, StepsFilter
+from .base import DetailRow, SourceUnavailable, StepsFilter, SummaryRow
 from .export import create_cache_db, entries_of, entry_id, trajectory_row, upsert_rows
 from .sqlite import SQLiteSource
 
@@ -172,9 +173,9 @@ class AgentApiSource(SQLiteSource):
 
     def _new_or_changed(
         self, client: httpx.Client, conn: sqlite3.Connection, seen: set[str]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, JsonObject]:
         """Listing items not mirrored or changed, newest first, paging until caught up."""
-        wanted: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, JsonObject] = {}
         offset = 0
         while True:
             page = self._get_json(
@@ -198,9 +199,7 @@ class AgentApiSource(SQLiteSource):
             if caught_up or len(items) < PAGE or (isinstance(total, int) and offset >= total):
                 return wanted
 
-    def _fetch(
-        self, client: httpx.Client, wanted: dict[str, dict[str, Any]]
-    ) -> list[tuple[Any, ...]]:
+    def _fetch(self, client: httpx.Client, wanted: dict[str, JsonObject]) -> list[tuple[Any, ...]]:
         """Rows for the wanted ids: exported in bulk when possible, else one by one."""
         rows: dict[str, tuple[Any, ...]] = {}
         ids = list(wanted)
@@ -269,10 +268,10 @@ class AgentApiSource(SQLiteSource):
         self._synced()
         return super().summaries(limit, offset)
 
-    def page_now(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int] | None:
+    def page_now(self, limit: int, offset: int) -> tuple[list[SummaryRow], int] | None:
         return None  # every answer may need a sync: never on the server's event loop
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         self._synced()
         return super().detail(trajectory_id)
 
@@ -291,10 +290,10 @@ class AgentApiSource(SQLiteSource):
         return super().summaries_frame()
 
 
-def _mirrored(conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+def _mirrored(conn: sqlite3.Connection, ids: list[str]) -> dict[str, JsonObject]:
     """The change fields of the mirrored ones among ``ids``."""
     columns = ", ".join(c for _, c in _CHANGE_KEYS)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, JsonObject] = {}
     for lo in range(0, len(ids), 500):
         chunk = ids[lo : lo + 500]
         marks = ",".join("?" * len(chunk))
@@ -304,7 +303,7 @@ def _mirrored(conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict[str, A
     return out
 
 
-def _unchanged(item: dict[str, Any], mirrored: dict[str, Any] | None) -> bool:
+def _unchanged(item: JsonObject, mirrored: JsonObject | None) -> bool:
     """Whether the listing item says nothing changed since it was mirrored."""
     if mirrored is None:
         return False

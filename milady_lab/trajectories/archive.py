@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 
 import polars as pl
 
+from ..api.records import JsonObject
 from ..atomic import atomic_file
-from .base import SourceUnavailable, StepsFilter, TrajectorySource
+from .base import DetailRow, SourceUnavailable, StepsFilter, TrajectorySource
 from .schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
@@ -58,7 +59,7 @@ def _text(value: Any, default: str) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+def _row(record: JsonObject) -> tuple[Any, ...]:
     """One archived record (a JSONL line or a table row) in Milady's column order."""
     values = dict(record)
     values["steps_json"] = _text(values.get("steps_json"), "[]")
@@ -219,7 +220,7 @@ class WithArchive:
         )
         return _ordered(both).slice(offset, limit)
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         return self.live.detail(trajectory_id) or self.archive.detail(trajectory_id)
 
     def iter_steps(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import polars as pl
+
+from .tools import ToolCall, ToolResult, ToolSchema
 
 #: One row per trajectory, in every listing and frame (camelCase like the REST bodies).
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
@@ -32,6 +34,31 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "archived": pl.Boolean(),
 }
 
+
+class SummaryRow(TypedDict):
+    """One ``SUMMARY_SCHEMA`` row as Python values: a listing page's item, every field
+    present (null when unknown). ``api.records.TrajectorySummary`` is its REST record."""
+
+    id: str
+    agentId: str | None
+    source: str | None
+    status: str | None
+    startTime: int | None
+    endTime: int | None
+    durationMs: int | None
+    llmCallCount: int | None
+    providerAccessCount: int | None
+    totalPromptTokens: int | None
+    totalCompletionTokens: int | None
+    totalReward: float | None
+    aiJudgeReward: float | None
+    scenarioId: str | None
+    batchId: str | None
+    archetype: str | None
+    episodeLength: int | None
+    archived: bool | None
+
+
 #: One row per LLM call.
 LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
     "trajectoryId": pl.String(),
@@ -51,6 +78,74 @@ LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
     "toolResults": pl.String(),
     "tools": pl.String(),
 }
+
+
+class CallRow(TypedDict):
+    """One LLM call as a frame row (``parse.CALL_ROWS_SCHEMA``): the tool fields as their
+    canonical JSON text."""
+
+    trajectoryId: str | None
+    stepId: str
+    model: str | None
+    purpose: str | None
+    actionType: str | None
+    systemPrompt: str | None
+    userPrompt: str | None
+    response: str | None
+    promptTokens: int | None
+    completionTokens: int | None
+    latencyMs: int | None
+    timestamp: int | None
+    toolCalls: str | None
+    toolResults: str | None
+    tools: str | None
+    callIndex: int
+
+
+class CallDetail(TypedDict):
+    """One LLM call as a trajectory's detail shows it: the frame row's fields (the tool
+    fields as objects) and the call's id, temperature and token limit."""
+
+    trajectoryId: str | None
+    stepId: str
+    model: str | None
+    purpose: str | None
+    actionType: str | None
+    systemPrompt: str | None
+    userPrompt: str | None
+    response: str | None
+    promptTokens: int | None
+    completionTokens: int | None
+    latencyMs: int | None
+    timestamp: int | None
+    toolCalls: list[ToolCall] | None
+    toolResults: list[ToolResult] | None
+    tools: list[ToolSchema] | None
+    callIndex: int
+    callId: str | None
+    temperature: float | None
+    maxTokens: int | None
+
+
+class AccessRow(TypedDict):
+    """One provider access (``parse.ACCESS_ROWS_SCHEMA``); in a detail also its ``data``
+    payload as recorded (free-form)."""
+
+    trajectoryId: str | None
+    stepId: str
+    providerId: str | None
+    providerName: str | None
+    purpose: str | None
+    timestamp: int | None
+    data: NotRequired[Any]
+
+
+class DetailRow(SummaryRow):
+    """What ``TrajectorySource.detail`` gives: the summary, the calls, the accesses."""
+
+    llmCalls: list[CallDetail]
+    providerAccesses: list[AccessRow]
+
 
 #: What ``iter_steps`` yields: raw steps text per trajectory, in listing order.
 STEPS_SCHEMA: dict[str, pl.DataType] = {
@@ -134,7 +229,7 @@ class TrajectorySource(Protocol):
     def summaries(self, limit: int, offset: int) -> pl.DataFrame:
         """One page of summaries (SUMMARY_SCHEMA), without parsing steps."""
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         """Summary fields + ``llmCalls`` (each with stepId) + ``providerAccesses``."""
 
     def iter_steps(

@@ -23,13 +23,14 @@ import weakref
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
+from ..api.records import JsonObject
 from ..atomic import atomic_file
 from . import tools
-from .base import SourceUnavailable, StepsFilter
+from .base import DetailRow, SourceUnavailable, StepsFilter
 from .schema import INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 from .sqlite import SQLiteSource
 
@@ -62,7 +63,7 @@ _ACCESS_KEYS = (
 )
 
 
-def _get(obj: dict[str, Any], *keys: str) -> Any:
+def _get(obj: JsonObject, *keys: str) -> Any:
     for key in keys:
         if obj.get(key) is not None:
             return obj[key]
@@ -106,7 +107,7 @@ def _iso(value: Any, fallback_ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _pick(item: dict[str, Any], keys: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
+def _pick(item: JsonObject, keys: Iterable[tuple[str, tuple[str, ...]]]) -> JsonObject:
     out = {}
     for name, alts in keys:
         value = _get(item, *alts)
@@ -115,17 +116,25 @@ def _pick(item: dict[str, Any], keys: Iterable[tuple[str, tuple[str, ...]]]) -> 
     return out
 
 
-def steps_from_api(calls: Any, accesses: Any) -> list[dict[str, Any]]:
+class ApiStep(TypedDict):
+    """A step rebuilt from the API's flat lists, in the agent's steps_json shape."""
+
+    stepId: str
+    llmCalls: list[JsonObject]
+    providerAccesses: list[JsonObject]
+
+
+def steps_from_api(calls: Any, accesses: Any) -> list[ApiStep]:
     """Steps rebuilt from the API's flat ``llmCalls``/``providerAccesses`` lists.
 
     Consecutive calls with one stepId form a step, so calls keep their recorded order;
     an access joins the first step with its stepId, or a new step at the end.
     """
-    steps: list[dict[str, Any]] = []
-    by_id: dict[str, dict[str, Any]] = {}
+    steps: list[ApiStep] = []
+    by_id: dict[str, ApiStep] = {}
 
-    def new_step(key: str) -> dict[str, Any]:
-        step = {"stepId": key, "llmCalls": [], "providerAccesses": []}
+    def new_step(key: str) -> ApiStep:
+        step: ApiStep = {"stepId": key, "llmCalls": [], "providerAccesses": []}
         steps.append(step)
         by_id.setdefault(key, step)
         return step
@@ -151,7 +160,7 @@ def entry_id(entry: Any) -> str | None:
     return _text(_get(head, "id", "trajectoryId", "trajectory_id"))
 
 
-def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+def trajectory_row(entry: Any, summary: JsonObject | None = None) -> tuple[Any, ...] | None:
     """One exported trajectory (any accepted shape) as a row of Milady's table, in
     ``schema.COLUMNS`` order; None when it has no id. ``summary`` (a listing item) fills
     summary fields the entry lacks."""
@@ -161,7 +170,7 @@ def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[A
     # A listing item is the authority on what it lists: the agent's detail falls back to
     # "chat" for the source when its metadata has none.
     listed = {k: summary[k] for k in _LISTED if summary and summary.get(k) is not None}
-    s: dict[str, Any] = {**(summary or {}), **head, **listed}
+    s: JsonObject = {**(summary or {}), **head, **listed}
     tid = entry_id(entry) or _text(_get(s, "id", "trajectoryId", "trajectory_id"))
     if not tid:
         return None
@@ -214,7 +223,7 @@ def trajectory_row(entry: Any, summary: dict[str, Any] | None = None) -> tuple[A
     )
 
 
-def _group(s: dict[str, Any], metadata: Any, camel: str, snake: str) -> str | None:
+def _group(s: JsonObject, metadata: Any, camel: str, snake: str) -> str | None:
     """A grouping id: the record's own field, else its metadata's (where the agent's
     writer also keeps it)."""
     value = _text(_get(s, camel, snake))
@@ -249,9 +258,9 @@ def _is_native(row: Any) -> bool:
     )
 
 
-def native_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def native_entries(rows: list[JsonObject]) -> list[JsonObject]:
     """``eliza_native_v1`` rows (one per call) as trajectory entries with ``llmCalls``."""
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, JsonObject] = {}
     for row in rows:
         tid = _text(_get(row, "trajectoryId", "trajectory_id"))
         if not tid:
@@ -264,7 +273,7 @@ def native_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def _native_call(row: dict[str, Any]) -> dict[str, Any]:
+def _native_call(row: JsonObject) -> JsonObject:
     request, response = row.get("request") or {}, row.get("response") or {}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
     messages = request.get("messages") if isinstance(request.get("messages"), list) else None
@@ -390,7 +399,7 @@ class ExportSource(SQLiteSource):
         self._ready()
         return super().summaries(limit, offset)
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         self._ready()
         return super().detail(trajectory_id)
 

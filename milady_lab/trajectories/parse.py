@@ -21,13 +21,14 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast, overload
 
 import msgspec
 import polars as pl
 
+from ..api.records import JsonObject
 from . import tools as _tools
-from .base import LLM_CALL_SCHEMA
+from .base import LLM_CALL_SCHEMA, AccessRow, CallDetail, CallRow
 
 #: Columns of ``llm_calls_from_steps``: LLM_CALL_SCHEMA plus the call's position in
 #: its trajectory (0, 1, … across steps), which keeps calls in recorded order.
@@ -78,7 +79,7 @@ _I64 = 2**63
 
 
 # -- the rules, one row at a time -----------------------------------------------------------
-def _first(obj: dict[str, Any], keys: Iterable[str]) -> Any:
+def _first(obj: JsonObject, keys: Iterable[str]) -> Any:
     for key in keys:
         value = obj.get(key)
         if value is not None:
@@ -140,11 +141,11 @@ _CONVERT = {
 _Spec = Iterable[tuple[str, tuple[str, ...], str]]
 
 
-def _fields(obj: dict[str, Any], spec: _Spec) -> dict[str, Any]:
+def _fields(obj: JsonObject, spec: _Spec) -> dict[str, object]:
     return {name: _CONVERT[kind](_first(obj, keys)) for name, keys, kind in spec}
 
 
-def load_steps(text: Any) -> list[tuple[str, dict[str, Any]]]:
+def load_steps(text: Any) -> list[tuple[str, JsonObject]]:
     """``(stepId, step)`` pairs of one row; ``[]`` for anything unreadable.
 
     A step without an id gets ``step-<position>`` so every call has a stepId.
@@ -178,7 +179,7 @@ def load_steps(text: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _step_entries(text: Any, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _step_entries(text: Any, keys: tuple[str, ...]) -> Iterator[tuple[str, JsonObject]]:
     """``(step id, entry)`` for each object in the list a step holds under the first of
     ``keys`` it has (its LLM calls, its provider accesses); anything else is passed over."""
     for step_id, step in load_steps(text):
@@ -187,31 +188,40 @@ def _step_entries(text: Any, keys: tuple[str, ...]) -> Iterator[tuple[str, dict[
             yield from ((step_id, e) for e in entries if isinstance(e, dict))
 
 
+@overload
+def calls_of_steps(
+    trajectory_id: str | None, text: Any, *, detail: Literal[False] = False
+) -> list[CallRow]: ...
+@overload
+def calls_of_steps(
+    trajectory_id: str | None, text: Any, *, detail: Literal[True]
+) -> list[CallDetail]: ...
 def calls_of_steps(
     trajectory_id: str | None, text: Any, *, detail: bool = False
-) -> list[dict[str, Any]]:
-    """LLM-call rows of one trajectory (CALL_ROWS_SCHEMA keys; more with ``detail``)."""
-    rows: list[dict[str, Any]] = []
+) -> list[CallRow] | list[CallDetail]:
+    """LLM-call rows of one trajectory (CALL_ROWS_SCHEMA keys; with ``detail``, the
+    detail's: tool fields as objects, and the call's id, temperature and token limit)."""
+    rows: list[dict[str, object]] = []
     for step_id, call in _step_entries(text, _CALLS_KEYS):
-        row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
+        row: dict[str, object] = {"trajectoryId": trajectory_id, "stepId": step_id}
         row.update(_fields(call, _CALL_FIELDS))
         row["callIndex"] = len(rows)
         if detail:
             row.update(_fields(call, _DETAIL_CALL_FIELDS))
-            row.update({k: _tools.decoded(row[k]) for k in _tools.TOOL_COLUMNS})
+            row.update({k: _tools.decoded(cast(str | None, row[k])) for k in _tools.TOOL_COLUMNS})
         rows.append(row)
-    return rows
+    return cast(list[CallDetail] if detail else list[CallRow], rows)
 
 
 def accesses_of_steps(
     trajectory_id: str | None, text: Any, *, detail: bool = False
-) -> list[dict[str, Any]]:
+) -> list[AccessRow]:
     """Provider-access rows of one trajectory (ACCESS_ROWS_SCHEMA keys; with ``detail``
     also the ``data`` payload as recorded)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[AccessRow] = []
     for step_id, access in _step_entries(text, _ACCESS_KEYS):
-        row: dict[str, Any] = {"trajectoryId": trajectory_id, "stepId": step_id}
-        row.update(_fields(access, _ACCESS_FIELDS))
+        row = cast(AccessRow, {"trajectoryId": trajectory_id, "stepId": step_id})
+        row.update(cast(AccessRow, _fields(access, _ACCESS_FIELDS)))
         if detail:
             row["data"] = access.get("data")
         rows.append(row)
@@ -222,11 +232,11 @@ def _rows_of_frame(
     frame: pl.DataFrame,
     id_col: str,
     steps_col: str,
-    rows_of: Callable[[Any, Any], list[dict[str, Any]]],
+    rows_of: Callable[[Any, Any], list[CallRow] | list[AccessRow]],
     schema: dict[str, pl.DataType],
 ) -> pl.DataFrame:
     """``rows_of(id, steps)`` of every row of ``frame``, row at a time, as one frame."""
-    rows: list[dict[str, Any]] = []
+    rows: list[CallRow | AccessRow] = []
     for tid, text in zip(frame[id_col].to_list(), frame[steps_col].to_list(), strict=True):
         rows.extend(rows_of(tid, text))
     if not rows:

@@ -187,7 +187,7 @@ class _Bridge:
 
     def _read_port(self) -> int:
         assert self.proc.stdout is not None
-        box: dict[str, Any] = {}
+        box: dict[str, bytes] = {}
 
         def read() -> None:
             box["line"] = self.proc.stdout.readline() if self.proc.stdout else b""

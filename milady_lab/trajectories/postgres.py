@@ -17,7 +17,13 @@ import polars as pl
 import psycopg
 
 from . import _rows
-from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
+from .base import (
+    REWARD_COLUMNS,
+    SUMMARY_SCHEMA,
+    DetailRow,
+    SourceUnavailable,
+    StepsFilter,
+)
 
 _ORDER = 'ORDER BY start_time DESC NULLS LAST, id COLLATE "C"'
 _SECRET_PARAMS = {"password", "passfile", "sslpassword", "token"}
@@ -155,7 +161,7 @@ class PostgresSource:
 
         return _rows.summaries_from_rows(self._read(work))
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         tid = _rows.clean_id(trajectory_id)
         if tid is None or "\x00" in tid:  # PostgreSQL text cannot hold NUL
             return None

@@ -24,15 +24,39 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
 from . import _rows
-from .base import REWARD_COLUMNS, SUMMARY_SCHEMA, SourceUnavailable, StepsFilter
+from .base import (
+    REWARD_COLUMNS,
+    SUMMARY_SCHEMA,
+    DetailRow,
+    SourceUnavailable,
+    StepsFilter,
+    SummaryRow,
+)
 
 ANCHOR_EVERY = 1024
 _ORDER = "ORDER BY start_time DESC, id"
+
+
+class _Figures(TypedDict, total=False):
+    """What one ``data_version`` of the file is known to hold."""
+
+    count: int  # trajectories
+    nulls: bool  # whether any has no start_time (deep pages then skip the anchors)
+
+
+class _Anchors(TypedDict):
+    """Paging anchors (``_anchors``): (start_time, id) every ANCHOR_EVERY rows from
+    ``shift``, valid for ``version`` while the table holds ``count`` rows."""
+
+    version: int | None
+    count: int
+    keys: list[tuple[Any, str]]
+    shift: int
 
 
 def _lenient(data: bytes) -> str:
@@ -56,8 +80,8 @@ class SQLiteSource:
         self._conn: sqlite3.Connection | None = None
         self._ident: tuple[int, int] | None = None
         self._version: int | None = None
-        self._cache: dict[str, Any] = {}  # figures valid for one data_version
-        self._anchor_state: dict[str, Any] | None = None  # paging anchors, see _anchors
+        self._cache: _Figures = {}  # figures valid for one data_version
+        self._anchor_state: _Anchors | None = None  # paging anchors, see _anchors
         self._columns: frozenset[str] = frozenset()
         self._select = _rows.sqlite_select(archived=archived)  # per table, see _connection
 
@@ -183,7 +207,7 @@ class SQLiteSource:
         rows = self._read(lambda conn: self._page(conn, limit, offset))
         return _rows.summaries_from_rows(rows)
 
-    def page_now(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int] | None:
+    def page_now(self, limit: int, offset: int) -> tuple[list[SummaryRow], int] | None:
         """A listing page (summary dicts) and the total, or None when answering needs
         slow work: another thread holds the source, or the count or the paging anchors
         are not cached for the current ``data_version`` (the caller then uses
@@ -200,7 +224,7 @@ class SQLiteSource:
 
     def _page_if_warm(
         self, conn: sqlite3.Connection, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int] | None:
+    ) -> tuple[list[SummaryRow], int] | None:
         if "count" not in self._cache:
             return None
         if offset >= ANCHOR_EVERY:
@@ -284,7 +308,7 @@ class SQLiteSource:
         self._anchor_state = {"version": self._version, "count": count, "keys": keys, "shift": 0}
         return keys, 0
 
-    def detail(self, trajectory_id: str) -> dict[str, Any] | None:
+    def detail(self, trajectory_id: str) -> DetailRow | None:
         tid = _rows.clean_id(trajectory_id)
         if tid is None:
             return None

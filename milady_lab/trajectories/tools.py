@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import polars as pl
+
+from ..api.records import JsonObject
 
 #: Accepted keys per field of one call record, in order of preference.
 CALLS_KEYS = ("toolCalls", "tool_calls")
@@ -41,7 +43,56 @@ _ARGS_KEYS = ("arguments", "args", "input", "parameters")
 _CONTENT_KEYS = ("content", "result", "output", "response")
 
 
-def _pick(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
+class ToolCall(TypedDict):
+    """A call the model made, canonical: arguments an object when they parse, else text."""
+
+    name: str
+    arguments: JsonObject | str
+    id: NotRequired[str]
+
+
+class ToolResult(TypedDict):
+    """A result the call was given, canonical: content as text."""
+
+    content: str
+    name: NotRequired[str]
+    id: NotRequired[str]
+    arguments: NotRequired[JsonObject | str]
+
+
+class ToolFunction(TypedDict):
+    name: str
+    description: NotRequired[str]
+    parameters: NotRequired[JsonObject]
+
+
+class ToolSchema(TypedDict):
+    """A tool the model was offered, in OpenAI function form."""
+
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class HfToolCall(TypedDict):
+    """A tool call as Hugging Face chat templates read it."""
+
+    type: Literal["function"]
+    function: JsonObject
+    id: NotRequired[str]
+
+
+class ChatMessage(TypedDict):
+    """One message of a dataset line (Hugging Face chat form): the tool fields only on
+    the turns that have them."""
+
+    role: str
+    content: str
+    tool_calls: NotRequired[list[HfToolCall]]
+    name: NotRequired[str]
+    tool_call_id: NotRequired[str]
+
+
+def _pick(obj: JsonObject, keys: tuple[str, ...]) -> Any:
     for key in keys:
         if obj.get(key) is not None:
             return obj[key]
@@ -64,12 +115,12 @@ def _text(value: Any) -> str | None:
         return None
 
 
-def _name(obj: dict[str, Any]) -> str | None:
+def _name(obj: JsonObject) -> str | None:
     name = _pick(obj, _NAME_KEYS)
     return name.strip() if isinstance(name, str) and name.strip() else None
 
 
-def _arguments(value: Any) -> Any:
+def _arguments(value: Any) -> JsonObject | str:
     """An object when the value is one or JSON text of one; other text as it is."""
     if isinstance(value, str):
         try:
@@ -80,7 +131,7 @@ def _arguments(value: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def _items(value: Any) -> list[dict[str, Any]]:
+def _items(value: Any) -> list[JsonObject]:
     """The objects of a field: a list, JSON text of one, or one lone object."""
     if isinstance(value, str):
         try:
@@ -92,7 +143,7 @@ def _items(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
-def _function(item: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+def _function(item: JsonObject) -> tuple[JsonObject, str] | None:
     """The object that names the function (OpenAI nests it under ``function``), and the name."""
     inner = item.get("function")
     source = inner if isinstance(inner, dict) else item
@@ -100,22 +151,22 @@ def _function(item: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     return None if name is None else (source, name)
 
 
-def _call(item: dict[str, Any]) -> dict[str, Any] | None:
+def _call(item: JsonObject) -> ToolCall | None:
     if (found := _function(item)) is None:
         return None
     source, name = found
-    out: dict[str, Any] = {"name": name, "arguments": _arguments(_pick(source, _ARGS_KEYS))}
+    out: ToolCall = {"name": name, "arguments": _arguments(_pick(source, _ARGS_KEYS))}
     call_id = _text(_pick(item, _ID_KEYS))
     if call_id:
         out["id"] = call_id
     return out
 
 
-def _result(item: dict[str, Any]) -> dict[str, Any] | None:
+def _result(item: JsonObject) -> ToolResult | None:
     content = _text(_pick(item, _CONTENT_KEYS))
     if content is None:
         return None
-    out: dict[str, Any] = {"content": content}
+    out: ToolResult = {"content": content}
     if (name := _name(item)) is not None:
         out["name"] = name
     if call_id := _text(_pick(item, _ID_KEYS)):
@@ -126,11 +177,11 @@ def _result(item: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _tool(item: dict[str, Any]) -> dict[str, Any] | None:
+def _tool(item: JsonObject) -> ToolSchema | None:
     if (found := _function(item)) is None:
         return None
     source, name = found
-    fn: dict[str, Any] = {"name": name}
+    fn: ToolFunction = {"name": name}
     if isinstance(source.get("description"), str):
         fn["description"] = source["description"]
     params = _pick(source, ("parameters", "input_schema", "inputSchema"))
@@ -139,7 +190,7 @@ def _tool(item: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "function", "function": fn}
 
 
-def _tools_items(value: Any) -> list[dict[str, Any]]:
+def _tools_items(value: Any) -> list[JsonObject]:
     """Tool schemas also come as ``{name: schema}`` (the AI SDK's ``tools`` object)."""
     if isinstance(value, dict) and "function" not in value and _name(value) is None:
         return [{"name": k, **v} for k, v in value.items() if isinstance(v, dict)]
@@ -147,8 +198,8 @@ def _tools_items(value: Any) -> list[dict[str, Any]]:
 
 
 def _canonical(
-    read: Callable[[dict[str, Any]], dict[str, Any] | None],
-    items: Callable[[Any], list[dict[str, Any]]] = _items,
+    read: Callable[[JsonObject], ToolCall | ToolResult | ToolSchema | None],
+    items: Callable[[Any], list[JsonObject]] = _items,
 ) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
         out = [x for x in map(read, items(value)) if x is not None]
@@ -172,43 +223,41 @@ def has_tool_turns() -> pl.Expr:
     return pl.col("toolCalls").is_not_null() | pl.col("toolResults").is_not_null()
 
 
-def decoded(text: str | None) -> list[dict[str, Any]] | None:
+def decoded(text: str | None) -> list[JsonObject] | None:
     """A canonical column value back as objects (for the API's trajectory detail)."""
     return json.loads(text) if text else None
 
 
 # -- chat messages --------------------------------------------------------------------------
-def _hf_call(call: dict[str, Any]) -> dict[str, Any]:
+def _hf_call(call: ToolCall | ToolResult) -> HfToolCall:
     fn = {"name": call["name"], "arguments": call.get("arguments", {})}
-    out: dict[str, Any] = {"type": "function", "function": fn}
+    out: HfToolCall = {"type": "function", "function": fn}
     if "id" in call:
         out["id"] = call["id"]
     return out
 
 
-def chat_turns(
-    response: str | None, calls: str | None, results: str | None
-) -> list[dict[str, Any]]:
+def chat_turns(response: str | None, calls: str | None, results: str | None) -> list[ChatMessage]:
     """The turns after the user prompt, as Hugging Face chat templates read them.
 
     Results the call was given come first: the assistant turn that asked for them
     (rebuilt from their names and arguments, when they carry names), then one ``tool``
     message each. Last, the call's own reply: its text and its tool calls.
     """
-    turns: list[dict[str, Any]] = []
-    given = json.loads(results) if results else []
+    turns: list[ChatMessage] = []
+    given: list[ToolResult] = json.loads(results) if results else []
     asked = [r for r in given if "name" in r]
     if asked:
         calls_made = [_hf_call(r) for r in asked]
         turns.append({"role": "assistant", "content": "", "tool_calls": calls_made})
     for r in given:
-        msg: dict[str, Any] = {"role": "tool", "content": r["content"]}
+        msg: ChatMessage = {"role": "tool", "content": r["content"]}
         if "name" in r:
             msg["name"] = r["name"]
         if "id" in r:
             msg["tool_call_id"] = r["id"]
         turns.append(msg)
-    reply: dict[str, Any] = {"role": "assistant", "content": response or ""}
+    reply: ChatMessage = {"role": "assistant", "content": response or ""}
     if calls:
         reply["tool_calls"] = [_hf_call(c) for c in json.loads(calls)]
     turns.append(reply)
@@ -241,7 +290,7 @@ def _replaced(value: Any, new: Iterator[str]) -> Any:
     return value
 
 
-def text_leaves(items: list[dict[str, Any]]) -> Iterator[str]:
+def text_leaves(items: list[JsonObject]) -> Iterator[str]:
     """Every string said in canonical items (arguments, contents), depth first; names
     and ids are labels and are left out."""
     for item in items:
@@ -250,7 +299,7 @@ def text_leaves(items: list[dict[str, Any]]) -> Iterator[str]:
                 yield from _leaves(value)
 
 
-def with_text_leaves(items: list[dict[str, Any]], new: Iterator[str]) -> list[dict[str, Any]]:
+def with_text_leaves(items: list[JsonObject], new: Iterator[str]) -> list[JsonObject]:
     """``items`` with the strings of ``text_leaves`` replaced, in order, by ``new``'s."""
     return [
         {k: v if k in _LABELS else _replaced(v, new) for k, v in item.items()} for item in items

@@ -92,7 +92,7 @@ def test_imported_model_sets_primary_and_env(
     settings.agent_config.write_text(json.dumps(ORIGINAL, indent=2, ensure_ascii=False) + "\n")
     m1, _ = _models(store, tiny_adapter, tiny_base)
     body = activate(settings, store, m1, None)
-    assert body == {"ok": True, "activeModel": "ollama/milady-v1"}
+    assert body.to_dict() == {"ok": True, "activeModel": "ollama/milady-v1"}
     cfg = json.loads(settings.agent_config.read_text())
     expected = json.loads(json.dumps(ORIGINAL))
     expected["agents"]["defaults"]["model"]["primary"] = "ollama/milady-v1"
@@ -109,10 +109,8 @@ def test_provider_model_wins(
     settings: Settings, store: StateStore, tiny_adapter: Path, tiny_base: Path
 ) -> None:
     m = insert_model(store, tiny_adapter, tiny_base)  # not imported
-    assert activate(settings, store, m, {"providerModel": "openai/my-ft", "create": True}) == {
-        "ok": True,
-        "activeModel": "openai/my-ft",
-    }
+    answer = activate(settings, store, m, {"providerModel": "openai/my-ft", "create": True})
+    assert answer.to_dict() == {"ok": True, "activeModel": "openai/my-ft"}
     cfg = json.loads(settings.agent_config.read_text())
     assert cfg == {
         "agents": {"defaults": {"model": {"primary": "openai/my-ft"}}}

@@ -85,12 +85,12 @@ def test_default_import_sends_one_gguf_model_with_template_and_stop(
 
     rec = store.get_model(model["id"])
     assert rec is not None
-    assert body["model"] == {
+    assert body["model"].to_dict() == {
         "id": model["id"],
         "ollamaName": "milady-v1",
         "importedAt": rec["importedAt"],
     }
-    assert body["import"] == {
+    assert body["import"].to_dict() == {
         "mode": "model",
         "quantization": "f16",
         "bytes": len(blob),

@@ -39,11 +39,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from ... import validation as v
+from ...api import decode
+from ...api.bodies import BenchmarkRequest
+from ...api.records import JsonObject
 from ...config import ENV_AGENT_TOKEN, Settings
-from ...datasets.files import line_messages
+from ...datasets.files import Message, line_messages
 from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
@@ -65,27 +68,90 @@ POLL_S = 0.25  # how often the waiting thread reads the worker's progress
 #: ``progress(done, total)``: examples scored so far over every variant, and in all.
 BenchmarkProgress = Callable[[int, int], None]
 
+#: One variant's score block (``scores.summarize``): the score names of ``records.Scores``.
+ScoreBlock = dict[str, float | None]
+
+
+class Pair(TypedDict):
+    """A held-out line of a pairs dataset: the prompt and its two replies."""
+
+    prompt: list[Message]
+    chosen: Message
+    rejected: Message
+
+
+class Variant(TypedDict):
+    """A model to score: its base and its adapter (paths the worker loads)."""
+
+    basePath: str
+    adapterPath: str
+
+
+class _ActiveVariant(Variant):
+    modelId: str
+
+
+class WorkerSpec(TypedDict):
+    """What the worker process is given (its ``spec.json``)."""
+
+    modelId: str
+    basePath: str
+    adapterPath: str
+    chats: list[list[Message]]
+    seed: int
+    device: str
+    active: Variant | None
+    pairs: NotRequired[list[Pair]]
+    progressPath: NotRequired[str]
+
+
+class WorkerResult(TypedDict):
+    """What the worker writes back: per variant, per example figures (``PerExample``)."""
+
+    examples: int
+    perExample: dict[str, dict[str, list[Any]]]
+    pairWins: NotRequired[dict[str, list[bool]]]
+
+
+class ScoreReport(TypedDict):
+    """The score blocks of a benchmark (``report``)."""
+
+    scores: ScoreBlock | None
+    baseline: ScoreBlock | None
+    active: ScoreBlock | None
+    intervals: dict[str, dict[str, list[float] | None]]
+    differences: dict[str, dict[str, dict[str, float] | None]]
+    counts: dict[str, int]
+    byPurpose: dict[str, JsonObject]
+
+
+class Benchmark(ScoreReport):
+    """A benchmark as stored on the model and answered (``records.BenchmarkAnswer``,
+    with the dataset, seed and duration of the run)."""
+
+    modelId: str
+    activeModelId: str | None
+    completedAt: int
+    examples: int
+    datasetId: str
+    seed: int
+    durationSeconds: float
+
 
 # -- service side ---------------------------------------------------------------------------
 def run_benchmark(
     settings: Settings,
     store: StateStore,
     model: Mapping[str, Any],
-    body: Any = None,
+    body: BenchmarkRequest | JsonObject | None = None,
     progress: BenchmarkProgress | None = None,
-) -> dict[str, Any]:
+) -> Benchmark:
     """Score the model and its base on held-out examples; stored on the model record.
     Each step of the way goes to ``progress`` and the event log (``benchmark_progress``)."""
-    fields = v.body_object(body, ("datasetId", "maxExamples", "seed"))
-    max_examples = v.integer(
-        fields.get("maxExamples"),
-        "maxExamples",
-        default=DEFAULT_EXAMPLES,
-        minimum=1,
-        maximum=MAX_EXAMPLES,
-    )
-    seed = v.integer(fields.get("seed"), "seed", default=0, minimum=0, maximum=2**31 - 1)
-    dataset_id = fields.get("datasetId")
+    req = body if isinstance(body, BenchmarkRequest) else decode.body(body, BenchmarkRequest)
+    max_examples = DEFAULT_EXAMPLES if req.max_examples is None else req.max_examples
+    seed = 0 if req.seed is None else req.seed
+    dataset_id = req.dataset_id
     if dataset_id is None:
         dataset_id = model.get("datasetId")
         if not dataset_id:
@@ -97,7 +163,7 @@ def run_benchmark(
     if not valid.is_file() or valid.stat().st_size == 0:
         raise ConflictError(f"dataset {dataset_id} has no held-out examples (valid.jsonl is empty)")
     adapter = require_peft_adapter(model)
-    pairs: list[dict[str, Any]] | None = None
+    pairs: list[Pair] | None = None
     if dataset.get("kind") == "pairs":  # scored on the chosen replies, and pair by pair
         pairs, purposes = load_pairs(valid, max_examples, seed)
         chats = [[*p["prompt"], p["chosen"]] for p in pairs]
@@ -111,20 +177,23 @@ def run_benchmark(
     base_path = resolve_base_path(settings, model)
     active = _active_variant(settings, store, model)
 
-    spec = {
+    spec: WorkerSpec = {
         "modelId": model["id"],
         "basePath": str(base_path),
         "adapterPath": str(adapter),
         "chats": chats,
         "seed": seed,
         "device": "cuda" if model.get("backend") == "cuda" else "cpu",
-        "active": None if active is None else {k: active[k] for k in ("basePath", "adapterPath")},
-        **({"pairs": pairs} if pairs else {}),
+        "active": None
+        if active is None
+        else {"basePath": active["basePath"], "adapterPath": active["adapterPath"]},
     }
+    if pairs:
+        spec["pairs"] = pairs
     started = time.monotonic()
     variants = 2 if active is None else 3
     result = _run_worker(settings, spec, _Reporter(store, model["id"], progress, variants))
-    body_out = {
+    body_out: Benchmark = {
         "modelId": model["id"],
         **report(result["perExample"], purposes, seed, result.get("pairWins")),
         "activeModelId": None if active is None else active["modelId"],
@@ -151,7 +220,7 @@ def run_benchmark(
 
 def _active_variant(
     settings: Settings, store: StateStore, model: Mapping[str, Any]
-) -> dict[str, str] | None:
+) -> _ActiveVariant | None:
     """The active model (when it is another one with a PEFT adapter), to score beside."""
     active = next((m for m in store.list_models() if m.get("active")), None)
     if active is None or active["id"] == model["id"]:
@@ -169,40 +238,45 @@ def report(
     purposes: Sequence[str],
     seed: int,
     pair_wins: Mapping[str, Sequence[bool]] | None = None,
-) -> dict[str, Any]:
+) -> ScoreReport:
     """The body's score blocks: each variant's scores, intervals, paired differences
     of the fine-tuned model against the others, example counts and the per-purpose split;
     with ``pair_wins`` (a pairs dataset) each block gains ``preferenceAccuracy``."""
     variants = {k: scores.PerExample.from_dict(v) for k, v in per_example.items()}
     tuned = variants["scores"]
-    body: dict[str, Any] = {
+    blocks = {
         label: scores.summarize(variants[label]) if label in variants else None
         for label in ("scores", "baseline", "active")
     }
-    body["intervals"] = {label: scores.interval(pe, seed) for label, pe in sorted(variants.items())}
-    body["differences"] = {
-        label: scores.paired_interval(tuned, variants[label], seed)
-        for label in ("baseline", "active")
-        if label in variants
-    }
-    body["counts"] = scores.counts(tuned)
     groups: dict[str, list[int]] = {}
     for i, purpose in enumerate(purposes):
         groups.setdefault(purpose or "unknown", []).append(i)
-    body["byPurpose"] = {
-        purpose: {
-            "examples": len(rows),
-            "counts": scores.counts(tuned.subset(rows)),
-            **{label: scores.summarize(pe.subset(rows)) for label, pe in variants.items()},
-        }
-        for purpose, rows in sorted(groups.items())
+    body: ScoreReport = {
+        "scores": blocks["scores"],
+        "baseline": blocks["baseline"],
+        "active": blocks["active"],
+        "intervals": {label: scores.interval(pe, seed) for label, pe in sorted(variants.items())},
+        "differences": {
+            label: scores.paired_interval(tuned, variants[label], seed)
+            for label in ("baseline", "active")
+            if label in variants
+        },
+        "counts": scores.counts(tuned),
+        "byPurpose": {
+            purpose: {
+                "examples": len(rows),
+                "counts": scores.counts(tuned.subset(rows)),
+                **{label: scores.summarize(pe.subset(rows)) for label, pe in variants.items()},
+            }
+            for purpose, rows in sorted(groups.items())
+        },
     }
     if pair_wins:
         add_preference(body, pair_wins, seed)
     return body
 
 
-def add_preference(body: dict[str, Any], wins: Mapping[str, Sequence[bool]], seed: int) -> None:
+def add_preference(body: ScoreReport, wins: Mapping[str, Sequence[bool]], seed: int) -> None:
     """``preferenceAccuracy`` into each variant's scores and interval, the differences
     of the fine-tuned model against the others, and the count of pairs."""
     name = scores.PREFERENCE
@@ -256,8 +330,8 @@ class _Reporter:
 
 
 def _run_worker(
-    settings: Settings, spec: dict[str, Any], report: _Reporter | None = None
-) -> dict[str, Any]:
+    settings: Settings, spec: WorkerSpec, report: _Reporter | None = None
+) -> WorkerResult:
     """Run the worker process; its own problems come back as errors, a crash as a 500."""
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".benchmark-", dir=settings.home) as tmp:
@@ -337,7 +411,7 @@ class Variant:
     replies: dict[int, str] | None = None
 
 
-def load_examples(path: Path, max_examples: int, seed: int) -> list[list[dict[str, str]]]:
+def load_examples(path: Path, max_examples: int, seed: int) -> list[list[Message]]:
     """Chats ending in an assistant reply; a seeded sample when there are more than asked."""
     return load_examples_with_purpose(path, max_examples, seed)[0]
 
@@ -346,7 +420,7 @@ T = TypeVar("T")
 
 
 def _sampled_lines(
-    path: Path, max_examples: int, seed: int, parse: Callable[[dict[str, Any]], T | None]
+    path: Path, max_examples: int, seed: int, parse: Callable[[JsonObject], T | None]
 ) -> tuple[list[T], list[str]]:
     """What ``parse`` makes of each line of a dataset file (lines it refuses are left
     out), a seeded sample when there are more than asked, and each one's recorded call
@@ -373,24 +447,24 @@ def _sampled_lines(
 
 def load_examples_with_purpose(
     path: Path, max_examples: int, seed: int
-) -> tuple[list[list[dict[str, str]]], list[str]]:
+) -> tuple[list[list[Message]], list[str]]:
     """``load_examples`` and each chat's recorded call purpose ("" when none)."""
     return _sampled_lines(path, max_examples, seed, _chat)
 
 
-def load_pairs(path: Path, max_examples: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
+def load_pairs(path: Path, max_examples: int, seed: int) -> tuple[list[Pair], list[str]]:
     """Held-out lines of a pairs dataset (``{prompt, chosen, rejected}``, each side one
     assistant message with text), a seeded sample when there are more than asked, and
     each pair's recorded call purpose ("" when none)."""
     return _sampled_lines(path, max_examples, seed, _pair)
 
 
-def _pair(obj: Any) -> dict[str, Any] | None:
+def _pair(obj: Any) -> Pair | None:
     """A pair line's prompt and its two replies, or None when it is not one."""
     if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), list):
         return None
     prompt = line_messages({"messages": obj["prompt"]}, strict=False)
-    sides = []
+    sides: list[Message] = []
     for key in ("chosen", "rejected"):
         turns = obj.get(key)
         last = turns[-1] if isinstance(turns, list) and turns else None
@@ -430,7 +504,7 @@ def reply_logp(model: Any, example: Example, device: Any) -> float:
     return float(torch.log_softmax(logits, -1).gather(-1, target).sum())
 
 
-def _chat(obj: Any) -> list[dict[str, Any]] | None:
+def _chat(obj: Any) -> list[Message] | None:
     """A line's conversation (tool turns kept, ``dataset_files.line_messages``) when it
     ends in a text reply to score; None otherwise."""
     if not isinstance(obj, dict):
@@ -576,7 +650,7 @@ def _prompt_pass(
     prompt, s_mask = _padded([e.prompt_ids[skip:] for e in batch], pad_id, left=True)
     prompt, s_mask = prompt.to(device), s_mask.to(device)
     p_mask = torch.cat([torch.ones((n, skip), dtype=torch.long, device=device), s_mask], 1)
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
     if prefix is not None:
         shared = copy.deepcopy(prefix.cache)
         shared.batch_repeat_interleave(n)
@@ -764,7 +838,7 @@ class _Progress:
         os.replace(tmp, self.path)
 
 
-def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
+def evaluate(spec: WorkerSpec, log: Any = sys.stderr) -> WorkerResult:
     """Every variant over the held-out examples, per example; the worker's whole job.
 
     Variants: the base (adapter disabled, ``baseline``), the model's adapter merged
@@ -820,7 +894,10 @@ def evaluate(spec: Mapping[str, Any], log: Any = sys.stderr) -> dict[str, Any]:
         ex2, bs2 = _examples(tok2, base2, chats, spec)
         stop2 = stop_token_ids(tok2, base2)
         timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2, done), (model2, tok2))
-    return {"examples": len(examples), "perExample": out, **({"pairWins": wins} if pairs else {})}
+    result: WorkerResult = {"examples": len(examples), "perExample": out}
+    if pairs:
+        result["pairWins"] = wins
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,7 +45,13 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ...api.records import JsonObject
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 _TAG = re.compile(r"<\s*/?\s*([A-Za-z_][A-Za-z0-9_.:-]{0,63})(?:\s[^<>]*)?/?\s*>")
 _ACTIONS = re.compile(r"<\s*actions\s*>(.*?)<\s*/\s*actions\s*>", re.IGNORECASE | re.DOTALL)
@@ -144,7 +150,7 @@ def parse_xml_response(text: str) -> ET.Element | None:
     return root if root.tag.lower() == "response" else None
 
 
-def parse_json_object(text: str) -> dict[str, Any] | None:
+def parse_json_object(text: str) -> JsonObject | None:
     try:
         value = json.loads(_unfence(text))
     except ValueError:
@@ -264,7 +270,7 @@ class PerExample:
 _FIELDS = ("nll", "tokens", "consistency", "helpfulness", "format_valid", "action_match")
 
 
-def _columns(pe: PerExample) -> dict[str, Any]:
+def _columns(pe: PerExample) -> dict[str, NDArray[np.float64]]:
     """numpy columns; None (left out) as NaN in the 0/1 ones."""
     import numpy as np
 

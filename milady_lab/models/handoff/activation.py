@@ -39,9 +39,10 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from ... import validation as v
+from ...api.records import ActivateAnswer, JsonObject
 from ...atomic import atomic_file, folder_lock, fsync_dir, remove_stale
 from ...config import Settings
 from ...errors import ConflictError, InputError
@@ -65,6 +66,31 @@ ENV_MODEL = ("env", "OLLAMA_MODEL")
 ENV_PROVIDER = ("env", "AGENT_LLM_PROVIDER")
 
 
+class KeyBefore(TypedDict):
+    """One key activation writes, as it was before: there or not, and its value."""
+
+    present: bool
+    value: NotRequired[Any]
+
+
+class Gate(TypedDict, total=False):
+    """What the gate compared (``check_gate``), or that it was overridden."""
+
+    forced: Literal[True]
+    benchmarkCompletedAt: int | None
+    againstActive: str | None
+
+
+class Deactivated(TypedDict):
+    """The answer of ``deactivate`` (``records.DeactivateAnswer``; ``activeModelId`` is
+    null, not left out, when no model is active again)."""
+
+    ok: Literal[True]
+    deactivatedModel: str
+    activeModelId: str | None
+    restored: str
+
+
 @dataclass(frozen=True)
 class ConfigEdit:
     """What one config write replaced: enough to put it back."""
@@ -72,7 +98,7 @@ class ConfigEdit:
     previous: bytes | None  # the file's bytes, None when there was no file
     mode: int | None
     written: bytes
-    keys: dict[str, Any]  # "a.b.c" -> {"present": bool, "value": ...} before the write
+    keys: dict[str, KeyBefore]  # "a.b.c" -> the key before the write
 
 
 @dataclass(frozen=True)
@@ -105,12 +131,12 @@ def _request(model: Mapping[str, Any], body: Any) -> _Request:
 
 def activate(
     settings: Settings, store: StateStore, model: Mapping[str, Any], body: Any = None
-) -> dict[str, Any]:
+) -> ActivateAnswer:
     """Make ``model`` the agent's model and the only active one, if the gate lets it."""
     req = _request(model, body)
     config_path = Path(settings.agent_config)
     _check_config_exists(config_path, req.create)
-    gate = {"forced": True} if req.force else check_gate(settings, store, model)
+    gate: Gate = {"forced": True} if req.force else check_gate(settings, store, model)
     warnings = _ollama_warnings(req)
 
     evals = EvalStore(store)
@@ -153,10 +179,7 @@ def activate(
                 forced=req.force,
                 warnings=warnings,
             )
-    answer: dict[str, Any] = {"ok": True, "activeModel": req.provider}
-    if warnings:
-        answer["warnings"] = warnings
-    return answer
+    return ActivateAnswer(ok=True, active_model=req.provider, warnings=warnings or None)
 
 
 def _check_config_exists(config_path: Path, create: bool) -> None:
@@ -231,7 +254,7 @@ def _remove_old_lock_file(real: Path) -> None:
 
 
 # -- the gate ---------------------------------------------------------------------------------
-def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) -> dict[str, Any]:
+def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) -> Gate:
     """Refuse (409) a model that does the agent's job worse than the active model or the base.
 
     The model's last benchmark is compared; a model never benchmarked is refused with
@@ -318,7 +341,7 @@ def _unpaired_fall(bench: Mapping[str, Any], active: Mapping[str, Any] | None, n
 
 
 # -- rollback ---------------------------------------------------------------------------------
-def deactivate(settings: Settings, store: StateStore, body: Any = None) -> dict[str, Any]:
+def deactivate(settings: Settings, store: StateStore, body: Any = None) -> Deactivated:
     """Undo the last activation: the config it replaced comes back, the model is not active.
 
     The file comes back byte for byte (and with its permission bits) when it still holds
@@ -399,7 +422,7 @@ def _restore(real: Path, last: Mapping[str, Any]) -> str:
     return "keys"
 
 
-def _put_back(config: dict[str, Any], keys: tuple[str, ...], was: Mapping[str, Any]) -> bool:
+def _put_back(config: JsonObject, keys: tuple[str, ...], was: Mapping[str, Any]) -> bool:
     """Set one written key back to its old value, or remove it if it was not there;
     False when there is nothing to do."""
     node = config
@@ -421,7 +444,7 @@ def _put_back(config: dict[str, Any], keys: tuple[str, ...], was: Mapping[str, A
     return True
 
 
-def _edited(*, raw_text: bytes, doc: JsonText, config: dict[str, Any]) -> bytes:
+def _edited(*, raw_text: bytes, doc: JsonText, config: JsonObject) -> bytes:
     """The edited text, when it says exactly what ``config`` says (it always should);
     else ``config`` in the file's style, so a slip of the text editor never writes
     a wrong value. A byte-order mark the file had is kept."""
@@ -436,7 +459,7 @@ def _edited(*, raw_text: bytes, doc: JsonText, config: dict[str, Any]) -> bytes:
     return (bom + text).encode("utf-8")
 
 
-def _lookup(config: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+def _lookup(config: Mapping[str, Any], keys: tuple[str, ...]) -> KeyBefore:
     node: Any = config
     for key in keys:
         if not isinstance(node, dict) or key not in node:
@@ -459,7 +482,7 @@ def update_agent_config(path: Path, provider: str, ollama_name: str | None) -> C
         ) from None
 
     if raw is None:
-        config: dict[str, Any] = {}
+        config: JsonObject = {}
         mode = NEW_FILE_MODE
     else:
         config = _parse(_decode(raw, path), path)
@@ -492,7 +515,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         tmp.write_bytes(data)
 
 
-def _parse(text: str, path: Path) -> dict[str, Any]:
+def _parse(text: str, path: Path) -> JsonObject:
     """The config as an object; anything else is a 409 that leaves the file alone."""
     try:
         config = json.loads(text)
@@ -515,7 +538,7 @@ def _decode(raw: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _object_at(config: dict[str, Any], keys: tuple[str, ...], path: Path) -> dict[str, Any]:
+def _object_at(config: JsonObject, keys: tuple[str, ...], path: Path) -> JsonObject:
     """The object at ``keys``, created when missing; anything else there is a conflict."""
     node = config
     for i, key in enumerate(keys):

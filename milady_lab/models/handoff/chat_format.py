@@ -148,7 +148,7 @@ class ChatFormat:
         parts.append("{{- end }}")
         return "".join(parts)
 
-    def ollama_parameters(self) -> dict[str, Any]:
+    def ollama_parameters(self) -> dict[str, list[str]]:
         return {"stop": list(self.stop)}
 
 

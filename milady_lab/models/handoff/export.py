@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from ... import validation as v
 from ...atomic import atomic_dir, atomic_file
@@ -28,9 +28,24 @@ GGUF_TYPES = gguf.OUTTYPES
 PhaseProgress = Callable[[str, float], None]
 
 
+class Exported(TypedDict):
+    """What an export wrote (also its ``model_exported`` event's fields)."""
+
+    modelId: str
+    format: str
+    path: str
+    bytes: int
+    completedAt: int
+    outtype: NotRequired[str]
+
+
+class ExportAnswer(TypedDict):
+    export: Exported
+
+
 def export_model(
     settings: Settings, store: StateStore, model: Mapping[str, Any], body: Any = None
-) -> dict[str, Any]:
+) -> ExportAnswer:
     """Fuse the adapter into the base and write it where ``out`` says (or under exports/)."""
     fields = v.body_object(body, ("format", "out", "outtype"))
     fmt = v.choice(fields.get("format"), "format", FORMATS, default="hf")
@@ -61,7 +76,7 @@ def export_model(
         with atomic_file(out) as tmp:
             write_fused_gguf(settings, model, tmp, outtype=outtype)
         size = out.stat().st_size
-    body_out = {
+    body_out: Exported = {
         "modelId": model["id"],
         "format": fmt,
         "path": str(out),

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ...api.records import JsonObject
 from ...errors import InputError
 
 #: Hugging Face ``model_type`` → gguf architecture name.
@@ -158,7 +159,7 @@ def write_lora(
     _finish(writer)
 
 
-def _lora_config(adapter_dir: Path) -> dict[str, Any]:
+def _lora_config(adapter_dir: Path) -> JsonObject:
     try:
         cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -276,7 +277,7 @@ def _interleave_rope_rows(weight: Any, n_heads: int) -> Any:
     )
 
 
-def _rope_params(config: Any) -> tuple[float, dict[str, Any] | None]:
+def _rope_params(config: Any) -> tuple[float, JsonObject | None]:
     """rope theta and scaling, from either transformers 4 or 5 style configs."""
     params = getattr(config, "rope_parameters", None) or {}
     scaling = getattr(config, "rope_scaling", None) or None

@@ -28,19 +28,21 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 import httpx
 
-from ... import validation as v
+from ...api import decode
+from ...api.bodies import ImportOllamaRequest
+from ...api.records import ImportedModel, ImportOllamaAnswer, ImportReport, JsonObject
 from ...config import Settings
 from ...errors import InputError, UpstreamError
 from ...state import StateStore, now_ms
 from .loopback import check_loopback_url
 
 DEFAULT_URL = "http://localhost:11434"
-MODES = ("model", "adapter")
-QUANTIZATIONS = ("f16", "q8_0", "f32")
+Mode = Literal["model", "adapter"]
+Quantization = Literal["f16", "q8_0", "f32"]
 #: Ollama model names: optional namespace, name, optional tag.
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
 _OLLAMA_NAME = re.compile(rf"(?:{_PART}/)?{_PART}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,79}})?")
@@ -57,28 +59,28 @@ class ImportRequest:
     """A checked import body."""
 
     name: str
-    mode: str
-    quantization: str
+    mode: Mode
+    quantization: Quantization
     base: str | None  # the base as Ollama names it (adapter mode)
     url: str
 
     @classmethod
-    def from_body(cls, model: Mapping[str, Any], body: Any) -> ImportRequest:
-        fields = v.body_object(
-            body, ("modelName", "baseModel", "ollamaUrl", "mode", "quantization")
-        )
-        name = v.text(fields.get("modelName"), "modelName", max_length=200)
-        name = name or default_model_name(model)
+    def from_body(
+        cls, model: Mapping[str, Any], body: ImportOllamaRequest | JsonObject | None
+    ) -> ImportRequest:
+        if not isinstance(body, ImportOllamaRequest):
+            body = decode.body(body, ImportOllamaRequest)
+        name = body.model_name or default_model_name(model)
         if not _OLLAMA_NAME.fullmatch(name):
             raise InputError(
                 "modelName must be an Ollama model name: letters, digits, '.', '_' and '-', "
                 "an optional 'namespace/' and ':tag'"
             )
-        mode = v.choice(fields.get("mode"), "mode", MODES, default="model")
-        quant = v.choice(fields.get("quantization"), "quantization", QUANTIZATIONS, default="f16")
+        mode = body.mode or "model"
+        quant = body.quantization or "f16"
         if mode == "adapter" and quant == "q8_0":
             raise InputError("mode 'adapter' writes the LoRA as f16 or f32, not q8_0")
-        base = v.text(fields.get("baseModel"), "baseModel", max_length=200)
+        base = body.base_model
         if base is None and mode == "adapter":
             base = default_ollama_base(model)
             if base is None:
@@ -89,9 +91,7 @@ class ImportRequest:
                 )
         if base is not None and not _OLLAMA_BASE.fullmatch(base):
             raise InputError("baseModel must be an Ollama model name such as llama3.2:3b")
-        url = check_loopback_url(
-            DEFAULT_URL if fields.get("ollamaUrl") is None else fields["ollamaUrl"]
-        )
+        url = check_loopback_url(DEFAULT_URL if body.ollama_url is None else body.ollama_url)
         return cls(name=name, mode=mode, quantization=quant, base=base, url=url)
 
 
@@ -99,9 +99,9 @@ def import_model(
     settings: Settings,
     store: StateStore,
     model: Mapping[str, Any],
-    body: Any = None,
+    body: ImportOllamaRequest | JsonObject | None = None,
     progress: ImportProgress | None = None,
-) -> dict[str, Any]:
+) -> ImportOllamaAnswer:
     """Convert the model to GGUF, upload it and create ``modelName`` in Ollama."""
     req = ImportRequest.from_body(model, body)
     plan = _Plan.check(settings, model, req)  # every 400/409 before Ollama is contacted
@@ -125,6 +125,15 @@ def import_model(
 
     imported_at = now_ms()
     details = {"mode": req.mode, "quantization": req.quantization, "bytes": size}
+    answer = ImportOllamaAnswer(
+        model=ImportedModel(id=model["id"], ollama_name=req.name, imported_at=imported_at),
+        report=ImportReport(
+            mode=req.mode,
+            quantization=req.quantization,
+            bytes=size,
+            digest=f"sha256:{digest}",
+        ),
+    )
     with store.transaction() as conn:
         store.update_model(model["id"], conn, ollamaName=req.name, importedAt=imported_at)
         store.emit(
@@ -137,10 +146,7 @@ def import_model(
             baseModel=req.base,
             **details,
         )
-    return {
-        "model": {"id": model["id"], "ollamaName": req.name, "importedAt": imported_at},
-        "import": {**details, "digest": f"sha256:{digest}"},
-    }
+    return answer
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ class _Plan:
         )
         return path
 
-    def create_body(self, blob: dict[str, str]) -> dict[str, Any]:
+    def create_body(self, blob: dict[str, str]) -> JsonObject:
         if self.req.mode == "adapter":
             return {"model": self.req.name, "from": self.req.base, "adapters": blob, "stream": True}
         return {
@@ -350,7 +356,7 @@ def _chunks(f: IO[bytes], size: int, report: _Reporter) -> Iterator[bytes]:
         yield chunk
 
 
-def _create(client: httpx.Client, request: dict[str, Any], mode: str) -> None:
+def _create(client: httpx.Client, request: JsonObject, mode: str) -> None:
     name = request["model"]
     with client.stream("POST", "/api/create", json=request) as resp:
         if not resp.is_success:
