@@ -148,30 +148,31 @@ class Status(Record):
 
 
 class TrajectorySummary(Record):
-    """One trajectory as a listing shows it (no LLM calls)."""
+    """One trajectory as a listing shows it (no LLM calls): every field present, null
+    when the agent did not record it."""
 
     id: str
+    agent_id: str | None
     source: str | None
     status: str | None
     start_time: int | None
     end_time: int | None
+    duration_ms: int | None
     llm_call_count: int | None
-    agent_id: str | None = None
-    duration_ms: int | None = None
-    provider_access_count: int | None = None
-    total_prompt_tokens: int | None = None
-    total_completion_tokens: int | None = None
-    total_reward: float | None = None
-    ai_judge_reward: float | None = None
+    provider_access_count: int | None
+    total_prompt_tokens: int | None
+    total_completion_tokens: int | None
+    total_reward: float | None
+    ai_judge_reward: float | None
     scenario_id: Annotated[
         str | None,
         Meta(description="The scenario this trajectory is a rollout of (the agent's scenario_id)"),
-    ] = None
+    ]
     batch_id: Annotated[
         str | None, Meta(description="The batch of rollouts it ran in (the agent's batch_id)")
-    ] = None
-    archetype: str | None = None
-    episode_length: int | None = None
+    ]
+    archetype: str | None
+    episode_length: int | None
     archived: Annotated[
         bool | None,
         Meta(
@@ -179,7 +180,7 @@ class TrajectorySummary(Record):
                 "Moved by the agent's 30-day prune into trajectory_archive and its .jsonl.gz files"
             )
         ),
-    ] = None
+    ]
 
 
 class TrajectoryPage(Record):
@@ -192,22 +193,21 @@ class TrajectoryPage(Record):
 
 
 class LlmCall(Record):
-    """One LLM call the agent made, as recorded in its trajectory."""
+    """One LLM call the agent made, as recorded in its trajectory: every field present,
+    null when not recorded."""
 
-    step_id: str | None = None
-    call_id: str | None = None
-    model: str | None = None
-    purpose: str | None = None
-    action_type: str | None = None
-    system_prompt: str | None = None
-    user_prompt: str | None = None
-    response: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_ms: int | None = None
-    timestamp: int | None = None
+    trajectory_id: str | None
+    step_id: str
+    model: str | None
+    purpose: str | None
+    action_type: str | None
+    system_prompt: str | None
+    user_prompt: str | None
+    response: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int | None
+    timestamp: int | None
     tool_calls: Annotated[
         list[JsonObject] | None,
         Meta(
@@ -216,27 +216,33 @@ class LlmCall(Record):
                 "(read from toolCalls/tool_calls, OpenAI or flat form)."
             )
         ),
-    ] = None
+    ]
     tool_results: Annotated[
         list[JsonObject] | None,
         Meta(
             description=("Function results the call was given: {content, name?, id?, arguments?}.")
         ),
-    ] = None
+    ]
     tools: Annotated[
         list[JsonObject] | None,
         Meta(description="Tool schemas the model was offered, OpenAI function form."),
-    ] = None
+    ]
+    call_index: Annotated[int, Meta(ge=0, description="The call's place within its step")]
+    call_id: str | None
+    temperature: float | None
+    max_tokens: int | None
 
 
 class ProviderAccess(Record):
     """One provider the agent read while composing a call."""
 
-    step_id: str | None = None
-    provider_id: str | None = None
-    provider_name: str | None = None
-    purpose: str | None = None
-    timestamp: int | None = None
+    trajectory_id: str | None
+    step_id: str
+    provider_id: str | None
+    provider_name: str | None
+    purpose: str | None
+    timestamp: int | None
+    data: Annotated[Any, Meta(description="What the provider gave, as recorded")] = None
 
 
 class Trajectory(TrajectorySummary, kw_only=True):
@@ -595,6 +601,13 @@ class BenchmarkAnswer(Record):
         Meta(description="per call purpose: examples, counts and each variant's scores"),
     ] = None
     active_model_id: str | None = None
+    dataset_id: Annotated[
+        str | None, Meta(description="The dataset whose examples were scored")
+    ] = None
+    seed: int | None = None
+    duration_seconds: Annotated[
+        Annotated[float, Meta(ge=0)] | None, Meta(description="How long the benchmark ran, in s")
+    ] = None
 
 
 class Event(Record):
@@ -678,6 +691,14 @@ class DatasetPreview(Record):
         dict[str, Annotated[int, Meta(ge=1)]] | None,
         Meta(description="Secrets and contacts the build would replace, per kind"),
     ] = None
+    pair_count: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        Meta(description="kind pairs: the chosen/rejected pairs it would write"),
+    ] = None
+    label_counts: Annotated[
+        dict[str, Annotated[int, Meta(ge=0)]] | None,
+        Meta(description="kind labelled: the lines it would write per rule"),
+    ] = None
 
 
 class BenchmarkList(Record):
@@ -692,8 +713,10 @@ class DeactivateAnswer(Record):
 
     ok: Literal[True]
     deactivated_model: str
+    active_model_id: Annotated[
+        str | None, Meta(description="The model active again (null: none is)")
+    ]
     restored: Literal["exact", "keys"]
-    active_model_id: str | None = None
 
 
 class Activation(Record):
