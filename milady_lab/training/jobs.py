@@ -173,8 +173,6 @@ class JobManager:
             opts = opts.for_dataset(self.store.get_dataset(dataset_id) if dataset_id else None)
         self._check_running()  # a dead worker must not make this job wait
         job_id = new_id("job")
-        options = opts.to_record()
-        options["datasetId"] = dataset_id
         rec = {
             "id": job_id,
             "status": JobStatus.QUEUED,
@@ -185,7 +183,7 @@ class JobManager:
             "totalIterations": opts.iterations,
             "currentIteration": 0,
             "trainedTokens": 0,
-            "options": options,
+            "options": opts.to_record(dataset_id).to_dict(),
             "resumeFrom": opts.resume_from,
         }
         (self.settings.jobs_dir / job_id).mkdir(parents=True, exist_ok=True)
