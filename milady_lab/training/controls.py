@@ -111,53 +111,54 @@ class Controls:
 
 
 def control_options(
-    b: JsonObject, prior: RecordedOptions | None, model: str, resumed: Mapping[str, Any] | None
+    b: JsonObject, prior: RecordedOptions, model: str, resumed: Mapping[str, Any] | None
 ) -> Controls:
     """The control fields of ``JobOptions``, checked and defaulted (a resumed job's own
     values, else the defaults of the model's size)."""
     if b.get("epochs") is not None and b.get("iterations") is not None:
         raise InputError("give either epochs or iterations, not both (the other is derived)")
     size = size_defaults(model)
-    p = prior or RecordedOptions()
 
     def pick(recorded: T | None, default: T) -> T:
         return default if recorded is None else recorded
 
     epochs = bounded_number(b, "epochs", None)
-    batch_size = _given(bounded_int(b, "batchSize", pick(p.batch_size, size.batch_size)))
+    batch_size = _given(bounded_int(b, "batchSize", pick(prior.batch_size, size.batch_size)))
     learning_rate = _given(
-        bounded_number(b, "learningRate", pick(p.learning_rate, size.learning_rate))
+        bounded_number(b, "learningRate", pick(prior.learning_rate, size.learning_rate))
     )
-    lora_rank = _given(bounded_int(b, "loraRank", pick(p.lora_rank, size.lora_rank)))
+    lora_rank = _given(bounded_int(b, "loraRank", pick(prior.lora_rank, size.lora_rank)))
     out = Controls(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
         lora_rank=lora_rank,
         max_seq_length=_given(
-            bounded_int(b, "maxSeqLength", pick(p.max_seq_length, DEFAULT_MAX_SEQ_LENGTH))
+            bounded_int(b, "maxSeqLength", pick(prior.max_seq_length, DEFAULT_MAX_SEQ_LENGTH))
         ),
         gradient_accumulation=_given(
-            bounded_int(b, "gradientAccumulation", pick(p.gradient_accumulation, 1))
+            bounded_int(b, "gradientAccumulation", pick(prior.gradient_accumulation, 1))
         ),
-        warmup_steps=bounded_int(b, "warmupSteps", p.warmup_steps),
+        warmup_steps=bounded_int(b, "warmupSteps", prior.warmup_steps),
         lr_schedule=_given(
             v.choice(
                 b.get("lrSchedule"),
                 "lrSchedule",
                 SCHEDULES,
-                default=pick(p.lr_schedule, DEFAULT_SCHEDULE),
+                default=pick(prior.lr_schedule, DEFAULT_SCHEDULE),
             )
         ),
-        lora_dropout=_given(bounded_number(b, "loraDropout", pick(p.lora_dropout, 0.0))),
-        target_modules=target_modules(b.get("targetModules"), model, p.target_modules),
-        seed=_given(bounded_int(b, "seed", pick(p.seed, DEFAULT_SEED))),
-        early_stopping_patience=bounded_int(b, "earlyStoppingPatience", p.early_stopping_patience),
-        save_best=boolean(b.get("saveBest"), "saveBest", pick(p.save_best, True)),
-        lora_alpha=bounded_number(b, "loraAlpha", pick(p.lora_alpha, 2.0 * lora_rank)),
+        lora_dropout=_given(bounded_number(b, "loraDropout", pick(prior.lora_dropout, 0.0))),
+        target_modules=target_modules(b.get("targetModules"), model, prior.target_modules),
+        seed=_given(bounded_int(b, "seed", pick(prior.seed, DEFAULT_SEED))),
+        early_stopping_patience=bounded_int(
+            b, "earlyStoppingPatience", prior.early_stopping_patience
+        ),
+        save_best=boolean(b.get("saveBest"), "saveBest", pick(prior.save_best, True)),
+        lora_alpha=bounded_number(b, "loraAlpha", pick(prior.lora_alpha, 2.0 * lora_rank)),
     )
     if resumed is not None:
-        _same_shape(out, p, resumed["id"])
+        _same_shape(out, prior, resumed["id"])
     return out
 
 

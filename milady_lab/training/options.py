@@ -101,10 +101,13 @@ class JobOptions:
         controls = control_options(b, prior, model, resumed)
         objective = _objective(b, prior)
         dataset_id, build = _dataset_choice(
-            b.get("datasetId"), prior.dataset_id if prior else None, numbers.max_trajectories, store
+            b.get("datasetId"),
+            prior.dataset_id,
+            numbers.max_trajectories,
+            store,
         )
         _check_kind(objective.objective, dataset_id, build, store)
-        layout = check_layout(b, backend, prior)
+        layout = check_layout(b, backend, prior if resumed is not None else None)
         opts = cls(
             dataset_id=dataset_id,
             backend=backend,
@@ -202,11 +205,12 @@ class JobOptions:
         )
 
 
-def _resumed_options(resumed: Mapping[str, Any] | None) -> RecordedOptions | None:
+def _resumed_options(resumed: Mapping[str, Any] | None) -> RecordedOptions:
     """The options a resumed run keeps: it continues the same training (same base
-    model, backend, LoRA shape and, unless told otherwise, data and hyper-parameters)."""
+    model, backend, LoRA shape and, unless told otherwise, data and hyper-parameters).
+    None set for a new job."""
     if resumed is None:
-        return None
+        return RecordedOptions()
     prior = RecordedOptions.of_job(resumed)
     return msgspec.structs.replace(
         prior,
@@ -222,13 +226,11 @@ def _kept(recorded: T | None, default: T) -> T:
     return default if recorded is None else recorded
 
 
-def _backend_choice(
-    value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions | None
-) -> str:
+def _backend_choice(value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions) -> str:
     """The backend asked for (the resumed job's, the best one here by default)."""
     backend = v.choice(value, "backend", BACKENDS)
     why = "its checkpoints are in that backend's format"
-    if resumed is not None and prior is not None:
+    if resumed is not None:
         backend = _as_resumed(backend, "backend", prior.backend, resumed, why)
     if backend is None:
         backend = best_backend()
@@ -236,13 +238,11 @@ def _backend_choice(
     return backend
 
 
-def _model_choice(
-    value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions | None
-) -> str:
+def _model_choice(value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions) -> str:
     """The base model asked for (the resumed job's, the default one otherwise)."""
     model = v.text(value, "model", max_length=1000)
     why = "its adapter was trained on that base model"
-    if resumed is not None and prior is not None:
+    if resumed is not None:
         model = _as_resumed(model, "model", prior.model, resumed, why)
     return check_model(model)
 
@@ -267,7 +267,7 @@ class _Numbers:
     max_trajectories: int | None
 
 
-def _numbers(b: JsonObject, prior: RecordedOptions | None) -> _Numbers:
+def _numbers(b: JsonObject, prior: RecordedOptions) -> _Numbers:
     """The run-length and bookkeeping options; a resumed job's values by default
     (``controls`` checks the training controls)."""
 
@@ -275,9 +275,9 @@ def _numbers(b: JsonObject, prior: RecordedOptions | None) -> _Numbers:
         return v.integer(b.get(key), key, default=old, minimum=minimum, maximum=MAX_ITERATIONS)
 
     return _Numbers(
-        iterations=integer("iterations", 1, prior.iterations if prior else None),
-        eval_every=integer("evalEvery", 1, prior.eval_every if prior else None),
-        checkpoint_every=integer("checkpointEvery", 0, prior.checkpoint_every if prior else None),
+        iterations=integer("iterations", 1, prior.iterations),
+        eval_every=integer("evalEvery", 1, prior.eval_every),
+        checkpoint_every=integer("checkpointEvery", 0, prior.checkpoint_every),
         max_trajectories=v.integer(
             b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
         ),
@@ -294,11 +294,11 @@ class _Objective:
     undesirable_weight: float | None
 
 
-def _objective(b: JsonObject, prior: RecordedOptions | None) -> _Objective:
+def _objective(b: JsonObject, prior: RecordedOptions) -> _Objective:
     """``objective`` and its parameters (a resumed job's by default); β and the KTO
     weights only with an objective that reads them."""
     objective = v.choice(b.get("objective"), "objective", tuple(OBJECTIVE_KINDS))
-    objective = objective or (prior.objective if prior else None) or "sft"
+    objective = objective or prior.objective or "sft"
 
     def parameter(key: str, applies: tuple[str, ...], old: float | None) -> float | None:
         value = v.number(b.get(key), key, exclusive_minimum=0.0, maximum=100.0)
@@ -308,13 +308,9 @@ def _objective(b: JsonObject, prior: RecordedOptions | None) -> _Objective:
 
     return _Objective(
         objective=objective,
-        beta=parameter("beta", ("dpo", "kto"), prior.beta if prior else None),
-        desirable_weight=parameter(
-            "desirableWeight", ("kto",), prior.desirable_weight if prior else None
-        ),
-        undesirable_weight=parameter(
-            "undesirableWeight", ("kto",), prior.undesirable_weight if prior else None
-        ),
+        beta=parameter("beta", ("dpo", "kto"), prior.beta),
+        desirable_weight=parameter("desirableWeight", ("kto",), prior.desirable_weight),
+        undesirable_weight=parameter("undesirableWeight", ("kto",), prior.undesirable_weight),
     )
 
 
