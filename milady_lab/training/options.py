@@ -53,7 +53,12 @@ OBJECTIVE_KINDS = {"sft": "sft", "dpo": "pairs", "kto": "labelled"}
 @dataclass(frozen=True)
 class JobOptions:
     """The validated options of one job; ``build_dataset`` means "build a dataset first"
-    (of at most ``max_trajectories`` trajectories), which ``TrainingService`` does."""
+    (of at most ``max_trajectories`` trajectories), which ``TrainingService`` does.
+
+    A job body takes three forms: the REST body (``StartJobRequest``'s fields, checked
+    here), these options, and what the job records (``to_record``: a
+    ``RecordedOptions``, stored as camelCase JSON), from which the worker builds the
+    engine's ``TrainSpec`` (``worker.train_spec``)."""
 
     dataset_id: str | None
     backend: str

@@ -307,6 +307,8 @@ class RecordedOptions(StartJobRequest, Record, forbid_unknown_fields=False, omit
     model: str | None = None
     #: ``attention``, ``all-linear`` or module names (a tuple once decoded).
     target_modules: str | tuple[str, ...] | None = None
+    #: Given, or derived from the iterations (then beyond the bound a body may give).
+    epochs: float | None = None
     #: Examples per optimizer step over every rank (the loss depends on it).
     global_batch_size: int | None = None
 

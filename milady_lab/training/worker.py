@@ -1,7 +1,8 @@
 """``python -m milady_lab.training.worker JOB_ID``: the process that trains one job.
 
 Started by ``JobManager`` in its own session. It takes the job only if the row names
-its own pid (so a launch whose transaction rolled back does nothing), trains through
+its own pid (so a launch whose transaction rolled back does nothing), builds the run's
+``TrainSpec`` from the options the job recorded (``train_spec``), trains through
 ``backends.run_training`` with a ``StoreCallback``, and always leaves the job in a
 final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
 ``failed`` with a readable error. On its way out it starts the next queued job, so a
