@@ -10,7 +10,44 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
+
+
+class PreferenceFigures(TypedDict, total=False):
+    """The dpo/kto figures of a step (``records.Metric`` has them all); None where the
+    batch held no example of that kind."""
+
+    rewardsChosen: float | None
+    rewardsRejected: float | None
+    rewardMargin: float | None
+    rewardAccuracy: float | None
+    logpsChosen: float | None
+    logpsRejected: float | None
+    klEstimate: float
+    #: At evaluations: ``rewardMargin`` on the validation set.
+    valRewardMargin: float
+
+
+class MetricPoint(PreferenceFigures, total=False):
+    """One measurement of a run, by ``records.Metric``'s wire names (the store adds
+    ``seq``, ``jobId`` and ``ts``)."""
+
+    iteration: Required[int]
+    loss: float
+    valLoss: float
+    learningRate: float
+    tokensPerSecond: float
+    trainedTokens: int
+    peakMemory: int  # bytes
+
+
+class RunSummary(TypedDict, total=False):
+    """Figures about a run as a whole, kept on the job record (``records.Job``)."""
+
+    truncatedExamples: int
+    droppedExamples: int
+    bestIteration: int
+    bestValLoss: float
 
 
 class TrainingCancelled(Exception):
@@ -27,9 +64,10 @@ class TrainingCallback:
     def on_train_start(self, total_iterations: int, start_iteration: int = 0) -> None:
         """Called once, before the first step (``start_iteration`` > 0 when resuming)."""
 
-    def on_metric(self, metric: dict[str, Any]) -> None:
+    def on_metric(self, metric: MetricPoint) -> None:
         """A measurement: ``iteration`` plus any of ``loss``, ``valLoss``, ``learningRate``,
-        ``tokensPerSecond``, ``trainedTokens``, ``peakMemory`` (bytes)."""
+        ``tokensPerSecond``, ``trainedTokens``, ``peakMemory`` (bytes) and, for dpo/kto,
+        the ``PreferenceFigures``."""
 
     def on_log(self, message: str) -> None:
         """A line worth showing to the user (loading the model, saving, ...)."""
@@ -41,7 +79,7 @@ class TrainingCallback:
         """The run moved to another stage: ``loading``, ``training``, ``evaluating``,
         ``saving``, ``registering`` (``state.JOB_STAGES``)."""
 
-    def on_summary(self, fields: dict[str, Any]) -> None:
+    def on_summary(self, fields: RunSummary) -> None:
         """Figures about the run as a whole, kept on the job record as they change:
         ``truncatedExamples``, ``droppedExamples``, ``bestIteration``, ``bestValLoss``."""
 
@@ -58,7 +96,7 @@ class CallbackList(TrainingCallback):
         for cb in self.callbacks:
             cb.on_train_start(total_iterations, start_iteration)
 
-    def on_metric(self, metric: dict[str, Any]) -> None:
+    def on_metric(self, metric: MetricPoint) -> None:
         for cb in self.callbacks:
             cb.on_metric(metric)
 
@@ -70,7 +108,7 @@ class CallbackList(TrainingCallback):
         for cb in self.callbacks:
             cb.on_checkpoint(iteration, path)
 
-    def on_summary(self, fields: dict[str, Any]) -> None:
+    def on_summary(self, fields: RunSummary) -> None:
         for cb in self.callbacks:
             cb.on_summary(fields)
 
@@ -86,14 +124,14 @@ class RecordingCallback(TrainingCallback):
     """Keeps every event in memory (tests, notebooks)."""
 
     def __init__(self) -> None:
-        self.metrics: list[dict[str, Any]] = []
+        self.metrics: list[MetricPoint] = []
         self.logs: list[str] = []
         self.checkpoints: list[tuple[int, Path]] = []
-        self.summary: dict[str, Any] = {}
+        self.summary: RunSummary = {}
         self.stages: list[str] = []
 
-    def on_metric(self, metric: dict[str, Any]) -> None:
-        self.metrics.append(dict(metric))
+    def on_metric(self, metric: MetricPoint) -> None:
+        self.metrics.append(metric.copy())
 
     def on_log(self, message: str) -> None:
         self.logs.append(message)
@@ -101,7 +139,7 @@ class RecordingCallback(TrainingCallback):
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         self.checkpoints.append((iteration, path))
 
-    def on_summary(self, fields: dict[str, Any]) -> None:
+    def on_summary(self, fields: RunSummary) -> None:
         self.summary.update(fields)
 
     def on_stage(self, stage: str) -> None:

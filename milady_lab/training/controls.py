@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import math
 import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .. import validation as v
+from ..api.records import JsonObject
 from ..errors import InputError
 from .defaults import size_defaults
-from .request import StartJobRequest
+from .request import RecordedOptions, StartJobRequest
 from .schedule import DEFAULT_SCHEDULE, SCHEDULES
 
 #: ``targetModules`` presets; a list names the modules itself.
@@ -39,8 +42,10 @@ MAX_TARGET_MODULES = 64
 DEFAULT_MAX_SEQ_LENGTH = 2048
 DEFAULT_SEED = 0
 
+T = TypeVar("T")
 
-def _bounds(field: str) -> dict[str, Any]:
+
+def _bounds(field: str) -> dict[str, float]:
     """``ge``/``le``/``gt``/``lt`` of a ``StartJobRequest`` field: the struct is the one source."""
     info = next(f for f in msgspec.structs.fields(StartJobRequest) if f.encode_name == field)
     keys = ("ge", "le", "gt", "lt")
@@ -55,12 +60,12 @@ def _bounds(field: str) -> dict[str, Any]:
     return {}
 
 
-def bounded_int(b: dict[str, Any], key: str, default: int | None) -> int | None:
+def bounded_int(b: JsonObject, key: str, default: int | None) -> int | None:
     lim = _bounds(key)
     return v.integer(b.get(key), key, default=default, minimum=lim.get("ge"), maximum=lim.get("le"))
 
 
-def bounded_number(b: dict[str, Any], key: str, default: float | None) -> float | None:
+def bounded_number(b: JsonObject, key: str, default: float | None) -> float | None:
     """A number within the struct's bounds (``ge`` and ``lt`` checked here)."""
     lim = _bounds(key)
     low = lim.get("gt", lim.get("ge"))
@@ -85,60 +90,92 @@ def boolean(value: Any, name: str, default: bool) -> bool:
     raise InputError(f"{name} must be true or false")
 
 
+@dataclass(frozen=True)
+class Controls:
+    """The training controls of ``JobOptions``, checked and defaulted."""
+
+    epochs: float | None
+    batch_size: int
+    learning_rate: float
+    lora_rank: int | None
+    max_seq_length: int
+    gradient_accumulation: int
+    warmup_steps: int | None
+    lr_schedule: str
+    lora_dropout: float
+    target_modules: str | tuple[str, ...]
+    seed: int
+    early_stopping_patience: int | None
+    save_best: bool
+    lora_alpha: float | None
+
+
 def control_options(
-    b: dict[str, Any], prior: dict[str, Any], model: str, resumed: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The control fields of ``JobOptions`` (snake_case), checked and defaulted."""
+    b: JsonObject, prior: RecordedOptions, model: str, resumed: Mapping[str, Any] | None
+) -> Controls:
+    """The control fields of ``JobOptions``, checked and defaulted (a resumed job's own
+    values, else the defaults of the model's size)."""
     if b.get("epochs") is not None and b.get("iterations") is not None:
         raise InputError("give either epochs or iterations, not both (the other is derived)")
     size = size_defaults(model)
 
-    def pick(key: str, default: Any) -> Any:
-        return prior.get(key, default)
+    def pick(recorded: T | None, default: T) -> T:
+        return default if recorded is None else recorded
 
-    out: dict[str, Any] = {
-        "epochs": bounded_number(b, "epochs", None),
-        "batch_size": bounded_int(b, "batchSize", pick("batchSize", size.batch_size)),
-        "learning_rate": bounded_number(
-            b, "learningRate", pick("learningRate", size.learning_rate)
+    epochs = bounded_number(b, "epochs", None)
+    batch_size = _given(bounded_int(b, "batchSize", pick(prior.batch_size, size.batch_size)))
+    learning_rate = _given(
+        bounded_number(b, "learningRate", pick(prior.learning_rate, size.learning_rate))
+    )
+    lora_rank = _given(bounded_int(b, "loraRank", pick(prior.lora_rank, size.lora_rank)))
+    out = Controls(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lora_rank=lora_rank,
+        max_seq_length=_given(
+            bounded_int(b, "maxSeqLength", pick(prior.max_seq_length, DEFAULT_MAX_SEQ_LENGTH))
         ),
-        "lora_rank": bounded_int(b, "loraRank", pick("loraRank", size.lora_rank)),
-        "max_seq_length": bounded_int(
-            b, "maxSeqLength", pick("maxSeqLength", DEFAULT_MAX_SEQ_LENGTH)
+        gradient_accumulation=_given(
+            bounded_int(b, "gradientAccumulation", pick(prior.gradient_accumulation, 1))
         ),
-        "gradient_accumulation": bounded_int(
-            b, "gradientAccumulation", pick("gradientAccumulation", 1)
+        warmup_steps=bounded_int(b, "warmupSteps", prior.warmup_steps),
+        lr_schedule=_given(
+            v.choice(
+                b.get("lrSchedule"),
+                "lrSchedule",
+                SCHEDULES,
+                default=pick(prior.lr_schedule, DEFAULT_SCHEDULE),
+            )
         ),
-        "warmup_steps": bounded_int(b, "warmupSteps", prior.get("warmupSteps")),
-        "lr_schedule": v.choice(
-            b.get("lrSchedule"),
-            "lrSchedule",
-            SCHEDULES,
-            default=pick("lrSchedule", DEFAULT_SCHEDULE),
+        lora_dropout=_given(bounded_number(b, "loraDropout", pick(prior.lora_dropout, 0.0))),
+        target_modules=target_modules(b.get("targetModules"), model, prior.target_modules),
+        seed=_given(bounded_int(b, "seed", pick(prior.seed, DEFAULT_SEED))),
+        early_stopping_patience=bounded_int(
+            b, "earlyStoppingPatience", prior.early_stopping_patience
         ),
-        "lora_dropout": bounded_number(b, "loraDropout", pick("loraDropout", 0.0)),
-        "target_modules": target_modules(
-            b.get("targetModules"), model, pick("targetModules", None)
-        ),
-        "seed": bounded_int(b, "seed", pick("seed", DEFAULT_SEED)),
-        "early_stopping_patience": bounded_int(
-            b, "earlyStoppingPatience", prior.get("earlyStoppingPatience")
-        ),
-        "save_best": boolean(b.get("saveBest"), "saveBest", pick("saveBest", True)),
-    }
-    out["lora_alpha"] = bounded_number(b, "loraAlpha", pick("loraAlpha", 2.0 * out["lora_rank"]))
+        save_best=boolean(b.get("saveBest"), "saveBest", pick(prior.save_best, True)),
+        lora_alpha=bounded_number(b, "loraAlpha", pick(prior.lora_alpha, 2.0 * lora_rank)),
+    )
     if resumed is not None:
         _same_shape(out, prior, resumed["id"])
     return out
 
 
-def _same_shape(out: dict[str, Any], prior: dict[str, Any], job_id: str) -> None:
+def _given(value: T | None) -> T:
+    """A checked value that has a default, so is never None."""
+    assert value is not None
+    return value
+
+
+def _same_shape(out: Controls, prior: RecordedOptions, job_id: str) -> None:
     """A resume continues the same adapter: its LoRA shape cannot change."""
-    rank = prior.get("loraRank") or 8  # jobs recorded before the rank was always set
+    rank = prior.lora_rank or 8  # jobs recorded before the rank was always set
+    old_alpha = prior.lora_alpha if prior.lora_alpha is not None else 2.0 * rank
     shape = {
-        "loraRank": (out["lora_rank"], rank),
-        "loraAlpha": (out["lora_alpha"], prior.get("loraAlpha", 2.0 * rank)),
-        "targetModules": (out["target_modules"], prior.get("targetModules", "attention")),
+        "loraRank": (out.lora_rank, rank),
+        "loraAlpha": (out.lora_alpha, old_alpha),
+        "targetModules": (out.target_modules, prior.target_modules or "attention"),
     }
     for key, (new, old) in shape.items():
         if _plain(new) != _plain(old):
@@ -192,9 +229,26 @@ def model_linear_modules(model: str) -> tuple[str, ...] | None:
     return LINEAR_MODULES.get(arch) if arch else None
 
 
+class RunLength(Protocol):
+    """What ``derived_length`` reads of a job's options."""
+
+    @property
+    def iterations(self) -> int | None: ...
+    @property
+    def epochs(self) -> float | None: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def gradient_accumulation(self) -> int: ...
+    @property
+    def early_stopping_patience(self) -> int | None: ...
+    @property
+    def warmup_steps(self) -> int | None: ...
+
+
 def derived_length(
-    opts: dict[str, Any], dataset: dict[str, Any] | None, default_iterations: int
-) -> dict[str, Any]:
+    opts: RunLength, dataset: Mapping[str, Any] | None, default_iterations: int
+) -> tuple[int, float | None]:
     """``iterations`` and ``epochs`` (one given, the other derived from the dataset's
     training examples), and the checks of ``warmupSteps`` and early stopping against them.
     A warmup left out is not recorded: it follows the run's length (a resume changes it).
@@ -202,9 +256,9 @@ def derived_length(
     One iteration is one optimizer step over ``batchSize × gradientAccumulation``
     examples, so ``iterations = ceil(epochs × trainCount / that)``.
     """
-    per_step = opts["batch_size"] * opts["gradient_accumulation"]
+    per_step = opts.batch_size * opts.gradient_accumulation
     train = int(dataset.get("trainCount") or 0) if dataset else 0
-    iterations, epochs = opts.get("iterations"), opts.get("epochs")
+    iterations, epochs = opts.iterations, opts.epochs
     if epochs is not None:
         if train <= 0:
             raise InputError("epochs needs a dataset with training examples")
@@ -218,12 +272,12 @@ def derived_length(
         iterations = default_iterations
     if epochs is None and train > 0:  # given epochs stay as given
         epochs = round(iterations * per_step / train, 4)
-    patience = opts.get("early_stopping_patience")
+    patience = opts.early_stopping_patience
     if patience is not None and dataset is not None and not dataset.get("validCount"):
         raise InputError(
             f"earlyStoppingPatience needs validation examples; dataset {dataset.get('id')} has none"
         )
-    warmup = opts.get("warmup_steps")  # None: ``default_warmup`` of the run, in the worker
+    warmup = opts.warmup_steps  # None: ``default_warmup`` of the run, in the worker
     if warmup is not None and warmup >= iterations:
         raise InputError(f"warmupSteps ({warmup}) must be fewer than iterations ({iterations})")
-    return {"iterations": iterations, "epochs": epochs}
+    return iterations, epochs

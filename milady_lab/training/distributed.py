@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import validation as v
+from ..api.records import JsonObject
 from ..atomic import write_bytes
 from ..errors import InputError, WorkerError
-from .callbacks import TrainingCancelled
-from .request import MAX_DEVICES, MAX_NODES
+from .callbacks import TrainingCallback, TrainingCancelled
+from .request import MAX_DEVICES, MAX_NODES, RecordedOptions
+from .spec import TrainResult, TrainSpec
 
 STRATEGIES = ("ddp", "fsdp")
 #: Seconds torchrun's agent waits for a SIGTERMed rank before SIGKILL; below
@@ -70,15 +72,15 @@ class Layout:
         return self.devices * self.nodes
 
     @classmethod
-    def of_job(cls, job: dict[str, Any]) -> Layout:
+    def of_options(cls, o: RecordedOptions) -> Layout:
         """The layout recorded in a job's options (one process for older jobs)."""
-        o = job.get("options") or {}
+        devices = o.devices if isinstance(o.devices, int) else 1
         return cls(
-            devices=int(o.get("devices") or 1),
-            strategy=o.get("strategy") or "ddp",
-            nodes=int(o.get("nodes") or 1),
-            node_rank=int(o.get("nodeRank") or 0),
-            rdzv_endpoint=o.get("rdzvEndpoint"),
+            devices=devices or 1,
+            strategy=o.strategy or "ddp",
+            nodes=o.nodes or 1,
+            node_rank=o.node_rank or 0,
+            rdzv_endpoint=o.rdzv_endpoint,
         )
 
 
@@ -89,13 +91,15 @@ def global_batch_size(batch_size: int, world_size: int, accumulation: int = 1) -
 
 
 # -- the options ---------------------------------------------------------------------------
-def check_layout(b: dict[str, Any], backend: str, prior: dict[str, Any]) -> dict[str, Any]:
-    """``devices``, ``strategy``, ``nodes``, ``nodeRank``, ``rdzvEndpoint`` of a body as
-    ``JobOptions`` fields; a 400 for what this backend or machine cannot run. A resumed
-    job keeps its layout unless the body changes it."""
+def check_layout(b: JsonObject, backend: str, prior: RecordedOptions | None) -> Layout:
+    """``devices``, ``strategy``, ``nodes``, ``nodeRank``, ``rdzvEndpoint`` of a body; a
+    400 for what this backend or machine cannot run. A resumed job (``prior``, its
+    recorded options) keeps its layout unless the body changes it."""
 
     def given(key: str) -> Any:
-        return b[key] if b.get(key) is not None else prior.get(key)
+        if b.get(key) is not None:
+            return b[key]
+        return prior.get(key) if prior is not None else None
 
     devices = resolve_devices(given("devices"), backend)
     nodes = v.integer(given("nodes"), "nodes", default=1, minimum=1, maximum=MAX_NODES)
@@ -114,24 +118,20 @@ def check_layout(b: dict[str, Any], backend: str, prior: dict[str, Any]) -> dict
             raise InputError(f"rdzvEndpoint must be host:port, got {endpoint[:80]!r}")
         endpoint = endpoint.strip()
     strategy = v.choice(given("strategy"), "strategy", STRATEGIES, default="ddp")
-    if prior and _sharded(prior) != (strategy == "fsdp" and devices * nodes > 1):
+    if prior is not None and _sharded(prior) != (strategy == "fsdp" and devices * nodes > 1):
         raise InputError(
             "a resume keeps sharding as it was: an fsdp checkpoint (several ranks) holds the "
             "optimizer state in another form than a ddp or one-device one"
         )
-    return {
-        "devices": devices,
-        "strategy": strategy,
-        "nodes": nodes,
-        "node_rank": node_rank,
-        "rdzv_endpoint": endpoint,
-    }
+    assert node_rank is not None and strategy is not None
+    return Layout(
+        devices=devices, strategy=strategy, nodes=nodes, node_rank=node_rank, rdzv_endpoint=endpoint
+    )
 
 
-def _sharded(options: dict[str, Any]) -> bool:
+def _sharded(options: RecordedOptions) -> bool:
     """Whether a job's checkpoints were written under FSDP on several ranks."""
-    world = int(options.get("devices") or 1) * int(options.get("nodes") or 1)
-    return options.get("strategy") == "fsdp" and world > 1
+    return options.strategy == "fsdp" and Layout.of_options(options).world_size > 1
 
 
 def resolve_devices(value: Any, backend: str) -> int:
@@ -193,7 +193,9 @@ def torchrun_args(layout: Layout, job_id: str, log_dir: Path) -> list[str]:
     return [*args, "-m", "milady_lab.training.rank", job_id]
 
 
-def run_ranks(spec: Any, layout: Layout, job_dir: Path, callback: Any) -> Any:
+def run_ranks(
+    spec: TrainSpec, layout: Layout, job_dir: Path, callback: TrainingCallback
+) -> TrainResult:
     """Train ``spec`` on ``layout.devices`` ranks of this machine through torchrun;
     the reporter's ``TrainResult``. Raises ``TrainingCancelled`` when SIGTERM (a
     cancel) stopped the ranks and ``RankFailed`` naming the rank that failed."""
@@ -204,7 +206,7 @@ def run_ranks(spec: Any, layout: Layout, job_dir: Path, callback: Any) -> Any:
     ranks_dir = job_dir / RANKS_DIR
     ranks_dir.mkdir(parents=True, exist_ok=True)
     (ranks_dir / RESULT_FILE).unlink(missing_ok=True)
-    write_bytes(ranks_dir / SPEC_FILE, pickle.dumps({"spec": spec, "ownerPid": os.getpid()}))
+    write_bytes(ranks_dir / SPEC_FILE, pickle.dumps(RankSpec(spec, owner_pid=os.getpid())))
     args = torchrun_args(layout, spec.job_id, ranks_dir / "logs")
     callback.on_log(
         f"torchrun {' '.join(args)} ({layout.world_size} ranks, strategy {layout.strategy})"
@@ -219,12 +221,12 @@ def run_ranks(spec: Any, layout: Layout, job_dir: Path, callback: Any) -> Any:
     finally:
         signal.signal(signal.SIGTERM, handler)  # the agent installed its own
     try:
-        outcome = pickle.loads((ranks_dir / RESULT_FILE).read_bytes())
+        outcome: RankOutcome = pickle.loads((ranks_dir / RESULT_FILE).read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise RankFailed(f"the ranks exited without a result ({exc})") from None
-    if outcome["status"] == "cancelled":
-        raise TrainingCancelled(outcome.get("iteration", 0))
-    return outcome["result"]
+    if outcome.result is None:
+        raise TrainingCancelled(outcome.iteration)
+    return outcome.result
 
 
 class RankFailed(WorkerError):
@@ -273,14 +275,31 @@ def rank_log_tail(log_dir: Path, local_rank: int, lines: int = 4) -> list[str]:
 
 
 # -- the rank side -------------------------------------------------------------------------
-def read_rank_spec(job_dir: Path) -> dict[str, Any]:
-    """What the worker left for its ranks: ``{"spec": TrainSpec, "ownerPid": int}``."""
+@dataclass(frozen=True)
+class RankSpec:
+    """What the worker leaves for its ranks: the run, and its own pid (the owner of the
+    job, which the reporter's ``StoreCallback`` checks)."""
+
+    spec: TrainSpec
+    owner_pid: int
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    """The reporter's outcome: the result of a completed run, or None when it was
+    cancelled (at ``iteration``)."""
+
+    result: TrainResult | None
+    iteration: int = 0
+
+
+def read_rank_spec(job_dir: Path) -> RankSpec:
+    """What the worker left for its ranks."""
     return pickle.loads((job_dir / RANKS_DIR / SPEC_FILE).read_bytes())
 
 
-def write_rank_result(job_dir: Path, outcome: dict[str, Any]) -> None:
-    """The reporter's outcome: ``{"status": "completed", "result": TrainResult}`` or
-    ``{"status": "cancelled", "iteration": n}``."""
+def write_rank_result(job_dir: Path, outcome: RankOutcome) -> None:
+    """The reporter's outcome, for the worker."""
     write_bytes(job_dir / RANKS_DIR / RESULT_FILE, pickle.dumps(outcome))
 
 

@@ -35,6 +35,7 @@ import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ HEARTBEAT_CONFIRM_S = 5.0
 CANCEL_MARKER = "cancel-requested"
 
 _INTERNAL = ("pid", "pidStartTime", "outputPath", "heartbeatAt")
+#: A job row as the state store gives it: the record's fields (``records.Job``'s wire
+#: names) and the internal ones, by key.
+JobRow = Mapping[str, Any]
 #: Folders ``worker._complete`` names after a new model id (``new_id("model")``).
 _MODEL_DIR_RE = re.compile(r"model-\d{14}-[0-9a-f]{6}")
 
@@ -131,7 +135,7 @@ class JobManager:
             return None
         return self._public(rec)
 
-    def _settled(self, rec: dict[str, Any]) -> bool:
+    def _settled(self, rec: JobRow) -> bool:
         """A running job that ``_check_worker`` would leave alone, found without waiting."""
         beat = rec.get("heartbeatAt") or rec.get("startedAt") or rec["createdAt"]
         return (
@@ -173,8 +177,6 @@ class JobManager:
             opts = opts.for_dataset(self.store.get_dataset(dataset_id) if dataset_id else None)
         self._check_running()  # a dead worker must not make this job wait
         job_id = new_id("job")
-        options = opts.to_record()
-        options["datasetId"] = dataset_id
         rec = {
             "id": job_id,
             "status": JobStatus.QUEUED,
@@ -185,7 +187,7 @@ class JobManager:
             "totalIterations": opts.iterations,
             "currentIteration": 0,
             "trainedTokens": 0,
-            "options": options,
+            "options": opts.to_record(dataset_id).to_dict(),
             "resumeFrom": opts.resume_from,
         }
         (self.settings.jobs_dir / job_id).mkdir(parents=True, exist_ok=True)
@@ -282,7 +284,7 @@ class JobManager:
         if not running and self.store.list_jobs((JobStatus.QUEUED,)):
             self.start_next()
 
-    def _check_worker(self, rec: dict[str, Any]) -> bool:
+    def _check_worker(self, rec: JobRow) -> bool:
         """End a running job whose worker is gone, never started or stopped responding
         (``failed``; ``cancelled`` when a cancel had been asked for); True when it did."""
         pid, start_time = rec.get("pid"), rec.get("pidStartTime")
@@ -308,7 +310,7 @@ class JobManager:
         self.start_next()
         return True
 
-    def _check_heartbeat(self, rec: dict[str, Any]) -> bool:
+    def _check_heartbeat(self, rec: JobRow) -> bool:
         """Stop and fail a live worker whose heartbeat is stale; True when it did.
 
         The job is marked failed first, so the worker, woken by the SIGTERM, finds it
@@ -343,7 +345,7 @@ class JobManager:
             self.start_next()
         return marked
 
-    def _fail_if_unchanged(self, rec: dict[str, Any], reason: str) -> bool:
+    def _fail_if_unchanged(self, rec: JobRow, reason: str) -> bool:
         """Fail the job if it still runs under the same worker with the same heartbeat."""
         return self.store.finish_job(
             rec["id"],
@@ -366,7 +368,7 @@ class JobManager:
     def _models_by_job(self) -> dict[str, str]:
         return {m["jobId"]: m["id"] for m in self.store.list_models()}
 
-    def _public(self, rec: dict[str, Any], models: dict[str, str] | None = None) -> dict[str, Any]:
+    def _public(self, rec: JobRow, models: dict[str, str] | None = None) -> dict[str, Any]:
         """The REST body of a job: no internal fields; ``progress`` and ``modelId`` added."""
         out = {k: val for k, val in rec.items() if k not in _INTERNAL}
         total = rec.get("totalIterations") or 0

@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+import msgspec
 
 from .. import validation as v
+from ..api.records import Backend, JsonObject
 from ..errors import ConflictError, InputError, NotFoundError
 from ..state import StateStore
 from .backends import best_backend, check_backend
 from .controls import control_options, derived_length
 from .distributed import check_layout, global_batch_size
-from .request import BACKENDS, FIELD_NAMES, FIELDS, MAX_ITERATIONS, MAX_TRAJECTORIES
+from .request import (
+    BACKENDS,
+    FIELDS,
+    MAX_ITERATIONS,
+    MAX_TRAJECTORIES,
+    Objective,
+    RecordedOptions,
+    Schedule,
+    Strategy,
+)
+
+T = TypeVar("T")
 
 #: Without a model-size default (``defaults.py`` gives batchSize, learningRate, loraRank).
 DEFAULTS = {"iterations": 100, "batchSize": 4, "learningRate": 2e-4}
@@ -39,7 +53,12 @@ OBJECTIVE_KINDS = {"sft": "sft", "dpo": "pairs", "kto": "labelled"}
 @dataclass(frozen=True)
 class JobOptions:
     """The validated options of one job; ``build_dataset`` means "build a dataset first"
-    (of at most ``max_trajectories`` trajectories), which ``TrainingService`` does."""
+    (of at most ``max_trajectories`` trajectories), which ``TrainingService`` does.
+
+    A job body takes three forms: the REST body (``StartJobRequest``'s fields, checked
+    here), these options, and what the job records (``to_record``: a
+    ``RecordedOptions``, stored as camelCase JSON), from which the worker builds the
+    engine's ``TrainSpec`` (``worker.train_spec``)."""
 
     dataset_id: str | None
     backend: str
@@ -83,20 +102,50 @@ class JobOptions:
         prior = _resumed_options(resumed)
         backend = _backend_choice(b.get("backend"), resumed, prior)
         model = _model_choice(b.get("model"), resumed, prior)
-        numbers = _numbers(b, prior) | control_options(b, prior, model, resumed)
-        numbers |= _objective(b, prior)
+        numbers = _numbers(b, prior)
+        controls = control_options(b, prior, model, resumed)
+        objective = _objective(b, prior)
         dataset_id, build = _dataset_choice(
-            b.get("datasetId"), prior.get("datasetId"), numbers["max_trajectories"], store
+            b.get("datasetId"),
+            prior.dataset_id,
+            numbers.max_trajectories,
+            store,
         )
-        _check_kind(numbers["objective"], dataset_id, build, store)
+        _check_kind(objective.objective, dataset_id, build, store)
+        layout = check_layout(b, backend, prior if resumed is not None else None)
         opts = cls(
             dataset_id=dataset_id,
             backend=backend,
             model=model,
             resume_from=resumed["id"] if resumed is not None else None,
             build_dataset=build,
-            **numbers,
-            **check_layout(b, backend, prior),
+            iterations=numbers.iterations,
+            eval_every=numbers.eval_every,
+            checkpoint_every=numbers.checkpoint_every,
+            max_trajectories=numbers.max_trajectories,
+            batch_size=controls.batch_size,
+            learning_rate=controls.learning_rate,
+            lora_rank=controls.lora_rank,
+            epochs=controls.epochs,
+            max_seq_length=controls.max_seq_length,
+            gradient_accumulation=controls.gradient_accumulation,
+            warmup_steps=controls.warmup_steps,
+            lr_schedule=controls.lr_schedule,
+            lora_alpha=controls.lora_alpha,
+            lora_dropout=controls.lora_dropout,
+            target_modules=controls.target_modules,
+            seed=controls.seed,
+            early_stopping_patience=controls.early_stopping_patience,
+            save_best=controls.save_best,
+            objective=objective.objective,
+            beta=objective.beta,
+            desirable_weight=objective.desirable_weight,
+            undesirable_weight=objective.undesirable_weight,
+            devices=layout.devices,
+            strategy=layout.strategy,
+            nodes=layout.nodes,
+            node_rank=layout.node_rank,
+            rdzv_endpoint=layout.rdzv_endpoint,
         )
         if opts.objective != "sft" and opts.devices * opts.nodes > 1:
             raise InputError(
@@ -113,106 +162,161 @@ class JobOptions:
             )
         return opts
 
-    def for_dataset(self, dataset: dict[str, Any] | None) -> JobOptions:
+    def for_dataset(self, dataset: Mapping[str, Any] | None) -> JobOptions:
         """These options with ``iterations``/``epochs`` derived from the
         dataset the job trains on (``controls.derived_length``)."""
-        fields = asdict(self)
-        return replace(self, **derived_length(fields, dataset, DEFAULTS["iterations"]))
+        iterations, epochs = derived_length(self, dataset, DEFAULTS["iterations"])
+        return replace(self, iterations=iterations, epochs=epochs)
 
-    def to_record(self) -> dict[str, Any]:
-        """The options as stored on the job (camelCase, only what was set)."""
-        out = {
-            FIELD_NAMES[k]: val
-            for k, val in asdict(self).items()
-            if k in FIELD_NAMES and val is not None
-        }
-        if out.get("objective") == "sft":  # the default: SFT records stay as they were
-            del out["objective"]
-        # Examples per optimizer step over every rank (recorded: the loss depends on it).
-        out["globalBatchSize"] = global_batch_size(
-            self.batch_size, self.devices * self.nodes, self.gradient_accumulation
+    def to_record(self, dataset_id: str | None = None) -> RecordedOptions:
+        """The options as recorded on the job (camelCase, only what was set), training
+        on ``dataset_id`` when given (the dataset built for it)."""
+        return RecordedOptions(
+            dataset_id=dataset_id or self.dataset_id,
+            backend=cast(Backend, self.backend),
+            model=self.model,
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            max_trajectories=self.max_trajectories,
+            resume_from=self.resume_from,
+            lora_rank=self.lora_rank,
+            eval_every=self.eval_every,
+            checkpoint_every=self.checkpoint_every,
+            epochs=self.epochs,
+            max_seq_length=self.max_seq_length,
+            gradient_accumulation=self.gradient_accumulation,
+            warmup_steps=self.warmup_steps,
+            lr_schedule=cast(Schedule, self.lr_schedule),
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.target_modules,
+            seed=self.seed,
+            early_stopping_patience=self.early_stopping_patience,
+            save_best=self.save_best,
+            devices=self.devices,
+            strategy=cast(Strategy, self.strategy),
+            nodes=self.nodes,
+            node_rank=self.node_rank,
+            rdzv_endpoint=self.rdzv_endpoint,
+            # The default is left out: SFT records stay as they were.
+            objective=None if self.objective == "sft" else cast(Objective, self.objective),
+            beta=self.beta,
+            desirable_weight=self.desirable_weight,
+            undesirable_weight=self.undesirable_weight,
+            global_batch_size=global_batch_size(
+                self.batch_size, self.devices * self.nodes, self.gradient_accumulation
+            ),
         )
-        return out
 
 
-def _resumed_options(resumed: dict[str, Any] | None) -> dict[str, Any]:
+def _resumed_options(resumed: Mapping[str, Any] | None) -> RecordedOptions:
     """The options a resumed run keeps: it continues the same training (same base
-    model, backend, LoRA shape and, unless told otherwise, data and hyper-parameters)."""
+    model, backend, LoRA shape and, unless told otherwise, data and hyper-parameters).
+    None set for a new job."""
     if resumed is None:
-        return {}
-    prior = dict(resumed.get("options") or {})
-    prior.setdefault("datasetId", resumed.get("datasetId"))
-    prior.setdefault("backend", resumed["backend"])
-    prior.setdefault("model", resumed["model"])
-    prior.setdefault("iterations", resumed["totalIterations"])
-    return prior
+        return RecordedOptions()
+    prior = RecordedOptions.of_job(resumed)
+    return msgspec.structs.replace(
+        prior,
+        dataset_id=_kept(prior.dataset_id, resumed.get("datasetId")),
+        backend=_kept(prior.backend, resumed["backend"]),
+        model=_kept(prior.model, resumed["model"]),
+        iterations=_kept(prior.iterations, resumed["totalIterations"]),
+    )
 
 
-def _backend_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, Any]) -> str:
+def _kept(recorded: T | None, default: T) -> T:
+    """A recorded option, or ``default`` when the record lacks it (an older job)."""
+    return default if recorded is None else recorded
+
+
+def _backend_choice(value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions) -> str:
     """The backend asked for (the resumed job's, the best one here by default)."""
     backend = v.choice(value, "backend", BACKENDS)
     why = "its checkpoints are in that backend's format"
-    backend = _as_resumed(backend, "backend", resumed, prior, why)
+    if resumed is not None:
+        backend = _as_resumed(backend, "backend", prior.backend, resumed, why)
     if backend is None:
         backend = best_backend()
     check_backend(backend)  # InputError when this machine lacks it
     return backend
 
 
-def _model_choice(value: Any, resumed: dict[str, Any] | None, prior: dict[str, Any]) -> str:
+def _model_choice(value: Any, resumed: Mapping[str, Any] | None, prior: RecordedOptions) -> str:
     """The base model asked for (the resumed job's, the default one otherwise)."""
     model = v.text(value, "model", max_length=1000)
     why = "its adapter was trained on that base model"
-    return check_model(_as_resumed(model, "model", resumed, prior, why))
+    if resumed is not None:
+        model = _as_resumed(model, "model", prior.model, resumed, why)
+    return check_model(model)
 
 
 def _as_resumed(
-    value: Any, field: str, resumed: dict[str, Any] | None, prior: dict[str, Any], why: str
-) -> Any:
+    value: str | None, field: str, kept: str | None, resumed: Mapping[str, Any], why: str
+) -> str | None:
     """A resumed job keeps its ``field``; asking for another value is a 400 saying why."""
-    if resumed is None:
-        return value
-    if value is not None and value != prior[field]:
-        raise InputError(f"{field} must be {prior[field]!r} to resume job {resumed['id']} ({why})")
-    return prior[field]
+    if value is not None and value != kept:
+        raise InputError(f"{field} must be {kept!r} to resume job {resumed['id']} ({why})")
+    return kept
 
 
-def _numbers(b: dict[str, Any], prior: dict[str, Any]) -> dict[str, Any]:
-    """The run-length and bookkeeping options, as ``JobOptions`` fields; a resumed
-    job's values by default (``controls`` checks the training controls)."""
+@dataclass(frozen=True)
+class _Numbers:
+    """The run-length and bookkeeping options, as checked."""
 
-    def integer(key: str, minimum: int, maximum: int, default: Any = None) -> int | None:
-        return v.integer(
-            b.get(key), key, default=prior.get(key, default), minimum=minimum, maximum=maximum
-        )
+    #: None: derived from ``epochs`` or the default, once the dataset is known.
+    iterations: int | None
+    eval_every: int | None
+    checkpoint_every: int | None  # 0: none
+    max_trajectories: int | None
 
-    return {
-        # None: derived from ``epochs`` or the default, once the dataset is known.
-        "iterations": integer("iterations", 1, MAX_ITERATIONS),
-        "eval_every": integer("evalEvery", 1, MAX_ITERATIONS),
-        "checkpoint_every": integer("checkpointEvery", 0, MAX_ITERATIONS),  # 0: none
-        "max_trajectories": v.integer(
+
+def _numbers(b: JsonObject, prior: RecordedOptions) -> _Numbers:
+    """The run-length and bookkeeping options; a resumed job's values by default
+    (``controls`` checks the training controls)."""
+
+    def integer(key: str, minimum: int, old: int | None) -> int | None:
+        return v.integer(b.get(key), key, default=old, minimum=minimum, maximum=MAX_ITERATIONS)
+
+    return _Numbers(
+        iterations=integer("iterations", 1, prior.iterations),
+        eval_every=integer("evalEvery", 1, prior.eval_every),
+        checkpoint_every=integer("checkpointEvery", 0, prior.checkpoint_every),
+        max_trajectories=v.integer(
             b.get("maxTrajectories"), "maxTrajectories", minimum=1, maximum=MAX_TRAJECTORIES
         ),
-    }
+    )
 
 
-def _objective(b: dict[str, Any], prior: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Objective:
+    """``objective`` and its parameters, as checked."""
+
+    objective: str
+    beta: float | None
+    desirable_weight: float | None
+    undesirable_weight: float | None
+
+
+def _objective(b: JsonObject, prior: RecordedOptions) -> _Objective:
     """``objective`` and its parameters (a resumed job's by default); β and the KTO
     weights only with an objective that reads them."""
     objective = v.choice(b.get("objective"), "objective", tuple(OBJECTIVE_KINDS))
-    objective = objective or prior.get("objective") or "sft"
-    out: dict[str, Any] = {"objective": objective}
-    for key, attr, applies in (
-        ("beta", "beta", ("dpo", "kto")),
-        ("desirableWeight", "desirable_weight", ("kto",)),
-        ("undesirableWeight", "undesirable_weight", ("kto",)),
-    ):
+    objective = objective or prior.objective or "sft"
+
+    def parameter(key: str, applies: tuple[str, ...], old: float | None) -> float | None:
         value = v.number(b.get(key), key, exclusive_minimum=0.0, maximum=100.0)
         if value is not None and objective not in applies:
             raise InputError(f"{key} applies to objective {' or '.join(applies)} only")
-        out[attr] = value if value is not None else prior.get(key)
-    return out
+        return value if value is not None else old
+
+    return _Objective(
+        objective=objective,
+        beta=parameter("beta", ("dpo", "kto"), prior.beta),
+        desirable_weight=parameter("desirableWeight", ("kto",), prior.desirable_weight),
+        undesirable_weight=parameter("undesirableWeight", ("kto",), prior.undesirable_weight),
+    )
 
 
 def _check_kind(objective: str, dataset_id: str | None, build: bool, store: StateStore) -> None:
@@ -292,9 +396,9 @@ def _named_record(
     value: Any,
     field: str,
     kind: str,
-    lookup: Callable[[str], dict[str, Any] | None],
+    lookup: Callable[[str], Mapping[str, Any] | None],
     not_found: str = "",
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """The stored record ``field`` names by id: 400 when it is no string, 404 (with
     ``not_found`` after the id) when no such ``kind`` exists."""
     if not isinstance(value, str):
@@ -307,7 +411,7 @@ def _named_record(
     return record
 
 
-def _resumable_job(value: Any, store: StateStore) -> dict[str, Any] | None:
+def _resumable_job(value: Any, store: StateStore) -> Mapping[str, Any] | None:
     """The job named by ``resumeFrom``: 404 when unknown, 409 when it cannot be resumed."""
     if value is None:
         return None
@@ -321,7 +425,7 @@ def _resumable_job(value: Any, store: StateStore) -> dict[str, Any] | None:
     return job
 
 
-def checkpoint_path(store: StateStore, job: dict[str, Any]) -> Path | None:
+def checkpoint_path(store: StateStore, job: Mapping[str, Any]) -> Path | None:
     """The folder of a job's last checkpoint, as its worker recorded it, if still on disk."""
     marker = store.path.parent / "jobs" / job["id"] / "checkpoint.json"
     try:

@@ -23,10 +23,10 @@ chosen reward is higher), ``logpsChosen``/``logpsRejected`` (mean policy log-pro
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
+
+from .callbacks import PreferenceFigures
 
 #: Objectives a job can train with; ``sft`` is the cross-entropy of ``backends``.
 OBJECTIVES = ("sft", "dpo", "kto")
@@ -48,14 +48,14 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float = DEFAULT_BETA,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> tuple[torch.Tensor, PreferenceFigures]:
     """The sigmoid DPO loss of a batch of pairs (1-D tensors, one value per pair) and
     its metrics; the loss keeps the policy's graph."""
     chosen = policy_chosen.float() - ref_chosen.float().detach()
     rejected = policy_rejected.float() - ref_rejected.float().detach()
     loss = -F.logsigmoid(beta * (chosen - rejected)).mean()
     rc, rr = beta * chosen.detach(), beta * rejected.detach()
-    metrics = {
+    metrics: PreferenceFigures = {
         "rewardsChosen": _mean(rc),
         "rewardsRejected": _mean(rr),
         "rewardMargin": _mean(rc - rr),
@@ -80,7 +80,7 @@ def kto_loss(
     beta: float = DEFAULT_BETA,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> tuple[torch.Tensor, PreferenceFigures]:
     """The KTO loss of a batch of labelled completions (``labels`` True: desirable) given
     the KL estimate ``kl`` (``kl_estimate``), and its metrics."""
     labels = labels.to(torch.bool)
@@ -94,7 +94,7 @@ def kto_loss(
         )
     )
     rc, rr = beta * chosen.detach(), beta * rejected.detach()
-    metrics: dict[str, Any] = {
+    metrics: PreferenceFigures = {
         "rewardsChosen": _mean(rc),
         "rewardsRejected": _mean(rr),
         "logpsChosen": _mean(policy.detach().float()[labels]),

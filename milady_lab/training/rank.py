@@ -15,10 +15,15 @@ import signal
 import sys
 import traceback
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .callbacks import TrainingCallback
 from .sigterm import Interrupted, StopBetweenSteps, exit_now, not_interruptible, on_sigterm, stop
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .spec import TrainSpec
 
 
 class _Quiet(TrainingCallback):
@@ -43,22 +48,22 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     job_dir = settings.jobs_dir / argv[0]
     given = read_rank_spec(job_dir)
-    die_with_parent(given["ownerPid"])
-    spec = given["spec"]
+    die_with_parent(given.owner_pid)
+    spec = given.spec
     import torch.distributed as dist
 
     backend = "nccl" if spec.backend == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     reporter = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    return _train(settings, job_dir, spec, given["ownerPid"], reporter)
+    return _train(settings, job_dir, spec, given.owner_pid, reporter)
 
 
-def _train(settings: Any, job_dir: Any, spec: Any, owner: int, reporter: bool) -> int:
+def _train(settings: Settings, job_dir: Path, spec: TrainSpec, owner: int, reporter: bool) -> int:
     """Train this rank's share; the reporter writes the outcome. Exit status 0 unless
     the rank failed (torchrun then stops the others and the worker names this one)."""
     from .backends import run_training
     from .callbacks import CallbackList, TrainingCancelled
-    from .distributed import write_rank_result
+    from .distributed import RankOutcome, write_rank_result
 
     store = cb = None
     if reporter:
@@ -68,14 +73,13 @@ def _train(settings: Any, job_dir: Any, spec: Any, owner: int, reporter: bool) -
         store = StateStore(settings.state_db)
         cb = StoreCallback(store, spec.job_id, job_dir, stop_event=stop, owner_pid=owner)
         cb.start()
-    outcome: dict[str, Any] | None = None
     try:
         result = run_training(spec, CallbackList([StopBetweenSteps(), cb or _Quiet()]))
-        outcome = {"status": "completed", "result": result}
+        outcome = RankOutcome(result)
     except TrainingCancelled as exc:
-        outcome = {"status": "cancelled", "iteration": exc.iteration}
+        outcome = RankOutcome(None, iteration=exc.iteration)
     except Interrupted:
-        outcome = {"status": "cancelled", "iteration": 0}
+        outcome = RankOutcome(None)
     except BaseException:
         not_interruptible()
         traceback.print_exc()

@@ -1,5 +1,6 @@
 """The body of ``POST /jobs`` as a msgspec struct: names, JSON types and bounds of every
-job option, in one place that imports nothing of milady-lab.
+job option, in one place that imports nothing of milady-lab but the API's field types;
+and ``RecordedOptions``, the same fields as a job records them once resolved.
 
 A leaf on purpose: ``options`` (which checks a body), ``controls`` (which reads the
 bounds of the control fields), ``distributed`` (the device and node limits), the worker
@@ -9,13 +10,19 @@ get them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from ..api.fields import ModelName
+from ..api.records import Record
 
 BACKENDS = ("mlx", "cuda", "cpu")
+#: The choices of ``strategy``, ``lrSchedule`` and ``objective``.
+Strategy = Literal["ddp", "fsdp"]
+Schedule = Literal["constant", "cosine", "linear"]
+Objective = Literal["sft", "dpo", "kto"]
 
 MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
@@ -139,7 +146,7 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
         ),
     ] = None
     lr_schedule: Annotated[
-        Literal["constant", "cosine", "linear"] | None,
+        Schedule | None,
         msgspec.Meta(
             description=(
                 "Learning rate after warmup: constant, or a cosine or linear decay "
@@ -214,7 +221,7 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
         ),
     ] = None
     strategy: Annotated[
-        Literal["ddp", "fsdp"] | None,
+        Strategy | None,
         msgspec.Meta(
             description=(
                 "With several processes: ddp (each holds the whole model; default) "
@@ -250,7 +257,7 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     # Preference training (issue 27, ``preference.py``): DPO on a ``pairs`` dataset,
     # KTO on a ``labelled`` one; β and KTO's weights of desirable/undesirable examples.
     objective: Annotated[
-        Literal["sft", "dpo", "kto"] | None,
+        Objective | None,
         msgspec.Meta(
             description=(
                 "sft (default): imitate the replies; dpo: prefer chosen over "
@@ -282,3 +289,30 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
 FIELD_NAMES = {f.name: f.encode_name for f in msgspec.structs.fields(StartJobRequest)}
 #: Request keys (camelCase, as in the REST body) a job body may hold.
 FIELDS = tuple(FIELD_NAMES.values())
+
+
+class RecordedOptions(StartJobRequest, Record, forbid_unknown_fields=False, omit_defaults=True):
+    """A job's options as recorded on it (``job["options"]``, camelCase in the database
+    and the REST answer): the ``StartJobRequest`` fields with their resolved values (only
+    what is set; ``objective`` only when it is not ``sft``), plus ``globalBatchSize``.
+
+    The one stored form: ``JobOptions.to_record`` makes it, ``to_dict`` stores it,
+    ``RecordedOptions.of_job`` reads it back (a resumed job's defaults, the worker's
+    ``TrainSpec``, the run's ``Layout``). It reads like the JSON it is (``rec["seed"]``).
+    Unknown keys are ignored and every field is optional: records written by an older
+    version still decode.
+    """
+
+    #: The resolved model: a friendly name, a resolved path or a hub id.
+    model: str | None = None
+    #: ``attention``, ``all-linear`` or module names (a tuple once decoded).
+    target_modules: str | tuple[str, ...] | None = None
+    #: Given, or derived from the iterations (then beyond the bound a body may give).
+    epochs: float | None = None
+    #: Examples per optimizer step over every rank (the loss depends on it).
+    global_batch_size: int | None = None
+
+    @classmethod
+    def of_job(cls, job: Mapping[str, Any]) -> RecordedOptions:
+        """The options recorded on a job row (none for a job recorded without them)."""
+        return msgspec.convert(job.get("options") or {}, cls)

@@ -16,18 +16,30 @@ callback asks the backend to stop, so an orphaned run never registers a model.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_bytes
 from ..state import METRIC_KEYS, StateStore, now_ms
-from .callbacks import TrainingCallback
+from .callbacks import MetricPoint, RunSummary, TrainingCallback
 
-#: Run-wide figures ``on_summary`` keeps on the job row.
-SUMMARY_KEYS = ("truncatedExamples", "droppedExamples", "bestIteration", "bestValLoss")
+
+class JobProgress(RunSummary, total=False):
+    """The job-record fields the callback keeps up to date (``records.Job``'s names)."""
+
+    totalIterations: int
+    currentIteration: int
+    loss: float
+    valLoss: float
+    tokensPerSecond: float
+    trainedTokens: int
+    peakMemory: int
+    checkpointIteration: int
 
 
 class StoreCallback(TrainingCallback):
@@ -54,8 +66,9 @@ class StoreCallback(TrainingCallback):
         #: Why this worker no longer owns the job, once it does not.
         self.lost: str | None = None
         self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._latest: dict[str, Any] = {}
+        #: Metric rows to write: column (``METRIC_KEYS``) → number.
+        self._pending: list[dict[str, float]] = []
+        self._latest: JobProgress = {}
         self._dirty = False
         self._last_write = 0.0
         self._closed = threading.Event()
@@ -97,24 +110,32 @@ class StoreCallback(TrainingCallback):
             self._dirty = True
         self.on_stage("training")
 
-    def on_metric(self, metric: dict[str, Any]) -> None:
-        row = {k: metric[k] for k in METRIC_KEYS if metric.get(k) is not None}
+    def on_metric(self, metric: MetricPoint) -> None:
+        row: dict[str, float] = {
+            k: val for k, val in metric.items() if k in METRIC_KEYS and val is not None
+        }
         if "iteration" not in row:
             return
         with self._lock:
             self._pending.append(row)
             latest = self._latest
-            latest["currentIteration"] = max(latest.get("currentIteration", 0), row["iteration"])
-            for key in ("loss", "valLoss", "tokensPerSecond", "trainedTokens"):
-                if key in row:
-                    latest[key] = row[key]
-            if "peakMemory" in row:
-                latest["peakMemory"] = max(latest.get("peakMemory") or 0, int(row["peakMemory"]))
+            latest["currentIteration"] = max(latest.get("currentIteration", 0), metric["iteration"])
+            if metric.get("loss") is not None:
+                latest["loss"] = metric["loss"]
+            if metric.get("valLoss") is not None:
+                latest["valLoss"] = metric["valLoss"]
+            if metric.get("tokensPerSecond") is not None:
+                latest["tokensPerSecond"] = metric["tokensPerSecond"]
+            if metric.get("trainedTokens") is not None:
+                latest["trainedTokens"] = metric["trainedTokens"]
+            if metric.get("peakMemory") is not None:
+                peak = int(metric["peakMemory"])
+                latest["peakMemory"] = max(latest.get("peakMemory") or 0, peak)
             self._dirty = True
 
-    def on_summary(self, fields: dict[str, Any]) -> None:
+    def on_summary(self, fields: RunSummary) -> None:
         with self._lock:
-            self._latest.update({k: val for k, val in fields.items() if k in SUMMARY_KEYS})
+            self._latest.update(fields)
             self._dirty = True
 
     def on_log(self, message: str) -> None:
@@ -157,7 +178,7 @@ class StoreCallback(TrainingCallback):
         """Write buffered metrics, the job's latest figures and a heartbeat."""
         with self._lock:
             rows, self._pending = self._pending, []
-            latest = dict(self._latest)
+            latest = self._latest.copy()
             dirty, self._dirty = self._dirty, False
             self._last_write = time.monotonic()
         for row in rows:
@@ -165,10 +186,10 @@ class StoreCallback(TrainingCallback):
         with self.store.transaction() as conn:
             if not self._check_owner(conn):
                 return
-            fields: dict[str, Any] = {"heartbeatAt": now_ms()}
             if dirty:
-                fields.update(latest)
-            self.store.update_job(self.job_id, conn, **fields)
+                self.store.update_job(self.job_id, conn, heartbeatAt=now_ms(), **latest)
+            else:
+                self.store.update_job(self.job_id, conn, heartbeatAt=now_ms())
             if dirty:
                 self.store.emit(
                     "job_progress",
@@ -184,11 +205,11 @@ class StoreCallback(TrainingCallback):
         rec = self.store.get_job(self.job_id)
         return rec is not None and self._owns(rec)
 
-    def _check_owner(self, conn: Any) -> bool:
+    def _check_owner(self, conn: sqlite3.Connection) -> bool:
         rec = self.store.get_job(self.job_id, conn)
         return rec is not None and self._owns(rec)
 
-    def _owns(self, rec: dict[str, Any]) -> bool:
+    def _owns(self, rec: Mapping[str, Any]) -> bool:
         ok = rec["status"] == "running" and (self.owner_pid is None or rec["pid"] == self.owner_pid)
         if not ok and self.lost is None:
             self.lost = f"job {self.job_id} is {rec['status']} and no longer this worker's"

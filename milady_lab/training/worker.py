@@ -1,7 +1,8 @@
 """``python -m milady_lab.training.worker JOB_ID``: the process that trains one job.
 
 Started by ``JobManager`` in its own session. It takes the job only if the row names
-its own pid (so a launch whose transaction rolled back does nothing), trains through
+its own pid (so a launch whose transaction rolled back does nothing), builds the run's
+``TrainSpec`` from the options the job recorded (``train_spec``), trains through
 ``backends.run_training`` with a ``StoreCallback``, and always leaves the job in a
 final state: ``completed`` with a registered model, ``cancelled`` (SIGTERM), or
 ``failed`` with a readable error. On its way out it starts the next queued job, so a
@@ -22,10 +23,26 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .sigterm import Interrupted, StopBetweenSteps, exit_now, not_interruptible, on_sigterm, stop
+
+if TYPE_CHECKING:  # imported when needed: SIGTERM is handled before anything heavy loads
+    import sqlite3
+
+    from ..api.records import Model
+    from ..config import Settings
+    from ..state import StateStore
+    from .base_models import ResolvedModel
+    from .callbacks import TrainingCallback
+    from .request import RecordedOptions
+    from .spec import TrainResult, TrainSpec
+
+T = TypeVar("T")
+#: A job row as the state store gives it (keys as in the REST record).
+JobRow = Mapping[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
 
 
-def _cancelled(store: Any, job_id: str) -> None:
+def _cancelled(store: StateStore, job_id: str) -> None:
     """Record the cancel this worker obeyed (a SIGTERM before or during training)."""
     # The interrupt may have cut a transaction short: closing this thread's connection
     # rolls it back, and the next call opens a fresh one.
@@ -68,7 +85,7 @@ def _cancelled(store: Any, job_id: str) -> None:
     print(f"[milady-lab] job {job_id} cancelled: stopped by itself on SIGTERM", flush=True)
 
 
-def _claim(store: Any, job_id: str) -> dict[str, Any] | None:
+def _claim(store: StateStore, job_id: str) -> JobRow | None:
     """The job when it is running under this pid; records start time and heartbeat."""
     from ..state import now_ms
     from .processes import process_start_time
@@ -85,7 +102,7 @@ def _claim(store: Any, job_id: str) -> dict[str, Any] | None:
     return store.get_job(job_id)
 
 
-def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
+def _run(settings: Settings, store: StateStore, job: JobRow) -> int:
     from .callbacks import CallbackList, TrainingCancelled
     from .store_callback import StoreCallback
 
@@ -97,11 +114,14 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
     interrupted = False
     try:
         cb.on_stage("loading")
-        spec, resolved = _build_spec(settings, store, job, cb)
+        from .request import RecordedOptions
+
+        options = RecordedOptions.of_job(job)
+        spec, resolved = _build_spec(settings, store, job, options, cb)
         from .backends import run_training
         from .distributed import Layout, run_ranks
 
-        layout = Layout.of_job(job)
+        layout = Layout.of_options(options)
         if layout.world_size > 1:  # torchrun's ranks train; rank 0 reports through the store
             result = run_ranks(spec, layout, job_dir, cb)
         else:
@@ -148,7 +168,13 @@ def _run(settings: Any, store: Any, job: dict[str, Any]) -> int:
     return 0 if status == "cancelled" else 1
 
 
-def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tuple[Any, Any]:
+def _build_spec(
+    settings: Settings,
+    store: StateStore,
+    job: JobRow,
+    options: RecordedOptions,
+    cb: TrainingCallback,
+) -> tuple[TrainSpec, ResolvedModel]:
     """Resolve the dataset, base model and resume point into a ``TrainSpec``."""
     import shutil
 
@@ -156,9 +182,7 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
     from .base_models import resolve_base_model
     from .launch import temp_adapter_dir
     from .options import checkpoint_path
-    from .spec import TrainSpec
 
-    opts = job.get("options") or {}
     dataset = store.get_dataset(job["datasetId"]) if job.get("datasetId") else None
     if dataset is None:
         raise InputError(f"dataset {job.get('datasetId')!r} no longer exists")
@@ -173,29 +197,106 @@ def _build_spec(settings: Any, store: Any, job: dict[str, Any], cb: Any) -> tupl
     output_dir = temp_adapter_dir(settings, job["id"])
     shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True)
-    tuned = spec_controls(opts)  # TrainSpec fields the user set; the rest keep their defaults
-    tuned["last_dir"] = settings.jobs_dir / job["id"] / LAST_ADAPTER_DIR
-    spec = TrainSpec(
+    spec = train_spec(
+        options,
         job_id=job["id"],
         backend=job["backend"],
         model=job["model"],
+        iterations=job["totalIterations"],
         dataset_dir=Path(dataset["path"]),
         output_dir=output_dir,
-        checkpoint_dir=settings.jobs_dir / job["id"] / "checkpoints",
-        iterations=job["totalIterations"],
-        batch_size=opts.get("batchSize", 4),
-        learning_rate=opts.get("learningRate", 2e-4),
-        strategy=opts.get("strategy") or "ddp",
+        job_dir=settings.jobs_dir / job["id"],
         resume_from=resume,
         base_model_path=Path(resolved.hf_path),
-        **tuned,
     )
     store.update_job(job["id"], outputPath=str(output_dir))
     return spec, resolved
 
 
+def train_spec(
+    o: RecordedOptions,
+    *,
+    job_id: str,
+    backend: str,
+    model: str,
+    iterations: int,
+    dataset_dir: Path,
+    output_dir: Path,
+    job_dir: Path,
+    resume_from: Path | None = None,
+    base_model_path: Path | None = None,
+) -> TrainSpec:
+    """The ``TrainSpec`` of a job: its recorded options (``o``), what the job row says
+    (backend, model, iterations) and where things are. An option the job did not
+    record keeps ``TrainSpec``'s default, so a job recorded by an older version trains
+    as it would have then."""
+    from .spec import TrainSpec
+
+    d = TrainSpec  # its class attributes are the defaults
+    return TrainSpec(
+        job_id=job_id,
+        backend=backend,
+        model=model,
+        dataset_dir=dataset_dir,
+        output_dir=output_dir,
+        checkpoint_dir=job_dir / "checkpoints",
+        last_dir=job_dir / LAST_ADAPTER_DIR,
+        iterations=iterations,
+        batch_size=_or(o.batch_size, d.batch_size),
+        learning_rate=_or(o.learning_rate, d.learning_rate),
+        lora_rank=_or(o.lora_rank, d.lora_rank),
+        lora_alpha=_lora_alpha(o),
+        lora_dropout=_or(o.lora_dropout, d.lora_dropout),
+        target_modules=_target_modules(o.target_modules),
+        max_seq_length=_or(o.max_seq_length, d.max_seq_length),
+        eval_every=_or(o.eval_every, d.eval_every),
+        checkpoint_every=_or(o.checkpoint_every, d.checkpoint_every),
+        seed=_or(o.seed, d.seed),
+        gradient_accumulation=_or(o.gradient_accumulation, d.gradient_accumulation),
+        warmup_steps=o.warmup_steps,
+        lr_schedule=_or(o.lr_schedule, d.lr_schedule),
+        early_stopping_patience=o.early_stopping_patience,
+        save_best=_or(o.save_best, d.save_best),
+        resume_from=resume_from,
+        base_model_path=base_model_path,
+        strategy=o.strategy or d.strategy,
+        objective=_or(o.objective, d.objective),
+        beta=_or(o.beta, d.beta),
+        desirable_weight=_or(o.desirable_weight, d.desirable_weight),
+        undesirable_weight=_or(o.undesirable_weight, d.undesirable_weight),
+    )
+
+
+def _or(recorded: T | None, default: T) -> T:
+    return default if recorded is None else recorded
+
+
+def _lora_alpha(o: RecordedOptions) -> float:
+    """The recorded alpha; 2 × rank for a job recorded before ``loraAlpha`` was."""
+    from .spec import TrainSpec
+
+    if o.lora_alpha is not None:
+        return o.lora_alpha
+    return 2.0 * o.lora_rank if o.lora_rank else TrainSpec.lora_alpha
+
+
+def _target_modules(recorded: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Module names: ``attention`` is the q/k/v/o projections; ``all-linear`` stays a
+    preset the backend expands."""
+    from .controls import ATTENTION_MODULES
+
+    if recorded is None or recorded == "attention":
+        return ATTENTION_MODULES
+    return (recorded,) if isinstance(recorded, str) else tuple(recorded)
+
+
 def _complete(
-    settings: Any, store: Any, job: dict[str, Any], spec: Any, resolved: Any, result: Any
+    settings: Settings,
+    store: StateStore,
+    job: JobRow,
+    spec: TrainSpec,
+    resolved: ResolvedModel,
+    result: TrainResult,
 ) -> None:
     """Move the adapter into place and register the model in the transaction that
     marks the job completed, so a model exists exactly when its job completed."""
@@ -207,7 +308,7 @@ def _complete(
     model_id = new_id("model")
     final = settings.models_dir / model_id
     ts = now_ms()
-    fields: dict[str, Any] = {
+    fields: CompletedFields = {
         "completedAt": ts,
         "currentIteration": result.iterations_done or spec.iterations,
         "trainedTokens": result.trained_tokens,
@@ -243,69 +344,62 @@ def _complete(
 
 
 def _model_record(
-    job: dict[str, Any], model_id: str, name: str, final: Path, ts: int, resolved: Any, result: Any
-) -> dict[str, Any]:
+    job: JobRow,
+    model_id: str,
+    name: str,
+    final: Path,
+    ts: int,
+    resolved: ResolvedModel,
+    result: TrainResult,
+) -> Model:
     """The models row of a completed job."""
-    return {
-        "id": model_id,
-        "jobId": job["id"],
-        "name": name,
-        "createdAt": ts,
-        "active": False,
-        "adapterPath": str(final),
-        "baseModel": job["model"],
-        "baseModelPath": str(result.base_model_path or resolved.hf_path),
-        "backend": job["backend"],
-        "datasetId": job.get("datasetId"),
-        "finalLoss": result.final_loss,
-        "bestIteration": result.best_iteration,
-        "bestValLoss": result.best_val_loss,
-    }
+    from ..api.records import Model
+
+    return Model(
+        id=model_id,
+        job_id=job["id"],
+        name=name,
+        created_at=ts,
+        active=False,
+        adapter_path=str(final),
+        base_model=job["model"],
+        base_model_path=str(result.base_model_path or resolved.hf_path),
+        backend=job["backend"],
+        dataset_id=job.get("datasetId"),
+        final_loss=result.final_loss,
+        best_iteration=result.best_iteration,
+        best_val_loss=result.best_val_loss,
+    )
 
 
 #: The job-folder sub-folder that keeps a run's last adapter when the best is registered.
 LAST_ADAPTER_DIR = "last-adapter"
 
 
-def spec_controls(opts: dict[str, Any]) -> dict[str, Any]:
-    """``TrainSpec`` fields from a job's recorded options: every option named like a
-    spec field (``loraRank`` → ``lora_rank``), ``targetModules`` as module names."""
-    import dataclasses
+class ResultFields(TypedDict, total=False):
+    """The job-record fields a finished run sets (``records.Job``'s wire names)."""
 
-    from .controls import ATTENTION_MODULES
-    from .request import FIELD_NAMES
-    from .spec import TrainSpec
-
-    # Set by ``_build_spec`` itself (``resumeFrom`` names a job, the spec a folder).
-    own = {
-        "iterations",
-        "backend",
-        "model",
-        "batch_size",
-        "learning_rate",
-        "resume_from",
-        "strategy",
-    }
-    spec_fields = {f.name for f in dataclasses.fields(TrainSpec)} - own
-    out = {
-        attr: opts[key]
-        for attr, key in FIELD_NAMES.items()
-        if attr in spec_fields and opts.get(key) is not None
-    }
-    if opts.get("loraRank") and opts.get("loraAlpha") is None:  # recorded before loraAlpha
-        out["lora_alpha"] = 2.0 * opts["loraRank"]
-    targets = out.pop("target_modules", None)
-    if targets is not None:
-        out["target_modules"] = (
-            ATTENTION_MODULES if targets == "attention"
-            else (targets,) if isinstance(targets, str) else tuple(targets)
-        )  # fmt: skip
-    return out
+    stoppedEarly: bool
+    bestIteration: int
+    bestValLoss: float | None
+    stopReason: str
+    lastAdapterPath: str
 
 
-def result_fields(result: Any) -> dict[str, Any]:
+class CompletedFields(ResultFields, total=False):
+    """Every job-record field a completed run sets."""
+
+    completedAt: int
+    currentIteration: int
+    trainedTokens: int
+    tokensPerSecond: float
+    loss: float
+    valLoss: float
+
+
+def result_fields(result: TrainResult) -> ResultFields:
     """The job-record fields of a run's best checkpoint, early stop and last adapter."""
-    fields: dict[str, Any] = {"stoppedEarly": bool(result.stopped_early)}
+    fields: ResultFields = {"stoppedEarly": bool(result.stopped_early)}
     if result.best_iteration is not None:
         fields["bestIteration"] = result.best_iteration
         fields["bestValLoss"] = result.best_val_loss
@@ -316,7 +410,7 @@ def result_fields(result: Any) -> dict[str, Any]:
     return fields
 
 
-def _model_name(conn: Any, job: dict[str, Any]) -> str:
+def _model_name(conn: sqlite3.Connection, job: JobRow) -> str:
     """``<base>-<dataset>-v<n>``: readable, and unique because n counts existing names."""
     import re
     from pathlib import PurePath
@@ -337,18 +431,20 @@ def _model_name(conn: Any, job: dict[str, Any]) -> str:
     return f"{prefix}{n}"
 
 
-def _finish(store: Any, job_id: str, status: str, error: str | None) -> None:
+def _finish(store: StateStore, job_id: str, status: str, error: str | None) -> None:
     """Final state, only if the job is still running under this pid."""
-    store.finish_job(job_id, status, error=error, pid=os.getpid())
+    from ..state import JobStatus
+
+    store.finish_job(job_id, JobStatus(status), error=error, pid=os.getpid())
 
 
-def _remove_temp(settings: Any, job_id: str) -> None:
+def _remove_temp(settings: Settings, job_id: str) -> None:
     from .launch import remove_temp
 
     remove_temp(settings, job_id)
 
 
-def _start_next(settings: Any, store: Any) -> None:
+def _start_next(settings: Settings | None, store: StateStore) -> None:
     """Hand the queue on: start the oldest queued job if nothing runs."""
     try:
         from .launch import start_next

@@ -13,6 +13,9 @@ from milady_lab.errors import ConflictError, InputError, NotFoundError
 from milady_lab.state import StateStore, now_ms
 from milady_lab.training.jobs import JobManager, new_id
 from milady_lab.training.options import JobOptions, check_model
+from milady_lab.training.request import RecordedOptions
+from milady_lab.training.spec import TrainSpec
+from milady_lab.training.worker import train_spec
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
 from .jobkit import add_dataset
@@ -185,3 +188,58 @@ def test_no_dataset_and_none_buildable_is_an_input_error(manager: JobManager) ->
     with pytest.raises(InputError, match="could not build a dataset"):
         service.start_job({})  # the service builds the dataset a job needs
     assert manager.store.list_jobs() == []
+
+
+def _spec(options: RecordedOptions, folder: Path) -> TrainSpec:
+    return train_spec(
+        options,
+        job_id="job-1",
+        backend="cpu",
+        model="m",
+        iterations=5,
+        dataset_dir=folder,
+        output_dir=folder,
+        job_dir=folder,
+    )
+
+
+def test_recorded_options_round_trip_into_the_spec(
+    settings: Settings, store: StateStore, tmp_path: Path
+) -> None:
+    """What a job records is what its worker trains with: the options go to the database
+    as camelCase JSON and come back as the same ``TrainSpec`` fields."""
+    ds = add_dataset(settings, store, n=10)
+    body = {
+        "datasetId": ds,
+        "iterations": 5,
+        "batchSize": 2,
+        "loraRank": 4,
+        "seed": 3,
+        "targetModules": ["q_proj", "v_proj"],
+        "lrSchedule": "linear",
+        "saveBest": False,
+    }
+    stored = JobOptions.from_body(body, store).to_record().to_dict()
+    assert list(stored["targetModules"]) == ["q_proj", "v_proj"]
+    assert (stored["globalBatchSize"], stored["loraAlpha"], stored["saveBest"]) == (2, 8.0, False)
+    assert "objective" not in stored and "buildDataset" not in stored
+    job_id = _fake_job(store, "queued", datasetId=ds, totalIterations=5, options=stored)
+    job = store.get_job(job_id)
+    assert job is not None
+    spec = _spec(RecordedOptions.of_job(job), tmp_path)
+    assert (spec.batch_size, spec.lora_rank, spec.lora_alpha, spec.seed) == (2, 4, 8.0, 3)
+    assert spec.target_modules == ("q_proj", "v_proj") and spec.lr_schedule == "linear"
+    assert spec.save_best is False and spec.last_dir == tmp_path / "last-adapter"
+
+
+def test_older_records_train_with_the_defaults_of_their_time(tmp_path: Path) -> None:
+    """A job recorded before an option existed keeps ``TrainSpec``'s default for it (and
+    ``loraAlpha`` = 2 × its rank); keys this version does not know are ignored."""
+    old = RecordedOptions.of_job({"options": {"loraRank": 16, "batchSize": 8, "retired": 1}})
+    spec = _spec(old, tmp_path)
+    assert (spec.lora_rank, spec.lora_alpha, spec.batch_size) == (16, 32.0, 8)
+    assert spec.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert (spec.objective, spec.strategy, spec.learning_rate) == ("sft", "ddp", 2e-4)
+    assert RecordedOptions.of_job({"options": None}) == RecordedOptions()
+    # Epochs derived from many iterations over a small dataset exceed what a body may give.
+    assert RecordedOptions.of_job({"options": {"epochs": 5e6}}).epochs == 5e6

@@ -10,7 +10,9 @@ import pytest
 from milady_lab.errors import InputError
 from milady_lab.state import StateStore
 from milady_lab.training.options import JobOptions
-from milady_lab.training.worker import spec_controls
+from milady_lab.training.request import RecordedOptions
+from milady_lab.training.spec import TrainSpec
+from milady_lab.training.worker import train_spec
 
 
 @pytest.fixture
@@ -24,17 +26,28 @@ def store(tmp_path: Path) -> StateStore:
     return s
 
 
-def test_objectives_and_their_parameters_reach_the_spec(store: StateStore) -> None:
+def _spec(rec: RecordedOptions, tmp_path: Path) -> TrainSpec:
+    return train_spec(rec, job_id="job-1", backend="cpu", model="m", iterations=3,
+                      dataset_dir=tmp_path, output_dir=tmp_path, job_dir=tmp_path)  # fmt: skip
+
+
+def test_objectives_and_their_parameters_reach_the_spec(store: StateStore, tmp_path: Path) -> None:
     dpo = JobOptions.from_body({"datasetId": "ds-pairs", "backend": "cpu", "objective": "dpo",
                                 "beta": 0.2}, store)  # fmt: skip
     rec = dpo.to_record()
     assert (rec["objective"], rec["beta"]) == ("dpo", 0.2)
-    assert spec_controls(rec).items() >= {"objective": "dpo", "beta": 0.2}.items()
+    spec = _spec(rec, tmp_path)
+    assert (spec.objective, spec.beta, spec.desirable_weight) == ("dpo", 0.2, 1.0)
     body = {"datasetId": "ds-labels", "backend": "cpu", "objective": "kto"}
     kto = JobOptions.from_body({**body, "desirableWeight": 1.5, "undesirableWeight": "0.5"}, store)
-    assert spec_controls(kto.to_record())["undesirable_weight"] == 0.5
+    assert _spec(kto.to_record(), tmp_path).undesirable_weight == 0.5
     sft = JobOptions.from_body({"datasetId": "ds-sft", "backend": "cpu"}, store)
     assert "objective" not in sft.to_record()  # SFT records stay as they were
+    assert "objective" not in sft.to_record().to_dict()
+    assert (_spec(sft.to_record(), tmp_path).objective, _spec(sft.to_record(), tmp_path).beta) == (
+        "sft",
+        0.1,
+    )
 
 
 @pytest.mark.parametrize(

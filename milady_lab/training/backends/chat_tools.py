@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ...api.records import JsonObject
+from ...datasets.files import Message
+
 _PROBE = "milady_probe_7f3a"
 T = TypeVar("T")
 #: What a chat template raises on a conversation it refuses (``raise_exception``).
@@ -43,7 +46,7 @@ class Understands:
 _CACHE: weakref.WeakKeyDictionary[Any, Understands] = weakref.WeakKeyDictionary()
 
 
-def _renders(tokenizer: Any, messages: list[dict[str, Any]], needle: str, **kw: Any) -> bool:
+def _renders(tokenizer: Any, messages: list[Message], needle: str, **kw: Any) -> bool:
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, **kw)
     except Exception:  # a template that rejects the shape does not understand it
@@ -70,25 +73,25 @@ def understands(tokenizer: Any) -> Understands:
     return found
 
 
-def _call_text(call: dict[str, Any]) -> str:
+def _call_text(call: JsonObject) -> str:
     fn = call.get("function", call)
     body = {"name": fn.get("name"), "arguments": fn.get("arguments", {})}
     return f"<tool_call>\n{json.dumps(body, ensure_ascii=False)}\n</tool_call>"
 
 
-def _folded_call(m: dict[str, Any]) -> dict[str, Any]:
+def _folded_call(m: Message) -> Message:
     calls = "\n".join(_call_text(c) for c in m["tool_calls"])
     content = f"{m['content']}\n{calls}" if m.get("content") else calls
     return {"role": "assistant", "content": content}
 
 
-def _folded_result(m: dict[str, Any], as_user: bool) -> dict[str, Any]:
+def _folded_result(m: Message, as_user: bool) -> Message:
     if not as_user:
         return {"role": "tool", "content": m.get("content", "")}
     return {"role": "user", "content": f"<tool_response>\n{m.get('content', '')}\n</tool_response>"}
 
 
-def _with_schemas(messages: list[dict[str, Any]], tools: list[Any]) -> list[dict[str, Any]]:
+def _with_schemas(messages: list[Message], tools: list[Any]) -> list[Message]:
     listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
     note = f"You may call these tools:\n<tools>\n{listed}\n</tools>"
     if messages and messages[0]["role"] == "system":
@@ -97,15 +100,15 @@ def _with_schemas(messages: list[dict[str, Any]], tools: list[Any]) -> list[dict
     return [{"role": "system", "content": note}, *messages]
 
 
-def _uses_tools(messages: list[dict[str, Any]], tools: list[Any] | None) -> bool:
+def _uses_tools(messages: list[Message], tools: list[Any] | None) -> bool:
     return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
 
 
 def render_tool_use(
     tokenizer: Any,
-    messages: list[dict[str, Any]],
+    messages: list[Message],
     tools: list[Any] | None,
-    render: Callable[[list[dict[str, Any]], list[Any] | None], T],
+    render: Callable[[list[Message], list[Any] | None], T],
 ) -> T:
     """``render(messages, tools)`` with the tool use in the form ``tokenizer``'s template
     understands: as it is where the template renders a piece, written as text where it
@@ -122,8 +125,8 @@ def render_tool_use(
 
 
 def _adapted(
-    messages: list[dict[str, Any]], tools: list[Any] | None, can: Understands
-) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    messages: list[Message], tools: list[Any] | None, can: Understands
+) -> tuple[list[Message], list[Any] | None]:
     out = []
     for m in messages:
         if m.get("tool_calls") and not can.calls:

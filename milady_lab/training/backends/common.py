@@ -12,13 +12,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
 
 from ...atomic import atomic_dir
 from ...errors import InputError
 from ..spec import TrainSpec
 
 META_FILE = "checkpoint.json"
+
+
+class CheckpointMeta(TypedDict, total=False):
+    """A checkpoint's ``META_FILE``: which backend wrote it, at which iteration (and, from
+    mlx, the tokens and seconds trained so far)."""
+
+    kind: Required[str]
+    iteration: Required[int]
+    jobId: str
+    trainedTokens: int
+    trainTime: float
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -49,7 +60,7 @@ def resolve_model_path(spec: TrainSpec) -> Path:
     return resolve_base_model(spec.model, Settings.from_env()).hf_path
 
 
-def read_checkpoint_meta(path: Path, kind: str) -> dict[str, Any]:
+def read_checkpoint_meta(path: Path, kind: str) -> CheckpointMeta:
     """The checkpoint's ``checkpoint.json``; an input error if it is missing or foreign."""
     meta_path = Path(path) / META_FILE
     try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...api.records import JsonObject
 from ...datasets.files import Message, line_messages, read_lines
 from ...errors import InputError
 from .chat_tools import TemplateError, render_tool_use
@@ -99,7 +100,7 @@ def _rendered(tokenizer: Any, messages: list[Message], tools: Any) -> tuple[str,
         raise InputError(why) from None
 
 
-def tokenize_row(tokenizer: Any, row: dict[str, Any]) -> Example:
+def tokenize_row(tokenizer: Any, row: JsonObject) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
     messages = line_messages(row)
     if messages is None:
@@ -302,13 +303,17 @@ class PreferenceItem:
         return sum(len(ex) for ex in self.examples)
 
 
-def _fitted(tokenizer: Any, messages: list[Any], max_len: int, tools: Any = None) -> Example | None:
-    row: dict[str, Any] = {"messages": messages, **({"tools": tools} if tools else {})}
+def _fitted(
+    tokenizer: Any, messages: list[Message], max_len: int, tools: Tools = None
+) -> Example | None:
+    row: JsonObject = {"messages": messages, **({"tools": tools} if tools else {})}
     ex, _ = fit(tokenize_row(tokenizer, row), max(2, max_len))
     return ex if ex is not None and ex.n_labels else None
 
 
-def preference_item(tokenizer: Any, row: dict[str, Any], objective: str, max_len: int):
+def preference_item(
+    tokenizer: Any, row: JsonObject, objective: str, max_len: int
+) -> PreferenceItem | None:
     """The item of one dataset line for ``objective`` (``dpo``: a ``pairs`` line, ``kto``:
     a ``labelled`` one); None when a side does not fit ``max_len``."""
     if objective == "dpo":

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -27,8 +28,9 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ...api.records import JsonObject
 from ...errors import InputError
-from ..callbacks import TrainingCallback, TrainingCancelled
+from ..callbacks import MetricPoint, PreferenceFigures, TrainingCallback, TrainingCancelled
 from ..controls import ATTENTION_MODULES
 from ..early_stop import BestTracker, EarlyStop
 from ..schedule import FLOOR, decay_span
@@ -204,7 +206,8 @@ def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
     return sorted(keys)
 
 
-def mlx_adapter_config(spec: TrainSpec, keys: list[str], num_layers: int) -> dict[str, Any]:
+def mlx_adapter_config(spec: TrainSpec, keys: list[str], num_layers: int) -> JsonObject:
+    """mlx-lm's ``adapter_config.json`` of the run's LoRA layers."""
     return {
         "fine_tune_type": "lora",
         "num_layers": num_layers,
@@ -280,6 +283,15 @@ def train_mlx(spec: TrainSpec, callback: TrainingCallback) -> TrainResult:
     return _MlxRun(spec, callback).train()
 
 
+class _Running(TypedDict):
+    """A run's running figures: tokens and seconds trained, the last losses."""
+
+    tokens: int
+    time: float
+    loss: float | None
+    val: float | None
+
+
 class _MlxRun:
     """One run: ``__init__`` loads and prepares (as mlx-lm's ``lora.py`` does),
     ``train`` hands over to ``mlx_lm.tuner.trainer.train`` with our callback."""
@@ -305,8 +317,8 @@ class _MlxRun:
         else:
             self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
         #: A preference step's metrics and its evaluation's, added to the step's metric.
-        self.extra: dict[str, Any] = {}
-        self.val_extra: dict[str, Any] = {}
+        self.extra: PreferenceFigures = {}
+        self.val_extra: PreferenceFigures = {}
 
         mx.random.seed(spec.seed)
         model.freeze()
@@ -319,7 +331,7 @@ class _MlxRun:
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
         self.best = BestTracker(spec.early_stopping_patience)
         #: Running figures: tokens and seconds trained, last losses.
-        self.state: dict[str, Any] = {"tokens": 0, "time": 0.0, "loss": None, "val": None}
+        self.state: _Running = {"tokens": 0, "time": 0.0, "loss": None, "val": None}
         self.start = self._resume() if spec.resume_from is not None else 0
         self.done = self.start  # iterations complete
         self.trained_before = self.state["tokens"]
@@ -471,7 +483,7 @@ class _MlxRun:
             self.save_adapter(self.spec.output_dir)
         self.callback.on_summary({"bestIteration": iteration, "bestValLoss": val})
 
-    def on_report(self, info: dict[str, Any]) -> None:
+    def on_report(self, info: Mapping[str, float]) -> None:
         """After every step: the metric, evaluation when due, checkpoint, cancel."""
         spec, callback, state, total = self.spec, self.callback, self.state, self.spec.iterations
         iteration = self.start + int(info["iteration"]) // self.spec.gradient_accumulation
@@ -479,7 +491,7 @@ class _MlxRun:
         state["time"] += time.perf_counter() - self.tic
         state["tokens"] = self.trained_before + self.batches.tokens
         state["loss"] = float(info["train_loss"])
-        metric: dict[str, Any] = {
+        metric: MetricPoint = {
             "iteration": iteration,
             "loss": state["loss"],
             "learningRate": float(info["learning_rate"]),
@@ -537,7 +549,7 @@ def _bridge(run: _MlxRun) -> Any:
     from mlx_lm.tuner.callbacks import TrainingCallback as MlxCallback
 
     class Bridge(MlxCallback):
-        def on_train_loss_report(self, info: dict[str, Any]) -> None:
+        def on_train_loss_report(self, info: Mapping[str, float]) -> None:
             run.on_report(info)
 
     run.tic = time.perf_counter()

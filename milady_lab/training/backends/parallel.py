@@ -38,6 +38,10 @@ import torch.distributed as dist
 from .data import pack_rows
 from .packed import Packed, row_loss_sum
 
+#: A torch ``state_dict()``: torch's own form (``torch.optim.Optimizer.state_dict``'s
+#: type), saved and loaded whole, never read here.
+StateDict = dict[str, Any]
+
 
 @dataclass
 class Group:
@@ -228,7 +232,7 @@ class Group:
             Path(folder).mkdir(parents=True, exist_ok=True)
             model.save_pretrained(str(folder), **({"state_dict": weights} if weights else {}))
 
-    def optimizer_state(self, model: Any, optimizer: Any) -> dict[str, Any]:
+    def optimizer_state(self, model: Any, optimizer: Any) -> StateDict:
         """The optimizer state to checkpoint: whole (gathered) under FSDP."""
         if not self.sharded:
             return optimizer.state_dict()
@@ -240,7 +244,7 @@ class Group:
         opts = StateDictOptions(full_state_dict=True, cpu_offload=False)
         return {"fsdp": get_optimizer_state_dict(model, optimizer, options=opts)}
 
-    def load_optimizer_state(self, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    def load_optimizer_state(self, model: Any, optimizer: Any, state: StateDict) -> None:
         """The inverse of ``optimizer_state`` (an FSDP checkpoint resumes under FSDP)."""
         if "fsdp" not in state:
             if self.sharded:

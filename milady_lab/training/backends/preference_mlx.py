@@ -28,6 +28,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_map
 
+from ..callbacks import PreferenceFigures
 from ..preference import DEFAULT_BETA, mismatched_order
 from .data import Example, PreferenceItem, batch_indices, splice
 
@@ -55,7 +56,7 @@ def dpo_terms(
 def dpo_metrics(
     policy_chosen: mx.array, policy_rejected: mx.array, ref_chosen: mx.array,
     ref_rejected: mx.array, beta: float = DEFAULT_BETA,
-) -> dict[str, Any]:  # fmt: skip
+) -> PreferenceFigures:  # fmt: skip
     """``preference.dpo_loss``'s metrics, as floats."""
     pc, pr = _np(policy_chosen), _np(policy_rejected)
     rc, rr = beta * (pc - _np(ref_chosen)), beta * (pr - _np(ref_rejected))
@@ -69,7 +70,7 @@ def dpo_metrics(
     }
 
 
-def dpo_loss(*args: Any, **kw: Any) -> tuple[mx.array, dict[str, Any]]:
+def dpo_loss(*args: Any, **kw: Any) -> tuple[mx.array, PreferenceFigures]:
     """``preference.dpo_loss`` on mx arrays: the loss and its metrics."""
     return dpo_terms(*args, **kw), dpo_metrics(*args, **kw)
 
@@ -95,13 +96,13 @@ def kto_terms(
 def kto_metrics(
     policy: mx.array, ref: mx.array, labels: mx.array, kl: mx.array, beta: float = DEFAULT_BETA,
     desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
-) -> dict[str, Any]:  # fmt: skip
+) -> PreferenceFigures:  # fmt: skip
     """``preference.kto_loss``'s metrics, as floats (the weights do not enter them)."""
     del desirable_weight, undesirable_weight
     good = np.array(labels, copy=False).astype(bool)
     pol = _np(policy)
     reward = beta * (pol - _np(ref))
-    metrics: dict[str, Any] = {
+    metrics: PreferenceFigures = {
         "rewardsChosen": _mean(reward[good]),
         "rewardsRejected": _mean(reward[~good]),
         "logpsChosen": _mean(pol[good]),
@@ -113,7 +114,7 @@ def kto_metrics(
     return metrics
 
 
-def kto_loss(*args: Any, **kw: Any) -> tuple[mx.array, dict[str, Any]]:
+def kto_loss(*args: Any, **kw: Any) -> tuple[mx.array, PreferenceFigures]:
     """``preference.kto_loss`` on mx arrays: the loss and its metrics."""
     return kto_terms(*args, **kw), kto_metrics(*args, **kw)
 
@@ -202,9 +203,9 @@ def loss_fn(run: Any, items: list[PreferenceItem]) -> tuple[Any, Any]:
     return kto, lambda p: kto_metrics(p, ref, labels, kl, *rest)
 
 
-def _averaged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _averaged(parts: list[PreferenceFigures]) -> PreferenceFigures:
     """Metrics of micro-batches averaged (a metric a micro-batch lacks is left out)."""
-    out = {}
+    out: PreferenceFigures = {}
     for key in {k for p in parts for k in p}:
         values = [p[key] for p in parts if p.get(key) is not None]
         if values:
@@ -212,7 +213,7 @@ def _averaged(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def preference_step(run: Any, it: int) -> tuple[float, dict[str, Any]]:
+def preference_step(run: Any, it: int) -> tuple[float, PreferenceFigures]:
     """One optimizer step (``gradient_accumulation`` micro-batches, gradients averaged,
     clipped at norm 1 as torch's); its mean loss and averaged metrics."""
     from mlx.optimizers import clip_grad_norm

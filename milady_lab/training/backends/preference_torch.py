@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..callbacks import MetricPoint, PreferenceFigures
 from ..preference import dpo_loss, kl_estimate, kto_loss, mismatched_order
 from .data import Example, PreferenceItem, batch_indices, splice
 from .packed import Packed
@@ -68,7 +69,7 @@ def _reference(run: Any, examples: list[Example]) -> torch.Tensor:
         return sequence_logps(run, examples)
 
 
-def batch_loss(run: Any, items: list[PreferenceItem]) -> tuple[torch.Tensor, dict[str, Any]]:
+def batch_loss(run: Any, items: list[PreferenceItem]) -> tuple[torch.Tensor, PreferenceFigures]:
     """The objective's loss on ``items`` and its metrics."""
     spec = run.spec
     if spec.objective == "dpo":
@@ -89,10 +90,10 @@ def batch_loss(run: Any, items: list[PreferenceItem]) -> tuple[torch.Tensor, dic
     )
 
 
-def _averaged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _averaged(parts: list[PreferenceFigures]) -> PreferenceFigures:
     """Metrics of micro-batches averaged (a metric a micro-batch lacks is left out)."""
     keys = {k for p in parts for k in p}
-    out = {}
+    out: PreferenceFigures = {}
     for key in keys:
         values = [p[key] for p in parts if p.get(key) is not None]
         if values:
@@ -100,7 +101,7 @@ def _averaged(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def preference_step(run: Any, it: int) -> dict[str, Any]:
+def preference_step(run: Any, it: int) -> MetricPoint:
     """One optimizer step of DPO/KTO: ``gradient_accumulation`` micro-batches of
     ``batch_size`` items, each one backward of its mean loss; the metric of the step."""
     spec, done = run.spec, run.progress

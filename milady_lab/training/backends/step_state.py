@@ -6,11 +6,20 @@ and must not import each other."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import torch
 
+from ..callbacks import MetricPoint
 from .common import peak_rss_bytes
+
+
+class RngState(TypedDict, total=False):
+    """The random state a checkpoint keeps, so a resume redoes a step exactly."""
+
+    python: Required[tuple[Any, ...]]  # ``random.getstate()``
+    torch: Required[torch.Tensor]
+    cuda: list[torch.Tensor]  # one per GPU, where there are GPUs
 
 
 def rate(done: Any) -> float:
@@ -24,7 +33,7 @@ def rate(done: Any) -> float:
 
 def record_step(
     done: Any, it: int, tokens: int, step_time: float, loss: Any, lr: float, device: torch.device
-) -> dict[str, Any]:
+) -> MetricPoint:
     """Count optimizer step ``it`` (``tokens`` trained in ``step_time`` s; the first step of
     this process is the warm-up) into the totals ``done`` keeps, and return its metric."""
     done.train_time += step_time
@@ -52,14 +61,14 @@ def peak_memory(device: torch.device) -> int:
     return peak_rss_bytes()
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+def rng_state() -> RngState:
+    state: RngState = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: RngState) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():

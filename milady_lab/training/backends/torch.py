@@ -28,12 +28,12 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from ...errors import InputError
-from ..callbacks import TrainingCallback, TrainingCancelled
+from ..callbacks import MetricPoint, PreferenceFigures, TrainingCallback, TrainingCancelled
 from ..controls import ATTENTION_MODULES
 from ..early_stop import BestTracker
 from ..schedule import lr_factor
@@ -47,11 +47,21 @@ from .common import (
 )
 from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
 from .packed import Packed, row_loss_sum
-from .parallel import Group
-from .step_state import StopRequested, rate, record_step, restore_rng, rng_state
+from .parallel import Group, StateDict
+from .step_state import RngState, StopRequested, rate, record_step, restore_rng, rng_state
 
 CHECKPOINT_KIND = "torch"
 STATE_FILE = "trainer_state.pt"
+
+
+class CheckpointState(TypedDict):
+    """What ``STATE_FILE`` keeps beside the adapter weights: enough to resume exactly."""
+
+    optimizer: StateDict
+    scheduler: StateDict
+    rng: RngState
+    trained_tokens: int
+    train_time: float
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ class _Run:
         self.decoder = self.group.place(self.model, self.decoder)  # on the device, wrapped
         self.evaluate = self.group.evaluator(evaluate)
         #: Extra validation metrics of the last evaluation (``valRewardMargin``).
-        self.val_extra: dict[str, Any] = {}
+        self.val_extra: PreferenceFigures = {}
         if spec.objective != "sft":
             from .preference_torch import evaluator
 
@@ -197,7 +207,7 @@ class _Run:
         assert spec.resume_from is not None
         meta = read_checkpoint_meta(spec.resume_from, CHECKPOINT_KIND)
         start = int(meta["iteration"])
-        state = torch.load(
+        state: CheckpointState = torch.load(
             spec.resume_from / STATE_FILE, map_location=self.device, weights_only=False
         )
         self.group.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
@@ -315,7 +325,7 @@ class _Run:
         )
         return dest if keeps_best else None
 
-    def _step(self, it: int) -> dict[str, Any]:
+    def _step(self, it: int) -> MetricPoint:
         """One optimizer step (iteration ``it``, 0-based); its metric."""
         if self.spec.objective != "sft":
             from .preference_torch import preference_step
@@ -358,8 +368,8 @@ class _Run:
             )
         return metric
 
-    def _checkpoint(self, iteration: int, rng: dict[str, Any] | None = None) -> None:
-        state = {
+    def _checkpoint(self, iteration: int, rng: RngState | None = None) -> None:
+        state: CheckpointState = {
             "optimizer": self.group.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng or rng_state(),
@@ -384,7 +394,7 @@ class _Run:
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
 
-    def _stop(self, done: int, rng: dict[str, Any] | None = None) -> TrainingCancelled:
+    def _stop(self, done: int, rng: RngState | None = None) -> TrainingCancelled:
         """Cancelled with ``done`` iterations complete: keep the work since the last
         checkpoint (a LoRA checkpoint takes well under a second), then end the run."""
         due = self.spec.checkpoint_every > 0 and done > self.progress.saved_at
@@ -490,7 +500,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _save_checkpoint(
-    model: Any, spec: TrainSpec, iteration: int, state: dict[str, Any], weights: Any = None
+    model: Any, spec: TrainSpec, iteration: int, state: CheckpointState, weights: Any = None
 ) -> Path:
     def fill(tmp: Path) -> None:
         model.save_pretrained(str(tmp), **({"state_dict": weights} if weights else {}))
