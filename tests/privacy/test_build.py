@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from milady_lab.cli import main as cli
@@ -79,7 +80,7 @@ def test_no_secret_reaches_files_record_events_logs_or_output(planted, caplog, c
     assert any(p.name == "train.jsonl" for p in files) and any(p.suffix == ".sqlite" for p in files)
     for path in files:
         assert not _leaks(path.read_bytes(), secrets), path
-    assert not _leaks(json.dumps([rec, preview, home.store.list_datasets()]), secrets)
+    assert not _leaks(msgspec.json.encode([rec, preview, home.store.list_datasets()]), secrets)
     assert not _leaks(json.dumps(home.store.events()), secrets)
     assert not _leaks(caplog.text, secrets)
     # And the secrets really were in the source: the check above can fail.
