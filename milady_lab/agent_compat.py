@@ -100,7 +100,7 @@ def dataset_record(rec: Mapping[str, Any]) -> Dataset:
 def job_record(rec: Mapping[str, Any]) -> Job:
     """A job row as its record, with the agent's ``phase`` (its status) and ``modelId``
     (absent until it completed); the row's private fields (pid, heartbeat) left out."""
-    return msgspec.convert({"phase": rec.get("status"), **rec}, Job)
+    return msgspec.convert({"phase": rec.get("status"), "modelId": None, **rec}, Job)
 
 
 def model_fields(rec: Mapping[str, Any]) -> Row:

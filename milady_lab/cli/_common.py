@@ -39,7 +39,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def print_json(body: Any) -> None:
-    json.dump(body, sys.stdout, indent=2, ensure_ascii=False)
+    json.dump(body, sys.stdout, indent=2, ensure_ascii=False, default=dict)  # api records
     sys.stdout.write("\n")
 
 
