@@ -32,7 +32,7 @@ from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
 from milady_lab.errors import MiladyLabError
 
 from .openapi import spec_for_base_url
-from .sse import PAGE, finite, format_event
+from .sse import PAGE, format_event
 
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
 RESOURCE = "milady_lab"
@@ -177,8 +177,8 @@ class TrainingHandler(APIHandler):
         encoded by msgspec as it is (NaN and infinities become null)."""
         try:
             data = _ENCODER.encode(body)
-        except (TypeError, OverflowError, msgspec.EncodeError):  # an int beyond 64 bits
-            data = json.dumps(finite(msgspec.to_builtins(body)), allow_nan=False).encode()
+        except (TypeError, msgspec.EncodeError):  # a type msgspec does not know: its text
+            data = msgspec.json.encode(body, enc_hook=str)
         self.set_status(status)
         self.finish(data)
 

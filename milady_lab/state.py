@@ -267,9 +267,15 @@ _MODEL = _cols(
 _TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
 
 
+def _dumps(value: Any) -> str:
+    """A column's or an event's JSON; an API record in it (a benchmark's scores) as the
+    JSON it encodes to."""
+    return json.dumps(value, default=msgspec.to_builtins)
+
+
 def _encode(col: _Col, value: Any) -> Any:
     if col.kind == "json":
-        return None if value is None else json.dumps(value)
+        return None if value is None else _dumps(value)
     if col.kind == "bool":
         return int(bool(value))
     return value
@@ -571,7 +577,7 @@ class StateStore:
         self, kind: str, message: str, conn: sqlite3.Connection | None = None, **data: Any
     ) -> None:
         """Append to the event log that the SSE stream, CLI and widgets follow."""
-        params = (now_ms(), kind, message, json.dumps(data))
+        params = (now_ms(), kind, message, _dumps(data))
         sql = "INSERT INTO events (ts, kind, message, data) VALUES (?, ?, ?, ?)"
         if conn is not None:
             conn.execute(sql, params)
@@ -692,7 +698,7 @@ class EvalStore:
     def add_benchmark(self, body: Mapping[str, Any], conn: sqlite3.Connection) -> int:
         cur = conn.execute(
             "INSERT INTO benchmarks (model_id, completed_at, body) VALUES (?, ?, ?)",
-            (body["modelId"], body["completedAt"], json.dumps(body)),
+            (body["modelId"], body["completedAt"], _dumps(body)),
         )
         return int(cur.lastrowid or 0)
 
@@ -713,7 +719,7 @@ class EvalStore:
         values = []
         for c in cols:
             value = rec[_camel(c)]
-            values.append(json.dumps(value) if c in _ACTIVATION_JSON else value)
+            values.append(_dumps(value) if c in _ACTIVATION_JSON else value)
         cur = conn.execute(
             f"INSERT INTO activations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
             values,
@@ -772,7 +778,7 @@ class EvalStore:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at"
         )
-        params = (key, json.dumps(value), now_ms())
+        params = (key, _dumps(value), now_ms())
         if conn is not None:
             conn.execute(sql, params)
         else:

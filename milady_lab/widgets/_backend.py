@@ -214,7 +214,7 @@ class LocalData(PanelData):
         return self.service.job_metrics(job_id, after)["metrics"]
 
     def list_models(self) -> list[dict[str, Any]]:
-        return self.service.list_models()["models"]
+        return self.service.list_models().to_dict()["models"]
 
     def import_ollama(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.service.import_ollama(model_id, body)

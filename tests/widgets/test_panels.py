@@ -205,7 +205,7 @@ def test_builder_filters_preview_and_build_like_the_service(
     # An empty selection is the service's message in the panel, not an exception.
     b.filters["search"].value = "no such text anywhere 1f9c"
     b.wait()
-    assert b.last_preview == {"trajectoryCount": 0, "exampleCount": 0, "redactions": {}}
+    assert dict(b.last_preview) == {"trajectoryCount": 0, "exampleCount": 0, "redactions": {}}
     b.build_button.click()
     b.wait()
     kind, message = status_of(b)
@@ -388,6 +388,8 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
         id="m-benched",
         name="benched-v2",
         benchmark={
+            "modelId": "m-benched",
+            "completedAt": 1,
             "scores": {"coherence": 0.6, "consistency": 0.7, "helpfulness": 0.3},
             "baseline": {"coherence": 0.5, "consistency": 0.4, "helpfulness": 0.2},
         },

@@ -64,13 +64,13 @@ def test_dashboard_remote_mode(
         b = dash.builder
         assert set(FILTER_FIELDS) <= set(b.fields) and b.can_preview
         dash.wait()
-        assert b.last_preview == service.preview_dataset({}), b.last_status
+        assert b.last_preview == service.preview_dataset({}).to_dict(), b.last_status
         assert "chat" in b.filters["source"].options
         b.filters["source"].value = "chat"
         b.filters["search"].value = "the"
         dash.wait()
         filtered = {"minLlmCallsPerTrajectory": 1, "source": "chat", "search": "the"}
-        assert b.last_preview == service.preview_dataset(filtered)
+        assert b.last_preview == service.preview_dataset(filtered).to_dict()
         assert 0 < b.last_preview["trajectoryCount"] < DEMO_COUNT
         b.limit.value = 12
         b.build_button.click()
@@ -82,7 +82,7 @@ def test_dashboard_remote_mode(
         assert dash.launcher.dataset.value == service.list_datasets()["datasets"][0]["id"]
         # every build field reaches the server, purpose/model/reward included (issue 24)
         shaped = {"purpose": "response", "model": MODELS[0], "minReward": 0.5}
-        assert dash.backend.preview_dataset(shaped) == service.preview_dataset(shaped)
+        assert dash.backend.preview_dataset(shaped) == service.preview_dataset(shaped).to_dict()
         built = dash.backend.build_dataset({**shaped, "limit": 5})["options"]
         assert (built["purpose"], built["model"], built["minReward"]) == tuple(shaped.values())
 
