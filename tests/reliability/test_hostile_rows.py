@@ -76,7 +76,8 @@ def test_python_api_survives_every_crafted_row(tmp_path: Path, hostile_db: Path)
         == TEN_MB
     )
     preview = svc.preview_dataset({})
-    assert preview.to_dict() == {k: rec[k] for k in ("trajectoryCount", "exampleCount", "redactions")}
+    counts = ("trajectoryCount", "exampleCount", "redactions")
+    assert preview.to_dict() == {k: rec[k] for k in counts}
     frame = svc.llm_calls_frame().collect()
     assert set(frame["trajectoryId"].to_list()) >= USABLE
     svc.close()
