@@ -7,7 +7,6 @@ Enabled on install by ``jupyter-config/jupyter_server_config.d/jupyter_server_ex
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 try:
     __version__ = version("milady-lab")
@@ -15,7 +14,7 @@ except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0+unknown"
 
 
-def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
     """Where Jupyter finds the extension app (imported lazily: listing stays cheap)."""
     from .app import TrainingExtension
 

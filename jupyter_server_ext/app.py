@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
@@ -25,6 +25,10 @@ from milady_lab.errors import WorkerError
 
 from . import builds
 from .sse import EventHub
+
+if TYPE_CHECKING:
+    from milady_lab.api.bodies import AgentExportRequest, BuildDatasetRequest
+    from milady_lab.api.records import AgentExportAnswer, DatasetAnswer, DatasetPreview
 
 #: Key under ``last_activity_times`` (the server's hook for extension activity).
 ACTIVITY_KEY = "milady_lab"
@@ -107,7 +111,7 @@ class TrainingExtension(ExtensionApp):
         self.work_pool = ThreadPoolExecutor(self.work_threads, thread_name_prefix="milady-work")
         self.event_hub = EventHub(self.service, self.read_pool, self.event_poll_interval)
         self._build_pools: dict[str, ProcessPoolExecutor] = {}
-        self.live_jobs: list[dict[str, Any]] = []
+        self.live_jobs: list[dict[str, str]] = []
         self._activity_running = False
         self._activity_timer = PeriodicCallback(
             self._check_activity, max(0.05, self.activity_interval) * 1000
@@ -149,24 +153,24 @@ class TrainingExtension(ExtensionApp):
         self._build_pools.clear()
 
     # -- dataset builds ---------------------------------------------------------------------
-    async def build_dataset(self, body: Any) -> dict[str, Any]:
+    async def build_dataset(self, body: BuildDatasetRequest | None) -> DatasetAnswer:
         """``TrainingService.build_dataset`` in the build process (or a thread)."""
         return await self._in_build_process("build", body)
 
-    async def preview_dataset(self, body: Any) -> dict[str, Any]:
+    async def preview_dataset(self, body: BuildDatasetRequest | None) -> DatasetPreview:
         """``TrainingService.preview_dataset`` in the preview process (or a thread)."""
         return await self._in_build_process("preview", body)
 
-    async def export_trajectories(self, body: Any) -> dict[str, Any]:
+    async def export_trajectories(self, body: AgentExportRequest | None) -> AgentExportAnswer:
         """The agent's trajectory export: its body checked, the dataset built in the build
         process, its examples written as one file (``TrainingService.export_trajectories``)."""
         loop = asyncio.get_running_loop()
         request = self.service.export_request(body)  # microseconds: a 400 before any work
-        dataset = (await self.build_dataset(request["build"]))["dataset"]
+        dataset = (await self.build_dataset(request.build)).dataset
         write = self.service.write_export
-        return await loop.run_in_executor(self.work_pool, write, dataset, request["outputPath"])
+        return await loop.run_in_executor(self.work_pool, write, dataset, request.output_path)
 
-    async def _in_build_process(self, kind: str, body: Any) -> dict[str, Any]:
+    async def _in_build_process(self, kind: str, body: BuildDatasetRequest | None) -> Any:
         local = {"build": self.service.build_dataset, "preview": self.service.preview_dataset}
         remote = {"build": builds.build_dataset, "preview": builds.preview_dataset}
         loop = asyncio.get_running_loop()
@@ -185,11 +189,11 @@ class TrainingExtension(ExtensionApp):
             ) from None
 
     # -- activity ---------------------------------------------------------------------------
-    def current_activity(self) -> list[dict[str, Any]] | None:
+    def current_activity(self) -> list[dict[str, str]] | None:
         """Live (queued or running) jobs: an idle-culling server must not stop under them."""
         return list(self.live_jobs) or None
 
-    def _refresh_live_jobs(self) -> list[dict[str, Any]]:
+    def _refresh_live_jobs(self) -> list[dict[str, str]]:
         """Runs in a pool thread: repairs dead workers, starts queued jobs, lists live ones."""
         return self.service.live_jobs()
 

@@ -16,9 +16,13 @@ import contextlib
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milady_lab.config import Settings
+
+if TYPE_CHECKING:
+    from milady_lab.api.bodies import BuildDatasetRequest
+    from milady_lab.api.records import DatasetAnswer, DatasetPreview
 
 _service: Any = None
 
@@ -32,12 +36,12 @@ def _init_worker(settings: Settings) -> None:
     _service = TrainingService(settings, reconcile=False)
 
 
-def build_dataset(body: Any) -> dict[str, Any]:
+def build_dataset(body: BuildDatasetRequest | None) -> DatasetAnswer:
     """Runs in the worker: the service's build, answer and errors as they are."""
     return _service.build_dataset(body)
 
 
-def preview_dataset(body: Any) -> dict[str, Any]:
+def preview_dataset(body: BuildDatasetRequest | None) -> DatasetPreview:
     """Runs in the worker: what a build would give (the same parsing, nothing written)."""
     return _service.preview_dataset(body)
 

@@ -27,11 +27,12 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from milady_lab.api import decode
+from milady_lab.api.records import Error, JsonObject, Record
 from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
 from milady_lab.errors import MiladyLabError
 
 from .openapi import spec_for_base_url
-from .sse import PAGE, finite, format_event
+from .sse import PAGE, format_event
 
 #: Resource names for Jupyter's Authorizer: ``milady_lab:<area>``.
 RESOURCE = "milady_lab"
@@ -107,9 +108,9 @@ class TrainingHandler(APIHandler):
         elif not self._too_large:
             self._chunks.append(chunk)
 
-    def json_body(self) -> Any:
-        """The request body (None when empty), decoded and checked by its struct
-        (``routes.OPERATIONS``): a bad one is a 400 that names the field."""
+    def json_body(self) -> msgspec.Struct | JsonObject | None:
+        """The request body as its struct (``routes.OPERATIONS``; None when empty), decoded
+        and checked once, here: a bad one is a 400 that names the field."""
         if self._too_large:
             limit_mb = self.ext.max_body_bytes / (1024 * 1024)
             raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
@@ -125,12 +126,12 @@ class TrainingHandler(APIHandler):
         if not isinstance(value, dict):  # ``null`` too: an empty body is the way to send none
             raise ApiError(400, "the request body must be a JSON object")
         kind = BY_ROUTE[self.request.method or "", self.path].body
-        if kind is not None:
-            try:
-                decode.body(value, kind)
-            except MiladyLabError as exc:
-                raise ApiError(exc.status, exc.message) from None
-        return value
+        if kind is None:
+            return value
+        try:
+            return decode.body(value, kind)
+        except MiladyLabError as exc:
+            raise ApiError(exc.status, exc.message) from None
 
     def query_int(self, name: str) -> int | None:
         """A query parameter that must be a decimal integer; the service checks its range."""
@@ -171,12 +172,13 @@ class TrainingHandler(APIHandler):
         except MiladyLabError as exc:
             raise ApiError(exc.status, exc.message) from None
 
-    def reply(self, body: Any, status: int = 200) -> None:
-        """``body`` as JSON, encoded by msgspec (NaN and infinities become null)."""
+    def reply(self, body: Record, status: int = 200) -> None:
+        """``body``, the route's answer struct (``milady_lab.api.records``), as JSON:
+        encoded by msgspec as it is (NaN and infinities become null)."""
         try:
             data = _ENCODER.encode(body)
-        except (TypeError, msgspec.EncodeError):  # a type msgspec does not know
-            data = json.dumps(finite(body), allow_nan=False).encode()
+        except (TypeError, msgspec.EncodeError):  # a type msgspec does not know: its text
+            data = msgspec.json.encode(body, enc_hook=str)
         self.set_status(status)
         self.finish(data)
 
@@ -206,11 +208,9 @@ class TrainingHandler(APIHandler):
             # closes the connection after this answer; say so, or a keep-alive client's
             # next request on it meets a reset.
             self.set_header("Connection", "close")
-        reply: dict[str, Any] = {"message": message, "error": message}
-        if reason:
-            reply["reason"] = reason
+        reply = Error(message=message, error=message, reason=reason or None)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(reply))
+        self.finish(json.dumps(reply.to_dict()))  # ASCII: a path's odd characters escaped
 
     def _body_pending(self) -> bool:
         """Whether Tornado has not finished reading the (streamed) request body: true for
@@ -638,7 +638,7 @@ class EventsHandler(TrainingHandler):
             with contextlib.suppress(StreamClosedError):
                 self.finish(set_content_type="text/event-stream; charset=utf-8")
 
-    async def _next(self, hub: Any, after: int, wait: float) -> list[dict[str, Any]] | None:
+    async def _next(self, hub: Any, after: int, wait: float) -> list[JsonObject] | None:
         """The next events, [] after ``wait`` s, None when the client left or the server stops."""
         if self._gone.is_set():
             return None

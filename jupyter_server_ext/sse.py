@@ -18,6 +18,8 @@ import math
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from milady_lab.api.records import JsonObject
+
 #: Events kept in memory for streams that are a little behind.
 BUFFER_EVENTS = 2000
 #: Rows read per query.
@@ -27,7 +29,7 @@ PAGE = 500
 class EventLog(Protocol):
     """What the hub reads: ``TrainingService`` (or a ``StateStore``) gives both."""
 
-    def events(self, after: int, limit: int) -> list[dict[str, Any]]: ...
+    def events(self, after: int, limit: int) -> list[JsonObject]: ...
 
     def last_event_seq(self) -> int: ...
 
@@ -39,7 +41,7 @@ class EventHub:
         self.store = store
         self.executor = executor
         self.interval = interval
-        self._buffer: collections.deque[dict[str, Any]] = collections.deque(maxlen=BUFFER_EVENTS)
+        self._buffer: collections.deque[JsonObject] = collections.deque(maxlen=BUFFER_EVENTS)
         self._floor: int | None = None  # the buffer holds every event in (floor, latest]
         self._latest = 0
         self._listeners = 0
@@ -105,7 +107,7 @@ class EventHub:
             self._wakeup.set()
             self._wakeup = asyncio.Event()
 
-    async def read(self, after: int, timeout: float) -> list[dict[str, Any]] | None:
+    async def read(self, after: int, timeout: float) -> list[JsonObject] | None:
         """Events with seq > ``after``, waiting up to ``timeout`` s; None once closed."""
         if self._closed:
             return None
@@ -129,7 +131,7 @@ class EventHub:
         return []
 
 
-def format_event(event: dict[str, Any]) -> bytes:
+def format_event(event: JsonObject) -> bytes:
     """One SSE message: ``id`` (the seq), ``event`` (the kind), ``data`` (the record).
 
     ``data`` is ASCII JSON (lone surrogates stay escaped) without NaN, and never holds

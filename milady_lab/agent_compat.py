@@ -26,18 +26,40 @@ the agent itself counts a trajectory toward when nothing narrower applies.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from . import validation as v
+from .api import decode
+from .api.bodies import (
+    AgentExportRequest,
+    AgentTrainingConfigRequest,
+    AgentTriggerRequest,
+    BuildDatasetRequest,
+)
+from .api.records import (
+    AgentAutoStatus,
+    AgentBackends,
+    AgentExportAnswer,
+    AgentRun,
+    AgentRunList,
+    AgentTrainingConfig,
+    AgentTriggerAnswer,
+    Dataset,
+    Job,
+    JsonObject,
+    Model,
+)
 from .atomic import atomic_file
 from .errors import ConflictError, InputError, StorageError
-from .state import new_id, now_ms
+from .state import Row, new_id, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +73,6 @@ _RUN_STATUS = {
     "auto_not_activated": "succeeded",
     "auto_failed": "failed",
 }
-EXPORT_FIELDS = ("limit", "outputPath")
-TRIGGER_FIELDS = ("task", "backend", "dryRun")
 
 
 def iso(ms: Any) -> str | None:
@@ -64,78 +84,83 @@ def iso(ms: Any) -> str | None:
 
 
 # -- records: the agent's extra fields ----------------------------------------------------------
-def dataset_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A dataset with the agent's ``sampleCount`` and the paths of its files."""
-    out = dict(rec)
-    out["sampleCount"] = rec.get("exampleCount")
+def dataset_record(rec: Mapping[str, Any]) -> Dataset:
+    """A dataset row as its record, with the agent's ``sampleCount`` and the paths of
+    its files."""
+    extra: JsonObject = {"sampleCount": rec.get("exampleCount")}
     folder = rec.get("path")
     if isinstance(folder, str) and folder:
         base = Path(folder)
-        out["jsonlPath"] = str(base / "train.jsonl")  # the agent's one training file
-        out["validPath"] = str(base / "valid.jsonl")
-        out["metadataPath"] = str(base / "metadata.json")
-    return out
+        extra["jsonlPath"] = str(base / "train.jsonl")  # the agent's one training file
+        extra["validPath"] = str(base / "valid.jsonl")
+        extra["metadataPath"] = str(base / "metadata.json")
+    return msgspec.convert({**rec, **extra}, Dataset)
 
 
-def job_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A job with the agent's ``phase`` and ``modelId`` (null until it completed)."""
-    out = dict(rec)
-    out.setdefault("phase", rec.get("status"))
-    out.setdefault("modelId", None)
-    return out
+def job_record(rec: Mapping[str, Any]) -> Job:
+    """A job row as its record, with the agent's ``phase`` (its status) and ``modelId``
+    (absent until it completed); the row's private fields (pid, heartbeat) left out."""
+    return msgspec.convert({"phase": rec.get("status"), "modelId": None, **rec}, Job)
 
 
-def model_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A model with the agent's names for its base, Ollama name and files."""
-    out = dict(rec)
-    out["sourceModel"] = rec.get("baseModel")
-    out["ollamaModel"] = rec.get("ollamaName")
+def model_fields(rec: Mapping[str, Any]) -> Row:
+    """A model row with the agent's names for its base, Ollama name and files: what the
+    model code (import, activation, benchmark, chat) reads."""
     adapter = rec.get("adapterPath")
-    out["modelPath"] = adapter
-    out["outputDir"] = str(Path(adapter).parent) if isinstance(adapter, str) and adapter else None
-    return out
+    return {
+        **rec,
+        "sourceModel": rec.get("baseModel"),
+        "ollamaModel": rec.get("ollamaName"),
+        "modelPath": adapter,
+        "outputDir": str(Path(adapter).parent) if isinstance(adapter, str) and adapter else None,
+    }
+
+
+def model_record(rec: Mapping[str, Any]) -> Model:
+    """A model row as its record (``model_fields``)."""
+    return msgspec.convert(model_fields(rec), Model)
 
 
 def status_counts(counts: Mapping[str, int]) -> dict[str, int]:
-    """The agent's status counters from ``StateStore.counts()``."""
+    """The agent's status counters (``Status`` fields) from ``StateStore.counts()``."""
     return {
-        "runningJobs": counts.get("running", 0),
-        "queuedJobs": counts.get("queued", 0),
-        "completedJobs": counts.get("completed", 0),
-        "failedJobs": counts.get("failed", 0),
-        "datasetCount": counts.get("datasets", 0),
-        "modelCount": counts.get("models", 0),
+        "running_jobs": counts.get("running", 0),
+        "queued_jobs": counts.get("queued", 0),
+        "completed_jobs": counts.get("completed", 0),
+        "failed_jobs": counts.get("failed", 0),
+        "dataset_count": counts.get("datasets", 0),
+        "model_count": counts.get("models", 0),
     }
 
 
 # -- GET /backends --------------------------------------------------------------------------------
-def backends_body() -> dict[str, Any]:
+def backends_body() -> AgentBackends:
     """``{"backends": {"mlx", "cuda", "cpu": bool}}`` as the agent's backend check answers."""
     from .training.backends import BACKENDS, available_backends, best_backend
 
     avail = available_backends()
-    return {
-        "backends": {name: name in avail for name in BACKENDS},
-        "available": avail,
-        "best": best_backend(),
-    }
+    return AgentBackends(
+        backends={name: name in avail for name in BACKENDS},
+        available=avail,  # type: ignore[arg-type]  # names from BACKENDS
+        best=best_backend(),  # type: ignore[arg-type]
+    )
 
 
 # -- auto/config and auto/status -------------------------------------------------------------------
-def config_of(policy: Mapping[str, Any]) -> dict[str, Any]:
+def config_of(policy: Mapping[str, Any]) -> AgentTrainingConfig:
     """The agent's ``TrainingConfig`` of an auto-improve policy."""
     from .training.backends import best_backend
 
-    return {
-        "autoTrain": bool(policy["enabled"]),
-        "triggerThreshold": int(policy["minNewTrajectories"]),
-        "triggerCooldownHours": float(policy["cooldownHours"]),
+    return AgentTrainingConfig(
+        auto_train=bool(policy["enabled"]),
+        trigger_threshold=int(policy["minNewTrajectories"]),
+        trigger_cooldown_hours=float(policy["cooldownHours"]),
         # Where a round trains: the pinned backend, else the best one here.
-        "backends": [policy.get("backend") or best_backend()],
-    }
+        backends=[policy.get("backend") or best_backend()],
+    )
 
 
-def policy_body(body: Any) -> dict[str, Any]:
+def policy_body(body: AgentTrainingConfigRequest | JsonObject | None) -> JsonObject:
     """An agent config body → the auto-improve policy fields it sets.
 
     Like the agent's ``normalizeTrainingConfig``: keys it does not know (its
@@ -143,42 +168,29 @@ def policy_body(body: Any) -> dict[str, Any]:
     ...) are dropped; a known key of the wrong type is a 400 naming it."""
     from .training.backends import BACKENDS
 
-    if body is None:
-        return {}  # no body: nothing changes
-    if not isinstance(body, dict):
-        raise InputError("the request body must be a JSON object")
-    out: dict[str, Any] = {}
-    if "autoTrain" in body:
-        if not isinstance(body["autoTrain"], bool):
-            raise InputError("autoTrain must be true or false")
-        out["enabled"] = body["autoTrain"]
-    if "triggerThreshold" in body:
-        out["minNewTrajectories"] = _floored(body["triggerThreshold"], "triggerThreshold")
-    if "triggerCooldownHours" in body:
-        out["cooldownHours"] = v.number(body["triggerCooldownHours"], "triggerCooldownHours")
-    if "backends" in body:
-        names = body["backends"]
-        if not isinstance(names, list):
-            raise InputError("backends must be a list of backend names")
-        ours = [n for n in names if isinstance(n, str) and n in BACKENDS]
+    req = decode.body(body, AgentTrainingConfigRequest, strict=False)
+    out: JsonObject = {}
+    if req.auto_train is not None:
+        out["enabled"] = req.auto_train
+    if req.trigger_threshold is not None:
+        out["minNewTrajectories"] = int(req.trigger_threshold)  # floored: it is at least 1
+    if req.trigger_cooldown_hours is not None:
+        out["cooldownHours"] = req.trigger_cooldown_hours
+    if req.backends is not None:
+        ours = [n for n in req.backends if isinstance(n, str) and n in BACKENDS]
         out["backend"] = ours[0] if ours else None
     return out
 
 
-def _floored(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{name} must be a number")
-    return math.floor(value)
-
-
-def status_body(auto: Any, watching: bool) -> dict[str, Any]:
+def status_body(auto: Any, watching: bool) -> AgentAutoStatus:
     """``GET /auto/status`` in the agent's ``TriggerStatusSnapshot`` shape."""
     policy, state = auto.policy(), auto.state()
+    threshold = int(policy["minNewTrajectories"])
     cooldown_ms = int(float(policy["cooldownHours"]) * 3_600_000)
     counters = dict.fromkeys(TASKS, 0)
     counters[OUR_TASK] = int(state.get("newTrajectories") or 0)
     last = state.get("lastRound") or {}
-    last_train = {}
+    last_train: dict[str, JsonObject] = {}
     if last.get("id"):
         last_train[OUR_TASK] = {
             "runId": last["id"],
@@ -186,19 +198,19 @@ def status_body(auto: Any, watching: bool) -> dict[str, Any]:
             "finishedAt": iso(last.get("endedAt")),
             "status": _RUN_STATUS.get(str(last.get("outcome")), "skipped"),
         }
-    return {
-        "autoTrainEnabled": bool(policy["enabled"]),
-        "triggerThreshold": int(policy["minNewTrajectories"]),
-        "cooldownHours": float(policy["cooldownHours"]),
-        "counters": counters,
-        "lastTrain": last_train,
-        "perTaskThresholds": dict.fromkeys(TASKS, int(policy["minNewTrajectories"])),
-        "perTaskCooldownMs": dict.fromkeys(TASKS, cooldown_ms),
+    return AgentAutoStatus(
+        auto_train_enabled=bool(policy["enabled"]),
+        trigger_threshold=threshold,
+        cooldown_hours=float(policy["cooldownHours"]),
+        counters=counters,
+        last_train=last_train,
+        per_task_thresholds=dict.fromkeys(TASKS, threshold),
+        per_task_cooldown_ms=dict.fromkeys(TASKS, cooldown_ms),
         # The agent's "a trigger service fires runs by itself": our watcher runs here.
-        "serviceRegistered": bool(watching),
-        "round": state.get("round"),
-        "lastDecision": state.get("lastDecision"),
-    }
+        service_registered=bool(watching),
+        round=state.get("round"),
+        last_decision=state.get("lastDecision"),
+    )
 
 
 # -- auto/runs and auto/trigger ------------------------------------------------------------------
@@ -207,28 +219,25 @@ class AgentRuns:
 
     def __init__(self, service: Any) -> None:
         self.service = service
-        self._pending: dict[str, dict[str, Any]] = {}
+        #: Manual rounds started and not yet recorded, by id (the round dicts of ``auto``).
+        self._pending: dict[str, JsonObject] = {}
         self._lock = threading.Lock()
 
-    def trigger(self, body: Any) -> dict[str, Any]:
+    def trigger(self, body: AgentTriggerRequest | JsonObject | None) -> AgentTriggerAnswer:
         """Start one manual round in the background; the agent's ``{runId, status, run}``."""
         from .training.backends import check_backend
 
-        fields = v.body_object(body, TRIGGER_FIELDS)
-        task = v.choice(fields.get("task") or None, "task", TASKS)
-        backend = v.text(fields.get("backend") or None, "backend", max_length=20)
+        req = decode.body(body, AgentTriggerRequest, strict=False)
+        backend = req.backend or None
         if backend is not None:
             check_backend(backend)  # 400 naming the backends, or what to install
-        dry_run = fields.get("dryRun")
-        if dry_run is not None and not isinstance(dry_run, bool):
-            raise InputError("dryRun must be true or false")
-        run = {
+        run: JsonObject = {
             "id": new_id("run"),
             "source": "manual",
             "startedAt": now_ms(),
-            "task": task,
+            "task": req.task or None,
             "backend": backend,
-            "dryRun": bool(dry_run),
+            "dryRun": bool(req.dry_run),
         }
         with self._lock:
             self._pending[run["id"]] = run
@@ -237,9 +246,9 @@ class AgentRuns:
         )
         thread.start()
         record = self.record(run, queued=True)
-        return {"runId": record["runId"], "status": record["status"], "run": record}
+        return AgentTriggerAnswer(run_id=record.run_id, status=record.status, run=record)
 
-    def _run(self, run: dict[str, Any]) -> None:
+    def _run(self, run: JsonObject) -> None:
         auto = self.service.auto
         manual = {k: val for k, val in run.items() if k != "startedAt" and val is not None}
         try:
@@ -264,12 +273,12 @@ class AgentRuns:
             return True
         return any(r.get("id") == run_id for r in auto.runs()[:20])
 
-    def runs(self, limit: Any = None) -> dict[str, Any]:
+    def runs(self, limit: Any = None) -> AgentRunList:
         """``GET /auto/runs``: queued triggers, the running round, then ended ones."""
         limit_i = v.integer(limit, "limit", default=20, minimum=1, maximum=1000)
         assert limit_i is not None
         auto = self.service.auto
-        rounds: list[tuple[dict[str, Any], bool]] = []
+        rounds: list[tuple[Mapping[str, Any], bool]] = []
         current = auto.state().get("round")
         with self._lock:
             pending = [p for p in self._pending.values() if not current or p["id"] != current["id"]]
@@ -278,9 +287,9 @@ class AgentRuns:
             rounds.append((current, False))
         seen = {r["id"] for r, _ in rounds}
         rounds += [(r, False) for r in auto.runs() if r.get("id") not in seen]
-        return {"runs": [self.record(r, queued=q) for r, q in rounds[:limit_i]]}
+        return AgentRunList(runs=[self.record(r, queued=q) for r, q in rounds[:limit_i]])
 
-    def record(self, rnd: Mapping[str, Any], *, queued: bool = False) -> dict[str, Any]:
+    def record(self, rnd: Mapping[str, Any], *, queued: bool = False) -> AgentRun:
         """The agent's ``TrainingRunRecord`` of a round (milady-lab's ids beside it)."""
         store = self.service.store
         outcome = rnd.get("outcome")
@@ -295,48 +304,54 @@ class AgentRuns:
         job = store.get_job(rnd["jobId"]) if rnd.get("jobId") else None
         redactions = (dataset or {}).get("redactions") or {}
         trajectories = int((dataset or {}).get("trajectoryCount") or 0)
-        return {
-            "runId": rnd.get("id"),
-            "status": status,
-            "reason": rnd.get("message"),
-            "task": rnd.get("task"),
-            "backend": rnd.get("backend") or (job or {}).get("backend"),
-            "source": rnd.get("source", "threshold"),
-            "datasetSize": int((dataset or {}).get("exampleCount") or 0),
-            "startedAt": iso(rnd.get("startedAt")),
-            "finishedAt": iso(rnd.get("endedAt")),
-            "artifactPath": (model or {}).get("adapterPath"),
-            "pulledTrajectories": trajectories,
-            "filteredTrajectories": trajectories,
-            "redactionCount": int(sum(n for n in redactions.values() if isinstance(n, int))),
-            "anonymizationCount": int(redactions.get("handle", 0) or 0),
-            "dryRun": bool(rnd.get("dryRun")),
-            "notes": [],
-            "stage": rnd.get("stage"),
-            "outcome": outcome,
-            "datasetId": rnd.get("datasetId"),
-            "jobId": rnd.get("jobId"),
-            "modelId": rnd.get("modelId"),
-        }
+        return AgentRun(
+            run_id=str(rnd.get("id")),
+            status=status,  # type: ignore[arg-type]  # one of _RUN_STATUS's, queued, running
+            reason=rnd.get("message"),
+            task=rnd.get("task"),
+            backend=rnd.get("backend") or (job or {}).get("backend"),
+            source=rnd.get("source", "threshold"),
+            dataset_size=int((dataset or {}).get("exampleCount") or 0),
+            started_at=iso(rnd.get("startedAt")),
+            finished_at=iso(rnd.get("endedAt")),
+            artifact_path=(model or {}).get("adapterPath"),
+            pulled_trajectories=trajectories,
+            filtered_trajectories=trajectories,
+            redaction_count=int(sum(n for n in redactions.values() if isinstance(n, int))),
+            anonymization_count=int(redactions.get("handle", 0) or 0),
+            dry_run=bool(rnd.get("dryRun")),
+            notes=[],
+            stage=rnd.get("stage"),
+            outcome=outcome,
+            dataset_id=rnd.get("datasetId"),
+            job_id=rnd.get("jobId"),
+            model_id=rnd.get("modelId"),
+        )
 
 
 # -- POST /trajectories/export ---------------------------------------------------------------------
-def export_request(body: Any) -> dict[str, Any]:
-    """The checked export body: the build body and the target path (None: under exports/)."""
-    fields = v.body_object(body, EXPORT_FIELDS)
-    limit = v.integer(fields.get("limit"), "limit", default=100, minimum=1, maximum=10**7)
-    out = v.text(fields.get("outputPath"), "outputPath", max_length=4096)
-    return {"build": {"limit": limit}, "outputPath": out}
+@dataclass(frozen=True)
+class ExportRequest:
+    """A checked export body: the build it needs and the target (None: under exports/)."""
+
+    build: BuildDatasetRequest
+    output_path: str | None
 
 
-def write_export(home: Path, dataset: Mapping[str, Any], output_path: str | None) -> dict[str, Any]:
+def export_request(body: AgentExportRequest | JsonObject | None) -> ExportRequest:
+    """The export body checked (a 400 naming the field), before any work."""
+    req = decode.body(body, AgentExportRequest, strict=False)
+    return ExportRequest(BuildDatasetRequest(limit=req.limit or 100), req.output_path)
+
+
+def write_export(home: Path, dataset: Dataset, output_path: str | None) -> AgentExportAnswer:
     """The dataset's examples (train then valid) as one JSONL file; the agent's answer.
 
     The file is written beside its target and renamed into place; an existing file is
     never overwritten (409)."""
     try:
         if output_path is None:
-            target = home / "exports" / f"trajectories-{dataset['id']}.jsonl"
+            target = home / "exports" / f"trajectories-{dataset.id}.jsonl"
         else:
             target = Path(output_path).expanduser().absolute()
         exists = target.exists()
@@ -344,7 +359,7 @@ def write_export(home: Path, dataset: Mapping[str, Any], output_path: str | None
         raise InputError(f"outputPath {str(output_path)[:200]!r} is not a usable path") from None
     if exists:
         raise ConflictError(f"{target} exists; choose another outputPath")
-    folder = Path(str(dataset["path"]))
+    folder = Path(str(dataset.path))
     try:
         with atomic_file(target) as tmp, tmp.open("wb") as out:
             for name in ("train.jsonl", "valid.jsonl"):
@@ -354,9 +369,9 @@ def write_export(home: Path, dataset: Mapping[str, Any], output_path: str | None
         if exc.errno == 28:  # ENOSPC
             raise StorageError(f"no space left to write {target}") from None
         raise InputError(f"cannot write outputPath {str(target)[:200]!r}: {exc.strerror}") from None
-    return {
-        "exportedExamples": int(dataset.get("exampleCount") or 0),
-        "trajectoriesConsidered": int(dataset.get("trajectoryCount") or 0),
-        "outputPath": str(target),
-        "datasetId": dataset["id"],
-    }
+    return AgentExportAnswer(
+        exported_examples=dataset.example_count,
+        trajectories_considered=dataset.trajectory_count,
+        output_path=str(target),
+        dataset_id=dataset.id,
+    )

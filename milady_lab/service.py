@@ -1,9 +1,13 @@
 """The one facade that the REST handlers, the CLI, the widgets and notebooks call.
 
-Every public method takes plain values (JSON-shaped bodies, strings from a query
-string or the command line, or Python values), validates them, does the work and
-returns the body the matching REST route answers with. Failures are the exceptions in
-``milady_lab.errors``; anything else escaping here is a bug.
+Every public method takes plain values (a request body as its ``milady_lab.api.bodies``
+struct or as JSON values, strings from a query string or the command line, or Python
+values), validates them, does the work and returns the answer of the matching REST
+route as its ``milady_lab.api.records`` struct: typed attributes, read like the JSON
+(``answer["job"]["status"]``), encoded by the server as it is. A body given as JSON
+values is decoded once, here, by its struct; leniently, so the CLI's text flags
+(``"12"``) pass as numbers. Failures are the exceptions in ``milady_lab.errors``;
+anything else escaping here is a bug.
 
 Methods are synchronous and may block (database reads, dataset builds); the Jupyter
 extension runs them in an executor, the widgets in a thread.
@@ -13,18 +17,66 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
+import msgspec
 import polars as pl
 
 from . import agent_compat as agent
 from . import validation as v
+from .api import decode
+from .api.bodies import (
+    ActivateRequest,
+    AgentExportRequest,
+    AgentTrainingConfigRequest,
+    AgentTriggerRequest,
+    AutoPolicy,
+    BenchmarkRequest,
+    BuildDatasetRequest,
+    DeactivateRequest,
+    ImportOllamaRequest,
+    StartJobRequest,
+)
+from .api.records import (
+    ActivateAnswer,
+    ActivationList,
+    AgentAutoStatus,
+    AgentBackends,
+    AgentConfigAnswer,
+    AgentExportAnswer,
+    AgentRunList,
+    AgentTriggerAnswer,
+    AutoAnswer,
+    BenchmarkAnswer,
+    BenchmarkList,
+    Dataset,
+    DatasetAnswer,
+    DatasetList,
+    DatasetPreview,
+    DeactivateAnswer,
+    ImportOllamaAnswer,
+    JobAnswer,
+    JobList,
+    JsonObject,
+    MetricList,
+    Model,
+    ModelList,
+    Status,
+    Trajectory,
+    TrajectoryDetail,
+    TrajectoryPage,
+    TrajectorySummary,
+)
 from .config import Settings
 from .errors import ConflictError, InputError, NotFoundError, UpstreamError
-from .state import StateStore
+from .state import Row, StateStore
 
 ProgressFn = Callable[[int, int], None]
+B = TypeVar("B", bound=msgspec.Struct)
+#: A request body: its struct, JSON values, or None (every field its default).
+Body = msgspec.Struct | Mapping[str, Any] | None
+_SUMMARIES = list[TrajectorySummary]
 
 
 class TrainingService:
@@ -51,40 +103,33 @@ class TrainingService:
         return JobManager(self.settings, self.store)
 
     # -- status -----------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         from .training.backends import available_backends, best_backend
 
         reason = self.source.unavailable_reason()
-        body: dict[str, Any] = {
-            "available": True,
-            "backend": best_backend(),
-            "runtimeAvailable": reason is None,
-            "activeJobId": self.jobs_manager.active_job_id(),
-            "backends": available_backends(),
-            "trajectorySource": self.source.description,
+        return Status(
+            available=True,
+            backend=best_backend(),  # type: ignore[arg-type]  # one of BACKENDS
+            runtime_available=reason is None,
+            runtime_reason=reason,
+            active_job_id=self.jobs_manager.active_job_id(),
+            backends=available_backends(),  # type: ignore[arg-type]
+            trajectory_source=self.source.description,
             # Which rule found the source (MILADY_LAB_TRAJECTORIES, the agent's config…).
-            "trajectorySourceFoundBy": self.settings.trajectories_how,
-            "home": str(self.settings.home),
+            trajectory_source_found_by=self.settings.trajectories_how,
+            home=str(self.settings.home),
             **agent.status_counts(self.store.counts()),
-        }
-        if reason is not None:
-            body["runtimeReason"] = reason
-        return body
+        )
 
     # -- trajectories -------------------------------------------------------------------------
-    def list_trajectories(self, limit: Any = None, offset: Any = None) -> dict[str, Any]:
+    def list_trajectories(self, limit: Any = None, offset: Any = None) -> TrajectoryPage:
         limit_i, offset_i = _page_args(limit, offset)
         with _reading(self.source):
             frame = self.source.summaries(limit_i, offset_i)
             total = self.source.count()
-        return {
-            "trajectories": frame.to_dicts(),
-            "total": total,
-            "offset": offset_i,
-            "limit": limit_i,
-        }
+        return _page(frame.to_dicts(), total, offset_i, limit_i)
 
-    def list_trajectories_now(self, limit: Any = None, offset: Any = None) -> dict[str, Any] | None:
+    def list_trajectories_now(self, limit: Any = None, offset: Any = None) -> TrajectoryPage | None:
         """``list_trajectories`` when the source can answer at once from warm caches (a
         SQLite source: well under a millisecond), else None: then call that in a thread.
         Lets a server answer the common page on its event loop without a thread hop."""
@@ -94,14 +139,14 @@ class TrainingService:
         if page is None:
             return None
         rows, total = page
-        return {"trajectories": rows, "total": total, "offset": offset_i, "limit": limit_i}
+        return _page(rows, total, offset_i, limit_i)
 
-    def get_trajectory(self, trajectory_id: Any) -> dict[str, Any]:
+    def get_trajectory(self, trajectory_id: Any) -> TrajectoryDetail:
         with _reading(self.source):
             detail = self.source.detail(trajectory_id) if isinstance(trajectory_id, str) else None
         if detail is None:
             raise NotFoundError(f"no trajectory with id {_show(trajectory_id)}")
-        return {"trajectory": detail}
+        return TrajectoryDetail(trajectory=msgspec.convert(detail, Trajectory))
 
     def trajectories_frame(self) -> pl.LazyFrame:
         """All trajectory summaries, newest first, as a lazy Polars frame."""
@@ -112,43 +157,44 @@ class TrainingService:
         return self.source.llm_calls_frame()
 
     # -- datasets -------------------------------------------------------------------------------
-    def list_datasets(self) -> dict[str, Any]:
-        return {"datasets": [agent.dataset_record(r) for r in self.store.list_datasets()]}
+    def list_datasets(self) -> DatasetList:
+        return DatasetList(datasets=[agent.dataset_record(r) for r in self.store.list_datasets()])
 
-    def get_dataset(self, dataset_id: Any) -> dict[str, Any]:
+    def get_dataset(self, dataset_id: Any) -> DatasetAnswer:
         rec = self.store.get_dataset(dataset_id) if v.is_valid_id(dataset_id) else None
         if rec is None:
             raise NotFoundError(f"no dataset with id {_show(dataset_id)}")
-        return {"dataset": agent.dataset_record(rec)}
+        return DatasetAnswer(dataset=agent.dataset_record(rec))
 
-    def build_dataset(self, body: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    def build_dataset(self, body: Body = None, progress: ProgressFn | None = None) -> DatasetAnswer:
         from .datasets.build import BuildOptions, build_dataset
 
-        opts = BuildOptions.from_body(body)
+        opts = BuildOptions.from_body(_fields(body, BuildDatasetRequest))
         rec = build_dataset(self.source, self.settings, self.store, opts, progress=progress)
-        return {"dataset": agent.dataset_record(rec)}
+        return DatasetAnswer(dataset=agent.dataset_record(rec))
 
-    def preview_dataset(self, body: Any = None) -> dict[str, Any]:
+    def preview_dataset(self, body: Body = None) -> DatasetPreview:
         """How many trajectories and examples a build with these options would give."""
         from .datasets.build import BuildOptions, preview
 
-        return preview(self.source, BuildOptions.from_body(body), home=self.settings.home)
+        opts = BuildOptions.from_body(_fields(body, BuildDatasetRequest))
+        return msgspec.convert(preview(self.source, opts, home=self.settings.home), DatasetPreview)
 
     # -- jobs -----------------------------------------------------------------------------------
-    def list_jobs(self) -> dict[str, Any]:
-        return {"jobs": [agent.job_record(j) for j in self.jobs_manager.list()]}
+    def list_jobs(self) -> JobList:
+        return JobList(jobs=[agent.job_record(j) for j in self.jobs_manager.list()])
 
-    def start_job(self, body: Any = None) -> dict[str, Any]:
+    def start_job(self, body: Body = None) -> JobAnswer:
         """Check the options, build the dataset a job without ``datasetId`` needs (here,
         so "nothing to train on" is an input error before any worker starts), then start
         or queue the job."""
         from .training.base_models import check_available
         from .training.options import JobOptions
 
-        opts = JobOptions.from_body(body, self.store)
+        opts = JobOptions.from_body(_fields(body, StartJobRequest), self.store)
         check_available(opts.model)  # a base model the worker cannot load is a 400 now
         dataset_id = self._dataset_for_job(opts) if opts.build_dataset else opts.dataset_id
-        return {"job": agent.job_record(self.jobs_manager.start(opts, dataset_id=dataset_id))}
+        return JobAnswer(job=agent.job_record(self.jobs_manager.start(opts, dataset_id=dataset_id)))
 
     def _dataset_for_job(self, opts: Any) -> str:
         from .datasets.build import BuildOptions, build_dataset
@@ -165,44 +211,51 @@ class TrainingService:
             ) from exc
         return rec["id"]
 
-    def live_jobs(self) -> list[dict[str, Any]]:
+    def live_jobs(self) -> list[dict[str, str]]:
         """``{"jobId", "status"}`` of every queued or running job, after failing jobs
         whose worker is gone and starting the next queued one (a server's activity)."""
         from .state import LIVE_STATUSES
 
         self.jobs_manager.active_job_id()  # marks dead workers failed, starts next
         return [
-            {"jobId": j["id"], "status": j["status"]} for j in self.store.list_jobs(LIVE_STATUSES)
+            {"jobId": j["id"], "status": str(j["status"])}
+            for j in self.store.list_jobs(LIVE_STATUSES)
         ]
 
-    def get_job(self, job_id: Any) -> dict[str, Any]:
-        return {"job": agent.job_record(self.jobs_manager.get(job_id))}
+    def get_job(self, job_id: Any) -> JobAnswer:
+        return JobAnswer(job=agent.job_record(self.jobs_manager.get(job_id)))
 
-    def get_job_now(self, job_id: Any) -> dict[str, Any] | None:
+    def get_job_now(self, job_id: Any) -> JobAnswer | None:
         """``get_job`` when it is one indexed read (a finished job, or a running one whose
         worker is alive and beating), else None: then call ``get_job`` in a thread."""
         rec = self.jobs_manager.get_now(job_id)
-        return None if rec is None else {"job": agent.job_record(rec)}
+        return None if rec is None else JobAnswer(job=agent.job_record(rec))
 
-    def cancel_job(self, job_id: Any) -> dict[str, Any]:
-        return {"job": agent.job_record(self.jobs_manager.cancel(job_id))}
+    def cancel_job(self, job_id: Any) -> JobAnswer:
+        return JobAnswer(job=agent.job_record(self.jobs_manager.cancel(job_id)))
 
-    def job_metrics(self, job_id: Any, after: Any = None) -> dict[str, Any]:
+    def job_metrics(self, job_id: Any, after: Any = None) -> MetricList:
         after_i = v.integer(after, "after", default=0, minimum=0)
         self.jobs_manager.get(job_id)  # 404 for unknown ids
-        return {"jobId": job_id, "metrics": self.store.metrics(job_id, after_seq=after_i or 0)}
+        return MetricList(job_id=job_id, metrics=self.store.metrics(job_id, after_seq=after_i or 0))
 
     # -- models ---------------------------------------------------------------------------------
-    def list_models(self) -> dict[str, Any]:
-        return {"models": [agent.model_record(m) for m in self.store.list_models()]}
+    def list_models(self) -> ModelList:
+        return ModelList(models=[agent.model_record(m) for m in self.store.list_models()])
 
-    def get_model(self, model_id: Any) -> dict[str, Any]:
-        """The model named by its id, its name (or Ollama name), or ``latest`` (the newest)."""
+    def get_model(self, model_id: Any) -> dict[str, Model]:
+        """``{"model": Model}``: the model named by its id, its name (or Ollama name), or
+        ``latest`` (the newest)."""
         return {"model": agent.model_record(resolve_model(self.store, model_id))}
 
+    def _model(self, model_id: Any) -> Row:
+        """The model ``model_id`` names, as the model code (import, activation, benchmark,
+        export, chat) reads it: its row with the agent's names (``agent.model_fields``)."""
+        return agent.model_fields(resolve_model(self.store, model_id))
+
     def import_ollama(
-        self, model_id: Any, body: Any = None, progress: Callable[[str, float], None] | None = None
-    ) -> dict[str, Any]:
+        self, model_id: Any, body: Body = None, progress: Callable[[str, float], None] | None = None
+    ) -> ImportOllamaAnswer:
         """Fuse, convert to GGUF and create the model in Ollama; ``progress(phase, percent)``.
 
         The ``ollamaUrl`` rule is judged first, before the id is looked up: a hostile URL
@@ -210,10 +263,12 @@ class TrainingService:
         from .models.handoff.loopback import check_loopback_url
         from .models.handoff.ollama import import_model
 
-        if isinstance(body, dict) and body.get("ollamaUrl") is not None:
-            check_loopback_url(body["ollamaUrl"])
-        model = self.get_model(model_id)["model"]
-        return import_model(self.settings, self.store, model, body, progress=progress)
+        fields = _fields(body, ImportOllamaRequest)
+        if fields.get("ollamaUrl") is not None:
+            check_loopback_url(fields["ollamaUrl"])
+        model = self._model(model_id)
+        answer = import_model(self.settings, self.store, model, fields, progress=progress)
+        return msgspec.convert(answer, ImportOllamaAnswer)
 
     def chat_session(
         self,
@@ -227,7 +282,7 @@ class TrainingService:
         ``system`` None speaks with the agent's persona (``agent_persona``); "" with none."""
         from .models.evaluation.chat import ChatSession
 
-        model = self.get_model(model_id)["model"]
+        model = self._model(model_id)
         if system is None:
             system = self.agent_persona()
         return ChatSession(
@@ -247,31 +302,33 @@ class TrainingService:
         except (SourceUnavailable, OSError, pl.exceptions.PolarsError):
             return None
 
-    def activate_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
+    def activate_model(self, model_id: Any, body: Body = None) -> ActivateAnswer:
         from .models.handoff.activation import activate
 
-        model = self.get_model(model_id)["model"]
-        return activate(self.settings, self.store, model, body)
+        fields = _fields(body, ActivateRequest)
+        answer = activate(self.settings, self.store, self._model(model_id), fields)
+        return msgspec.convert(answer, ActivateAnswer)
 
     def benchmark_model(
         self,
         model_id: Any,
-        body: Any = None,
+        body: Body = None,
         progress: ProgressFn | None = None,
-    ) -> dict[str, Any]:
+    ) -> BenchmarkAnswer:
         """Score the model against its base; ``progress(done, total)`` examples as it goes
         (each step also a ``benchmark_progress`` event)."""
         from .models.evaluation.benchmark import run_benchmark
 
-        model = self.get_model(model_id)["model"]
-        return run_benchmark(self.settings, self.store, model, body, progress)
+        fields = _fields(body, BenchmarkRequest)
+        answer = run_benchmark(self.settings, self.store, self._model(model_id), fields, progress)
+        return msgspec.convert(answer, BenchmarkAnswer)
 
-    def export_model(self, model_id: Any, body: Any = None) -> dict[str, Any]:
-        """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``."""
+    def export_model(self, model_id: Any, body: Any = None) -> JsonObject:
+        """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``
+        (a notebook's and the CLI's, no REST route: the answer is the export's report)."""
         from .models.handoff.export import export_model
 
-        model = self.get_model(model_id)["model"]
-        return export_model(self.settings, self.store, model, body)
+        return export_model(self.settings, self.store, self._model(model_id), body)
 
     # -- evaluation, rollback, auto-improve -------------------------------------------------------
     @functools.cached_property
@@ -280,37 +337,39 @@ class TrainingService:
 
         return AutoImprover(self)
 
-    def list_benchmarks(self, model_id: Any) -> dict[str, Any]:
+    def list_benchmarks(self, model_id: Any) -> BenchmarkList:
         """Every stored benchmark of a model, newest first."""
         from .state import EvalStore
 
-        model = self.get_model(model_id)["model"]
-        return {"modelId": model["id"], "benchmarks": EvalStore(self.store).benchmarks(model["id"])}
+        found = resolve_model(self.store, model_id)["id"]
+        return BenchmarkList(model_id=found, benchmarks=EvalStore(self.store).benchmarks(found))
 
-    def deactivate_model(self, body: Any = None) -> dict[str, Any]:
+    def deactivate_model(self, body: Body = None) -> DeactivateAnswer:
         """Undo the last activation (the agent config as it was before it)."""
         from .models.handoff.activation import deactivate
 
-        return deactivate(self.settings, self.store, body)
+        answer = deactivate(self.settings, self.store, _fields(body, DeactivateRequest))
+        return msgspec.convert(answer, DeactivateAnswer)
 
-    def list_activations(self, limit: Any = None) -> dict[str, Any]:
+    def list_activations(self, limit: Any = None) -> ActivationList:
         from .state import EvalStore
 
         limit_i = v.integer(limit, "limit", default=100, minimum=1, maximum=1000)
         assert limit_i is not None
-        return {"activations": EvalStore(self.store).activations(limit_i)}
+        return ActivationList(activations=EvalStore(self.store).activations(limit_i))
 
-    def get_auto(self) -> dict[str, Any]:
+    def get_auto(self) -> AutoAnswer:
         """The auto-improve policy, where its rounds stand and its recent decisions."""
-        return self.auto.show()
+        return msgspec.convert(self.auto.show(), AutoAnswer)
 
-    def set_auto(self, body: Any = None) -> dict[str, Any]:
+    def set_auto(self, body: Body = None) -> AutoAnswer:
         """Change the auto-improve policy (the fields given; the others keep their value)."""
-        self.auto.set_policy(body)
-        return self.auto.show()
+        self.auto.set_policy(_fields(body, AutoPolicy))
+        return self.get_auto()
 
-    def auto_run_once(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """One auto-improve round now (or the reason there is none), waiting for training."""
+    def auto_run_once(self, timeout_s: float | None = None) -> JsonObject:
+        """One auto-improve round now (or the reason there is none), waiting for training:
+        its ``decisions`` beside ``GET /auto``'s fields (the CLI's, no REST route)."""
         decisions = self.auto.run_once(timeout_s=timeout_s)
         return {"decisions": decisions, **self.auto.show()}
 
@@ -319,45 +378,55 @@ class TrainingService:
     def agent_runs(self) -> agent.AgentRuns:
         return agent.AgentRuns(self)
 
-    def training_backends(self) -> dict[str, Any]:
+    def training_backends(self) -> AgentBackends:
         """``GET /backends``: which backends this machine can train on."""
         return agent.backends_body()
 
-    def get_auto_config(self) -> dict[str, Any]:
+    def get_auto_config(self) -> AgentConfigAnswer:
         """The auto-improve policy as the agent's ``{"config": TrainingConfig}``."""
-        return {"config": agent.config_of(self.auto.policy())}
+        return AgentConfigAnswer(config=agent.config_of(self.auto.policy()))
 
-    def set_auto_config(self, body: Any = None) -> dict[str, Any]:
+    def set_auto_config(
+        self, body: AgentTrainingConfigRequest | Mapping[str, Any] | None = None
+    ) -> AgentConfigAnswer:
         """Change the policy from an agent config body (its fields; the others kept)."""
-        return {"config": agent.config_of(self.auto.set_policy(agent.policy_body(body)))}
+        policy = self.auto.set_policy(agent.policy_body(_struct(body, AgentTrainingConfigRequest)))
+        return AgentConfigAnswer(config=agent.config_of(policy))
 
-    def auto_status(self, watching: bool = False) -> dict[str, Any]:
+    def auto_status(self, watching: bool = False) -> AgentAutoStatus:
         """Where auto-improve stands, in the agent's trigger-status shape."""
         return agent.status_body(self.auto, watching)
 
-    def auto_runs(self, limit: Any = None) -> dict[str, Any]:
+    def auto_runs(self, limit: Any = None) -> AgentRunList:
         return self.agent_runs.runs(limit)
 
-    def auto_trigger(self, body: Any = None) -> dict[str, Any]:
+    def auto_trigger(
+        self, body: AgentTriggerRequest | Mapping[str, Any] | None = None
+    ) -> AgentTriggerAnswer:
         """One manual auto-improve round, started in a background thread (answers at once)."""
-        return self.agent_runs.trigger(body)
+        return self.agent_runs.trigger(_struct(body, AgentTriggerRequest))
 
-    def export_request(self, body: Any = None) -> dict[str, Any]:
+    def export_request(
+        self, body: AgentExportRequest | Mapping[str, Any] | None = None
+    ) -> agent.ExportRequest:
         """The checked body of ``POST /trajectories/export`` (see ``export_trajectories``)."""
-        return agent.export_request(body)
+        return agent.export_request(_struct(body, AgentExportRequest))
 
-    def export_trajectories(self, body: Any = None) -> dict[str, Any]:
+    def export_trajectories(
+        self, body: AgentExportRequest | Mapping[str, Any] | None = None
+    ) -> AgentExportAnswer:
         """Build a dataset from the newest trajectories and write its examples as one JSONL
         file (``outputPath``, else under exports/): the agent's trajectory export."""
-        request = agent.export_request(body)
-        dataset = self.build_dataset(request["build"])["dataset"]
-        return self.write_export(dataset, request["outputPath"])
+        request = self.export_request(body)
+        dataset = self.build_dataset(request.build).dataset
+        return self.write_export(dataset, request.output_path)
 
-    def write_export(self, dataset: dict[str, Any], output_path: str | None) -> dict[str, Any]:
+    def write_export(self, dataset: Dataset, output_path: str | None) -> AgentExportAnswer:
         return agent.write_export(self.settings.home, dataset, output_path)
 
     # -- events ---------------------------------------------------------------------------------
-    def events(self, after: Any = None, limit: int = 500) -> list[dict[str, Any]]:
+    def events(self, after: Any = None, limit: int = 500) -> list[JsonObject]:
+        """Events after ``after`` (free-form: each kind carries its own fields)."""
         after_i = v.integer(after, "after", default=0, minimum=0)
         return self.store.events(after_seq=after_i or 0, limit=limit)
 
@@ -367,6 +436,26 @@ class TrainingService:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _struct(body: Body, kind: type[B]) -> B:
+    """``body`` as its struct: as it is when it is one (a handler decoded it), else
+    decoded once, leniently (the CLI's flags arrive as text)."""
+    if isinstance(body, Mapping) and not isinstance(body, dict):
+        body = dict(body)
+    return decode.body(body, kind, strict=False)
+
+
+def _fields(body: Body, kind: type[msgspec.Struct]) -> JsonObject:
+    """``body`` decoded by its struct, as the fields it sets (JSON values): what the
+    checks further in (``JobOptions``, ``BuildOptions``, the model code) take."""
+    decoded = msgspec.to_builtins(_struct(body, kind))
+    return {k: val for k, val in decoded.items() if val is not None}
+
+
+def _page(rows: list[Any], total: int, offset: int, limit: int) -> TrajectoryPage:
+    summaries = msgspec.convert(rows, _SUMMARIES)
+    return TrajectoryPage(trajectories=summaries, total=total, offset=offset, limit=limit)
 
 
 @contextlib.contextmanager
@@ -410,7 +499,7 @@ def open_home(settings: Settings) -> StateStore:
 LATEST = "latest"
 
 
-def resolve_model(store: StateStore, ref: Any) -> dict[str, Any]:
+def resolve_model(store: StateStore, ref: Any) -> Row:
     """The model ``ref`` names: an id first, then ``latest``, then a name (exact, then
     its Ollama name, then ignoring case). A name two models share is a 400 listing them."""
     if not isinstance(ref, str) or not ref.strip():

@@ -3,7 +3,11 @@
 One SQLite database under ``MILADY_LAB_HOME`` (WAL, versioned schema) that a Jupyter
 server, notebook kernels, CLI processes and training workers all open at once. Every
 write is a short transaction; ``busy_timeout`` lets concurrent writers queue instead of
-failing. Records come back as plain dicts with the camelCase keys of the REST bodies.
+failing. A table's row comes back as a ``Row``: a plain dict with the camelCase keys of
+the REST bodies and the private columns beside them (a job's pid, heartbeat, output
+folder), which the job manager and the model code read. What the API lists as is (job
+metrics, benchmarks, the activation history) comes back as its ``milady_lab.api``
+record, built from the row in one step.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import msgspec
+
+from .api.records import Activation, BenchmarkAnswer, JsonObject, Metric
+
+#: One table row as a camelCase dict: the API record's fields and the private ones
+#: (``pid``, ``outputPath``, ``heartbeatAt``...) that only the store's users read.
+Row = dict[str, Any]
 
 SCHEMA_VERSION = 1
 
@@ -255,9 +267,15 @@ _MODEL = _cols(
 _TABLES = {"datasets": _DATASET, "jobs": _JOB, "models": _MODEL}
 
 
+def _dumps(value: Any) -> str:
+    """A column's or an event's JSON; an API record in it (a benchmark's scores) as the
+    JSON it encodes to."""
+    return json.dumps(value, default=msgspec.to_builtins)
+
+
 def _encode(col: _Col, value: Any) -> Any:
     if col.kind == "json":
-        return None if value is None else json.dumps(value)
+        return None if value is None else _dumps(value)
     if col.kind == "bool":
         return int(bool(value))
     return value
@@ -267,8 +285,8 @@ def _encode(col: _Col, value: Any) -> Any:
 _OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts"})
 
 
-def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> dict[str, Any]:
-    rec: dict[str, Any] = {}
+def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> Row:
+    rec: Row = {}
     for col in cols:
         value = row[col.column]
         if value is None and col.key in _OMITTED_WHEN_NULL:
@@ -412,17 +430,13 @@ class StateStore:
             with self.transaction() as tx:
                 tx.execute(sql, params)
 
-    def _get(
-        self, table: str, id_: str, conn: sqlite3.Connection | None = None
-    ) -> dict[str, Any] | None:
+    def _get(self, table: str, id_: str, conn: sqlite3.Connection | None = None) -> Row | None:
         row = (
             (conn or self._conn()).execute(f"SELECT * FROM {table} WHERE id = ?", (id_,)).fetchone()
         )
         return None if row is None else _decode(_TABLES[table], row)
 
-    def _list(
-        self, table: str, where: str = "", params: tuple[Any, ...] = ()
-    ) -> list[dict[str, Any]]:
+    def _list(self, table: str, where: str = "", params: tuple[Any, ...] = ()) -> list[Row]:
         rows = (
             self._conn()
             .execute(f"SELECT * FROM {table} {where} ORDER BY created_at DESC, id ASC", params)
@@ -436,10 +450,10 @@ class StateStore:
     ) -> None:
         self._insert("datasets", rec, conn)
 
-    def get_dataset(self, id_: str) -> dict[str, Any] | None:
+    def get_dataset(self, id_: str) -> Row | None:
         return self._get("datasets", id_)
 
-    def list_datasets(self) -> list[dict[str, Any]]:
+    def list_datasets(self) -> list[Row]:
         return self._list("datasets")
 
     # -- jobs -----------------------------------------------------------------------------
@@ -449,10 +463,10 @@ class StateStore:
     def update_job(self, id_: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         self._update("jobs", id_, fields, conn)
 
-    def get_job(self, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+    def get_job(self, id_: str, conn: sqlite3.Connection | None = None) -> Row | None:
         return self._get("jobs", id_, conn)
 
-    def list_jobs(self, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    def list_jobs(self, statuses: tuple[str, ...] | None = None) -> list[Row]:
         if statuses:
             marks = ", ".join("?" for _ in statuses)
             return self._list("jobs", f"WHERE status IN ({marks})", statuses)
@@ -521,7 +535,8 @@ class StateStore:
                 [rec[c.key] for c in cols],
             )
 
-    def metrics(self, job_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+    def metrics(self, job_id: str, after_seq: int = 0) -> list[Metric]:
+        """A job's logged steps after ``after_seq``, oldest first (null figures absent)."""
         rows = (
             self._conn()
             .execute(
@@ -530,12 +545,7 @@ class StateStore:
             )
             .fetchall()
         )
-        out = []
-        for r in rows:
-            rec = _decode(_METRIC, r)
-            rec["seq"] = r["seq"]
-            out.append({k: v for k, v in rec.items() if v is not None})
-        return out
+        return [Metric(seq=r["seq"], **{c.column: r[c.column] for c in _METRIC}) for r in rows]
 
     # -- models ---------------------------------------------------------------------------
     def insert_model(self, rec: Mapping[str, Any], conn: sqlite3.Connection | None = None) -> None:
@@ -544,10 +554,10 @@ class StateStore:
     def update_model(self, id_: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         self._update("models", id_, fields, conn)
 
-    def get_model(self, id_: str, conn: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+    def get_model(self, id_: str, conn: sqlite3.Connection | None = None) -> Row | None:
         return self._get("models", id_, conn)
 
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[Row]:
         return self._list("models")
 
     def model_id_for_job(self, job_id: str) -> str | None:
@@ -567,7 +577,7 @@ class StateStore:
         self, kind: str, message: str, conn: sqlite3.Connection | None = None, **data: Any
     ) -> None:
         """Append to the event log that the SSE stream, CLI and widgets follow."""
-        params = (now_ms(), kind, message, json.dumps(data))
+        params = (now_ms(), kind, message, _dumps(data))
         sql = "INSERT INTO events (ts, kind, message, data) VALUES (?, ?, ?, ?)"
         if conn is not None:
             conn.execute(sql, params)
@@ -575,7 +585,9 @@ class StateStore:
             with self.transaction() as tx:
                 tx.execute(sql, params)
 
-    def events(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    def events(self, after_seq: int = 0, limit: int = 500) -> list[JsonObject]:
+        """Events after ``after_seq``: seq, kind, ts, message and the event's own data
+        (free-form: each kind carries its fields), as the SSE stream sends them."""
         rows = (
             self._conn()
             .execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
@@ -653,6 +665,22 @@ _ACTIVATION_KEYS = (
 
 
 _ACTIVATION_JSON = ("previous_keys", "gate", "warnings")
+#: The columns an activation listing shows as they are (``Activation``'s plain fields).
+_ACTIVATION_LISTED = (
+    "seq",
+    "model_id",
+    "provider_model",
+    "activated_at",
+    "config_path",
+    "previous_mode",
+    "previous_active_id",
+    "rolled_back_at",
+)
+_BENCHMARK = msgspec.json.Decoder(BenchmarkAnswer)
+
+
+def _json_column(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 def _camel(column: str) -> str:
@@ -670,11 +698,11 @@ class EvalStore:
     def add_benchmark(self, body: Mapping[str, Any], conn: sqlite3.Connection) -> int:
         cur = conn.execute(
             "INSERT INTO benchmarks (model_id, completed_at, body) VALUES (?, ?, ?)",
-            (body["modelId"], body["completedAt"], json.dumps(body)),
+            (body["modelId"], body["completedAt"], _dumps(body)),
         )
         return int(cur.lastrowid or 0)
 
-    def benchmarks(self, model_id: str) -> list[dict[str, Any]]:
+    def benchmarks(self, model_id: str) -> list[BenchmarkAnswer]:
         """A model's benchmarks, newest first."""
         rows = (
             self.store._conn()
@@ -683,7 +711,7 @@ class EvalStore:
             )
             .fetchall()
         )
-        return [{"seq": r["seq"], **json.loads(r["body"])} for r in rows]
+        return [_BENCHMARK.decode(r["body"]) for r in rows]
 
     # -- activations -----------------------------------------------------------------------
     def add_activation(self, rec: Mapping[str, Any], conn: sqlite3.Connection) -> int:
@@ -691,43 +719,46 @@ class EvalStore:
         values = []
         for c in cols:
             value = rec[_camel(c)]
-            values.append(json.dumps(value) if c in _ACTIVATION_JSON else value)
+            values.append(_dumps(value) if c in _ACTIVATION_JSON else value)
         cur = conn.execute(
             f"INSERT INTO activations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
             values,
         )
         return int(cur.lastrowid or 0)
 
-    def _activation(self, row: sqlite3.Row, *, private: bool) -> dict[str, Any]:
-        rec: dict[str, Any] = {}
-        for c in _ACTIVATION_KEYS:
-            value = row[c]
-            if c in _ACTIVATION_JSON and value is not None:
-                value = json.loads(value)
-            elif c == "forced":
-                value = bool(value)
-            rec[_camel(c)] = value
-        if not private:  # the old config may hold secrets (API keys): never in a listing
-            rec.pop("previousConfig")
-            rec.pop("previousKeys")
-            rec.pop("writtenSha256")
-        return rec
-
-    def activations(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Activation history, newest first, without the saved config contents."""
+    def activations(self, limit: int = 100) -> list[Activation]:
+        """Activation history, newest first, without the saved config contents (the old
+        config may hold secrets, API keys: never in a listing)."""
         rows = (
             self.store._conn()
             .execute("SELECT * FROM activations ORDER BY seq DESC LIMIT ?", (limit,))
             .fetchall()
         )
-        return [self._activation(r, private=False) for r in rows]
+        return [
+            Activation(
+                **{c: row[c] for c in _ACTIVATION_LISTED},
+                forced=bool(row["forced"]),
+                **{c: _json_column(row[c]) for c in ("gate", "warnings")},
+            )
+            for row in rows
+        ]
 
-    def last_open_activation(self, conn: sqlite3.Connection) -> dict[str, Any] | None:
+    def last_open_activation(self, conn: sqlite3.Connection) -> Row | None:
         """The newest activation not rolled back yet, with the config it replaced."""
         row = conn.execute(
             "SELECT * FROM activations WHERE rolled_back_at IS NULL ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        return None if row is None else self._activation(row, private=True)
+        if row is None:
+            return None
+        rec: Row = {}
+        for c in _ACTIVATION_KEYS:
+            value = row[c]
+            if c in _ACTIVATION_JSON:
+                value = _json_column(value)
+            elif c == "forced":
+                value = bool(value)
+            rec[_camel(c)] = value
+        return rec
 
     def mark_rolled_back(self, seq: int, conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE activations SET rolled_back_at = ? WHERE seq = ?", (now_ms(), seq))
@@ -747,7 +778,7 @@ class EvalStore:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at"
         )
-        params = (key, json.dumps(value), now_ms())
+        params = (key, _dumps(value), now_ms())
         if conn is not None:
             conn.execute(sql, params)
         else:
@@ -776,7 +807,7 @@ class EvalStore:
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
-    def lease_holder(self, name: str) -> dict[str, Any] | None:
+    def lease_holder(self, name: str) -> Row | None:
         row = (
             self.store._conn()
             .execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,))

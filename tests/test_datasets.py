@@ -747,17 +747,17 @@ def test_no_trajectory_matching_the_filters_names_them_and_writes_nothing(lab):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"source": ""}, "source must not be blank"),
-        ({"source": []}, "source must name at least one value"),
+        ({"source": ""}, "source must not be empty"),
+        ({"source": []}, "source must list at least 1 value"),
         ({"source": 3}, "source must be a string"),
         ({"status": ["ok", None]}, "status must be a string"),
         ({"source": ["x"] * 101}, "at most 100"),
         ({"startDate": "2026-02-30"}, "startDate must be a date as YYYY-MM-DD"),
         ({"endDate": "yesterday"}, "endDate must be a date"),
-        ({"startDate": 20261101}, "startDate must be a date"),
+        ({"startDate": 20261101}, "startDate must be a string, got 20261101"),
         ({"startDate": "2026-11-03", "endDate": "2026-11-02"}, "is after endDate"),
         ({"search": "a\x00b"}, "search must not contain control characters"),
-        ({"search": "x" * 1001}, "longer than 1000"),
+        ({"search": "x" * 1001}, "search must be at most 1000 characters long"),
     ],
 )
 def test_bad_filters_are_input_errors_and_nothing_written(lab, body, message):

@@ -9,6 +9,7 @@ schema ``openapi.json`` publishes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -34,17 +35,49 @@ _TYPE_WORDS = {
 _AT = re.compile(r" - at `\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)`$")
 
 
-def body(value: Any, kind: type[B]) -> B:
+def body(value: Any, kind: type[B], *, strict: bool = True) -> B:
     """``value`` (JSON values; None for no body) as a ``kind`` struct, or an
-    ``InputError`` that names the field and says what it must be."""
+    ``InputError`` that names the field and says what it must be. A ``kind`` struct
+    (decoded already, by a handler) is taken as it is.
+
+    ``strict=False`` is for Python callers and the CLI, whose flags arrive as text: a
+    number or true/false written as a string is taken for one (``"12"``, ``"0.5"``)."""
+    if isinstance(value, kind):
+        return value
     if value is None:
         return kind()
     if not isinstance(value, dict):
         raise InputError("the request body must be a JSON object")
     try:
-        return msgspec.convert(value, kind)
+        return msgspec.convert(value, kind, strict=strict)
     except msgspec.ValidationError as exc:
+        if not strict:
+            value = _lenient(value, _schema(kind))
         raise InputError(explain(value, kind, exc)) from None
+
+
+def _lenient(value: JsonObject, schema: JsonObject) -> JsonObject:
+    """``value`` with the strings a non-strict decode takes for numbers or booleans
+    replaced by them, where the field takes no string: the reason a body is refused is
+    then about its value, not the text it came as."""
+    props = schema.get("properties", {})
+    out = dict(value)
+    for key, item in value.items():
+        prop = props.get(key)
+        if not isinstance(item, str) or not isinstance(prop, dict):
+            continue
+        types = {prop.get("type"), *(p.get("type") for p in prop.get("anyOf", []))}
+        if "string" in types:
+            continue
+        for kind in (int, float, bool):
+            if _JSON_TYPES[kind] in types:
+                with contextlib.suppress(msgspec.ValidationError):
+                    out[key] = msgspec.convert(item, kind, strict=False)
+                    break
+    return out
+
+
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean"}
 
 
 def explain(value: JsonObject, kind: type[msgspec.Struct], exc: msgspec.ValidationError) -> str:

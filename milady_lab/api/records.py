@@ -329,7 +329,7 @@ class DatasetAnswer(Record):
     dataset: Dataset
 
 
-class Job(Record):
+class Job(Record, kw_only=True):
     """A fine-tuning job: where it is, its losses and speed, the model it registered."""
 
     id: str
@@ -364,7 +364,10 @@ class Job(Record):
     options: JsonObject | None = None
     resume_from: str | None = None
     checkpoint_iteration: int | None = None
-    model_id: str | None = None
+    model_id: Annotated[
+        str | None,
+        Meta(description="The model the job registered: null until it completed (the agent's)"),
+    ]
     best_iteration: Annotated[
         int | None,
         Meta(
@@ -464,7 +467,7 @@ class MetricList(Record):
     metrics: list[Metric]
 
 
-class Model(Record):
+class Model(Record, kw_only=True):
     """A registered model: the adapter a job trained, and where it went since."""
 
     id: str
@@ -487,10 +490,11 @@ class Model(Record):
         int | None, Meta(description="The iteration whose adapter this is (lowest valLoss)")
     ] = None
     best_val_loss: float | None = None
-    source_model: Annotated[str | None, Meta(description="The agent's name for baseModel")] = None
-    ollama_model: Annotated[str | None, Meta(description="The agent's name for ollamaName")] = None
-    model_path: Annotated[str | None, Meta(description="The trained artefact (the adapter)")] = None
-    output_dir: Annotated[str | None, Meta(description="The folder holding the adapter")] = None
+    # The agent's names: always sent, null when the field they name is (its client reads null).
+    source_model: Annotated[str | None, Meta(description="The agent's name for baseModel")]
+    ollama_model: Annotated[str | None, Meta(description="The agent's name for ollamaName")]
+    model_path: Annotated[str | None, Meta(description="The trained artefact (the adapter)")]
+    output_dir: Annotated[str | None, Meta(description="The folder holding the adapter")]
 
 
 class ModelList(Record):
@@ -791,7 +795,7 @@ class AgentAutoStatus(Record):
     last_decision: JsonObject | None = None
 
 
-class AgentRun(Record):
+class AgentRun(Record, kw_only=True):
     """The agent's TrainingRunRecord (core/training-orchestrator.ts) of one auto-improve round,
     milady-lab's ids beside it"""
 
@@ -804,7 +808,7 @@ class AgentRun(Record):
     reason: str | None = None
     task: str | None = None
     backend: str | None = None
-    finished_at: Annotated[str | None, Meta(description="ISO 8601; null while it runs")] = None
+    finished_at: Annotated[str | None, Meta(description="ISO 8601; null while it runs")]
     artifact_path: str | None = None
     pulled_trajectories: int | None = None
     filtered_trajectories: int | None = None

@@ -108,7 +108,7 @@ def _request(**fields: Any) -> JsonObject:
 
 def _bench_cell(bench: Any) -> str | None:
     """``fine-tuned / base`` per score, e.g. ``coh .41/.30 con .95/.10 help .32/.12``."""
-    if not isinstance(bench, dict) or "scores" not in bench:
+    if not hasattr(bench, "get") or "scores" not in bench:  # a dict or an api record
         return None
     short = {"coherence": "coh", "consistency": "con", "helpfulness": "help"}
     return " ".join(

@@ -74,6 +74,7 @@ def test_records_read_like_the_json_they_encode_to() -> None:
         current_iteration=2,
         total_iterations=4,
         loss=1.5,
+        model_id=None,
         val_loss=None,
     )
     wire = msgspec.json.decode(msgspec.json.encode(job))

@@ -166,7 +166,7 @@ def _registration_violations(s: Settings) -> list[str]:
             elif job["status"] == "failed":
                 if mine:
                     out.append(f"failed job {job['id']} has a model")
-                if "is gone" not in (job["error"] or ""):
+                if "is gone" not in (job.get("error") or ""):
                     out.append(f"failed job {job['id']} without a reason: {job['error']!r}")
             else:
                 out.append(f"job {job['id']} left {job['status']} after its worker died")

@@ -56,14 +56,14 @@ def test_python_api_survives_every_crafted_row(tmp_path: Path, hostile_db: Path)
 
     for tid in HOSTILE_STEPS:
         detail = svc.get_trajectory(tid)["trajectory"]
-        json.dumps(detail)  # the REST layer can always encode it
-        usable = [c for c in detail["llmCalls"] if c["userPrompt"] and c["response"]]
+        json.dumps(detail.to_dict())  # the REST layer can always encode it
+        usable = [c for c in detail["llmCalls"] if c.get("userPrompt") and c.get("response")]
         assert bool(usable) == (tid in USABLE), (tid, detail["llmCalls"][:2])
     big = svc.get_trajectory("ten-mb-reply")["trajectory"]["llmCalls"][0]
     assert len(big["response"]) == TEN_MB
     strings = svc.get_trajectory("numbers-as-strings")["trajectory"]["llmCalls"][0]
-    assert (strings["promptTokens"], strings["completionTokens"]) == (12, None)
-    assert strings["timestamp"] is None and strings["latencyMs"] is None
+    assert (strings.prompt_tokens, strings.completion_tokens) == (12, None)
+    assert strings.timestamp is None and strings.latency_ms is None
     assert strings["stepId"] == "5"
 
     rec = svc.build_dataset({})["dataset"]
@@ -76,7 +76,8 @@ def test_python_api_survives_every_crafted_row(tmp_path: Path, hostile_db: Path)
         == TEN_MB
     )
     preview = svc.preview_dataset({})
-    assert preview == {k: rec[k] for k in ("trajectoryCount", "exampleCount", "redactions")}
+    counts = ("trajectoryCount", "exampleCount", "redactions")
+    assert preview.to_dict() == {k: rec[k] for k in counts}
     frame = svc.llm_calls_frame().collect()
     assert set(frame["trajectoryId"].to_list()) >= USABLE
     svc.close()

@@ -49,7 +49,7 @@ def test_disk_full_during_build_is_a_clear_error_and_leaves_nothing(
         svc.build_dataset({})
     assert "nothing was kept" in err.value.message
     assert list(settings.datasets_dir.iterdir()) == []
-    assert svc.list_datasets() == {"datasets": []}
+    assert svc.list_datasets().to_dict() == {"datasets": []}
     assert store_violations(settings) == []
 
     # The CLI: one line, exit 1, no traceback.

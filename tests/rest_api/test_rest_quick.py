@@ -17,7 +17,7 @@ async def test_trajectory_pages_equal_the_service_answer(api, ext: Any, demo_cou
     for limit, offset in ((100, 0), (7, 3), (50, demo_count // 2), (10, demo_count - 4)):
         first = await api("GET", "trajectories", params={"limit": limit, "offset": offset})
         again = await api("GET", "trajectories", params={"limit": limit, "offset": offset})
-        assert first == again == (200, service.list_trajectories(limit, offset))
+        assert first == again == (200, service.list_trajectories(limit, offset).to_dict())
         assert service.list_trajectories_now(limit, offset) is not None  # warm: on the loop
     code, body = await api("GET", "trajectories", params={"limit": 0})
     assert code == 400 and "limit" in body["message"]
@@ -28,8 +28,8 @@ async def test_finished_job_answers_on_the_loop_with_its_model(api, ext: Any, st
     failed = insert_job(store, "job-quick-failed", "failed", loss=float("nan"), error="boom")
     service = ext.service
     code, body = await api("GET", f"jobs/{model['jobId']}")
-    assert (code, body) == (200, service.get_job(model["jobId"]))
-    assert service.get_job_now(model["jobId"]) == body
+    assert (code, body) == (200, service.get_job(model["jobId"]).to_dict())
+    assert service.get_job_now(model["jobId"]).to_dict() == body
     assert body["job"]["modelId"] == model["id"] and body["job"]["progress"] == 1.0
     code, body = await api("GET", f"jobs/{failed['id']}")
     slow = service.get_job(failed["id"])["job"]

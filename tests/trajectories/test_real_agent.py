@@ -96,7 +96,7 @@ def test_listing_holds_every_trajectory_written(written: Written, service: Train
         item = items[tid]
         assert item["source"] == traj["source"]
         assert item["status"] == traj.get("status", "completed")
-        assert (item["scenarioId"], item["batchId"]) == (
+        assert (item.scenario_id, item.batch_id) == (
             traj.get("scenarioId"),
             traj.get("batchId"),
         )
