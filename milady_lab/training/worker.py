@@ -352,23 +352,25 @@ def _model_record(
     resolved: ResolvedModel,
     result: TrainResult,
 ) -> Model:
-    """The models row of a completed job."""
-    from ..api.records import Model
+    """The models row of a completed job (with the agent's names for its fields)."""
+    from ..agent_compat import model_record
 
-    return Model(
-        id=model_id,
-        job_id=job["id"],
-        name=name,
-        created_at=ts,
-        active=False,
-        adapter_path=str(final),
-        base_model=job["model"],
-        base_model_path=str(result.base_model_path or resolved.hf_path),
-        backend=job["backend"],
-        dataset_id=job.get("datasetId"),
-        final_loss=result.final_loss,
-        best_iteration=result.best_iteration,
-        best_val_loss=result.best_val_loss,
+    return model_record(
+        {
+            "id": model_id,
+            "jobId": job["id"],
+            "name": name,
+            "createdAt": ts,
+            "active": False,
+            "adapterPath": str(final),
+            "baseModel": job["model"],
+            "baseModelPath": str(result.base_model_path or resolved.hf_path),
+            "backend": job["backend"],
+            "datasetId": job.get("datasetId"),
+            "finalLoss": result.final_loss,
+            "bestIteration": result.best_iteration,
+            "bestValLoss": result.best_val_loss,
+        }
     )
 
 
