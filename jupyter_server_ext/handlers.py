@@ -27,8 +27,8 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from milady_lab.api import decode
-from milady_lab.api.records import Error, JsonObject, Record
 from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
+from milady_lab.api.schema import Error, JsonObject, Record
 from milady_lab.errors import MiladyLabError
 
 from .openapi import spec_for_base_url
@@ -173,7 +173,7 @@ class TrainingHandler(APIHandler):
             raise ApiError(exc.status, exc.message) from None
 
     def reply(self, body: Record, status: int = 200) -> None:
-        """``body``, the route's answer struct (``milady_lab.api.records``), as JSON:
+        """``body``, the route's answer struct (``milady_lab.api.schema``), as JSON:
         encoded by msgspec as it is (NaN and infinities become null)."""
         try:
             data = _ENCODER.encode(body)
