@@ -115,8 +115,8 @@ class TrainingHandler(APIHandler):
             limit_mb = self.ext.max_body_bytes / (1024 * 1024)
             raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
         raw = b"".join(self._chunks)
-        if not raw.strip():
-            return None  # no body: every field takes its default
+        if not raw:
+            return None  # no body: every field takes its default (whitespace is not JSON)
         try:
             value = _DECODER.decode(raw)
         except (msgspec.DecodeError, RecursionError):
