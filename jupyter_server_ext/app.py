@@ -27,8 +27,13 @@ from . import builds
 from .sse import EventHub
 
 if TYPE_CHECKING:
-    from milady_lab.api.bodies import AgentExportRequest, BuildDatasetRequest
-    from milady_lab.api.records import AgentExportAnswer, DatasetAnswer, DatasetPreview
+    from milady_lab.api.schema import (
+        AgentExportAnswer,
+        AgentExportRequest,
+        BuildDatasetRequest,
+        DatasetAnswer,
+        DatasetPreview,
+    )
 
 #: Key under ``last_activity_times`` (the server's hook for extension activity).
 ACTIVITY_KEY = "milady_lab"

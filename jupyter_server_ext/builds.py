@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from milady_lab.config import Settings
 
 if TYPE_CHECKING:
-    from milady_lab.api.bodies import BuildDatasetRequest
-    from milady_lab.api.records import DatasetAnswer, DatasetPreview
+    from milady_lab.api.schema import BuildDatasetRequest, DatasetAnswer, DatasetPreview
 
 _service: Any = None
 

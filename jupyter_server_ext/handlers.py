@@ -27,8 +27,8 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from milady_lab.api import decode
-from milady_lab.api.records import Error, JsonObject, Record
 from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
+from milady_lab.api.schema import Error, JsonObject, Record
 from milady_lab.errors import MiladyLabError
 
 from .openapi import spec_for_base_url
@@ -115,8 +115,8 @@ class TrainingHandler(APIHandler):
             limit_mb = self.ext.max_body_bytes / (1024 * 1024)
             raise ApiError(413, f"the request body is larger than {limit_mb:g} MB")
         raw = b"".join(self._chunks)
-        if not raw.strip():
-            return None  # no body: every field takes its default
+        if not raw:
+            return None  # no body: every field takes its default (whitespace is not JSON)
         try:
             value = _DECODER.decode(raw)
         except (msgspec.DecodeError, RecursionError):
@@ -173,7 +173,7 @@ class TrainingHandler(APIHandler):
             raise ApiError(exc.status, exc.message) from None
 
     def reply(self, body: Record, status: int = 200) -> None:
-        """``body``, the route's answer struct (``milady_lab.api.records``), as JSON:
+        """``body``, the route's answer struct (``milady_lab.api.schema``), as JSON:
         encoded by msgspec as it is (NaN and infinities become null)."""
         try:
             data = _ENCODER.encode(body)

@@ -18,7 +18,7 @@ import math
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from milady_lab.api.records import JsonObject
+from milady_lab.api.schema import JsonObject
 
 #: Events kept in memory for streams that are a little behind.
 BUFFER_EVENTS = 2000

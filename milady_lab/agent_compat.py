@@ -38,20 +38,18 @@ import msgspec
 
 from . import validation as v
 from .api import decode
-from .api.bodies import (
-    AgentExportRequest,
-    AgentTrainingConfigRequest,
-    AgentTriggerRequest,
-    BuildDatasetRequest,
-)
-from .api.records import (
+from .api.schema import (
     AgentAutoStatus,
     AgentBackends,
     AgentExportAnswer,
+    AgentExportRequest,
     AgentRun,
     AgentRunList,
     AgentTrainingConfig,
+    AgentTrainingConfigRequest,
     AgentTriggerAnswer,
+    AgentTriggerRequest,
+    BuildDatasetRequest,
     Dataset,
     Job,
     JsonObject,

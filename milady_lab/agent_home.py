@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .api.records import JsonObject
+from .api.schema import JsonObject
 
 ENV_ARCHIVE = "MILADY_LAB_ARCHIVE"
 

@@ -48,8 +48,8 @@ import httpx
 import msgspec
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from .api.bodies import PrivacyRequest
-from .api.records import (
+from .api.routes import BY_ID, Operation
+from .api.schema import (
     ActivateAnswer,
     Activation,
     AutoAnswer,
@@ -63,6 +63,7 @@ from .api.records import (
     JsonObject,
     Metric,
     Model,
+    PrivacyRequest,
     Record,
     Scores,
     Status,
@@ -70,7 +71,6 @@ from .api.records import (
     TrajectoryPage,
     TrajectorySummary,
 )
-from .api.routes import BY_ID, Operation
 from .datasets.request import KEYWORDS, BuildDatasetRequest
 from .state import FINAL_STATUSES
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from .api.records import JsonObject
+from .api.schema import JsonObject
 from .atomic import atomic_file
 
 # The table's shape lives with the readers; re-exported for the tests and tutorials.

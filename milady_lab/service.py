@@ -1,9 +1,9 @@
 """The one facade that the REST handlers, the CLI, the widgets and notebooks call.
 
-Every public method takes plain values (a request body as its ``milady_lab.api.bodies``
+Every public method takes plain values (a request body as its ``milady_lab.api.schema``
 struct or as JSON values, strings from a query string or the command line, or Python
 values), validates them, does the work and returns the answer of the matching REST
-route as its ``milady_lab.api.records`` struct: typed attributes, read like the JSON
+route as its ``milady_lab.api.schema`` struct: typed attributes, read like the JSON
 (``answer["job"]["status"]``), encoded by the server as it is. A body given as JSON
 values is decoded once, here, by its struct; leniently, so the CLI's text flags
 (``"12"``) pass as numbers. Failures are the exceptions in ``milady_lab.errors``;
@@ -26,42 +26,40 @@ import polars as pl
 from . import agent_compat as agent
 from . import validation as v
 from .api import decode
-from .api.bodies import (
-    ActivateRequest,
-    AgentExportRequest,
-    AgentTrainingConfigRequest,
-    AgentTriggerRequest,
-    AutoPolicy,
-    BenchmarkRequest,
-    BuildDatasetRequest,
-    DeactivateRequest,
-    ImportOllamaRequest,
-    StartJobRequest,
-)
-from .api.records import (
+from .api.schema import (
     ActivateAnswer,
+    ActivateRequest,
     ActivationList,
     AgentAutoStatus,
     AgentBackends,
     AgentConfigAnswer,
     AgentExportAnswer,
+    AgentExportRequest,
     AgentRunList,
+    AgentTrainingConfigRequest,
     AgentTriggerAnswer,
+    AgentTriggerRequest,
     AutoAnswer,
+    AutoPolicy,
     BenchmarkAnswer,
     BenchmarkList,
+    BenchmarkRequest,
+    BuildDatasetRequest,
     Dataset,
     DatasetAnswer,
     DatasetList,
     DatasetPreview,
     DeactivateAnswer,
+    DeactivateRequest,
     ImportOllamaAnswer,
+    ImportOllamaRequest,
     JobAnswer,
     JobList,
     JsonObject,
     MetricList,
     Model,
     ModelList,
+    StartJobRequest,
     Status,
     Trajectory,
     TrajectoryDetail,

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from .api.records import Activation, BenchmarkAnswer, JsonObject, Metric
+from .api.schema import Activation, BenchmarkAnswer, JsonObject, Metric
 
 #: One table row as a camelCase dict: the API record's fields and the private ones
 #: (``pid``, ``outputPath``, ``heartbeatAt``...) that only the store's users read.

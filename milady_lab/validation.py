@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .api.records import JsonObject
+from .api.schema import JsonObject
 from .errors import InputError
 
 _INT_TEXT = re.compile(r"[+-]?\d{1,18}")

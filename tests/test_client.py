@@ -18,7 +18,7 @@ import httpx
 import pytest
 from rest_api.restkit import LiveServer, insert_model, live_server, make_occupied
 
-from milady_lab.api import records
+from milady_lab.api import schema
 from milady_lab.api.routes import BY_ID
 from milady_lab.client import (
     AsyncTrainingClient,
@@ -78,15 +78,15 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
     status = client.status()
     assert status["available"] is True and status["activeJobId"] == server.occupied["id"]
     # milady-lab's answers fit the contract: the records themselves, attributes typed
-    assert type(status) is records.Status and status.active_job_id == server.occupied["id"]
+    assert type(status) is schema.Status and status.active_job_id == server.occupied["id"]
 
     page = client.list_trajectories(limit=3, offset=1)
     assert (page["limit"], page["offset"], len(page["trajectories"])) == (3, 1, 3)
     assert sum(1 for _ in client.iter_trajectories(page_size=97)) == page["total"]
     detail = client.get_trajectory(page["trajectories"][0]["id"])
     assert detail["id"] == page["trajectories"][0]["id"] and "llmCalls" in detail
-    assert type(detail) is records.Trajectory
-    assert all(type(call) is records.LlmCall for call in detail.llm_calls)
+    assert type(detail) is schema.Trajectory
+    assert all(type(call) is schema.LlmCall for call in detail.llm_calls)
 
     filters = {"source": ("chat", "discord"), "start_date": datetime.date(2000, 1, 1)}
     counts = client.preview_dataset(limit=30, **filters)
@@ -101,9 +101,9 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
 
     job = client.start_job(dataset["id"], backend="cpu", iterations=2, batch_size=1)
     assert job["status"] == "queued" and job["datasetId"] == dataset["id"]
-    assert type(job) is records.Job and job.dataset_id == dataset.id and job.status == "queued"
-    assert type(dataset) is records.Dataset and dataset.options is not None
-    assert all(type(j) is records.Job for j in client.list_jobs())
+    assert type(job) is schema.Job and job.dataset_id == dataset.id and job.status == "queued"
+    assert type(dataset) is schema.Dataset and dataset.options is not None
+    assert all(type(j) is schema.Job for j in client.list_jobs())
     assert job["id"] in [j["id"] for j in client.list_jobs()]
     assert client.get_job(job["id"])["totalIterations"] == 2
     assert client.job_metrics(job["id"]) == []
@@ -118,8 +118,8 @@ def test_every_route_sync(client: TrainingClient, server: LiveServer, store, lab
         model["id"], provider_model="local/client-test", force=True, create=True
     )
     assert result.to_dict() == {"ok": True, "activeModel": "local/client-test"}
-    assert type(result) is records.ActivateAnswer and result.active_model == "local/client-test"
-    assert [type(m) for m in client.list_models()] == [records.Model]
+    assert type(result) is schema.ActivateAnswer and result.active_model == "local/client-test"
+    assert [type(m) for m in client.list_models()] == [schema.Model]
     with pytest.raises(TrainingAPIError) as err:
         client.import_ollama(model["id"], ollama_url="http://127.0.0.1:9", base_model="x:1")
     assert err.value.status == 502
@@ -213,8 +213,8 @@ def test_async_client_every_route(server: LiveServer, store, lab) -> None:
     assert out["dataset"]["id"] in [d["id"] for d in out["datasets"]]
     assert out["preview"]["exampleCount"] == out["dataset"]["exampleCount"]
     assert out["job"]["status"] == "queued" and out["cancelled"]["status"] == "cancelled"
-    assert type(out["job"]) is records.Job and out["cancelled"].status == "cancelled"
-    assert type(out["preview"]) is records.DatasetPreview
+    assert type(out["job"]) is schema.Job and out["cancelled"].status == "cancelled"
+    assert type(out["preview"]) is schema.DatasetPreview
     assert all(type(e) is StreamEvent for e in out["events"])
     assert out["metrics"] == [] and out["activated"]["ok"] is True
     assert out["errors"] == [400, 404]
@@ -367,12 +367,12 @@ def test_a_record_missing_fields_still_decodes() -> None:
     versions did; a present field of another type is an error naming it."""
     with TrainingClient("http://agent.test", transport=_agent_server(["running"])) as c:
         job = c.get_job("job-a")
-        assert isinstance(job, records.Job) and job["status"] == "running" and job.progress == 0.25
+        assert isinstance(job, schema.Job) and job["status"] == "running" and job.progress == 0.25
         assert job.created_at is None and job.get("createdAt") is None
         assert "createdAt" not in job and "phase" in job
         assert job.to_dict() == AGENT_JOB and dict(job) == AGENT_JOB
         [listed] = c.list_jobs()
-        assert isinstance(listed, records.Job) and listed.id == "job-a"
+        assert isinstance(listed, schema.Job) and listed.id == "job-a"
         with pytest.raises(TrainingAnswerError) as err:
             c.get_job("job-typed")
         assert err.value.status == 200 and "$.job.createdAt" in err.value.message
@@ -388,11 +388,11 @@ def test_wait_for_job_polls_a_server_without_events() -> None:
     transport = _agent_server(["running", "completed"])
     with TrainingClient("http://agent.test", transport=transport) as c:
         job = c.wait_for_job("job-a", timeout=30)
-    assert isinstance(job, records.Job) and job.status == "completed"
+    assert isinstance(job, schema.Job) and job.status == "completed"
 
 
 def test_async_client_decodes_the_same_records() -> None:
-    async def run() -> tuple[records.Job, list[records.Job]]:
+    async def run() -> tuple[schema.Job, list[schema.Job]]:
         transport = _agent_server(["running"])
         async with AsyncTrainingClient("http://agent.test", transport=transport) as c:
             with pytest.raises(TrainingAnswerError):
@@ -400,5 +400,5 @@ def test_async_client_decodes_the_same_records() -> None:
             return await c.get_job("job-a"), await c.list_jobs()
 
     job, jobs = asyncio.run(run())
-    assert isinstance(job, records.Job) and job.to_dict() == AGENT_JOB
+    assert isinstance(job, schema.Job) and job.to_dict() == AGENT_JOB
     assert [j.id for j in jobs] == ["job-a"] and job.created_at is None

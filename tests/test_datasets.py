@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from milady_lab.api.records import Dataset
+from milady_lab.api.schema import Dataset
 from milady_lab.config import Settings
 from milady_lab.datasets import build as ds
 from milady_lab.errors import InputError
@@ -542,7 +542,7 @@ def test_orphan_temp_folders_are_swept_and_never_listed(lab):
 _CRASHING_BUILD = """
 import os, sys
 from milady_lab.datasets import build as ds
-from milady_lab.api.records import Dataset
+from milady_lab.api.schema import Dataset
 from milady_lab.config import Settings
 from milady_lab.state import StateStore
 from milady_lab.trajectories import open_source

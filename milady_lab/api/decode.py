@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from ..errors import InputError
-from .records import JsonObject
+from .schema import JsonObject
 
 B = TypeVar("B", bound=msgspec.Struct)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from .records import Error, JsonObject
 from .routes import FORBIDDEN, OPERATIONS, Operation
+from .schema import Error, JsonObject
 
 TITLE = "milady-lab training API"
 VERSION = "1.0.0"

@@ -14,44 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .bodies import (
-    ActivateRequest,
-    AgentExportRequest,
-    AgentTrainingConfigRequest,
-    AgentTriggerRequest,
-    AutoPolicy,
-    BenchmarkRequest,
-    BuildDatasetRequest,
-    DeactivateRequest,
-    ImportOllamaRequest,
-    StartJobRequest,
-)
-from .records import (
-    ActivateAnswer,
-    ActivationList,
-    AgentAutoStatus,
-    AgentBackends,
-    AgentConfigAnswer,
-    AgentExportAnswer,
-    AgentRunList,
-    AgentTriggerAnswer,
-    AutoAnswer,
-    BenchmarkAnswer,
-    BenchmarkList,
-    DatasetAnswer,
-    DatasetList,
-    DatasetPreview,
-    DeactivateAnswer,
-    Event,
-    ImportOllamaAnswer,
-    JobAnswer,
-    JobList,
-    MetricList,
-    ModelList,
-    Status,
-    TrajectoryDetail,
-    TrajectoryPage,
-)
+from . import schema
 
 BAD_FIELDS = (
     "Bad input: body not JSON or not an object, unknown field, wrong type, out-of-range value"
@@ -108,7 +71,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "status",
         "status",
         "Training service status",
-        answer=Status,
+        answer=schema.Status,
         answered="Status",
     ),
     Operation(
@@ -117,7 +80,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "trajectories",
         "trajectories",
         "Trajectories, newest first",
-        answer=TrajectoryPage,
+        answer=schema.TrajectoryPage,
         answered="One page",
         errors={400: BAD_BODY},
         params=(
@@ -137,7 +100,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "trajectories/{id}",
         "trajectories",
         "One trajectory with its LLM calls and provider accesses",
-        answer=TrajectoryDetail,
+        answer=schema.TrajectoryDetail,
         answered="The trajectory",
         errors={404: UNKNOWN_ID},
         params=(Param("id", "path", {"type": "string", "minLength": 1}, "Trajectory id"),),
@@ -148,7 +111,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "datasets",
         "datasets",
         "Built datasets, newest first",
-        answer=DatasetList,
+        answer=schema.DatasetList,
         answered="Datasets",
     ),
     Operation(
@@ -157,8 +120,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "datasets/build",
         "datasets",
         "Build a dataset from the trajectories",
-        body=BuildDatasetRequest,
-        answer=DatasetAnswer,
+        body=schema.BuildDatasetRequest,
+        answer=schema.DatasetAnswer,
         status=201,
         answered="The new dataset",
         errors={
@@ -182,8 +145,8 @@ OPERATIONS: tuple[Operation, ...] = (
             "Reads and filters the trajectories exactly as a build does. No "
             "trajectory qualifying is not an error here: the counts are 0."
         ),
-        body=BuildDatasetRequest,
-        answer=DatasetPreview,
+        body=schema.BuildDatasetRequest,
+        answer=schema.DatasetPreview,
         answered="The counts",
         errors={
             400: BAD_BODY,
@@ -198,7 +161,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "jobs",
         "Training jobs, newest first",
-        answer=JobList,
+        answer=schema.JobList,
         answered="Jobs",
     ),
     Operation(
@@ -207,8 +170,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "jobs",
         "Start a training job (queued while another runs)",
-        body=StartJobRequest,
-        answer=JobAnswer,
+        body=schema.StartJobRequest,
+        answer=schema.JobAnswer,
         status=201,
         answered="The new job",
         errors={400: BAD_BODY, 404: UNKNOWN_ID, 409: CONFLICT, 413: TOO_LARGE},
@@ -219,7 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs/{id}",
         "jobs",
         "One job",
-        answer=JobAnswer,
+        answer=schema.JobAnswer,
         answered="The job",
         errors={404: UNKNOWN_ID},
         params=(Param("id", "path", {"type": "string", "minLength": 1}, "Job id"),),
@@ -230,7 +193,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs/{id}/cancel",
         "jobs",
         "Cancel a queued or running job",
-        answer=JobAnswer,
+        answer=schema.JobAnswer,
         answered="The job, cancelled",
         errors={404: UNKNOWN_ID, 409: "The job already ended (completed, failed or cancelled)"},
         params=(Param("id", "path", {"type": "string", "minLength": 1}, "Job id"),),
@@ -241,7 +204,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs/{id}/metrics",
         "jobs",
         "A job's metric history",
-        answer=MetricList,
+        answer=schema.MetricList,
         answered="Metrics in order",
         errors={400: BAD_BODY, 404: UNKNOWN_ID},
         params=(
@@ -260,7 +223,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "models",
         "models",
         "Fine-tuned models, newest first",
-        answer=ModelList,
+        answer=schema.ModelList,
         answered="Models",
     ),
     Operation(
@@ -269,8 +232,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/{id}/import-ollama",
         "models",
         "Convert the model to one GGUF and create it in a local Ollama",
-        body=ImportOllamaRequest,
-        answer=ImportOllamaAnswer,
+        body=schema.ImportOllamaRequest,
+        answer=schema.ImportOllamaAnswer,
         answered="Imported",
         errors={
             400: BAD_BODY,
@@ -294,8 +257,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/{id}/activate",
         "models",
         "Make the model the agent's model (id, name or latest)",
-        body=ActivateRequest,
-        answer=ActivateAnswer,
+        body=schema.ActivateRequest,
+        answer=schema.ActivateAnswer,
         answered="Activated",
         errors={
             400: (
@@ -327,8 +290,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/{id}/benchmark",
         "models",
         "Score the model and its base model on held-out examples",
-        body=BenchmarkRequest,
-        answer=BenchmarkAnswer,
+        body=schema.BenchmarkRequest,
+        answer=schema.BenchmarkAnswer,
         answered="Scores",
         errors={
             400: BAD_BODY,
@@ -365,7 +328,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "Starts after the newest event, or after `Last-Event-ID` / `after` "
             "(0 replays the log). Heartbeat comments every 15 s."
         ),
-        answer=Event,
+        answer=schema.Event,
         media="text/event-stream",
         answered="The event stream; each event's `data` is an Event (JSON)",
         errors={400: BAD_BODY},
@@ -394,7 +357,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/{id}/benchmarks",
         "models",
         "A model's stored benchmarks, newest first",
-        answer=BenchmarkList,
+        answer=schema.BenchmarkList,
         answered="Benchmarks",
         errors={404: UNKNOWN_ID},
         params=(
@@ -412,8 +375,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/deactivate",
         "models",
         "Undo the last activation: the agent config as it was before it",
-        body=DeactivateRequest,
-        answer=DeactivateAnswer,
+        body=schema.DeactivateRequest,
+        answer=schema.DeactivateAnswer,
         answered="Rolled back",
         errors={400: BAD_BODY, 409: CONFLICT, 413: TOO_LARGE},
     ),
@@ -423,7 +386,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "activations",
         "models",
         "Activation history, newest first",
-        answer=ActivationList,
+        answer=schema.ActivationList,
         answered="Activations",
         errors={400: BAD_BODY},
         params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),),
@@ -434,7 +397,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "auto",
         "auto",
         "The auto-improve policy, its state and recent decisions",
-        answer=AutoAnswer,
+        answer=schema.AutoAnswer,
         answered="Auto-improve",
     ),
     Operation(
@@ -443,8 +406,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "auto",
         "auto",
         "Change the auto-improve policy (fields given; others kept)",
-        body=AutoPolicy,
-        answer=AutoAnswer,
+        body=schema.AutoPolicy,
+        answer=schema.AutoAnswer,
         answered="Auto-improve",
         errors={400: BAD_BODY, 413: TOO_LARGE},
     ),
@@ -454,7 +417,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "auto/config",
         "agent",
         "The auto-improve policy as the agent's training config",
-        answer=AgentConfigAnswer,
+        answer=schema.AgentConfigAnswer,
         answered="Config",
     ),
     Operation(
@@ -463,8 +426,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "auto/config",
         "agent",
         ("Change the auto-improve policy from an agent config (fields given; others kept)"),
-        body=AgentTrainingConfigRequest,
-        answer=AgentConfigAnswer,
+        body=schema.AgentTrainingConfigRequest,
+        answer=schema.AgentConfigAnswer,
         answered="Config",
         errors={400: BAD_FIELDS, 413: TOO_LARGE},
     ),
@@ -474,7 +437,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "auto/status",
         "agent",
         "Where auto-improve stands, in the agent's trigger-status shape",
-        answer=AgentAutoStatus,
+        answer=schema.AgentAutoStatus,
         answered="Status",
     ),
     Operation(
@@ -486,7 +449,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "Auto-improve rounds, newest first (queued manual triggers, the "
             "running round, then ended ones)"
         ),
-        answer=AgentRunList,
+        answer=schema.AgentRunList,
         answered="Runs",
         errors={400: "limit not an integer in 1..1000"},
         params=(
@@ -505,8 +468,8 @@ OPERATIONS: tuple[Operation, ...] = (
             "switch, no cooldown; minNewTrajectories still applies); answers at "
             "once"
         ),
-        body=AgentTriggerRequest,
-        answer=AgentTriggerAnswer,
+        body=schema.AgentTriggerRequest,
+        answer=schema.AgentTriggerAnswer,
         status=201,
         answered="Run queued",
         errors={
@@ -523,7 +486,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "backends",
         "agent",
         "Which training backends this machine can run",
-        answer=AgentBackends,
+        answer=schema.AgentBackends,
         answered="Backends",
     ),
     Operation(
@@ -532,8 +495,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "trajectories/export",
         "agent",
         ("Build a dataset from the newest trajectories and write its examples as one JSONL file"),
-        body=AgentExportRequest,
-        answer=AgentExportAnswer,
+        body=schema.AgentExportRequest,
+        answer=schema.AgentExportAnswer,
         status=201,
         answered="Exported",
         errors={

@@ -59,7 +59,7 @@ def add_command(
 
 
 def print_json(body: Any) -> None:
-    """``body`` as indented JSON: the REST body, records (``api.records``) as they encode."""
+    """``body`` as indented JSON: the REST body, records (``api.schema``) as they encode."""
     json.dump(msgspec.to_builtins(body), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 
 
 def add_body_flags(

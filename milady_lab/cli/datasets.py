@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..api.bodies import BuildDatasetRequest
-from ..api.records import JsonObject
+from ..api.schema import BuildDatasetRequest, JsonObject
 from ._common import add_command, add_json_flag, print_json, print_table, service_from
 from ._flags import add_body_flags, body_from
 

@@ -16,13 +16,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..api.bodies import StartJobRequest
+from ..api.schema import StartJobRequest
 from ..errors import ConflictError
 from ..state import FINAL_STATUSES, PREFERENCE_FIGURES, JobStatus
 from ._common import add_command, add_json_flag, cell, print_json, print_table, service_from
 from ._flags import add_body_flags, body_from
 
-#: A job as the service answers it: the REST record (``api.records.Job``) or its JSON
+#: A job as the service answers it: the REST record (``api.schema.Job``) or its JSON
 #: object; read by wire name either way.
 Job = Mapping[str, Any]
 

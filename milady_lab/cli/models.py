@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ._common import (
     add_command,
     add_json_flag,

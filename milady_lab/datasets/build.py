@@ -40,7 +40,7 @@ from typing import IO, Any, TypedDict
 import polars as pl
 
 from .. import validation as v
-from ..api.records import Dataset, JsonObject
+from ..api.schema import Dataset, JsonObject
 from ..atomic import fsync_path
 from ..config import Settings
 from ..errors import InputError, StorageError, UpstreamError

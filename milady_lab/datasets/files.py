@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from .. import validation as v
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..errors import InputError
 from ..trajectories.tools import ChatMessage
 

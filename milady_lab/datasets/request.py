@@ -1,9 +1,9 @@
-"""The body of ``POST /datasets/build`` and ``/datasets/preview``, and the filters that
-shape a dataset by purpose and reward (issue 15).
+"""The body of ``POST /datasets/build`` and ``/datasets/preview`` as the builder reads it,
+and the filters that shape a dataset by purpose and reward (issue 15).
 
-``BuildDatasetRequest`` is the one description of the body's fields (names, JSON types and
-bounds): ``datasets.BuildOptions.FIELDS`` follows it and ``openapi.json`` is generated
-from it (``milady_lab.api``). ``ShapeFilters`` holds what a build
+``BuildDatasetRequest`` (in ``api.schema``) is the one description of the body's fields
+(names, JSON types and bounds): ``FIELDS``, ``KEYWORDS`` and ``BuildOptions.FIELDS``
+follow it. ``ShapeFilters`` holds what a build
 keeps of an agent's work: calls of some purposes (matched on ``purpose`` or
 ``actionType``) or models, trajectories with a reward of at least ``minReward``, and
 the best ``topFraction`` of trajectories by reward within every other filter.
@@ -13,192 +13,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 import polars as pl
 
 from .. import validation as v
-from ..api.fields import Day
-from ..api.records import JsonObject
+from ..api.schema import MAX_CHOICES, BuildDatasetRequest, JsonObject, PrivacyRequest
+
+__all__ = [
+    "FIELDS",
+    "KEYWORDS",
+    "MAX_CHOICES",
+    "BuildDatasetRequest",
+    "PrivacyRequest",
+    "ShapeFilters",
+    "names",
+    "top_ids",
+]
 from ..errors import InputError
 from ..trajectories.base import REWARD_FIELDS
-
-#: Most values one list filter (source, status, purpose, model) may hold.
-MAX_CHOICES = 100
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-_Names = _Name | Annotated[list[_Name], msgspec.Meta(min_length=1, max_length=MAX_CHOICES)]
-_Count = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
-
-
-class PrivacyRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
-    """``privacy``: what the privacy pass does (``privacy.options.PrivacyOptions``)."""
-
-    redact: bool = True
-    anonymize_handles: bool = False
-
-
-class BuildDatasetRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
-    """The build/preview body. ``privacy`` stays last (messages list filters before it)."""
-
-    limit: Annotated[
-        _Count | None,
-        msgspec.Meta(description="Most qualifying trajectories to include (no cap when omitted)"),
-    ] = None
-    min_llm_calls_per_trajectory: Annotated[
-        _Count | None,
-        msgspec.Meta(description="Usable LLM calls a trajectory needs to qualify (default 1)"),
-    ] = None
-    source: Annotated[
-        _Names | None,
-        msgspec.Meta(
-            description=(
-                "Only trajectories whose source is this value (or any value of this "
-                'list), e.g. "chat"'
-            )
-        ),
-    ] = None
-    status: Annotated[
-        _Names | None,
-        msgspec.Meta(
-            description=(
-                "Only trajectories whose status is this value (or any value of this "
-                'list), e.g. "completed"'
-            )
-        ),
-    ] = None
-    start_date: Annotated[
-        Day | None,
-        msgspec.Meta(description="Only trajectories started on or after this UTC day"),
-    ] = None
-    end_date: Annotated[
-        Day | None,
-        msgspec.Meta(description="Only trajectories started on or before this UTC day"),
-    ] = None
-    search: Annotated[
-        Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None,
-        msgspec.Meta(
-            description=(
-                "Only trajectories with an LLM call whose system prompt, user "
-                "prompt or reply contains this text (ignoring case)"
-            )
-        ),
-    ] = None
-    #: Calls whose ``purpose`` or ``actionType`` is this value (or any of the list).
-    purpose: Annotated[
-        _Names | None,
-        msgspec.Meta(
-            description=(
-                "Only LLM calls whose purpose or actionType is this value (or any "
-                'value of this list), e.g. "should_respond"; trajectories qualify '
-                "on these calls"
-            )
-        ),
-    ] = None
-    #: Calls made by this model (or any of the list).
-    model: Annotated[
-        _Names | None,
-        msgspec.Meta(description="Only LLM calls made by this model (or any model of this list)"),
-    ] = None
-    #: Trajectories whose ``rewardField`` is at least this.
-    min_reward: Annotated[
-        float | None,
-        msgspec.Meta(
-            description=(
-                "Only trajectories whose rewardField is at least this (400 when the "
-                "source never fills that reward)"
-            )
-        ),
-    ] = None
-    reward_field: Annotated[
-        Literal["totalReward", "aiJudgeReward"] | None,
-        msgspec.Meta(description="The reward minReward and topFraction use (default totalReward)"),
-    ] = None
-    #: The best fraction of the trajectories that pass every other filter, by reward.
-    top_fraction: Annotated[
-        Annotated[float, msgspec.Meta(gt=0, le=1)] | None,
-        msgspec.Meta(
-            description=(
-                "Keep the best fraction (by rewardField) of the trajectories that "
-                "pass every other filter, at least one; limit then caps them, "
-                "newest first"
-            )
-        ),
-    ] = None
-    #: Rollouts of this scenario (or any of the list): the agent's ``scenario_id``.
-    scenario_id: Annotated[
-        _Names | None,
-        msgspec.Meta(
-            description=(
-                "Only rollouts of this scenario (or any of this list): the agent's scenario_id"
-            )
-        ),
-    ] = None
-    #: Trajectories of this batch (or any of the list): the agent's ``batch_id``.
-    batch_id: Annotated[
-        _Names | None,
-        msgspec.Meta(
-            description=(
-                "Only trajectories of this batch (or any of this list): the agent's batch_id"
-            )
-        ),
-    ] = None
-    #: Whether trajectories the agent archived (older than 30 days) count; default true.
-    include_archived: Annotated[
-        bool | None,
-        msgspec.Meta(
-            description=(
-                "Whether trajectories the agent archived (older than 30 days) count; default true"
-            )
-        ),
-    ] = None
-    #: ``sft`` (default): chat examples; ``pairs``: DPO lines (prompt, chosen, rejected)
-    #: from calls sharing a prompt context; ``labelled``: KTO lines (messages, label).
-    kind: Annotated[
-        Literal["sft", "pairs", "labelled"] | None,
-        msgspec.Meta(
-            description=(
-                "What the dataset holds: sft (default) chat examples; pairs: DPO "
-                "lines {prompt, chosen, rejected} from calls sharing a prompt "
-                "context (rollouts of one scenarioId/batchId answering the same "
-                "turn, or an identical prompt), chosen the higher reward; labelled: "
-                "KTO lines {messages, label} from labelThreshold and the agent's "
-                "verifiable failures (format rejected, action not offered, "
-                "error/timeout)"
-            )
-        ),
-    ] = None
-    #: ``pairs``: the least reward difference between chosen and rejected (default: any).
-    min_reward_gap: Annotated[
-        Annotated[float, msgspec.Meta(ge=0)] | None,
-        msgspec.Meta(
-            description=(
-                "kind pairs: the least reward difference between chosen and "
-                "rejected (default: any difference)"
-            )
-        ),
-    ] = None
-    #: ``labelled``: a reward at least this is desirable, below it undesirable.
-    label_threshold: Annotated[
-        float | None,
-        msgspec.Meta(
-            description=(
-                "kind labelled: a trajectory reward at least this is desirable, "
-                "below it undesirable (without it only verifiable signals label)"
-            )
-        ),
-    ] = None
-    privacy: Annotated[
-        PrivacyRequest | None,
-        msgspec.Meta(
-            description=(
-                "What the privacy pass does to each system prompt, user prompt and "
-                "reply before de-duplication and writing (default: redact on, "
-                "handles kept)"
-            )
-        ),
-    ] = None
-
 
 #: Body fields, in the struct's order.
 FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(BuildDatasetRequest))

@@ -14,7 +14,7 @@ from typing import Required, TypedDict
 
 
 class PreferenceFigures(TypedDict, total=False):
-    """The dpo/kto figures of a step (``records.Metric`` has them all); None where the
+    """The dpo/kto figures of a step (``schema.Metric`` has them all); None where the
     batch held no example of that kind."""
 
     rewardsChosen: float | None
@@ -29,7 +29,7 @@ class PreferenceFigures(TypedDict, total=False):
 
 
 class MetricPoint(PreferenceFigures, total=False):
-    """One measurement of a run, by ``records.Metric``'s wire names (the store adds
+    """One measurement of a run, by ``schema.Metric``'s wire names (the store adds
     ``seq``, ``jobId`` and ``ts``)."""
 
     iteration: Required[int]
@@ -42,7 +42,7 @@ class MetricPoint(PreferenceFigures, total=False):
 
 
 class RunSummary(TypedDict, total=False):
-    """Figures about a run as a whole, kept on the job record (``records.Job``)."""
+    """Figures about a run as a whole, kept on the job record (``schema.Job``)."""
 
     truncatedExamples: int
     droppedExamples: int

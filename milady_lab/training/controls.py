@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from .. import validation as v
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..errors import InputError
 from .defaults import size_defaults
 from .request import RecordedOptions, StartJobRequest

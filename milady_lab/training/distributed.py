@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import validation as v
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..atomic import write_bytes
 from ..errors import InputError, WorkerError
 from .callbacks import TrainingCallback, TrainingCancelled

@@ -82,7 +82,7 @@ HEARTBEAT_CONFIRM_S = 5.0
 CANCEL_MARKER = "cancel-requested"
 
 _INTERNAL = ("pid", "pidStartTime", "outputPath", "heartbeatAt")
-#: A job row as the state store gives it: the record's fields (``records.Job``'s wire
+#: A job row as the state store gives it: the record's fields (``schema.Job``'s wire
 #: names) and the internal ones, by key.
 JobRow = Mapping[str, Any]
 #: Folders ``worker._complete`` names after a new model id (``new_id("model")``).

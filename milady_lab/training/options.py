@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from .. import validation as v
-from ..api.records import Backend, JsonObject
+from ..api.schema import Backend, JsonObject
 from ..errors import ConflictError, InputError, NotFoundError
 from ..state import StateStore
 from .backends import best_backend, check_backend

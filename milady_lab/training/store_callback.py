@@ -30,7 +30,7 @@ from .callbacks import MetricPoint, RunSummary, TrainingCallback
 
 
 class JobProgress(RunSummary, total=False):
-    """The job-record fields the callback keeps up to date (``records.Job``'s names)."""
+    """The job-record fields the callback keeps up to date (``schema.Job``'s names)."""
 
     totalIterations: int
     currentIteration: int

@@ -32,7 +32,7 @@ from .sigterm import Interrupted, StopBetweenSteps, exit_now, not_interruptible,
 if TYPE_CHECKING:  # imported when needed: SIGTERM is handled before anything heavy loads
     import sqlite3
 
-    from ..api.records import Model
+    from ..api.schema import Model
     from ..config import Settings
     from ..state import StateStore
     from .base_models import ResolvedModel
@@ -379,7 +379,7 @@ LAST_ADAPTER_DIR = "last-adapter"
 
 
 class ResultFields(TypedDict, total=False):
-    """The job-record fields a finished run sets (``records.Job``'s wire names)."""
+    """The job-record fields a finished run sets (``schema.Job``'s wire names)."""
 
     stoppedEarly: bool
     bestIteration: int

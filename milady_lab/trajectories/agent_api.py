@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import polars as pl
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..config import Settings
 from .base import DetailRow, SourceUnavailable, StepsFilter, SummaryRow
 from .export import create_cache_db, entries_of, entry_id, trajectory_row, upsert_rows

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..atomic import atomic_file
 from .base import DetailRow, SourceUnavailable, StepsFilter, TrajectorySource
 from .schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL

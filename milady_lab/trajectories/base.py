@@ -37,7 +37,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
 
 class SummaryRow(TypedDict):
     """One ``SUMMARY_SCHEMA`` row as Python values: a listing page's item, every field
-    present (null when unknown). ``api.records.TrajectorySummary`` is its REST record."""
+    present (null when unknown). ``api.schema.TrajectorySummary`` is its REST record."""
 
     id: str
     agentId: str | None
@@ -80,9 +80,8 @@ LLM_CALL_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class CallRow(TypedDict):
-    """One LLM call as a frame row (``parse.CALL_ROWS_SCHEMA``): the tool fields as their
-    canonical JSON text."""
+class CallFields(TypedDict):
+    """What every form of an LLM call holds (the tool fields differ: text or objects)."""
 
     trajectoryId: str | None
     stepId: str
@@ -96,28 +95,23 @@ class CallRow(TypedDict):
     completionTokens: int | None
     latencyMs: int | None
     timestamp: int | None
+
+
+class CallRow(CallFields):
+    """One LLM call as a frame row (``parse.CALL_ROWS_SCHEMA``): the tool fields as their
+    canonical JSON text."""
+
     toolCalls: str | None
     toolResults: str | None
     tools: str | None
     callIndex: int
 
 
-class CallDetail(TypedDict):
-    """One LLM call as a trajectory's detail shows it: the frame row's fields (the tool
-    fields as objects) and the call's id, temperature and token limit."""
+class CallDetail(CallFields):
+    """One LLM call as a trajectory's detail shows it (``api.schema.LlmCall``): the
+    frame row's fields (the tool fields as objects) and the call's id, temperature and
+    token limit."""
 
-    trajectoryId: str | None
-    stepId: str
-    model: str | None
-    purpose: str | None
-    actionType: str | None
-    systemPrompt: str | None
-    userPrompt: str | None
-    response: str | None
-    promptTokens: int | None
-    completionTokens: int | None
-    latencyMs: int | None
-    timestamp: int | None
     toolCalls: list[ToolCall] | None
     toolResults: list[ToolResult] | None
     tools: list[ToolSchema] | None

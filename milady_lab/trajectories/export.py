@@ -27,7 +27,7 @@ from typing import Any, TypedDict
 
 import polars as pl
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from ..atomic import atomic_file
 from . import tools
 from .base import DetailRow, SourceUnavailable, StepsFilter

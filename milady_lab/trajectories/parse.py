@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, cast, overload
 import msgspec
 import polars as pl
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 from . import tools as _tools
 from .base import LLM_CALL_SCHEMA, AccessRow, CallDetail, CallRow
 

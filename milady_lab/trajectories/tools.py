@@ -30,7 +30,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import polars as pl
 
-from ..api.records import JsonObject
+from ..api.schema import JsonObject
 
 #: Accepted keys per field of one call record, in order of preference.
 CALLS_KEYS = ("toolCalls", "tool_calls")

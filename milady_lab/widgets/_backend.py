@@ -8,7 +8,7 @@ kernel's own process, and :class:`RemoteData` calls a
 (found by itself) or a Milady agent's server. Both take the same bodies (the
 ``TypedDict``s of :mod:`._bodies`; the remote one gives text fields the JSON types the
 REST schema wants), return the same records (the structs of
-:mod:`milady_lab.api.records`) and raise the server's error.
+:mod:`milady_lab.api.schema`) and raise the server's error.
 
 Where the records come from: every method passes what the service or the client
 answered through :func:`as_record` once, here, and nowhere else. It takes a record as it
@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import msgspec
 import polars as pl
 
-from ..api.records import (
+from ..api.schema import (
     ActivateAnswer,
     AutoAnswer,
     BenchmarkAnswer,

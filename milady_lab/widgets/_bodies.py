@@ -2,7 +2,7 @@
 
 The panels build bodies from widget values, and a text field gives text: a reward typed
 as ``"0.5"``, module names as ``"q_proj, v_proj"``. The structs of
-:mod:`milady_lab.api.bodies` hold decoded values only, so the panels send these dicts —
+:mod:`milady_lab.api.schema` hold decoded values only, so the panels send these dicts —
 the same wire names, every field optional — and the body is decoded once, where the API
 decodes every body: by the service in-process, by the server over REST (after
 :func:`~._backend.json_typed` gives text fields their JSON type). Each ``TypedDict``
@@ -88,7 +88,7 @@ class JobBody(TypedDict, total=False):
 
 
 class ImportBody(TypedDict, total=False):
-    """``POST /models/{id}/import-ollama`` (``api.bodies.ImportOllamaRequest``)."""
+    """``POST /models/{id}/import-ollama`` (``api.schema.ImportOllamaRequest``)."""
 
     modelName: str
     baseModel: str
@@ -98,7 +98,7 @@ class ImportBody(TypedDict, total=False):
 
 
 class ActivateBody(TypedDict, total=False):
-    """``POST /models/{id}/activate`` (``api.bodies.ActivateRequest``)."""
+    """``POST /models/{id}/activate`` (``api.schema.ActivateRequest``)."""
 
     providerModel: str
     force: bool
@@ -107,7 +107,7 @@ class ActivateBody(TypedDict, total=False):
 
 
 class BenchmarkBody(TypedDict, total=False):
-    """``POST /models/{id}/benchmark`` (``api.bodies.BenchmarkRequest``); the panel sends
+    """``POST /models/{id}/benchmark`` (``api.schema.BenchmarkRequest``); the panel sends
     none: the model's own dataset."""
 
     datasetId: str
@@ -116,7 +116,7 @@ class BenchmarkBody(TypedDict, total=False):
 
 
 class AutoPolicy(TypedDict, total=False):
-    """``PUT /auto`` (``api.bodies.AutoPolicy``): the fields given change, the others keep
+    """``PUT /auto`` (``api.schema.AutoPolicy``): the fields given change, the others keep
     their value."""
 
     enabled: bool

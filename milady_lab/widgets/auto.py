@@ -10,7 +10,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api.records import AutoAnswer
+from ..api.schema import AutoAnswer
 from ._bodies import AutoPolicy
 from ._fields import STYLE, count, wrap_row
 from ._panel import Panel, fmt_ms, header, html_table
@@ -94,7 +94,7 @@ class AutoImprovePanel(Panel):
 
     def show(self, shown: AutoAnswer) -> None:
         self.shown = shown
-        policy = shown.policy  # the stored policy's JSON (every field of api.bodies.AutoPolicy)
+        policy = shown.policy  # the stored policy's JSON (every field of api.schema.AutoPolicy)
         with self.hold_sync():
             self.enabled.value = bool(policy.get("enabled"))
             self.min_new.value = int(policy.get("minNewTrajectories") or 100)

@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api.records import Dataset, DatasetPreview
+from ..api.schema import Dataset, DatasetPreview
 from . import plots
 from ._backend import read_dataset_texts
 from ._bodies import BuildBody

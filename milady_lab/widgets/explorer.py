@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 import polars as pl
 
-from ..api.records import Trajectory, TrajectorySummary
+from ..api.schema import Trajectory, TrajectorySummary
 from ..datasets.build import day_start_ms
 from ..trajectories.base import LLM_CALL_SCHEMA
 from . import plots

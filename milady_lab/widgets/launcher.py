@@ -17,7 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api.records import Dataset, Job, Metric, Status
+from ..api.schema import Dataset, Job, Metric, Status
 from ..state import FINAL_STATUSES, LIVE_STATUSES, PREFERENCE_FIGURES
 from . import plots
 from ._async import Poller

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import ipywidgets as w
 
-from ..api.records import (
+from ..api.schema import (
     ActivateAnswer,
     BenchmarkAnswer,
     DeactivateAnswer,

@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import pytest
 
-from milady_lab.api import bodies, decode
+from milady_lab.api import decode, schema
 from milady_lab.errors import InputError
 
 CASES = [
-    (bodies.StartJobRequest, {"iterations": 0}, "iterations must be at least 1, got 0"),
-    (bodies.StartJobRequest, {"iterations": "x"}, "iterations must be an integer, got 'x'"),
-    (bodies.StartJobRequest, {"epochs": True}, "epochs must be a number, got True"),
-    (bodies.StartJobRequest, {"learningRate": 2}, "learningRate must be at most 1, got 2"),
-    (bodies.StartJobRequest, {"loraDropout": 1}, "loraDropout must be less than 1, got 1"),
-    (bodies.StartJobRequest, {"backend": "tpu"}, "backend must be one of cpu, cuda, mlx"),
-    (bodies.StartJobRequest, {"model": " "}, "model must be a non-blank string"),
-    (bodies.StartJobRequest, {"targetModules": []}, "targetModules must list at least 1"),
-    (bodies.StartJobRequest, {"targetModules": [""]}, "targetModules must not be empty"),
-    (bodies.StartJobRequest, {"nope": 1}, "unknown field(s) nope; expected datasetId,"),
-    (bodies.BuildDatasetRequest, {"startDate": "2024-13-01"}, "startDate must be a date as"),
-    (bodies.BuildDatasetRequest, {"source": []}, "source must list at least 1 value(s)"),
-    (bodies.BuildDatasetRequest, {"privacy": 3}, "privacy must be a JSON object, got 3"),
-    (bodies.BuildDatasetRequest, {"privacy": {"redact": "y"}}, "privacy.redact must be true"),
-    (bodies.BuildDatasetRequest, {"privacy": {"x": 1}}, "unknown privacy key(s) x"),
-    (bodies.ActivateRequest, {"providerModel": "a\x01"}, "providerModel must be a non-blank"),
-    (bodies.AutoPolicy, {"ollamaUrl": "http://example.com"}, "ollamaUrl must be an http://"),
-    (bodies.AgentTrainingConfigRequest, {"autoTrain": None}, "autoTrain must be true or false"),
+    (schema.StartJobRequest, {"iterations": 0}, "iterations must be at least 1, got 0"),
+    (schema.StartJobRequest, {"iterations": "x"}, "iterations must be an integer, got 'x'"),
+    (schema.StartJobRequest, {"epochs": True}, "epochs must be a number, got True"),
+    (schema.StartJobRequest, {"learningRate": 2}, "learningRate must be at most 1, got 2"),
+    (schema.StartJobRequest, {"loraDropout": 1}, "loraDropout must be less than 1, got 1"),
+    (schema.StartJobRequest, {"backend": "tpu"}, "backend must be one of cpu, cuda, mlx"),
+    (schema.StartJobRequest, {"model": " "}, "model must be a non-blank string"),
+    (schema.StartJobRequest, {"targetModules": []}, "targetModules must list at least 1"),
+    (schema.StartJobRequest, {"targetModules": [""]}, "targetModules must not be empty"),
+    (schema.StartJobRequest, {"nope": 1}, "unknown field(s) nope; expected datasetId,"),
+    (schema.BuildDatasetRequest, {"startDate": "2024-13-01"}, "startDate must be a date as"),
+    (schema.BuildDatasetRequest, {"source": []}, "source must list at least 1 value(s)"),
+    (schema.BuildDatasetRequest, {"privacy": 3}, "privacy must be a JSON object, got 3"),
+    (schema.BuildDatasetRequest, {"privacy": {"redact": "y"}}, "privacy.redact must be true"),
+    (schema.BuildDatasetRequest, {"privacy": {"x": 1}}, "unknown privacy key(s) x"),
+    (schema.ActivateRequest, {"providerModel": "a\x01"}, "providerModel must be a non-blank"),
+    (schema.AutoPolicy, {"ollamaUrl": "http://example.com"}, "ollamaUrl must be an http://"),
+    (schema.AgentTrainingConfigRequest, {"autoTrain": None}, "autoTrain must be true or false"),
 ]
 
 
@@ -39,8 +39,8 @@ def test_a_bad_body_is_one_sentence_naming_the_field(kind, body, message) -> Non
 
 
 def test_no_body_takes_every_default_and_a_good_one_is_its_struct() -> None:
-    assert decode.body(None, bodies.StartJobRequest) == bodies.StartJobRequest()
-    job = decode.body({"iterations": 5, "targetModules": "all-linear"}, bodies.StartJobRequest)
+    assert decode.body(None, schema.StartJobRequest) == schema.StartJobRequest()
+    job = decode.body({"iterations": 5, "targetModules": "all-linear"}, schema.StartJobRequest)
     assert (job.iterations, job.target_modules) == (5, "all-linear")
     with pytest.raises(InputError, match="must be a JSON object"):
-        decode.body([1, 2], bodies.StartJobRequest)
+        decode.body([1, 2], schema.StartJobRequest)

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from milady_lab.api import bodies, openapi, records, routes
+from milady_lab.api import openapi, routes, schema
 from milady_lab.datasets.build import BuildOptions
 
 SHIPPED = Path(__file__).resolve().parents[2] / "jupyter_server_ext" / "openapi.json"
@@ -38,12 +38,12 @@ def test_every_route_names_its_body_and_answer_structs() -> None:
             assert (
                 issubclass(op.body, msgspec.Struct)
                 and op.body.__struct_config__.forbid_unknown_fields
-            ) or op.body is bodies.AgentTrainingConfigRequest
+            ) or op.body is schema.AgentTrainingConfigRequest
 
 
 def test_build_options_take_the_body_fields_in_the_struct_order() -> None:
     """Messages list a build's fields in this order; the struct is the one source."""
-    fields = [f.encode_name for f in msgspec.structs.fields(bodies.BuildDatasetRequest)]
+    fields = [f.encode_name for f in msgspec.structs.fields(schema.BuildDatasetRequest)]
     assert list(BuildOptions.FIELDS) == fields
 
 
@@ -58,11 +58,11 @@ def test_build_options_take_the_body_fields_in_the_struct_order() -> None:
 )
 def test_a_bad_job_body_names_the_field(raw: bytes, where: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=__import__("re").escape(where)):
-        msgspec.json.decode(raw, type=bodies.StartJobRequest)
+        msgspec.json.decode(raw, type=schema.StartJobRequest)
 
 
 def test_records_read_like_the_json_they_encode_to() -> None:
-    job = records.Job(
+    job = schema.Job(
         id="j1",
         status="running",
         dataset_id=None,
@@ -84,4 +84,4 @@ def test_records_read_like_the_json_they_encode_to() -> None:
     assert job.get("valLoss", "absent") == "absent" and "valLoss" not in job
     with pytest.raises(KeyError):
         job["current_iteration"]  # attribute names are not wire names
-    assert msgspec.json.decode(msgspec.json.encode(job), type=records.Job) == job
+    assert msgspec.json.decode(msgspec.json.encode(job), type=schema.Job) == job

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from models.ollama_standin import OllamaStandIn
 
-from milady_lab.api.records import DatasetPreview, Job
+from milady_lab.api.schema import DatasetPreview, Job
 from milady_lab.service import TrainingService
 from milady_lab.widgets import (
     Dashboard,

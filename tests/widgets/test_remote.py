@@ -20,8 +20,8 @@ import msgspec
 import pytest
 from models.ollama_standin import OllamaStandIn
 
-from milady_lab.api import bodies
-from milady_lab.api.records import (
+from milady_lab.api import schema
+from milady_lab.api.schema import (
     ActivateAnswer,
     AutoAnswer,
     BenchmarkAnswer,
@@ -117,9 +117,9 @@ def test_each_body_lists_exactly_its_structs_fields() -> None:
     """The panels' bodies are the REST bodies: a struct's new field needs its line here."""
     pairs = [
         (BuildBody, BuildDatasetRequest), (PrivacyBody, PrivacyRequest),
-        (JobBody, StartJobRequest), (ImportBody, bodies.ImportOllamaRequest),
-        (ActivateBody, bodies.ActivateRequest), (BenchmarkBody, bodies.BenchmarkRequest),
-        (AutoPolicy, bodies.AutoPolicy),
+        (JobBody, StartJobRequest), (ImportBody, schema.ImportOllamaRequest),
+        (ActivateBody, schema.ActivateRequest), (BenchmarkBody, schema.BenchmarkRequest),
+        (AutoPolicy, schema.AutoPolicy),
     ]  # fmt: skip
     for typed, struct in pairs:
         wire = [f.encode_name for f in msgspec.structs.fields(struct)]

@@ -43,8 +43,7 @@ from typing import Any, NotRequired, TypedDict, TypeVar
 
 from ... import validation as v
 from ...api import decode
-from ...api.bodies import BenchmarkRequest
-from ...api.records import JsonObject
+from ...api.schema import BenchmarkRequest, JsonObject
 from ...config import ENV_AGENT_TOKEN, Settings
 from ...datasets.files import Message, line_messages
 from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
@@ -68,7 +67,7 @@ POLL_S = 0.25  # how often the waiting thread reads the worker's progress
 #: ``progress(done, total)``: examples scored so far over every variant, and in all.
 BenchmarkProgress = Callable[[int, int], None]
 
-#: One variant's score block (``scores.summarize``): the score names of ``records.Scores``.
+#: One variant's score block (``scores.summarize``): the score names of ``schema.Scores``.
 ScoreBlock = dict[str, float | None]
 
 
@@ -126,7 +125,7 @@ class ScoreReport(TypedDict):
 
 
 class Benchmark(ScoreReport):
-    """A benchmark as stored on the model and answered (``records.BenchmarkAnswer``,
+    """A benchmark as stored on the model and answered (``schema.BenchmarkAnswer``,
     with the dataset, seed and duration of the run)."""
 
     modelId: str

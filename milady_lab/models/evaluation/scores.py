@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...api.records import JsonObject
+from ...api.schema import JsonObject
 
 if TYPE_CHECKING:
     import numpy as np

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 from ... import validation as v
-from ...api.records import ActivateAnswer, JsonObject
+from ...api.schema import ActivateAnswer, JsonObject
 from ...atomic import atomic_file, folder_lock, fsync_dir, remove_stale
 from ...config import Settings
 from ...errors import ConflictError, InputError
@@ -82,7 +82,7 @@ class Gate(TypedDict, total=False):
 
 
 class Deactivated(TypedDict):
-    """The answer of ``deactivate`` (``records.DeactivateAnswer``; ``activeModelId`` is
+    """The answer of ``deactivate`` (``schema.DeactivateAnswer``; ``activeModelId`` is
     null, not left out, when no model is active again)."""
 
     ok: Literal[True]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...api.records import JsonObject
+from ...api.schema import JsonObject
 from ...errors import InputError
 
 #: Hugging Face ``model_type`` → gguf architecture name.

@@ -33,8 +33,13 @@ from typing import IO, Any, Literal, NoReturn
 import httpx
 
 from ...api import decode
-from ...api.bodies import ImportOllamaRequest
-from ...api.records import ImportedModel, ImportOllamaAnswer, ImportReport, JsonObject
+from ...api.schema import (
+    ImportedModel,
+    ImportOllamaAnswer,
+    ImportOllamaRequest,
+    ImportReport,
+    JsonObject,
+)
 from ...config import Settings
 from ...errors import InputError, UpstreamError
 from ...state import StateStore, now_ms

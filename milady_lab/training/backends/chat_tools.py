@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ...api.records import JsonObject
+from ...api.schema import JsonObject
 from ...datasets.files import Message
 
 _PROBE = "milady_probe_7f3a"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...api.records import JsonObject
+from ...api.schema import JsonObject
 from ...datasets.files import Message, line_messages, read_lines
 from ...errors import InputError
 from .chat_tools import TemplateError, render_tool_use

@@ -28,7 +28,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from ...api.records import JsonObject
+from ...api.schema import JsonObject
 from ...errors import InputError
 from ..callbacks import MetricPoint, PreferenceFigures, TrainingCallback, TrainingCancelled
 from ..controls import ATTENTION_MODULES

@@ -1,23 +1,75 @@
-"""Every record and answer of the ``/api/training`` routes, as msgspec structs.
+"""The API's schema: every request body and every record or answer of the
+``/api/training`` routes, as msgspec structs, in one module.
 
-The one description of what the API sends: the handlers encode these, the clients
-decode into them, ``openapi.json`` is generated from them (``make openapi``), and the
-widgets read them. Attributes are snake_case; on the wire they are camelCase
-(``rename="camel"``), and an optional field that is absent (None) is left out.
+The one description of what the API takes and sends: the handlers decode bodies and
+encode answers with these, the clients decode into them, the CLI's flags and the widgets'
+forms derive from them, and ``openapi.json`` is generated from them (``make openapi``).
+Attributes are snake_case; on the wire they are camelCase (``rename="camel"``).
 
 A record also reads like the JSON it is: ``job["status"]``, ``job.get("valLoss")``,
 ``dict(job)`` and ``"stage" in job`` use the wire names, so code and notebooks written
 against the JSON answers read the same records. ``to_dict()`` gives plain JSON values.
+An optional field that is None is left out of the JSON.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
+# -- field types several bodies share -----------------------------------------------------
+#: A name a user types: not blank, no control characters.
+NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f]*[^\\s\\u0000-\\u001f\\u007f][^\\u0000-\\u001f\\u007f]*$"
+#: ``http(s)://`` on this machine (localhost, 127.0.0.1, [::1]) with an optional port.
+LOOPBACK_URL_PATTERN = (
+    "^https?://(localhost|127\\.0\\.0\\.1|\\[::1\\])"
+    "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$"
+)
+
+
+def _name_meta(max_length: int, description: str | None = None) -> Meta:
+    rule = f"must be a non-blank string without control characters, at most {max_length} characters"
+    return Meta(
+        min_length=1,
+        max_length=max_length,
+        pattern=NAME_PATTERN,
+        description=description,
+        extra_json_schema={"x-error": rule},
+    )
+
+
+#: A model, Ollama or provider name (at most 200 characters).
+Name = Annotated[str, _name_meta(200)]
+#: A base model: a Hugging Face id or a local folder (at most 1000 characters).
+ModelName = Annotated[str, _name_meta(1000)]
+#: A URL on this machine (Ollama's): the SSRF rule, as a pattern.
+LoopbackUrl = Annotated[
+    str,
+    Meta(
+        pattern=LOOPBACK_URL_PATTERN,
+        extra_json_schema={
+            "x-error": "must be an http:// or https:// URL on a loopback host "
+            "(localhost, 127.0.0.1 or [::1])"
+        },
+    ),
+]
+#: A calendar day, ``YYYY-MM-DD``.
+Day = Annotated[
+    datetime.date,
+    Meta(
+        extra_json_schema={
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            "x-error": "must be a date as YYYY-MM-DD",
+        }
+    ),
+]
+
+
+# -- records and answers ---------------------------------------------------------------
 #: Free-form JSON the API passes through (tool schemas, a job's recorded options,
 #: benchmark intervals): named once, so every use says it is JSON, not an untyped bag.
 JsonObject = dict[str, Any]
@@ -851,3 +903,655 @@ class AgentExportAnswer(Record):
     trajectories_considered: Annotated[int, Meta(ge=0)]
     output_path: str
     dataset_id: str | None = None
+
+
+# -- request bodies ---------------------------------------------------------------------
+class Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    """A request body: camelCase fields, every one optional, unknown fields refused."""
+
+
+class ImportOllamaRequest(Body):
+    """The body of ``POST /models/{id}/import-ollama``."""
+
+    model_name: Annotated[
+        Name | None,
+        Meta(
+            description=("Name to register in Ollama (derived from the model's name when omitted)")
+        ),
+    ] = None
+    base_model: Annotated[
+        Name | None,
+        Meta(
+            description=(
+                "Base model as Ollama names it: the `from` of mode 'adapter' (from "
+                "the model's base when omitted); not needed by the default mode"
+            )
+        ),
+    ] = None
+    ollama_url: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "Ollama URL; must be loopback (localhost, 127.x.x.x or [::1]); "
+                "default http://localhost:11434"
+            )
+        ),
+    ] = None
+    mode: Annotated[
+        Literal["model", "adapter"] | None,
+        Meta(
+            description=(
+                "'model' (default): one self-contained GGUF of the fused model, "
+                "with template and stop parameters; works on every Ollama from "
+                "0.5.5 on. 'adapter': one GGUF LoRA created from baseModel, for "
+                "Ollama versions that still accept adapters"
+            )
+        ),
+    ] = None
+    quantization: Annotated[
+        Literal["f16", "q8_0", "f32"] | None,
+        Meta(
+            description=(
+                "Tensor type of the uploaded GGUF (default f16); mode 'adapter' takes f16 or f32"
+            )
+        ),
+    ] = None
+
+
+class ActivateRequest(Body):
+    """The body of ``POST /models/{id}/activate``."""
+
+    provider_model: Annotated[
+        Name | None,
+        Meta(
+            description=(
+                "Provider model id for the agent (ollama/<name> of the imported model when omitted)"
+            )
+        ),
+    ] = None
+    force: Annotated[
+        bool | None,
+        Meta(
+            description=(
+                "Skip the gate: activate a model that is worse than the base or the "
+                "active model, or was never benchmarked"
+            )
+        ),
+    ] = None
+    create: Annotated[
+        bool | None,
+        Meta(
+            description=(
+                "Create the agent config (MILADY_LAB_AGENT_CONFIG) when it does not "
+                "exist; without it a missing config is a 400 naming the path"
+            )
+        ),
+    ] = None
+    ollama_url: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "Ollama asked (GET /api/tags) whether it has an ollama/<name> "
+                "provider model; must be loopback (localhost, 127.x.x.x or [::1]); "
+                "default http://localhost:11434. A model it does not list, or no "
+                "answer, is a warning, not a failure"
+            )
+        ),
+    ] = None
+
+
+class BenchmarkRequest(Body):
+    """The body of ``POST /models/{id}/benchmark``."""
+
+    max_examples: Annotated[
+        Annotated[int, Meta(ge=1, le=1000)] | None,
+        Meta(description="Held-out examples to score (default 32)"),
+    ] = None
+    dataset_id: Annotated[
+        str | None,
+        Meta(description="Dataset whose valid.jsonl is used (the model's own when omitted)"),
+    ] = None
+    seed: Annotated[Annotated[int, Meta(ge=0, le=2147483647)] | None, Meta(description="Seed")] = (
+        None
+    )
+
+
+class DeactivateRequest(Body):
+    """The body of ``POST /models/deactivate`` (no fields)."""
+
+
+class AutoPolicy(Body):
+    """The auto-improve policy: the body of ``PUT /auto`` (the fields to change) and,
+    whole, its record."""
+
+    enabled: bool | None = None
+    min_new_trajectories: Annotated[int, Meta(ge=1, le=1000000000)] | None = None
+    cooldown_hours: Annotated[float, Meta(ge=0, le=8760)] | None = None
+    iterations: Annotated[int, Meta(ge=1, le=1000000)] | None = None
+    backend: Backend | None = None
+    model: ModelName | None = None
+    activate: Literal["never", "if-better"] | None = None
+    max_examples: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    ollama_url: Annotated[
+        LoopbackUrl | None,
+        Meta(description="Loopback Ollama URL an if-better model is imported into"),
+    ] = None
+    ollama_base_model: Name | None = None
+    objective: Annotated[
+        Literal["sft", "dpo", "kto"] | None,
+        Meta(
+            description=(
+                "What a round trains: sft (default), or dpo/kto on a pairs/labelled "
+                "dataset the round builds"
+            )
+        ),
+    ] = None
+    beta: Annotated[
+        Annotated[float, Meta(le=100, gt=0)] | None,
+        Meta(description="dpo/kto: β of the round's job (null: the job default)"),
+    ] = None
+
+
+class AgentTrainingConfigRequest(Body, forbid_unknown_fields=False):
+    """Fields of the agent's TrainingConfig to change (the others kept). As in the agent, keys
+    it does not know (perTaskOverrides, ...) and backends milady-lab has not (native,
+    vertex, ...) are dropped; the first of mlx/cuda/cpu in backends pins the backend, none
+    unpins it"""
+
+    # The agent's body takes no nulls: a field is given or left out (UNSET).
+    auto_train: bool | UnsetType = UNSET
+    trigger_threshold: Annotated[
+        Annotated[float, Meta(ge=1, le=1000000000)] | UnsetType, Meta(description="Floored")
+    ] = UNSET
+    trigger_cooldown_hours: Annotated[float, Meta(ge=0, le=8760)] | UnsetType = UNSET
+    backends: list[Any] | UnsetType = UNSET
+
+
+class AgentTriggerRequest(Body):
+    """The body of the agent's ``POST /auto/trigger``."""
+
+    task: Annotated[
+        Literal[
+            "should_respond",
+            "context_routing",
+            "action_planner",
+            "response",
+            "media_description",
+            "",
+        ]
+        | None,
+        Meta(description="Recorded with the run (milady-lab trains one model on every call)"),
+    ] = None
+    backend: Annotated[
+        Literal["mlx", "cuda", "cpu", ""] | None,
+        Meta(description="For this round only (must be available here: see GET /backends)"),
+    ] = None
+    dry_run: Annotated[bool | None, Meta(description="Only say whether a round would start")] = None
+
+
+class AgentExportRequest(Body):
+    """The body of the agent's ``POST /trajectories/export``."""
+
+    limit: Annotated[
+        Annotated[int, Meta(ge=1, le=10000000)] | None,
+        Meta(description="Newest trajectories to export (default 100)"),
+    ] = None
+    output_path: Annotated[
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=4096,
+                pattern="^[^\\u0000-\\u001f\\u007f]*\\S[^\\u0000-\\u001f\\u007f]*$",
+            ),
+        ]
+        | None,
+        Meta(
+            description=(
+                "Where to write the JSONL (default: "
+                "exports/trajectories-<datasetId>.jsonl under the home); never "
+                "overwritten"
+            )
+        ),
+    ] = None
+
+
+# -- the job body (POST /jobs) ---------------------------------------------------------
+BACKENDS = ("mlx", "cuda", "cpu")
+#: The choices of ``strategy``, ``lrSchedule`` and ``objective``.
+Strategy = Literal["ddp", "fsdp"]
+Schedule = Literal["constant", "cosine", "linear"]
+Objective = Literal["sft", "dpo", "kto"]
+
+MAX_ITERATIONS = 1_000_000
+MAX_BATCH_SIZE = 1024
+MAX_LORA_RANK = 512
+MAX_TRAJECTORIES = 10_000_000
+MAX_SEQ_LENGTH = 131_072
+#: Processes on one machine (one per GPU; on CPU, at most one per core).
+MAX_DEVICES = 64
+MAX_NODES = 1024
+
+
+class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /jobs``: the one description of its fields (names, JSON types
+    and bounds). ``openapi.json`` is generated from it (``milady_lab.api``); ``FIELDS``
+    and the CLI flags derive from it; ``JobOptions.from_body`` checks a body with these
+    bounds."""
+
+    dataset_id: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "Dataset to train on (latest when omitted; one is built when there is none)"
+            )
+        ),
+    ] = None
+    backend: Annotated[
+        Literal["mlx", "cuda", "cpu"] | None,
+        Meta(description="Training backend (the best one this machine has when omitted)"),
+    ] = None
+    model: Annotated[
+        ModelName | None,
+        Meta(
+            description=(
+                "Base model: a friendly name, a local Hugging Face folder, a .gguf file or a hub id"
+            )
+        ),
+    ] = None
+    iterations: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_ITERATIONS)] | None,
+        Meta(description="Optimizer steps (default 100); or give epochs"),
+    ] = None
+    batch_size: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)] | None,
+        Meta(
+            description=("Examples per micro-batch (default per model size: 4 up to 3B, 2 from 7B)")
+        ),
+    ] = None
+    learning_rate: Annotated[
+        Annotated[float, Meta(gt=0, le=1)] | None,
+        Meta(
+            description=(
+                "Peak learning rate (default per model size: 2e-4 up to 0.5B, 1e-4 "
+                "at 1–3B, 5e-5 from 7B)"
+            )
+        ),
+    ] = None
+    max_trajectories: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_TRAJECTORIES)] | None,
+        Meta(
+            description=(
+                "Build a dataset of at most this many trajectories (when datasetId is omitted)"
+            )
+        ),
+    ] = None
+    resume_from: Annotated[
+        str | None,
+        Meta(description="Resume a cancelled or failed job from its last checkpoint"),
+    ] = None
+    lora_rank: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_LORA_RANK)] | None,
+        Meta(description="LoRA rank (default per model size: 8 up to 0.5B, 16 above)"),
+    ] = None
+    eval_every: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_ITERATIONS)] | None,
+        Meta(description="Validation loss every N iterations"),
+    ] = None
+    #: 0: no checkpoints.
+    checkpoint_every: Annotated[
+        Annotated[int, Meta(ge=0, le=MAX_ITERATIONS)] | None,
+        Meta(description="Checkpoint every N iterations (0: no checkpoints)"),
+    ] = None
+    # -- training controls (``controls.py``) --
+    #: Alternative to ``iterations`` (exactly one of them); may be fractional.
+    epochs: Annotated[
+        Annotated[float, Meta(gt=0, le=100_000)] | None,
+        Meta(
+            description=(
+                "Passes over the training examples, instead of iterations (give one "
+                "of the two; the other is derived and recorded). One iteration is "
+                "one optimizer step over batchSize × gradientAccumulation examples"
+            )
+        ),
+    ] = None
+    max_seq_length: Annotated[
+        Annotated[int, Meta(ge=16, le=MAX_SEQ_LENGTH)] | None,
+        Meta(
+            description=(
+                "Tokens per example (default 2048). Longer examples lose tokens "
+                "from the left of the prompt, never the reply; one whose reply "
+                "alone is longer is dropped. The job reports truncatedExamples and "
+                "droppedExamples"
+            )
+        ),
+    ] = None
+    gradient_accumulation: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_BATCH_SIZE)] | None,
+        Meta(
+            description=(
+                "Micro-batches of batchSize per optimizer step (default 1); the "
+                "update equals that of one batch of batchSize × "
+                "gradientAccumulation"
+            )
+        ),
+    ] = None
+    warmup_steps: Annotated[
+        Annotated[int, Meta(ge=0, le=MAX_ITERATIONS)] | None,
+        Meta(
+            description=(
+                "Linear warmup steps of the learning rate (default 5 % of the iterations, 1 to 100)"
+            )
+        ),
+    ] = None
+    lr_schedule: Annotated[
+        Schedule | None,
+        Meta(
+            description=(
+                "Learning rate after warmup: constant, or a cosine or linear decay "
+                "to 10 % of learningRate at the last iteration (default cosine)"
+            )
+        ),
+    ] = None
+    lora_alpha: Annotated[
+        Annotated[float, Meta(gt=0, le=100_000)] | None,
+        Meta(
+            description=(
+                "LoRA alpha (default 2 × loraRank); the adapter is scaled by loraAlpha / loraRank"
+            )
+        ),
+    ] = None
+    lora_dropout: Annotated[
+        Annotated[float, Meta(ge=0, lt=1)] | None,
+        Meta(description="Dropout on the LoRA input (default 0)"),
+    ] = None
+    #: ``attention``, ``all-linear`` or module names.
+    target_modules: Annotated[
+        Literal["attention", "all-linear"]
+        | Annotated[
+            list[Annotated[str, Meta(min_length=1, max_length=100)]],
+            Meta(min_length=1, max_length=64),
+        ]
+        | None,
+        Meta(
+            description=(
+                "Layers that get LoRA adapters: attention (q/k/v/o projections, the "
+                "default), all-linear, or a list of module names (checked against "
+                "the model's architecture where it is known)"
+            )
+        ),
+    ] = None
+    seed: Annotated[
+        Annotated[int, Meta(ge=0, le=2**32 - 1)] | None,
+        Meta(description="Seed of the data order, LoRA initialisation and dropout (default 0)"),
+    ] = None
+    #: Evaluations without a lower valLoss before the run stops (None: never).
+    early_stopping_patience: Annotated[
+        Annotated[int, Meta(ge=1, le=100_000)] | None,
+        Meta(
+            description=(
+                "Stop after this many evaluations (every evalEvery iterations) "
+                "without a lower valLoss; the job completes with stoppedEarly true. "
+                "Needs validation examples"
+            )
+        ),
+    ] = None
+    save_best: Annotated[
+        bool | None,
+        Meta(
+            description=(
+                "Register the adapter with the lowest valLoss (default true); the "
+                "last adapter stays in the job folder (lastAdapterPath)"
+            )
+        ),
+    ] = None
+    # Several devices and machines (``distributed.py``): processes per machine ("auto":
+    # every GPU), how the model is spread, and torchrun's c10d rendezvous.
+    devices: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_DEVICES)] | Literal["auto"] | None,
+        Meta(
+            description=(
+                'Processes per machine, one per GPU (default 1); "auto": every GPU '
+                "torch sees (1 on cpu and mlx). More than 1 trains through "
+                "torchrun; only cuda and cpu (gloo)"
+            )
+        ),
+    ] = None
+    strategy: Annotated[
+        Strategy | None,
+        Meta(
+            description=(
+                "With several processes: ddp (each holds the whole model; default) "
+                "or fsdp (FSDP2 shards the frozen base, LoRA weights and optimizer "
+                "state)"
+            )
+        ),
+    ] = None
+    nodes: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_NODES)] | None,
+        Meta(
+            description=(
+                "Machines training this job together (default 1); each starts the "
+                "same job with its own nodeRank"
+            )
+        ),
+    ] = None
+    node_rank: Annotated[
+        Annotated[int, Meta(ge=0, le=MAX_NODES - 1)] | None,
+        Meta(description="This machine's place among the nodes (0: it serves the rendezvous)"),
+    ] = None
+    rdzv_endpoint: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=300)] | None,
+        Meta(
+            description=(
+                "host:port of torchrun's c10d rendezvous on the machine with "
+                "nodeRank 0 (only with nodes > 1)"
+            )
+        ),
+    ] = None
+    # Preference training (issue 27, ``preference.py``): DPO on a ``pairs`` dataset,
+    # KTO on a ``labelled`` one; β and KTO's weights of desirable/undesirable examples.
+    objective: Annotated[
+        Objective | None,
+        Meta(
+            description=(
+                "sft (default): imitate the replies; dpo: prefer chosen over "
+                "rejected (a dataset of kind pairs); kto: desirable over "
+                "undesirable (a dataset of kind labelled). The reference policy is "
+                "the base model with the adapter turned off"
+            )
+        ),
+    ] = None
+    beta: Annotated[
+        Annotated[float, Meta(gt=0, le=100)] | None,
+        Meta(
+            description=(
+                "dpo/kto: the strength of the pull back to the reference policy (default 0.1)"
+            )
+        ),
+    ] = None
+    desirable_weight: Annotated[
+        Annotated[float, Meta(gt=0, le=100)] | None,
+        Meta(description="kto: weight of desirable examples (default 1)"),
+    ] = None
+    undesirable_weight: Annotated[
+        Annotated[float, Meta(gt=0, le=100)] | None,
+        Meta(description="kto: weight of undesirable examples (default 1)"),
+    ] = None
+
+
+# -- the dataset body (POST /datasets/build and /preview) -------------------------------
+#: Most values one list filter (source, status, purpose, model) may hold.
+MAX_CHOICES = 100
+_Name = Annotated[str, Meta(min_length=1, max_length=200)]
+_Names = _Name | Annotated[list[_Name], Meta(min_length=1, max_length=MAX_CHOICES)]
+_Count = Annotated[int, Meta(ge=1, le=10**9)]
+
+
+class PrivacyRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """``privacy``: what the privacy pass does (``privacy.options.PrivacyOptions``)."""
+
+    redact: bool = True
+    anonymize_handles: bool = False
+
+
+class BuildDatasetRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """The build/preview body. ``privacy`` stays last (messages list filters before it)."""
+
+    limit: Annotated[
+        _Count | None,
+        Meta(description="Most qualifying trajectories to include (no cap when omitted)"),
+    ] = None
+    min_llm_calls_per_trajectory: Annotated[
+        _Count | None,
+        Meta(description="Usable LLM calls a trajectory needs to qualify (default 1)"),
+    ] = None
+    source: Annotated[
+        _Names | None,
+        Meta(
+            description=(
+                "Only trajectories whose source is this value (or any value of this "
+                'list), e.g. "chat"'
+            )
+        ),
+    ] = None
+    status: Annotated[
+        _Names | None,
+        Meta(
+            description=(
+                "Only trajectories whose status is this value (or any value of this "
+                'list), e.g. "completed"'
+            )
+        ),
+    ] = None
+    start_date: Annotated[
+        Day | None,
+        Meta(description="Only trajectories started on or after this UTC day"),
+    ] = None
+    end_date: Annotated[
+        Day | None,
+        Meta(description="Only trajectories started on or before this UTC day"),
+    ] = None
+    search: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=1000)] | None,
+        Meta(
+            description=(
+                "Only trajectories with an LLM call whose system prompt, user "
+                "prompt or reply contains this text (ignoring case)"
+            )
+        ),
+    ] = None
+    #: Calls whose ``purpose`` or ``actionType`` is this value (or any of the list).
+    purpose: Annotated[
+        _Names | None,
+        Meta(
+            description=(
+                "Only LLM calls whose purpose or actionType is this value (or any "
+                'value of this list), e.g. "should_respond"; trajectories qualify '
+                "on these calls"
+            )
+        ),
+    ] = None
+    #: Calls made by this model (or any of the list).
+    model: Annotated[
+        _Names | None,
+        Meta(description="Only LLM calls made by this model (or any model of this list)"),
+    ] = None
+    #: Trajectories whose ``rewardField`` is at least this.
+    min_reward: Annotated[
+        float | None,
+        Meta(
+            description=(
+                "Only trajectories whose rewardField is at least this (400 when the "
+                "source never fills that reward)"
+            )
+        ),
+    ] = None
+    reward_field: Annotated[
+        Literal["totalReward", "aiJudgeReward"] | None,
+        Meta(description="The reward minReward and topFraction use (default totalReward)"),
+    ] = None
+    #: The best fraction of the trajectories that pass every other filter, by reward.
+    top_fraction: Annotated[
+        Annotated[float, Meta(gt=0, le=1)] | None,
+        Meta(
+            description=(
+                "Keep the best fraction (by rewardField) of the trajectories that "
+                "pass every other filter, at least one; limit then caps them, "
+                "newest first"
+            )
+        ),
+    ] = None
+    #: Rollouts of this scenario (or any of the list): the agent's ``scenario_id``.
+    scenario_id: Annotated[
+        _Names | None,
+        Meta(
+            description=(
+                "Only rollouts of this scenario (or any of this list): the agent's scenario_id"
+            )
+        ),
+    ] = None
+    #: Trajectories of this batch (or any of the list): the agent's ``batch_id``.
+    batch_id: Annotated[
+        _Names | None,
+        Meta(
+            description=(
+                "Only trajectories of this batch (or any of this list): the agent's batch_id"
+            )
+        ),
+    ] = None
+    #: Whether trajectories the agent archived (older than 30 days) count; default true.
+    include_archived: Annotated[
+        bool | None,
+        Meta(
+            description=(
+                "Whether trajectories the agent archived (older than 30 days) count; default true"
+            )
+        ),
+    ] = None
+    #: ``sft`` (default): chat examples; ``pairs``: DPO lines (prompt, chosen, rejected)
+    #: from calls sharing a prompt context; ``labelled``: KTO lines (messages, label).
+    kind: Annotated[
+        Literal["sft", "pairs", "labelled"] | None,
+        Meta(
+            description=(
+                "What the dataset holds: sft (default) chat examples; pairs: DPO "
+                "lines {prompt, chosen, rejected} from calls sharing a prompt "
+                "context (rollouts of one scenarioId/batchId answering the same "
+                "turn, or an identical prompt), chosen the higher reward; labelled: "
+                "KTO lines {messages, label} from labelThreshold and the agent's "
+                "verifiable failures (format rejected, action not offered, "
+                "error/timeout)"
+            )
+        ),
+    ] = None
+    #: ``pairs``: the least reward difference between chosen and rejected (default: any).
+    min_reward_gap: Annotated[
+        Annotated[float, Meta(ge=0)] | None,
+        Meta(
+            description=(
+                "kind pairs: the least reward difference between chosen and "
+                "rejected (default: any difference)"
+            )
+        ),
+    ] = None
+    #: ``labelled``: a reward at least this is desirable, below it undesirable.
+    label_threshold: Annotated[
+        float | None,
+        Meta(
+            description=(
+                "kind labelled: a trajectory reward at least this is desirable, "
+                "below it undesirable (without it only verifiable signals label)"
+            )
+        ),
+    ] = None
+    privacy: Annotated[
+        PrivacyRequest | None,
+        Meta(
+            description=(
+                "What the privacy pass does to each system prompt, user prompt and "
+                "reply before de-duplication and writing (default: redact on, "
+                "handles kept)"
+            )
+        ),
+    ] = None
