@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import ipywidgets as w
@@ -42,7 +42,10 @@ table.milady-table td.num, table.milady-table th.num { text-align: right; }
 </style>
 """
 
-KIND_ICON = {"ok": "✔", "error": "✖", "info": "", "busy": "⏳"}
+#: The status line's marks: symbols DejaVu Sans has (the Binder image's and Debian
+#: Chromium's font), never emoji, which render as empty boxes there. A busy message ends in
+#: "…" and needs none.
+KIND_ICON = {"ok": "✓", "error": "×", "info": "", "busy": ""}
 
 
 def esc(value: Any) -> str:
@@ -50,10 +53,10 @@ def esc(value: Any) -> str:
 
 
 def fmt_ms(ms: Any) -> str:
-    """A timestamp in ms since epoch as a short UTC date-time."""
-    if not isinstance(ms, int | float):
+    """A timestamp in ms since epoch as a short date-time in the kernel's local time zone."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
         return "—"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
 
 
 def short_model(name: Any) -> str:
