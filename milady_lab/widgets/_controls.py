@@ -61,7 +61,10 @@ class TrainingControls(w.VBox):
         self.eval_every = whole("Eval every", 25, "160px")
         self.patience = whole("Early stop after (0: off)", 0, "230px")
         self.save_best = w.Checkbox(
-            value=True, description="Register the best adapter (lowest val)"
+            value=True,
+            description="Register the best adapter (lowest val)",
+            indent=False,
+            layout=w.Layout(width="auto"),
         )
         advanced = w.VBox(
             [

@@ -27,9 +27,9 @@ CSS = """
 .milady-mono { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   white-space: pre; }
 table.milady-table { border-collapse: collapse; font-size: 12px; margin: 2px 0; }
-table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 8px;
+table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 6px;
   white-space: nowrap; }
-table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 8px; white-space: nowrap; }
+table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 6px; white-space: nowrap; }
 .milady-scroll { overflow-x: auto; max-width: 100%; }
 table.milady-table td.num, table.milady-table th.num { text-align: right; }
 .milady-detail details { margin: 2px 0 2px 12px; }
@@ -60,11 +60,12 @@ def fmt_ms(ms: Any) -> str:
 
 
 def short_model(name: Any) -> str:
-    """A base model as shown in tables: a local folder by its last two path parts."""
+    """A base model as shown in tables and menus: a local folder by its own name (the
+    whole path would push the table's columns off a notebook's width)."""
     text = "" if name is None else str(name)
     if text.startswith(("/", "~")):
         parts = [p for p in text.split("/") if p]
-        return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else text
+        return "…/" + parts[-1] if len(parts) > 1 else text
     return text
 
 

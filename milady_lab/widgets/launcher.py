@@ -507,7 +507,6 @@ class JobLauncher(Panel):
             [
                 j.id,
                 j.status,
-                j.backend,
                 short_model(j.model),
                 j.dataset_id,
                 f"{j.current_iteration}/{j.total_iterations}",
@@ -527,7 +526,6 @@ class JobLauncher(Panel):
                         [
                             "job",
                             "status",
-                            "backend",
                             "model",
                             "dataset",
                             "iteration",
@@ -535,7 +533,7 @@ class JobLauncher(Panel):
                             "created",
                         ],
                         rows,
-                        numeric={6},
+                        numeric={5},
                     )
                     if rows
                     else "<i>No job yet.</i>"

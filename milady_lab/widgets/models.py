@@ -180,12 +180,12 @@ class ModelManager(Panel):
         rows = []
         for m in self.models:
             scores, baseline = benchmark_of(m)
-            # one score a line: the column stays narrow enough for a notebook's width
+            # one score a line, the base model's in grey: the column stays narrow
             bench = (
                 "<br>".join(
                     esc(f"{k[:4]} {scores[k]:.2f}")
                     + (
-                        f" <span style='color:#777'>({baseline[k]:.2f})</span>"
+                        f" <span style='color:#777;font-size:11px'>({baseline[k]:.2f})</span>"
                         if k in baseline
                         else ""
                     )
@@ -196,8 +196,8 @@ class ModelManager(Panel):
             )
             rows.append(
                 [
-                    Raw("<b>✓</b>") if m.active else "",
-                    m.name,
+                    # the active model: a mark before its name (a column of its own is too wide)
+                    Raw(f"<b>✓</b> {esc(m.name)}" if m.active else esc(m.name)),
                     short_model(m.base_model),
                     m.backend,
                     fmt_num(m.final_loss),
@@ -209,17 +209,16 @@ class ModelManager(Panel):
         self.table.value = (
             html_table(
                 [
-                    "active",
-                    "name",
+                    "name (✓ active)",
                     "base",
                     "backend",
-                    "final loss",
-                    "benchmark (base)",
+                    "loss",
+                    "benchmark",
                     "Ollama",
                     "created",
                 ],
                 rows,
-                numeric={4},
+                numeric={3},
             )
             if rows
             else "<i>No model yet: a completed training job registers one.</i>"
