@@ -4,19 +4,23 @@ advanced options in a collapsed section, with the defaults the service would use
 ``body()`` gives only what a user can reasonably mean: fields left at "auto" (warmup,
 alpha, early stopping off) are not sent, so the service derives them as documented.
 ``apply_size_defaults`` sets learning rate, rank and batch to the row of
-``training.defaults`` for the chosen base model.
+``training.defaults`` for the chosen base model; ``show`` fills the controls from a job's
+recorded options. The numbers are checked, never clamped (``_checks``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as w
 
 from ..training.defaults import size_defaults
+from ..training.request import StartJobRequest
 from ..training.schedule import SCHEDULES
 from ._bodies import JobBody
-from ._fields import STYLE, Change, count, optional_text, wrap_row
+from ._checks import FieldChecks, decimal, whole
+from ._fields import STYLE, Change, optional_text, wrap_row
 
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
 #: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
@@ -25,66 +29,80 @@ OBJECTIVES = (("sft", "sft"), ("dpo (pairs)", "dpo"), ("kto (labelled)", "kto"))
 DEFAULT_BETA = 0.1
 
 
-def _number(description: str, value: float, width: str, step: float = 0.01) -> w.FloatText:
-    return w.FloatText(
-        value=value, step=step, description=description, style=STYLE, layout=w.Layout(width=width)
-    )
-
-
 class TrainingControls(w.VBox):
     """Length of the run plus an "Advanced" accordion; ``iterations`` belongs to the launcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, checks: FieldChecks | None = None) -> None:
         super().__init__()
+        self.checks = checks or FieldChecks(StartJobRequest)
+        check = self.checks.add
         self.length_by = w.ToggleButtons(
             options=[("iterations", "iterations"), ("epochs", "epochs")],
             value="iterations",
             description="Length in",
-            style={**STYLE, "button_width": "80px"},
+            style={**STYLE, "button_width": "100px"},
         )
-        self.epochs = _number("Epochs", 3.0, "140px", step=0.5)
-        self.epochs.layout.display = "none"
-        self.lora_rank = count("LoRA rank", 8, 1, 512, "140px")
-        self.max_seq_length = count("Max tokens", 2048, 16, 131_072, "170px")
-        self.gradient_accumulation = count("Grad. accumulation", 1, 1, 1024, "190px")
+        self.epochs = decimal("Epochs", 3.0, "140px", step=0.5)
+        self.lora_rank = whole("LoRA rank", 8, "140px")
+        self.max_seq_length = whole("Max tokens", 2048, "170px")
+        self.gradient_accumulation = whole("Grad. accumulation", 1, "200px")
         self.lr_schedule = w.Dropdown(
             options=list(SCHEDULES), value="cosine", description="Schedule", style=STYLE,
             layout=w.Layout(width="190px"),
         )  # fmt: skip
         self.warmup_steps = optional_text("Warmup steps", "auto (5 %)", "200px")
         self.lora_alpha = optional_text("LoRA alpha", "2 × rank", "180px")
-        self.lora_dropout = _number("LoRA dropout", 0.0, "170px")
+        self.lora_dropout = decimal("LoRA dropout", 0.0, "170px", step=0.01)
         self.target_modules = w.Combobox(
             value="attention", options=list(TARGET_CHOICES), ensure_option=False,
             description="Target modules", style=STYLE, layout=w.Layout(width="330px"),
         )  # fmt: skip
-        self.seed = count("Seed", 0, 0, 2**32 - 1, "140px")
-        self.eval_every = count("Eval every", 25, 1, 1_000_000, "160px")
-        self.patience = count("Early stop after (0: off)", 0, 0, 100_000, "230px")
+        self.seed = whole("Seed", 0, "140px")
+        self.eval_every = whole("Eval every", 25, "160px")
+        self.patience = whole("Early stop after (0: off)", 0, "230px")
         self.save_best = w.Checkbox(
-            value=True, description="Register the best adapter (lowest val)"
+            value=True,
+            description="Register the best adapter (lowest val)",
+            indent=False,
+            layout=w.Layout(width="auto"),
         )
         advanced = w.VBox(
             [
-                wrap_row([self.max_seq_length, self.gradient_accumulation, self.lora_rank]),
-                wrap_row([self.lr_schedule, self.warmup_steps, self.seed]),
-                wrap_row([self.lora_alpha, self.lora_dropout, self.target_modules]),
-                wrap_row([self.eval_every, self.patience, self.save_best]),
+                wrap_row(
+                    [
+                        check("maxSeqLength", self.max_seq_length),
+                        check("gradientAccumulation", self.gradient_accumulation),
+                        check("loraRank", self.lora_rank),
+                    ]
+                ),
+                wrap_row([self.lr_schedule, self.warmup_steps, check("seed", self.seed)]),
+                wrap_row(
+                    [self.lora_alpha, check("loraDropout", self.lora_dropout), self.target_modules]
+                ),
+                wrap_row(
+                    [
+                        check("evalEvery", self.eval_every),
+                        check("earlyStoppingPatience", self.patience),
+                        self.save_best,
+                    ]
+                ),
             ]
         )
         self.advanced = w.Accordion(children=[advanced], selected_index=None)
         self.advanced.set_title(0, "Advanced")
         self.objective = w.ToggleButtons(
             options=list(OBJECTIVES), value="sft", description="Objective",
-            style={**STYLE, "button_width": "110px"},
+            style={**STYLE, "button_width": "130px"},
         )  # fmt: skip
-        self.beta = _number("β", DEFAULT_BETA, "120px")
+        self.beta = decimal("β", DEFAULT_BETA, "120px", step=0.01)
+        # hidden until chosen (their box holds only the note then, empty)
+        self.epochs.layout.display = "none"
         self.beta.layout.display = "none"
         self.length_by.observe(self._on_length, names="value")
         self.objective.observe(self._on_objective, names="value")
         self.children = [
-            wrap_row([self.objective, self.beta]),
-            wrap_row([self.length_by, self.epochs]),
+            wrap_row([self.objective, check("beta", self.beta)]),
+            wrap_row([self.length_by, check("epochs", self.epochs)]),
             self.advanced,
         ]
 
@@ -103,6 +121,42 @@ class TrainingControls(w.VBox):
         row = size_defaults(model or "smollm2-135m-instruct")
         batch.value, learning_rate.value = row.batch_size, row.learning_rate
         self.lora_rank.value = row.lora_rank
+
+    def show(self, options: Mapping[str, Any]) -> None:
+        """Fill the controls from a job's recorded options (camelCase, only what was set);
+        what a record lacks keeps its value. The run stays measured in iterations: a job
+        records them even when it was given epochs."""
+        numbers = {
+            "loraRank": self.lora_rank,
+            "maxSeqLength": self.max_seq_length,
+            "gradientAccumulation": self.gradient_accumulation,
+            "loraDropout": self.lora_dropout,
+            "seed": self.seed,
+            "evalEvery": self.eval_every,
+            "epochs": self.epochs,
+            "beta": self.beta,
+        }
+        for key, widget in numbers.items():
+            if isinstance(options.get(key), int | float):
+                widget.value = options[key]
+        self.patience.value = int(options.get("earlyStoppingPatience") or 0)
+        if options.get("lrSchedule") in self.lr_schedule.options:
+            self.lr_schedule.value = options["lrSchedule"]
+        if isinstance(options.get("saveBest"), bool):
+            self.save_best.value = options["saveBest"]
+        targets = options.get("targetModules")
+        if targets:
+            self.target_modules.value = (
+                targets if isinstance(targets, str) else ",".join(map(str, targets))
+            )
+        for key, widget in (("warmupSteps", self.warmup_steps), ("loraAlpha", self.lora_alpha)):
+            value = options.get(key)
+            widget.value = (
+                "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            )
+        objective = options.get("objective") or "sft"
+        if objective in {v for _, v in OBJECTIVES}:
+            self.objective.value = objective
 
     def body(self) -> JobBody:
         """The control fields of a start request (``epochs`` when the run is in epochs)."""

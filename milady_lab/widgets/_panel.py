@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import ipywidgets as w
@@ -27,9 +27,9 @@ CSS = """
 .milady-mono { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   white-space: pre; }
 table.milady-table { border-collapse: collapse; font-size: 12px; margin: 2px 0; }
-table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 8px;
+table.milady-table th { text-align: left; border-bottom: 1px solid #bbb; padding: 2px 6px;
   white-space: nowrap; }
-table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 8px; white-space: nowrap; }
+table.milady-table td { border-bottom: 1px solid #eee; padding: 2px 6px; white-space: nowrap; }
 .milady-scroll { overflow-x: auto; max-width: 100%; }
 table.milady-table td.num, table.milady-table th.num { text-align: right; }
 .milady-detail details { margin: 2px 0 2px 12px; }
@@ -42,7 +42,10 @@ table.milady-table td.num, table.milady-table th.num { text-align: right; }
 </style>
 """
 
-KIND_ICON = {"ok": "✔", "error": "✖", "info": "", "busy": "⏳"}
+#: The status line's marks: symbols DejaVu Sans has (the Binder image's and Debian
+#: Chromium's font), never emoji, which render as empty boxes there. A busy message ends in
+#: "…" and needs none.
+KIND_ICON = {"ok": "✓", "error": "×", "info": "", "busy": ""}
 
 
 def esc(value: Any) -> str:
@@ -50,18 +53,19 @@ def esc(value: Any) -> str:
 
 
 def fmt_ms(ms: Any) -> str:
-    """A timestamp in ms since epoch as a short UTC date-time."""
-    if not isinstance(ms, int | float):
+    """A timestamp in ms since epoch as a short date-time in the kernel's local time zone."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
         return "—"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
 
 
 def short_model(name: Any) -> str:
-    """A base model as shown in tables: a local folder by its last two path parts."""
+    """A base model as shown in tables and menus: a local folder by its own name (the
+    whole path would push the table's columns off a notebook's width)."""
     text = "" if name is None else str(name)
     if text.startswith(("/", "~")):
         parts = [p for p in text.split("/") if p]
-        return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else text
+        return "…/" + parts[-1] if len(parts) > 1 else text
     return text
 
 

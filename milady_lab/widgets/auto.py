@@ -107,7 +107,7 @@ class AutoImprovePanel(Panel):
         events = list(reversed(shown.events))
         self.decisions.value = (
             html_table(
-                ["when (UTC)", "decision", "reason"],
+                ["when", "decision", "reason"],
                 [[fmt_ms(e.ts), e.kind, e.message] for e in events],
             )
             if events

@@ -360,7 +360,7 @@ class DatasetBuilder(Panel):
         ]
         self.table.value = (
             html_table(
-                ["id", "created (UTC)", "trajectories", "examples", "train", "valid"],
+                ["id", "created", "trajectories", "examples", "train", "valid"],
                 rows,
                 numeric={2, 3, 4, 5},
             )
@@ -386,6 +386,8 @@ class DatasetBuilder(Panel):
         rec = next((d for d in self.datasets if d.id == ds_id), None)
         if rec is None:
             return
+        # at once: the previous dataset's bars must not stand for this one meanwhile
+        self.histogram.value = plots.message_png(f"counting the tokens of {ds_id}…", width=4.8)
         cache = getattr(
             getattr(getattr(self.backend, "service", None), "settings", None), "cache", None
         )

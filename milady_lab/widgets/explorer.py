@@ -33,7 +33,7 @@ def _row_label(r: TrajectorySummary) -> str:
     )
 
 
-ROW_HEADER = f"{'start (UTC)':16}  {'source':10}  {'status':9}  {'calls':>5}  {'tokens':>8}  id"
+ROW_HEADER = f"{'start':16}  {'source':10}  {'status':9}  {'calls':>5}  {'tokens':>8}  id"
 
 
 class TrajectoryExplorer(Panel):
@@ -389,6 +389,6 @@ def render_detail(detail: Trajectory) -> str:
         ]
         parts.append(
             "<h4 style='margin:8px 0 2px 0'>Provider accesses</h4>"
-            + html_table(["provider", "purpose", "step", "time (UTC)"], rows)
+            + html_table(["provider", "purpose", "step", "time"], rows)
         )
     return "".join(parts)

@@ -6,6 +6,12 @@ updates the progress line and, when new points arrived, redraws the loss curve o
 loop thread (at most twice a second, so within a second of a new metric). It polls every
 0.5 s while a job is live and every 2 s otherwise, so a job started elsewhere (CLI,
 REST, another notebook) is picked up; it stops when the panel is closed.
+
+The form shows the options of the job it follows (read once per job, from its recorded
+options), so a job started with 8 iterations reads 8, not the defaults. Numbers are
+checked before a start, never clamped: a refused value is named next to its field and
+nothing is sent. The status line follows the watched job: "job X queued" gives way to
+"running", then "completed", and a queued job says what it waits for.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import ipywidgets as w
 
 from ..api.schema import Dataset, Job, Metric, Status
 from ..state import FINAL_STATUSES, LIVE_STATUSES, PREFERENCE_FIGURES
+from ..training.request import StartJobRequest
 from . import plots
 from ._async import Poller
 from ._bodies import JobBody
+from ._checks import FieldChecks, decimal, whole
 from ._controls import TrainingControls
-from ._fields import STYLE, Change, count
+from ._fields import STYLE, Change
 from ._panel import Panel, esc, fmt_ms, fmt_num, header, html_table, short_model
 
 LIVE_DELAY = 0.5
@@ -93,6 +101,12 @@ class JobLauncher(Panel):
         self._seen_live: set[str] = set()
         self._final_seen: set[str] = set()
         self._suspend = False
+        #: While the form is filled from a job: a model change brings no size defaults.
+        self._filling = False
+        #: The job whose options the form shows (filled once per followed job).
+        self._shown_options: str | None = None
+        #: (job id, status) the status line speaks of; it is replaced when the job moves on.
+        self._status_about: tuple[str, str] | None = None
 
         self._option_widgets()
         self._watch_widgets()
@@ -122,12 +136,16 @@ class JobLauncher(Panel):
             ensure_option=False,
             layout=w.Layout(width="330px"),
         )
-        self.iterations = count("Iterations", 100, 1, 1_000_000, "160px")
-        self.batch_size = count("Batch size", 4, 1, 1024, "150px")
-        self.learning_rate = w.FloatText(
-            value=2e-4, description="Learning rate", style=style, layout=w.Layout(width="190px")
-        )
-        self.controls = TrainingControls()
+        self.checks = FieldChecks(StartJobRequest)
+        self.iterations = whole("Iterations", 100, "170px")
+        self.batch_size = whole("Batch size", 4, "160px")
+        self.learning_rate = decimal("Learning rate", 2e-4, "200px")
+        self.number_boxes = [
+            self.checks.add("iterations", self.iterations),
+            self.checks.add("batchSize", self.batch_size),
+            self.checks.add("learningRate", self.learning_rate),
+        ]
+        self.controls = TrainingControls(self.checks)
         self.model.observe(self._on_model, names="value")
         self.dataset.observe(self._on_dataset, names="value")
 
@@ -156,10 +174,7 @@ class JobLauncher(Panel):
         row1 = w.HBox(
             [self.dataset, self.backend_choice, self.model], layout=w.Layout(flex_flow="row wrap")
         )
-        row2 = w.HBox(
-            [self.iterations, self.batch_size, self.learning_rate],
-            layout=w.Layout(flex_flow="row wrap"),
-        )
+        row2 = w.HBox(self.number_boxes, layout=w.Layout(flex_flow="row wrap"))
         row3 = w.HBox([self.start_button, self.cancel_button, self.refresh_button])
         row2 = w.VBox([row2, self.controls])
         watch_row = w.HBox(
@@ -245,12 +260,20 @@ class JobLauncher(Panel):
 
     def _on_model(self, change: Change) -> None:
         """A new base model brings its size's learning rate, rank and batch (README)."""
+        if self._filling:
+            return
         self.controls.apply_size_defaults(change["new"], self.batch_size, self.learning_rate)
 
     # -- actions --------------------------------------------------------------------------
     def start(self) -> None:
-        """Start a job with the current options (in a thread) and follow it."""
+        """Start a job with the current options (in a thread) and follow it; a value the
+        service would refuse is named next to its field instead, and nothing is sent."""
         body = self.body()
+        problems = self.checks.check(dict(body))
+        if problems:
+            listed = "; ".join(f"{name} {reason}" for name, reason in problems.items())
+            self.set_status(f"not started: {listed}", "error")
+            return
         self.start_button.disabled = True
 
         def started(job: Job) -> None:
@@ -258,8 +281,9 @@ class JobLauncher(Panel):
             self._set_jobs([job, *(j for j in self.jobs if j.id != job.id)])
             self.follow(job.id)
             self.job = job
+            self._shown_options = job.id  # the form holds what it was started with
             self._seen_live.add(job.id)
-            self.set_status(f"job {job.id} {job.status}", "ok")
+            self._say_job(job, "ok")
             self._jobs_at = 0.0
             self.poller.start()
             self._render_job()
@@ -282,7 +306,7 @@ class JobLauncher(Panel):
                 self._dirty = True
                 self._render_job()
                 self._draw(force=True)
-            self.set_status(f"job {job_id} {job.status}", "ok")
+            self._say_job(job, "ok")
             self._jobs_at = 0.0
 
         self.in_background(
@@ -333,7 +357,8 @@ class JobLauncher(Panel):
         job_id, after = self.job_id, self.last_seq
         data = JobReads(job_id, after)
         now = time.monotonic()
-        if job_id is None or now - self._jobs_at >= JOBS_EVERY:
+        queued = self.job is not None and self.job.status == "queued"
+        if job_id is None or queued or now - self._jobs_at >= JOBS_EVERY:
             data.jobs = self.backend.list_jobs()
         if job_id is not None:
             data.job = self.backend.get_job(job_id)
@@ -356,7 +381,11 @@ class JobLauncher(Panel):
             status = self.job.status
             if status != previous:
                 self._dirty = True
+            if self._shown_options != self.job_id:
+                self._shown_options = self.job_id
+                self.show_options(self.job)
             self._render_job()
+            self._follow_status(self.job)
             if status in FINAL_STATUSES and self.job_id not in self._final_seen:
                 self._final_seen.add(self.job_id)
                 self._jobs_at = 0.0
@@ -395,11 +424,75 @@ class JobLauncher(Panel):
                 self._seen_live.add(job.id)
                 self.follow(job.id)
                 self.set_status(f"following job {job.id} ({job.status})", "info")
+                self._status_about = (job.id, job.status)
                 return True
         if self.job_id is None and self.jobs:
             self.follow(self.jobs[0].id)  # show the latest job's curve
             return True
         return False
+
+    def show_options(self, job: Job) -> None:
+        """Fill the form with the options ``job`` was started with (its recorded options;
+        the job's own fields for one recorded without them)."""
+        options = dict(job.options or {})
+        self._filling = True
+        try:
+            with self.hold_sync():
+                if job.backend in self.backend_choice.options:
+                    self.backend_choice.value = job.backend
+                dataset = options.get("datasetId") or job.dataset_id
+                if dataset in {v for _, v in self.dataset.options}:
+                    self.dataset.value = dataset
+                self.model.value = str(options.get("model") or job.model or "")
+                self.iterations.value = int(options.get("iterations") or job.total_iterations)
+                if isinstance(options.get("batchSize"), int):
+                    self.batch_size.value = options["batchSize"]
+                if isinstance(options.get("learningRate"), int | float):
+                    self.learning_rate.value = float(options["learningRate"])
+                self.controls.show(options)
+        finally:
+            self._filling = False
+
+    # -- the status line -----------------------------------------------------------------
+    def _say_job(self, job: Job, kind: str) -> None:
+        """Say where ``job`` is; the line is replaced when the job moves on."""
+        if job.status == "queued":
+            message = f"job {job.id} {self.waiting_for(job)}"
+        elif job.status == "failed" and job.error:
+            message, kind = f"job {job.id} failed: {job.error}", "error"
+        else:
+            message = f"job {job.id} {job.status}"
+        self.set_status(message, kind)
+        self._status_about = (job.id, job.status)
+
+    def _follow_status(self, job: Job) -> None:
+        """Replace a message about ``job`` that its status has made stale."""
+        about = self._status_about
+        if about is None or about[0] != job.id or self.last_status[0] == "busy":
+            return
+        if about[1] == job.status and job.status != "queued":
+            return
+        kind = {"completed": "ok", "failed": "error"}.get(job.status, "info")
+        self._say_job(job, kind)
+
+    def set_status(self, message: str, kind: str = "info") -> None:
+        super().set_status(message, kind)
+        self._status_about = None  # set again by the messages that speak of a job
+
+    def waiting_for(self, job: Job) -> str:
+        """What a queued job waits for: the running job, or the queued ones before it."""
+        ahead = [
+            j
+            for j in self.jobs
+            if j.id != job.id
+            and (j.status == "running" or (j.status == "queued" and j.created_at < job.created_at))
+        ]
+        if not ahead:
+            return "queued: waiting for a worker"
+        ahead.sort(key=lambda j: (j.status != "running", j.created_at))
+        first = ahead[0]
+        more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
+        return f"queued behind job {first.id} ({first.status}){more}"
 
     # -- rendering -----------------------------------------------------------------------
     def _set_jobs(self, jobs: list[Job]) -> None:
@@ -414,7 +507,6 @@ class JobLauncher(Panel):
             [
                 j.id,
                 j.status,
-                j.backend,
                 short_model(j.model),
                 j.dataset_id,
                 f"{j.current_iteration}/{j.total_iterations}",
@@ -434,15 +526,14 @@ class JobLauncher(Panel):
                         [
                             "job",
                             "status",
-                            "backend",
                             "model",
                             "dataset",
                             "iteration",
                             "loss",
-                            "created (UTC)",
+                            "created",
                         ],
                         rows,
-                        numeric={6},
+                        numeric={5},
                     )
                     if rows
                     else "<i>No job yet.</i>"
@@ -460,6 +551,8 @@ class JobLauncher(Panel):
             f"iteration {current}/{total or '?'}",
             *(self._job_parts(job) if job else ["loss —", "— tokens/s", "ETA —"]),
         ]
+        if job is not None and job.status == "queued":
+            parts.insert(1, esc(self.waiting_for(job)))
         style = {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(
             status, "info"
         )

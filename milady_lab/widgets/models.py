@@ -1,4 +1,7 @@
-"""ModelManager: fine-tuned models with their metrics; import, activate, benchmark."""
+"""ModelManager: fine-tuned models with their metrics; import, activate, benchmark.
+
+The newest model is chosen when the panel opens and whenever a new one is registered (a
+job just completed): it is the one a user came to import, try and activate."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from ..api.schema import (
 from . import plots
 from ._bodies import ActivateBody, ImportBody
 from ._fields import STYLE, optional_text
-from ._panel import Panel, Raw, fmt_ms, fmt_num, header, html_table, short_model
+from ._panel import Panel, Raw, esc, fmt_ms, fmt_num, header, html_table, short_model
 from .auto import AutoImprovePanel
 
 SCORE_KEYS = ("coherence", "consistency", "helpfulness")
@@ -172,13 +175,20 @@ class ModelManager(Panel):
     # -- listing --------------------------------------------------------------------------
     def refresh(self, *_args: Any) -> None:
         """List the models again (a finished job calls this too)."""
+        known = {m.id for m in self.models}
         self.models = self.backend.list_models()
         rows = []
         for m in self.models:
             scores, baseline = benchmark_of(m)
+            # one score a line, the base model's in grey: the column stays narrow
             bench = (
-                " · ".join(
-                    f"{k[:4]} {scores[k]:.2f}" + (f" ({baseline[k]:.2f})" if k in baseline else "")
+                "<br>".join(
+                    esc(f"{k[:4]} {scores[k]:.2f}")
+                    + (
+                        f" <span style='color:#777;font-size:11px'>({baseline[k]:.2f})</span>"
+                        if k in baseline
+                        else ""
+                    )
                     for k in SCORE_KEYS
                     if k in scores
                 )
@@ -186,12 +196,12 @@ class ModelManager(Panel):
             )
             rows.append(
                 [
-                    Raw("<b>✔</b>") if m.active else "",
-                    m.name,
+                    # the active model: a mark before its name (a column of its own is too wide)
+                    Raw(f"<b>✓</b> {esc(m.name)}" if m.active else esc(m.name)),
                     short_model(m.base_model),
                     m.backend,
                     fmt_num(m.final_loss),
-                    bench,
+                    Raw(bench),
                     m.ollama_name or "—",
                     fmt_ms(m.created_at),
                 ]
@@ -199,17 +209,16 @@ class ModelManager(Panel):
         self.table.value = (
             html_table(
                 [
-                    "active",
-                    "name",
+                    "name (✓ active)",
                     "base",
                     "backend",
-                    "final loss",
-                    "benchmark (base model)",
+                    "loss",
+                    "benchmark",
                     "Ollama",
-                    "created (UTC)",
+                    "created",
                 ],
                 rows,
-                numeric={4},
+                numeric={3},
             )
             if rows
             else "<i>No model yet: a completed training job registers one.</i>"
@@ -218,7 +227,9 @@ class ModelManager(Panel):
         current = self.pick.value
         self.pick.options = options
         ids = [v for _, v in options]
-        self.pick.value = current if current in ids else (ids[0] if ids else None)
+        arrived = known and any(i not in known for i in ids)
+        newest = max(self.models, key=lambda m: m.created_at).id if self.models else None
+        self.pick.value = current if current in ids and not arrived else newest
         for button in self._buttons:
             button.disabled = not ids
         self._show_chart()

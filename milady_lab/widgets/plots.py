@@ -9,6 +9,7 @@ matplotlib's font and text caches are not safe to share between threads.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +34,22 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _style(ax, title: str, xlabel: str = "", ylabel: str = "") -> None:
-    ax.set_title(title, fontsize=10, loc="left")
+def fit_title(ax: Any, title: str, fontsize: float = 10) -> Any:
+    """Set ``ax``'s title, wrapped onto more lines until it fits the figure's width: a
+    long job or model name must not run off the image. Returns the title's ``Text``."""
+    text = ax.set_title(title, fontsize=fontsize, loc="left")
+    fig = ax.get_figure()
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width * 0.88  # the axes start a little in from the left edge
+    chars = len(title)
+    while text.get_window_extent(renderer).width > room and chars > 8:
+        chars = max(8, int(chars * 0.85))
+        text.set_text(textwrap.fill(title, chars, break_long_words=True))
+    return text
+
+
+def _style(ax: Any, title: str, xlabel: str = "", ylabel: str = "") -> None:
+    fit_title(ax, title)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)

@@ -4,6 +4,11 @@ Starts JupyterLab (with the milady-lab extension and ipywidgets' lab extension) 
 free loopback port with a token, opens a notebook that shows ``Dashboard()``, runs it,
 starts a job on a tiny Llama, watches the loss curve redraw, runs a cell while the job
 trains, cancels the job, and leaves screenshots in ``tests/artifacts/``.
+
+Issue 25's visible items are checked on the way: no label, button or table column of a
+panel is cut off ("iteratio…"), the launcher shows the followed job's options and refuses
+``-5`` iterations beside the field, and each panel's screenshot is also written, small
+(a 256-colour PNG), to ``docs/img/`` for the documentation.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ pytestmark = pytest.mark.browser
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+DOC_IMAGES = ROOT / "docs" / "img"
+#: The documentation's screenshots stay small.
+DOC_IMAGE_LIMIT = 200_000
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -41,7 +49,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 FINAL = ("completed", "failed", "cancelled")
-SHOTS = ("explorer.png", "datasets.png", "running.png", "cancelled.png", "models.png")
+SHOTS = (
+    "explorer.png",
+    "datasets.png",
+    "refused.png",
+    "running.png",
+    "cancelled.png",
+    "models.png",
+)
 TRAIN_ITERATIONS = 1000  # long enough to be cancelled while running
 LEARNING_RATE = "0.01"  # a tiny random model: let the curve visibly fall
 
@@ -88,9 +103,29 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
                 "the first job to finish",
             )
             assert done["status"] == "completed", done
+            # Scores as a benchmark stores them: the Models tab shows its column and bars.
+            model_id = svc.store.model_id_for_job(first["id"])
+            svc.store.update_model(
+                model_id,
+                benchmark={
+                    "modelId": model_id,
+                    "completedAt": done["completedAt"],
+                    "scores": {"coherence": 0.61, "consistency": 0.72, "helpfulness": 0.35},
+                    "baseline": {"coherence": 0.52, "consistency": 0.44, "helpfulness": 0.21},
+                },
+            )
             yield jp, settings
     finally:
         stop_jobs(svc)
+        svc.close()
+
+
+def svc_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """The jobs the service has recorded (read from the state home)."""
+    svc = TrainingService(settings, reconcile=False)
+    try:
+        return svc.list_jobs()["jobs"]
+    finally:
         svc.close()
 
 
@@ -132,6 +167,52 @@ def _points(page) -> int:
     return int(loc.first.get_attribute("data-points") or 0) if loc.count() else 0
 
 
+#: What a user cannot read in full: text cut with an ellipsis (widget descriptions,
+#: buttons, toggle buttons, checkbox labels, table cells) or running past the right edge of
+#: a box that clips it (a table column beyond the panel, or scrolled out of its box).
+_CUT_OFF = """(root) => {
+  const cut = [];
+  const selector = '.widget-label, .widget-label-basic, button, .widget-toggle-button, '
+    + 'label, th, td, .lm-TabBar-tabLabel';
+  const clipRight = (el) => {
+    let right = Infinity;
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== 'visible') {
+        right = Math.min(right, a.getBoundingClientRect().right);
+      }
+    }
+    return right;
+  };
+  for (const el of root.querySelectorAll(selector)) {
+    if (!el.offsetParent || el.clientWidth === 0) continue;  // hidden
+    const text = `${el.tagName.toLowerCase()}.${el.className}: "`
+      + `${el.textContent.trim().slice(0, 50)}"`;
+    if (el.scrollWidth > el.clientWidth + 1) {
+      cut.push(`${text} cut: ${el.scrollWidth} > ${el.clientWidth}`);
+    } else if (el.getBoundingClientRect().right > clipRight(el) + 1) {
+      cut.push(`${text} past the edge: ${el.getBoundingClientRect().right} > ${clipRight(el)}`);
+    }
+  }
+  return cut;
+}"""
+
+
+def _cut_off(panel) -> list[str]:
+    """What is cut off in a panel (empty when every label and column shows in full)."""
+    return panel.evaluate(_CUT_OFF)
+
+
+def _shoot(element, name: str) -> None:
+    """A screenshot in tests/artifacts/, and a 256-colour copy in docs/img/."""
+    from PIL import Image
+
+    path = ARTIFACTS / name
+    element.screenshot(path=str(path))
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256)
+        small.save(DOC_IMAGES / name, optimize=True)
+
+
 def _wait(pred, timeout: float, what: str, page=None, step: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -163,7 +244,7 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1500, "height": 1900},
+            viewport={"width": 1280, "height": 1900},  # a laptop: the default notebook width
         )
         page = browser.pages[0] if browser.pages else browser.new_page()
         console: list[str] = []
@@ -189,7 +270,8 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             rows.select_option(index=1)
             page.locator(".milady-detail .milady-call").first.wait_for(state="visible")
             _wait(lambda: explorer.locator("img").count() >= 2, 30, "explorer charts", page)
-            dashboard.screenshot(path=str(ARTIFACTS / "explorer.png"))
+            assert _cut_off(explorer) == []
+            _shoot(dashboard, "explorer.png")
 
             # Datasets tab: a source filter and a limit, their preview, Build
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Datasets").click()
@@ -213,7 +295,8 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
                 page,
             )
             time.sleep(1.5)  # the histogram of the new dataset
-            dashboard.screenshot(path=str(ARTIFACTS / "datasets.png"))
+            assert _cut_off(builder) == []
+            _shoot(dashboard, "datasets.png")
 
             # Training tab: tiny model, many iterations, Start
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Training").click()
@@ -222,15 +305,39 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             model_input = launcher.locator(".widget-inline-hbox", has_text="Base model").locator(
                 "input"
             )
+            iters = launcher.locator(".widget-inline-hbox", has_text="Iterations").locator("input")
+            batch = launcher.locator(".widget-inline-hbox", has_text="Batch size").locator("input")
+            lr = launcher.locator(".widget-inline-hbox", has_text="Learning rate").locator("input")
+            # the form shows the followed job's options (the first job's), not the defaults
+            _wait(lambda: iters.input_value() == "8", 30, "the first job's iterations", page)
+            assert (batch.input_value(), float(lr.input_value())) == ("2", 0.01)
+            assert Path(model_input.input_value()).resolve() == tiny_model.resolve()
+            # the advanced options too show every label in full
+            advanced = launcher.locator(".jupyter-widget-Collapse-header", has_text="Advanced")
+            advanced.click()
+            launcher.locator(".widget-inline-hbox", has_text="Grad. accumulation").wait_for()
+            assert _cut_off(launcher) == []
+            # -5 iterations are refused beside the field, not clamped; no job starts
+            iters.fill("-5")
+            iters.press("Enter")
+            time.sleep(0.5)
+            launcher.locator("button", has_text="Start").click()
+            note = launcher.locator(".milady-field-error", has_text="must be ≥ 1")
+            note.wait_for(state="visible")
+            launcher.locator(".milady-status[data-kind='error']", has_text="not started").wait_for()
+            assert iters.input_value() == "-5"
+            assert _cut_off(launcher) == []
+            _shoot(dashboard, "refused.png")
+            assert len(svc_jobs(settings)) == 1
+
             model_input.fill(str(tiny_model))
             model_input.press("Enter")
-            iters = launcher.locator(".widget-inline-hbox", has_text="Iterations").locator("input")
             iters.fill(str(TRAIN_ITERATIONS))
             iters.press("Enter")
-            batch = launcher.locator(".widget-inline-hbox", has_text="Batch size").locator("input")
+            note.wait_for(state="hidden")
+            advanced.click()  # folded again: the loss curve in view
             batch.fill("2")
             batch.press("Enter")
-            lr = launcher.locator(".widget-inline-hbox", has_text="Learning rate").locator("input")
             lr.fill(LEARNING_RATE)
             lr.press("Enter")
             time.sleep(0.5)  # let the values sync to the kernel
@@ -269,7 +376,8 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             _wait(lambda: _points(page) >= 10, 90, "ten loss points", page)
             assert status.first.get_attribute("data-status") == "running"
             time.sleep(0.6)  # the throttled redraw of the last points
-            dashboard.screenshot(path=str(ARTIFACTS / "running.png"))
+            assert _cut_off(launcher) == []
+            _shoot(dashboard, "running.png")
 
             launcher.locator("button", has_text="Cancel").click()
             _wait(
@@ -280,13 +388,15 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             )
             launcher.locator(".milady-status[data-kind='ok']", has_text="cancelled").wait_for()
             time.sleep(1.0)  # the final curve redraw
-            dashboard.screenshot(path=str(ARTIFACTS / "cancelled.png"))
+            _shoot(dashboard, "cancelled.png")
 
             # Models tab: the model of the first job; activate it for the agent
             page.locator(".milady-dashboard .lm-TabBar-tab", has_text="Models").click()
             models = page.locator(".milady-panel", has=page.locator("button", has_text="Activate"))
             models.wait_for(state="visible")
             models.locator("table.milady-table tbody tr").first.wait_for()
+            # the newest (only) model is chosen, its benchmark drawn
+            models.locator("img.widget-image >> visible=true").first.wait_for()
             provider = models.locator(".widget-inline-hbox", has_text="Provider model").locator(
                 "input"
             )
@@ -301,7 +411,9 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
             ).check()
             models.locator("button", has_text="Activate").click()
             models.locator(".milady-status[data-kind='ok']", has_text="activated").wait_for()
-            dashboard.screenshot(path=str(ARTIFACTS / "models.png"))
+            time.sleep(0.5)
+            assert _cut_off(models) == []
+            _shoot(dashboard, "models.png")
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
@@ -322,4 +434,5 @@ def test_dashboard_in_jupyterlab(lab: tuple[JupyterProcess, Settings], tiny_mode
     assert config["agents"]["defaults"]["model"]["primary"] == "ollama/milady-demo"
     for name in SHOTS:
         assert (ARTIFACTS / name).stat().st_size > 10_000
+        assert 10_000 < (DOC_IMAGES / name).stat().st_size < DOC_IMAGE_LIMIT
     assert os.environ.get("MILADY_LAB_HOME") != str(settings.home)

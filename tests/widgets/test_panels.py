@@ -462,7 +462,7 @@ def test_models_list_activate_and_errors(backend: LocalData, service: TrainingSe
     assert "(warning: could not check that Ollama has milady-test" in message, message
     assert "127.0.0.1:9" in message, message
     assert service.get_model(plain["id"])["model"]["active"] is True
-    assert "<b>✔</b>" in mm.table.value
+    assert "<b>✓</b>" in mm.table.value
 
 
 @pytest.mark.slow

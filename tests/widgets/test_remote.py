@@ -531,7 +531,7 @@ def test_train_then_benchmark_import_activate_and_roll_back(
         ollama.stop()
     kind, message = mm.last_status
     assert kind == "ok" and message.startswith("activated: the agent now uses ollama/milady-remote")
-    assert local.get_model(model_id)["model"]["active"] is True and "<b>✔</b>" in mm.table.value
+    assert local.get_model(model_id)["model"]["active"] is True and "<b>✓</b>" in mm.table.value
     assert local.list_activations()["activations"][0]["modelId"] == model_id
 
     # roll back: the config as it was, the model no longer active
@@ -540,7 +540,7 @@ def test_train_then_benchmark_import_activate_and_roll_back(
     kind, message = mm.last_status
     assert kind == "ok" and message.startswith(f"rolled back {model_id}"), message
     assert local.get_model(model_id)["model"]["active"] is False
-    assert "<b>✔</b>" not in mm.table.value
+    assert "<b>✓</b>" not in mm.table.value
 
 
 def test_auto_improve_policy_saved_through_the_server(
