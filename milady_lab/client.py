@@ -326,13 +326,15 @@ def _call(
     key: str | None = None,
     params: Mapping[str, int | None] | None = None,
     body: Mapping[str, Any] | None = None,
+    nulls: bool = False,
     **path: str,
 ) -> _Call[Any]:
     """The call of operation ``op_id``: ``path`` fills its path (each id one quoted
-    segment), ``params`` its query (None left out), ``body`` its body (see ``_body``)."""
+    segment), ``params`` its query (None left out), ``body`` its body (see ``_body``;
+    with ``nulls``, a field given as None is sent as null: a partial update's reset)."""
     op = BY_ID[op_id]
     query = {k: v for k, v in (params or {}).items() if v is not None}
-    json = None if op.body is None else _checked(op.body, _body(op.body, body or {}))
+    json = None if op.body is None else _checked(op.body, _body(op.body, body or {}, nulls))
     return _Call(op, op.url(**{k: _seg(v) for k, v in path.items()}), query or None, json, key)
 
 
@@ -341,12 +343,12 @@ def _seg(item_id: str) -> str:
     return urllib.parse.quote(str(item_id), safe="")
 
 
-def _body(kind: type[msgspec.Struct], values: Mapping[str, Any]) -> JsonObject:
-    """The given fields (None: not given) of a ``kind`` body by their wire names; a key may
-    be the field's Python name (``batch_size``) or its wire name (``batchSize``). Only
-    given fields are sent, so the server's defaults hold."""
+def _body(kind: type[msgspec.Struct], values: Mapping[str, Any], nulls: bool = False) -> JsonObject:
+    """The given fields (None: not given, unless ``nulls``) of a ``kind`` body by their wire
+    names; a key may be the field's Python name (``batch_size``) or its wire name
+    (``batchSize``). Only given fields are sent, so the server's defaults hold."""
     names = {f.name: f.encode_name for f in msgspec.structs.fields(kind)}
-    return {names.get(k, k): _json_value(v) for k, v in values.items() if v is not None}
+    return {names.get(k, k): _json_value(v) for k, v in values.items() if nulls or v is not None}
 
 
 def _json_value(value: Any) -> Any:
@@ -558,8 +560,8 @@ class _Operations:
     @_Route
     def set_auto(**policy: Any) -> _Call[AutoAnswer]:
         """Change the auto-improve policy; ``policy`` are its fields (camelCase or
-        snake_case names), the others kept."""
-        return _call("setAuto", body=policy)
+        snake_case names), the others kept; None puts a field back to its default."""
+        return _call("setAuto", body=policy, nulls=True)
 
     @_Route
     def benchmark_model(model_id: str, **options: Any) -> _Call[BenchmarkAnswer]:

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 
-from milady_lab.api.records import Job, Metric
+from milady_lab.api.schema import Job, Metric
 from milady_lab.service import TrainingService
 from milady_lab.training.options import JobOptions
 from milady_lab.training.request import StartJobRequest
@@ -73,7 +73,7 @@ def make_job(job_id: str, status: str, *, options: dict[str, Any] | None = None)
         id=job_id, status=status, dataset_id=(options or {}).get("datasetId"), backend="cpu",
         model=str((options or {}).get("model") or "smollm2-135m-instruct"), created_at=created,
         completed_at=None, progress=0.0, current_iteration=0, total_iterations=total, loss=None,
-        options=options,
+        model_id=None, options=options,
     )  # fmt: skip
 
 

@@ -130,7 +130,7 @@ _DATASET = {"id": "ds-1", "createdAt": 1, "trajectoryCount": 3, "exampleCount": 
 _JOB = {
     "id": "job-1", "status": "queued", "datasetId": "ds-1", "backend": "cpu", "model": "tiny",
     "createdAt": 1, "completedAt": None, "progress": 0.0, "currentIteration": 0,
-    "totalIterations": 5, "loss": None,
+    "totalIterations": 5, "loss": None, "modelId": None,
 }  # fmt: skip
 _SCORES = {"coherence": 0.5, "consistency": 0.5, "helpfulness": 0.5}
 #: What the service (and, unwrapped by the client, the server) answers each action.
@@ -208,7 +208,13 @@ def test_every_struct_field_passes_through_both_sources() -> None:
     REST unchanged, for every field the structs define (a new field needs a sample)."""
     assert set(BUILD_SAMPLE) == set(BUILD_FIELDS) and set(JOB_SAMPLE) == set(JOB_FIELDS)
     small = {
-        "import_ollama": dict.fromkeys(ImportBody.__annotations__, "x"),
+        "import_ollama": {
+            "modelName": "milady-v2",
+            "baseModel": "smollm2",
+            "ollamaUrl": "http://127.0.0.1:1",
+            "mode": "adapter",
+            "quantization": "f16",
+        },
         "activate_model": {
             "providerModel": "ollama/x",
             "force": True,
@@ -217,6 +223,7 @@ def test_every_struct_field_passes_through_both_sources() -> None:
         },
         "benchmark_model": {"datasetId": "ds-1", "maxExamples": 8, "seed": 1},
     }
+    assert set(small["import_ollama"]) == set(ImportBody.__annotations__)
     assert set(small["activate_model"]) == set(ActivateBody.__annotations__)
     assert set(small["benchmark_model"]) == set(BenchmarkBody.__annotations__)
     policy = {"enabled": True, "minNewTrajectories": 5, "cooldownHours": 1.0, "iterations": None,
