@@ -31,7 +31,7 @@ from milady_lab.api.schema import (
     Job,
     JobAnswer,
 )
-from milady_lab.client import TrainingClient
+from milady_lab.client import TrainingClient, TrainingRequestError
 from milady_lab.config import Settings
 from milady_lab.datasets.request import FIELDS as BUILD_FIELDS
 from milady_lab.datasets.request import BuildDatasetRequest, PrivacyRequest
@@ -263,11 +263,12 @@ def test_every_struct_field_passes_through_both_sources() -> None:
     sent.clear()
     remote.preview_dataset({"minReward": "0.5", "purpose": "0.5"})
     remote.start_job({"warmupSteps": "3", "loraAlpha": "16", "targetModules": "q_proj, v_proj"})
-    remote.start_job({"warmupSteps": "1.5", "targetModules": "attention"})
+    # a value that is no number is refused in the server's words, and nothing is sent
+    with pytest.raises(TrainingRequestError, match=r"warmupSteps must be an integer, got '1\.5'"):
+        remote.start_job({"warmupSteps": "1.5", "targetModules": "attention"})
     assert [body for _, body in sent] == [
         {"minReward": 0.5, "purpose": "0.5"},
         {"warmupSteps": 3, "loraAlpha": 16.0, "targetModules": ["q_proj", "v_proj"]},
-        {"warmupSteps": "1.5", "targetModules": "attention"},  # the server's message
     ]
     remote.close()
 
