@@ -167,14 +167,14 @@ def policy_body(body: AgentTrainingConfigRequest | JsonObject | None) -> JsonObj
     from .training.backends import BACKENDS
 
     req = decode.body(body, AgentTrainingConfigRequest, strict=False)
-    out: JsonObject = {}
-    if req.auto_train is not None:
+    out: JsonObject = {}  # the agent's body has no nulls: a field is given or UNSET
+    if not isinstance(req.auto_train, msgspec.UnsetType):
         out["enabled"] = req.auto_train
-    if req.trigger_threshold is not None:
+    if not isinstance(req.trigger_threshold, msgspec.UnsetType):
         out["minNewTrajectories"] = int(req.trigger_threshold)  # floored: it is at least 1
-    if req.trigger_cooldown_hours is not None:
+    if not isinstance(req.trigger_cooldown_hours, msgspec.UnsetType):
         out["cooldownHours"] = req.trigger_cooldown_hours
-    if req.backends is not None:
+    if not isinstance(req.backends, msgspec.UnsetType):
         ours = [n for n in req.backends if isinstance(n, str) and n in BACKENDS]
         out["backend"] = ours[0] if ours else None
     return out

@@ -428,9 +428,10 @@ def test_cli_flags_carry_the_controls(
          "false", "--early-stopping-patience", "2", "--warmup-steps", "0", "--seed", "3",
          "--lora-alpha", "8", "--lora-dropout", "0.1"]
     )  # fmt: skip
-    from milady_lab.cli.jobs import _START_FLAGS
+    from milady_lab.api.schema import StartJobRequest
+    from milady_lab.cli._flags import body_from
 
-    body = {f: getattr(args, a) for a, f in _START_FLAGS.items() if getattr(args, a) is not None}
+    body = body_from(args, StartJobRequest)
     rec = JobOptions.from_body(body, store).to_record()
     assert (rec["maxSeqLength"], rec["targetModules"], rec["saveBest"]) == (
         512,

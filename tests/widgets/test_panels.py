@@ -681,7 +681,7 @@ def test_launcher_training_controls_and_best_marker(
     jl.job = Job(
         id="job-x", status="completed", dataset_id=None, backend="cpu", model="tiny",
         created_at=1, completed_at=2, progress=1.0, current_iteration=4, total_iterations=4,
-        loss=2.1,
+        loss=2.1, model_id=None,
     )  # fmt: skip
     jl._draw(force=True)
     without = jl.curve.value
