@@ -40,6 +40,7 @@ from typing import Any, NotRequired, Protocol, TypedDict
 import msgspec
 
 from .. import validation as v
+from ..api import schema
 from ..errors import InputError, MiladyLabError
 from ..state import EvalStore, StateStore, now_ms
 from .round import ROUND_KINDS, RoundService, RoundSettings, RoundState, Step, advance, fail
@@ -138,7 +139,7 @@ class AutoService(RoundService, Protocol):
 
     store: StateStore
 
-    def preview_dataset(self, body: Any = None) -> dict[str, Any]: ...
+    def preview_dataset(self, body: Any = None) -> schema.DatasetPreview: ...
 
 
 class Decision(TypedDict):
