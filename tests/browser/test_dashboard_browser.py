@@ -7,8 +7,9 @@ trains, cancels the job, and leaves screenshots in ``tests/artifacts/``.
 
 Issue 25's visible items are checked on the way: no label, button or table column of a
 panel is cut off ("iteratio…"), the launcher shows the followed job's options and refuses
-``-5`` iterations beside the field, and each panel's screenshot is also written, small
-(a 256-colour PNG), to ``docs/img/`` for the documentation.
+``-5`` iterations beside the field. ``MILADY_LAB_DOC_IMAGES=1 make test-browser`` also
+writes each panel's screenshot, small (a 256-colour PNG), to ``docs/img/`` for the
+documentation; a plain run leaves the tree clean.
 """
 
 from __future__ import annotations
@@ -203,11 +204,14 @@ def _cut_off(panel) -> list[str]:
 
 
 def _shoot(element, name: str) -> None:
-    """A screenshot in tests/artifacts/, and a 256-colour copy in docs/img/."""
+    """A screenshot in tests/artifacts/; with ``MILADY_LAB_DOC_IMAGES=1`` also a 256-colour
+    copy in docs/img/ (a plain test run leaves the tree as it found it)."""
     from PIL import Image
 
     path = ARTIFACTS / name
     element.screenshot(path=str(path))
+    if os.environ.get("MILADY_LAB_DOC_IMAGES") != "1":
+        return
     with Image.open(path) as image:
         small = image.convert("RGB").quantize(colors=256)
         small.save(DOC_IMAGES / name, optimize=True)
