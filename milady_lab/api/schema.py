@@ -667,7 +667,10 @@ class BenchmarkAnswer(Record):
 
 
 class Event(Record):
-    """One event of ``GET /events`` (and of the state store's event log)."""
+    """One event of ``GET /events`` (and of the state store's event log). An event also
+    carries the fields its kind adds, beside these: a job_progress the metric's
+    (``currentIteration``, ``loss``, ...), a job_failed its ``error``, an auto-improve
+    decision its data."""
 
     seq: Annotated[int, Meta(ge=1)]
     kind: str
