@@ -1,8 +1,10 @@
 """Careless input through the real ``milady-lab`` process (issue 25): every case below is
 one line on stderr that names the cause, exit 1 or 2, and never a traceback. Also the
 activation that tells the truth, the CLI's own flag names in messages, models named by
-name or ``latest``, the base model checked before a job is accepted, and the 409 of a
-second cancel, all as a user at a shell sees them.
+name or ``latest``, the base model checked before a job is accepted, the 409 of a
+second cancel, trajectories that are missing or not a database, a build that counts the
+rows it could not read, and an import into an Ollama that is not running, all as a user
+at a shell sees them.
 
 Each command is a fresh process (``python -c`` over this checkout), as from a shell."""
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from milady_lab.demo import write_demo_db
 from milady_lab.state import StateStore, now_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +93,78 @@ def test_corrupt_state_database(lab: dict[str, Any]) -> None:
         refused(run(lab, *command), 1, str(db), "malformed")
 
 
+# -- trajectories that cannot be read --------------------------------------------------------
+def test_trajectories_that_are_missing_or_not_a_database(
+    lab: dict[str, Any], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such.sqlite"
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(os.urandom(4096))
+    for source, cause in ((missing, "no trajectory database at"), (garbage, "not a database")):
+        for command in (["trajectories", "list"], ["datasets", "build"]):
+            line = refused(run(lab, "--trajectories", str(source), *command), 1, cause)
+            assert str(source) in line and "cannot read the trajectories" in line
+    assert not (lab["home"] / "datasets").exists() or not any((lab["home"] / "datasets").iterdir())
+
+
+def test_build_counts_the_rows_it_could_not_read(lab: dict[str, Any], tmp_path: Path) -> None:
+    """200 scrambled bytes inside one row's steps: the build says it skipped that row
+    (as it does the demo's own rows that are not JSON), never a quietly smaller build."""
+    import sqlite3
+
+    db = write_demo_db(tmp_path / "trajectories.sqlite", count=40, seed=3)
+
+    def build() -> dict[str, Any]:
+        out = run(lab, "--trajectories", str(db), "datasets", "build", "--json")
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return json.loads(out.stdout)["dataset"]
+
+    clean = build()
+    assert clean["skippedRows"] >= 1  # the demo's rows whose steps are not JSON
+    conn = sqlite3.connect(db)
+    (steps,) = conn.execute(
+        "SELECT steps_json FROM trajectories WHERE json_valid(steps_json) ORDER BY id LIMIT 1"
+    ).fetchone()
+    conn.close()
+    head = steps.encode()[:400]
+    data = bytearray(db.read_bytes())
+    assert data.count(head) == 1
+    at = data.find(head)
+    data[at + 100 : at + 300] = random.Random(25).randbytes(200)
+    db.write_bytes(data)
+    scrambled = build()
+    assert scrambled["skippedRows"] == clean["skippedRows"] + 1
+    assert scrambled["trajectoryCount"] == clean["trajectoryCount"] - 1
+    out = run(lab, "--trajectories", str(db), "datasets", "build")
+    assert out.returncode == 0 and f"{scrambled['trajectoryCount']} trajectories" in out.stdout
+    assert out.stderr.strip() == f"skipped {scrambled['skippedRows']} unreadable rows of the source"
+
+
+# -- import into an Ollama that is not there --------------------------------------------------
+def test_import_ollama_without_ollama(lab: dict[str, Any], tmp_path: Path) -> None:
+    from tiny_models import build_bpe_tokenizer
+    from transformers import LlamaConfig
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    base = tmp_path / "base"
+    LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2).save_pretrained(base)  # fmt: skip
+    dead = ["--ollama-url", "http://127.0.0.1:9"]  # nothing listens there
+    model = _model(lab, 1, "milady-v1", adapterPath=str(adapter), baseModel=str(base))
+    # A base folder with no tokenizer: named, before anything is converted.
+    refused(run(lab, "models", "import-ollama", model, *dead), 2, "cannot load the tokenizer",
+            str(base))  # fmt: skip
+    build_bpe_tokenizer(base, ["hello there friend how are you"] * 20, vocab_size=300)
+    # Ollama down: said at once, no phase (converting …) begun, nothing imported.
+    refused(run(lab, "models", "import-ollama", model, *dead), 1,
+            "cannot reach Ollama at http://127.0.0.1:9", "is it running?")  # fmt: skip
+    shown = json.loads(run(lab, "models", "show", model, "--json").stdout)["model"]
+    assert shown.get("ollamaName") is None
+
+
 # -- activation that tells the truth ----------------------------------------------------------
 def _model(lab: dict[str, Any], n: int, name: str, **extra: Any) -> str:
     store = StateStore(lab["home"] / "state.sqlite")
@@ -131,6 +207,18 @@ def test_activation_from_the_shell(lab: dict[str, Any]) -> None:
     )
     refused(run(lab, "models", "activate", model, "--ollama-url", "http://example.com"), 2,
             "loopback")  # fmt: skip
+
+
+def test_activation_of_a_provider_model_never_imported(lab: dict[str, Any]) -> None:
+    """``--provider-model ollama/…`` for a model never imported: done, with a warning."""
+    model = _model(lab, 1, "never-imported")  # no ollamaName
+    dead = ["--ollama-url", "http://127.0.0.1:9"]  # nothing listens there
+    out = run(lab, "models", "activate", model, "--create", "--force", *dead,
+              "--provider-model", "ollama/milady-v1")  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert out.stderr.startswith("milady-lab: warning: could not check that Ollama has milady-v1")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "ollama/milady-v1" in lab["agent_config"].read_text()
 
 
 def test_models_by_name_and_ambiguity(lab: dict[str, Any]) -> None:

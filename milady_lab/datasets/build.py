@@ -295,6 +295,8 @@ class _Tally:
     scanned: int = 0  # read (those the filters select)
     trajectories: int = 0
     examples: int = 0
+    #: Selected rows whose steps text is not JSON at all (a torn or scrambled row).
+    unreadable: int = 0
     #: The build's privacy pass (its counts are the record's ``redactions``).
     privacy: PrivacyPass | None = None
     #: Preference builds: pairs written, labelled lines per rule (``preferences.py``).
@@ -315,6 +317,27 @@ def _parse(batch: pl.DataFrame) -> pl.DataFrame:
     from ..trajectories.parse import llm_calls_from_steps
 
     return llm_calls_from_steps(batch.select("id", "steps"))
+
+
+def _unreadable(batch: pl.DataFrame, parsed: pl.DataFrame) -> int:
+    """Rows of ``batch`` with steps text that is not JSON: counted in the record's
+    ``skippedRows`` rather than passed over as if they had no calls. Only rows that gave
+    no call are decoded again, so a clean batch costs one anti-join."""
+    import msgspec
+
+    texts = (
+        batch.select(pl.col("id").cast(pl.String), pl.col("steps").cast(pl.String))
+        .filter(pl.col("steps").str.strip_chars() != "")
+        .join(parsed.select(pl.col("trajectoryId").alias("id")).unique(), on="id", how="anti")
+        .get_column("steps")
+    )
+    bad = 0
+    for text in texts:
+        try:
+            msgspec.json.decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            bad += 1
+    return bad
 
 
 def _guard(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
@@ -374,6 +397,7 @@ def _example_batches(
     try:
         for batch, parsed in _read_ahead(steps):
             tally.scanned += batch.height
+            tally.unreadable += _unreadable(batch, parsed)
             usable, included = _qualifying(batch, parsed, opts, keep)
             if remaining is not None:
                 included = included.head(remaining)
@@ -849,8 +873,9 @@ def build_dataset(
             path=str(final),
             options=opts.as_body(),
             redactions=tally.privacy.redactions() if tally.privacy else {},
-            # Rows of the source that could not be read (a corrupt archive line).
-            skipped_rows=int(getattr(source, "skipped_rows", 0)),
+            # Rows of the source that could not be read (a corrupt archive line, steps
+            # text that is not JSON).
+            skipped_rows=int(getattr(source, "skipped_rows", 0)) + tally.unreadable,
             kind=opts.kind,  # type: ignore[arg-type]  # one of KINDS, checked by BuildOptions
             pair_count=counts.get("pairCount"),
             label_counts=counts.get("labelCounts"),

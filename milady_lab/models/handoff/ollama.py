@@ -175,11 +175,18 @@ class _Plan:
 
         adapter = require_peft_adapter(model)
         base_path = resolve_base_path(settings, model)
-        config = AutoConfig.from_pretrained(base_path)
+        what = "config"
+        try:  # a base folder without a config or a tokenizer: the user's to fix, not a bug
+            config = AutoConfig.from_pretrained(base_path)
+            what = "tokenizer"
+            tokenizer = AutoTokenizer.from_pretrained(base_path) if req.mode == "model" else None
+        except (OSError, ValueError) as exc:
+            cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise InputError(
+                f"cannot load the {what} of {model['id']}'s base model from {base_path}: {cause}"
+            ) from None
         gguf_architecture(config)
-        chat = None
-        if req.mode == "model":
-            chat = chat_format(AutoTokenizer.from_pretrained(base_path))
+        chat = chat_format(tokenizer) if tokenizer is not None else None
         return cls(settings, model, req, adapter, config, chat)
 
     def write(self, workdir: Path, report: _Reporter) -> Path:
