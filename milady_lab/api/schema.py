@@ -344,7 +344,7 @@ class Dataset(Record):
         Meta(
             description=(
                 "Rows of the source that could not be read (a corrupt line in the "
-                "agent's archive) and were left out"
+                "agent's archive, steps text that is not JSON) and were left out"
             )
         ),
     ] = None
