@@ -692,6 +692,13 @@ def _ids(l_, **body: Any) -> list[str]:
         # UTC days, both ends inclusive: d2 starts 1 ms before 2026-11-03.
         ({"startDate": "2026-11-02", "endDate": "2026-11-02"}, ["c2", "d2"]),
         ({"startDate": "2026-11-05"}, ["c1", "e1"]),
+        # The same day in the user's time zone: Nov 2 in Tokyo is Nov 1 15:00Z to Nov 2
+        # 15:00Z; in New York (DST ended Nov 1) it starts at 05:00Z.
+        ({"startDate": "2026-11-02", "endDate": "2026-11-02", "timeZone": "Asia/Tokyo"}, ["c2"]),
+        (
+            {"startDate": "2026-11-02", "endDate": "2026-11-02", "timeZone": "America/New_York"},
+            ["d2"],
+        ),
         ({"endDate": "2026-10-31"}, ["a1"]),
         # Any case, in the user prompt, the reply or the system prompt.
         ({"search": "weather"}, ["a1", "c2", "d2"]),
@@ -756,6 +763,7 @@ def test_no_trajectory_matching_the_filters_names_them_and_writes_nothing(lab):
         ({"endDate": "yesterday"}, "endDate must be a date"),
         ({"startDate": 20261101}, "startDate must be a string, got 20261101"),
         ({"startDate": "2026-11-03", "endDate": "2026-11-02"}, "is after endDate"),
+        ({"timeZone": "Mars/Olympus"}, "timeZone must be an IANA time zone name"),
         ({"search": "a\x00b"}, "search must not contain control characters"),
         ({"search": "x" * 1001}, "search must be at most 1000 characters long"),
     ],

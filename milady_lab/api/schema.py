@@ -1429,11 +1429,20 @@ class BuildDatasetRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=
     ] = None
     start_date: Annotated[
         Day | None,
-        Meta(description="Only trajectories started on or after this UTC day"),
+        Meta(description="Only trajectories started on or after this day"),
     ] = None
     end_date: Annotated[
         Day | None,
-        Meta(description="Only trajectories started on or before this UTC day"),
+        Meta(description="Only trajectories started on or before this day"),
+    ] = None
+    time_zone: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=64)] | None,
+        Meta(
+            description=(
+                "IANA time zone the startDate/endDate days are in, such as "
+                "Europe/Lisbon (UTC when omitted)"
+            )
+        ),
     ] = None
     search: Annotated[
         Annotated[str, Meta(min_length=1, max_length=1000)] | None,

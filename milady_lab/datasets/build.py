@@ -33,9 +33,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any, TypedDict
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
@@ -105,9 +106,24 @@ def _day(value: Any, field: str) -> date | None:
     raise InputError(f"{field} must be a date as YYYY-MM-DD, got {shown!r}")
 
 
-def day_start_ms(day: date) -> int:
-    """Ms since epoch at the start of a UTC day (the filters' day bounds)."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+def day_start_ms(day: date, zone: tzinfo | None = None) -> int:
+    """Ms since epoch at the start of a day in ``zone`` (UTC when None): the filters' day
+    bounds. A day that starts inside a DST gap starts at its first real instant."""
+    start = datetime(day.year, day.month, day.day, tzinfo=zone or UTC)
+    return int(start.astimezone(UTC).timestamp() * 1000)
+
+
+def time_zone(value: Any, field: str = "timeZone") -> ZoneInfo | None:
+    """An IANA time zone name (``Europe/Lisbon``); None keeps UTC."""
+    name = v.text(value, field, max_length=64)
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"{field} must be an IANA time zone name such as Europe/Lisbon, got {name[:64]!r}"
+        ) from None
 
 
 def text_hit(needle: str, columns: tuple[str, ...] = SEARCH_COLUMNS) -> pl.Expr:
@@ -125,7 +141,8 @@ class BuildOptions:
 
     The filters choose trajectories before the usable-call rule counts them: ``sources``
     and ``statuses`` match the trajectory's fields exactly (any listed value),
-    ``start_day``/``end_day`` bound its start time (UTC days, both inclusive), and
+    ``start_day``/``end_day`` bound its start time (days in ``zone``, UTC when None,
+    both inclusive), and
     ``search`` keeps trajectories with an LLM call whose system prompt, user prompt or
     reply contains the text, ignoring case — the same filters the explorer offers.
     ``shape`` keeps calls by purpose and model and trajectories by reward
@@ -141,6 +158,7 @@ class BuildOptions:
     statuses: tuple[str, ...] | None = None
     start_day: date | None = None
     end_day: date | None = None
+    zone: ZoneInfo | None = None
     search: str | None = None
     privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
     shape: ShapeFilters = field(default_factory=ShapeFilters)
@@ -189,6 +207,7 @@ class BuildOptions:
             statuses=_names(b.get("status"), "status"),
             start_day=start,
             end_day=end,
+            zone=time_zone(b.get("timeZone")),
             search=v.text(b.get("search"), "search", max_length=1000),
             privacy=PrivacyOptions.from_body(b.get("privacy")),
             shape=ShapeFilters.from_body(b, rewards_used=kind != "sft"),
@@ -213,6 +232,8 @@ class BuildOptions:
             body["startDate"] = self.start_day.isoformat()
         if self.end_day is not None:
             body["endDate"] = self.end_day.isoformat()
+        if self.zone is not None and (self.start_day or self.end_day):
+            body["timeZone"] = self.zone.key
         if self.search is not None:
             # Kept with the dataset and shown in messages: redacted like the examples.
             body["search"] = (
@@ -252,8 +273,10 @@ class BuildOptions:
         where = StepsFilter(
             sources=self.sources,
             statuses=self.statuses,
-            start_ms=day_start_ms(self.start_day) if self.start_day else None,
-            end_ms=day_start_ms(self.end_day + timedelta(days=1)) if self.end_day else None,
+            start_ms=day_start_ms(self.start_day, self.zone) if self.start_day else None,
+            end_ms=(
+                day_start_ms(self.end_day + timedelta(days=1), self.zone) if self.end_day else None
+            ),
             scenario_ids=self.scenario_ids,
             batch_ids=self.batch_ids,
             include_archived=self.include_archived,

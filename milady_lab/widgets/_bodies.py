@@ -36,6 +36,7 @@ class BuildBody(TypedDict, total=False):
     status: Names
     startDate: str  # YYYY-MM-DD
     endDate: str
+    timeZone: str  # IANA name, the days' zone
     search: str
     purpose: Names
     model: Names

@@ -80,8 +80,23 @@ def group_summary(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def tokens_over_time(rows: pl.DataFrame) -> tuple[dict[str, tuple[list[int], list[float]]], int]:
-    """Total tokens per group per time bucket, and the bucket size in ms."""
+def wall_clock_ms(zone: str) -> pl.Expr:
+    """``startTime`` as the wall-clock time in ``zone`` (ms, as if that clock were UTC):
+    day buckets of it are the user's local days, DST included."""
+    return (
+        pl.from_epoch(pl.col("startTime"), "ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone(zone)
+        .dt.replace_time_zone(None)
+        .dt.epoch("ms")
+    )
+
+
+def tokens_over_time(
+    rows: pl.DataFrame, zone: str = "UTC"
+) -> tuple[dict[str, tuple[list[int], list[float]]], int]:
+    """Total tokens per group per time bucket of ``zone``'s wall clock (bucket starts as
+    wall-clock ms, see ``wall_clock_ms``), and the bucket size in ms."""
     data = rows.filter(pl.col("startTime").is_not_null())
     if not data.height:
         return {}, BUCKETS_MS[2]
@@ -89,7 +104,7 @@ def tokens_over_time(rows: pl.DataFrame) -> tuple[dict[str, tuple[list[int], lis
     span = int(times.max()) - int(times.min())  # type: ignore[arg-type]
     bucket = next((b for b in BUCKETS_MS if span / b <= 40), BUCKETS_MS[-1])
     grouped = (
-        data.with_columns((pl.col("startTime") // bucket * bucket).alias("bucket"))
+        data.with_columns((wall_clock_ms(zone) // bucket * bucket).alias("bucket"))
         .group_by("group", "bucket")
         .agg(pl.col("tokens").sum())
         .sort("bucket")

@@ -7,8 +7,10 @@ import html
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import ipywidgets as w
+import tzlocal
 
 from ._async import UiRunner
 from ._backend import PanelData, describe_error, make_backend
@@ -52,11 +54,18 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def local_zone() -> ZoneInfo:
+    """The kernel's time zone, by its IANA name (``tzlocal``): what dates, day filters and
+    day buckets use, and what a build is told its days are in (``timeZone``)."""
+    zone = tzlocal.get_localzone()
+    return zone if isinstance(zone, ZoneInfo) else ZoneInfo("UTC")
+
+
 def fmt_ms(ms: Any) -> str:
     """A timestamp in ms since epoch as a short date-time in the kernel's local time zone."""
     if isinstance(ms, bool) or not isinstance(ms, int | float):
         return "—"
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, local_zone()).strftime("%Y-%m-%d %H:%M")
 
 
 def short_model(name: Any) -> str:

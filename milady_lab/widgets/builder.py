@@ -18,7 +18,7 @@ from . import plots
 from ._backend import read_dataset_texts
 from ._bodies import BuildBody
 from ._fields import STYLE, TRAJECTORY_FILTERS, Change, count, trajectory_filters, wrap_row
-from ._panel import Panel, fmt_ms, header, html_table
+from ._panel import Panel, fmt_ms, header, html_table, local_zone
 from ._shape import shape_body, shape_filters
 
 #: Optional filter fields, offered only when the builder accepts them (BuildOptions.FIELDS).
@@ -197,6 +197,8 @@ class DatasetBuilder(Panel):
             if value in (None, "", ANY):
                 continue
             body[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        if "startDate" in body or "endDate" in body:
+            body["timeZone"] = local_zone().key  # the date pickers' days are the user's
         if self.privacy:
             body["privacy"] = {key: bool(box.value) for key, box in self.privacy.items()}
         return body | shape_body(self.shape)

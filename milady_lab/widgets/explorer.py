@@ -16,7 +16,7 @@ from ._backend import as_record, calls_frame
 from ._bodies import BuildBody
 from ._fields import STYLE, TRAJECTORY_FILTERS, Change, count, trajectory_filters, wrap_row
 from ._groups import GROUPS, group_summary, grouped_rows, tokens_over_time
-from ._panel import Panel, esc, fmt_ms, header, html_table
+from ._panel import Panel, esc, fmt_ms, header, html_table, local_zone
 
 ALL = "(all)"
 PAGE_SIZE = 15
@@ -183,10 +183,12 @@ class TrajectoryExplorer(Panel):
             expr &= pl.col("status") == self.status_filter.value
         if self.min_calls.value:
             expr &= pl.col("llmCallCount").fill_null(0) >= int(self.min_calls.value)
+        zone = local_zone()  # the date pickers' days are the user's
         if self.date_from.value:
-            expr &= pl.col("startTime") >= day_start_ms(self.date_from.value)
+            expr &= pl.col("startTime") >= day_start_ms(self.date_from.value, zone)
         if self.date_to.value:
-            expr &= pl.col("startTime") < day_start_ms(self.date_to.value + timedelta(days=1))
+            end = self.date_to.value + timedelta(days=1)
+            expr &= pl.col("startTime") < day_start_ms(end, zone)
         return expr
 
     def filter_body(self) -> BuildBody:
@@ -202,6 +204,8 @@ class TrajectoryExplorer(Panel):
             body["startDate"] = self.date_from.value.isoformat()
         if self.date_to.value:
             body["endDate"] = self.date_to.value.isoformat()
+        if self.date_from.value or self.date_to.value:
+            body["timeZone"] = local_zone().key
         if (self.search.value or "").strip():
             body["search"] = self.search.value.strip()
         return body
@@ -277,7 +281,7 @@ class TrajectoryExplorer(Panel):
                 counts, "LLM calls per trajectory", "LLM calls", integer=True
             )
         rows = grouped_rows(self._frame, self.calls() if key == "purpose" else None, key)
-        series, bucket = tokens_over_time(rows)
+        series, bucket = tokens_over_time(rows, local_zone().key)
         self.tokens_chart.value = plots.tokens_over_time_png(
             series, bucket_ms=bucket, title=f"Tokens over time by {key}"
         )

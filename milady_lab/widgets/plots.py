@@ -101,7 +101,8 @@ def tokens_over_time_png(
     width: float = 4.8,
     height: float = 2.6,
 ) -> bytes:
-    """Stacked bars, one colour per source: ``{source: (bucket start ms, tokens)}``."""
+    """Stacked bars, one colour per source: ``{source: (bucket start ms, tokens)}``, the
+    starts read as wall-clock times (the user's local days)."""
     if not series:
         return message_png(f"{title}: no data", width, height)
     fig = _figure(width, height)
@@ -112,7 +113,8 @@ def tokens_over_time_png(
     for i, (source, (xs, ys)) in enumerate(sorted(series.items())):
         by_bucket = dict(zip(xs, ys, strict=False))
         heights = [float(by_bucket.get(b, 0.0)) for b in buckets]
-        dates = [datetime.fromtimestamp(b / 1000, UTC) for b in buckets]
+        # Wall-clock bucket starts (``_groups.wall_clock_ms``): shown as they are.
+        dates = [datetime.fromtimestamp(b / 1000, UTC).replace(tzinfo=None) for b in buckets]
         ax.bar(
             dates,
             heights,

@@ -289,6 +289,7 @@ FILTER_BAD = [
     ({"endDate": "2026-02-30"}, "endDate must be a date as YYYY-MM-DD"),
     ({"startDate": "2026-03-02", "endDate": "2026-03-01"}, "is after endDate"),
     ({"search": "x" * 1001}, "search must be at most 1000 characters"),
+    ({"timeZone": "../etc/passwd"}, "timeZone must be an IANA time zone name"),
     ({"search": "\u0000"}, "search must not contain control characters"),
     ({"sources": ["chat"]}, "unknown field(s) sources"),
 ]

@@ -10,13 +10,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
 import pytest
+import tzlocal
 from models.ollama_standin import OllamaStandIn
 
 from milady_lab.api.schema import DatasetPreview, Job
+from milady_lab.datasets.build import BuildOptions
 from milady_lab.service import TrainingService
 from milady_lab.widgets import (
     Dashboard,
@@ -27,6 +30,7 @@ from milady_lab.widgets import (
     TrajectoryExplorer,
 )
 from milady_lab.widgets._async import UiRunner
+from milady_lab.widgets._panel import local_zone
 from milady_lab.widgets._backend import as_record
 from milady_lab.widgets.builder import ANY, FILTER_FIELDS
 
@@ -51,7 +55,9 @@ def preview(service: TrainingService, body: dict[str, Any]) -> DatasetPreview:
 # -- explorer -------------------------------------------------------------------------------
 
 
-def test_explorer_lists_pages_and_filters(backend: LocalData, service: TrainingService) -> None:
+def test_explorer_lists_pages_and_filters(
+    backend: LocalData, service: TrainingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ex = TrajectoryExplorer(backend)
     everything = service.trajectories_frame().collect()
     assert ex.frame.height == everything.height == DEMO_COUNT
@@ -82,14 +88,21 @@ def test_explorer_lists_pages_and_filters(backend: LocalData, service: TrainingS
     assert ex.frame.height == everything.filter(pl.col("llmCallCount") >= 3).height
     ex.min_calls.value = 0
 
-    # date range: the day of the newest trajectory only
-    newest = datetime.fromtimestamp(everything.get_column("startTime").max() / 1000, UTC).date()
+    # date range: the day of the newest trajectory only, a day of the user's own time zone
+    tokyo = ZoneInfo("Asia/Tokyo")
+    monkeypatch.setattr(tzlocal, "get_localzone", lambda: tokyo)
+    newest = datetime.fromtimestamp(everything.get_column("startTime").max() / 1000, tokyo).date()
     ex.date_from.value = newest
     ex.date_to.value = newest
-    lo = int(datetime(newest.year, newest.month, newest.day, tzinfo=UTC).timestamp() * 1000)
+    lo = int(datetime(newest.year, newest.month, newest.day, tzinfo=tokyo).timestamp() * 1000)
     hi = lo + int(timedelta(days=1).total_seconds() * 1000)
     expected = everything.filter((pl.col("startTime") >= lo) & (pl.col("startTime") < hi))
     assert ex.frame.height == expected.height > 0
+    body = ex.filter_body()
+    assert body["timeZone"] == "Asia/Tokyo"
+    # the build the explorer hands on bounds the same instants as the explorer shows
+    where = BuildOptions.from_body(body).steps_filter()
+    assert where is not None and (where.start_ms, where.end_ms) == (lo, hi)
     ex.clear_filters()
     assert ex.frame.height == DEMO_COUNT
 
@@ -198,6 +211,7 @@ def test_builder_filters_preview_and_build_like_the_service(
         "source": "chat",
         "status": "completed",
         "startDate": (first + timedelta(days=20)).isoformat(),
+        "timeZone": local_zone().key,  # the date pickers' days are the kernel's
         "search": "the",
         "privacy": {"redact": True, "anonymizeHandles": False},  # the checkboxes' defaults
     }

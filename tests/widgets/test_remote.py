@@ -94,6 +94,7 @@ def test_both_sources_implement_every_action_with_the_same_signature() -> None:
 BUILD_SAMPLE: dict[str, Any] = {
     "limit": 7, "minLlmCallsPerTrajectory": 2, "source": ["chat", "discord"],
     "status": "completed", "startDate": "2026-01-02", "endDate": "2026-03-04",
+    "timeZone": "Europe/Lisbon",
     "search": "weather", "purpose": ["response", "action_selection"], "model": MODELS[0],
     "minReward": 0.25, "rewardField": "aiJudgeReward", "topFraction": 0.5,
     "scenarioId": "sc-1", "batchId": ["b-1", "b-2"], "includeArchived": False,
