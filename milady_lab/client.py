@@ -143,8 +143,9 @@ class BuildFilters(TypedDict, total=False):
 
     source: Names
     status: Names
-    start_date: Day  # a UTC day, inclusive: ``"2026-03-01"`` or a ``datetime.date``
+    start_date: Day  # a day, inclusive: ``"2026-03-01"`` or a ``datetime.date``
     end_date: Day
+    time_zone: str  # the days' IANA zone (``"Europe/Lisbon"``; UTC when omitted)
     search: str  # text in any LLM call's prompts or reply, ignoring case
     purpose: Names  # calls whose purpose or actionType is this
     model: Names  # calls made by this model
