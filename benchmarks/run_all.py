@@ -30,6 +30,7 @@ SCRIPTS = (
     "bench_pglite.py",
     "bench_listing.py",
     "bench_rest_load.py",
+    "bench_rest_build.py",
     "bench_training.py",
 )
 
