@@ -45,6 +45,7 @@ agent-kit:
 	@bash tests/agent_kit/setup.sh
 
 test: venv sysdeps agent-kit
+	@git status --porcelain > $(VENV)/.status-before 2>/dev/null || true
 	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
 	$(DOCS_BUILD)
 	$(BIN)/pytest -q -p no:cacheprovider tests
@@ -52,6 +53,9 @@ test: venv sysdeps agent-kit
 	# out of notebooks/, so the lab's file browser shows only the notebooks.
 	PYTHONPATH=tests/notebooks $(BIN)/pytest -q -p no:cacheprovider -p nbval_setup \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg notebooks/
+	# The tests and the tutorials leave the checkout as they found it (git status unchanged).
+	@git status --porcelain 2>/dev/null | diff $(VENV)/.status-before - \
+		|| { echo "make test changed the checkout: the lines above (> new, < gone)"; exit 1; }
 
 test-fast: venv
 	$(BIN)/pytest -q -m "not slow and not browser" tests
