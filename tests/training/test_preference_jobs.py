@@ -1,7 +1,8 @@
 """Preference training end to end (issue 27): trajectories with scenario groups and
-rewards → a ``pairs`` and a ``labelled`` dataset (REST) → a ``dpo`` job through REST and
-a ``kto`` job through the CLI, on a tiny Llama → the preference metrics in their
-metrics → a registered model imported into the Ollama stand-in like any other."""
+rewards → a ``pairs`` and a ``labelled`` dataset (REST) → a ``dpo`` and a ``kto`` job
+through REST and through the CLI, on a tiny Llama → the preference metrics in their
+metrics → registered models imported into the Ollama stand-in like any other (the
+launcher's jobs: ``tests/widgets/test_launcher_preference.py``)."""
 
 from __future__ import annotations
 
@@ -84,36 +85,7 @@ def _check_metrics(metrics: list[dict[str, Any]], iterations: int) -> None:
         assert _present(m) >= PREFERENCE_KEYS, m
 
 
-def test_dpo_through_rest_and_kto_through_the_cli_then_ollama(
-    client: Any, lab: dict[str, Path], tiny_model: Path
-) -> None:
-    pairs = client.build_dataset(kind="pairs")
-    labelled = client.build_dataset(kind="labelled", label_threshold=0.5)
-    assert pairs["kind"] == "pairs" and pairs["pairCount"] == 8
-    assert labelled["kind"] == "labelled" and sum(labelled["labelCounts"].values()) > 0
-
-    # DPO through REST.
-    started = client.start_job(
-        pairs["id"], backend="cpu", model=str(tiny_model), iterations=3, batch_size=2,
-        learning_rate=1e-3, evalEvery=3, objective="dpo", beta=0.2,
-    )  # fmt: skip
-    dpo = _wait_done(client, started["id"])
-    assert dpo["status"] == "completed", dpo
-    assert dpo["options"]["objective"] == "dpo" and dpo["options"]["beta"] == 0.2
-    _check_metrics(client.job_metrics(dpo["id"]), 3)
-
-    # KTO through the CLI, on the same home, following the job with its bar.
-    flags = ["--backend", "cpu", "--iterations", "3", "--batch-size", "2",
-             "--learning-rate", "1e-3", "--eval-every", "3"]  # fmt: skip
-    argv = [sys.executable, "-c", CLI, "--home", str(lab["home"]), "--trajectories",
-            str(lab["trajectories"]), "--cache", str(lab["cache"]), "jobs", "start",
-            "--dataset-id", labelled["id"], "--model", str(tiny_model), "--objective", "kto",
-            "--beta", "0.5", "--desirable-weight", "1.5", *flags, "--wait", "--json"]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
-    assert out.returncode == 0, out.stderr
-    kto = json.loads(out.stdout[out.stdout.index("{") :])["job"]
-    assert kto["status"] == "completed" and kto["options"]["objective"] == "kto"
-    metrics = client.job_metrics(kto["id"])
+def _check_kto(metrics: list[dict[str, Any]]) -> None:
     assert [m["iteration"] for m in metrics] == [1, 2, 3]
     assert all(m["klEstimate"] >= 0 and m["loss"] > 0 for m in metrics)
     # A KTO batch may hold one label only: each side is reported where the batch has it.
@@ -122,20 +94,60 @@ def test_dpo_through_rest_and_kto_through_the_cli_then_ollama(
     assert all("rewardMargin" in _present(m) for m in metrics
                if {"logpsChosen", "logpsRejected"} <= _present(m))  # fmt: skip
 
-    # Both registered; the DPO one imports into Ollama like any other model.
+
+def test_dpo_and_kto_through_rest_and_the_cli_then_ollama(
+    client: Any, lab: dict[str, Path], tiny_model: Path
+) -> None:
+    pairs = client.build_dataset(kind="pairs")
+    labelled = client.build_dataset(kind="labelled", label_threshold=0.5)
+    assert pairs["kind"] == "pairs" and pairs["pairCount"] == 8
+    assert labelled["kind"] == "labelled" and sum(labelled["labelCounts"].values()) > 0
+    datasets = {"dpo": pairs["id"], "kto": labelled["id"]}
+
+    # Each objective through REST.
+    rest: dict[str, dict[str, Any]] = {}
+    for objective, beta in (("dpo", 0.2), ("kto", 0.5)):
+        started = client.start_job(
+            datasets[objective], backend="cpu", model=str(tiny_model), iterations=3,
+            batch_size=2, learning_rate=1e-3, evalEvery=3, objective=objective, beta=beta,
+        )  # fmt: skip
+        rest[objective] = job = _wait_done(client, started["id"])
+        assert job["status"] == "completed", job
+        assert job["options"]["objective"] == objective and job["options"]["beta"] == beta
+    _check_metrics(client.job_metrics(rest["dpo"]["id"]), 3)
+    _check_kto(client.job_metrics(rest["kto"]["id"]))
+
+    # Each through the CLI, on the same home, following the job with its bar.
+    flags = ["--backend", "cpu", "--iterations", "3", "--batch-size", "2",
+             "--learning-rate", "1e-3", "--eval-every", "3"]  # fmt: skip
+    cli: dict[str, dict[str, Any]] = {}
+    for objective, extra in (("kto", ["--beta", "0.5", "--desirable-weight", "1.5"]),
+                             ("dpo", ["--beta", "0.1"])):  # fmt: skip
+        argv = [sys.executable, "-c", CLI, "--home", str(lab["home"]), "--trajectories",
+                str(lab["trajectories"]), "--cache", str(lab["cache"]), "jobs", "start",
+                "--dataset-id", datasets[objective], "--model", str(tiny_model), "--objective",
+                objective, *extra, *flags, "--wait", "--json"]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+        assert out.returncode == 0, out.stderr
+        cli[objective] = job = json.loads(out.stdout[out.stdout.index("{") :])["job"]
+        assert job["status"] == "completed" and job["options"]["objective"] == objective
+    assert cli["kto"]["options"]["desirableWeight"] == 1.5
+    _check_kto(client.job_metrics(cli["kto"]["id"]))
+    _check_metrics(client.job_metrics(cli["dpo"]["id"]), 3)
+
+    # All four registered; a DPO and a KTO model import into Ollama like any other.
     models = {m["jobId"]: m for m in client.list_models()}
-    assert set(models) == {dpo["id"], kto["id"]}
+    assert set(models) == {j["id"] for j in (*rest.values(), *cli.values())}
     ollama = OllamaStandIn().start()
     try:
-        done = client.import_ollama(models[dpo["id"]]["id"], model_name="milady-dpo",
-                                    ollama_url=ollama.url)  # fmt: skip
+        for objective, job in (("dpo", rest["dpo"]), ("kto", cli["kto"])):
+            name = f"milady-{objective}"
+            done = client.import_ollama(models[job["id"]]["id"], model_name=name,
+                                        ollama_url=ollama.url)  # fmt: skip
+            assert done["ollamaName"] == name and done["id"] == models[job["id"]]["id"]
+            assert name in ollama.models
     finally:
         ollama.stop()
-    assert done["ollamaName"] == "milady-dpo" and done["id"] == models[dpo["id"]]["id"]
-    assert "milady-dpo" in ollama.models
-    assert [m["ollamaName"] for m in client.list_models() if m["jobId"] == dpo["id"]] == [
-        "milady-dpo"
-    ]
 
 
 def test_the_cli_bar_shows_the_preference_figures() -> None:

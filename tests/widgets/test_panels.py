@@ -30,8 +30,8 @@ from milady_lab.widgets import (
     TrajectoryExplorer,
 )
 from milady_lab.widgets._async import UiRunner
-from milady_lab.widgets._panel import local_zone
 from milady_lab.widgets._backend import as_record
+from milady_lab.widgets._panel import local_zone
 from milady_lab.widgets.builder import ANY, FILTER_FIELDS
 
 from .conftest import DEMO_COUNT, register_model, stop_jobs
