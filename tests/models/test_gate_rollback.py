@@ -60,6 +60,31 @@ def config(settings: Settings) -> Path:
     return path
 
 
+def test_a_purpose_that_fell_is_refused_though_the_pooled_scores_rose(
+    settings: Settings, store: StateStore, config: Path, tmp_path: Path
+) -> None:
+    # 30 should_respond examples the model now gets right, 12 replies whose format it broke:
+    # pooled formatValid rose from 12/42 to 30/42, the replies fell from 12/12 to 0/12.
+    tuned = [True] * 30 + [False] * 12
+    base = [False] * 30 + [True] * 12
+    purposes = ["should_respond"] * 30 + ["response"] * 12
+    body = report({"scores": _pe(tuned), "baseline": _pe(base)}, purposes, 0)
+    bench = {"modelId": "x", "completedAt": 1, "examples": 42, **body}
+    pooled = bench["differences"]["baseline"]["formatValid"]
+    assert pooled["low"] > 0  # the pooled gate alone would let it through
+    broke = _model(store, tmp_path, "broke", bench)
+    with pytest.raises(ConflictError) as err:
+        activate(settings, store, broke, None)
+    msg = err.value.message
+    assert "the base model on formatValid for purpose response by 1.00" in msg
+    assert "should_respond" not in msg and config.read_text() == RAW
+    # A purpose with too few examples to judge is not gated on its own.
+    few = report({"scores": _pe(tuned[:35]), "baseline": _pe(base[:35])}, purposes[:35], 0)
+    assert few["byPurpose"]["response"]["counts"]["formatValid"] == 5
+    fine = _model(store, tmp_path, "few", {"modelId": "y", "completedAt": 1, **few})
+    assert activate(settings, store, fine, None)["ok"] is True
+
+
 def test_worse_than_base_is_refused_with_the_reason_and_force_passes(
     settings: Settings, store: StateStore, config: Path, tmp_path: Path
 ) -> None:

@@ -239,7 +239,8 @@ def report(
     pair_wins: Mapping[str, Sequence[bool]] | None = None,
 ) -> ScoreReport:
     """The body's score blocks: each variant's scores, intervals, paired differences
-    of the fine-tuned model against the others, example counts and the per-purpose split;
+    of the fine-tuned model against the others, example counts and the per-purpose split
+    (each purpose's scores and paired differences);
     with ``pair_wins`` (a pairs dataset) each block gains ``preferenceAccuracy``."""
     variants = {k: scores.PerExample.from_dict(v) for k, v in per_example.items()}
     tuned = variants["scores"]
@@ -266,6 +267,12 @@ def report(
                 "examples": len(rows),
                 "counts": scores.counts(tuned.subset(rows)),
                 **{label: scores.summarize(pe.subset(rows)) for label, pe in variants.items()},
+                # the gate looks here too: a purpose can fall while the pooled scores rise
+                "differences": {
+                    label: scores.paired_interval(tuned.subset(rows), pe.subset(rows), seed)
+                    for label, pe in variants.items()
+                    if label != "scores"
+                },
             }
             for purpose, rows in sorted(groups.items())
         },

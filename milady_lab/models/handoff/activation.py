@@ -289,33 +289,57 @@ def check_gate(settings: Settings, store: StateStore, model: Mapping[str, Any]) 
     }
 
 
+#: A purpose is gated on a score when at least this many of its held-out examples count.
+MIN_PURPOSE_EXAMPLES = 8
+
+
 def gate_falls(bench: Mapping[str, Any], active: Mapping[str, Any] | None) -> list[str]:
-    """Each gated score that fell, in words: ``the base model on formatValid by 0.25 (…)``."""
+    """Each gated score that fell, in words: ``the base model on formatValid by 0.25 (…)``,
+    pooled and on each call purpose with at least ``MIN_PURPOSE_EXAMPLES`` counted
+    (``… on formatValid for purpose response …``): a model that gained on one purpose
+    cannot hide breaking another."""
     out: list[str] = []
-    diffs = bench.get("differences") if isinstance(bench.get("differences"), dict) else {}
     refs: list[tuple[str, str]] = [("baseline", "the base model")]
     if active is not None:
         refs.append(("active", f"the active model {active['id']}"))
+    paired_run = active is not None and bench.get("activeModelId") == active["id"]
+    purposes = bench.get("byPurpose") if isinstance(bench.get("byPurpose"), dict) else {}
+    if len(purposes) < 2:  # one purpose is the pooled figure again
+        purposes = {}
     for label, who in refs:
-        paired = (
-            diffs.get(label)
-            if label != "active" or bench.get("activeModelId") == (active or {}).get("id")
-            else None
-        )
-        for name in scores.GATED:
-            d = (paired or {}).get(name) if isinstance(paired, dict) else None
-            if isinstance(d, dict):
-                if d["high"] < 0:
-                    mine = (bench.get("scores") or {}).get(name)
-                    theirs = (bench.get(label) or {}).get(name)
-                    out.append(
-                        f"{who} on {name} by {-d['delta']:.2f} ({theirs:.2f} → {mine:.2f}, "
-                        f"95% interval of the change {d['low']:+.2f}…{d['high']:+.2f})"
-                    )
-            elif label == "active" and paired is None:
+        paired = label != "active" or paired_run
+        out += _paired_falls(bench, label, who, "") if paired else []
+        for purpose, block in sorted(purposes.items()):
+            if paired and isinstance(block, dict):
+                out += _paired_falls(block, label, who, purpose)
+        if not paired:
+            for name in scores.GATED:
                 fell = _unpaired_fall(bench, active, name)
                 if fell:
                     out.append(f"{who} on {name} {fell}")
+    return out
+
+
+def _paired_falls(block: Mapping[str, Any], label: str, who: str, purpose: str) -> list[str]:
+    """The gated scores of ``block`` (a benchmark, or one purpose of it) whose paired
+    interval against ``label`` lies wholly below 0."""
+    diffs = (block.get("differences") or {}).get(label)
+    if not isinstance(diffs, dict):
+        return []
+    counted = block.get("counts") or {}
+    where = f" for purpose {purpose}" if purpose else ""
+    out = []
+    for name in scores.GATED:
+        d = diffs.get(name)
+        few = purpose and (counted.get(name) or 0) < MIN_PURPOSE_EXAMPLES
+        if not isinstance(d, dict) or few or d["high"] >= 0:
+            continue
+        mine = (block.get("scores") or {}).get(name)
+        theirs = (block.get(label) or {}).get(name)
+        out.append(
+            f"{who} on {name}{where} by {-d['delta']:.2f} ({theirs:.2f} → {mine:.2f}, "
+            f"95% interval of the change {d['low']:+.2f}…{d['high']:+.2f})"
+        )
     return out
 
 
