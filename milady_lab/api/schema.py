@@ -648,13 +648,37 @@ class BenchmarkAnswer(Record):
         Meta(
             description=(
                 "examples counted by formatValid and actionAccuracy; "
-                "preferenceAccuracy: the held-out pairs scored (a pairs dataset)"
+                "preferenceAccuracy: the held-out pairs scored (a pairs dataset); "
+                "cutByCap: per variant, replies the generation cap stopped"
             )
         ),
     ] = None
     by_purpose: Annotated[
         JsonObject | None,
-        Meta(description="per call purpose: examples, counts and each variant's scores"),
+        Meta(
+            description=(
+                "per call purpose: examples, counts, each variant's scores and the "
+                "fine-tuned model's paired differences (the gate looks at each purpose)"
+            )
+        ),
+    ] = None
+    macro: Annotated[
+        JsonObject | None,
+        Meta(
+            description=(
+                "per variant, each score averaged over the purposes (each purpose weighs "
+                "the same), beside the pooled scores"
+            )
+        ),
+    ] = None
+    samples: Annotated[
+        JsonObject | None,
+        Meta(
+            description=(
+                "a few replies per purpose: the prompt's end, the agent's reply and each "
+                "variant's (redacted), to see what the figures mean"
+            )
+        ),
     ] = None
     active_model_id: str | None = None
     dataset_id: Annotated[

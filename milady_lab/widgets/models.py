@@ -37,6 +37,37 @@ def score_map(scores: Scores | None) -> dict[str, float]:
     return {k: float(v) for k, v in scores.items() if v is not None} if scores else {}
 
 
+SAMPLE_COLUMNS = (
+    ("promptEnd", "prompt (its end)"),
+    ("reference", "the agent's reply"),
+    ("scores", "fine-tuned"),
+    ("baseline", "base"),
+    ("active", "active"),
+)
+
+
+SAMPLE_STYLE = "white-space: pre-wrap; max-width: 260px; margin: 0; font-size: 11px"
+
+
+def samples_html(samples: Any) -> str:
+    """The benchmark's replies per purpose, each purpose folded (``<details>``)."""
+    if not isinstance(samples, dict) or not samples:
+        return ""
+    parts = ["<b>Replies behind the figures</b> (held-out examples, redacted)"]
+    for purpose, rows in samples.items():
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        cols = [(k, label) for k, label in SAMPLE_COLUMNS if any(k in r for r in rows)]
+        table = html_table(
+            [label for _, label in cols],
+            [[Raw(f"<pre style='{SAMPLE_STYLE}'>{esc(str(r.get(k, '')))}</pre>") for k, _ in cols]
+             for r in rows],
+        )  # fmt: skip
+        parts.append(
+            f"<details><summary>{esc(str(purpose))} ({len(rows)})</summary>{table}</details>"
+        )
+    return "".join(parts)
+
+
 def benchmark_of(model: Model) -> tuple[dict[str, float], dict[str, float]]:
     """(scores, baseline) stored on a model record, or two empty dicts."""
     bench = model.benchmark
@@ -87,6 +118,8 @@ class ModelManager(Panel):
         self.chart = w.Image(format="png", layout=w.Layout(width="500px", display="none"))
         self._add_engine_controls()
         self.bench_note = w.HTML()
+        #: A few replies per purpose behind the chart's figures (the benchmark's samples).
+        self.samples = w.HTML()
         # The policy lives in the state store: the server's watcher runs it, not this panel.
         self.auto = AutoImprovePanel(self.backend, runner=self.runner)
         self.auto_section = w.Accordion(children=[self.auto], titles=("Auto-improve",))
@@ -133,6 +166,7 @@ class ModelManager(Panel):
             self.status_line,
             self.bench_note,
             self.chart,
+            self.samples,
             w.HBox([w.HTML("<b>Try it before activating</b>"), self.chat_button]),
             self.chat_area,
             self.auto_section,
@@ -264,8 +298,10 @@ class ModelManager(Panel):
             )
             self.chart.layout.display = ""
             self.bench_note.value = ""
+            self.samples.value = samples_html(bench.samples)
         else:
             self.chart.layout.display = "none"
+            self.samples.value = ""
             self.bench_note.value = (
                 f"<i>{model.name} has no benchmark yet: Benchmark scores it and its base "
                 "model on held-out replies.</i>"

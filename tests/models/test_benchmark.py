@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def test_encode_splits_at_the_assistant_turn(tiny_base: Path) -> None:
     e = bench.encode(tok, chat, 0)
     assert tok.decode(e.prompt_ids).endswith("<|im_start|>assistant\n")
     assert tok.decode(e.reply_ids) == "<response>yo</response><|im_end|>"
-    assert e.max_new == min(160, -(-3 * len(e.reply_ids) // 2))
+    # the cap follows the reference: 1.5x its tokens plus room for the format's tags
+    assert e.max_new == -(-3 * len(e.reply_ids) // 2) + bench.NEW_TOKENS_SLACK
 
 
 def test_load_examples_sample_is_seeded(tmp_path: Path) -> None:
@@ -197,3 +199,36 @@ def test_worker_crash_is_an_error_and_nothing_stored(
     assert info.value.status == 503  # the worker's failure, not a bug: the message says why
     assert store.get_model(m["id"])["benchmark"] is None
     assert list(settings.home.glob(".benchmark-*")) == []
+
+
+def test_the_held_out_sample_is_stratified_by_purpose() -> None:
+    purposes = ["response"] * 90 + ["should_respond"] * 30 + ["reflection"] * 3 + ["plan"] * 7
+    keep = bench.stratified(purposes, 32, seed=5)
+    assert len(keep) == 32 == len(set(keep)) and keep == sorted(keep)
+    got = Counter(purposes[i] for i in keep)
+    # every purpose its minimum (reflection has only 3), the rest by share
+    assert got["reflection"] == 3 and got["plan"] >= bench.MIN_PER_PURPOSE
+    assert got["response"] > got["should_respond"] >= bench.MIN_PER_PURPOSE
+    assert bench.stratified(purposes, 32, seed=5) == keep  # seeded
+    assert sorted(bench.stratified(purposes, 130, seed=1)) == list(range(130))
+
+
+def test_stored_samples_show_each_purpose_redacted() -> None:
+    secret = "sk-ant-api03-" + "a1B2" * 20
+    chats = [
+        [{"role": "user", "content": f"q{i} {secret if i == 0 else ''}"},
+         {"role": "assistant", "content": f"ref{i}"}]
+        for i in range(5)
+    ]  # fmt: skip
+    per = {
+        "scores": {"replies": [f"tuned{i}" for i in range(5)]},
+        "baseline": {"replies": [f"base{i}" for i in range(5)]},
+    }
+    purposes = ["response", "response", "response", "reflection", ""]
+    samples = bench.reply_samples(per, chats, purposes)
+    assert list(samples) == ["reflection", "response", "unknown"]
+    assert len(samples["response"]) == bench.SAMPLES_PER_PURPOSE
+    first = samples["response"][0]
+    assert (first["reference"], first["scores"], first["baseline"]) == ("ref0", "tuned0", "base0")
+    assert secret not in first["promptEnd"] and first["promptEnd"].startswith("q0 ")
+    assert samples["reflection"][0]["scores"] == "tuned3"

@@ -179,7 +179,14 @@ def test_report_splits_by_purpose() -> None:
     purposes = ["response", "response", "action_selection", ""]
     body = report({"scores": tuned.as_dict(), "baseline": base.as_dict()}, purposes, 0)
     assert body["active"] is None and "active" not in body["differences"]
-    assert body["counts"] == {"formatValid": 3, "actionAccuracy": 2}
+    assert body["counts"] == {
+        "formatValid": 3,
+        "actionAccuracy": 2,
+        "cutByCap": {"baseline": 0, "scores": 0},  # _pe has no generation record
+    }
+    # macro: each purpose weighs the same (1.0 and 0.0; "unknown" counts none) vs pooled 2/3
+    assert body["macro"]["scores"]["formatValid"] == 0.5
+    assert body["scores"]["formatValid"] == round(2 / 3, 4)
     split = body["byPurpose"]
     assert set(split) == {"response", "action_selection", "unknown"}
     assert split["response"]["examples"] == 2

@@ -503,6 +503,11 @@ def test_models_benchmark_shows_bars(
     assert mm.chart.layout.display == "" and is_png(mm.chart.value)
     assert "(" in mm.table.value  # scores with the base model's in brackets
     assert not mm.benchmark_button.disabled
+    # the replies behind the figures, per purpose, as the benchmark stored them
+    stored = service.list_benchmarks(service.list_models()["models"][0]["id"]).benchmarks[0]
+    purpose, rows = next(iter(stored.samples.items()))
+    assert f"<summary>{html.escape(purpose)} ({len(rows)})</summary>" in mm.samples.value
+    assert html.escape(rows[0]["reference"][:40]) in mm.samples.value
 
 
 def test_models_empty_state(backend: LocalData) -> None:

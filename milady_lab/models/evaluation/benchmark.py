@@ -54,10 +54,16 @@ from . import scores
 
 DEFAULT_EXAMPLES = 32
 MAX_EXAMPLES = 1000
-MAX_NEW_TOKENS = 160
 NEW_TOKENS_FACTOR = 1.5
+NEW_TOKENS_SLACK = 16  # a short reference still leaves room for the format's tags
 MAX_PROMPT_TOKENS = 1536  # longer prompts keep their last tokens
 MAX_REPLY_TOKENS = 512
+MAX_NEW_TOKENS = math.ceil(NEW_TOKENS_FACTOR * MAX_REPLY_TOKENS) + NEW_TOKENS_SLACK
+#: Each purpose gets at least this many of the sampled held-out examples (all it has, if fewer).
+MIN_PER_PURPOSE = 4
+#: Replies kept per purpose in the stored benchmark (the model manager shows them).
+SAMPLES_PER_PURPOSE = 2
+SAMPLE_CHARS = 600
 BATCH_SIZE = 32
 LOGITS_BUDGET = 2**28  # floats of reply logits held at once (1 GiB): caps the batch
 MIN_PREFIX_TOKENS = 16
@@ -120,8 +126,9 @@ class ScoreReport(TypedDict):
     active: ScoreBlock | None
     intervals: dict[str, dict[str, list[float] | None]]
     differences: dict[str, dict[str, dict[str, float] | None]]
-    counts: dict[str, int]
+    counts: JsonObject
     byPurpose: dict[str, JsonObject]
+    macro: NotRequired[dict[str, JsonObject]]
 
 
 class Benchmark(ScoreReport):
@@ -135,6 +142,7 @@ class Benchmark(ScoreReport):
     datasetId: str
     seed: int
     durationSeconds: float
+    samples: JsonObject
 
 
 # -- service side ---------------------------------------------------------------------------
@@ -195,6 +203,7 @@ def run_benchmark(
     body_out: Benchmark = {
         "modelId": model["id"],
         **report(result["perExample"], purposes, seed, result.get("pairWins")),
+        "samples": reply_samples(result["perExample"], chats, purposes),
         "activeModelId": None if active is None else active["modelId"],
         "completedAt": now_ms(),
         "examples": result["examples"],
@@ -261,7 +270,14 @@ def report(
             for label in ("baseline", "active")
             if label in variants
         },
-        "counts": scores.counts(tuned),
+        "counts": {
+            **scores.counts(tuned),
+            # replies the generation cap stopped (not their own end), per variant
+            "cutByCap": {
+                label: sum(map(bool, per_example[label].get("cut") or []))
+                for label in sorted(variants)
+            },
+        },
         "byPurpose": {
             purpose: {
                 "examples": len(rows),
@@ -277,9 +293,56 @@ def report(
             for purpose, rows in sorted(groups.items())
         },
     }
+    body["macro"] = {label: macro_average(pe, groups) for label, pe in sorted(variants.items())}
     if pair_wins:
         add_preference(body, pair_wins, seed)
     return body
+
+
+def macro_average(pe: scores.PerExample, groups: Mapping[str, Sequence[int]]) -> JsonObject:
+    """Each score averaged over the purposes (each purpose weighs the same, however many
+    examples it has), beside the pooled scores where the common purpose dominates;
+    a purpose where a score counts no example is left out of that score's average."""
+    per = [scores.summarize(pe.subset(rows)) for rows in groups.values()]
+    out: JsonObject = {}
+    for name in per[0] if per else ():
+        values = [p[name] for p in per if p[name] is not None]
+        out[name] = round(sum(values) / len(values), 4) if values else None
+    return out
+
+
+def reply_samples(
+    per_example: Mapping[str, Mapping[str, list[Any]]],
+    chats: Sequence[Sequence[Message]],
+    purposes: Sequence[str],
+) -> JsonObject:
+    """A few replies per purpose, so an operator can see what the figures mean: the end
+    of the prompt, the agent's reply and each variant's, cut to ``SAMPLE_CHARS`` and
+    redacted like a dataset (secrets and contacts)."""
+    from ...privacy import redact_texts
+
+    labels = sorted(label for label in per_example if per_example[label].get("replies"))
+    picked: dict[str, list[int]] = {}
+    for i, purpose in enumerate(purposes):
+        if len(picked.setdefault(purpose or "unknown", [])) < SAMPLES_PER_PURPOSE:
+            picked[purpose or "unknown"].append(i)
+    picked = dict(sorted(picked.items()))
+    texts: list[str | None] = []
+    for rows in picked.values():
+        for i in rows:
+            prompt = chats[i][-2]["content"] if len(chats[i]) > 1 else ""
+            texts.append(prompt[-SAMPLE_CHARS:])
+            texts.append(chats[i][-1]["content"][:SAMPLE_CHARS])
+            texts += [per_example[label]["replies"][i][:SAMPLE_CHARS] for label in labels]
+    clean = iter(redact_texts(texts)[0])
+    return {
+        purpose: [
+            {"promptEnd": next(clean), "reference": next(clean)}
+            | {label: next(clean) for label in labels}
+            for _ in rows
+        ]
+        for purpose, rows in picked.items()
+    }
 
 
 def add_preference(body: ScoreReport, wins: Mapping[str, Sequence[bool]], seed: int) -> None:
@@ -446,9 +509,38 @@ def _sampled_lines(
                 purpose = meta.get("purpose")
                 purposes.append(purpose[:100] if isinstance(purpose, str) else "")
     if len(items) > max_examples:
-        keep = sorted(random.Random(seed).sample(range(len(items)), max_examples))
+        keep = stratified(purposes, max_examples, seed)
         items, purposes = [items[i] for i in keep], [purposes[i] for i in keep]
     return items, purposes
+
+
+def stratified(purposes: Sequence[str], size: int, seed: int) -> list[int]:
+    """A seeded sample of ``size`` row indexes (in file order), stratified by purpose:
+    each purpose first gets ``MIN_PER_PURPOSE`` rows (all, if it has fewer; the rarest
+    first when ``size`` cannot cover every purpose), the rest goes to purposes in
+    proportion to their share (largest remainders)."""
+    rng = random.Random(seed)
+    rows: dict[str, list[int]] = {}
+    for i, purpose in enumerate(purposes):
+        rows.setdefault(purpose, []).append(i)
+    for found in rows.values():
+        rng.shuffle(found)
+    take = dict.fromkeys(rows, 0)
+    left = size
+    for purpose in sorted(rows, key=lambda p: (len(rows[p]), p)):
+        take[purpose] = min(MIN_PER_PURPOSE, len(rows[purpose]), left)
+        left -= take[purpose]
+    spare = {p: len(rows[p]) - take[p] for p in rows}
+    total = sum(spare.values())
+    if left and total:
+        shares = {p: left * spare[p] / total for p in rows}
+        extra = {p: min(spare[p], math.floor(shares[p])) for p in rows}
+        rest = left - sum(extra.values())
+        for p in sorted(rows, key=lambda p: (extra[p] - shares[p], p)):
+            if rest and extra[p] < spare[p]:
+                extra[p], rest = extra[p] + 1, rest - 1
+        take = {p: take[p] + extra[p] for p in rows}
+    return sorted(i for p, found in rows.items() for i in found[: take[p]])
 
 
 def load_examples_with_purpose(
@@ -548,7 +640,8 @@ def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Exa
         reply_text = reference + (tokenizer.eos_token or "")
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][-MAX_PROMPT_TOKENS:]
     reply_ids = tokenizer(reply_text, add_special_tokens=False)["input_ids"][:MAX_REPLY_TOKENS]
-    max_new = max(1, min(MAX_NEW_TOKENS, math.ceil(NEW_TOKENS_FACTOR * len(reply_ids))))
+    # The cap follows the reference: long replies (reflection) are not cut by construction.
+    max_new = min(MAX_NEW_TOKENS, math.ceil(NEW_TOKENS_FACTOR * len(reply_ids)) + NEW_TOKENS_SLACK)
     return Example(index, prompt_ids, reply_ids, reference, max_new)
 
 
@@ -790,6 +883,7 @@ def _score_variant(
     nll_of: dict[int, float] = {}
     tokens_of: dict[int, int] = {}
     replies: dict[int, str] = {}
+    cut: dict[int, bool] = {}
     with torch.inference_mode():
         prefix = encode_prefix(model, shared_prefix(examples))
         for start in range(0, len(examples), batch_size):
@@ -798,6 +892,7 @@ def _score_variant(
             for e, n_, c, toks in zip(batch, nll, counts, generated, strict=True):
                 nll_of[e.index], tokens_of[e.index] = n_, c
                 replies[e.index] = tokenizer.decode(toks, skip_special_tokens=True).strip()
+                cut[e.index] = len(toks) >= e.max_new  # stopped by the cap, not by itself
             if on_batch is not None:
                 on_batch(len(batch))
     order = sorted(replies)
@@ -808,7 +903,7 @@ def _score_variant(
         [nll_of[i] for i in order],
         [tokens_of[i] for i in order],
     )
-    return per.as_dict()
+    return {**per.as_dict(), "replies": [replies[i] for i in order], "cut": [cut[i] for i in order]}
 
 
 def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):
