@@ -38,11 +38,16 @@ TAIL = "<|im_end|>\n<|im_start|>assistant\n" + REPLY + "<|im_end|>\n"
 
 
 def turn(i: int, n: int) -> str:
-    """Conversation line ``i`` of ``n`` as elizaOS writes it; every third one spans two lines."""
+    """Conversation line ``i`` of ``n`` as elizaOS's ``formatMessages`` writes it; some
+    span two lines, some carry the agent's actions or thought, one has actions only."""
     who = SPEAKERS[i % 3]
+    head = f"{10 + i // 60:02d}:{i % 60:02d} ({n - i} minutes ago) [{i:08x}-4bd1-8e3f-{i:012x}]"
+    if i == 7:
+        return f"{head} (Milady's actions: IGNORE)"
     more = f"\nand a second line of message {i}" if i % 3 == 2 else ""
-    said = f"turn{i} talks about the colour of thing {i}{more}"
-    return f"({n - i} minutes ago) [{i:08x}] {who}: {said}"
+    if who == "Milady" and i % 2:
+        more += f"\n(Milady's internal thought: thing {i} matters)\n (Milady's actions: REPLY)"
+    return f"{head} {who}: turn{i} talks about the colour of thing {i}{more}"
 
 
 def agent_prompt(n: int, context: str = "") -> str:
@@ -112,7 +117,7 @@ def test_a_long_agent_prompt_loses_its_oldest_turns_and_keeps_format_and_reply(t
     k = cuts.turns
     assert cuts == Cuts(turns=k, truncated=False) and 2 < k < 29
     text = tok.decode(ex.input_ids)
-    kept = [i for i in range(30) if f"turn{i} " in text]
+    kept = [i for i in range(30) if f"[{i:08x}-" in text]
     assert kept == list(range(k, 30))  # the newest turns, whole; the oldest gone
     assert SYSTEM in text and "task: Generate dialog" in text and FORMAT in text
     assert trained(tok, ex) == REPLY + "<|im_end|>" and text.endswith(TAIL)

@@ -17,11 +17,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: One line of a conversation: an optional ``(time)`` and ``[id]``, a speaker, ``: `` and
-#: text. A speaker is a name, not a TOON key (``topics[0]``) or a list item (``- name``).
+#: The line that starts a turn, as elizaOS's ``formatMessages`` writes it (``14:05 (5
+#: minutes ago) [entity id] Name: text``, or ``... [id] (Name's actions: REPLY)`` for a
+#: message with actions only) or plainly ``Name: text``. A speaker is a name, not a TOON
+#: key (``topics[0]``) nor a list item (``- name``); the lines that follow (the
+#: message's next lines, its ``(Name's internal thought: ...)``) continue the turn.
 _SPEAKER = re.compile(
+    r"(?:\d{1,2}:\d{2}(?::\d{2})?[ \t]+)?"
     r"(?:\((?P<time>[^()\n]{1,40})\)[ \t]+)?(?:\[(?P<id>[^\[\]\n]{1,80})\][ \t]+)?"
-    r"(?P<name>\w[\w .'@-]{0,39}?):[ \t]+\S"
+    r"(?:(?P<name>\w[\w .'@()-]{0,39}?):[ \t]+\S|\((?P<actor>\w[\w .'@-]{0,39}?)'s actions: )"
 )
 #: A header that introduces a conversation (``# Conversation Messages``, ``recent
 #: conversation:``, ``recent_messages:``, ``# Recent Interactions:``), not the
@@ -70,15 +74,23 @@ class _Run:
     after_example: bool  # right after a line that mentions an example
 
 
+def _turn_start(line: str) -> re.Match[str] | None:
+    """The speaker of ``line`` when it starts a turn (an ``(Name's actions: ...)`` line
+    without its time or id continues the turn above)."""
+    m = _SPEAKER.match(line)
+    return None if m is None or (m["actor"] and not (m["time"] or m["id"])) else m
+
+
 def _continues(lines: list[str], k: int) -> bool:
     """Whether line ``k`` continues the message above it: text that is neither another
     turn nor a section, or blank lines that another turn follows."""
-    if _SPEAKER.match(lines[k]):
+    if _turn_start(lines[k]):
         return False
     if lines[k].strip():
         return not _SECTION.match(lines[k])
-    nxt = next((line for line in lines[k:] if line.strip()), "")
-    return bool(_SPEAKER.match(nxt))
+    while k < len(lines) and not lines[k].strip():
+        k += 1
+    return k < len(lines) and bool(_turn_start(lines[k]))
 
 
 def _runs(lines: list[str]) -> list[_Run]:
@@ -86,16 +98,19 @@ def _runs(lines: list[str]) -> list[_Run]:
     runs: list[_Run] = []
     i = 0
     while i < len(lines):
-        if not _SPEAKER.match(lines[i]):
+        if not _turn_start(lines[i]):
             i += 1
             continue
-        before = next((line for line in reversed(lines[:i]) if line.strip()), "")
+        b = i - 1
+        while b >= 0 and not lines[b].strip():
+            b -= 1
+        before = lines[b] if b >= 0 else ""
         turns: list[tuple[int, int]] = []
         names: list[str] = []
         prefixed = True
         j = i
-        while j < len(lines) and (m := _SPEAKER.match(lines[j])):
-            names.append(m["name"].strip().lower())
+        while j < len(lines) and (m := _turn_start(lines[j])):
+            names.append((m["name"] or m["actor"]).strip().lower())
             prefixed = prefixed and bool(m["time"] or m["id"])
             k = j + 1
             while k < len(lines) and _continues(lines, k):
