@@ -200,11 +200,12 @@ def _prompt_index(messages: list[Message]) -> int | None:
 def _without_old_turns(
     tokenizer: Any, messages: list[Message], tools: Any, p: int, enc: _Encoded, max_len: int
 ) -> tuple[_Encoded, list[Message], int]:
-    """``messages`` with the fewest oldest conversation turns of prompt ``p`` dropped
-    that make it fit ``max_len`` (the newest turn always stays), its encoding and the
-    number dropped. Each turn is tokenised once, alone, to estimate what dropping it
-    saves; the shortened example is tokenised again to check, and a turn more goes
-    only when the estimate fell short (a merge across a line break)."""
+    """``messages`` without the oldest conversation turns of prompt ``p`` that keep it
+    over ``max_len`` (the newest turn always stays), its encoding and the number dropped.
+
+    Each turn is tokenised once, alone: the fewest oldest turns whose tokens cover the
+    excess go, the shortened example is tokenised again to check, and more go only when
+    that estimate fell short (tokens merging across a line break)."""
     text = messages[p]["content"]
     turns = prompt_layout(text).turns
     if len(turns) < 2:
