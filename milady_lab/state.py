@@ -218,6 +218,9 @@ _JOB = _cols(
     "stopReason",
     "truncatedExamples",
     "droppedExamples",
+    # Truncation that keeps what matters (issue 26): the prompts' oldest turns go first.
+    "shortenedExamples",
+    "droppedTurns",
     "lastAdapterPath",
     "stage",
 )
@@ -328,6 +331,9 @@ _ADDED_COLUMNS = (
     ("jobs", "stage", "TEXT"),
     # Activation warnings (issue 25): an ``ollama/…`` model Ollama did not list.
     ("activations", "warnings", "TEXT"),
+    # Truncation that keeps what matters (issue 26).
+    ("jobs", "shortened_examples", "INTEGER"),
+    ("jobs", "dropped_turns", "INTEGER"),
 )
 
 

@@ -434,15 +434,35 @@ class Job(Record, kw_only=True):
         Meta(description="The run ended before totalIterations because valLoss stopped improving"),
     ] = None
     stop_reason: str | None = None
+    shortened_examples: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        Meta(
+            description=(
+                "Training examples that lost the oldest conversation turns of their "
+                "prompt to fit maxSeqLength (the newest turn, the format instructions "
+                "and the reply stay)"
+            )
+        ),
+    ] = None
+    dropped_turns: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        Meta(description="Conversation turns those shortenedExamples lost, all together"),
+    ] = None
     truncated_examples: Annotated[
         Annotated[int, Meta(ge=0)] | None,
-        Meta(description="Training examples cut from the left to maxSeqLength"),
+        Meta(
+            description=(
+                "Training examples cut from the left to maxSeqLength: those with no "
+                "conversation turns to drop, or still too long without them"
+            )
+        ),
     ] = None
     dropped_examples: Annotated[
         Annotated[int, Meta(ge=0)] | None,
         Meta(
             description=(
-                "Training examples left out: their reply alone is longer than maxSeqLength"
+                "Training examples left out: their reply with the prompt's format "
+                "instructions is longer than maxSeqLength"
             )
         ),
     ] = None
@@ -1246,10 +1266,12 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
         Annotated[int, Meta(ge=16, le=MAX_SEQ_LENGTH)] | None,
         Meta(
             description=(
-                "Tokens per example (default 2048). Longer examples lose tokens "
-                "from the left of the prompt, never the reply; one whose reply "
-                "alone is longer is dropped. The job reports truncatedExamples and "
-                "droppedExamples"
+                "Tokens per example (default 2048). A longer example first loses "
+                "the oldest conversation turns inside its prompt (the newest stays), "
+                "then tokens from the left of the prompt, never the prompt's format "
+                "instructions nor the reply; one whose reply with those instructions "
+                "is longer is dropped. The job reports shortenedExamples, "
+                "droppedTurns, truncatedExamples and droppedExamples"
             )
         ),
     ] = None

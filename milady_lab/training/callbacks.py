@@ -44,6 +44,8 @@ class MetricPoint(PreferenceFigures, total=False):
 class RunSummary(TypedDict, total=False):
     """Figures about a run as a whole, kept on the job record (``schema.Job``)."""
 
+    shortenedExamples: int
+    droppedTurns: int
     truncatedExamples: int
     droppedExamples: int
     bestIteration: int
@@ -81,7 +83,8 @@ class TrainingCallback:
 
     def on_summary(self, fields: RunSummary) -> None:
         """Figures about the run as a whole, kept on the job record as they change:
-        ``truncatedExamples``, ``droppedExamples``, ``bestIteration``, ``bestValLoss``."""
+        ``shortenedExamples``, ``droppedTurns``, ``truncatedExamples``,
+        ``droppedExamples``, ``bestIteration``, ``bestValLoss``."""
 
     def should_stop(self) -> bool:
         """Polled between steps; True ends the run early (cancel)."""

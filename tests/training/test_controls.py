@@ -201,7 +201,9 @@ def test_truncation_cuts_the_prompt_from_the_left_and_keeps_the_reply(
     cb = RecordingCallback()
     spec = make_spec(tiny_llama_dir, data, tmp_path, max_seq_length=64)
     train_and_val_examples(spec, tok, cb)
-    assert cb.summary == {"truncatedExamples": 1, "droppedExamples": 1}
+    assert cb.summary == {
+        "shortenedExamples": 0, "droppedTurns": 0, "truncatedExamples": 1, "droppedExamples": 1,
+    }  # fmt: skip
 
 
 def test_three_turn_mask_on_both_backends(tiny_llama_dir: Path) -> None:
@@ -398,6 +400,7 @@ def test_a_job_trains_for_its_epochs_and_registers_the_best_adapter(
     assert (done["bestIteration"], model["bestIteration"]) == (best_it, best_it)
     assert model["bestValLoss"] == pytest.approx(best_val) == done["bestValLoss"]
     assert done["stoppedEarly"] is False and done["truncatedExamples"] == 0
+    assert (done["shortenedExamples"], done["droppedTurns"]) == (0, 0)  # recorded, none cut
     last = Path(done["lastAdapterPath"])
     assert last.parent == settings.jobs_dir / job["id"] and (last / "adapter_config.json").is_file()
     registered = _val_loss_of(

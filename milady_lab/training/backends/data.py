@@ -10,21 +10,24 @@ and an assistant turn's tool calls train like its text.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...api.schema import JsonObject
 from ...datasets.files import Message, line_messages, read_lines
 from ...errors import InputError
 from .chat_tools import TemplateError, render_tool_use
+from .prompt_turns import prompt_layout, without_turns
 
 if TYPE_CHECKING:
-    from ..callbacks import TrainingCallback
+    from ..callbacks import RunSummary, TrainingCallback
     from ..spec import TrainSpec
 
 
@@ -100,6 +103,31 @@ def _rendered(tokenizer: Any, messages: list[Message], tools: Any) -> tuple[str,
         raise InputError(why) from None
 
 
+class _Encoded(NamedTuple):
+    """A chat example with the rendering it was tokenised from and each token's
+    [start, end) characters in it."""
+
+    example: Example
+    text: str
+    offsets: list[tuple[int, int]]
+
+
+def _encode_chat(tokenizer: Any, messages: list[Message], tools: Any) -> _Encoded:
+    full, spans = _rendered(tokenizer, messages, tools)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    mask = [False] * len(ids)
+    for start, end in spans:
+        inside = [t for t, (a, b) in enumerate(offsets) if a >= start and a < end and b > a]
+        # The template's separator after the end-of-turn token ("\n") is not the answer.
+        while len(inside) > 1 and not tokenizer.decode([ids[inside[-1]]]).strip():
+            inside.pop()
+        for t in inside:
+            mask[t] = True
+    return _Encoded(Example(ids, mask), full, offsets)  # type: ignore[arg-type]
+
+
 def tokenize_row(tokenizer: Any, row: JsonObject) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
     messages = line_messages(row)
@@ -110,20 +138,7 @@ def tokenize_row(tokenizer: Any, row: JsonObject) -> Example:
         if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
             ids.append(tokenizer.eos_token_id)
         return Example(list(ids), [True] * len(ids), chat=False)
-
-    full, spans = _rendered(tokenizer, messages, row.get("tools"))
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets = enc["offset_mapping"]
-    mask = [False] * len(ids)
-    for start, end in spans:
-        inside = [t for t, (a, b) in enumerate(offsets) if a >= start and a < end and b > a]
-        # The template's separator after the end-of-turn token ("\n") is not the answer.
-        while len(inside) > 1 and not tokenizer.decode([ids[inside[-1]]]).strip():
-            inside.pop()
-        for t in inside:
-            mask[t] = True
-    return Example(ids, mask)
+    return _encode_chat(tokenizer, messages, row.get("tools")).example
 
 
 def truncate(example: Example, max_len: int) -> Example:
@@ -142,13 +157,16 @@ def truncate(example: Example, max_len: int) -> Example:
     return Example(example.input_ids[start:end], example.mask[start:end])
 
 
-def fit(example: Example, max_len: int) -> tuple[Example | None, bool]:
+def fit(
+    example: Example, max_len: int, keep_from: int | None = None
+) -> tuple[Example | None, bool]:
     """``example`` within ``max_len`` tokens, and whether it was cut; None when it cannot be.
 
     A chat example loses tokens from the left (the oldest prompt text), never from the
-    reply (its last assistant turn, through the end of the rendering): one whose reply
-    alone, with one token of context to predict it from, is longer than ``max_len`` is
-    dropped. A plain-text row keeps its head (``truncate``).
+    reply (its last assistant turn, through the end of the rendering) nor from token
+    ``keep_from`` on (the prompt's format instructions): one whose kept part, with one
+    token of context before the reply, is longer than ``max_len`` is dropped. A
+    plain-text row keeps its head (``truncate``).
     """
     if len(example) <= max_len:
         return example, False
@@ -160,10 +178,92 @@ def fit(example: Example, max_len: int) -> tuple[Example | None, bool]:
     start = last
     while start > 0 and example.mask[start - 1]:
         start -= 1
-    if last < 0 or len(example) - start + 1 > max_len:
-        return None, False
     cut = len(example) - max_len
+    if last < 0 or cut > start - 1 or (keep_from is not None and cut > keep_from):
+        return None, False
     return Example(example.input_ids[cut:], example.mask[cut:]), True
+
+
+class Cuts(NamedTuple):
+    """What fitting one example into ``maxSeqLength`` took out of it."""
+
+    turns: int = 0  # the oldest conversation turns dropped from its prompt
+    truncated: bool = False  # then tokens cut from the left (``fit``)
+
+
+def _prompt_index(messages: list[Message]) -> int | None:
+    """The prompt of the reply: the last user turn before the last assistant turn."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    return next((i for i in range(last - 1, -1, -1) if messages[i]["role"] == "user"), None)
+
+
+def _without_old_turns(
+    tokenizer: Any, messages: list[Message], tools: Any, p: int, enc: _Encoded, max_len: int
+) -> tuple[_Encoded, list[Message], int]:
+    """``messages`` without the oldest conversation turns of prompt ``p`` that keep it
+    over ``max_len`` (the newest turn always stays), its encoding and the number dropped.
+
+    Each turn is tokenised once, alone: the fewest oldest turns whose tokens cover the
+    excess go, the shortened example is tokenised again to check, and more go only when
+    that estimate fell short (tokens merging across a line break)."""
+    text = messages[p]["content"]
+    turns = prompt_layout(text).turns
+    if len(turns) < 2:
+        return enc, messages, 0
+    pieces = tokenizer([text[a:b] for a, b in turns], add_special_tokens=False)["input_ids"]
+    saved = list(itertools.accumulate((len(ids) for ids in pieces), initial=0))
+    k, shorter = 0, messages
+    while len(enc.example) > max_len and k < len(turns) - 1:
+        need = saved[k] + len(enc.example) - max_len
+        k = min(len(turns) - 1, max(k + 1, bisect.bisect_left(saved, need)))
+        prompt: Message = {**messages[p], "content": without_turns(text, turns, k)}
+        shorter = [*messages[:p], prompt, *messages[p + 1 :]]
+        enc = _encode_chat(tokenizer, shorter, tools)
+    return enc, shorter, k
+
+
+def _format_token(enc: _Encoded, prompt: str) -> int | None:
+    """The first token of the prompt's format instructions in the rendering (the last
+    place their text occurs before the reply); None when there are none to keep."""
+    at = prompt_layout(prompt).format_start
+    mask = enc.example.mask
+    if at is None or True not in mask:
+        return None
+    reply = len(mask) - 1 - mask[::-1].index(True)
+    while reply > 0 and mask[reply - 1]:
+        reply -= 1
+    tail = prompt[at:].rstrip()
+    pos = enc.text.rfind(tail, 0, enc.offsets[reply][0])
+    if pos < 0:  # the template rewrote the prompt: look for the first line alone
+        pos = enc.text.rfind(tail.split("\n", 1)[0], 0, enc.offsets[reply][0])
+    if pos < 0:
+        return None
+    return next((t for t, (_, b) in enumerate(enc.offsets) if b > pos), None)
+
+
+def fit_row(tokenizer: Any, row: JsonObject, max_len: int) -> tuple[Example | None, Cuts]:
+    """One dataset row tokenised within ``max_len`` tokens, and what that took out;
+    None when it cannot fit.
+
+    First the oldest conversation turns inside the reply's prompt go
+    (``prompt_turns``: the newest turn stays); if that is not enough, tokens are cut
+    from the left (``fit``), never the prompt's format instructions nor the reply. A row
+    with no conversation in its prompt goes straight to the cut from the left."""
+    messages = line_messages(row)
+    if messages is None:
+        ex, cut = fit(tokenize_row(tokenizer, row), max_len)
+        return ex, Cuts(truncated=cut)
+    tools = row.get("tools")
+    enc = _encode_chat(tokenizer, messages, tools)
+    p = _prompt_index(messages)
+    if len(enc.example) <= max_len or p is None:
+        ex, cut = fit(enc.example, max_len)
+        return ex, Cuts(truncated=cut)
+    enc, messages, turns = _without_old_turns(tokenizer, messages, tools, p, enc, max_len)
+    if len(enc.example) <= max_len:
+        return enc.example, Cuts(turns=turns)
+    ex, cut = fit(enc.example, max_len, _format_token(enc, messages[p]["content"]))
+    return ex, Cuts(turns=turns if ex is not None else 0, truncated=cut)
 
 
 @dataclass
@@ -171,15 +271,45 @@ class DataStats:
     """What tokenising a file kept and left out (reported on the job)."""
 
     examples: int = 0
+    shortened: int = 0  # lost their oldest conversation turns to fit ``max_seq_length``
+    dropped_turns: int = 0  # those turns, over all the kept examples
     truncated: int = 0  # cut from the left to ``max_seq_length``
-    too_long: int = 0  # dropped: the reply alone exceeds ``max_seq_length``
+    too_long: int = 0  # dropped: the reply and format instructions exceed ``max_seq_length``
     no_labels: int = 0  # dropped: nothing to train on
+
+    def summary(self) -> RunSummary:
+        """The counts the job record keeps."""
+        return {
+            "shortenedExamples": self.shortened,
+            "droppedTurns": self.dropped_turns,
+            "truncatedExamples": self.truncated,
+            "droppedExamples": self.too_long,
+        }
+
+    def described(self) -> str:
+        """The counts as the run's log line words them (empty when all fit as they were)."""
+        parts = []
+        if self.shortened:
+            parts.append(
+                f", {self.shortened} shortened ({self.dropped_turns} oldest conversation "
+                "turns dropped)"
+            )
+        if self.truncated:
+            parts.append(f", {self.truncated} truncated from the left")
+        if self.too_long:
+            parts.append(
+                f", {self.too_long} dropped (reply and format instructions longer than "
+                "maxSeqLength)"
+            )
+        if self.no_labels:
+            parts.append(f" ({self.no_labels} without assistant tokens skipped)")
+        return "".join(parts)
 
 
 def tokenized_examples(
     path: Path, tokenizer: Any, max_seq_length: int, limit: int | None = None
 ) -> tuple[list[Example], DataStats]:
-    """Tokenised examples that fit ``max_seq_length`` (``fit``) with at least one
+    """Tokenised examples that fit ``max_seq_length`` (``fit_row``) with at least one
     trained token, and the counts of those cut and left out."""
     stats = DataStats()
     if not path.is_file():
@@ -189,14 +319,16 @@ def tokenized_examples(
         rows = rows[:limit]
     out: list[Example] = []
     for row in rows:
-        ex, cut = fit(tokenize_row(tokenizer, row), max(2, max_seq_length))
+        ex, cuts = fit_row(tokenizer, row, max(2, max_seq_length))
         if ex is None:
             stats.too_long += 1
         elif not ex.n_labels:
             stats.no_labels += 1
         else:
             out.append(ex)
-            stats.truncated += cut
+            stats.shortened += cuts.turns > 0
+            stats.dropped_turns += cuts.turns
+            stats.truncated += cuts.truncated
     stats.examples = len(out)
     return out, stats
 
@@ -206,13 +338,14 @@ def train_and_val_examples(
 ) -> tuple[list[Example], list[Example]]:
     """The run's tokenised training and validation examples (the first
     ``max_val_examples`` of ``valid.jsonl``); an input error when none train. The
-    training file's counts go on the job (``truncatedExamples``, ``droppedExamples``)."""
+    training file's counts go on the job (``DataStats.summary``) and in its log."""
     train_set, stats = tokenized_examples(
         spec.dataset_dir / "train.jsonl", tokenizer, spec.max_seq_length
     )
     if not train_set:
         why = (
-            f"; {stats.too_long} replies are longer than maxSeqLength={spec.max_seq_length}"
+            f"; {stats.too_long} replies with their format instructions are longer than "
+            f"maxSeqLength={spec.max_seq_length}"
             if stats.too_long
             else ""
         )
@@ -222,12 +355,9 @@ def train_and_val_examples(
         limit=spec.max_val_examples,
     )  # fmt: skip
     callback.on_log(
-        f"{len(train_set)} training and {len(val_set)} validation examples"
-        + (f", {stats.truncated} truncated from the left" if stats.truncated else "")
-        + (f", {stats.too_long} dropped (reply longer than maxSeqLength)" if stats.too_long else "")
-        + (f" ({stats.no_labels} without assistant tokens skipped)" if stats.no_labels else "")
+        f"{len(train_set)} training and {len(val_set)} validation examples" + stats.described()
     )
-    callback.on_summary({"truncatedExamples": stats.truncated, "droppedExamples": stats.too_long})
+    callback.on_summary(stats.summary())
     return train_set, val_set
 
 
@@ -351,7 +481,7 @@ def preference_items(
         f"{len(out[0])} training and {len(out[1])} validation {spec.objective} items"
         + (f", {dropped} dropped (a reply longer than maxSeqLength)" if dropped else "")
     )
-    callback.on_summary({"truncatedExamples": 0, "droppedExamples": dropped})
+    callback.on_summary({**DataStats().summary(), "droppedExamples": dropped})
     return out[0], out[1]
 
 

@@ -1,0 +1,193 @@
+"""Truncation that keeps what matters (issue 26): an agent prompt too long for
+``maxSeqLength`` loses its oldest conversation turns first, then tokens from the left,
+never its format instructions nor the reply; what went is counted on the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milady_lab.training.backends.data import (
+    Cuts,
+    fit,
+    fit_row,
+    tokenize_row,
+    tokenized_examples,
+    train_and_val_examples,
+)
+from milady_lab.training.backends.prompt_turns import prompt_layout, without_turns
+from milady_lab.training.callbacks import RecordingCallback
+
+from .conftest import write_dataset
+from .test_backends import make_spec
+
+SYSTEM = "# About Milady\nMilady is a cheerful agent who answers in TOON.\n# Style\n- be brief"
+#: The output format of elizaOS's ``message_handler`` template, with its TOON example.
+FORMAT = (
+    "fields[3]{name,meaning}:\n- thought | short plan\n- actions | ordered list\n"
+    "- text | next message for Milady\n\n"
+    "output:\nTOON only. Return exactly one TOON document with the keys above.\n\n"
+    "Example:\nthought: Reply briefly.\nactions[1]:\n  - name: REPLY\ntext: Your message here"
+)
+REPLY = "thought: answer the newest question\nactions[1]:\n  - name: REPLY\ntext: it is red."
+SPEAKERS = ("alice", "Milady", "bob")
+#: What follows the prompt in the SmolLM2 chat template's rendering: the reply.
+TAIL = "<|im_end|>\n<|im_start|>assistant\n" + REPLY + "<|im_end|>\n"
+
+
+def turn(i: int, n: int) -> str:
+    """Conversation line ``i`` of ``n`` as elizaOS's ``formatMessages`` writes it; some
+    span two lines, some carry the agent's actions or thought, one has actions only."""
+    who = SPEAKERS[i % 3]
+    head = f"{10 + i // 60:02d}:{i % 60:02d} ({n - i} minutes ago) [{i:08x}-4bd1-8e3f-{i:012x}]"
+    if i == 7:
+        return f"{head} (Milady's actions: IGNORE)"
+    more = f"\nand a second line of message {i}" if i % 3 == 2 else ""
+    if who == "Milady" and i % 2:
+        more += f"\n(Milady's internal thought: thing {i} matters)\n (Milady's actions: REPLY)"
+    return f"{head} {who}: turn{i} talks about the colour of thing {i}{more}"
+
+
+def agent_prompt(n: int, context: str = "") -> str:
+    """A ``message_handler``-shaped user prompt with ``n`` conversation turns."""
+    history = "\n".join(turn(i, n) for i in range(n))
+    return (
+        "task: Generate dialog and actions for Milady.\n\ncontext:\n"
+        f"{context}# Conversation Messages\n{history}\n\n# Available Actions\nREPLY, IGNORE\n\n"
+        "rules[2]:\n- think briefly, then respond\n- REPLY goes first\n\n" + FORMAT
+    )
+
+
+def row_of(prompt: str, reply: str = REPLY) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": reply},
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llama_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+
+
+def trained(tok: Any, ex: Any) -> str:
+    return tok.decode([t for t, m in zip(ex.input_ids, ex.mask, strict=True) if m])
+
+
+# -- finding the conversation ------------------------------------------------------------------
+def test_the_turns_of_an_agent_prompt_are_found_and_the_format_example_is_not_one() -> None:
+    prompt = agent_prompt(6)
+    layout = prompt_layout(prompt)
+    assert [prompt[a:b].rstrip("\n") for a, b in layout.turns] == [turn(i, 6) for i in range(6)]
+    assert prompt[layout.format_start :] == FORMAT  # from ``fields[3]`` to the end
+    # The template alone (its TOON example reads like ``name: text`` lines): no turns.
+    alone = prompt_layout("task: Generate dialog.\n\n" + FORMAT)
+    assert alone.turns == () and alone.format_start == len("task: Generate dialog.\n\n")
+    # Without a header or elizaOS's ``(time) [id]``: a run where a speaker speaks twice.
+    plain = "Recent chat went like this\nalice: hi\nMilady: hello\nalice: red?\n\noutput:\nx"
+    assert [plain[a:b] for a, b in prompt_layout(plain).turns] == [
+        "alice: hi\n", "Milady: hello\n", "alice: red?\n",
+    ]  # fmt: skip
+    # ... but not one where every line has its own speaker (a TOON document), nor a
+    # conversation given as an example, nor a lone line.
+    for text in (
+        "notes\nthought: plan\ntext: hi\nsimple: true\n",
+        "Example:\nalice: hi\nMilady: hello\nalice: red?\n",
+        "# Conversation Messages\nalice: hi\n",
+    ):
+        assert prompt_layout(text).turns == (), text
+    dropped = without_turns(prompt, layout.turns, 4)
+    assert turn(3, 6) not in dropped and turn(4, 6) in dropped and dropped.endswith(FORMAT)
+
+
+# -- cutting -----------------------------------------------------------------------------------
+def test_a_long_agent_prompt_loses_its_oldest_turns_and_keeps_format_and_reply(tok: Any) -> None:
+    row = row_of(agent_prompt(30))
+    full = tokenize_row(tok, row)
+    max_len = len(full) - 150  # a few turns too long
+    ex, cuts = fit_row(tok, row, max_len)
+    assert ex is not None and len(ex) <= max_len
+    k = cuts.turns
+    assert cuts == Cuts(turns=k, truncated=False) and 2 < k < 29
+    text = tok.decode(ex.input_ids)
+    kept = [i for i in range(30) if f"[{i:08x}-" in text]
+    assert kept == list(range(k, 30))  # the newest turns, whole; the oldest gone
+    assert SYSTEM in text and "task: Generate dialog" in text and FORMAT in text
+    assert trained(tok, ex) == REPLY + "<|im_end|>" and text.endswith(TAIL)
+    # Exactly the row with those turns left out, and no turn more than needed.
+    layout = prompt_layout(row["messages"][1]["content"])
+    for drop, fits in ((k, True), (k - 1, False)):
+        prompt = without_turns(row["messages"][1]["content"], layout.turns, drop)
+        shorter = tokenize_row(tok, row_of(prompt))
+        assert (len(shorter) <= max_len) is fits
+        if fits:
+            assert shorter == ex
+
+
+def test_turns_go_first_then_the_left_but_never_the_format(tok: Any) -> None:
+    # Facts that are not conversation: even with 29 turns gone it is too long.
+    facts = "# Facts\n" + " ".join(f"fact{i}" for i in range(300)) + "\n\n"
+    row = row_of(agent_prompt(30, facts))
+    prompt = row["messages"][1]["content"]
+    newest_only = without_turns(prompt, prompt_layout(prompt).turns, 29)
+    ex, cuts = fit_row(tok, row, len(tokenize_row(tok, row_of(newest_only))) - 100)
+    assert ex is not None and cuts == Cuts(turns=29, truncated=True)
+    text = tok.decode(ex.input_ids)
+    assert SYSTEM not in text and "turn28 " not in text and "turn29 " in text
+    assert text.endswith(FORMAT + TAIL)
+
+
+def test_a_prompt_with_no_conversation_is_cut_from_the_left_but_keeps_its_format(
+    tok: Any,
+) -> None:
+    words = " ".join(f"word{i}" for i in range(400))
+    row = row_of(f"task: Summarise.\n\n{words}\n\n{FORMAT}")
+    full = tokenize_row(tok, row)
+    ex, cuts = fit_row(tok, row, 120)
+    assert cuts == Cuts(turns=0, truncated=True)
+    assert ex is not None and ex.input_ids == full.input_ids[-120:]  # as before: the left goes
+    assert FORMAT in tok.decode(ex.input_ids)
+    # Where the format instructions and the reply alone exceed the limit: dropped, where
+    # the cut from the left used to take the instructions.
+    kept = len(tok(FORMAT + TAIL, add_special_tokens=False)["input_ids"])
+    assert fit(full, kept - 1)[0] is not None  # the old cut kept it, without its format
+    assert fit_row(tok, row, kept - 1) == (None, Cuts())
+    ex, _ = fit_row(tok, row, kept)
+    assert ex is not None and tok.decode(ex.input_ids) == FORMAT + TAIL
+
+
+def test_the_counts_reach_the_job_and_its_log(
+    tiny_llama_dir: Path, tok: Any, tmp_path: Path
+) -> None:
+    long_row = row_of(agent_prompt(30))
+    max_len = len(tokenize_row(tok, long_row)) - 150
+    k = fit_row(tok, long_row, max_len)[1].turns
+    words = " ".join(f"word{i}" for i in range(600))
+    rows = [
+        long_row,  # shortened: k turns
+        row_of(f"{words}\n\n{FORMAT}"),  # no conversation: cut from the left
+        row_of(agent_prompt(30), reply=words),  # the reply alone is too long: dropped
+        row_of("# Conversation Messages\nalice: hi\nbob: hello\n\n" + FORMAT),  # fits
+    ]
+    data = write_dataset(tmp_path / "d", rows, rows[3:])
+    kept, stats = tokenized_examples(data / "train.jsonl", tok, max_len)
+    assert len(kept) == 3
+    assert (stats.shortened, stats.dropped_turns, stats.truncated, stats.too_long) == (1, k, 1, 1)
+    cb = RecordingCallback()
+    spec = make_spec(tiny_llama_dir, data, tmp_path, max_seq_length=max_len)
+    train_and_val_examples(spec, tok, cb)
+    assert cb.summary == {
+        "shortenedExamples": 1, "droppedTurns": k, "truncatedExamples": 1, "droppedExamples": 1,
+    }  # fmt: skip
+    assert (
+        f"3 training and 1 validation examples, 1 shortened ({k} oldest conversation turns "
+        "dropped), 1 truncated from the left, 1 dropped (reply and format instructions "
+        "longer than maxSeqLength)"
+    ) in cb.logs
