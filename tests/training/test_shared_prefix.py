@@ -144,3 +144,42 @@ def test_a_shared_block_never_exceeds_the_limit() -> None:
     unshared = Packing(budget=150).rows(members)  # off: one example per row here
     assert sum(map(len, [b for r in rows for b in r])) < sum(len(m) for m in members)
     assert len(unshared) == 6
+
+
+@pytest.mark.slow
+def test_a_run_with_shared_prefixes_has_the_losses_of_one_without(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """Same seed, same batches, ``share_prefix`` on and off: the same training and
+    validation losses step by step, and the shared run says it computed fewer tokens."""
+    from milady_lab.training.backends import run_training
+
+    from .conftest import write_dataset
+    from .test_speed_losses import Recorder, spec_for
+
+    data = write_dataset(tmp_path / "data", ROWS * 2, ROWS[:3])
+    runs = []
+    for share in (True, False):
+        rec = Recorder()
+        out = tmp_path / str(share)
+        spec = spec_for(
+            tiny_llama_dir,
+            data,
+            out,
+            iterations=4,
+            eval_every=2,
+            share_prefix=share,
+            cpu_bf16=False,
+        )
+        run_training(spec, rec)
+        runs.append(rec)
+    shared, plain = runs
+    assert shared.losses() == pytest.approx(plain.losses(), rel=1e-5)
+    vals = [[m["valLoss"] for m in r.metrics if "valLoss" in m] for r in runs]
+    assert len(vals[0]) == 2 and vals[0] == pytest.approx(vals[1], rel=1e-5)
+    # trainedTokens counts the examples' tokens either way; the log tells the difference.
+    assert [m["trainedTokens"] for m in shared.metrics] == [
+        m["trainedTokens"] for m in plain.metrics
+    ]
+    assert any("shared prompt prefixes carried once" in line for line in shared.logs)
+    assert not any("shared prompt prefixes" in line for line in plain.logs)
