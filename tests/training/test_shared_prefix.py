@@ -183,3 +183,40 @@ def test_a_run_with_shared_prefixes_has_the_losses_of_one_without(
     ]
     assert any("shared prompt prefixes carried once" in line for line in shared.logs)
     assert not any("shared prompt prefixes" in line for line in plain.logs)
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_sharing_prefixes_are_one_process(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """Under torchrun each rank packs its share of the global batch with the same code:
+    2 ranks × batch 2 (each sharing within its 2) give the losses of one process with
+    batch 4 (sharing within 4), fp32, to 1e-5."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from milady_lab.training.backends.torch import train_torch
+
+    from .conftest import write_dataset
+    from .test_speed_losses import Recorder, spec_for
+
+    data = write_dataset(tmp_path / "data", ROWS * 2, ROWS[:2])
+    script = Path(__file__).with_name("fp32_ranks.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    out = tmp_path / "ranks.json"
+    args = [str(tiny_llama_dir), str(data), str(out), "2", "ddp", "4"]
+    done = subprocess.run(
+        [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone = Recorder()
+    spec = spec_for(
+        tiny_llama_dir, data, tmp_path / "alone", iterations=4, eval_every=1000,
+        cpu_bf16=False, pack_tokens=None,
+    )  # fmt: skip
+    train_torch(spec, alone)
+    assert any("shared prompt prefixes carried once" in line for line in alone.logs)
+    assert json.loads(out.read_text()) == pytest.approx(alone.losses(), rel=1e-5)
