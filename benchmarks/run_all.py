@@ -31,6 +31,7 @@ SCRIPTS = (
     "bench_listing.py",
     "bench_rest_load.py",
     "bench_training.py",
+    "bench_shared_prefix.py",
 )
 
 
