@@ -32,6 +32,7 @@ SCRIPTS = (
     "bench_rest_load.py",
     "bench_rest_build.py",
     "bench_training.py",
+    "bench_shared_prefix.py",
 )
 
 

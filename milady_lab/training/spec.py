@@ -49,6 +49,9 @@ class TrainSpec:
     cpu_bf16: bool | None = None
     #: Token budget of one packed row (torch); None: 4096 on CUDA, 512 on CPU.
     pack_tokens: int | None = None
+    #: Carry a prompt prefix shared by examples of a batch once per packed row (torch,
+    #: SFT; ``data.Packing``): the same losses and gradients, fewer tokens to compute.
+    share_prefix: bool = True
     #: Validation examples evaluated (the first ones of ``valid.jsonl``).
     max_val_examples: int = 64
     #: ``ddp`` | ``fsdp``: how the model is spread when torchrun runs several ranks

@@ -390,10 +390,11 @@ def _permutation(n: int, seed: int, epoch: int) -> list[int]:
     return perm
 
 
-def pack_rows(examples: Sequence[Example], token_budget: int) -> Iterator[list[Example]]:
+def pack_rows(examples: Sequence[Block], token_budget: int) -> Iterator[list[Block]]:
     """Group a batch into rows of at most ``token_budget`` tokens (longest first), so a
-    row is one padding-free packed sequence and attention cost stays bounded."""
-    rows: list[list[Example]] = []
+    row is one padding-free packed sequence and attention cost stays bounded. A block
+    longer than the budget gets a row of its own."""
+    rows: list[list[Block]] = []
     sizes: list[int] = []
     for ex in sorted(examples, key=len, reverse=True):
         for i, size in enumerate(sizes):
@@ -405,6 +406,103 @@ def pack_rows(examples: Sequence[Example], token_budget: int) -> Iterator[list[E
             rows.append([ex])
             sizes.append(len(ex))
     yield from rows
+
+
+# -- shared-prefix packing (issue 26) ---------------------------------------------------------
+#: Shortest prompt prefix worth carrying once: below it, the extra attention pieces of a
+#: shared block cost about what the saved tokens would.
+MIN_SHARED_PREFIX = 64
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Examples whose first ``prefix`` tokens are the same: one block of a packed row,
+    the prefix once, then each example's rest (its *continuation*), which sees the
+    prefix and itself only (``attention.py``), at the positions it has alone."""
+
+    examples: tuple[Example, ...]
+    prefix: int
+
+    def __len__(self) -> int:
+        return self.prefix + sum(len(ex) - self.prefix for ex in self.examples)
+
+
+#: What a packed row holds: examples alone, and blocks sharing a prefix.
+Block = Example | Shared
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def shared_blocks(examples: Sequence[Example], min_prefix: int, limit: int) -> list[Block]:
+    """A batch as blocks: examples that share a prefix of at least ``min_prefix`` tokens
+    grouped (``Shared``, at most ``limit`` tokens each), the others alone.
+
+    The examples are sorted by their token ids, so those sharing a prefix are
+    neighbours; a run of neighbours grows while the tokens it saves (every member but
+    one skips the run's common prefix) do not fall. Each continuation keeps at least
+    one token, so an example that is another's prefix still has its own last position.
+    """
+    order = sorted(examples, key=lambda ex: ex.input_ids)
+    runs: list[tuple[list[Example], int]] = []
+    for ex in order:
+        if runs:
+            members, prefix = runs[-1]
+            lcp = min(common_prefix(members[-1].input_ids, ex.input_ids), len(ex) - 1)
+            grown = min(prefix, lcp) if len(members) > 1 else lcp
+            saved = (len(members) - 1) * prefix if len(members) > 1 else 0
+            if grown >= min_prefix and len(members) * grown >= saved:
+                runs[-1] = ([*members, ex], grown)
+                continue
+        runs.append(([ex], len(ex) - 1))
+    blocks: list[Block] = []
+    for members, prefix in runs:
+        prefix = min([prefix] + [len(ex) - 1 for ex in members])
+        blocks.extend(_split(members, prefix, limit) if len(members) > 1 else members)
+    return blocks
+
+
+def _split(members: list[Example], prefix: int, limit: int) -> list[Block]:
+    """``members`` sharing ``prefix`` in blocks of at most ``limit`` tokens (longest
+    continuations first); a block of one is that example alone."""
+    chunks: list[list[Example]] = []
+    sizes: list[int] = []
+    for ex in sorted(members, key=len, reverse=True):
+        rest = len(ex) - prefix
+        for i, size in enumerate(sizes):
+            if size + rest <= limit:
+                chunks[i].append(ex)
+                sizes[i] += rest
+                break
+        else:
+            chunks.append([ex])
+            sizes.append(prefix + rest)
+    return [Shared(tuple(c), prefix) if len(c) > 1 else c[0] for c in chunks]
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a batch becomes packed rows: rows of ``budget`` tokens (``pack_rows``) and,
+    with ``min_prefix`` > 0, shared prompt prefixes carried once per row
+    (``shared_blocks``). A shared block may exceed ``budget`` up to ``limit`` (the
+    run's longest example may make a row that long anyway)."""
+
+    budget: int
+    min_prefix: int = 0
+    limit: int = 0
+
+    def rows(self, examples: Sequence[Example]) -> list[list[Block]]:
+        """The rows of one batch (or micro-batch)."""
+        if self.min_prefix <= 0 or len(examples) < 2:
+            return list(pack_rows(examples, self.budget))
+        limit = max(self.budget, self.limit)
+        return list(pack_rows(shared_blocks(examples, self.min_prefix, limit), self.budget))
 
 
 def grouped_batch_indices(

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .data import pack_rows
+from .data import Packing
 from .packed import Packed, row_loss_sum
 
 #: A torch ``state_dict()``: torch's own form (``torch.optim.Optimizer.state_dict``'s
@@ -174,25 +174,25 @@ class Group:
             return evaluate
 
         def sharded(decoder: Any, lm_head: Any, examples: list[Any], batch_size: int,
-                    budget: int, device: torch.device, autocast: Any,
+                    packing: Packing, device: torch.device, autocast: Any,
                     should_stop: Any = None) -> float | None:  # fmt: skip
             mine = examples[self.rank :: self.world]
             # A rank without a share runs a stand-in with weight 0, in step with the others.
             return self._evaluate(decoder, lm_head, mine or examples[:1], bool(mine),
-                                  batch_size, budget, device, autocast)  # fmt: skip
+                                  batch_size, packing, device, autocast)  # fmt: skip
 
         return sharded
 
     @torch.no_grad()
     def _evaluate(self, decoder: Any, lm_head: Any, examples: list[Any], counted: bool,
-                  batch_size: int, budget: int, device: torch.device,
+                  batch_size: int, packing: Packing, device: torch.device,
                   autocast: Any) -> float:  # fmt: skip
         decoder = getattr(decoder, "module", decoder)  # DDP's module: no hooks needed here
         decoder.eval()
         groups = [
             r
             for i in range(0, len(examples), max(1, batch_size))
-            for r in pack_rows(examples[i : i + batch_size], budget)
+            for r in packing.rows(examples[i : i + batch_size])
         ]
         _, n_rows = self.agree(0, len(groups))
         total = count = 0.0

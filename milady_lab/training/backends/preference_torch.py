@@ -48,10 +48,7 @@ def sequence_logps(run: Any, examples: list[Example]) -> torch.Tensor:
     for idx in rows:
         row = Packed([examples[i] for i in idx], run.device)
         with run.autocast():
-            hidden = run.decoder(
-                input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False,
-                segment_lengths=row.lengths,
-            ).last_hidden_state[0]  # fmt: skip
+            hidden = run.decoder(**row.decoder_inputs()).last_hidden_state[0]
             logits = run.lm_head(hidden.index_select(0, row.src))
         token = -F.cross_entropy(logits.float(), row.tgt, reduction="none")
         sums = torch.zeros(len(idx), device=run.device, dtype=torch.float32)

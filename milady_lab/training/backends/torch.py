@@ -6,9 +6,14 @@ SmolLM2) and into padding. Here:
 
 - a batch is split into padding-free rows of at most ``pack_tokens`` tokens (512 on
   CPU, 4096 on CUDA); examples sharing a row get ``position_ids`` that restart. On
-  CUDA transformers turns them into a block-diagonal causal mask; on CPU, whose sdpa
-  kernel would compute every masked block, each example's attention runs on its own
-  (``attention.py``);
+  CUDA the row runs one sdpa call under a block-diagonal causal mask; on CPU, whose
+  sdpa kernel would compute every masked block, each example's attention runs on its
+  own (``attention.py``);
+- examples of a batch that share a prompt prefix of ``MIN_SHARED_PREFIX`` tokens or
+  more (the system prompt, the character, the template's instructions) carry it once
+  per row, each continuation seeing the prefix and itself only (``packed.py``,
+  ``data.shared_blocks``): the same losses and gradients on fewer tokens
+  (``TrainSpec.share_prefix``);
 - the decoder runs once per row and ``lm_head`` + cross-entropy run only on the hidden
   states that predict assistant tokens;
 - frozen base weights are bf16 with autocast on GPUs and CPUs with native bf16 (LoRA
@@ -45,7 +50,14 @@ from .common import (
     resolve_model_path,
     write_atomically,
 )
-from .data import Example, batch_indices, pack_rows, preference_items, train_and_val_examples
+from .data import (
+    MIN_SHARED_PREFIX,
+    Example,
+    Packing,
+    batch_indices,
+    preference_items,
+    train_and_val_examples,
+)
 from .packed import Packed, row_loss_sum
 from .parallel import Group, StateDict
 from .step_state import RngState, StopRequested, rate, record_step, restore_rng, rng_state
@@ -172,6 +184,10 @@ class _Run:
         # Rows of at most ``budget`` tokens: on CPU sdpa has no varlen kernel, so a long
         # packed row pays for attention across examples; short examples still share a row.
         self.budget = spec.pack_tokens or (4096 if self.on_cuda else 512)
+        # Shared prompt prefixes carried once per row (issue 26): a row holding one may
+        # reach the longest an example may be, as a long example alone already does.
+        share = MIN_SHARED_PREFIX if spec.share_prefix and spec.objective == "sft" else 0
+        self.packing = Packing(self.budget, share, spec.max_seq_length)
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -196,10 +212,11 @@ class _Run:
         return base, tokenizer
 
     def _attention(self) -> str:
-        """Per-example attention on CPU (``attention.py``); sdpa's masked kernels on CUDA."""
+        """Per-example and shared-prefix attention (``attention.py``): split at the
+        examples on CPU, one masked sdpa call per row on CUDA."""
         from .attention import register
 
-        return "sdpa" if self.on_cuda else register()
+        return register()
 
     def _resume(self) -> _Progress:
         """Adapter weights, optimizer, schedule, random state and counters of the checkpoint."""
@@ -255,7 +272,7 @@ class _Run:
             if self.val_set and (iteration % max(1, spec.eval_every) == 0 or iteration == total):
                 callback.on_stage("evaluating")
                 val = self.evaluate(
-                    self.decoder, self.lm_head, self.val_set, spec.batch_size, self.budget,
+                    self.decoder, self.lm_head, self.val_set, spec.batch_size, self.packing,
                     self.device, self.autocast, should_stop=callback.should_stop,
                 )  # fmt: skip
                 self.model.train()
@@ -344,7 +361,7 @@ class _Run:
         # ``gradient_accumulation`` micro-batches of ``batch_size``; the loss is the mean
         # over every assistant token of the step, so the update equals the larger batch's.
         micro = [batch[i : i + spec.batch_size] for i in range(0, len(batch), spec.batch_size)]
-        rows = [Packed(r, self.device) for m in micro for r in pack_rows(m, self.budget)]
+        rows = [Packed(r, self.device) for m in micro for r in self.packing.rows(m)]
         n_labels, n_rows = group.agree(sum(r.n_labels for r in rows), len(rows))
         lr = self.scheduler.get_last_lr()[0]
         loss_sum = 0.0
@@ -362,9 +379,15 @@ class _Run:
         step_time, step_tokens = time.perf_counter() - tic, int(tokens)
         metric = record_step(done, it, step_tokens, step_time, loss_sum / n_labels, lr, self.device)
         if it == done.start:
+            computed = sum(r.n_processed for r in rows)
+            shared = (
+                f", {computed} computed on this rank (shared prompt prefixes carried once)"
+                if computed < sum(r.n_tokens for r in rows)
+                else ""
+            )
             self.callback.on_log(
                 f"warm-up step: {step_tokens} tokens in {step_time:.2f} s "
-                "(left out of tokensPerSecond from the next step on)"
+                f"(left out of tokensPerSecond from the next step on){shared}"
             )
         return metric
 
@@ -426,7 +449,7 @@ def evaluate(
     lm_head: Any,
     examples: list[Example],
     batch_size: int,
-    budget: int,
+    packing: Packing,
     device: torch.device,
     autocast: Any,
     should_stop: Callable[[], bool] | None = None,
@@ -438,7 +461,7 @@ def evaluate(
     count = 0
     for i in range(0, len(examples), max(1, batch_size)):
         chunk = examples[i : i + batch_size]
-        for r in pack_rows(chunk, budget):
+        for r in packing.rows(chunk):
             if should_stop is not None and should_stop():
                 return None
             row = Packed(r, device)
