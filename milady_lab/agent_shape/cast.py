@@ -269,7 +269,7 @@ class Request:
 
 GROUP_REQUESTS = (
     Request("ask", ("{agent}, {question}", "@{agent} {question}", "hey {agent} {question}"),
-            "RESPOND", ("REPLY",), 30),
+            "RESPOND", ("REPLY",), 26),
     Request("other", ("@{other} {chatter}", "{other}, {question}", "{other} did you see this? "
             "{chatter}"), "IGNORE", (), 24),
     Request("chatter", ("{chatter}",), "IGNORE", (), 12),
@@ -288,7 +288,7 @@ GROUP_REQUESTS = (
 )  # fmt: skip
 DIRECT_REQUESTS = (
     Request("ask", ("{question}", "hey, {question}", "quick one: {question}"),
-            "RESPOND", ("REPLY",), 40),
+            "RESPOND", ("REPLY",), 32),
     Request("bye", ("ok bye!", "thanks, bye", "night!"), "RESPOND", ("IGNORE",), 9),
     Request("send", ("tell {other} that {news}", "can you message {other}: {news}"),
             "RESPOND", ("SEND_MESSAGE",), 8),

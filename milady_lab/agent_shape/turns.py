@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..demo_rows import uuid_from
-from . import compose, prompts
+from . import compose, templates
 from .cast import (
     ACTIONS,
     CATEGORIES,
@@ -183,7 +183,7 @@ def _wrong_handler(rng: random.Random, fields: Fields, offered: tuple[str, ...])
     right = fields[1][1]
     assert isinstance(right, tuple)
     choices = [a for a in offered if a != right[0][0]]
-    name = "REPLY" if "REPLY" in choices and rng.random() < 0.6 else rng.choice(choices)
+    name = "REPLY" if "REPLY" in choices and rng.random() < 0.3 else rng.choice(choices)
     return tuple((k, ((name, ()),) if k == "actions" else v) for k, v in fields)
 
 
@@ -209,7 +209,7 @@ def _should_respond(room: _Room, req: Request, sender: str, msg_id: str, provide
     return Call(
         "should_respond",
         "should_respond",
-        compose.fill(prompts.SHOULD_RESPOND_TEMPLATE, values),
+        compose.fill(templates.SHOULD_RESPOND_TEMPLATE, values),
         fields,
         0,
         ("RESPOND", "IGNORE", "STOP"),
@@ -219,13 +219,39 @@ def _should_respond(room: _Room, req: Request, sender: str, msg_id: str, provide
     )
 
 
-def chat_turn(rng: random.Random, source: str, now: int) -> Turn:
+class Deck:
+    """Draws in the weights' proportions without the drift of independent draws: each
+    item ``weight`` times per shuffled deck, dealt in order, reshuffled when empty (so the
+    majority answer of a few hundred turns stays where the weights put it)."""
+
+    def __init__(self, items: tuple[Any, ...], weights: tuple[int, ...]) -> None:
+        self.cards = [item for item, w in zip(items, weights, strict=True) for _ in range(w)]
+        self.left: list[Any] = []
+
+    def deal(self, rng: random.Random) -> Any:
+        if not self.left:
+            self.left = rng.sample(self.cards, len(self.cards))
+        return self.left.pop()
+
+
+@dataclass
+class Decks:
+    """One writer's decks: sources, and the requests of group and direct rooms."""
+
+    sources: Deck = field(default_factory=lambda: Deck(SOURCES, SOURCE_WEIGHTS))
+    group: Deck = field(
+        default_factory=lambda: Deck(GROUP_REQUESTS, tuple(r.weight for r in GROUP_REQUESTS))
+    )
+    direct: Deck = field(
+        default_factory=lambda: Deck(DIRECT_REQUESTS, tuple(r.weight for r in DIRECT_REQUESTS))
+    )
+
+
+def chat_turn(rng: random.Random, source: str, now: int, req: Request) -> Turn:
     """A message in a group room or a direct chat, and what the agent does with it."""
     group = source in GROUP_SOURCES
     char = rng.choice(CHARACTERS)
     room = _room(rng, char, now, group)
-    requests = GROUP_REQUESTS if group else DIRECT_REQUESTS
-    req = rng.choices(requests, [r.weight for r in requests])[0]
     sender = rng.choice(room.people)
     text, slots = _say(rng, req, room, sender)
     if req.kind == "bye":
@@ -286,7 +312,7 @@ def _respond(
         Call(
             "response",
             "response",
-            compose.fill(prompts.MESSAGE_HANDLER_TEMPLATE, values),
+            compose.fill(templates.MESSAGE_HANDLER_TEMPLATE, values),
             fields,
             0,
             offered,
@@ -303,7 +329,7 @@ def _respond(
                 "reply",
                 "action",
                 compose.fill(
-                    prompts.REPLY_TEMPLATE,
+                    templates.REPLY_TEMPLATE,
                     {"agentName": agent, "providers": compose.providers(character, recent)},
                 ),
                 (("thought", thought), ("text", said)),
@@ -336,7 +362,7 @@ def _reflection(rng: random.Random, room: _Room, character: str, said: str) -> C
     return Call(
         "reflection",
         "evaluation",
-        compose.fill(prompts.REFLECTION_TEMPLATE, values),
+        compose.fill(templates.REFLECTION_TEMPLATE, values),
         fields,
         2,
         temperature=0.2,
@@ -376,7 +402,7 @@ def _multi_step(
     wrong = tuple(
         (k, rng.choice([a for a in offered if a != name]) if k == "action" else v) for k, v in first
     )
-    template = prompts.MULTI_STEP_DECISION_TEMPLATE
+    template = templates.MULTI_STEP_DECISION_TEMPLATE
     return [
         Call(
             "multi_step_decision",
@@ -413,7 +439,7 @@ def _image_description(rng: random.Random) -> Call:
     return Call(
         "image_description",
         "action",
-        prompts.IMAGE_DESCRIPTION_TEMPLATE,
+        templates.IMAGE_DESCRIPTION_TEMPLATE,
         fields,
         0,
         slot="IMAGE_DESCRIPTION",
@@ -452,7 +478,7 @@ def post_turn(rng: random.Random, now: int) -> Turn:
         Call(
             "post_creation",
             "action",
-            compose.fill(prompts.POST_CREATION_TEMPLATE, values),
+            compose.fill(templates.POST_CREATION_TEMPLATE, values),
             fields,
             0,
             main=True,
@@ -461,9 +487,10 @@ def post_turn(rng: random.Random, now: int) -> Turn:
     return turn
 
 
-def turn(rng: random.Random, now: int) -> Turn:
-    """One turn from a source drawn in realistic proportions."""
-    source = rng.choices(SOURCES, SOURCE_WEIGHTS)[0]
+def turn(rng: random.Random, now: int, decks: Decks) -> Turn:
+    """One turn from a source dealt in realistic proportions."""
+    source = decks.sources.deal(rng)
     if source == "autonomy":
         return post_turn(rng, now)
-    return chat_turn(rng, source, now)
+    req = (decks.group if source in GROUP_SOURCES else decks.direct).deal(rng)
+    return chat_turn(rng, source, now, req)

@@ -65,6 +65,7 @@ class AgentWriter:
         self.rng = random.Random(seed)
         self.mess = mess
         self.agents = {c["name"]: uuid_from(self.rng) for c in CHARACTERS}
+        self.decks = turns.Decks()
         self.pending: list[_Plan] = []
         self.batch_id = ""
         self.batch_left = 0
@@ -87,7 +88,7 @@ class AgentWriter:
 
     def _plan(self, start: int) -> list[_Plan]:
         rng = self.rng
-        turn = turns.turn(rng, start)
+        turn = turns.turn(rng, start, self.decks)
         if rng.random() >= SCENARIO_SHARE:
             return [(turn, self._quality(), None, None)]
         if self.batch_left == 0:
