@@ -204,7 +204,7 @@ def _should_respond(room: _Room, req: Request, sender: str, msg_id: str, provide
         ("evidenceTurnIds", msg_id if req.decision != "IGNORE" else ""),
     )
     values = {"agentName": agent, "providers": providers, "availableContexts": ", ".join(CONTEXTS)}
-    wrong_decision = "RESPOND" if req.decision != "RESPOND" else "IGNORE"
+    wrong_decision = {"RESPOND": "IGNORE", "IGNORE": "RESPOND", "STOP": "IGNORE"}[req.decision]
     wrong = tuple((k, wrong_decision if k == "action" else v) for k, v in fields)
     return Call(
         "should_respond",
