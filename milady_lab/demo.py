@@ -14,46 +14,48 @@ import os
 import random
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import msgspec
-
+from .agent_shape.writer import AgentWriter
 from .api.schema import JsonObject
 from .atomic import atomic_file
+from .demo_rows import (
+    END_MS,
+    MODEL_WEIGHTS,
+    MODELS,
+    SPAN_MS,
+    STATUS_WEIGHTS,
+    STATUSES,
+    Mess,
+    encode,
+    messy_steps_json,
+    start_times,
+)
+from .demo_rows import SNAKE as _SNAKE
+from .demo_rows import iso as _iso
+from .demo_rows import key as _key
+from .demo_rows import tokens as _tokens
+from .demo_rows import uuid_from as _uuid
 
 # The table's shape lives with the readers; re-exported for the tests and tutorials.
 from .trajectories.schema import COLUMNS, INSERT_SQL, LISTING_INDEX_DDL, TABLE_DDL
 
-__all__ = ["COLUMNS", "INSERT_SQL", "LISTING_INDEX_DDL", "TABLE_DDL", "Mess", "write_demo_db"]
+__all__ = [
+    "COLUMNS", "END_MS", "INSERT_SQL", "LISTING_INDEX_DDL", "SHAPES", "SPAN_MS", "TABLE_DDL",
+    "Mess", "write_demo_db",
+]  # fmt: skip
 
-#: Fixed clock so a seed gives the same data on every machine (2026-05-01T00:00Z).
-END_MS = 1_777_593_600_000
-SPAN_MS = 90 * 24 * 3600 * 1000
+#: The demo data's shapes: ``regular`` (this module: one persona, one markup, short) and
+#: ``agent`` (``agent_shape``: a real elizaOS 2.x agent's templates, characters and
+#: mistakes).
+SHAPES = ("regular", "agent")
+Shape = Literal["regular", "agent"]
 
 SOURCES = ("chat", "autonomy", "telegram", "discord", "api", "runtime")
 SOURCE_WEIGHTS = (34, 20, 16, 16, 8, 6)
-STATUSES = ("completed", "error", "timeout", "active")
-STATUS_WEIGHTS = (86, 6, 3, 5)
-MODELS = ("claude-opus-4-5", "claude-sonnet-4-5", "gpt-4o-mini", "ollama/llama3.2:3b")
-MODEL_WEIGHTS = (45, 30, 15, 10)
 PROVIDERS = ("recentMessages", "character", "time", "facts", "knowledge", "twitter", "actions")
 USERS = ("kai", "remi", "sol", "juno", "mika", "tess", "ozzy", "lena", "bex", "noor")
-
-
-@dataclass(frozen=True)
-class Mess:
-    """Share of rows (or calls) carrying each kind of mess; the defaults are realistic."""
-
-    snake_case: float = 0.07  # rows written with snake_case keys
-    steps_object: float = 0.04  # rows holding {"steps": [...]}
-    not_json: float = 0.01  # rows whose steps_json is not JSON
-    missing_tokens: float = 0.10  # calls without token counts
-    blank_user: float = 0.02  # calls with an empty or whitespace user prompt
-    blank_response: float = 0.03  # calls with an empty response
-    null_model: float = 0.02  # calls with model null
 
 
 CHARACTER_BIO = (
@@ -184,27 +186,11 @@ POSTS = (
 TOPIC_NAMES = tuple(TOPICS)
 
 
-_encode = msgspec.json.Encoder().encode
-
-
-def _uuid(rng: random.Random) -> str:
-    h = f"{rng.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:]}"
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def _reply(thought: str, action: str, text: str) -> str:
     return (
         f"<response><thought>{thought}</thought><actions>{action}</actions>"
         f"<text>{text}</text></response>"
     )
-
-
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4) if text else 0
 
 
 class _Writer:
@@ -353,16 +339,7 @@ class _Writer:
             steps.append(step)
         if status == "error" and steps:
             steps[-1][_key("llmCalls", snake)][-1]["response"] = ""
-        doc: Any = steps
-        if rng.random() < mess.steps_object:
-            doc = {"steps": steps}
-        # compact UTF-8, as JSON.stringify writes it (msgspec: ~5x faster than json)
-        steps_json = _encode(doc).decode("utf-8")
-        if rng.random() < mess.not_json:
-            steps_json = rng.choice((
-                steps_json[: max(1, len(steps_json) // 3)],  # truncated write
-                "[object Object]", "undefined", "", "{steps: []}", "not json: step log lost",
-            ))  # fmt: skip
+        steps_json = messy_steps_json(rng, mess, steps)
         end = None if status == "active" else ts + rng.randint(50, 800)
         judged = status == "completed" and rng.random() < 0.15
         judge = round(rng.uniform(0.2, 1.0), 3) if judged else None
@@ -371,32 +348,13 @@ class _Writer:
             tid, tid, self.agent_ids[0] if rng.random() < 0.9 else self.agent_ids[1],
             source, status, start, end, None if end is None else end - start,
             n_steps, n_calls, n_access, p_tok, c_tok, judge or 0.0, steps_json,
-            _encode(metadata).decode("utf-8"), _iso(start), _iso(end or ts),
+            encode(metadata).decode("utf-8"), _iso(start), _iso(end or ts),
             n_steps, judge, "stayed in character" if judged else None,
             rng.choice((None, None, "companion", "poster")), None, None,
         )  # fmt: skip
 
     def start_times(self, count: int) -> list[int]:
-        """Ascending start times (rows are inserted as an agent would), with some ties."""
-        rng = self.rng
-        times = sorted(END_MS - rng.randrange(SPAN_MS) for _ in range(count))
-        for i in range(1, count):
-            if rng.random() < 0.02:
-                times[i] = times[i - 1]
-        return times
-
-
-_SNAKE = {
-    "stepId": "step_id", "stepNumber": "step_number", "llmCalls": "llm_calls",
-    "providerAccesses": "provider_accesses", "callId": "call_id",
-    "systemPrompt": "system_prompt", "userPrompt": "user_prompt", "maxTokens": "max_tokens",
-    "actionType": "action_type", "latencyMs": "latency_ms", "promptTokens": "prompt_tokens",
-    "completionTokens": "completion_tokens",
-}  # fmt: skip
-
-
-def _key(name: str, snake: bool) -> str:
-    return _SNAKE.get(name, name) if snake else name
+        return start_times(self.rng, count)
 
 
 def write_demo_db(
@@ -408,14 +366,25 @@ def write_demo_db(
     lean: bool = False,
     progress: Callable[[int, int], None] | None = None,
     batch: int = 5000,
+    shape: Shape = "regular",
 ) -> Path:
     """Write ``count`` trajectories to a new SQLite file at ``path`` (replacing it).
 
-    ``lean`` keeps one short call per trajectory: the summary columns stay realistic
-    while a million-row listing benchmark stays a few hundred MB.
+    ``shape`` picks the generator: ``regular`` (short, one persona, one markup) or
+    ``agent`` (``agent_shape``: long prompts from elizaOS's own templates, several
+    characters and purposes, TOON replies with the mistakes strong models make, rewarded
+    rollouts of shared scenarios). ``lean`` keeps one short call per trajectory (regular
+    only): the summary columns stay realistic while a million-row listing benchmark
+    stays a few hundred MB.
     """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
     target = Path(path).expanduser()
-    writer = _Writer(seed, mess or Mess(), lean)
+    writer: _Writer | AgentWriter = (
+        AgentWriter(seed, mess or Mess())
+        if shape == "agent"
+        else _Writer(seed, mess or Mess(), lean)
+    )
     with atomic_file(target) as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING, cast
 
 from .. import validation as v
 from ..errors import InputError
 from ._common import add_json_flag, print_json, settings_from
+
+if TYPE_CHECKING:
+    from ..demo import Shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count", help="trajectories to write (default 1000)")
     p.add_argument("--seed", help="random seed (default 0)")
     p.add_argument(
+        "--shape",
+        help="regular (default: short, one persona, one markup) or agent (shaped like a real "
+        "elizaOS 2.x agent's records: its prompt templates, characters, purposes, TOON "
+        "replies with some mistakes, rewarded rollouts)",
+    )
+    p.add_argument(
         "--if-missing",
         action="store_true",
         help="only when no agent's trajectories were found and the home has none: write "
@@ -34,16 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo_data(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..demo import write_demo_db
+    from ..demo import SHAPES, write_demo_db
 
     count = v.integer(args.count, "count", default=1000, minimum=1, maximum=10_000_000)
     seed = v.integer(args.seed, "seed", default=0, minimum=0, maximum=2**63 - 1)
+    shape = cast("Shape", v.choice(args.shape, "shape", SHAPES, default="regular"))
     db = args.db or settings_from(args).trajectories
     if "://" in db:
         raise InputError(f"--db must be a file path, not {db.split('://', 1)[0]}://…")
     assert count is not None and seed is not None
     if args.if_missing:
-        return _if_missing(args, count, seed)
+        return _if_missing(args, count, seed, shape)
     bar = tqdm(total=count, unit="traj", desc="writing", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:
@@ -52,21 +63,22 @@ def _demo_data(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        path = write_demo_db(db, count=count, seed=seed, progress=progress)
+        path = write_demo_db(db, count=count, seed=seed, progress=progress, shape=shape)
     except OSError as exc:
         raise InputError(f"cannot write {db}: {exc.strerror or exc}") from None
     finally:
         bar.close()
-    body = {"path": str(path), "count": count, "seed": seed}
+    body = {"path": str(path), "count": count, "seed": seed, "shape": shape}
     if args.json:
         print_json(body)
     else:
         took = time.perf_counter() - started
-        print(f"wrote {count} trajectories to {path} in {took:.1f} s")
+        kind = "" if shape == "regular" else "agent-shaped "
+        print(f"wrote {count} {kind}trajectories to {path} in {took:.1f} s")
     return 0
 
 
-def _if_missing(args: argparse.Namespace, count: int, seed: int) -> int:
+def _if_missing(args: argparse.Namespace, count: int, seed: int, shape: Shape) -> int:
     """``make lab``'s step: demo data in the home only where the lab would read nothing,
     then where the lab keeps its state and what it reads (the CLI and notebooks read the same)."""
     from ..demo import write_demo_db
@@ -76,7 +88,7 @@ def _if_missing(args: argparse.Namespace, count: int, seed: int) -> int:
     wrote = False
     if settings.trajectories == str(target) and not target.exists():
         try:
-            write_demo_db(target, count=count, seed=seed)
+            write_demo_db(target, count=count, seed=seed, shape=shape)
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
         wrote = True

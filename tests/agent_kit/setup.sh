@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the agent's published writer code for the tests, once (npm's cache makes a
-# reinstall take seconds): @elizaos/core and PGlite from package-lock.json, and the
+# reinstall take seconds): @elizaos/core, @elizaos/prompts (the templates milady_lab vendors)
+# and PGlite from package-lock.json, and the
 # @elizaos/agent package itself unpacked without its ~50 runtime plugins (the trajectory
 # writer needs none of them; see shim.mjs for the three names it borrows).
 set -euo pipefail

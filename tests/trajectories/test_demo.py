@@ -132,7 +132,8 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_cli_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "sub" / "d.sqlite"
     assert main(["demo-data", "--db", str(db), "--count", "25", "--seed", "4", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"path": str(db), "count": 25, "seed": 4}
+    said = json.loads(capsys.readouterr().out)
+    assert said == {"path": str(db), "count": 25, "seed": 4, "shape": "regular"}
     assert SQLiteSource(db).count() == 25
     assert main(["--trajectories", str(db), "demo-data", "--count", "5"]) == 0
     assert "wrote 5 trajectories" in capsys.readouterr().out
@@ -141,6 +142,7 @@ def test_cli_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         ["--db", str(db), "--count", "many"],
         ["--db", str(db), "--seed", "-1"],
         ["--db", "postgresql://x/y"],
+        ["--db", str(db), "--shape", "real"],
     ):
         assert main(["demo-data", *argv]) == 2
         assert capsys.readouterr().err.startswith("milady-lab: ")
