@@ -42,7 +42,8 @@ CORPUS = [
     # elizaOS 1.x XML, well-formed and not
     "<response><thought>be kind</thought><actions>REPLY,FOLLOW_ROOM</actions>"
     "<providers></providers><text>hi ana~</text></response>",
-    "<response><thought>x</thought><actions>REPLY</actions><text>if a < b && c > d</text></response>",
+    "<response><thought>x</thought><actions>REPLY</actions>"
+    "<text>if a < b && c > d</text></response>",
     "<response><text>fish &amp; chips &lt;3 &quot;yum&quot;</text><simple>TRUE</simple></response>",
     "Sure! Here you go:\n<response>\n  <thought>t</thought>\n  <actions>REPLY, </actions>\n"
     "  <text>ok</text>\n</response>\nHope that helps.",
@@ -59,7 +60,8 @@ CORPUS = [
     "<params></params><text>done</text></response>",
     "<response><actions>SEND_TOKEN</actions><params><SEND_TOKEN><amount>0.5</amount>"
     "<to>0xabc</to><memo>null</memo></SEND_TOKEN></params></response>",
-    "<response><actions><action>REPLY</action><action>  'FOLLOW_ROOM' </action></actions></response>",
+    "<response><actions><action>REPLY</action><action>  'FOLLOW_ROOM' </action>"
+    "</actions></response>",
     '<response><actions>SEARCH</actions><params><SEARCH>{"query": "cats", "limit": 5}</SEARCH>'
     "</params></response>",
     "<response><actions>SEARCH</actions><params></params><SEARCH><query>dogs</query></SEARCH></response>",
@@ -73,7 +75,8 @@ CORPUS = [
     "thought: multi\ntext: line one\n  line two\nactions[2]: REPLY,FOLLOW_ROOM",
     'facts[0]{claim,type}: likes tea,preference\nfacts[1]{claim,type}: "lives, in Paris",fact\n'
     "relationships[0]:\n  sourceEntityId: a\n  targetEntityId: b",
-    "params:\n  SEND_MESSAGE:\n    target: room-2\n    text: hey\nactions: SEND_MESSAGE\nthought: t",
+    "params:\n  SEND_MESSAGE:\n    target: room-2\n    text: hey\n"
+    "actions: SEND_MESSAGE\nthought: t",
     "thought: {not toon}",
     "a:\n  b: 1\n    c: 2\n  d: 3\ne: 4",
     "thought: t\nactions[2]:\n  - name: REPLY\n  - name: SEND_MESSAGE\n    params:\n      to: x\n"

@@ -502,9 +502,9 @@ def _standalone_params(names: list[str], parsed: Record) -> str:
         upper = name.upper()
         key = next((k for k in parsed if k.upper() == upper), None)
         value = parsed.get(key) if key is not None else None
-        if key is not None and key.lower() not in _RESERVED_XML_KEYS and isinstance(value, str):
-            if "<" in value:
-                fragments.append(f"<{upper}>{value}</{upper}>")
+        reserved = key is None or key.lower() in _RESERVED_XML_KEYS
+        if not reserved and isinstance(value, str) and "<" in value:
+            fragments.append(f"<{upper}>{value}</{upper}>")
     return "\n".join(fragments)
 
 
