@@ -269,22 +269,23 @@ def normalize_structured_record(value: Any) -> Record | None:
     return result or None
 
 
-def _is_empty(value: Any) -> bool:
+def is_empty(value: Any) -> bool:
+    """``isEmptyStructuredValue``: null, blank text, or lists and records of those."""
     if value is None or value is MISSING:
         return True
     if isinstance(value, list):
-        return not value or all(_is_empty(e) for e in value)
+        return not value or all(is_empty(e) for e in value)
     if is_record(value):
-        return not value or all(_is_empty(e) for e in value.values())
+        return not value or all(is_empty(e) for e in value.values())
     if isinstance(value, str):
         return not _js_trim(value)
     return False
 
 
 def _merge(primary: Any, secondary: Any) -> Any:
-    if _is_empty(primary):
+    if is_empty(primary):
         return secondary
-    if _is_empty(secondary):
+    if is_empty(secondary):
         return primary
     if isinstance(primary, list) and isinstance(secondary, list):
         size = max(len(primary), len(secondary))
