@@ -4,9 +4,11 @@ offer, and every accuracy beside what always answering the majority would score.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from milady_lab.models.evaluation import purposes, scores
+from milady_lab.api.schema import BenchmarkAnswer
+from milady_lab.models.evaluation import benchmark, purposes, scores
 
 # How the runtime lists actions in a prompt (core's actions provider).
 PROMPT = """task: Generate dialog and actions for Ana.
@@ -184,3 +186,32 @@ def test_validity_purposes_and_grouping() -> None:
         "kind": "validity", "examples": 2, "formatValid": 0.5, "placeholderEchoes": 0,
     }  # fmt: skip
     assert summary["unknown"]["kind"] == "validity"
+
+
+def test_benchmark_report_shows_each_purpose_beside_its_baseline() -> None:
+    refs = [TOON_REPLY] * 3 + [TOON_SEND] + [_should("IGNORE"), _should("RESPOND")]
+    kinds = ["response"] * 4 + ["should_respond"] * 2
+    asked = [PROMPT] * 4 + [None, None]
+
+    def variant(replies: list[str]) -> dict:
+        n = len(replies)
+        per = scores.PerExample.from_replies(replies, refs, [1.0] * n, [1] * n, asked)
+        rows = purposes.score_examples(replies, refs, asked, [""] * n)  # the worker's view
+        return {**per.as_dict(), "agent": purposes.columns(rows)}
+
+    always = [TOON_REPLY] * 4 + [_should("RESPOND")] * 2
+    per_example = {"baseline": variant(always), "scores": variant(refs)}
+    body = benchmark.report(per_example, kinds, seed=0)
+    reply, decide = body["perPurpose"]["response"], body["perPurpose"]["should_respond"]
+    assert reply["baseline"]["actionAccuracy"] == reply["baseline"]["actionBaseline"] == 0.75
+    assert reply["baseline"]["minorityActionAccuracy"] == 0.0
+    assert reply["scores"]["actionAccuracy"] == 1.0
+    assert decide["baseline"]["decisionAccuracy"] == decide["baseline"]["decisionBaseline"] == 0.5
+    assert decide["scores"]["decisionAccuracy"] == 1.0
+    answer = msgspec.convert(
+        {**body, "modelId": "m", "completedAt": 1}, BenchmarkAnswer, from_attributes=False
+    )
+    assert answer.per_purpose == body["perPurpose"]
+    # A result stored before these columns reports without them.
+    old = {k: {f: v for f, v in d.items() if f != "agent"} for k, d in per_example.items()}
+    assert "perPurpose" not in benchmark.report(old, kinds, seed=0)

@@ -50,6 +50,7 @@ from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, 
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
 from ..artifacts import require_peft_adapter, resolve_base_path
+from . import purposes as by_purpose
 from . import scores
 
 DEFAULT_EXAMPLES = 32
@@ -122,6 +123,7 @@ class ScoreReport(TypedDict):
     differences: dict[str, dict[str, dict[str, float] | None]]
     counts: dict[str, int]
     byPurpose: dict[str, JsonObject]
+    perPurpose: NotRequired[dict[str, JsonObject]]
 
 
 class Benchmark(ScoreReport):
@@ -270,9 +272,27 @@ def report(
             for purpose, rows in sorted(groups.items())
         },
     }
+    measured = per_purpose(per_example, purposes)
+    if measured:
+        body["perPurpose"] = measured
     if pair_wins:
         add_preference(body, pair_wins, seed)
     return body
+
+
+def per_purpose(
+    per_example: Mapping[str, Mapping[str, Any]], purposes: Sequence[str]
+) -> dict[str, JsonObject]:
+    """Per call purpose, each variant's fitting measures beside their majority-class
+    baselines (``purposes.summarize_purpose``); empty for a result stored before them."""
+    out: dict[str, JsonObject] = {}
+    for label, columns in sorted(per_example.items()):
+        if len(columns.get("agent", {}).get("expected", ())) != len(purposes):
+            continue
+        rows = by_purpose.from_columns(columns["agent"], purposes)
+        for purpose, summary in by_purpose.summarize_purposes(rows).items():
+            out.setdefault(purpose, {})[label] = summary
+    return out
 
 
 def add_preference(body: ScoreReport, wins: Mapping[str, Sequence[bool]], seed: int) -> None:
@@ -399,6 +419,7 @@ class Example:
     reply_ids: list[int]  # the assistant turn as the template renders it, end token included
     reference: str
     max_new: int
+    prompt: str = ""  # the prompt's messages as text: the actions it offers are read there
 
 
 @dataclass
@@ -542,7 +563,8 @@ def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Exa
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][-MAX_PROMPT_TOKENS:]
     reply_ids = tokenizer(reply_text, add_special_tokens=False)["input_ids"][:MAX_REPLY_TOKENS]
     max_new = max(1, min(MAX_NEW_TOKENS, math.ceil(NEW_TOKENS_FACTOR * len(reply_ids))))
-    return Example(index, prompt_ids, reply_ids, reference, max_new)
+    prompt = "\n".join(str(m.get("content") or "") for m in prompt_msgs)
+    return Example(index, prompt_ids, reply_ids, reference, max_new, prompt)
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
@@ -795,13 +817,14 @@ def _score_variant(
                 on_batch(len(batch))
     order = sorted(replies)
     refs = {e.index: e.reference for e in examples}
+    prompts = {e.index: e.prompt for e in examples}
+    texts, references = [replies[i] for i in order], [refs[i] for i in order]
+    asked = [prompts[i] for i in order]
     per = scores.PerExample.from_replies(
-        [replies[i] for i in order],
-        [refs[i] for i in order],
-        [nll_of[i] for i in order],
-        [tokens_of[i] for i in order],
+        texts, references, [nll_of[i] for i in order], [tokens_of[i] for i in order], asked
     )
-    return per.as_dict()
+    rows = by_purpose.score_examples(texts, references, asked, [""] * len(order))
+    return {**per.as_dict(), "agent": by_purpose.columns(rows)}
 
 
 def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):

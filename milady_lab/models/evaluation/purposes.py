@@ -57,48 +57,50 @@ def decision(fields: Mapping[str, Any] | None) -> str | None:
 
 @dataclass(frozen=True)
 class ExampleScore:
-    """One reply scored against its reference, as its purpose asks."""
+    """One reply scored against its reference, every measure that applies to it (the
+    purpose picks which ones its summary shows); None where a measure does not apply."""
 
     purpose: str
-    kind: str
     format_valid: bool | None
     placeholders: tuple[str, ...] = ()
-    decision: str | None = None
-    expected_decision: str | None = None
+    #: The reference's class: its decision (RESPOND / IGNORE / STOP) or its sorted action
+    #: names joined by commas; what the majority baseline counts.
+    expected: str | None = None
+    decision_match: bool | None = None
     actions: tuple[str, ...] = ()
-    expected_actions: tuple[str, ...] = ()
     action_match: bool | None = None
     params_match: bool | None = None
     unoffered: tuple[str, ...] = field(default=())
 
     @property
-    def decision_match(self) -> bool | None:
-        if self.expected_decision is None:
-            return None
-        return self.decision == self.expected_decision
+    def kind(self) -> str:
+        return purpose_kind(self.purpose)
 
 
 def score_example(reply: str, reference: str, prompt: str | None, purpose: str) -> ExampleScore:
-    """Score one reply the way its purpose asks (pure: the same inputs, the same answer)."""
-    kind = purpose_kind(purpose)
+    """Score one reply against its reference (pure: the same inputs, the same answer)."""
     got, ref = scores.read_reply(reply), scores.read_reply(reference)
-    valid = scores.format_valid(reply, reference)
     echoed = tuple(scores.placeholders(got, reference))
-    if kind == "decision":
+    valid = scores.format_valid(reply, reference)
+    expected_decision = decision(ref)
+    expected_actions = sorted(set(scores.action_names(ref)))
+    if purpose_kind(purpose) == "decision" or (expected_decision and not expected_actions):
         return ExampleScore(
-            purpose, kind, valid, echoed, decision=decision(got), expected_decision=decision(ref)
+            purpose,
+            valid,
+            echoed,
+            expected=expected_decision,
+            decision_match=None
+            if expected_decision is None
+            else decision(got) == expected_decision,
         )
-    if kind == "validity":
-        return ExampleScore(purpose, kind, valid, echoed)
-    expected = tuple(sorted(set(scores.action_names(ref))))
     return ExampleScore(
         purpose,
-        kind,
         valid,
         echoed,
+        expected=",".join(expected_actions) or None,
         actions=tuple(sorted(set(scores.action_names(got)))),
-        expected_actions=expected,
-        action_match=scores.action_match(reply, reference, prompt) if expected else None,
+        action_match=scores.action_match(reply, reference, prompt) if expected_actions else None,
         params_match=params_match(got, ref),
         unoffered=tuple(sorted(scores.unoffered(reply, prompt))),
     )
@@ -154,8 +156,8 @@ def summarize_purpose(rows: Sequence[ExampleScore]) -> dict[str, Any]:
         "placeholderEchoes": sum(bool(r.placeholders) for r in rows),
     }
     if kind == "decision":
-        scored = [r for r in rows if r.expected_decision is not None]
-        majority, baseline = _baseline([r.expected_decision for r in scored])
+        scored = [r for r in rows if r.decision_match is not None]
+        majority, baseline = _baseline([r.expected for r in scored])
         out |= {
             "decisionAccuracy": _share([r.decision_match for r in scored]),
             "decisionBaseline": baseline,
@@ -164,12 +166,12 @@ def summarize_purpose(rows: Sequence[ExampleScore]) -> dict[str, Any]:
         }
     elif kind == "reply":
         scored = [r for r in rows if r.action_match is not None]
-        majority, baseline = _baseline([r.expected_actions for r in scored])
-        minority = [r.action_match for r in scored if r.expected_actions != majority]
+        majority, baseline = _baseline([r.expected for r in scored])
+        minority = [r.action_match for r in scored if r.expected != majority]
         out |= {
             "actionAccuracy": _share([r.action_match for r in scored]),
             "actionBaseline": baseline,
-            "majority": ",".join(majority) if majority is not None else None,
+            "majority": majority,
             "minorityActionAccuracy": _share(minority),
             "minorityExamples": len(minority),
             "paramsAccuracy": _share([r.params_match for r in rows]),
@@ -194,3 +196,37 @@ def score_examples(
 ) -> list[ExampleScore]:
     """``score_example`` over aligned columns (a benchmark's greedy replies)."""
     return [score_example(*row) for row in zip(replies, references, prompts, purposes, strict=True)]
+
+
+# -- stored beside a benchmark's per-example figures -----------------------------------------
+_COLUMNS = (
+    ("formatValid", "format_valid"),
+    ("placeholders", "placeholders"),
+    ("expected", "expected"),
+    ("decisionMatch", "decision_match"),
+    ("actions", "actions"),
+    ("actionMatch", "action_match"),
+    ("paramsMatch", "params_match"),
+    ("unoffered", "unoffered"),
+)
+
+
+def columns(rows: Sequence[ExampleScore]) -> dict[str, list[Any]]:
+    """Rows as JSON columns (a benchmark worker's answer; the purpose is added back by
+    ``from_columns``, the worker does not know it)."""
+    out: dict[str, list[Any]] = {}
+    for key, attr in _COLUMNS:
+        values = [getattr(r, attr) for r in rows]
+        out[key] = [list(v) if isinstance(v, tuple) else v for v in values]
+    return out
+
+
+def from_columns(cols: Mapping[str, Sequence[Any]], purposes: Sequence[str]) -> list[ExampleScore]:
+    """``columns`` read back, each row given its purpose."""
+    out = []
+    for i, purpose in enumerate(purposes):
+        values = {attr: cols[key][i] for key, attr in _COLUMNS}
+        for attr in ("placeholders", "actions", "unoffered"):
+            values[attr] = tuple(values[attr])
+        out.append(ExampleScore(purpose=purpose, **values))
+    return out

@@ -341,13 +341,17 @@ class PerExample:
         references: Sequence[str],
         nll: Sequence[float],
         tokens: Sequence[int],
+        prompts: Sequence[str | None] | None = None,
     ) -> PerExample:
+        """Each reply scored against its reference; with ``prompts``, an action the
+        example's prompt did not offer fails ``actionAccuracy``."""
         out = cls(nll=[float(x) for x in nll], tokens=[int(t) for t in tokens])
-        for reply, ref in zip(replies, references, strict=True):
+        asked = [None] * len(replies) if prompts is None else prompts
+        for reply, ref, prompt in zip(replies, references, asked, strict=True):
             out.consistency.append(consistency(reply, ref))
             out.helpfulness.append(rouge_l(reply, ref))
             out.format_valid.append(format_valid(reply, ref))
-            out.action_match.append(action_match(reply, ref))
+            out.action_match.append(action_match(reply, ref, prompt))
         return out
 
     def as_dict(self) -> dict[str, list[Any]]:
