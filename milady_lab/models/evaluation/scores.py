@@ -18,18 +18,21 @@
 
 Agent-shaped scores (does the agent still do its job?):
 
-* **formatValid** = the share of greedy replies the agent's parser would accept, over the
-  examples whose reference reply is structured. An XML reference (elizaOS's
-  ``<response><thought>…</thought><actions>…</actions><text>…</text></response>``)
-  asks for one well-formed ``<response>`` element (bare ``&`` tolerated, as the
-  agent's lenient parser does) holding every child tag the reference's own
-  ``<response>`` has; a JSON reference asks for a JSON object holding every top-level
-  key of the reference. A ```` ``` ```` fence around the reply is allowed. Plain-text
-  references are left out (any text parses); ``counts.formatValid`` says how many counted.
-* **actionAccuracy** = the share of examples whose predicted action set equals the
-  reference's (``<actions>`` names, comma/space separated, upper-cased; for JSON an
-  ``actions`` list or string). Examples whose reference names no action are left out;
-  ``counts.actionAccuracy`` says how many counted.
+* **formatValid** = the share of greedy replies the agent could act on, over the examples
+  whose reference reply is structured. A reply is read as the agent reads it
+  (``agent_parse``, a port of @elizaos/core's ``parseKeyValueXml``: TOON, then lenient
+  XML, where a raw ``<`` or ``&`` in text is fine; a JSON object, JSON5 as the agent
+  reads it, where the reference is JSON); it must fill every field the reference fills
+  (for an unreadable ``<response>`` reference: ``thought``, ``actions``, ``text``) and
+  repeat no template placeholder (``PLACEHOLDERS``, ``ACTION1``, unfilled ``{{…}}``).
+  Plain-text references are left out; ``counts.formatValid`` says how many counted.
+* **actionAccuracy** = the share of examples whose action set equals the reference's,
+  actions read as the planner reads them (comma lists, TOON entries, nested
+  ``<action><name>``; upper-cased), and, given the prompt, each one among the actions it
+  offered (``offered_actions``) or a control action. Examples whose reference names no
+  action are left out; ``counts.actionAccuracy`` says how many counted.
+
+Per-purpose measures and their majority-class baselines: ``purposes``.
 
 Each score gets a 95 % percentile bootstrap interval over examples (``interval``), and
 the difference between two models scored on the same examples a paired one
