@@ -85,6 +85,17 @@ CORPUS = [
     'thought: "quoted: text"\nactions: "REPLY", IGNORE\ntext: \'single\'',
     "key: value with a: colon\nother: 12\nflag: false",
     "thought: bad indent\n actions: REPLY\n\tweird",
+    '<response><actions>SET_TIMER</actions><params><SET_TIMER><param name="minutes">5</param>'
+    "<param name='label'>tea</param></SET_TIMER></params></response>",
+    "<response>\r\n<thought>crlf</thought>\r\n<actions>REPLY</actions>\r\n</response>",
+    "<response><providers><provider>TIME</provider></providers><actions>"
+    '<action id="1"><name>REPLY</name><params><text>ünïcødé 日本</text></params></action>'
+    "</actions><params></params></response>",
+    "<think>hidden</think>\n<response><text>after think</text></response>",
+    "thought: ok\r\nactions: REPLY\r\ntext: crlf toon",
+    "steps[0]:\n  action: SEARCH\n  why: find it\nsteps[1]:\n  action: REPLY\n  why: answer",
+    'thought: t\nactions[1]{name,params}:\n  REPLY,""\ntext: tabular',
+    "TOON DOCUMENT:\n\nthought: labelled\nactions: REPLY",
     # not structured at all
     "just chatting, no markup 3 < 4",
     "",
