@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import scores
@@ -70,7 +70,7 @@ class ExampleScore:
     actions: tuple[str, ...] = ()
     action_match: bool | None = None
     params_match: bool | None = None
-    unoffered: tuple[str, ...] = field(default=())
+    unoffered: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -85,14 +85,9 @@ def score_example(reply: str, reference: str, prompt: str | None, purpose: str) 
     expected_decision = decision(ref)
     expected_actions = sorted(set(scores.action_names(ref)))
     if purpose_kind(purpose) == "decision" or (expected_decision and not expected_actions):
+        matched = None if expected_decision is None else decision(got) == expected_decision
         return ExampleScore(
-            purpose,
-            valid,
-            echoed,
-            expected=expected_decision,
-            decision_match=None
-            if expected_decision is None
-            else decision(got) == expected_decision,
+            purpose, valid, echoed, expected=expected_decision, decision_match=matched
         )
     return ExampleScore(
         purpose,
