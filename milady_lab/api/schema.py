@@ -700,6 +700,21 @@ class BenchmarkAnswer(Record):
             )
         ),
     ] = None
+    per_purpose: Annotated[
+        JsonObject | None,
+        Meta(
+            description=(
+                "per call purpose, per variant, the measure that fits the purpose beside "
+                "its majority-class baseline (always the most common decision or action set "
+                "of the references): kind (decision | reply | validity), examples, "
+                "formatValid, placeholderEchoes; decisionAccuracy, decisionBaseline, "
+                "majority (should_respond); actionAccuracy, actionBaseline, majority, "
+                "minorityActionAccuracy and minorityExamples (the non-majority references), "
+                "paramsAccuracy, unofferedActions (replies taking an action the prompt did "
+                "not offer) for replies"
+            )
+        ),
+    ] = None
     active_model_id: str | None = None
     dataset_id: Annotated[
         str | None, Meta(description="The dataset whose examples were scored")

@@ -90,14 +90,20 @@ SHOULD = "<response><name>Milady</name><reasoning>r</reasoning><action>RESPOND</
         ("<response><thought>t</thought><text>hello</text></response>", ELIZA, False),  # no actions
         ("<response><thought>t</thought><actions>REPLY</text></response>", ELIZA, False),  # crossed
         ("hello there", ELIZA, False),
-        ("<reply><thought>t</thought><actions>REPLY</actions><text>x</text></reply>", ELIZA, False),
+        # Another root: the agent reads the first element's children all the same.
+        ("<reply><thought>t</thought><actions>REPLY</actions><text>x</text></reply>", ELIZA, True),
+        ("<response><thought>if a < b</thought><actions>REPLY</actions><text>x</text></response>",
+         ELIZA, True),  # a raw < in text: ElementTree refuses it, the agent does not
+        ("<response><thought>Your thought here</thought><actions>REPLY</actions>"
+         "<text>x</text></response>", ELIZA, False),  # the template's placeholder copied
         ("<response><name>M</name><reasoning>x</reasoning><action>IGNORE</action></response>",
          SHOULD, True),  # the reference's own tags are the required ones
         (ELIZA, SHOULD, False),
         ('{"text": "hi", "actions": ["REPLY"]}', '{"actions": ["REPLY"], "text": "yo"}', True),
         ('{"text": "hi", "actions": ["REPLY"], "extra": 1}', '{"actions": [], "text": "a"}', True),
         ('{"text": "hi"}', '{"actions": ["REPLY"], "text": "yo"}', False),  # a key missing
-        ('{"text": "hi", }', '{"text": "yo"}', False),  # not JSON
+        ('{"text": "hi", }', '{"text": "yo"}', True),  # JSON5, as the agent reads JSON
+        ('{"text": "hi" "x"}', '{"text": "yo"}', False),  # not JSON
         ('["text"]', '{"text": "yo"}', False),  # not an object
         ("anything at all", "plain text reference", None),  # left out
     ],
@@ -110,11 +116,20 @@ def test_format_valid(reply: str, reference: str, expected: bool | None) -> None
     ("reply", "reference", "expected"),
     [
         (AGENT, AGENT, True),
-        ("<actions>follow_room reply</actions>", AGENT, True),  # order, case, separators
+        ("<response><actions>follow_room, reply</actions></response>", AGENT, True),  # order, case
+        # The agent reads nothing out of a bare <actions> element, nor splits on spaces.
+        ("<actions>follow_room reply</actions>", AGENT, False),
+        ("<response><actions>FOLLOW_ROOM REPLY</actions></response>", AGENT, False),
         ("<actions>REPLY</actions>", AGENT, False),  # a subset is wrong
         ("<actions>REPLY, FOLLOW_ROOM, MUTE_ROOM</actions>", AGENT, False),
         ("no actions at all", AGENT, False),
-        ("<response><actions>REPLY</actions>", ELIZA, True),  # broken XML, right action
+        ("<response><actions>REPLY</actions>", ELIZA, False),  # never closed: nothing read
+        (
+            "<response><actions><action><name>REPLY</name></action></actions></response>",
+            ELIZA,
+            True,
+        ),
+        ("thought: t\nactions[1]:\n  - name: REPLY\ntext: hi", ELIZA, True),  # TOON
         ('{"actions": ["REPLY"]}', '{"actions": "REPLY"}', True),
         ('{"actions": ["IGNORE"]}', '{"actions": ["REPLY"]}', False),
         (AGENT, "<response><text>no actions</text></response>", None),  # left out

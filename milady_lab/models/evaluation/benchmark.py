@@ -50,6 +50,7 @@ from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, 
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
 from ..artifacts import require_peft_adapter, resolve_base_path
+from . import purposes as by_purpose
 from . import scores
 
 DEFAULT_EXAMPLES = 32
@@ -129,6 +130,7 @@ class ScoreReport(TypedDict):
     counts: JsonObject
     byPurpose: dict[str, JsonObject]
     macro: NotRequired[dict[str, JsonObject]]
+    perPurpose: NotRequired[dict[str, JsonObject]]
 
 
 class Benchmark(ScoreReport):
@@ -294,6 +296,9 @@ def report(
         },
     }
     body["macro"] = {label: macro_average(pe, groups) for label, pe in sorted(variants.items())}
+    measured = per_purpose(per_example, purposes)
+    if measured:
+        body["perPurpose"] = measured
     if pair_wins:
         add_preference(body, pair_wins, seed)
     return body
@@ -343,6 +348,21 @@ def reply_samples(
         ]
         for purpose, rows in picked.items()
     }
+
+
+def per_purpose(
+    per_example: Mapping[str, Mapping[str, Any]], purposes: Sequence[str]
+) -> dict[str, JsonObject]:
+    """Per call purpose, each variant's fitting measures beside their majority-class
+    baselines (``purposes.summarize_purpose``); empty for a result stored before them."""
+    out: dict[str, JsonObject] = {}
+    for label, columns in sorted(per_example.items()):
+        if len(columns.get("agent", {}).get("expected", ())) != len(purposes):
+            continue
+        rows = by_purpose.from_columns(columns["agent"], purposes)
+        for purpose, summary in by_purpose.summarize_purposes(rows).items():
+            out.setdefault(purpose, {})[label] = summary
+    return out
 
 
 def add_preference(body: ScoreReport, wins: Mapping[str, Sequence[bool]], seed: int) -> None:
@@ -469,6 +489,7 @@ class Example:
     reply_ids: list[int]  # the assistant turn as the template renders it, end token included
     reference: str
     max_new: int
+    prompt: str = ""  # the prompt's messages as text: the actions it offers are read there
 
 
 @dataclass
@@ -642,7 +663,8 @@ def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Exa
     reply_ids = tokenizer(reply_text, add_special_tokens=False)["input_ids"][:MAX_REPLY_TOKENS]
     # The cap follows the reference: long replies (reflection) are not cut by construction.
     max_new = min(MAX_NEW_TOKENS, math.ceil(NEW_TOKENS_FACTOR * len(reply_ids)) + NEW_TOKENS_SLACK)
-    return Example(index, prompt_ids, reply_ids, reference, max_new)
+    prompt = "\n".join(str(m.get("content") or "") for m in prompt_msgs)
+    return Example(index, prompt_ids, reply_ids, reference, max_new, prompt)
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
@@ -897,13 +919,19 @@ def _score_variant(
                 on_batch(len(batch))
     order = sorted(replies)
     refs = {e.index: e.reference for e in examples}
+    prompts = {e.index: e.prompt for e in examples}
+    texts, references = [replies[i] for i in order], [refs[i] for i in order]
+    asked = [prompts[i] for i in order]
     per = scores.PerExample.from_replies(
-        [replies[i] for i in order],
-        [refs[i] for i in order],
-        [nll_of[i] for i in order],
-        [tokens_of[i] for i in order],
+        texts, references, [nll_of[i] for i in order], [tokens_of[i] for i in order], asked
     )
-    return {**per.as_dict(), "replies": [replies[i] for i in order], "cut": [cut[i] for i in order]}
+    rows = by_purpose.score_examples(texts, references, asked, [""] * len(order))
+    return {
+        **per.as_dict(),
+        "agent": by_purpose.columns(rows),
+        "replies": texts,
+        "cut": [cut[i] for i in order],
+    }
 
 
 def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):

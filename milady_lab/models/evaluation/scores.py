@@ -18,18 +18,21 @@
 
 Agent-shaped scores (does the agent still do its job?):
 
-* **formatValid** = the share of greedy replies the agent's parser would accept, over the
-  examples whose reference reply is structured. An XML reference (elizaOS's
-  ``<response><thought>…</thought><actions>…</actions><text>…</text></response>``)
-  asks for one well-formed ``<response>`` element (bare ``&`` tolerated, as the
-  agent's lenient parser does) holding every child tag the reference's own
-  ``<response>`` has; a JSON reference asks for a JSON object holding every top-level
-  key of the reference. A ```` ``` ```` fence around the reply is allowed. Plain-text
-  references are left out (any text parses); ``counts.formatValid`` says how many counted.
-* **actionAccuracy** = the share of examples whose predicted action set equals the
-  reference's (``<actions>`` names, comma/space separated, upper-cased; for JSON an
-  ``actions`` list or string). Examples whose reference names no action are left out;
-  ``counts.actionAccuracy`` says how many counted.
+* **formatValid** = the share of greedy replies the agent could act on, over the examples
+  whose reference reply is structured. A reply is read as the agent reads it
+  (``agent_parse``, a port of @elizaos/core's ``parseKeyValueXml``: TOON, then lenient
+  XML, where a raw ``<`` or ``&`` in text is fine; a JSON object, JSON5 as the agent
+  reads it, where the reference is JSON); it must fill every field the reference fills
+  (for an unreadable ``<response>`` reference: ``thought``, ``actions``, ``text``) and
+  repeat no template placeholder (``PLACEHOLDERS``, ``ACTION1``, unfilled ``{{…}}``).
+  Plain-text references are left out; ``counts.formatValid`` says how many counted.
+* **actionAccuracy** = the share of examples whose action set equals the reference's,
+  actions read as the planner reads them (comma lists, TOON entries, nested
+  ``<action><name>``; upper-cased), and, given the prompt, each one among the actions it
+  offered (``offered_actions``) or a control action. Examples whose reference names no
+  action are left out; ``counts.actionAccuracy`` says how many counted.
+
+Per-purpose measures and their majority-class baselines: ``purposes``.
 
 Each score gets a 95 % percentile bootstrap interval over examples (``interval``), and
 the difference between two models scored on the same examples a paired one
@@ -42,12 +45,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...api.schema import JsonObject
+from . import agent_parse
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,10 +129,32 @@ def mean(values: Iterable[float]) -> float:
 
 
 # -- agent-shaped scores ------------------------------------------------------------------
+# A reply is read as the agent reads it (``agent_parse``: its TOON/lenient-XML parser, then
+# JSON5 as its structured-output fallback), never with a stricter parser.
 _FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
-_BARE_AMP = re.compile(r"&(?!(?:[A-Za-z][A-Za-z0-9]{0,31}|#[0-9]{1,7}|#x[0-9A-Fa-f]{1,6});)")
+_THINK = re.compile(r"<think>[\s\S]*?</think>")
 #: The child tags of an elizaOS reply when the reference itself does not parse.
 ELIZA_TAGS = frozenset({"thought", "actions", "text"})
+#: The example values elizaOS's templates show (``@elizaos/prompts``: message_handler,
+#: reply, post_creation, multi_step_*, post_action_decision, summaries, image prompts; the
+#: 1.x ``<actions>ACTION1,ACTION2</actions>``). A reply that repeats one is copying the
+#: template, not answering.
+PLACEHOLDERS = (
+    "your thought here",
+    "your message here",
+    "your post text here",
+    "your comprehensive summary here",
+    "your updated and condensed summary here",
+    "optional image prompt here",
+    "option_name_or_null",
+)
+_PLACEHOLDER_NAME = re.compile(r"\b(?:ACTION|PROVIDER|EVALUATOR)\d\b")
+_UNFILLED = re.compile(r"\{\{\{?\s*[#/]?[A-Za-z_][\w.]*\s*\}?\}\}")
+#: What the planner accepts whether or not the prompt lists it (core's control actions).
+CONTROL_ACTIONS = frozenset({"REPLY", "RESPOND", "IGNORE", "STOP", "NONE"})
+_POSSIBLE = re.compile(r"Possible response actions:[ \t]*([^\n]*)")
+_AVAILABLE = re.compile(r"^#+\s*Available Actions\s*$", re.MULTILINE | re.IGNORECASE)
+_ACTION_LINE = re.compile(r"^-\s+([A-Za-z_][A-Za-z0-9_]*)\s*:", re.MULTILINE)
 
 
 def _unfence(text: str) -> str:
@@ -138,72 +163,158 @@ def _unfence(text: str) -> str:
     return m.group(1).strip() if m else body
 
 
-def parse_xml_response(text: str) -> ET.Element | None:
-    """The reply's one ``<response>`` root element, or None when a parser would refuse it."""
-    body = _unfence(text)
-    if not body.startswith("<"):
-        return None
-    try:
-        root = ET.fromstring(_BARE_AMP.sub("&amp;", body))
-    except ET.ParseError:
-        return None
-    return root if root.tag.lower() == "response" else None
-
-
 def parse_json_object(text: str) -> JsonObject | None:
-    try:
-        value = json.loads(_unfence(text))
-    except ValueError:
-        return None
+    """A JSON object (JSON5, as the agent's ``parseJSONObjectFromText`` reads one)."""
+    value = agent_parse.parse_json_object_from_text(_unfence(text))
     return value if isinstance(value, dict) else None
 
 
 def reply_format(reference: str) -> str | None:
-    """``"xml"``, ``"json"`` or None (plain text): what the agent expects back."""
+    """``"json"``, ``"structured"`` (TOON or XML) or None (plain text): what the agent
+    expects back, judged from the reference reply."""
     body = _unfence(reference)
     if body.startswith("{") and parse_json_object(body) is not None:
         return "json"
-    if re.match(r"<\s*response[\s>]", body, re.IGNORECASE):
-        return "xml"
+    if read_reply(reference) is not None or re.search(r"<\s*response[\s>/]", body, re.I):
+        return "structured"
     return None
 
 
+def read_reply(text: str, *, json_first: bool = False) -> JsonObject | None:
+    """The fields the agent reads from a reply (``<think>`` removed, as the runtime does):
+    ``parseKeyValueXml`` (TOON, then lenient XML), then a JSON object; JSON first where
+    the agent expects JSON. None: the agent finds nothing to act on."""
+    clean = _THINK.sub("", text or "")
+    readers = (parse_json_object, agent_parse.parse_key_value_xml)
+    for reader in readers if json_first else readers[::-1]:
+        fields = reader(clean)
+        if fields:
+            return fields
+    return None
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+
+
+def placeholders(fields: Mapping[str, Any] | None, reference: str = "") -> list[str]:
+    """The template placeholders a reply's fields repeat (``Your thought here``,
+    ``ACTION1``, an unfilled ``{{agentName}}``…), less those the reference itself holds."""
+    if not fields:
+        return []
+    ref = reference.lower()
+    found: list[str] = []
+    for text in _strings(dict(fields)):
+        low = text.lower()
+        hits = [p for p in PLACEHOLDERS if p in low]
+        hits += _PLACEHOLDER_NAME.findall(text.upper()) + _UNFILLED.findall(text)
+        found += [h for h in hits if h.lower() not in ref and h not in found]
+    return found
+
+
 def format_valid(reply: str, reference: str) -> bool | None:
-    """Whether the agent could parse ``reply`` as it parses ``reference``; None: plain text."""
+    """Whether the agent could act on ``reply`` as it acts on ``reference``: it parses
+    (agent's parser), fills every field the reference fills, and copies no template
+    placeholder. None: the reference is plain text (any text parses)."""
     kind = reply_format(reference)
     if kind is None:
         return None
-    if kind == "json":
-        ref, got = parse_json_object(reference), parse_json_object(reply)
-        return got is not None and set(ref or {}) <= set(got)
-    root = parse_xml_response(reply)
-    if root is None:
+    ref = read_reply(reference, json_first=kind == "json")
+    got = read_reply(reply, json_first=kind == "json")
+    if got is None:
         return False
-    ref_root = parse_xml_response(reference)
-    required = {c.tag.lower() for c in ref_root} if ref_root is not None else set(ELIZA_TAGS)
-    return required <= {c.tag.lower() for c in root}
+    if kind == "json":
+        required = set(ref or {})
+    elif ref is None:
+        required = set(ELIZA_TAGS)
+    else:
+        required = {k for k, v in ref.items() if not agent_parse.is_empty(v)}
+    return required <= set(got) and not placeholders(got, reference)
+
+
+def action_names(fields: Mapping[str, Any] | None) -> list[str]:
+    """The actions the planner reads (``extractPlannerActionNames``), upper-cased. A TOON
+    entry ``- name: REPLY`` (the 2.x templates' form) counts by its name; the core build
+    this is ported from turns such an entry into "[object Object]" and drops it."""
+    if not fields:
+        return []
+    working = json.loads(json.dumps(dict(fields)))
+    entries = working.get("actions")
+    if isinstance(entries, list) and any(_named(e) for e in entries):
+        # The decoded entries, less the loose line-by-line reading of the same lines
+        # that parseKeyValueXml merges in after them ("- name: REPLY", {"params": …}).
+        working["actions"] = [e["name"] for e in entries if _named(e)] + [
+            e for e in entries if isinstance(e, str) and not e.lstrip().startswith("-")
+        ]
+    return [n.upper() for n in agent_parse.extract_planner_action_names(working)]
+
+
+def _named(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("name"), str)
+
+
+def action_params(fields: Mapping[str, Any] | None) -> dict[str, JsonObject]:
+    """Each action's params (``parseActionParams``, nested ``<params>`` included), with
+    those a TOON action entry carries under its ``params``."""
+    if not fields:
+        return {}
+    working = json.loads(json.dumps(dict(fields)))
+    # The planner fills an empty ``params`` from params nested in ``<action>``; the 2.x
+    # schema asks for them there, so a reply without a ``<params>`` field gets them too.
+    working.setdefault("params", "")
+    agent_parse.extract_planner_action_names(working)
+    out = agent_parse.parse_action_params(working.get("params"))
+    for entry in working.get("actions") if isinstance(working.get("actions"), list) else []:
+        if _named(entry):
+            params = entry.get("params")
+            if isinstance(params, dict) and params:
+                out.setdefault(entry["name"].strip().upper(), params)
+    return out
 
 
 def action_set(reply: str) -> frozenset[str]:
-    """The actions a reply names: ``<actions>`` blocks, or a JSON ``actions`` field."""
-    obj = parse_json_object(reply)
-    if obj is not None and "actions" in obj:
-        raw = obj["actions"]
-        items = raw if isinstance(raw, list) else [raw]
-        text = " ".join(str(i) for i in items if isinstance(i, str | int))
-        return frozenset(n.upper() for n in _ACTION_NAME.findall(text))
+    """The actions a reply names, read as the agent reads them."""
+    return frozenset(action_names(read_reply(reply)))
+
+
+def offered_actions(prompt: str | None) -> frozenset[str] | None:
+    """The actions the prompt offered, as the runtime lists them (``Possible response
+    actions: A, B`` and the ``# Available Actions`` lines ``- NAME: description``); None
+    where the prompt lists none (nothing to check against)."""
+    if not prompt:
+        return None
     names: set[str] = set()
-    for block in _ACTIONS.finditer(reply):
-        names |= {n.upper() for n in _ACTION_NAME.findall(block.group(1))}
-    return frozenset(names)
+    for line in _POSSIBLE.findall(prompt):
+        names |= {n.strip().upper() for n in line.split(",") if n.strip()}
+    for header in _AVAILABLE.finditer(prompt):
+        section = re.split(r"\n\s*#", prompt[header.end() :], maxsplit=1)[0]
+        names |= {n.upper() for n in _ACTION_LINE.findall(section)}
+    return frozenset(names) if names else None
 
 
-def action_match(reply: str, reference: str) -> bool | None:
-    """Whether the predicted action set equals the reference's; None when it names none."""
+def unoffered(reply: str, prompt: str | None) -> frozenset[str]:
+    """The actions a reply takes that its prompt did not offer (control actions aside)."""
+    offered = offered_actions(prompt)
+    if offered is None:
+        return frozenset()
+    return frozenset(action_set(reply) - offered - CONTROL_ACTIONS)
+
+
+def action_match(reply: str, reference: str, prompt: str | None = None) -> bool | None:
+    """Whether the reply takes exactly the reference's actions, each one the prompt
+    offered; None when the reference takes none."""
     expected = action_set(reference)
     if not expected:
         return None
-    return action_set(reply) == expected
+    return action_set(reply) == expected and not unoffered(reply, prompt)
 
 
 # -- per-example values, summaries and intervals ----------------------------------------------
@@ -233,13 +344,17 @@ class PerExample:
         references: Sequence[str],
         nll: Sequence[float],
         tokens: Sequence[int],
+        prompts: Sequence[str | None] | None = None,
     ) -> PerExample:
+        """Each reply scored against its reference; with ``prompts``, an action the
+        example's prompt did not offer fails ``actionAccuracy``."""
         out = cls(nll=[float(x) for x in nll], tokens=[int(t) for t in tokens])
-        for reply, ref in zip(replies, references, strict=True):
+        asked = [None] * len(replies) if prompts is None else prompts
+        for reply, ref, prompt in zip(replies, references, asked, strict=True):
             out.consistency.append(consistency(reply, ref))
             out.helpfulness.append(rouge_l(reply, ref))
             out.format_valid.append(format_valid(reply, ref))
-            out.action_match.append(action_match(reply, ref))
+            out.action_match.append(action_match(reply, ref, prompt))
         return out
 
     def as_dict(self) -> dict[str, list[Any]]:
