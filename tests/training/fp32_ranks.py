@@ -2,7 +2,7 @@
 (the jobs' bf16 autocast rounds rows packed differently differently), rank 0 writing
 the losses (``loss``, and ``valLoss`` where evaluated) as JSON. Arguments: model
 folder, dataset folder, out file, batch size, strategy, iterations and, optionally,
-the objective (``sft``, ``dpo``, ``kto``) and ``evalEvery``."""
+the objective (``sft``, ``dpo``, ``kto``), ``evalEvery`` and ``packTokens``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main(
     iterations: str,
     objective: str = "sft",
     eval_every: str = "1000",
+    pack_tokens: str = "0",
 ) -> None:
     dist.init_process_group("gloo")
     folder = Path(out).parent / f"rank-{dist.get_rank()}"
@@ -57,6 +58,7 @@ def main(
         cpu_bf16=False,
         strategy=strategy,
         objective=objective,
+        pack_tokens=int(pack_tokens) or None,
     )
     cb = _Losses()
     train_torch(spec, cb)

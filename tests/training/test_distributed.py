@@ -71,16 +71,19 @@ class _Collect(TrainingCallback):
 
 def add_preference_dataset(settings: Settings, store: StateStore, objective: str) -> str:
     """A ``pairs`` (dpo) or ``labelled`` (kto) dataset folder + record, as the builder
-    would leave them: 8 training lines or 16 (both labels of each), 3 or 6 held out."""
+    would leave them: 8 training lines or 16 (both labels of each); 5 held out, so with
+    2 ranks × batch 2 the last validation chunk leaves one rank without a share."""
     ds_id = f"{objective}-{now_ms()}"
     folder = settings.datasets_dir / ds_id
     folder.mkdir(parents=True)
     if objective == "dpo":
         lines = [[pair_line(w) for w in words] for words in (TRAIN_WORDS, HELD_OUT)]
+        lines[1] += [pair_line(w) for w in TRAIN_WORDS[:2]]
         kind = "pairs"
     else:
         lines = [[labelled_line(w, good) for w in words for good in (True, False)]
                  for words in (TRAIN_WORDS, HELD_OUT)]  # fmt: skip
+        lines[1] = lines[1][:5]
         kind = "labelled"
     for name, rows in zip(("train.jsonl", "valid.jsonl"), lines, strict=True):
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -259,15 +262,17 @@ def test_preference_on_two_ranks_is_one_process_in_fp32(
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
     out = tmp_path / "ranks.json"
+    # packTokens 1: every completion a row of its own, so a micro-batch is several
+    # forwards through DDP before its one backward.
     args = [str(job_model_dir), store.get_dataset(ds)["path"], str(out), "2", "ddp", "4",
-            objective, "4"]  # fmt: skip
+            objective, "4", "1"]  # fmt: skip
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
     alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=4, batch_size=4,
-        learning_rate=1e-2, eval_every=4, cpu_bf16=False, objective=objective,
+        learning_rate=1e-2, eval_every=4, cpu_bf16=False, objective=objective, pack_tokens=1,
     )  # fmt: skip
     assert alone.losses[4] < alone.losses[1] - 0.01  # the steps move the loss
     got = json.loads(out.read_text())
