@@ -1,6 +1,6 @@
 """Run by torchrun from ``test_distributed.py``: ``train_torch`` on each rank in fp32
 (the jobs' bf16 autocast rounds rows packed differently differently), rank 0 writing
-the losses (``loss``, and ``valLoss`` where evaluated) as JSON. Arguments: model
+the losses (``loss``, and ``valLoss`` where evaluated) and DPO/KTO figures as JSON. Arguments: model
 folder, dataset folder, out file, batch size, strategy, iterations and, optionally,
 the objective (``sft``, ``dpo``, ``kto``), ``evalEvery`` and ``packTokens``."""
 
@@ -20,7 +20,8 @@ from milady_lab.training.spec import TrainSpec
 
 class _Losses(TrainingCallback):
     def __init__(self) -> None:
-        self.losses: dict[str, list[float]] = {"loss": [], "valLoss": []}
+        keys = ("loss", "valLoss", "rewardMargin", "logpsChosen", "klEstimate")
+        self.losses: dict[str, list[float]] = {key: [] for key in keys}
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         for key, values in self.losses.items():
