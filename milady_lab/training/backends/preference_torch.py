@@ -12,14 +12,16 @@ Completions are packed into padding-free rows as in SFT (``Packed``); the losses
 Several ranks (torchrun, ``strategy: ddp``): every rank draws the same global batch
 and each micro-batch of ``batchSize × world`` items is split over the ranks, so the
 step equals one process's with that global batch. The policy's forwards of a
-micro-batch run through the DDP wrapper (several forwards, one backward: DDP reduces
-the LoRA gradients on the last micro-batch's backward, ``no_sync`` before it); the
-reference's and the KL estimate's run under ``no_grad`` on the wrapped module itself,
-so no reducer hook sees them. KTO's KL estimate pairs each item with its predecessor
-in the *global* micro-batch and is averaged over every rank's mismatched pairs before
-the clamp; the loss and metrics are averaged over the ranks. ``fsdp`` is refused
-(``options``): its forwards gather each layer, and this step's several forwards per
-backward have not been made to pair up across ranks.
+micro-batch run through the DDP wrapper: several forwards (one per packed row, as many
+as that rank's share needs; DDP's forward runs no collective), then one backward, on
+which DDP all-reduces the LoRA gradients (the last micro-batch; ``no_sync`` before it).
+Every LoRA weight takes part in each policy forward, so DDP needs no unused-parameter
+search. The reference's and the KL estimate's forwards run under ``no_grad`` on the
+module DDP wraps, so no reducer hook sees them. KTO's KL estimate pairs each item
+with its predecessor in the *global* micro-batch and is averaged over every rank's
+mismatched pairs before the clamp; the loss and metrics are averaged over the ranks.
+``fsdp`` is refused (``options``): its forwards gather each layer, and this step's
+several forwards per backward have not been made to pair up across ranks.
 """
 
 from __future__ import annotations
