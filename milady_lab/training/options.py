@@ -147,10 +147,11 @@ class JobOptions:
             node_rank=layout.node_rank,
             rdzv_endpoint=layout.rdzv_endpoint,
         )
-        if opts.objective != "sft" and opts.devices * opts.nodes > 1:
+        if opts.objective != "sft" and opts.devices * opts.nodes > 1 and opts.strategy == "fsdp":
             raise InputError(
-                f"objective {opts.objective!r} trains on one device for now "
-                "(not yet with several devices); use devices 1"
+                f"objective {opts.objective!r} trains on several devices with strategy ddp, "
+                "not fsdp (a preference step runs several forwards per backward, which "
+                "fsdp's per-layer gathers do not pair up across ranks yet)"
             )
         if build:  # the length is derived once the dataset is built (``for_dataset``)
             return opts

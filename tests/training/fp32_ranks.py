@@ -1,7 +1,8 @@
 """Run by torchrun from ``test_distributed.py``: ``train_torch`` on each rank in fp32
 (the jobs' bf16 autocast rounds rows packed differently differently), rank 0 writing
-the losses as JSON. Arguments: model folder, dataset folder, out file, batch size,
-strategy, iterations."""
+the losses (``loss``, and ``valLoss`` where evaluated) and DPO/KTO figures as JSON. Arguments: model
+folder, dataset folder, out file, batch size, strategy, iterations and, optionally,
+the objective (``sft``, ``dpo``, ``kto``), ``evalEvery`` and ``packTokens``."""
 
 from __future__ import annotations
 
@@ -19,13 +20,26 @@ from milady_lab.training.spec import TrainSpec
 
 class _Losses(TrainingCallback):
     def __init__(self) -> None:
-        self.losses: list[float] = []
+        keys = ("loss", "valLoss", "rewardMargin", "logpsChosen", "klEstimate")
+        self.losses: dict[str, list[float]] = {key: [] for key in keys}
 
     def on_metric(self, metric: dict[str, Any]) -> None:
-        self.losses.append(metric["loss"])
+        for key, values in self.losses.items():
+            if key in metric:
+                values.append(metric[key])
 
 
-def main(model: str, dataset: str, out: str, batch: str, strategy: str, iterations: str) -> None:
+def main(
+    model: str,
+    dataset: str,
+    out: str,
+    batch: str,
+    strategy: str,
+    iterations: str,
+    objective: str = "sft",
+    eval_every: str = "1000",
+    pack_tokens: str = "0",
+) -> None:
     dist.init_process_group("gloo")
     folder = Path(out).parent / f"rank-{dist.get_rank()}"
     spec = TrainSpec(
@@ -40,10 +54,12 @@ def main(model: str, dataset: str, out: str, batch: str, strategy: str, iteratio
         batch_size=int(batch),
         learning_rate=1e-2,
         checkpoint_every=0,
-        eval_every=1000,
+        eval_every=int(eval_every),
         threads=1,
         cpu_bf16=False,
         strategy=strategy,
+        objective=objective,
+        pack_tokens=int(pack_tokens) or None,
     )
     cb = _Losses()
     train_torch(spec, cb)

@@ -1,7 +1,8 @@
 """Jobs on several ranks (``devices: 2``) through torchrun with the gloo backend on cpu:
-the loss curve of one process with the same global batch, a cancel that leaves no rank,
-a killed rank that fails the job with its reason, and a resume with the same losses.
-The option checks (400 before anything starts) run without a worker."""
+the loss curve of one process with the same global batch (SFT, DPO and KTO), a cancel
+that leaves no rank, a killed rank that fails the job with its reason, and a resume
+with the same losses. The option checks (400 before anything starts) run without a
+worker."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 
 from milady_lab.config import Settings
 from milady_lab.errors import InputError
-from milady_lab.state import StateStore
+from milady_lab.state import StateStore, now_ms
 from milady_lab.training.backends import TrainingCancelled
 from milady_lab.training.callbacks import TrainingCallback
 from milady_lab.training.distributed import Layout, resolve_devices, torchrun_args
@@ -30,6 +31,7 @@ from milady_lab.training.processes import process_start_time
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
 from .jobkit import add_dataset, cleanup_jobs, wait_for, wait_status
+from .test_preference_training import HELD_OUT, TRAIN_WORDS, labelled_line, pair_line
 
 LONG = 1_000_000  # iterations: such a job runs until it is cancelled or killed
 #: Relative: jobs train with bf16 autocast on a CPU that has it, and rows packed
@@ -53,15 +55,46 @@ class _Collect(TrainingCallback):
 
     def __init__(self, stop_after: int | None = None) -> None:
         self.losses: dict[int, float] = {}
+        self.val: dict[int, float] = {}
+        self.metrics: list[dict[str, Any]] = []
         self.tokens = 0
         self.stop_after = stop_after
 
     def on_metric(self, metric: dict[str, Any]) -> None:
         self.losses[metric["iteration"]] = metric["loss"]
+        self.metrics.append(metric)
+        if "valLoss" in metric:
+            self.val[metric["iteration"]] = metric["valLoss"]
         self.tokens = metric["trainedTokens"]
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.losses) >= self.stop_after
+
+
+def add_preference_dataset(settings: Settings, store: StateStore, objective: str) -> str:
+    """A ``pairs`` (dpo) or ``labelled`` (kto) dataset folder + record, as the builder
+    would leave them: 8 training lines or 16 (both labels of each); 5 held out, so with
+    2 ranks × batch 2 the last validation chunk leaves one rank without a share."""
+    ds_id = f"{objective}-{now_ms()}"
+    folder = settings.datasets_dir / ds_id
+    folder.mkdir(parents=True)
+    if objective == "dpo":
+        lines = [[pair_line(w) for w in words] for words in (TRAIN_WORDS, HELD_OUT)]
+        lines[1] += [pair_line(w) for w in TRAIN_WORDS[:2]]
+        kind = "pairs"
+    else:
+        lines = [[labelled_line(w, good) for w in words for good in (True, False)]
+                 for words in (TRAIN_WORDS, HELD_OUT)]  # fmt: skip
+        lines[1] = lines[1][:5]
+        kind = "labelled"
+    for name, rows in zip(("train.jsonl", "valid.jsonl"), lines, strict=True):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.insert_dataset({
+        "id": ds_id, "createdAt": 1, "trajectoryCount": 8, "exampleCount": len(lines[0]),
+        "trainCount": len(lines[0]), "validCount": len(lines[1]), "path": str(folder),
+        "kind": kind, "options": {},
+    })  # fmt: skip
+    return ds_id
 
 
 def one_process_run(
@@ -213,7 +246,70 @@ def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
         learning_rate=1e-2, eval_every=1000, cpu_bf16=False,
     ).losses  # fmt: skip
     assert alone[6] < alone[1] - 0.5  # lr 1e-2 moves it a lot
-    assert json.loads(out.read_text()) == pytest.approx([alone[i] for i in range(1, 7)], rel=1e-5)
+    got = json.loads(out.read_text())["loss"]
+    assert got == pytest.approx([alone[i] for i in range(1, 7)], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_preference_on_two_ranks_is_one_process_in_fp32(
+    settings: Settings, store: StateStore, job_model_dir: Path, tmp_path: Path, objective: str
+) -> None:
+    """DPO and KTO on 2 torchrun ranks × batch 2 against this process with batch 4, in
+    fp32: the same training losses over 4 steps (lr 1e-2 moves them, so the gradients
+    agree too) and the same validation loss, to 1e-5 relative. KTO's KL estimate pairs
+    completions across the ranks' shares as one process pairs them in its batch."""
+    ds = add_preference_dataset(settings, store, objective)
+    script = Path(__file__).with_name("fp32_ranks.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    out = tmp_path / "ranks.json"
+    # packTokens 1: every completion a row of its own, so a micro-batch is several
+    # forwards through DDP before its one backward.
+    args = [str(job_model_dir), store.get_dataset(ds)["path"], str(out), "2", "ddp", "4",
+            objective, "4", "1"]  # fmt: skip
+    done = subprocess.run(
+        [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone = one_process_run(
+        settings, store, job_model_dir, ds, tmp_path, iterations=4, batch_size=4,
+        learning_rate=1e-2, eval_every=4, cpu_bf16=False, objective=objective, pack_tokens=1,
+    )  # fmt: skip
+    assert alone.losses[4] < alone.losses[1] - 0.01  # the steps move the loss
+    got = json.loads(out.read_text())
+    assert got["loss"] == pytest.approx([alone.losses[i] for i in range(1, 5)], rel=1e-5)
+    assert got["valLoss"] == pytest.approx([alone.val[4]], rel=1e-5)
+    # The figures averaged over the ranks: DPO's per pair, KTO's KL estimate over both.
+    for key in ("rewardMargin", "logpsChosen") if objective == "dpo" else ("klEstimate",):
+        want = [m[key] for m in alone.metrics]
+        assert got[key] == pytest.approx(want, rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_preference_jobs_on_two_ranks_register_an_adapter(
+    manager: JobManager, settings: Settings, store: StateStore, job_model_dir: Path, objective: str
+) -> None:
+    """A DPO and a KTO job with ``devices: 2`` through the worker and torchrun: the
+    rank-averaged figures in the job's metrics, the adapter registered (the figures
+    themselves are checked against one process in fp32 above)."""
+    ds = add_preference_dataset(settings, store, objective)
+    kw = {"iterations": 3, "batchSize": 2, "evalEvery": 3, "learningRate": LR}
+    job = manager.start(body(job_model_dir, ds, objective=objective, **kw))
+    rec = wait_status(manager, job["id"], ("completed", "failed", "cancelled"), 120)
+    assert rec["status"] == "completed", rec.get("error")
+    assert rec["options"]["devices"] == 2 and rec["options"]["globalBatchSize"] == 4
+    metrics = store.metrics(job["id"])
+    assert [m["iteration"] for m in metrics] == [1, 2, 3] and metrics[-1].get("valLoss")
+    # Averaged over the ranks like the loss: DPO's margins, KTO's KL estimate (a KTO
+    # batch may hold one label only: its side's log-probabilities then).
+    key = "rewardMargin" if objective == "dpo" else "klEstimate"
+    sides = ("logpsChosen", "logpsRejected")
+    assert all(m.get(key) is not None and any(m.get(k) is not None for k in sides)
+               for m in metrics), metrics  # fmt: skip
+    adapter = Path(store.get_model(rec["modelId"])["adapterPath"])
+    assert (adapter / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow

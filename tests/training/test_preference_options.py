@@ -68,11 +68,19 @@ def test_bad_preference_options_are_400s(store: StateStore, body: dict, message:
         JobOptions.from_body({"backend": "cpu", **body}, store)
 
 
-def test_preference_objectives_run_on_mlx_but_on_one_device(store: StateStore) -> None:
+def test_preference_objectives_run_on_mlx_and_on_several_ranks(store: StateStore) -> None:
     for ds_id, objective in (("ds-pairs", "dpo"), ("ds-labels", "kto")):
         body = {"datasetId": ds_id, "backend": "mlx", "objective": objective}
         rec = JobOptions.from_body(body, store).to_record()
         assert (rec["backend"], rec["objective"]) == ("mlx", objective)
-    body = {"datasetId": "ds-pairs", "backend": "cpu", "objective": "dpo", "devices": 2}
-    with pytest.raises(InputError, match="several devices"):
-        JobOptions.from_body(body, store)
+        two = {**body, "backend": "cpu", "devices": 2, "batchSize": 3}
+        rec = JobOptions.from_body(two, store).to_record()
+        assert (rec["devices"], rec["strategy"], rec["objective"]) == (2, "ddp", objective)
+        assert rec["globalBatchSize"] == 6
+        with pytest.raises(InputError, match="with strategy ddp, not fsdp"):
+            JobOptions.from_body({**two, "strategy": "fsdp"}, store)
+        with pytest.raises(InputError, match="the mlx backend trains on one device"):
+            JobOptions.from_body({**body, "devices": 2}, store)
+    # fsdp on one device shards nothing: it trains as one process does.
+    one = {"datasetId": "ds-pairs", "backend": "cpu", "objective": "dpo", "strategy": "fsdp"}
+    assert JobOptions.from_body(one, store).to_record()["objective"] == "dpo"

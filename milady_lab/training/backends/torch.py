@@ -151,6 +151,7 @@ class _Run:
         base, tokenizer = self._load_base(bf16)
         if spec.objective != "sft":  # DPO/KTO items (``preference_torch``)
             self.train_set, self.val_set = preference_items(spec, tokenizer, callback)
+            self.group.check_same_data([ex for it in self.train_set for ex in it.examples])
         else:
             self.train_set, self.val_set = train_and_val_examples(spec, tokenizer, callback)
             self.group.check_same_data(self.train_set)
