@@ -31,7 +31,19 @@ BRIEF = ("fmt2?", "err?", "no format here")
 
 
 def system_of(user: str) -> str:
-    return "Be brief." if user in BRIEF else SYSTEM
+    return "Be brief." if user in BRIEF or "TOON only" in user else SYSTEM
+
+
+#: elizaOS 2.x prompts: the actions offered, then the TOON the reply must be, by example.
+TOON_OFFER = "Possible response actions: REPLY, IGNORE\n"
+TOON_ASK = (
+    "\n\noutput:\nTOON only. Return exactly one TOON document.\n\nExample:\n"
+    "thought: Your thought here\nactions[1]:\n  - name: REPLY\ntext: Your message here"
+)
+
+
+def toon(action: str, text: str) -> str:
+    return f"thought: t\nactions[1]:\n  - name: {action}\ntext: {text}"
 
 
 def xml(action: str, text: str) -> str:
@@ -90,6 +102,13 @@ TRAJECTORIES = [
         status="timeout",
     ),
     traj("plain", 0.7, [("no format here", "just text", None)]),
+    # TOON: prose instead of the document; an action not offered; a good reply in a
+    # trajectory whose totalReward is the agent's default 0 (not a rating: no scenario).
+    traj("toon-prose", 0.9, [(f"{TOON_OFFER}t1?{TOON_ASK}", "Sure, I can help!", BAD_FORMAT)]),
+    traj(
+        "toon-dance", 0.9, [(f"{TOON_OFFER}t2?{TOON_ASK}", toon("DANCE", "x"), "actionNotOffered")]
+    ),
+    traj("toon-ok", 0.0, [(f"{TOON_OFFER}t3?{TOON_ASK}", toon("REPLY", "hi"), "checksPassed")]),
 ]
 
 
@@ -193,9 +212,12 @@ def test_labelled_by_reward_threshold_and_signals(prefs) -> None:
     for t in TRAJECTORIES:
         for _, _, signal in t["calls"]:
             # Per-call failures first, then the reward, then the trajectory's status.
-            if signal not in ("formatRejected", "actionNotOffered"):
+            # A totalReward of exactly 0 outside a scenario is the agent's default: no rating.
+            rated = t["reward"] != 0 or "scenario" in t
+            if signal not in ("formatRejected", "actionNotOffered") and rated:
                 signal = "rewardDesirable" if t["reward"] >= 0.5 else "rewardUndesirable"
-            want[signal] = want.get(signal, 0) + 1
+            if signal is not None:
+                want[signal] = want.get(signal, 0) + 1
     assert rec["labelCounts"] == want
     lines = lab.examples(rec)
     assert len(lines) == rec["exampleCount"] == sum(want.values())

@@ -29,7 +29,9 @@ selected, redacted and de-duplicated calls an SFT build would keep
      actions`` section or a ``Possible response actions:`` line) and the reply's
      ``<actions>`` names one that is not among them;
   3. ``rewardDesirable`` / ``rewardUndesirable``: with ``labelThreshold``, a trajectory
-     reward at least / below it (only where the source records rewards at all);
+     reward at least / below it (only where the source records rewards at all; a
+     ``totalReward`` of exactly 0 outside a scenario's rollouts is the agent's default
+     for a trajectory nothing rewarded, not a rating);
   4. ``statusFailed`` (false): the trajectory ended in ``error`` or ``timeout``;
   5. ``checksPassed`` (true): a format or action check applied and passed.
 
@@ -229,23 +231,35 @@ def _format_ok(columns: pl.Series) -> pl.Series:
     return pl.Series(out, dtype=pl.Boolean)
 
 
-def label_frame(calls: pl.DataFrame, threshold: float | None, rewards: bool) -> pl.DataFrame:
-    """The calls some rule labels, with ``label`` and ``rule`` (``LABEL_RULES``)."""
+def _actions_said(replies: pl.Series) -> pl.Series:
+    """The actions each reply names, as the agent's planner reads them (XML ``<actions>``,
+    nested ``<action><name>``, TOON ``actions[n]:`` entries; ``scores.action_names``)."""
+    from ..models.evaluation.scores import action_names, read_reply
+
+    names = [action_names(read_reply(r)) if r else [] for r in replies.to_list()]
+    return pl.Series(names, dtype=pl.List(pl.String))
+
+
+def label_frame(
+    calls: pl.DataFrame, threshold: float | None, rewards: bool, zero_unrated: bool = False
+) -> pl.DataFrame:
+    """The calls some rule labels, with ``label`` and ``rule`` (``LABEL_RULES``).
+    ``zero_unrated``: a reward of exactly 0 outside a scenario's rollouts is the column's
+    default (the agent's ``total_reward`` starts at 0), not a rating."""
     prompt = pl.concat_str(pl.col("system").fill_null(""), pl.lit("\n"), "userPrompt")
-    example = prompt.str.extract(r"(?is)(<\s*response\s*>.*?<\s*/\s*response\s*>)", 1)
+    # The reply format the prompt asks for, by its example: elizaOS 1.x's <response> XML,
+    # or 2.x's TOON ("TOON only. ..." then "Example:" and the document, at the end).
+    example = pl.coalesce(
+        prompt.str.extract(r"(?is)(<\s*response\s*>.*?<\s*/\s*response\s*>)", 1),
+        prompt.str.extract(r"(?s)\nTOON only\b.*?\nExample:\n(.+?)\s*$", 1),
+    )
     claims = pl.col("response").str.contains(r"(?i)^\s*(?:```[A-Za-z]*\s*)?<\s*response[\s>]")
     offered = (
         pl.coalesce(prompt.str.extract(_OFFERED, 1), prompt.str.extract(_OFFERED, 2))
         .str.extract_all(_ACTION_NAME)
         .fill_null(_NO_NAMES)
     )
-    said = (
-        pl.col("response")
-        .str.extract(r"(?is)<\s*actions\s*>(.*?)<\s*/\s*actions\s*>", 1)
-        .str.extract_all(r"[A-Za-z_][A-Za-z0-9_]*")
-        .list.eval(pl.element().str.to_uppercase())
-        .fill_null(_NO_NAMES)
-    )
+    said = pl.col("response").map_batches(_actions_said, return_dtype=pl.List(pl.String))
     checked = calls.filter(~has_tool_turns()).with_columns(
         example.alias("_example"), (example.is_not_null() | claims).alias("_xml"),
         offered.alias("_offered"), said.alias("_said"),
@@ -258,6 +272,8 @@ def label_frame(calls: pl.DataFrame, threshold: float | None, rewards: bool) -> 
     unknown = pl.col("_said").list.set_difference(pl.col("_offered")).list.len()
     action_bad = has_offer & (unknown > 0)
     rated = pl.lit(rewards and threshold is not None) & pl.col("reward").is_not_null()
+    if zero_unrated:
+        rated &= (pl.col("reward") != 0) | pl.col("scenarioId").is_not_null()
     above = pl.col("reward") >= (threshold if threshold is not None else 0.0)
     failed = pl.col("status").is_in(FAILED_STATUSES).fill_null(False)
     rule = (
@@ -349,7 +365,8 @@ def preference_lines(
                 "this source has one (every one is zero or null); leave labelThreshold out "
                 "to label by the verifiable signals alone"
             )
-        rows = label_frame(calls, opts.label_threshold, recorded)
+        zero = opts.shape.reward_field == "totalReward"
+        rows = label_frame(calls, opts.label_threshold, recorded, zero_unrated=zero)
         if rows.height == 0:
             raise _no_labels(calls, opts, recorded)
         counts = rows.group_by("rule").len()
