@@ -6,7 +6,7 @@ write is a short transaction; ``busy_timeout`` lets concurrent writers queue ins
 failing. A table's row comes back as a ``Row``: a plain dict with the camelCase keys of
 the REST bodies and the private columns beside them (a job's pid, heartbeat, output
 folder), which the job manager and the model code read. What the API lists as is (job
-metrics, benchmarks, the activation history) comes back as its ``milady_lab.api``
+metrics, benchmarks and their runs, the activation history) comes back as its ``milady_lab.api``
 record, built from the row in one step.
 """
 

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,13 +29,9 @@ from ...config import Settings
 from ...errors import ConflictError, MiladyLabError, NotFoundError, WorkerError
 from ...state import EvalStore, Row, StateStore, new_id, now_ms
 from ...training.processes import process_start_time, worker_alive
-from .benchmark import (
-    Benchmark,
-    BenchmarkProgress,
-    PreparedBenchmark,
-    execute_benchmark,
-    prepare_benchmark,
-)
+
+if TYPE_CHECKING:  # the benchmark code (torch-free, yet 0.3 s to import) loads on first use
+    from .benchmark import Benchmark, BenchmarkProgress, PreparedBenchmark
 
 #: A run's error when the process that ran it is gone.
 INTERRUPTED = "interrupted: the server stopped"
@@ -43,8 +39,6 @@ INTERRUPTED = "interrupted: the server stopped"
 BUG = "internal error in milady-lab (a bug); the server log has the details"
 #: ``submit(work)``: runs ``work`` elsewhere (the server's work pool); may return its Future.
 Submit = Callable[[Callable[[], None]], Any]
-#: (pid, process start time) of the process that runs a run.
-Owner = tuple[int | None, float | None]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +62,8 @@ class BenchmarkRuns:
     ) -> tuple[BenchmarkRun, PreparedBenchmark]:
         """The request checked (its 4xx now), then a new running run recorded; a 409 when
         the model's newest run still runs."""
+        from .benchmark import prepare_benchmark
+
         prepared = prepare_benchmark(self.settings, self.store, model, body)
         with self.store.transaction() as conn:
             latest = self.evals.latest_benchmark_run(prepared.model_id, conn)
@@ -130,6 +126,8 @@ class BenchmarkRuns:
     ) -> BenchmarkAnswer:
         """Run ``run`` in this thread: its progress saved as it goes, its end (completed
         with the benchmark, or failed with the reason) saved before this returns."""
+        from .benchmark import execute_benchmark
+
         now = run
 
         def step(done: int, total: int) -> None:
