@@ -681,7 +681,7 @@ class BenchmarkRun(Record):
     ]
     total: Annotated[
         Annotated[int, Meta(ge=0)],
-        Meta(description="Examples to score in all (0 until the worker starts)"),
+        Meta(description="Examples to score in all (held-out examples x variants)"),
     ]
     started_at: Timestamp
     ended_at: Timestamp | None = None

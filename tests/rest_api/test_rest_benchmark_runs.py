@@ -60,7 +60,8 @@ async def test_a_started_run_is_polled_to_its_stored_benchmark(
     )
     assert code == 202, started
     assert started["status"] == "running" and started["modelId"] == model["id"]
-    assert started["done"] == 0 and started["startedAt"] <= now_ms()
+    assert (started["done"], started["total"]) == (0, 6)  # 3 examples, base and fine-tuned
+    assert started["startedAt"] <= now_ms()
     assert "result" not in started and "endedAt" not in started
     run_id = started["runId"]
     # The worker is still loading torch: a second start is refused, naming the run.
@@ -76,7 +77,7 @@ async def test_a_started_run_is_polled_to_its_stored_benchmark(
         run = await _until_ended(client, model["id"])
     assert type(run) is BenchmarkRun and run.run_id == run_id
     assert run.status == "completed" and run.error is None, run
-    assert run.done == run.total == 6 and run.ended_at is not None  # 3 examples, 2 variants
+    assert run.done == run.total == 6 and run.ended_at is not None
     code, stored = await api("GET", f"models/{model['id']}/benchmarks")
     assert code == 200 and len(stored["benchmarks"]) == 1
     code, polled = await api("GET", f"models/{model['id']}/benchmark")

@@ -81,7 +81,7 @@ class BenchmarkRuns:
                 model_id=prepared.model_id,
                 status="running",
                 done=0,
-                total=0,
+                total=len(prepared.spec["chats"]) * prepared.variants,
                 started_at=now_ms(),
             )
             self.evals.add_benchmark_run(run, this_process(), conn)
