@@ -28,7 +28,7 @@ from tornado.iostream import StreamClosedError
 
 from milady_lab.api import decode
 from milady_lab.api.routes import BY_ROUTE, MAX_QUERY_INT, OPERATIONS
-from milady_lab.api.schema import Error, JsonObject, Record
+from milady_lab.api.schema import BenchmarkRequest, Error, JsonObject, Record
 from milady_lab.errors import MiladyLabError
 
 from .openapi import spec_for_base_url
@@ -389,8 +389,19 @@ class ModelBenchmarkHandler(TrainingHandler):
 
     @web.authenticated
     @authorized
+    async def get(self, item_id: str) -> None:
+        self.reply(await self.call(self.service.benchmark_run, item_id))
+
+    @web.authenticated
+    @authorized
     async def post(self, item_id: str) -> None:
         body = self.json_body()
+        if isinstance(body, BenchmarkRequest) and not body.wait:
+            # A run: checked and recorded now, scored on a work thread; answered at once.
+            submit = self.ext.work_pool.submit
+            run = await self.call(self.service.start_benchmark, item_id, body, submit, slow=True)
+            self.reply(run, 202)
+            return
         self.reply(await self.call(self.service.benchmark_model, item_id, body, slow=True))
 
 

@@ -54,6 +54,7 @@ from .api.schema import (
     Activation,
     AutoAnswer,
     BenchmarkAnswer,
+    BenchmarkRun,
     Dataset,
     DatasetPreview,
     DeactivateAnswer,
@@ -78,6 +79,7 @@ __all__ = [
     "ActivateResult",
     "AsyncTrainingClient",
     "BenchmarkResult",
+    "BenchmarkRun",
     "BuildFilters",
     "Dataset",
     "DatasetPreview",
@@ -317,7 +319,9 @@ class _Call(Generic[T]):
         if self.op.answer is None:  # free-form JSON (the OpenAPI document)
             return msgspec.json.decode(response.content)
         where = f"{self.op.method} {self.path}"
-        answer = _decode(response.content, self.op.answer, where, response.status_code)
+        other = self.op.also.get(response.status_code)  # e.g. a started run's 202
+        kind = self.op.answer if other is None else other[1]
+        answer = _decode(response.content, kind, where, response.status_code)
         return getattr(answer, self.key) if self.key else answer  # type: ignore[return-value]
 
 
@@ -569,6 +573,18 @@ class _Operations:
         """Score the model against its base; ``options`` are body fields (camelCase or
         snake_case names)."""
         return _call("benchmarkModel", id=model_id, body=options)
+
+    @_Route
+    def start_benchmark(model_id: str, **options: Any) -> _Call[BenchmarkRun]:
+        """Start benchmarking the model and answer its run at once (202); ``options`` are
+        body fields, as for ``benchmark_model``. Poll ``benchmark_run``."""
+        return _call("benchmarkModel", id=model_id, body={**options, "wait": False})
+
+    @_Route
+    def benchmark_run(model_id: str) -> _Call[BenchmarkRun]:
+        """The model's newest benchmark run: running (its progress), completed (its
+        ``result``) or failed (its ``error``)."""
+        return _call("getBenchmarkRun", id=model_id)
 
     @_Route
     def openapi() -> _Call[JsonObject]:

@@ -44,6 +44,7 @@ from .api.schema import (
     BenchmarkAnswer,
     BenchmarkList,
     BenchmarkRequest,
+    BenchmarkRun,
     BuildDatasetRequest,
     Dataset,
     DatasetAnswer,
@@ -84,8 +85,10 @@ class TrainingService:
         self.settings = settings or Settings.from_env()
         self.store = open_home(self.settings)
         if reconcile:
-            # A new server or CLI process takes over jobs an earlier one started.
+            # A new server or CLI process takes over jobs an earlier one started, and
+            # fails the benchmark runs of a process that is gone.
             self.jobs_manager.reconcile()
+            self.benchmark_runs.reconcile()
 
     # -- wiring -----------------------------------------------------------------------------
     @functools.cached_property
@@ -307,19 +310,43 @@ class TrainingService:
         answer = activate(self.settings, self.store, self._model(model_id), fields)
         return msgspec.convert(answer, ActivateAnswer)
 
+    @functools.cached_property
+    def benchmark_runs(self):  # -> BenchmarkRuns
+        from .models.evaluation.runs import BenchmarkRuns
+
+        return BenchmarkRuns(self.settings, self.store)
+
     def benchmark_model(
         self,
         model_id: Any,
         body: Body = None,
         progress: ProgressFn | None = None,
     ) -> BenchmarkAnswer:
-        """Score the model against its base; ``progress(done, total)`` examples as it goes
-        (each step also a ``benchmark_progress`` event)."""
-        from .models.evaluation.benchmark import run_benchmark
-
+        """Score the model against its base, in this thread (a run: 409 while another
+        benchmarks it); ``progress(done, total)`` examples as it goes (each step also a
+        ``benchmark_progress`` event). The body's ``wait`` is the REST route's choice:
+        here it always waits (``start_benchmark`` does not)."""
         fields = _fields(body, BenchmarkRequest)
-        answer = run_benchmark(self.settings, self.store, self._model(model_id), fields, progress)
-        return msgspec.convert(answer, BenchmarkAnswer)
+        fields.pop("wait", None)
+        run, prepared = self.benchmark_runs.begin(self._model(model_id), fields)
+        return self.benchmark_runs.execute(run, prepared, progress)
+
+    def start_benchmark(
+        self,
+        model_id: Any,
+        body: Body = None,
+        submit: Callable[[Callable[[], None]], Any] | None = None,
+    ) -> BenchmarkRun:
+        """Start benchmarking the model and answer its run at once (bad input, an unknown
+        model or a run already going are refused now); ``submit(work)`` runs the work (the
+        server's work pool), by default a thread of its own. Poll ``benchmark_run``."""
+        fields = _fields(body, BenchmarkRequest)
+        fields.pop("wait", None)
+        return self.benchmark_runs.start(self._model(model_id), fields, submit)
+
+    def benchmark_run(self, model_id: Any) -> BenchmarkRun:
+        """The model's newest benchmark run; 404 when it has none."""
+        return self.benchmark_runs.latest(resolve_model(self.store, model_id)["id"])
 
     def export_model(self, model_id: Any, body: Any = None) -> JsonObject:
         """Fuse the adapter into its base: ``{"format": "hf"|"gguf", "out"?, "outtype"?}``

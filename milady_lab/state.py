@@ -6,7 +6,7 @@ write is a short transaction; ``busy_timeout`` lets concurrent writers queue ins
 failing. A table's row comes back as a ``Row``: a plain dict with the camelCase keys of
 the REST bodies and the private columns beside them (a job's pid, heartbeat, output
 folder), which the job manager and the model code read. What the API lists as is (job
-metrics, benchmarks, the activation history) comes back as its ``milady_lab.api``
+metrics, benchmarks and their runs, the activation history) comes back as its ``milady_lab.api``
 record, built from the row in one step.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from .api.schema import Activation, BenchmarkAnswer, JsonObject, Metric
+from .api.schema import Activation, BenchmarkAnswer, BenchmarkRun, JsonObject, Metric
 
 #: One table row as a camelCase dict: the API record's fields and the private ones
 #: (``pid``, ``outputPath``, ``heartbeatAt``...) that only the store's users read.
@@ -640,6 +640,16 @@ CREATE TABLE IF NOT EXISTS activations (
     gate TEXT,
     rolled_back_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS benchmark_runs (
+    run_id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner_pid INTEGER,
+    owner_start REAL,
+    started_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS benchmark_runs_model ON benchmark_runs(model_id, started_at);
 CREATE TABLE IF NOT EXISTS settings_kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -683,6 +693,7 @@ _ACTIVATION_LISTED = (
     "rolled_back_at",
 )
 _BENCHMARK = msgspec.json.Decoder(BenchmarkAnswer)
+_BENCHMARK_RUN = msgspec.json.Decoder(BenchmarkRun)
 
 
 def _json_column(value: str | None) -> Any:
@@ -718,6 +729,59 @@ class EvalStore:
             .fetchall()
         )
         return [_BENCHMARK.decode(r["body"]) for r in rows]
+
+    # -- benchmark runs --------------------------------------------------------------------
+    def add_benchmark_run(
+        self, run: BenchmarkRun, owner: tuple[int, float | None], conn: sqlite3.Connection
+    ) -> None:
+        """A new run, with the process that runs it (pid and start time)."""
+        conn.execute(
+            "INSERT INTO benchmark_runs (run_id, model_id, status, owner_pid, owner_start, "
+            "started_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run.run_id, run.model_id, run.status, *owner, run.started_at, _dumps(run)),
+        )
+
+    def save_benchmark_run(self, run: BenchmarkRun, conn: sqlite3.Connection | None = None) -> None:
+        """The run as it stands now (its progress, or its end)."""
+        sql = "UPDATE benchmark_runs SET status = ?, body = ? WHERE run_id = ?"
+        params = (run.status, _dumps(run), run.run_id)
+        if conn is not None:
+            conn.execute(sql, params)
+        else:
+            with self.store.transaction() as tx:
+                tx.execute(sql, params)
+
+    def latest_benchmark_run(
+        self, model_id: str, conn: sqlite3.Connection | None = None
+    ) -> tuple[BenchmarkRun, tuple[int | None, float | None]] | None:
+        """A model's newest run and its owner (pid, start time); None when it has none."""
+        row = (
+            (conn or self.store._conn())
+            .execute(
+                "SELECT body, owner_pid, owner_start FROM benchmark_runs WHERE model_id = ? "
+                "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (model_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return _BENCHMARK_RUN.decode(row["body"]), (row["owner_pid"], row["owner_start"])
+
+    def running_benchmark_runs(
+        self, conn: sqlite3.Connection | None = None
+    ) -> list[tuple[BenchmarkRun, tuple[int | None, float | None]]]:
+        """Every run recorded as running, with its owner (pid, start time)."""
+        rows = (
+            (conn or self.store._conn())
+            .execute(
+                "SELECT body, owner_pid, owner_start FROM benchmark_runs WHERE status = 'running'"
+            )
+            .fetchall()
+        )
+        return [
+            (_BENCHMARK_RUN.decode(r["body"]), (r["owner_pid"], r["owner_start"])) for r in rows
+        ]
 
     # -- activations -----------------------------------------------------------------------
     def add_activation(self, rec: Mapping[str, Any], conn: sqlite3.Connection) -> int:

@@ -402,3 +402,49 @@ def test_async_client_decodes_the_same_records() -> None:
     job, jobs = asyncio.run(run())
     assert isinstance(job, schema.Job) and job.to_dict() == AGENT_JOB
     assert [j.id for j in jobs] == ["job-a"] and job.created_at is None
+
+
+# -- a benchmark as a run: started (202), then polled ------------------------------------------
+_SCORES = {"coherence": 0.5, "consistency": 0.25, "helpfulness": 0.75}
+_RESULT = {"modelId": "m-1", "scores": _SCORES, "completedAt": 9, "examples": 3}
+
+
+def _benchmark_server(seen: list[tuple[str, str, Any]]) -> httpx.MockTransport:
+    """A server with one run of m-1: started by the POST, completed at the first GET."""
+    run = {"runId": "bench-1", "modelId": "m-1", "status": "running", "done": 0, "total": 0,
+           "startedAt": 5}  # fmt: skip
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.method, request.url.path.removeprefix("/api/training/"), body))
+        if request.method == "POST":
+            return httpx.Response(202, json=run)
+        done = {"done": 6, "total": 6, "status": "completed", "endedAt": 8, "result": _RESULT}
+        return httpx.Response(200, json={**run, **done})
+
+    return httpx.MockTransport(handle)
+
+
+def test_start_benchmark_and_benchmark_run() -> None:
+    async def run_async() -> tuple[schema.BenchmarkRun, schema.BenchmarkRun]:
+        transport = _benchmark_server(seen)
+        async with AsyncTrainingClient("http://lab.test", transport=transport) as c:
+            return await c.start_benchmark("m-1", max_examples=3), await c.benchmark_run("m-1")
+
+    seen: list[tuple[str, str, Any]] = []
+    with TrainingClient("http://lab.test", transport=_benchmark_server(seen)) as c:
+        sync = c.start_benchmark("m-1", max_examples=3, seed=2), c.benchmark_run("m-1")
+        with pytest.raises(TrainingRequestError, match="unknown field"):
+            c.start_benchmark("m-1", bogus=1)
+    async_ = asyncio.run(run_async())
+    assert seen == [
+        ("POST", "models/m-1/benchmark", {"maxExamples": 3, "seed": 2, "wait": False}),
+        ("GET", "models/m-1/benchmark", None),
+        ("POST", "models/m-1/benchmark", {"maxExamples": 3, "wait": False}),
+        ("GET", "models/m-1/benchmark", None),
+    ]
+    for started, polled in (sync, async_):
+        assert type(started) is schema.BenchmarkRun and type(polled) is schema.BenchmarkRun
+        assert (started.run_id, started.status, started.result) == ("bench-1", "running", None)
+        assert (polled.status, polled.done, polled.total) == ("completed", 6, 6)
+        assert type(polled.result) is schema.BenchmarkAnswer and polled.result.to_dict() == _RESULT

@@ -106,6 +106,10 @@ def _operation(op: Operation) -> JsonObject:
     out["responses"] = {
         str(op.status): {"description": op.answered, "content": _success(op)},
         **{
+            str(code): {"description": text, "content": _json(_ref(kind))}
+            for code, (text, kind) in sorted(op.also.items())
+        },
+        **{
             str(code): {"description": text, "content": _json(_ref(Error))}
             for code, text in sorted(errors.items())
         },
@@ -118,6 +122,7 @@ def document() -> JsonObject:
     structs = [Error]
     for op in OPERATIONS:
         structs += [t for t in (op.body, op.answer) if t is not None]
+        structs += [kind for _, kind in op.also.values()]
     _, components = msgspec.json.schema_components(structs, ref_template=_REF)
     paths: dict[str, JsonObject] = {}
     for op in OPERATIONS:

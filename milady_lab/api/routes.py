@@ -54,6 +54,9 @@ class Operation:
     answer: type[msgspec.Struct] | None = None
     status: int = 200
     answered: str = "OK"
+    #: Other success answers by status, each (description, struct): a route whose body
+    #: may ask for an answer at once (``202``) instead of the finished work.
+    also: Mapping[int, tuple[str, type[msgspec.Struct]]] = field(default_factory=dict)
     errors: Mapping[int, str] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
     #: ``text/event-stream`` for the event stream (its events are ``answer``).
@@ -290,19 +293,53 @@ OPERATIONS: tuple[Operation, ...] = (
         "models/{id}/benchmark",
         "models",
         "Score the model and its base model on held-out examples",
+        description=(
+            "With `wait` true (the default) the answer is the benchmark, when it is done: "
+            "minutes. With `wait` false the request is checked, the run starts and the "
+            "answer is 202 with the BenchmarkRun at once; poll `GET "
+            "/models/{id}/benchmark` or follow the events (benchmark_progress, then "
+            "model_benchmarked or benchmark_failed, each with its runId)."
+        ),
         body=schema.BenchmarkRequest,
         answer=schema.BenchmarkAnswer,
         answered="Scores",
+        also={202: ("Started (wait false): the run, to poll", schema.BenchmarkRun)},
         errors={
             400: BAD_BODY,
             404: UNKNOWN_ID,
-            409: CONFLICT,
+            409: (
+                "The model is being benchmarked (the message names the run), its "
+                "dataset has no held-out example, or its adapter is not a PEFT one"
+            ),
             413: TOO_LARGE,
             503: (
                 "The benchmark worker ended without an answer (killed, or it "
                 "failed: the message says why)"
             ),
         },
+        params=(
+            Param(
+                "id",
+                "path",
+                {"type": "string", "minLength": 1},
+                "Model id, name (or Ollama name) or latest (the newest model)",
+            ),
+        ),
+    ),
+    Operation(
+        "getBenchmarkRun",
+        "GET",
+        "models/{id}/benchmark",
+        "models",
+        "The model's newest benchmark run: running (with its progress), completed "
+        "(with the benchmark) or failed (with why)",
+        description=(
+            "A run whose server stopped before it ended reads as failed "
+            '("interrupted: the server stopped").'
+        ),
+        answer=schema.BenchmarkRun,
+        answered="The run",
+        errors={404: "Unknown id, or the model has no benchmark run"},
         params=(
             Param(
                 "id",
@@ -320,7 +357,7 @@ OPERATIONS: tuple[Operation, ...] = (
         (
             "Server-Sent Events: job_queued, job_started, job_stage, "
             "job_progress, job_log, job_completed, job_failed, job_cancelled, "
-            "dataset_built, benchmark_progress, model_benchmarked, "
+            "dataset_built, benchmark_progress, model_benchmarked, benchmark_failed, "
             "model_import_progress, model_imported, model_activated"
         ),
         description=(

@@ -725,11 +725,39 @@ class BenchmarkAnswer(Record):
     ] = None
 
 
+class BenchmarkRun(Record):
+    """A benchmark as a tracked operation: ``POST /models/{id}/benchmark`` with ``wait:
+    false`` starts one and answers at once; ``GET /models/{id}/benchmark`` polls the
+    model's newest. Kept in the state store, so a server that stopped mid-run leaves it
+    failed ("interrupted"), never running forever."""
+
+    run_id: str
+    model_id: str
+    status: Literal["running", "completed", "failed"]
+    done: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Meta(description="Examples scored so far, over every variant (base, fine-tuned, active)"),
+    ]
+    total: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Meta(description="Examples to score in all (held-out examples x variants)"),
+    ]
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    result: Annotated[
+        BenchmarkAnswer | None,
+        Meta(description="completed: the benchmark, as stored (GET /models/{id}/benchmarks)"),
+    ] = None
+    error: Annotated[
+        str | None, Meta(description="failed: why (the worker's message, or interrupted)")
+    ] = None
+
+
 class Event(Record):
     """One event of ``GET /events`` (and of the state store's event log). An event also
     carries the fields its kind adds, beside these: a job_progress the metric's
-    (``currentIteration``, ``loss``, ...), a job_failed its ``error``, an auto-improve
-    decision its data."""
+    (``currentIteration``, ``loss``, ...), a job_failed and a benchmark_failed its
+    ``error``, an auto-improve decision its data."""
 
     seq: Annotated[int, Meta(ge=1)]
     kind: str
@@ -764,6 +792,15 @@ class Event(Record):
     ] = None
     stage: Annotated[
         str | None, Meta(description="job_stage: the stage the job entered (see Job.stage)")
+    ] = None
+    run_id: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "benchmark_progress, model_benchmarked, benchmark_failed: the benchmark "
+                "run (BenchmarkRun.runId)"
+            )
+        ),
     ] = None
     done: Annotated[
         Annotated[int, Meta(ge=0)] | None,
@@ -1076,6 +1113,16 @@ class BenchmarkRequest(Body):
     seed: Annotated[Annotated[int, Meta(ge=0, le=2147483647)] | None, Meta(description="Seed")] = (
         None
     )
+    wait: Annotated[
+        bool,
+        Meta(
+            description=(
+                "true (default): answer the scores when the benchmark is done (minutes); "
+                "false: answer 202 at once with the started BenchmarkRun, then poll "
+                "GET /models/{id}/benchmark or follow the events"
+            )
+        ),
+    ] = True
 
 
 class DeactivateRequest(Body):

@@ -19,6 +19,7 @@ All methods block; panels call them from :class:`~._async.UiRunner` threads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -30,6 +31,7 @@ from ..api.schema import (
     ActivateAnswer,
     AutoAnswer,
     BenchmarkAnswer,
+    BenchmarkRun,
     Dataset,
     DatasetAnswer,
     DatasetList,
@@ -51,7 +53,7 @@ from ..api.schema import (
     TrajectorySummary,
 )
 from ..datasets.files import example_texts
-from ..errors import MiladyLabError
+from ..errors import ConflictError, MiladyLabError, WorkerError
 from ..trajectories.base import LLM_CALL_SCHEMA, SUMMARY_SCHEMA
 from ..trajectories.tools import TOOL_COLUMNS
 from ._bodies import (
@@ -342,6 +344,8 @@ class RemoteData(PanelData):
     mode = "remote"
     #: Trajectories read for the explorer at most (500 per request).
     max_trajectories = 5000
+    #: Seconds between two reads of a running benchmark.
+    benchmark_poll_s = 1.0
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -477,8 +481,31 @@ class RemoteData(PanelData):
     def deactivate_model(self) -> DeactivateAnswer:
         return as_record(DeactivateAnswer, self.client.deactivate_model())
 
+    @property
+    def runs_benchmarks(self) -> bool:
+        """Whether the server starts a benchmark as a run to poll (milady-lab's does)."""
+        paths = self._server_spec().get("paths")
+        if not isinstance(paths, dict):
+            return False
+        route = paths.get("/api/training/models/{id}/benchmark")
+        return isinstance(route, dict) and "get" in route
+
     def benchmark_model(self, model_id: str, body: BenchmarkBody | None = None) -> BenchmarkAnswer:
-        return as_record(BenchmarkAnswer, self.client.benchmark_model(model_id, **(body or {})))
+        """Started as a run and polled where the server runs them (a benchmark outlasts
+        a request's timeout), else one request that answers when it is done."""
+        options = {k: v for k, v in (body or {}).items() if k != "wait"}
+        if not self.runs_benchmarks:
+            return as_record(BenchmarkAnswer, self.client.benchmark_model(model_id, **options))
+        run = as_record(BenchmarkRun, self.client.start_benchmark(model_id, **options))
+        started = run.run_id
+        while run.status == "running":
+            time.sleep(self.benchmark_poll_s)
+            run = as_record(BenchmarkRun, self.client.benchmark_run(model_id))
+            if run.run_id != started:
+                raise ConflictError(f"benchmark run {started} was replaced by {run.run_id}")
+        if run.status == "failed" or run.result is None:
+            raise WorkerError(f"the benchmark failed: {run.error or 'no result'}")
+        return run.result
 
     def get_auto(self) -> AutoAnswer:
         return as_record(AutoAnswer, self.client.get_auto())

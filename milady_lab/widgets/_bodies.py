@@ -114,6 +114,7 @@ class BenchmarkBody(TypedDict, total=False):
     datasetId: str
     maxExamples: int
     seed: int
+    wait: bool  # over REST the panel polls a run: a benchmark outlasts a request
 
 
 class AutoPolicy(TypedDict, total=False):

@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "models/x/import-ollama", {}),
     ("POST", "models/x/activate", {}),
     ("POST", "models/x/benchmark", {}),
+    ("GET", "models/x/benchmark", None),
     ("GET", "models/x/benchmarks", None),
     ("POST", "models/deactivate", {}),
     ("GET", "activations", None),
@@ -67,8 +68,9 @@ def _refused(r: httpx.Response) -> bool:
 
 def test_every_route_with_every_credential(hostile_lab) -> None:
     server = hostile_lab["server"]
-    # jobs (GET, POST), auto (GET, PUT) and auto/config (GET, POST) are two routes each
-    assert len(ROUTES) == len(route_table()) + 3
+    # jobs and models/x/benchmark (GET, POST), auto (GET, PUT) and auto/config (GET, POST)
+    # are two routes each
+    assert len(ROUTES) == len(route_table()) + 4
     base = f"{server.url}api/training/"
     problems = []
     with httpx.Client(base_url=base, trust_env=False, timeout=60) as http:

@@ -31,6 +31,7 @@ ID_ROUTES = [
     ("POST", "models/{}/import-ollama"),
     ("POST", "models/{}/activate"),
     ("POST", "models/{}/benchmark"),
+    ("GET", "models/{}/benchmark"),
 ]
 #: As written into the URL path (already percent-encoded where needed).
 HOSTILE_PATH_IDS = [

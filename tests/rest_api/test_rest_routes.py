@@ -133,6 +133,7 @@ ID_ROUTES = [
     ("POST", "models/{}/import-ollama"),
     ("POST", "models/{}/activate"),
     ("POST", "models/{}/benchmark"),
+    ("GET", "models/{}/benchmark"),
     ("GET", "models/{}/benchmarks"),
 ]
 
@@ -454,6 +455,7 @@ ALL_ROUTES = [
     ("POST", "models/x/import-ollama"),
     ("POST", "models/x/activate"),
     ("POST", "models/x/benchmark"),
+    ("GET", "models/x/benchmark"),
     ("GET", "models/x/benchmarks"),
     ("POST", "models/deactivate"),
     ("GET", "activations"),
@@ -473,8 +475,8 @@ ALL_ROUTES = [
 
 
 async def test_every_route_refuses_missing_or_wrong_token(api, lab) -> None:
-    # jobs: GET and POST; auto and auto/config: GET and PUT/POST
-    assert len(ALL_ROUTES) == len(route_table()) + 3
+    # jobs, models/x/benchmark: GET and POST; auto and auto/config: GET and PUT/POST
+    assert len(ALL_ROUTES) == len(route_table()) + 4
     for method, path in ALL_ROUTES:
         for token in (None, "wrong-token"):
             code, body = await api(method, path, body={}, token=token)

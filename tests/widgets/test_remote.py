@@ -36,6 +36,7 @@ from milady_lab.config import Settings
 from milady_lab.datasets.request import FIELDS as BUILD_FIELDS
 from milady_lab.datasets.request import BuildDatasetRequest, PrivacyRequest
 from milady_lab.demo import MODELS
+from milady_lab.errors import MiladyLabError
 from milady_lab.service import TrainingService
 from milady_lab.training.request import StartJobRequest
 from milady_lab.widgets import (
@@ -178,6 +179,47 @@ def test_sources_read_records_and_json_alike() -> None:
     assert [j.status for j in remote.list_jobs()] == ["running", "queued"]
 
 
+def _runs_server(polls: list[dict[str, Any]]) -> SimpleNamespace:
+    """A client to a server that runs benchmarks: each poll answers the next run."""
+    started = {"runId": "bench-1", "modelId": "m-1", "status": "running", "done": 0,
+               "total": 0, "startedAt": 1}  # fmt: skip
+    calls: list[tuple[str, Any]] = []
+    route = {"get": {}, "post": {}}
+
+    def start(model_id: str, **options: Any) -> dict[str, Any]:
+        calls.append(("start", (model_id, options)))
+        return started
+
+    def poll(model_id: str) -> dict[str, Any]:
+        calls.append(("poll", model_id))
+        return {**started, **polls.pop(0)}
+
+    return SimpleNamespace(
+        calls=calls,
+        openapi=lambda: {"paths": {"/api/training/models/{id}/benchmark": route}},
+        start_benchmark=start,
+        benchmark_run=poll,
+    )
+
+
+def test_remote_benchmark_is_a_run_polled_to_its_end() -> None:
+    result = {"modelId": "m-1", "scores": _SCORES, "completedAt": 3}
+    client = _runs_server(
+        [{"done": 2, "total": 6}, {"done": 6, "total": 6, "status": "completed", "result": result}]
+    )
+    remote = RemoteData(client)
+    remote.benchmark_poll_s = 0.0
+    answer = remote.benchmark_model("m-1", {"maxExamples": 3, "wait": True})
+    assert answer == msgspec.convert(result, BenchmarkAnswer)
+    assert client.calls == [("start", ("m-1", {"maxExamples": 3})), *[("poll", "m-1")] * 2]
+
+    failed = RemoteData(_runs_server([{"status": "failed", "error": "the worker failed: OOM"}]))
+    failed.benchmark_poll_s = 0.0
+    with pytest.raises(MiladyLabError, match="the worker failed: OOM") as err:
+        failed.benchmark_model("m-1")
+    assert err.value.status == 503
+
+
 class _Recorder:
     """A stand-in service that records the bodies LocalData hands it."""
 
@@ -198,6 +240,8 @@ def _sent(sent: list[tuple[str, Any]]) -> httpx.MockTransport:
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         path = request.url.path.split("/api/training/")[1]
+        if path == "openapi.json":  # a server without a spec: one request per benchmark
+            return httpx.Response(404, json={"message": "no spec"})
         sent.append((path, body))
         return httpx.Response(200, json=ANSWERS[path][1])
 
@@ -222,7 +266,7 @@ def test_every_struct_field_passes_through_both_sources() -> None:
             "create": True,
             "ollamaUrl": "http://127.0.0.1:1",
         },
-        "benchmark_model": {"datasetId": "ds-1", "maxExamples": 8, "seed": 1},
+        "benchmark_model": {"datasetId": "ds-1", "maxExamples": 8, "seed": 1, "wait": False},
     }
     assert set(small["import_ollama"]) == set(ImportBody.__annotations__)
     assert set(small["activate_model"]) == set(ActivateBody.__annotations__)
@@ -253,6 +297,8 @@ def test_every_struct_field_passes_through_both_sources() -> None:
     assert answers["remote"][2].status == "queued" and answers["remote"][1].example_count == 5
     expected = [BUILD_SAMPLE, BUILD_SAMPLE, JOB_SAMPLE, *small.values(), policy]
     assert [body for _, body in recorder.seen] == expected
+    # over REST, waiting is the source's own choice (it polls a run where it can)
+    expected[5] = {k: v for k, v in small["benchmark_model"].items() if k != "wait"}
     assert [body for _, body in sent] == expected
     assert [path for path, _ in sent] == [
         "datasets/preview", "datasets/build", "jobs", "models/m-1/import-ollama",

@@ -1,9 +1,10 @@
 """Benchmark a fine-tuned model against its base model on held-out agent replies.
 
-``run_benchmark`` (the service side) validates the request, then runs the evaluation in
-a worker process — ``python -m milady_lab.models.evaluation.benchmark SPEC OUT`` — exactly like
-training, so a crash or an out-of-memory kill cannot take the server down. The calling
-thread blocks until the worker ends (the REST layer runs it in an executor).
+``run_benchmark`` (the service side) validates the request (``prepare_benchmark``), then
+runs the evaluation in a worker process (``execute_benchmark``) — ``python -m
+milady_lab.models.evaluation.benchmark SPEC OUT`` — exactly like training, so a crash or an
+out-of-memory kill cannot take the server down. The calling thread blocks until the worker
+ends; ``runs`` makes that a tracked run the REST layer starts and polls.
 
 Progress: the worker rewrites ``progress.json`` (``{"done", "total"}``: examples scored
 over every variant) after each batch; the calling thread polls it while it waits and
@@ -32,6 +33,7 @@ import math
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -148,6 +150,27 @@ class Benchmark(ScoreReport):
 
 
 # -- service side ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PreparedBenchmark:
+    """A checked benchmark request: what the worker is given and how its answer is read.
+    Every refusal (4xx) happens while preparing, before a run or a worker starts."""
+
+    model_id: str
+    spec: WorkerSpec
+    purposes: list[str]
+    dataset_id: str
+    seed: int
+    active_model_id: str | None
+
+    @property
+    def variants(self) -> int:
+        return 2 if self.spec["active"] is None else 3
+
+
+#: ``finish(benchmark, conn)``: more to write in the transaction that stores the benchmark.
+Finish = Callable[[Benchmark, sqlite3.Connection], None]
+
+
 def run_benchmark(
     settings: Settings,
     store: StateStore,
@@ -157,6 +180,17 @@ def run_benchmark(
 ) -> Benchmark:
     """Score the model and its base on held-out examples; stored on the model record.
     Each step of the way goes to ``progress`` and the event log (``benchmark_progress``)."""
+    prepared = prepare_benchmark(settings, store, model, body)
+    return execute_benchmark(settings, store, prepared, progress)
+
+
+def prepare_benchmark(
+    settings: Settings,
+    store: StateStore,
+    model: Mapping[str, Any],
+    body: BenchmarkRequest | JsonObject | None = None,
+) -> PreparedBenchmark:
+    """The request checked against the model and its dataset: the worker's spec."""
     req = body if isinstance(body, BenchmarkRequest) else decode.body(body, BenchmarkRequest)
     max_examples = DEFAULT_EXAMPLES if req.max_examples is None else req.max_examples
     seed = 0 if req.seed is None else req.seed
@@ -199,33 +233,64 @@ def run_benchmark(
     }
     if pairs:
         spec["pairs"] = pairs
+    return PreparedBenchmark(
+        model_id=model["id"],
+        spec=spec,
+        purposes=list(purposes),
+        dataset_id=dataset_id,
+        seed=seed,
+        active_model_id=None if active is None else active["modelId"],
+    )
+
+
+def execute_benchmark(
+    settings: Settings,
+    store: StateStore,
+    prepared: PreparedBenchmark,
+    progress: BenchmarkProgress | None = None,
+    *,
+    run_id: str | None = None,
+    finish: Finish | None = None,
+) -> Benchmark:
+    """Run the worker, then store the benchmark on the model and in its history. Events
+    carry ``run_id`` when the benchmark is a run (``runs``); ``finish`` ends that run in
+    the transaction that stores the benchmark, so a poll never sees one without the other."""
+    model_id = prepared.model_id
     started = time.monotonic()
-    variants = 2 if active is None else 3
-    result = _run_worker(settings, spec, _Reporter(store, model["id"], progress, variants))
+    reporter = _Reporter(store, model_id, progress, prepared.variants, run_id)
+    result = _run_worker(settings, prepared.spec, reporter)
     body_out: Benchmark = {
-        "modelId": model["id"],
-        **report(result["perExample"], purposes, seed, result.get("pairWins")),
-        "samples": reply_samples(result["perExample"], chats, purposes),
-        "activeModelId": None if active is None else active["modelId"],
+        "modelId": model_id,
+        **report(result["perExample"], prepared.purposes, prepared.seed, result.get("pairWins")),
+        "samples": reply_samples(result["perExample"], prepared.spec["chats"], prepared.purposes),
+        "activeModelId": prepared.active_model_id,
         "completedAt": now_ms(),
         "examples": result["examples"],
-        "datasetId": dataset_id,
-        "seed": seed,
+        "datasetId": prepared.dataset_id,
+        "seed": prepared.seed,
         "durationSeconds": round(time.monotonic() - started, 1),
     }
     with store.transaction() as conn:
-        store.update_model(model["id"], conn, benchmark=body_out)
+        store.update_model(model_id, conn, benchmark=body_out)
         EvalStore(store).add_benchmark(body_out, conn)
         store.emit(
             "model_benchmarked",
-            f"model {model['id']} benchmarked on {body_out['examples']} examples",
+            f"model {model_id} benchmarked on {body_out['examples']} examples",
             conn,
-            modelId=model["id"],
+            modelId=model_id,
             scores=body_out["scores"],
             baseline=body_out["baseline"],
             active=body_out["active"],
+            **_run_field(run_id),
         )
+        if finish is not None:
+            finish(body_out, conn)
     return body_out
+
+
+def _run_field(run_id: str | None) -> dict[str, str]:
+    """An event's ``runId`` when the benchmark is a run, else nothing."""
+    return {} if run_id is None else {"runId": run_id}
 
 
 def _active_variant(
@@ -390,9 +455,10 @@ class _Reporter:
         model_id: str,
         progress: BenchmarkProgress | None,
         variants: int,
+        run_id: str | None = None,
     ) -> None:
         self.store, self.model_id, self.progress = store, model_id, progress
-        self.variants = variants
+        self.variants, self.run_id = variants, run_id
         self.last: tuple[int, int] | None = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -407,6 +473,7 @@ class _Reporter:
             modelId=self.model_id,
             done=done,
             total=total,
+            **_run_field(self.run_id),
         )
 
     def read(self, path: Path) -> None:
