@@ -186,6 +186,9 @@ _DATASET = _cols(
     "kind",
     "pairCount",
     "labelCounts:json",
+    # Example lengths against maxSeqLength, and what to know before training (issue 26).
+    "lengths:json",
+    "warnings:json",
 )
 #: The best checkpoint of a run, on its job and on the model registered from it.
 _TRAINING_RESULT = ("bestIteration", "bestValLoss")
@@ -285,7 +288,7 @@ def _encode(col: _Col, value: Any) -> Any:
 
 
 #: Record keys left out when null: a preference dataset's counts on an SFT one.
-_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts"})
+_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts", "lengths", "warnings"})
 
 
 def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> Row:
@@ -334,6 +337,8 @@ _ADDED_COLUMNS = (
     # Truncation that keeps what matters (issue 26).
     ("jobs", "shortened_examples", "INTEGER"),
     ("jobs", "dropped_turns", "INTEGER"),
+    ("datasets", "lengths", "TEXT"),
+    ("datasets", "warnings", "TEXT"),
 )
 
 

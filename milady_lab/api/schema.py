@@ -310,6 +310,32 @@ class TrajectoryDetail(Record):
     trajectory: Trajectory
 
 
+class LengthEstimate(Record):
+    """A dataset's example lengths against the length training gives them (estimated
+    from characters: ``datasets.lengths``)."""
+
+    tokens_p50: Annotated[int, Meta(ge=0, description="Median example length, in tokens")]
+    tokens_p90: Annotated[int, Meta(ge=0)]
+    tokens_max: Annotated[int, Meta(ge=0)]
+    max_seq_length: Annotated[
+        int, Meta(ge=1, description="The length compared with (the jobs' default)")
+    ]
+    over_max_seq_length: Annotated[
+        float, Meta(ge=0, le=1, description="Share of training examples longer than it")
+    ]
+    train_tokens: Annotated[
+        int, Meta(ge=0, description="Tokens one epoch trains (each example cut to the length)")
+    ]
+    chars_per_token: Annotated[float, Meta(gt=0)]
+    tokens_per_second: Annotated[
+        float | None,
+        Meta(description="This home's recent jobs' measured speed (null: none trained yet)"),
+    ] = None
+    epoch_seconds: Annotated[
+        int | None, Meta(description="One epoch at that speed, in seconds (null: unknown)")
+    ] = None
+
+
 class Dataset(Record):
     """A built dataset: its counts, files and the options it was built with."""
 
@@ -366,6 +392,14 @@ class Dataset(Record):
                 "rewardDesirable, rewardUndesirable, statusFailed, checksPassed)"
             )
         ),
+    ] = None
+    lengths: Annotated[
+        LengthEstimate | None,
+        Meta(description="How long the training examples are against maxSeqLength"),
+    ] = None
+    warnings: Annotated[
+        list[str] | None,
+        Meta(description="What to know before training on it (most examples too long)"),
     ] = None
 
 

@@ -122,5 +122,7 @@ def _build(args: argparse.Namespace) -> int:
             print(_redactions(ds.get("redactions") or {}))
         if ds.get("skippedRows"):
             print(f"skipped {ds['skippedRows']} unreadable rows of the source", file=sys.stderr)
+        for warning in ds.get("warnings") or ():
+            print(f"warning: {warning}", file=sys.stderr)
         print(ds["path"])
     return 0

@@ -56,6 +56,7 @@ from ..trajectories.tools import (
     text_leaves,
     with_text_leaves,
 )
+from . import lengths
 from .files import examples_frame
 from .preferences import SftParts, preference_lines, write_preference_files
 from .request import FIELDS as REQUEST_FIELDS
@@ -689,6 +690,8 @@ class _Split:
     # with the largest: the deterministic picks that keep both files non-empty.
     train_pick: tuple[int, int] | None = None
     valid_pick: tuple[int, int] | None = None
+    #: Characters of each training example (``lengths.chars``), batch by batch.
+    train_chars: list[pl.Series] = field(default_factory=list)
 
 
 def _pick(part: pl.DataFrame, offset: int, best: tuple[int, int] | None, smallest: bool):
@@ -736,6 +739,8 @@ def write_split(
             split.valid_pick = _pick(valid, split.valid, split.valid_pick, smallest=False)
             _write_jsonl(lines(train), train_fh)
             _write_jsonl(lines(valid), valid_fh)
+            if (sizes := lengths.chars(train)) is not None:
+                split.train_chars.append(sizes)
             split.train += train.height
             split.valid += valid.height
     # At least one valid example when there are two or more, and never an empty train.
@@ -885,24 +890,7 @@ def build_dataset(
     try:
         tally = _Tally(privacy=PrivacyPass(opts.privacy, settings.home))
         split = _write_files(tmp, source, opts, tally, progress)
-        counts = tally.preference_counts()
-        rec = Dataset(
-            id=ds_id,
-            created_at=created,
-            trajectory_count=tally.trajectories,
-            example_count=tally.examples,
-            train_count=split.train,
-            valid_count=split.valid,
-            path=str(final),
-            options=opts.as_body(),
-            redactions=tally.privacy.redactions() if tally.privacy else {},
-            # Rows of the source that could not be read (a corrupt archive line, steps
-            # text that is not JSON).
-            skipped_rows=int(getattr(source, "skipped_rows", 0)) + tally.unreadable,
-            kind=opts.kind,  # type: ignore[arg-type]  # one of KINDS, checked by BuildOptions
-            pair_count=counts.get("pairCount"),
-            label_counts=counts.get("labelCounts"),
-        )
+        rec = _record(ds_id, created, final, opts, tally, split, source, store)
         meta = {
             **rec.to_dict(),
             "source": getattr(source, "description", None),
@@ -941,6 +929,42 @@ def build_dataset(
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def _record(
+    ds_id: str,
+    created: int,
+    final: Path,
+    opts: BuildOptions,
+    tally: _Tally,
+    split: _Split,
+    source: Any,
+    store: StateStore,
+) -> Dataset:
+    """The dataset's record: counts, options, redactions, skipped rows, lengths."""
+    counts = tally.preference_counts()
+    sizes = pl.concat(split.train_chars) if split.train_chars else pl.Series([], dtype=pl.Int64)
+    est = lengths.estimate(sizes, lengths.max_seq_length(), lengths.measured_speed(store))
+    rec = Dataset(
+        id=ds_id,
+        created_at=created,
+        trajectory_count=tally.trajectories,
+        example_count=tally.examples,
+        train_count=split.train,
+        valid_count=split.valid,
+        path=str(final),
+        options=opts.as_body(),
+        redactions=tally.privacy.redactions() if tally.privacy else {},
+        # Rows of the source that could not be read (a corrupt archive line, steps
+        # text that is not JSON).
+        skipped_rows=int(getattr(source, "skipped_rows", 0)) + tally.unreadable,
+        kind=opts.kind,  # type: ignore[arg-type]  # one of KINDS, checked by BuildOptions
+        pair_count=counts.get("pairCount"),
+        label_counts=counts.get("labelCounts"),
+        lengths=est,
+        warnings=lengths.warnings(est) or None,
+    )
+    return rec
 
 
 def _format(kind: str) -> JsonObject:

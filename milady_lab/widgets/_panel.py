@@ -24,6 +24,7 @@ CSS = """
 .milady-status-error { background: #fdecea; color: #b71c1c; }
 .milady-status-info { background: #f1f3f4; color: #333; }
 .milady-status-busy { background: #fff8e1; color: #6d4c00; }
+.milady-status-warn { background: #fff3e0; color: #8a4b00; }
 .milady-rows select { font-family: var(--jp-code-font-family, monospace) !important;
   font-size: 12px !important; }
 .milady-mono { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
@@ -47,7 +48,7 @@ table.milady-table td.num, table.milady-table th.num { text-align: right; }
 #: The status line's marks: symbols DejaVu Sans has (the Binder image's and Debian
 #: Chromium's font), never emoji, which render as empty boxes there. A busy message ends in
 #: "…" and needs none.
-KIND_ICON = {"ok": "✓", "error": "×", "info": "", "busy": ""}
+KIND_ICON = {"ok": "✓", "error": "×", "info": "", "busy": "", "warn": "!"}
 
 
 def esc(value: Any) -> str:
@@ -148,7 +149,7 @@ class Panel(w.VBox):
 
     # -- status line -------------------------------------------------------------------
     def set_status(self, message: str, kind: str = "info") -> None:
-        """Show one line in the panel: ok, error, busy or info."""
+        """Show one line in the panel: ok, warn, error, busy or info."""
         self.last_status = (kind, message)
         icon = KIND_ICON.get(kind, "")
         self.status_line.value = (

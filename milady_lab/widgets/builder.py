@@ -319,11 +319,14 @@ class DatasetBuilder(Panel):
                 self.progress.max = max(1, self.progress.max)
                 self.progress.value = self.progress.max
                 self.progress.bar_style = "success"
-            self.set_status(
+            built = (
                 f"built {rec.id}: {rec.trajectory_count:,} trajectories, "
-                f"{rec.example_count:,} examples",
-                "ok",
+                f"{rec.example_count:,} examples"
             )
+            if rec.warnings:  # most examples too long for training's default length
+                self.set_status(f"{built}. {' '.join(rec.warnings)}", "warn")
+            else:
+                self.set_status(built, "ok")
             self.refresh(select=rec.id)
             for callback in list(self.on_built):
                 callback(rec)
