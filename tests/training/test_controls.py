@@ -328,6 +328,7 @@ def _val_loss_of(adapter: Path, base: Path, data: Path) -> float:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from milady_lab.training.backends.data import Packing
     from milady_lab.training.backends.torch import evaluate
 
     tok = _tokenizer(base)
@@ -335,8 +336,8 @@ def _val_loss_of(adapter: Path, base: Path, data: Path) -> float:
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(adapter))
     causal = model.get_base_model()
     loss = evaluate(
-        causal.base_model, causal.get_output_embeddings(), val, 4, 512, torch.device("cpu"),
-        nullcontext,
+        causal.base_model, causal.get_output_embeddings(), val, 4, Packing(512),
+        torch.device("cpu"), nullcontext,
     )  # fmt: skip
     assert loss is not None
     return loss
