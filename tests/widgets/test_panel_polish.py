@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import tzlocal
 from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -263,9 +264,11 @@ def far_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A zone three hours from UTC, so that a UTC time would show."""
     monkeypatch.setenv("TZ", "America/Sao_Paulo")
     time.tzset()
+    tzlocal.reload_localzone()  # it caches the zone it found first
     yield
     monkeypatch.undo()
     time.tzset()
+    tzlocal.reload_localzone()
 
 
 def test_models_preselect_the_newest_and_dates_read_in_local_time(
