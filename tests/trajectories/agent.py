@@ -126,10 +126,15 @@ def _call(n: int, purpose: str = "response", **extra: Any) -> dict[str, Any]:
     }
 
 
+#: The core writer's one trajectory outside any scenario that no step rewards.
+UNREWARDED = 3
+
+
 def plan(writer: str, target: dict[str, str], workspace: Path | None = None) -> dict[str, Any]:
     """Eight live trajectories (three scenarios/batches, tool calls, a tool-only reply, a
     provider access, a failed one) and, for the agent package, two 40 days old that its
-    prune moves to the archive. The core's service gets several steps with rewards."""
+    prune moves to the archive. The core's service gets several steps with rewards, except
+    on trajectory ``UNREWARDED``."""
     tool_call = {"toolCallId": "call-1", "toolName": "WEB_SEARCH", "input": {"q": "weather"}}
     trajectories: list[dict[str, Any]] = []
     n = 0
@@ -154,6 +159,8 @@ def plan(writer: str, target: dict[str, str], workspace: Path | None = None) -> 
         if writer == "core":
             n += 1
             steps = [{**steps[0], "reward": 0.5}, {"calls": [_call(n)], "reward": 0.25 * i}]
+            if i == UNREWARDED:  # nothing rewards it: the service leaves total_reward at 0
+                steps = [{k: v for k, v in step.items() if k != "reward"} for step in steps]
         trajectories.append(
             {
                 "source": ("discord", "telegram", "chat")[i % 3],

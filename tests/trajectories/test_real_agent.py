@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from milady_lab.config import Settings
-from milady_lab.errors import UpstreamError
+from milady_lab.errors import InputError, UpstreamError
 from milady_lab.service import TrainingService
 from milady_lab.trajectories import open_source
 
@@ -102,7 +102,8 @@ def test_listing_holds_every_trajectory_written(written: Written, service: Train
         )
         assert item["llmCallCount"] == sum(len(s["calls"]) for s in traj["steps"])
         if written.writer == "core":  # the core's service sums step rewards
-            assert item["totalReward"] == pytest.approx(sum(s["reward"] for s in traj["steps"]))
+            rewards = [s.get("reward", 0.0) for s in traj["steps"]]
+            assert item["totalReward"] == pytest.approx(sum(rewards))
 
 
 def test_every_call_comes_through(written: Written, service: TrainingService) -> None:
@@ -139,6 +140,39 @@ def test_build_gives_one_example_per_usable_call(
     assert both["trajectoryCount"] == 6
     live = service.preview_dataset({"includeArchived": False})
     assert live["trajectoryCount"] == len(written.ids) - len(written.archived)
+
+
+def test_labels_by_reward_only_where_the_agent_recorded_one(
+    written: Written, service: TrainingService
+) -> None:
+    """The agent's table gives ``total_reward`` a default of 0, which is what a trajectory
+    nothing rewarded carries: a KTO build labels by reward only the rewarded ones."""
+    if written.writer == "agent":  # its logger records no rewards at all
+        with pytest.raises(InputError, match="labelThreshold labels by totalReward"):
+            service.build_dataset({"kind": "labelled", "labelThreshold": 1.2})
+        return
+    rec = service.build_dataset({"kind": "labelled", "labelThreshold": 1.2})["dataset"]
+    lines = [
+        json.loads(line)
+        for name in ("train.jsonl", "valid.jsonl")
+        for line in (Path(rec["path"]) / name).read_text().splitlines()
+    ]
+    totals = {
+        tid: sum(s.get("reward", 0.0) for s in p["steps"])
+        for tid, p in zip(written.ids, written.plan["trajectories"], strict=True)
+    }
+    by_traj: dict[str, set[str]] = {}
+    for ln in lines:
+        by_traj.setdefault(ln["metadata"]["trajectoryId"], set()).add(ln["metadata"]["rule"])
+    unrewarded = written.ids[agent.UNREWARDED]
+    # its replies are labelled by the checks they pass (their <response> parses), not as
+    # undesirable by a reward of 0
+    assert totals[unrewarded] == 0 and by_traj.pop(unrewarded) == {"checksPassed"}
+    assert by_traj == {
+        tid: {"rewardDesirable" if total >= 1.2 else "rewardUndesirable"}
+        for tid, total in totals.items()
+        if tid != unrewarded
+    }
 
 
 def _tree_hash(root: Path) -> str:
