@@ -47,6 +47,7 @@ from ..config import Settings
 from ..errors import InputError, StorageError, UpstreamError
 from ..privacy import PrivacyOptions, PrivacyPass, redact_texts
 from ..state import StateStore, now_ms
+from ..training.controls import DEFAULT_MAX_SEQ_LENGTH
 from ..trajectories.base import StepsFilter
 from ..trajectories.tools import (
     TOOL_COLUMNS,
@@ -944,7 +945,7 @@ def _record(
     """The dataset's record: counts, options, redactions, skipped rows, lengths."""
     counts = tally.preference_counts()
     sizes = pl.concat(split.train_chars) if split.train_chars else pl.Series([], dtype=pl.Int64)
-    est = lengths.estimate(sizes, lengths.max_seq_length(), lengths.measured_speed(store))
+    est = lengths.estimate(sizes, DEFAULT_MAX_SEQ_LENGTH, lengths.measured_speed(store))
     rec = Dataset(
         id=ds_id,
         created_at=created,

@@ -42,13 +42,6 @@ def chars(examples: pl.DataFrame) -> pl.Series | None:
     ).to_series()
 
 
-def max_seq_length() -> int:
-    """The length a job trains at when given none (``training.controls``)."""
-    from ..training.controls import DEFAULT_MAX_SEQ_LENGTH
-
-    return DEFAULT_MAX_SEQ_LENGTH
-
-
 def measured_speed(store: StateStore) -> float | None:
     """Trained tokens a second, the median of this home's recent completed jobs."""
     done = [
