@@ -189,6 +189,9 @@ _DATASET = _cols(
     # Example lengths against maxSeqLength, and what to know before training (issue 26).
     "lengths:json",
     "warnings:json",
+    # The held-out split (issue 26): time or hash, and a time split's cutoff.
+    "split",
+    "heldOutFrom",
 )
 #: The best checkpoint of a run, on its job and on the model registered from it.
 _TRAINING_RESULT = ("bestIteration", "bestValLoss")
@@ -288,7 +291,7 @@ def _encode(col: _Col, value: Any) -> Any:
 
 
 #: Record keys left out when null: a preference dataset's counts on an SFT one.
-_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts", "lengths", "warnings"})
+_OMITTED_WHEN_NULL = frozenset({"pairCount", "labelCounts", "lengths", "warnings", "heldOutFrom"})
 
 
 def _decode(cols: tuple[_Col, ...], row: sqlite3.Row) -> Row:
@@ -339,6 +342,9 @@ _ADDED_COLUMNS = (
     ("jobs", "dropped_turns", "INTEGER"),
     ("datasets", "lengths", "TEXT"),
     ("datasets", "warnings", "TEXT"),
+    # Time-based held-out split (issue 26); datasets built before it were split by hash.
+    ("datasets", "split", "TEXT NOT NULL DEFAULT 'hash'"),
+    ("datasets", "held_out_from", "INTEGER"),
 )
 
 

@@ -401,6 +401,27 @@ class Dataset(Record):
         list[str] | None,
         Meta(description="What to know before training on it (most examples too long)"),
     ] = None
+    split: Annotated[
+        Literal["time", "hash"] | None,
+        Meta(
+            description=(
+                "How valid.jsonl was chosen: time (the newest trajectories' examples, "
+                "from heldOutFrom on) or hash (by content hash, about 10%; also when a "
+                "time split was asked for but the trajectories have fewer than two "
+                "distinct start times, and for every dataset built before the choice "
+                "existed)"
+            )
+        ),
+    ] = None
+    held_out_from: Annotated[
+        Timestamp | None,
+        Meta(
+            description=(
+                "split time: the trajectory start time (ms since epoch) from which "
+                "examples are held out in valid.jsonl; older ones are in train.jsonl"
+            )
+        ),
+    ] = None
 
 
 class DatasetList(Record):
@@ -1696,6 +1717,18 @@ class BuildDatasetRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=
             description=(
                 "kind labelled: a trajectory reward at least this is desirable, "
                 "below it undesirable (without it only verifiable signals label)"
+            )
+        ),
+    ] = None
+    split: Annotated[
+        Literal["time", "hash"] | None,
+        Meta(
+            description=(
+                "How valid.jsonl is held out: time (default) trains on older "
+                "trajectories and validates on the newest (about 10% of the examples; "
+                "a trajectory's examples stay together), falling back to hash when "
+                "the trajectories have fewer than two distinct start times; hash "
+                "holds out about 10% by content hash"
             )
         ),
     ] = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 from ..api.schema import BuildDatasetRequest, JsonObject
 from ._common import add_command, add_json_flag, print_json, print_table, service_from
@@ -114,6 +115,9 @@ def _build(args: argparse.Namespace) -> int:
             f"built {ds['id']}: {ds['trajectoryCount']} trajectories, "
             f"{ds['exampleCount']} examples ({ds['trainCount']} train, {ds['validCount']} valid)"
         )
+        if ds.get("heldOutFrom") is not None:
+            since = datetime.fromtimestamp(ds["heldOutFrom"] / 1000, UTC)
+            print(f"valid: the trajectories started from {since:%Y-%m-%d %H:%M:%S} UTC on")
         if ds.get("pairCount") is not None:
             print(f"{ds['pairCount']} preference pairs")
         if ds.get("labelCounts"):

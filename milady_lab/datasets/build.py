@@ -63,6 +63,7 @@ from .preferences import SftParts, preference_lines, write_preference_files
 from .request import FIELDS as REQUEST_FIELDS
 from .request import ShapeFilters, top_ids
 from .request import names as _names
+from .split import ALL_LINES, SPLITS, held_out_from, split_lines
 
 try:  # POSIX: a build holds an flock on its temp folder, so a sweep never takes a live one.
     import fcntl
@@ -171,6 +172,9 @@ class BuildOptions:
     kind: str = "sft"
     min_reward_gap: float | None = None
     label_threshold: float | None = None
+    #: ``time`` (default): the newest trajectories' examples are held out; ``hash``: the
+    #: content hash chooses them (``split.py``).
+    split: str = "time"
 
     #: Accepted body fields (``request.BuildDatasetRequest``), in the order messages list them.
     FIELDS = REQUEST_FIELDS
@@ -219,6 +223,7 @@ class BuildOptions:
             kind=kind,
             min_reward_gap=gap,
             label_threshold=threshold,
+            split=v.choice(b.get("split"), "split", SPLITS) or "time",
         )
 
     def as_body(self) -> JsonObject:
@@ -253,6 +258,8 @@ class BuildOptions:
             body["minRewardGap"] = self.min_reward_gap
         if self.label_threshold is not None:
             body["labelThreshold"] = self.label_threshold
+        if self.split != "time":
+            body["split"] = self.split
         body["privacy"] = self.privacy.as_body()
         return body
 
@@ -405,7 +412,8 @@ def _example_batches(
     """De-duplicated examples in dataset order, one frame per source batch.
 
     Columns: system (null when blank), userPrompt, response, trajectoryId, stepId,
-    model, purpose, h1 (a 64-bit content hash, also used for the split).
+    model, purpose, h1 (a 64-bit content hash, also used for the hash split), started
+    (the trajectory's start time, for the time split).
     """
     reason = source.unavailable_reason()
     if reason is not None:
@@ -433,7 +441,7 @@ def _example_batches(
                 key = _content_key(system)
                 examples = (
                     usable.join(
-                        included.select("id", "t", _reward(opts), "status"),
+                        included.select("id", "t", _reward(opts), "status", "startTime"),
                         left_on="trajectoryId",
                         right_on="id",
                         how="inner",
@@ -457,6 +465,8 @@ def _example_batches(
                         "reward",
                         "status",
                         "n",
+                        # The trajectory's start time: the time split (``split.py``).
+                        pl.col("startTime").alias("started"),
                     )
                     .filter(pl.col("h1").is_first_distinct())
                     .join(seen, on="h1", how="anti", maintain_order="left")
@@ -508,7 +518,7 @@ def _qualifying(
     if keep is not None:
         rows = rows.join(keep, on="id", how="semi")
     included = (
-        rows.select("id", "t", opts.shape.reward_field, "status")
+        rows.select("id", "t", opts.shape.reward_field, "status", "startTime")
         .join(counts, left_on="id", right_on="trajectoryId", how="inner")
         .filter(pl.col("len") >= opts.min_llm_calls)
         .sort("t")
@@ -693,6 +703,10 @@ class _Split:
     valid_pick: tuple[int, int] | None = None
     #: Characters of each training example (``lengths.chars``), batch by batch.
     train_chars: list[pl.Series] = field(default_factory=list)
+    #: The split used (``time`` falls back to ``hash`` without two distinct start
+    #: times), and a time split's cutoff: the trajectory start time held out from.
+    method: str = "hash"
+    held_out_from: int | None = None
 
 
 def _pick(part: pl.DataFrame, offset: int, best: tuple[int, int] | None, smallest: bool):
@@ -719,32 +733,86 @@ def _write_files(
 ) -> _Split:
     if opts.kind != "sft":
         return write_preference_files(folder, source, opts, tally, progress, _sft_parts())
-    split = write_split(folder, _example_batches(source, opts, tally, progress), _lines)
+    batches = _example_batches(source, opts, tally, progress)
+    split = write_split(folder, batches, _lines, opts.split)
     if tally.trajectories == 0:
         raise _no_qualifying(tally, opts)
     return split
 
 
 def write_split(
-    folder: Path, batches: Iterable[pl.DataFrame], lines: Callable[[pl.DataFrame], pl.DataFrame]
+    folder: Path,
+    batches: Iterable[pl.DataFrame],
+    lines: Callable[[pl.DataFrame], pl.DataFrame],
+    split: str = "hash",
 ) -> _Split:
-    """Write ``train.jsonl``/``valid.jsonl`` from frames with an ``h1`` hash column (it
-    chooses the split), each line from ``lines``; both files non-empty when possible."""
-    split = _Split()
+    """Write ``train.jsonl``/``valid.jsonl`` from frames with an ``h1`` hash column and
+    the trajectory's ``started`` time, each line from ``lines``; ``split`` ``time`` holds
+    out the newest trajectories' examples (``split.py``), ``hash`` those whose ``h1``
+    says so. Both files non-empty when possible."""
+    if split == "time":
+        return _write_by_time(folder, batches, lines)
+    out = _Split()
     train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
     with train_path.open("wb") as train_fh, valid_path.open("wb") as valid_fh:
         for examples in batches:
-            is_valid = (examples["h1"] % 100) < VALID_PERCENT
+            is_valid = _hash_held_out(examples["h1"])
             train, valid = examples.filter(~is_valid), examples.filter(is_valid)
-            split.train_pick = _pick(train, split.train, split.train_pick, smallest=True)
-            split.valid_pick = _pick(valid, split.valid, split.valid_pick, smallest=False)
+            out.train_pick = _pick(train, out.train, out.train_pick, smallest=True)
+            out.valid_pick = _pick(valid, out.valid, out.valid_pick, smallest=False)
             _write_jsonl(lines(train), train_fh)
             _write_jsonl(lines(valid), valid_fh)
             if (sizes := lengths.chars(train)) is not None:
-                split.train_chars.append(sizes)
-            split.train += train.height
-            split.valid += valid.height
-    # At least one valid example when there are two or more, and never an empty train.
+                out.train_chars.append(sizes)
+            out.train += train.height
+            out.valid += valid.height
+    return _both_files(out, train_path, valid_path)
+
+
+def _hash_held_out(h1: pl.Series) -> pl.Series:
+    return (h1 % 100) < VALID_PERCENT
+
+
+def _write_by_time(
+    folder: Path, batches: Iterable[pl.DataFrame], lines: Callable[[pl.DataFrame], pl.DataFrame]
+) -> _Split:
+    """The time split: every line to one file, then dealt out once the cutoff is known
+    (the hash split when the start times cannot tell old from new)."""
+    part = folder / ALL_LINES
+    keys: list[pl.DataFrame] = []
+    sizes: list[pl.Series] = []
+    with part.open("wb") as fh:
+        for examples in batches:
+            _write_jsonl(lines(examples), fh)
+            started = pl.col("started") if "started" in examples else pl.lit(None)
+            keys.append(examples.select("h1", started.cast(pl.Int64).alias("started")))
+            if (chars := lengths.chars(examples)) is not None:
+                sizes.append(chars)
+    schema = {"h1": pl.UInt64, "started": pl.Int64}
+    frame = pl.concat(keys) if keys else pl.DataFrame(schema=schema)
+    cutoff = held_out_from(frame.lazy(), VALID_PERCENT)
+    if cutoff is None:
+        held = _hash_held_out(frame["h1"])
+    else:
+        held = frame.select((pl.col("started") >= cutoff).fill_null(False)).to_series()
+    train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
+    split_lines(part, train_path, valid_path, held)
+    train, valid = frame.filter(~held), frame.filter(held)
+    out = _Split(
+        train=train.height,
+        valid=valid.height,
+        train_pick=_pick(train, 0, None, smallest=True),
+        valid_pick=_pick(valid, 0, None, smallest=False),
+        method="hash" if cutoff is None else "time",
+        held_out_from=cutoff,
+    )
+    if len(sizes) == len(keys) and sizes:
+        out.train_chars.append(pl.concat(sizes).filter(~held))
+    return _both_files(out, train_path, valid_path)
+
+
+def _both_files(split: _Split, train_path: Path, valid_path: Path) -> _Split:
+    """At least one valid example when there are two or more, and never an empty train."""
     if split.valid == 0 and split.train >= 2 and split.train_pick is not None:
         _move_line(train_path, valid_path, split.train_pick[1])
         split.train, split.valid = split.train - 1, 1
@@ -802,6 +870,8 @@ def _recoverable(folder: Path) -> Dataset | None:
         kind=kind,
         pair_count=meta.get("pairCount"),
         label_counts=meta.get("labelCounts"),
+        split="time" if meta.get("split") == "time" else "hash",
+        held_out_from=cutoff if type(cutoff := meta.get("heldOutFrom")) is int else None,
     )
 
 
@@ -895,7 +965,7 @@ def build_dataset(
         meta = {
             **rec.to_dict(),
             "source": getattr(source, "description", None),
-            "format": _format(opts.kind),
+            "format": _format(opts.kind, split),
         }
         (tmp / "metadata.json").write_text(
             json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -963,23 +1033,45 @@ def _record(
         pair_count=counts.get("pairCount"),
         label_counts=counts.get("labelCounts"),
         lengths=est,
-        warnings=lengths.warnings(est) or None,
+        warnings=[*lengths.warnings(est), *_split_warnings(opts, split)] or None,
+        split=split.method,  # type: ignore[arg-type]  # time | hash
+        held_out_from=split.held_out_from,
     )
     return rec
 
 
-def _format(kind: str) -> JsonObject:
+def _split_warnings(opts: BuildOptions, split: _Split) -> list[str]:
+    """Say so when a time split was asked for and the hash chose instead."""
+    if opts.split == "time" and split.method == "hash":
+        return [
+            "held out by content hash, not by time: the trajectories have fewer than "
+            "two distinct start times"
+        ]
+    return []
+
+
+def _format(kind: str, split: _Split) -> JsonObject:
     """What a dataset's files hold, for its ``metadata.json``."""
+    if split.method == "time":
+        rule = (
+            f"valid when the trajectory started at or after {split.held_out_from} "
+            f"(ms since epoch), chosen to hold out about {VALID_PERCENT}% of the examples"
+        )
+    else:
+        rule = (
+            f"valid when 64-bit Polars hash of (system, user, response) mod 100 "
+            f"< {VALID_PERCENT}; Polars {pl.__version__}"
+        )
     if kind != "sft":
         from .preferences import FORMATS
 
-        return {"files": {"train": "train.jsonl", "valid": "valid.jsonl"}, **FORMATS[kind]}
+        held = {"split": rule} if split.method == "time" else {}
+        return {"files": {"train": "train.jsonl", "valid": "valid.jsonl"}, **FORMATS[kind], **held}
     return {
         "files": {"train": "train.jsonl", "valid": "valid.jsonl"},
         "line": '{"messages": [{"role", "content"}...], "metadata": '
         '{"trajectoryId", "stepId", "model", "purpose"}}',
-        "split": f"valid when 64-bit Polars hash of (system, user, response) mod 100 "
-        f"< {VALID_PERCENT}; Polars {pl.__version__}",
+        "split": rule,
     }
 
 

@@ -157,8 +157,15 @@ def pair_frame(calls: pl.DataFrame, min_gap: float | None) -> pl.DataFrame:
         rated.join(best, on="g", how="inner", suffix="_c")
         .filter(keep)
         .sort("i_c", "i")
-        .with_columns(pl.col("g").alias("h1"))
+        .with_columns(pl.col("g").alias("h1"), _pair_started())
     )
+
+
+def _pair_started() -> pl.Expr:
+    """A pair's time for the time split: the newest start among its group's trajectories,
+    so a held-out prompt context is never trained on (as with the hash split)."""
+    newest = pl.max_horizontal("started", "started_c").max().over("g")
+    return newest.alias("started")
 
 
 def _msg(role: str, column: str) -> pl.Expr:
@@ -389,5 +396,5 @@ def write_preference_files(
     """``train.jsonl``/``valid.jsonl`` of a preference build (``sft.write_split``)."""
     rows = preference_lines(source, opts, tally, progress, sft)
     if opts.kind == "pairs":
-        return sft.write_split(folder, [rows], pair_lines)
-    return sft.write_split(folder, [rows], lambda frame: label_lines(frame, sft.lines))
+        return sft.write_split(folder, [rows], pair_lines, opts.split)
+    return sft.write_split(folder, [rows], lambda frame: label_lines(frame, sft.lines), opts.split)
