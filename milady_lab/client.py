@@ -165,6 +165,8 @@ class BuildFilters(TypedDict, total=False):
     kind: Literal["sft", "pairs", "labelled"]
     min_reward_gap: float  # pairs: the least reward difference of chosen over rejected
     label_threshold: float  # labelled: desirable at or above this reward
+    #: ``time`` (default): validate on the newest trajectories; ``hash``: by content hash.
+    split: Literal["time", "hash"]
 
 
 # -- errors --

@@ -49,6 +49,7 @@ class BuildBody(TypedDict, total=False):
     kind: Literal["sft", "pairs", "labelled"]
     minRewardGap: float
     labelThreshold: float
+    split: Literal["time", "hash"]
     privacy: PrivacyBody
 
 

@@ -99,7 +99,7 @@ BUILD_SAMPLE: dict[str, Any] = {
     "search": "weather", "purpose": ["response", "action_selection"], "model": MODELS[0],
     "minReward": 0.25, "rewardField": "aiJudgeReward", "topFraction": 0.5,
     "scenarioId": "sc-1", "batchId": ["b-1", "b-2"], "includeArchived": False,
-    "kind": "pairs", "minRewardGap": 0.1, "labelThreshold": 0.4,
+    "kind": "pairs", "minRewardGap": 0.1, "labelThreshold": 0.4, "split": "hash",
     "privacy": {"redact": False, "anonymizeHandles": True},
 }  # fmt: skip
 #: A value for every field of the job body (``training.request.StartJobRequest``).
