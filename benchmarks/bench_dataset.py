@@ -41,7 +41,9 @@ FILTERED_BODY = {"source": "discord"}
 
 
 def build_polars(db: str, home: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """milady-lab's builder, exactly as the service calls it."""
+    """milady-lab's builder, exactly as the service calls it (its record as JSON values)."""
+    import msgspec
+
     from milady_lab.config import Settings
     from milady_lab.datasets.build import BuildOptions, build_dataset
     from milady_lab.state import StateStore
@@ -52,7 +54,7 @@ def build_polars(db: str, home: str, body: dict[str, Any] | None = None) -> dict
     start = time.perf_counter()
     source = open_source(settings.trajectories, settings)
     rec = build_dataset(source, settings, store, BuildOptions.from_body(body or {}))
-    return {"seconds": time.perf_counter() - start, **rec}
+    return msgspec.to_builtins({"seconds": time.perf_counter() - start, **rec})
 
 
 def _text(value: Any) -> str | None:

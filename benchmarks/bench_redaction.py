@@ -1,9 +1,10 @@
 """Redaction at the speed of the build, on agent-shaped prose (issue 26).
 
 Goals: on a messy agent-shaped database (``tests/privacy/prose.py``: long elizaOS-style
-prompts of multi-speaker English, a few planted secrets), a build with redaction on
-(the default) costs ≤ 1.25× the same build with ``"redact": false``; and 100k demo
-trajectories build with redaction in ≤ 10 s. Same run, same machine.
+prompts of multi-speaker English, a few planted secrets) and on the project's agent-shaped
+demo data (``milady_lab/agent_shape``: elizaOS's own templates and characters), a build with
+redaction on (the default) costs ≤ 1.25× the same build with ``"redact": false``; and 100k
+regular demo trajectories build with redaction in ≤ 10 s. Same run, same machine.
 
 Ordinary English is what made redaction slow: the old seed-phrase pre-check ("12+
 short lowercase words") passed nearly every prompt, and the rules' Unicode word
@@ -13,7 +14,8 @@ Each build runs in a fresh child process (as ``bench_dataset``), plain and redac
 alternating, best of ``--repeat``; the databases are generated once and cached under
 ``/tmp/milady-lab-bench``. The redacted build must find exactly the secrets planted.
 
-    python benchmarks/bench_redaction.py [--count 40000] [--demo-count 100000] [--repeat 3]
+    python benchmarks/bench_redaction.py [--count 40000] [--shaped-count 20000]
+        [--demo-count 100000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -51,6 +53,22 @@ def ensure_agent_db(count: int, seed: int) -> tuple[Path, int]:
     return db, json.loads(meta.read_text())["planted"]
 
 
+def ensure_shaped_db(count: int, seed: int) -> Path:
+    """The project's agent-shaped demo data (``demo-data --shape agent``), made once."""
+    from milady_lab.demo import write_demo_db
+
+    db = CACHE / f"shaped-{count}-seed{seed}.sqlite"
+    if not db.exists():
+        print(f"generating {db} (once) …", flush=True)
+        t = time.perf_counter()
+        tmp = db.with_suffix(".part")
+        tmp.unlink(missing_ok=True)
+        write_demo_db(tmp, count=count, seed=seed, shape="agent")
+        tmp.rename(db)
+        print(f"  {time.perf_counter() - t:.1f} s", flush=True)
+    return db
+
+
 def run_child(db: Path, redact: bool) -> tuple[dict[str, Any], float]:
     """(the build's record, its CPU seconds) in a fresh process."""
     home = tempfile.mkdtemp(prefix="home-redaction-", dir=CACHE)
@@ -83,6 +101,9 @@ def best_of(db: Path, repeat: int, kinds: tuple[bool, ...]) -> dict[bool, tuple[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=40_000, help="agent-shaped trajectories")
+    parser.add_argument(
+        "--shaped-count", type=int, default=20_000, help="agent-shaped demo trajectories"
+    )
     parser.add_argument("--demo-count", type=int, default=100_000, help="demo trajectories")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
@@ -97,9 +118,11 @@ def main() -> int:
 
     CACHE.mkdir(parents=True, exist_ok=True)
     agent_db, planted = ensure_agent_db(args.count, args.seed)
+    shaped_db = ensure_shaped_db(args.shaped_count, args.seed)
     demo_db = ensure_db(args.demo_count, args.seed)
     load = os.getloadavg()[0]
     agent = best_of(agent_db, args.repeat, (False, True))
+    shaped = best_of(shaped_db, args.repeat, (False, True))
     demo = best_of(demo_db, args.repeat, (True,))
     (plain, plain_cpu), (red, red_cpu) = agent[False], agent[True]
     found = sum(red["redactions"].values())
@@ -118,6 +141,14 @@ def main() -> int:
         f"{found} of {planted} planted ({len(red['redactions'])} kinds)"
     )
     print(f"  ratio     : {ratio:.2f}× (goal ≤ {GOAL_RATIO}×)")
+    (s_plain, _), (s_red, _) = shaped[False], shaped[True]
+    assert s_red["exampleCount"] == s_plain["exampleCount"], (s_red, s_plain)
+    s_ratio = s_red["seconds"] / s_plain["seconds"]
+    print(
+        f"  agent-shaped demo data, {args.shaped_count} trajectories → "
+        f"{s_red['exampleCount']} examples: {s_plain['seconds']:.2f} s unredacted, "
+        f"{s_red['seconds']:.2f} s redacted → {s_ratio:.2f}×"
+    )
     (rec, cpu) = demo[True]
     print(
         f"  demo {args.demo_count // 1000}k : {rec['seconds']:6.2f} s build with redaction "
@@ -125,6 +156,7 @@ def main() -> int:
     )
     checks = [
         (f"redacted ≤ {GOAL_RATIO}× unredacted", ratio <= GOAL_RATIO),
+        (f"agent-shaped demo ≤ {GOAL_RATIO}×", s_ratio <= GOAL_RATIO),
         (f"{args.demo_count // 1000}k with redaction ≤ {GOAL_S:.0f} s", rec["seconds"] <= GOAL_S),
     ]
     print("  goals     : " + ", ".join(f"{n} {'ok' if ok else 'MISSED'}" for n, ok in checks))
