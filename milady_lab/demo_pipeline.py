@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 from tqdm.auto import tqdm
@@ -25,6 +26,7 @@ from .state import now_ms
 from .training.backends import BACKENDS
 
 OLLAMA_URL = "http://127.0.0.1:11434"
+SCORED = ("formatValid", "actionAccuracy")  # the per-purpose table's paired scores
 
 
 def _ollama_running(url: str = OLLAMA_URL) -> bool:
@@ -51,6 +53,45 @@ def scores_table(bench: dict, name: str) -> str:
         base = _cell(bench["baseline"].get(key), (intervals.get("baseline") or {}).get(key))
         tuned = _cell(bench["scores"].get(key), (intervals.get("scores") or {}).get(key))
         rows.append(f"| {key} | {base} | {tuned} | {counts.get(key, bench.get('examples'))} |")
+    return "\n".join(rows)
+
+
+def _change(before: float | None, after: float | None, diff: Any) -> str:
+    """``0.00 → 0.84 (+0.72…+0.97)``: both scores and the paired 95 % interval of the change."""
+    if before is None or after is None:
+        return "—"
+    cell = f"{before:.2f} → {after:.2f}"
+    if isinstance(diff, dict) and diff.get("low") is not None:
+        cell += f" ({diff['low']:+.2f}…{diff['high']:+.2f})"
+    return cell
+
+
+def purposes_table(bench: Mapping[str, Any]) -> str:
+    """Each call purpose of the benchmark as a Markdown row: its examples, formatValid and
+    actionAccuracy (base → fine-tuned, the paired interval of the change), the majority
+    baseline (always the most common action or decision) and should_respond's decision
+    accuracy. Empty when the benchmark has no purposes."""
+    by = bench.get("byPurpose") or {}
+    per = bench.get("perPurpose") or {}
+    if not by:
+        return ""
+    rows = [
+        "| purpose | examples | formatValid | actionAccuracy | decision accuracy | majority "
+        "baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for purpose, block in sorted(by.items(), key=lambda kv: -int(kv[1].get("examples") or 0)):
+        diffs = (block.get("differences") or {}).get("baseline") or {}
+        base, tuned = block.get("baseline") or {}, block.get("scores") or {}
+        kinds = per.get(purpose) or {}
+        pb, pt = kinds.get("baseline") or {}, kinds.get("scores") or {}
+        decision = _change(pb.get("decisionAccuracy"), pt.get("decisionAccuracy"), None)
+        majority = pt.get("decisionBaseline", pt.get("actionBaseline"))
+        label = f"{majority:.2f} ({pt.get('majority')})" if majority is not None else "—"
+        fmt, act = (_change(base.get(k), tuned.get(k), diffs.get(k)) for k in SCORED)
+        rows.append(
+            f"| {purpose} | {block.get('examples')} | {fmt} | {act} | {decision} | {label} |"
+        )
     return "\n".join(rows)
 
 
@@ -88,6 +129,8 @@ def _shower(svc: TrainingService, agent_config: object) -> Callable[[Step], None
         elif step.kind == "auto_benchmarked":
             name = svc.get_model(step.fields["modelId"])["model"]["name"]
             print(f"\n{scores_table(dict(answer), name)}\n")
+            if table := purposes_table(dict(answer)):
+                print(f"per purpose (base → fine-tuned, paired 95 % interval):\n{table}\n")
         elif step.kind == "auto_activated":
             print(f"activated {answer['activeModel']} in {agent_config}")
         elif step.kind == "auto_not_activated":
