@@ -17,6 +17,13 @@ scores both variants in the same run: the adapter enabled (``scores``) and disab
 through the PEFT adapter the job registered; the numbers are comparable because both
 variants share the same code path. Scores are defined in ``scores.py``.
 
+Engines: the greedy replies come from llama.cpp (``engine: "llama.cpp"``, the default
+when llama-cpp-python is installed and the model can be written as GGUF) on each
+variant's GGUF in import-ollama's quantization, or from torch (``engine: "torch"``).
+torch scores the likelihoods either way; ``llama_gen`` says which files and why. The
+stored benchmark says which engine ran and its cost (``cost``: seconds generating,
+scoring and converting; the GGUF files).
+
 Speed (≤ 3 min for 32 SmolLM2 examples on 2 CPU cores): examples are sorted by prompt
 length and run in batches with left padding; each batch pays for its prompt once: the
 prompt's KV cache feeds both the teacher-forced pass over the reference reply (on a
