@@ -17,7 +17,7 @@ from milady_lab.models.evaluation import benchmark as bench
 from milady_lab.models.evaluation import llama_gen
 from milady_lab.state import StateStore
 
-from .conftest import one_thread
+from .conftest import insert_model, one_thread
 
 
 def _source(path: Path, base: Path, adapter: Path | None) -> llama_gen.GgufSource:
@@ -107,6 +107,11 @@ def test_engine_choice(settings: Settings, store: StateStore, model: dict[str, A
     assert spec["ggufs"]["baseline"]["adapterPath"] is None
     with pytest.raises(InputError, match="engine"):
         bench.prepare_benchmark(settings, store, model, {"engine": "vllm"})
+    on_gpu = insert_model(
+        store, Path(model["adapterPath"]), Path(model["baseModelPath"]), None, backend="cuda"
+    )
+    body = {"datasetId": model["datasetId"]}
+    assert "engine" not in bench.prepare_benchmark(settings, store, on_gpu, body).spec
 
 
 def test_llama_cpp_refused_for_an_architecture_gguf_cannot_write(tmp_path: Path) -> None:

@@ -252,7 +252,7 @@ def prepare_benchmark(
     }
     if pairs:
         spec["pairs"] = pairs
-    if _engine(req, base_path, active) == "llama.cpp":
+    if _engine(req, base_path, active, spec["device"]) == "llama.cpp":
         spec["engine"] = "llama.cpp"
         spec["quantization"] = llama_gen.DEFAULT_QUANTIZATION
         spec["ggufs"] = _gguf_sources(settings, model, base_path, adapter, active)
@@ -315,16 +315,19 @@ def execute_benchmark(
     return body_out
 
 
-def _engine(req: BenchmarkRequest, base_path: Path, active: _ActiveVariant | None) -> str:
+def _engine(
+    req: BenchmarkRequest, base_path: Path, active: _ActiveVariant | None, device: str
+) -> str:
     """The engine asked for (a 400 when llama.cpp cannot run this model), else llama.cpp
-    when it is installed and every variant can be written as GGUF, else torch."""
+    when it is installed and every variant can be written as GGUF, else torch (and for a
+    model trained on a GPU, whose torch generates there, not on the CPU llama.cpp uses)."""
     bases = [base_path] + ([Path(active["basePath"])] if active is not None else [])
     if req.engine == "llama.cpp":
         for base in bases:
             llama_gen.require(base)
     if req.engine is not None:
         return req.engine
-    fits = llama_gen.available() and all(llama_gen.writable(b) for b in bases)
+    fits = device == "cpu" and llama_gen.available() and all(map(llama_gen.writable, bases))
     return "llama.cpp" if fits else "torch"
 
 
