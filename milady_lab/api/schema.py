@@ -691,6 +691,34 @@ class Scores(Record):
     ] = None
 
 
+#: What generates a benchmark's greedy replies: llama.cpp runs the GGUF that import-ollama
+#: sends (what the agent will run), torch the adapter on its base.
+BenchmarkEngine = Literal["llama.cpp", "torch"]
+
+
+class BenchmarkCost(Record):
+    """A benchmark's cost: seconds per phase and, with llama.cpp, the GGUF files it ran."""
+
+    generation_seconds: Annotated[
+        Annotated[float, Meta(ge=0)], Meta(description="Greedy decoding, every variant")
+    ]
+    scoring_seconds: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(description="torch's log-likelihood passes (prompt, reply NLL, preference pairs)"),
+    ]
+    conversion_seconds: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(description="Writing the GGUF files (0 when they were already written)"),
+    ] = 0.0
+    quantization: Annotated[
+        str | None, Meta(description="llama.cpp: the GGUF weights' type (import-ollama's default)")
+    ] = None
+    gguf: Annotated[
+        dict[str, str] | None,
+        Meta(description="llama.cpp: per variant (scores, baseline, active), the GGUF file run"),
+    ] = None
+
+
 class BenchmarkAnswer(Record):
     """One benchmark of a model against its base (and the active model)."""
 
@@ -777,6 +805,14 @@ class BenchmarkAnswer(Record):
     seed: int | None = None
     duration_seconds: Annotated[
         Annotated[float, Meta(ge=0)] | None, Meta(description="How long the benchmark ran, in s")
+    ] = None
+    engine: Annotated[
+        BenchmarkEngine | None,
+        Meta(description="What generated the greedy replies (torch scored the likelihoods)"),
+    ] = None
+    cost: Annotated[
+        BenchmarkCost | None,
+        Meta(description="Where the benchmark's time went, and the GGUF files llama.cpp ran"),
     ] = None
 
 
@@ -1168,6 +1204,17 @@ class BenchmarkRequest(Body):
     seed: Annotated[Annotated[int, Meta(ge=0, le=2147483647)] | None, Meta(description="Seed")] = (
         None
     )
+    engine: Annotated[
+        BenchmarkEngine | None,
+        Meta(
+            description=(
+                "What generates the greedy replies: llama.cpp (the default when "
+                "llama-cpp-python is installed and the model can be written as GGUF) runs "
+                "the fused GGUF in import-ollama's default quantization, as the agent will; "
+                "torch runs the adapter on its base. torch scores the likelihoods either way"
+            )
+        ),
+    ] = None
     wait: Annotated[
         bool,
         Meta(

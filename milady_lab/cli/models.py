@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--max-examples", help="held-out examples to score (default 32)")
     bench.add_argument("--seed", help="which examples are sampled (default 0)")
+    bench.add_argument(
+        "--engine",
+        choices=("llama.cpp", "torch"),
+        help="what generates the replies (default: llama.cpp on the GGUF import-ollama "
+        "sends, when installed; torch scores the likelihoods either way)",
+    )
     add_json_flag(bench)
     bench.set_defaults(handler=_benchmark)
 
@@ -261,6 +267,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         datasetId=args.dataset_id,
         maxExamples=whole_number(args.max_examples),
         seed=whole_number(args.seed),
+        engine=args.engine,
     )
     bar = tqdm(total=None, unit="ex", desc="benchmark", dynamic_ncols=True, disable=None)
 

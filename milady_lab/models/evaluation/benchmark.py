@@ -17,6 +17,13 @@ scores both variants in the same run: the adapter enabled (``scores``) and disab
 through the PEFT adapter the job registered; the numbers are comparable because both
 variants share the same code path. Scores are defined in ``scores.py``.
 
+Engines: the greedy replies come from llama.cpp (``engine: "llama.cpp"``, the default
+when llama-cpp-python is installed and the model can be written as GGUF) on each
+variant's GGUF in import-ollama's quantization, or from torch (``engine: "torch"``).
+torch scores the likelihoods either way; ``llama_gen`` says which files and why. The
+stored benchmark says which engine ran and its cost (``cost``: seconds generating,
+scoring and converting; the GGUF files).
+
 Speed (≤ 3 min for 32 SmolLM2 examples on 2 CPU cores): examples are sorted by prompt
 length and run in batches with left padding; each batch pays for its prompt once: the
 prompt's KV cache feeds both the teacher-forced pass over the reference reply (on a
@@ -38,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, TypeVar
@@ -51,9 +58,11 @@ from ...datasets.files import Message, line_messages
 from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, WorkerError
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
+from ...training.backends.common import pick_cpu_threads
 from ..artifacts import require_peft_adapter, resolve_base_path
+from ..handoff.export import source_gguf
+from . import llama_gen, scores
 from . import purposes as by_purpose
-from . import scores
 
 DEFAULT_EXAMPLES = 32
 MAX_EXAMPLES = 1000
@@ -97,6 +106,7 @@ class Variant(TypedDict):
 
 class _ActiveVariant(Variant):
     modelId: str
+    tokenizerGguf: str | None
 
 
 class WorkerSpec(TypedDict):
@@ -111,6 +121,11 @@ class WorkerSpec(TypedDict):
     active: Variant | None
     pairs: NotRequired[list[Pair]]
     progressPath: NotRequired[str]
+    #: What generates the replies (``schema.BenchmarkEngine``; torch when absent).
+    engine: NotRequired[str]
+    #: llama.cpp: the GGUF files' quantization and, per variant, its file.
+    quantization: NotRequired[str]
+    ggufs: NotRequired[dict[str, llama_gen.GgufSource]]
 
 
 class WorkerResult(TypedDict):
@@ -119,6 +134,8 @@ class WorkerResult(TypedDict):
     examples: int
     perExample: dict[str, dict[str, list[Any]]]
     pairWins: NotRequired[dict[str, list[bool]]]
+    engine: NotRequired[str]
+    cost: NotRequired[JsonObject]  # ``schema.BenchmarkCost``
 
 
 class ScoreReport(TypedDict):
@@ -147,6 +164,8 @@ class Benchmark(ScoreReport):
     seed: int
     durationSeconds: float
     samples: JsonObject
+    engine: NotRequired[str]
+    cost: NotRequired[JsonObject]
 
 
 # -- service side ---------------------------------------------------------------------------
@@ -233,6 +252,10 @@ def prepare_benchmark(
     }
     if pairs:
         spec["pairs"] = pairs
+    if _engine(req, base_path, active, spec["device"]) == "llama.cpp":
+        spec["engine"] = "llama.cpp"
+        spec["quantization"] = llama_gen.DEFAULT_QUANTIZATION
+        spec["ggufs"] = _gguf_sources(settings, model, base_path, adapter, active)
     return PreparedBenchmark(
         model_id=model["id"],
         spec=spec,
@@ -270,6 +293,10 @@ def execute_benchmark(
         "seed": prepared.seed,
         "durationSeconds": round(time.monotonic() - started, 1),
     }
+    if "engine" in result:
+        body_out["engine"] = result["engine"]
+    if "cost" in result:
+        body_out["cost"] = result["cost"]
     with store.transaction() as conn:
         store.update_model(model_id, conn, benchmark=body_out)
         EvalStore(store).add_benchmark(body_out, conn)
@@ -286,6 +313,60 @@ def execute_benchmark(
         if finish is not None:
             finish(body_out, conn)
     return body_out
+
+
+def _engine(
+    req: BenchmarkRequest, base_path: Path, active: _ActiveVariant | None, device: str
+) -> str:
+    """The engine asked for (a 400 when llama.cpp cannot run this model), else llama.cpp
+    when it is installed and every variant can be written as GGUF, else torch (and for a
+    model trained on a GPU, whose torch generates there, not on the CPU llama.cpp uses)."""
+    bases = [base_path] + ([Path(active["basePath"])] if active is not None else [])
+    if req.engine == "llama.cpp":
+        for base in bases:
+            llama_gen.require(base)
+    if req.engine is not None:
+        return req.engine
+    fits = device == "cpu" and llama_gen.available() and all(map(llama_gen.writable, bases))
+    return "llama.cpp" if fits else "torch"
+
+
+def _gguf_sources(
+    settings: Settings,
+    model: Mapping[str, Any],
+    base_path: Path,
+    adapter: Path,
+    active: _ActiveVariant | None,
+) -> dict[str, llama_gen.GgufSource]:
+    """Each variant's GGUF at import-ollama's default quantization: the model and the
+    active one fused, the base alone (``llama_gen`` says why not Ollama's own base)."""
+    quant, home = llama_gen.DEFAULT_QUANTIZATION, settings.home
+    tok = source_gguf(model)
+    out: dict[str, llama_gen.GgufSource] = {
+        "scores": {
+            "path": str(llama_gen.model_gguf_path(home, model["id"], quant)),
+            "basePath": str(base_path),
+            "adapterPath": str(adapter),
+            "tokenizerGguf": None if tok is None else str(tok),
+            "name": str(model.get("name") or model["id"]),
+        },
+        "baseline": {
+            "path": str(llama_gen.base_gguf_path(home, base_path, quant)),
+            "basePath": str(base_path),
+            "adapterPath": None,
+            "tokenizerGguf": None if tok is None else str(tok),
+            "name": base_path.name,
+        },
+    }
+    if active is not None:
+        out["active"] = {
+            "path": str(llama_gen.model_gguf_path(home, active["modelId"], quant)),
+            "basePath": active["basePath"],
+            "adapterPath": active["adapterPath"],
+            "tokenizerGguf": active["tokenizerGguf"],
+            "name": active["modelId"],
+        }
+    return out
 
 
 def _run_field(run_id: str | None) -> dict[str, str]:
@@ -305,7 +386,13 @@ def _active_variant(
         base = resolve_base_path(settings, active)
     except MiladyLabError:
         return None  # its files are gone: nothing to compare with in this run
-    return {"modelId": active["id"], "basePath": str(base), "adapterPath": str(adapter)}
+    tok = source_gguf(active)
+    return {
+        "modelId": active["id"],
+        "basePath": str(base),
+        "adapterPath": str(adapter),
+        "tokenizerGguf": None if tok is None else str(tok),
+    }
 
 
 def report(
@@ -952,38 +1039,52 @@ def _load(base_path: str, adapter_path: str, device: str) -> tuple[Any, Any, Any
     return tokenizer, base, PeftModel.from_pretrained(base, adapter_path).eval()
 
 
-def _score_variant(
+#: ``generate(examples, stop_ids, on_example)``: greedy tokens per example index from
+#: another engine (``llama_gen``), instead of torch's.
+Generate = Callable[[Sequence[Example], set[int], Callable[[], None] | None], dict[int, list[int]]]
+
+
+class Clock:
+    """Seconds the worker spent per phase: the benchmark's cost (``schema.BenchmarkCost``)."""
+
+    def __init__(self) -> None:
+        self.seconds = {"generation": 0.0, "scoring": 0.0, "conversion": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.monotonic() - started
+
+
+def score_variant(
     model: Any,
     tokenizer: Any,
     examples: Sequence[Example],
     batch_size: int,
     stop_ids: set[int],
     on_batch: Callable[[int], None] | None = None,
+    *,
+    clock: Clock | None = None,
+    generate: Generate | None = None,
 ) -> dict[str, list[Any]]:
     """Greedy replies and reply NLL of one variant, scored per example (chat order);
-    ``on_batch(n)`` after each batch of n examples."""
-    import torch
-
-    pad_id = (
-        tokenizer.pad_token_id
-        if tokenizer.pad_token_id is not None
-        else (tokenizer.eos_token_id or 0)
+    ``on_batch(n)`` after each n examples. The replies are torch's, or ``generate``'s
+    (run after torch is done: the two engines never share the cores)."""
+    clock = clock or Clock()
+    nll_of, tokens_of, greedy = _torch_passes(
+        model, tokenizer, examples, batch_size, stop_ids, clock, on_batch, greedy=generate is None
     )
-    nll_of: dict[int, float] = {}
-    tokens_of: dict[int, int] = {}
-    replies: dict[int, str] = {}
-    cut: dict[int, bool] = {}
-    with torch.inference_mode():
-        prefix = encode_prefix(model, shared_prefix(examples))
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start : start + batch_size]
-            nll, counts, generated = run_batch(model, batch, pad_id, stop_ids, prefix)
-            for e, n_, c, toks in zip(batch, nll, counts, generated, strict=True):
-                nll_of[e.index], tokens_of[e.index] = n_, c
-                replies[e.index] = tokenizer.decode(toks, skip_special_tokens=True).strip()
-                cut[e.index] = len(toks) >= e.max_new  # stopped by the cap, not by itself
-            if on_batch is not None:
-                on_batch(len(batch))
+    if generate is not None:
+        each = None if on_batch is None else (lambda: on_batch(1))
+        with clock("generation"):
+            greedy = generate(examples, stop_ids, each)
+    replies = {
+        i: tokenizer.decode(toks, skip_special_tokens=True).strip() for i, toks in greedy.items()
+    }
+    caps = {e.index: e.max_new for e in examples}
     order = sorted(replies)
     refs = {e.index: e.reference for e in examples}
     prompts = {e.index: e.prompt for e in examples}
@@ -997,8 +1098,53 @@ def _score_variant(
         **per.as_dict(),
         "agent": by_purpose.columns(rows),
         "replies": texts,
-        "cut": [cut[i] for i in order],
+        # stopped by the cap, not by itself
+        "cut": [len(greedy[i]) >= caps[i] for i in order],
     }
+
+
+def _torch_passes(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    batch_size: int,
+    stop_ids: set[int],
+    clock: Clock,
+    on_batch: Callable[[int], None] | None,
+    *,
+    greedy: bool,
+) -> tuple[dict[int, float], dict[int, int], dict[int, list[int]]]:
+    """Per example index: reply NLL sum, reply token count and, with ``greedy``, torch's
+    greedy tokens (``on_batch(n)`` after each batch); else none: another engine generates."""
+    import torch
+
+    pad_id = (
+        tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else (tokenizer.eos_token_id or 0)
+    )
+    nll_of: dict[int, float] = {}
+    tokens_of: dict[int, int] = {}
+    tokens: dict[int, list[int]] = {}
+    kw = _forward_names(model)
+    with torch.inference_mode():
+        with clock("scoring"):
+            prefix = encode_prefix(model, shared_prefix(examples))
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            with clock("scoring"):
+                state = _prompt_pass(model, kw, batch, pad_id, prefix)
+                nll, counts = _reply_nll(model, kw, batch, pad_id, state)
+            for e, n_, c in zip(batch, nll, counts, strict=True):
+                nll_of[e.index], tokens_of[e.index] = n_, c
+            if not greedy:
+                continue
+            with clock("generation"):
+                generated = _greedy(model, kw, [e.max_new for e in batch], stop_ids, state)
+            tokens.update((e.index, toks) for e, toks in zip(batch, generated, strict=True))
+            if on_batch is not None:
+                on_batch(len(batch))
+    return nll_of, tokens_of, tokens
 
 
 def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):
@@ -1039,13 +1185,19 @@ def evaluate(spec: WorkerSpec, log: Any = sys.stderr) -> WorkerResult:
 
     Variants: the base (adapter disabled, ``baseline``), the model's adapter merged
     (``scores``) and, when the spec names one, the active model's adapter (``active``):
-    on the same base it is loaded as a second adapter, else with its own base.
+    on the same base it is loaded as a second adapter, else with its own base. With
+    engine llama.cpp the replies come from each variant's GGUF (written first when missing).
     """
     import torch
 
     seed = int(spec["seed"])
     random.seed(seed)
     torch.manual_seed(seed)
+    threads = pick_cpu_threads(None, torch.get_num_threads())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    clock = Clock()
+    llama = _LlamaEngine(spec, threads or torch.get_num_threads(), clock)
     device = "cuda" if spec.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
     chats = spec["chats"]
     active = spec.get("active")
@@ -1057,43 +1209,89 @@ def evaluate(spec: WorkerSpec, log: Any = sys.stderr) -> WorkerResult:
     pairs = spec.get("pairs") or []
     done = _Progress(spec.get("progressPath"), len(chats) * (3 if active else 2))
 
-    def timed(label: str, work: Any, using: tuple[Any, Any] | None = None) -> None:
+    def timed(label: str, using: tuple[Any, Any, Sequence[Example], int, set[int]]) -> None:
         started = time.monotonic()
-        out[label] = work()
-        if pairs:  # the variant's model and tokenizer (the first model's by default)
-            scored, tok = using if using is not None else (model, tokenizer)
-            wins[label] = pair_wins(scored, tok, pairs)
+        scored, tok, exs, size, stops = using
+        out[label] = score_variant(
+            scored, tok, exs, size, stops, done, clock=clock, generate=llama.generator(label)
+        )
+        if pairs:
+            with clock("scoring"):
+                wins[label] = pair_wins(scored, tok, pairs)
         shown = scores.summarize(scores.PerExample.from_dict(out[label]))
         print(f"{label}: {shown} in {time.monotonic() - started:.1f}s", file=log, flush=True)
 
+    first = (model, tokenizer, examples, batch_size, stop_ids)
     with model.disable_adapter():
-        timed(
-            "baseline",
-            lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done),
-        )
+        timed("baseline", first)
     if active and active["basePath"] == spec["basePath"]:
         model.load_adapter(active["adapterPath"], adapter_name="active")
         model.set_adapter("active")
         model.merge_adapter()
-        timed(
-            "active", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done)
-        )
+        timed("active", first)
         model.unmerge_adapter()
         model.set_adapter("default")
     # Merged LoRA layers decode as fast as the base and need no unmerge afterwards.
     model.merge_adapter()
-    timed("scores", lambda: _score_variant(model, tokenizer, examples, batch_size, stop_ids, done))
+    timed("scores", first)
     if active and active["basePath"] != spec["basePath"]:
-        del model, base
+        del model, base, first
         tok2, base2, model2 = _load(active["basePath"], active["adapterPath"], device)
         model2.merge_adapter()
         ex2, bs2 = _examples(tok2, base2, chats, spec)
-        stop2 = stop_token_ids(tok2, base2)
-        timed("active", lambda: _score_variant(model2, tok2, ex2, bs2, stop2, done), (model2, tok2))
-    result: WorkerResult = {"examples": len(examples), "perExample": out}
+        timed("active", (model2, tok2, ex2, bs2, stop_token_ids(tok2, base2)))
+    result: WorkerResult = {
+        "examples": len(examples),
+        "perExample": out,
+        "engine": llama.name,
+        "cost": llama.cost(),
+    }
     if pairs:
         result["pairWins"] = wins
     return result
+
+
+class _LlamaEngine:
+    """The worker's llama.cpp side (``llama_gen``), or nothing when torch generates: the
+    GGUF files written before any torch work, and a generator per variant."""
+
+    def __init__(self, spec: WorkerSpec, threads: int, clock: Clock) -> None:
+        llama = spec.get("engine") == "llama.cpp"
+        self.ggufs = (spec.get("ggufs") or {}) if llama else {}
+        self.name = "llama.cpp" if self.ggufs else "torch"
+        self.quantization = spec.get("quantization") or llama_gen.DEFAULT_QUANTIZATION
+        self.threads, self.clock = threads, clock
+        with clock("conversion"):
+            for source in self.ggufs.values():
+                llama_gen.ensure_gguf(source, self.quantization)
+
+    def generator(self, label: str) -> Generate | None:
+        if not self.ggufs:
+            return None
+        path = Path(self.ggufs[label]["path"])
+
+        def generate(
+            examples: Sequence[Example], stop_ids: set[int], each: Callable[[], None] | None
+        ) -> dict[int, list[int]]:
+            return llama_gen.generate(
+                path,
+                examples,
+                stop_ids,
+                threads=self.threads,
+                quantization=self.quantization,
+                on_example=each,
+            )
+
+        return generate
+
+    def cost(self) -> JsonObject:
+        out: JsonObject = {
+            f"{phase}Seconds": round(s, 2) for phase, s in self.clock.seconds.items()
+        }
+        if self.ggufs:
+            out["quantization"] = self.quantization
+            out["gguf"] = {label: s["path"] for label, s in sorted(self.ggufs.items())}
+        return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
