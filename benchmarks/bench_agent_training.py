@@ -20,7 +20,7 @@ Variants:
   (``lean_lora_casts=False``);
 - ``new``: the defaults.
 
-    python benchmarks/bench_agent_training.py [--iterations 2] [--rounds 2] [--threads 2]
+    python benchmarks/bench_agent_training.py [--iterations 2] [--rounds 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=2, help="per run; the first is warm-up")
     ap.add_argument("--rounds", type=int, default=2, help="alternating pairs of runs")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    # One thread by default: on a shared machine a second one waits at every op's barrier
+    # for a descheduled thread (``common.pick_cpu_threads``), and the figure swings with it.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -169,7 +171,14 @@ def main() -> None:
         tps = statistics.median(x["tokensPerSecond"] for x in runs)
         sps = statistics.median(x["secondsPerStep"] for x in runs)
         print(f"| {name} | {med[name]:.3f} | {tps:.0f} | {sps:.1f} | {runs[-1]['loss']:.5f} |")
-    print(f"examples/s: new {med['new'] / med['today']:.2f}× today (medians of {args.rounds})")
+    pairs = [
+        new["examplesPerSecond"] / today["examplesPerSecond"]
+        for today, new in zip(results["today"], results["new"], strict=True)
+    ]
+    print(
+        f"examples/s: new {med['new'] / med['today']:.2f}× today (medians of {args.rounds}); "
+        f"per round: {', '.join(f'{x:.2f}×' for x in pairs)}"
+    )
 
 
 if __name__ == "__main__":
