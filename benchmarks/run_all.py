@@ -33,6 +33,7 @@ SCRIPTS = (
     "bench_rest_build.py",
     "bench_training.py",
     "bench_shared_prefix.py",
+    "bench_agent_training.py",
 )
 
 

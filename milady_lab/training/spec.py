@@ -52,6 +52,10 @@ class TrainSpec:
     #: Carry a prompt prefix shared by examples of a batch once per packed row (torch,
     #: SFT; ``data.Packing``): the same losses and gradients, fewer tokens to compute.
     share_prefix: bool = True
+    #: Under bf16 autocast, LoRA layers take their input as it comes instead of peft's
+    #: upcast to fp32 (which autocast casts straight back): the same values, two copies
+    #: of every adapted projection's input fewer (torch). False: peft's casts.
+    lean_lora_casts: bool = True
     #: Validation examples evaluated (the first ones of ``valid.jsonl``).
     max_val_examples: int = 64
     #: ``ddp`` | ``fsdp``: how the model is spread when torchrun runs several ranks

@@ -6,6 +6,7 @@ runs with it against the masked-``sdpa`` path it replaced, on a fixed seed. Also
 from __future__ import annotations
 
 import itertools
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -140,6 +141,25 @@ def test_run_losses_unchanged_by_segment_attention(
     vals = [[m["valLoss"] for m in r.metrics if "valLoss" in m] for r in (now, before)]
     assert len(vals[0]) == 2 and vals[0] == pytest.approx(vals[1], rel=tol)
     assert now.losses()[-1] < now.losses()[0]  # it still learns
+
+
+@pytest.mark.slow
+def test_bf16_run_is_the_same_without_peft_upcasting_lora_inputs(
+    tiny_llama_dir: Path, memo_dataset: Path, tmp_path: Path
+) -> None:
+    """Under bf16 autocast, LoRA inputs left bf16 (``lean_lora_casts``) train exactly as
+    peft's fp32 upcast (cast straight back by autocast) did: the same losses, bit for bit."""
+    runs = []
+    for lean in (True, False):
+        rec = Recorder()
+        spec = spec_for(
+            tiny_llama_dir, memo_dataset, tmp_path / str(lean), iterations=3, eval_every=3,
+            cpu_bf16=True, lean_lora_casts=lean,
+        )  # fmt: skip
+        run_training(spec, rec)
+        runs.append(rec.losses())
+    assert runs[0] == runs[1]
+    assert all(math.isfinite(x) for x in runs[0])
 
 
 def test_tokens_per_second_leaves_the_warm_up_step_out(
