@@ -232,3 +232,26 @@ def test_stored_samples_show_each_purpose_redacted() -> None:
     assert (first["reference"], first["scores"], first["baseline"]) == ("ref0", "tuned0", "base0")
     assert secret not in first["promptEnd"] and first["promptEnd"].startswith("q0 ")
     assert samples["reflection"][0]["scores"] == "tuned3"
+
+
+def test_a_long_prompt_is_shortened_as_training_shortened_it(tiny_base: Path) -> None:
+    """With the job's maxSeqLength the benchmark asks what the model learned to answer:
+    the oldest conversation turns go, the newest turn and the format instructions stay
+    (without it, the prompt's last 1536 tokens)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    history = "\n".join(
+        f"10:{i:02d} ({60 - i} minutes ago) [{i:08x}-4bd1-8e3f-{i:012x}] alice: turn{i} "
+        f"talks about the colour of thing {i}"
+        for i in range(60)
+    )
+    fmt = "output:\nTOON only. Return exactly one TOON document.\n\nExample:\ntext: Your message"
+    prompt = f"task: Reply.\n\n# Conversation Messages\n{history}\n\n{fmt}"
+    chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "text: red"}]
+    whole = bench.encode(tok, chat, 0)
+    short = bench.encode(tok, chat, 0, max_len=256)
+    assert len(short.prompt_ids) + len(short.reply_ids) <= 256 < len(whole.prompt_ids)
+    text = tok.decode(short.prompt_ids)
+    assert "turn59" in text and "turn0 " not in text and fmt in text
+    assert text.endswith("<|im_start|>assistant\n") and short.reply_ids == whole.reply_ids

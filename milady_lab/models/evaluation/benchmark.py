@@ -59,6 +59,7 @@ from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, 
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
 from ...training.backends.common import pick_cpu_threads
+from ...training.backends.data import fit_row
 from ..artifacts import require_peft_adapter, resolve_base_path
 from ..handoff.export import source_gguf
 from . import llama_gen, scores
@@ -121,6 +122,8 @@ class WorkerSpec(TypedDict):
     active: Variant | None
     pairs: NotRequired[list[Pair]]
     progressPath: NotRequired[str]
+    #: The training job's maxSeqLength: prompts are shortened as training shortened them.
+    maxSeqLength: NotRequired[int]
     #: What generates the replies (``schema.BenchmarkEngine``; torch when absent).
     engine: NotRequired[str]
     #: llama.cpp: the GGUF files' quantization and, per variant, its file.
@@ -252,6 +255,8 @@ def prepare_benchmark(
     }
     if pairs:
         spec["pairs"] = pairs
+    if (max_len := _trained_length(store, model)) is not None:
+        spec["maxSeqLength"] = max_len
     if _engine(req, base_path, active, spec["device"]) == "llama.cpp":
         spec["engine"] = "llama.cpp"
         spec["quantization"] = llama_gen.DEFAULT_QUANTIZATION
@@ -313,6 +318,13 @@ def execute_benchmark(
         if finish is not None:
             finish(body_out, conn)
     return body_out
+
+
+def _trained_length(store: StateStore, model: Mapping[str, Any]) -> int | None:
+    """The maxSeqLength the model's job trained with (None: no job on record)."""
+    job = store.get_job(model["jobId"]) if model.get("jobId") else None
+    length = ((job or {}).get("options") or {}).get("maxSeqLength")
+    return int(length) if isinstance(length, int) and length > 0 else None
 
 
 def _engine(
@@ -801,8 +813,15 @@ def _template_texts(tokenizer: Any, prompt: list[Any], reply: Any) -> tuple[str,
     return render_tool_use(tokenizer, prompt, None, render)
 
 
-def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Example:
-    """Prompt and reply token ids, split where the chat template starts the reply."""
+def encode(
+    tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int, max_len: int | None = None
+) -> Example:
+    """Prompt and reply token ids, split where the chat template starts the reply.
+
+    ``max_len``: the model's training ``maxSeqLength``. A longer example is shortened the
+    way training shortened it (``data.fit_row``: the oldest conversation turns of the
+    prompt first, never its format instructions), so the model is asked what it learned
+    to answer; without it, prompts keep their last ``MAX_PROMPT_TOKENS`` tokens."""
     prompt_msgs, reference = list(chat[:-1]), chat[-1]["content"]
     if getattr(tokenizer, "chat_template", None):
         prompt_text, full_text = _template_texts(tokenizer, prompt_msgs, chat[-1])
@@ -813,12 +832,29 @@ def encode(tokenizer: Any, chat: Sequence[Mapping[str, str]], index: int) -> Exa
     else:
         prompt_text = "".join(f"{m['role']}: {m['content']}\n" for m in prompt_msgs) + "assistant: "
         reply_text = reference + (tokenizer.eos_token or "")
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][-MAX_PROMPT_TOKENS:]
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     reply_ids = tokenizer(reply_text, add_special_tokens=False)["input_ids"][:MAX_REPLY_TOKENS]
+    if max_len is not None and len(prompt_ids) + len(reply_ids) > max_len:
+        prompt_ids = _trained_prompt(tokenizer, chat, max_len) or prompt_ids[-max_len:]
+    prompt_ids = prompt_ids[-MAX_PROMPT_TOKENS:] if max_len is None else prompt_ids
     # The cap follows the reference: long replies (reflection) are not cut by construction.
     max_new = min(MAX_NEW_TOKENS, math.ceil(NEW_TOKENS_FACTOR * len(reply_ids)) + NEW_TOKENS_SLACK)
     prompt = "\n".join(str(m.get("content") or "") for m in prompt_msgs)
     return Example(index, prompt_ids, reply_ids, reference, max_new, prompt)
+
+
+def _trained_prompt(
+    tokenizer: Any, chat: Sequence[Mapping[str, str]], max_len: int
+) -> list[int] | None:
+    """The prompt tokens of ``chat`` as training saw it within ``max_len`` (the tokens
+    before its last reply's trained tokens); None when training could not fit it."""
+    fitted, _ = fit_row(tokenizer, {"messages": [dict(m) for m in chat]}, max_len)
+    if fitted is None or True not in fitted.mask:
+        return None
+    start = len(fitted.mask) - 1 - fitted.mask[::-1].index(True)
+    while start > 0 and fitted.mask[start - 1]:
+        start -= 1
+    return list(fitted.input_ids[:start])
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
@@ -1149,7 +1185,7 @@ def _torch_passes(
 
 def _examples(tokenizer: Any, base: Any, chats: Sequence[Any], spec: Mapping[str, Any]):
     examples = sorted(
-        (encode(tokenizer, c, i) for i, c in enumerate(chats)),
+        (encode(tokenizer, c, i, spec.get("maxSeqLength")) for i, c in enumerate(chats)),
         key=lambda e: (len(e.prompt_ids), e.index),
     )
     longest_reply = max(len(e.reply_ids) for e in examples)
