@@ -145,7 +145,7 @@ def _shower(svc: TrainingService, agent_config: object) -> Callable[[Step], None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m milady_lab.demo_pipeline")
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--benchmark-examples", type=int, default=32)

@@ -8,7 +8,7 @@ import polars as pl
 from test_datasets import Lab, call
 
 from milady_lab.datasets import lengths
-from milady_lab.training.controls import DEFAULT_MAX_SEQ_LENGTH
+from milady_lab.training.defaults import DEFAULT_MAX_SEQ_LENGTH
 
 LONG = "agent42 " * 1250  # 10,000 characters: ~3,030 tokens at 3.3 a token
 SHORT = "hi there"
@@ -40,7 +40,10 @@ def test_a_build_of_mostly_long_examples_warns_and_estimates_the_time(tmp_path) 
     assert 0.5 < est["overMaxSeqLength"] <= 1 and est["tokensP90"] > DEFAULT_MAX_SEQ_LENGTH
     assert est.tokens_per_second is None and est.epoch_seconds is None  # never trained here
     (warning,) = rec["warnings"]
-    assert "of the training examples are longer than maxSeqLength 2048 tokens" in warning
+    assert (
+        f"of the training examples are longer than maxSeqLength {DEFAULT_MAX_SEQ_LENGTH} tokens"
+        in warning
+    )
     assert lab.store.get_dataset(rec["id"])["warnings"] == rec["warnings"]  # kept
     # A job measured this home's speed: the next build says how long an epoch takes.
     lab.store.insert_job(

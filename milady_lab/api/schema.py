@@ -1430,7 +1430,8 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
         Annotated[int, Meta(ge=16, le=MAX_SEQ_LENGTH)] | None,
         Meta(
             description=(
-                "Tokens per example (default 2048). A longer example first loses "
+                "Tokens per example (default: per model size, 512 up to 0.5B parameters, "
+                "else 2048). A longer example first loses "
                 "the oldest conversation turns inside its prompt (the newest stays), "
                 "then tokens from the left of the prompt, never the prompt's format "
                 "instructions nor the reply; one whose reply with those instructions "

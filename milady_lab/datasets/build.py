@@ -47,7 +47,7 @@ from ..config import Settings
 from ..errors import InputError, StorageError, UpstreamError
 from ..privacy import PrivacyOptions, PrivacyPass, redact_texts
 from ..state import StateStore, now_ms
-from ..training.controls import DEFAULT_MAX_SEQ_LENGTH
+from ..training.defaults import DEFAULT_MAX_SEQ_LENGTH
 from ..trajectories.base import StepsFilter
 from ..trajectories.tools import (
     TOOL_COLUMNS,

@@ -2,7 +2,7 @@
 
 ``control_options`` checks the body's control fields (bounds from ``StartJobRequest``,
 plus the rules between fields) and fills in the defaults: per model size for the
-learning rate, LoRA rank and batch (``defaults``), a resumed job's own values for
+learning rate, LoRA rank, batch and maxSeqLength (``defaults``), a resumed job's own values for
 everything else. ``for_dataset`` derives ``iterations`` from ``epochs`` (or the
 other way round) once the dataset is known. All of it runs before any process starts.
 """
@@ -39,7 +39,6 @@ LINEAR_MODULES: dict[str, tuple[str, ...]] = {
 #: Friendly names whose architecture is known without a folder.
 _FRIENDLY_ARCH = {"smollm2": "llama", "llama": "llama", "qwen2.5": "qwen2", "gemma-2": "gemma2"}
 MAX_TARGET_MODULES = 64
-DEFAULT_MAX_SEQ_LENGTH = 2048
 DEFAULT_SEED = 0
 
 T = TypeVar("T")
@@ -134,7 +133,7 @@ def control_options(
         learning_rate=learning_rate,
         lora_rank=lora_rank,
         max_seq_length=_given(
-            bounded_int(b, "maxSeqLength", pick(prior.max_seq_length, DEFAULT_MAX_SEQ_LENGTH))
+            bounded_int(b, "maxSeqLength", pick(prior.max_seq_length, size.max_seq_length))
         ),
         gradient_accumulation=_given(
             bounded_int(b, "gradientAccumulation", pick(prior.gradient_accumulation, 1))

@@ -3,7 +3,7 @@ advanced options in a collapsed section, with the defaults the service would use
 
 ``body()`` gives only what a user can reasonably mean: fields left at "auto" (warmup,
 alpha, early stopping off) are not sent, so the service derives them as documented.
-``apply_size_defaults`` sets learning rate, rank and batch to the row of
+``apply_size_defaults`` sets learning rate, rank, batch and max tokens to the row of
 ``training.defaults`` for the chosen base model; ``show`` fills the controls from a job's
 recorded options. The numbers are checked, never clamped (``_checks``).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..training.defaults import size_defaults
+from ..training.defaults import DEFAULT_MAX_SEQ_LENGTH, size_defaults
 from ..training.request import StartJobRequest
 from ..training.schedule import SCHEDULES
 from ._bodies import JobBody
@@ -44,7 +44,7 @@ class TrainingControls(w.VBox):
         )
         self.epochs = decimal("Epochs", 3.0, "140px", step=0.5)
         self.lora_rank = whole("LoRA rank", 8, "140px")
-        self.max_seq_length = whole("Max tokens", 2048, "170px")
+        self.max_seq_length = whole("Max tokens", DEFAULT_MAX_SEQ_LENGTH, "170px")
         self.gradient_accumulation = whole("Grad. accumulation", 1, "200px")
         self.lr_schedule = w.Dropdown(
             options=list(SCHEDULES), value="cosine", description="Schedule", style=STYLE,
@@ -117,10 +117,10 @@ class TrainingControls(w.VBox):
         return self.length_by.value == "epochs"
 
     def apply_size_defaults(self, model: str, batch: Any, learning_rate: Any) -> None:
-        """Set learning rate, batch and rank to the size table's row for ``model``."""
+        """Set learning rate, batch, rank and max tokens to the size table's row for ``model``."""
         row = size_defaults(model or "smollm2-135m-instruct")
         batch.value, learning_rate.value = row.batch_size, row.learning_rate
-        self.lora_rank.value = row.lora_rank
+        self.lora_rank.value, self.max_seq_length.value = row.lora_rank, row.max_seq_length
 
     def show(self, options: Mapping[str, Any]) -> None:
         """Fill the controls from a job's recorded options (camelCase, only what was set);
