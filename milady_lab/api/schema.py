@@ -1208,10 +1208,11 @@ class BenchmarkRequest(Body):
         BenchmarkEngine | None,
         Meta(
             description=(
-                "What generates the greedy replies: llama.cpp (the default when "
-                "llama-cpp-python is installed and the model can be written as GGUF) runs "
-                "the fused GGUF in import-ollama's default quantization, as the agent will; "
-                "torch runs the adapter on its base. torch scores the likelihoods either way"
+                "What generates the greedy replies: torch (the default) runs the adapter on "
+                "its base, a batch at a time; llama.cpp runs the fused GGUF in "
+                "import-ollama's default quantization, as the agent will (one reply at a "
+                "time: slower than torch on a shared 2-core CPU). torch scores the "
+                "likelihoods either way"
             )
         ),
     ] = None

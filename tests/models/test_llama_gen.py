@@ -93,8 +93,9 @@ def test_benchmark_with_llama_cpp_records_its_engine_and_cost(
     stored = msgspec.convert(store.get_model(model["id"])["benchmark"], BenchmarkAnswer)
     assert stored.engine == "llama.cpp" and stored.cost is not None
 
-    again = bench.run_benchmark(settings, store, model, {"maxExamples": 4, "seed": 3})
-    assert again["engine"] == "llama.cpp"  # the default where llama.cpp can run the model
+    asked = {"maxExamples": 4, "seed": 3, "engine": "llama.cpp"}
+    again = bench.run_benchmark(settings, store, model, asked)
+    assert again["engine"] == "llama.cpp"
     assert again["cost"]["conversionSeconds"] < cost["conversionSeconds"]  # files kept
     assert (again["scores"], again["baseline"]) == (body["scores"], body["baseline"])
 
@@ -102,7 +103,9 @@ def test_benchmark_with_llama_cpp_records_its_engine_and_cost(
 def test_engine_choice(settings: Settings, store: StateStore, model: dict[str, Any]) -> None:
     torch_spec = bench.prepare_benchmark(settings, store, model, {"engine": "torch"}).spec
     assert "engine" not in torch_spec and "ggufs" not in torch_spec
-    spec = bench.prepare_benchmark(settings, store, model, {}).spec
+    default = bench.prepare_benchmark(settings, store, model, {}).spec
+    assert "engine" not in default  # torch, unless asked (see benchmark._engine)
+    spec = bench.prepare_benchmark(settings, store, model, {"engine": "llama.cpp"}).spec
     assert spec["engine"] == "llama.cpp" and spec["quantization"] == "f16"
     assert spec["ggufs"]["baseline"]["adapterPath"] is None
     with pytest.raises(InputError, match="engine"):

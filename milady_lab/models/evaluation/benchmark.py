@@ -17,18 +17,20 @@ scores both variants in the same run: the adapter enabled (``scores``) and disab
 through the PEFT adapter the job registered; the numbers are comparable because both
 variants share the same code path. Scores are defined in ``scores.py``.
 
-Engines: the greedy replies come from llama.cpp (``engine: "llama.cpp"``, the default
-when llama-cpp-python is installed and the model can be written as GGUF) on each
-variant's GGUF in import-ollama's quantization, or from torch (``engine: "torch"``).
-torch scores the likelihoods either way; ``llama_gen`` says which files and why. The
-stored benchmark says which engine ran and its cost (``cost``: seconds generating,
-scoring and converting; the GGUF files).
+Engines: the greedy replies come from torch (the default) or, asked with ``engine:
+"llama.cpp"``, from llama.cpp on each variant's GGUF in import-ollama's quantization
+(``llama_gen`` says which files and why; measured slower here, see ``_engine``). torch
+scores the likelihoods either way. The stored benchmark says which engine ran and its
+cost (``cost``: seconds generating, scoring and converting; the GGUF files).
 
-Speed (≤ 3 min for 32 SmolLM2 examples on 2 CPU cores): examples are sorted by prompt
-length and run in batches with left padding; each batch pays for its prompt once: the
-prompt's KV cache feeds both the teacher-forced pass over the reference reply (on a
-copy) and greedy decoding. New tokens are capped at 1.5 x the reference reply length
-(at most 160) and a batch stops when every row has ended its turn.
+Prompts are what the model trained on: shortened to its job's ``maxSeqLength`` the way
+training shortened them (``encode``), so a 512-token model is not asked 3,000-token
+agent prompts it never saw whole (and the benchmark pays for 512 tokens, not 3,000).
+
+Speed: examples are sorted by prompt length and run in batches with left padding; each
+batch pays for its prompt once: the prompt's KV cache feeds both the teacher-forced pass
+over the reference reply (on a copy) and greedy decoding. New tokens are capped at 1.5 ×
+the reference reply length + 16 and a batch stops when every row has ended its turn.
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ def prepare_benchmark(
         spec["pairs"] = pairs
     if (max_len := _trained_length(store, model)) is not None:
         spec["maxSeqLength"] = max_len
-    if _engine(req, base_path, active, spec["device"]) == "llama.cpp":
+    if _engine(req, base_path, active) == "llama.cpp":
         spec["engine"] = "llama.cpp"
         spec["quantization"] = llama_gen.DEFAULT_QUANTIZATION
         spec["ggufs"] = _gguf_sources(settings, model, base_path, adapter, active)
@@ -327,20 +329,18 @@ def _trained_length(store: StateStore, model: Mapping[str, Any]) -> int | None:
     return int(length) if isinstance(length, int) and length > 0 else None
 
 
-def _engine(
-    req: BenchmarkRequest, base_path: Path, active: _ActiveVariant | None, device: str
-) -> str:
-    """The engine asked for (a 400 when llama.cpp cannot run this model), else llama.cpp
-    when it is installed and every variant can be written as GGUF, else torch (and for a
-    model trained on a GPU, whose torch generates there, not on the CPU llama.cpp uses)."""
-    bases = [base_path] + ([Path(active["basePath"])] if active is not None else [])
+def _engine(req: BenchmarkRequest, base_path: Path, active: _ActiveVariant | None) -> str:
+    """The engine asked for (a 400 when llama.cpp cannot run this model), else torch.
+
+    torch is the default because it generates a batch at a time: measured on agent-shaped
+    data on 2 shared cores (load 5–6), 4 examples took 154 s with torch and 266 s with
+    llama.cpp (158 s of it generating one reply at a time; llama.cpp built without
+    OpenMP also collapses when another process takes its cores)."""
     if req.engine == "llama.cpp":
+        bases = [base_path] + ([Path(active["basePath"])] if active is not None else [])
         for base in bases:
             llama_gen.require(base)
-    if req.engine is not None:
-        return req.engine
-    fits = device == "cpu" and llama_gen.available() and all(map(llama_gen.writable, bases))
-    return "llama.cpp" if fits else "torch"
+    return req.engine or "torch"
 
 
 def _gguf_sources(

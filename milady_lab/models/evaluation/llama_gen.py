@@ -2,8 +2,9 @@
 
 Why: Ollama (the agent's runtime) is llama.cpp. Generating from the exact GGUF that
 ``import-ollama`` sends, in its default quantization (``f16``) and with the same writer
-(``export.write_fused_gguf``'s merge + ``gguf.write_model``), measures what ships; and
-llama.cpp decodes several times faster than torch on a CPU. torch keeps the
+(``export.write_fused_gguf``'s merge + ``gguf.write_model``), measures what ships. It is
+asked for (``engine: "llama.cpp"``), not the default: one reply at a time, it was slower
+than torch's batches on 2 shared cores (``benchmark._engine``). torch keeps the
 log-likelihood scores (reply NLL, preference accuracy): only the replies come from here.
 
 * **Files.** Every variant is written through the same writer at the same quantization:
