@@ -144,6 +144,21 @@ def test_turns_go_first_then_the_left_but_never_the_format(tok: Any) -> None:
     assert text.endswith(FORMAT + TAIL)
 
 
+def test_the_newest_turn_stays_when_long_instructions_follow_it(tok: Any) -> None:
+    """elizaOS puts long action lists and rules between the conversation and the format: a
+    cut from the left alone would keep them and lose the request the reply answers. What
+    precedes the newest turn goes, then the instructions nearest the format."""
+    rules = "".join(f"- rule{i} keeps thing {i} in mind\n" for i in range(120))
+    row = row_of(agent_prompt(30).replace("rules[2]:\n", f"rules[122]:\n{rules}"))
+    ex, cuts = fit_row(tok, row, 400)
+    assert ex is not None and len(ex) <= 400 and cuts == Cuts(turns=29, truncated=True)
+    text = tok.decode(ex.input_ids)
+    assert "turn29 " in text and "turn28 " not in text and SYSTEM not in text
+    assert "# Available Actions\nREPLY, IGNORE" in text  # right after the turn: kept
+    assert "rule0 " in text and "rule119 " not in text  # cut from the format's side
+    assert text.endswith(FORMAT + TAIL) and trained(tok, ex) == REPLY + "<|im_end|>"
+
+
 def test_a_prompt_with_no_conversation_is_cut_from_the_left_but_keeps_its_format(
     tok: Any,
 ) -> None:

@@ -259,11 +259,54 @@ def fit_row(tokenizer: Any, row: JsonObject, max_len: int) -> tuple[Example | No
     if len(enc.example) <= max_len or p is None:
         ex, cut = fit(enc.example, max_len)
         return ex, Cuts(truncated=cut)
+    newest = _newest_turn(messages[p]["content"])  # before the older ones go
     enc, messages, turns = _without_old_turns(tokenizer, messages, tools, p, enc, max_len)
     if len(enc.example) <= max_len:
         return enc.example, Cuts(turns=turns)
-    ex, cut = fit(enc.example, max_len, _format_token(enc, messages[p]["content"]))
+    keep_from = _format_token(enc, messages[p]["content"])
+    ex = _around_newest_turn(enc, newest, max_len, keep_from)
+    cut = ex is not None
+    if ex is None:
+        ex, cut = fit(enc.example, max_len, keep_from)
     return ex, Cuts(turns=turns if ex is not None else 0, truncated=cut)
+
+
+def _newest_turn(prompt: str) -> str:
+    """The text of the prompt's newest conversation turn ("" when it has none)."""
+    turns = prompt_layout(prompt).turns
+    return prompt[turns[-1][0] : turns[-1][1]].rstrip() if turns else ""
+
+
+def _around_newest_turn(
+    enc: _Encoded, text: str, max_len: int, keep_from: int | None
+) -> Example | None:
+    """``enc`` within ``max_len`` keeping its prompt's newest conversation turn (``text``,
+    found before the older turns were dropped, which leave a lone turn unrecognisable as
+    a conversation) and its format instructions (from token ``keep_from``): what comes
+    before that turn goes first (system prompt, character, older context), then what lies
+    between it and the format instructions, from the instructions' side (the sections
+    right after the turn, such as the actions offered, stay longest). None when the turn
+    cannot be placed or kept (``fit``'s cut from the left then applies).
+
+    Why: an agent prompt's newest turn is the request the reply answers. A cut from the
+    left alone keeps the prompt's tail, and elizaOS's rules and action descriptions after
+    the conversation are long: at 512 tokens every agent prompt lost its request, and a
+    model trained so learnt the reply format but could not learn which action to take."""
+    if not text or keep_from is None:
+        return None
+    at = enc.text.rfind(text, 0, enc.offsets[keep_from][0])
+    if at < 0:
+        return None
+    first = next(t for t, (_, b) in enumerate(enc.offsets) if b > at)
+    end = next((t for t, (a, _) in enumerate(enc.offsets) if a >= at + len(text)), keep_from)
+    need = len(enc.example) - max_len
+    head = min(need, first)
+    rest = need - head
+    if end > keep_from or rest > keep_from - end:
+        return None
+    ids, mask = enc.example.input_ids, enc.example.mask
+    keep = [*range(head, keep_from - rest), *range(keep_from, len(ids))]
+    return Example([ids[i] for i in keep], [mask[i] for i in keep])
 
 
 @dataclass
