@@ -182,3 +182,13 @@ def test_cli_demo_data_if_missing_writes_only_where_the_lab_reads_nothing(
     said = capsys.readouterr().out
     assert "wrote" not in said and f"trajectories: {agents}" in said
     assert not (other / "trajectories.sqlite").exists()
+
+
+def test_lean_rows_are_regular_ones(tmp_path: Path) -> None:
+    """``lean`` (one short call a row, for the million-row listing benchmark) shapes the
+    regular generator's rows; with the agent shape, the default, it is refused."""
+    lean = write_demo_db(tmp_path / "lean.sqlite", count=20, seed=1, lean=True, shape="regular")
+    assert (table(lean)["llm_call_count"] <= 1).all()
+    with pytest.raises(ValueError, match='shape="regular"'):
+        write_demo_db(tmp_path / "agent.sqlite", count=20, seed=1, lean=True)
+    assert not (tmp_path / "agent.sqlite").exists()
