@@ -77,7 +77,7 @@ def ensure_db(name: str, count: int, seed: int, lean: bool) -> Path:
 
         print(f"generating {db} (once) …", flush=True)
         t = time.perf_counter()
-        write_demo_db(db, count, seed, lean=lean)
+        write_demo_db(db, count, seed, lean=lean, shape="regular" if lean else "agent")
         print(f"  {time.perf_counter() - t:.1f} s", flush=True)
     return db
 

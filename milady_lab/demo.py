@@ -1,11 +1,12 @@
 """Demo trajectories: a Milady-schema SQLite database of realistic, messy elizaOS records.
 
-What ``make lab``, ``make demo``, the tutorials, the tests and the benchmarks read. The
-replies follow one persona and one markup so that fine-tuning a small model on a few
-hundred of them measurably raises their likelihood; they stay short so CPU training is
-feasible. The mess real rows carry (spec: snake_case keys, ``{"steps": [...]}`` objects,
-missing token counts, blank prompts, text that is not JSON) appears in realistic
-proportions. Same seed, same bytes of data.
+Two shapes. ``agent`` (the default: ``agent_shape``) is what ``make lab``, ``make demo``,
+the tutorials and the benchmarks read: long prompts from a real elizaOS agent's templates.
+``regular`` (this module's generator, ``--shape regular``) is short, with one persona and
+one markup, so that fine-tuning a small model on a few hundred rows measurably raises
+their likelihood in seconds; many tests read it for that. In both, the mess real rows
+carry (spec: snake_case keys, ``{"steps": [...]}`` objects, missing token counts, blank
+prompts, text that is not JSON) appears in realistic proportions. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -366,19 +367,21 @@ def write_demo_db(
     lean: bool = False,
     progress: Callable[[int, int], None] | None = None,
     batch: int = 5000,
-    shape: Shape = "regular",
+    shape: Shape = "agent",
 ) -> Path:
     """Write ``count`` trajectories to a new SQLite file at ``path`` (replacing it).
 
-    ``shape`` picks the generator: ``regular`` (short, one persona, one markup) or
-    ``agent`` (``agent_shape``: long prompts from elizaOS's own templates, several
-    characters and purposes, TOON replies with the mistakes strong models make, rewarded
-    rollouts of shared scenarios). ``lean`` keeps one short call per trajectory (regular
-    only): the summary columns stay realistic while a million-row listing benchmark
-    stays a few hundred MB.
+    ``shape`` picks the generator: ``agent`` (the default; ``agent_shape``: long prompts
+    from elizaOS's own templates, several characters and purposes, TOON replies with the
+    mistakes strong models make, rewarded rollouts of shared scenarios) or ``regular``
+    (short, one persona, one markup).
+    ``lean`` keeps one short call per trajectory (``shape="regular"`` only): the summary
+    columns stay realistic while a million-row listing benchmark stays a few hundred MB.
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+    if lean and shape != "regular":
+        raise ValueError('lean rows are regular ones: pass shape="regular" with lean=True')
     target = Path(path).expanduser()
     writer: _Writer | AgentWriter = (
         AgentWriter(seed, mess or Mess())

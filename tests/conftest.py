@@ -24,7 +24,10 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from milady_lab.demo import write_demo_db
 
     return write_demo_db(
-        tmp_path_factory.mktemp("demo") / "trajectories.sqlite", count=DEMO_COUNT, seed=DEMO_SEED
+        tmp_path_factory.mktemp("demo") / "trajectories.sqlite",
+        count=DEMO_COUNT,
+        seed=DEMO_SEED,
+        shape="regular",
     )
 
 

@@ -6,8 +6,8 @@ templates (``prompts``, vendored from ``@elizaos/prompts``), real characters
 (``characters``) and core's action names (``cast``), filled the way the runtime fills
 them (``compose``), with TOON replies and the mistakes strong models make (``replies``),
 several call purposes per turn (``turns``) and rewarded rollouts of shared scenarios
-(``writer``). ``write_demo_db(..., shape="agent")`` and ``milady-lab demo-data --shape
-agent`` select it.
+(``writer``). It is the default demo data (``write_demo_db``, ``milady-lab demo-data``,
+``make lab``, the tutorials); ``shape="regular"`` / ``--shape regular`` selects the other.
 """
 
 from __future__ import annotations

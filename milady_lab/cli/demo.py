@@ -27,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", help="random seed (default 0)")
     p.add_argument(
         "--shape",
-        help="regular (default: short, one persona, one markup) or agent (shaped like a real "
-        "elizaOS 2.x agent's records: its prompt templates, characters, purposes, TOON "
-        "replies with some mistakes, rewarded rollouts)",
+        help="agent (default: shaped like a real elizaOS 2.x agent's records: its prompt "
+        "templates, characters, purposes, TOON replies with some mistakes, rewarded "
+        "rollouts) or regular (short, one persona, one markup)",
     )
     p.add_argument(
         "--if-missing",
@@ -48,7 +48,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
     count = v.integer(args.count, "count", default=1000, minimum=1, maximum=10_000_000)
     seed = v.integer(args.seed, "seed", default=0, minimum=0, maximum=2**63 - 1)
-    shape = cast("Shape", v.choice(args.shape, "shape", SHAPES, default="regular"))
+    shape = cast("Shape", v.choice(args.shape, "shape", SHAPES, default="agent"))
     db = args.db or settings_from(args).trajectories
     if "://" in db:
         raise InputError(f"--db must be a file path, not {db.split('://', 1)[0]}://…")
@@ -73,7 +73,7 @@ def _demo_data(args: argparse.Namespace) -> int:
         print_json(body)
     else:
         took = time.perf_counter() - started
-        kind = "" if shape == "regular" else "agent-shaped "
+        kind = "agent-shaped " if shape == "agent" else "regular "
         print(f"wrote {count} {kind}trajectories to {path} in {took:.1f} s")
     return 0
 
@@ -102,7 +102,8 @@ def _if_missing(args: argparse.Namespace, count: int, seed: int, shape: Shape) -
         print_json(body)
         return 0
     if wrote:
-        print(f"no agent found: wrote {count} demo trajectories to {target}")
+        kind = "agent-shaped" if shape == "agent" else "regular"
+        print(f"no agent found: wrote {count} {kind} demo trajectories to {target}")
     print(f"home:         {settings.home}  (MILADY_LAB_HOME, --home)")
     print(f"trajectories: {settings.trajectories}  ({settings.trajectories_how})")
     return 0

@@ -80,7 +80,9 @@ def lab(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[JupyterProcess, Sett
     shutil.copy(HERE / "dashboard.ipynb", root / "dashboard.ipynb")
     settings = Settings.from_env(
         home=tmp_path / "home",
-        trajectories=write_demo_db(tmp_path / "trajectories.sqlite", count=150, seed=DEMO_SEED),
+        trajectories=write_demo_db(
+            tmp_path / "trajectories.sqlite", count=150, seed=DEMO_SEED, shape="regular"
+        ),
         agent_config=tmp_path / "milady.json",
         cache=tmp_path / "cache",
     )

@@ -127,7 +127,7 @@ def test_the_agents_system_prompt_is_the_default_persona(
     from milady_lab.demo import SYSTEM_PROMPTS, write_demo_db
     from milady_lab.service import TrainingService
 
-    write_demo_db(settings.trajectories, count=30, seed=3)
+    write_demo_db(settings.trajectories, count=30, seed=3, shape="regular")
     service = TrainingService(settings, reconcile=False)
     try:
         assert service.agent_persona() == SYSTEM_PROMPTS["response"]
@@ -203,7 +203,7 @@ def test_cli_chat_ctrl_c_at_the_prompt_quits_quietly(
     persona is the default system prompt."""
     from milady_lab.demo import write_demo_db
 
-    write_demo_db(settings.trajectories, count=20, seed=5)
+    write_demo_db(settings.trajectories, count=20, seed=5, shape="regular")
     proc, master = _chat_process(settings, model["id"])
     out, err = _Reader(proc.stdout), _Reader(proc.stderr)
     try:

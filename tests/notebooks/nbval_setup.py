@@ -11,7 +11,7 @@ and its cells are not ordinary test functions (they take no fixtures). So the se
 is done in hooks, before any kernel starts:
 
 * ``pytest_configure``: a throw-away ``MILADY_LAB_HOME`` holding demo trajectories
-  (400, seed 7: the same data ``make lab`` gives), a scratch agent config, a private
+  (agent-shaped, 400, seed 7: the same data ``make lab`` gives), a scratch agent config, a private
   Jupyter runtime dir, and a shared ``MILADY_LAB_CACHE`` (default
   ``~/.cache/milady-lab``) so the converted base model is reused between runs.
 * ``pytest_collection_modifyitems``: a per-cell timeout that fits a training run.
@@ -79,7 +79,7 @@ def _make_demo_data(db: Path) -> None:
     """What ``make demo-data`` writes (``milady-lab demo-data --count 400 --seed 7``)."""
     from milady_lab.demo import write_demo_db
 
-    write_demo_db(db, count=DEMO_COUNT, seed=DEMO_SEED)
+    write_demo_db(db, count=DEMO_COUNT, seed=DEMO_SEED, shape="agent")
 
 
 #: Per-cell cap (pytest-timeout; pyproject's 600 s is for tests). A cell that waits for a

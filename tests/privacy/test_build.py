@@ -164,7 +164,9 @@ def test_search_text_is_redacted_where_it_is_kept(planted) -> None:
 def test_clean_demo_build_changes_no_example(tmp_path) -> None:
     from milady_lab.demo import write_demo_db
 
-    home = Home(tmp_path, write_demo_db(tmp_path / "demo.sqlite", count=400, seed=3))
+    home = Home(
+        tmp_path, write_demo_db(tmp_path / "demo.sqlite", count=400, seed=3, shape="regular")
+    )
     redacted = home.build()
     plain = home.build(privacy={"redact": False})
     assert redacted["redactions"] == {}

@@ -204,7 +204,7 @@ def _large_db(count: int, base: Path) -> Path:
     cached = cached / f"listing-{count}-seed0-lean.sqlite"
     if cached.exists():
         return cached
-    return write_demo_db(base / f"lean-{count}.sqlite", count, 0, lean=True)
+    return write_demo_db(base / f"lean-{count}.sqlite", count, 0, lean=True, shape="regular")
 
 
 def _list_and_build_large(tmp_path: Path, count: int, figures) -> None:

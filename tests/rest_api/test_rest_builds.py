@@ -15,7 +15,9 @@ def mid_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8000 demo trajectories: a build that takes a couple of seconds."""
     from milady_lab.demo import write_demo_db
 
-    return write_demo_db(tmp_path_factory.mktemp("mid") / "t.sqlite", count=8000, seed=5)
+    return write_demo_db(
+        tmp_path_factory.mktemp("mid") / "t.sqlite", count=8000, seed=5, shape="regular"
+    )
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ def _no_token_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def big_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """More than two of the agent's 500-row pages."""
-    return write_demo_db(tmp_path_factory.mktemp("agent") / "big.sqlite", count=1100, seed=5)
+    return write_demo_db(
+        tmp_path_factory.mktemp("agent") / "big.sqlite", count=1100, seed=5, shape="regular"
+    )
 
 
 def settings(tmp_path: Path, token: str | None = "s3cret") -> Settings:

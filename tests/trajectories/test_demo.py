@@ -1,4 +1,8 @@
-"""Demo data: Milady's exact table, deterministic per seed, realistic and messy, atomic."""
+"""Demo data: Milady's exact table, deterministic per seed, realistic and messy, atomic.
+
+The content tests read the ``regular`` shape (the suite's ``demo_db``); the agent shape,
+the default, has its own in ``tests/agent_shape``. The CLI tests exercise the default.
+"""
 
 from __future__ import annotations
 
@@ -51,9 +55,9 @@ def test_exact_milady_schema_and_listing_index(demo_db: Path) -> None:
 
 
 def test_same_seed_same_data_other_seed_other_data(tmp_path: Path) -> None:
-    a = write_demo_db(tmp_path / "a.sqlite", count=120, seed=11)
-    b = write_demo_db(tmp_path / "b.sqlite", count=120, seed=11)
-    c = write_demo_db(tmp_path / "c.sqlite", count=120, seed=12)
+    a = write_demo_db(tmp_path / "a.sqlite", count=120, seed=11, shape="regular")
+    b = write_demo_db(tmp_path / "b.sqlite", count=120, seed=11, shape="regular")
+    c = write_demo_db(tmp_path / "c.sqlite", count=120, seed=12, shape="regular")
     assert raw_rows(a) == raw_rows(b)
     assert raw_rows(a) != raw_rows(c)
 
@@ -85,7 +89,7 @@ def test_stored_counts_match_the_steps_of_json_rows(demo_db: Path) -> None:
 
 
 def test_each_kind_of_mess_in_realistic_proportions(tmp_path: Path) -> None:
-    db = write_demo_db(tmp_path / "m.sqlite", count=2000, seed=3)
+    db = write_demo_db(tmp_path / "m.sqlite", count=2000, seed=3, shape="regular")
     steps = table(db)["steps_json"]
     share = {
         "snake": steps.str.contains('"llm_calls"', literal=True).mean(),
@@ -133,10 +137,13 @@ def test_cli_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     db = tmp_path / "sub" / "d.sqlite"
     assert main(["demo-data", "--db", str(db), "--count", "25", "--seed", "4", "--json"]) == 0
     said = json.loads(capsys.readouterr().out)
-    assert said == {"path": str(db), "count": 25, "seed": 4, "shape": "regular"}
+    assert said == {"path": str(db), "count": 25, "seed": 4, "shape": "agent"}
     assert SQLiteSource(db).count() == 25
     assert main(["--trajectories", str(db), "demo-data", "--count", "5"]) == 0
-    assert "wrote 5 trajectories" in capsys.readouterr().out
+    assert "wrote 5 agent-shaped trajectories" in capsys.readouterr().out
+    argv = ["--db", str(db), "--count", "5", "--shape", "regular"]
+    assert main(["demo-data", *argv]) == 0
+    assert "wrote 5 regular trajectories" in capsys.readouterr().out
     for argv in (
         ["--db", str(db), "--count", "0"],
         ["--db", str(db), "--count", "many"],
@@ -162,16 +169,26 @@ def test_cli_demo_data_if_missing_writes_only_where_the_lab_reads_nothing(
     argv = [*common, "demo-data", "--if-missing", "--count", "7", "--seed", "1"]
     assert main(argv) == 0
     said = capsys.readouterr().out
-    assert "no agent found: wrote 7 demo trajectories" in said
+    assert "no agent found: wrote 7 agent-shaped demo trajectories" in said
     assert f"home:         {home}" in said
     assert f"trajectories: {home / 'trajectories.sqlite'}" in said
     assert SQLiteSource(home / "trajectories.sqlite").count() == 7
     assert main([*argv, "--json"]) == 0  # already there: left alone
     body = json.loads(capsys.readouterr().out)
     assert body["wroteDemoData"] is False and body["home"] == str(home)
-    agents = write_demo_db(tmp_path / "agent.sqlite", count=3, seed=2)
+    agents = write_demo_db(tmp_path / "agent.sqlite", count=3, seed=2, shape="regular")
     other = tmp_path / "other"
     assert main(["--trajectories", str(agents), "--home", str(other), *argv[4:]]) == 0
     said = capsys.readouterr().out
     assert "wrote" not in said and f"trajectories: {agents}" in said
     assert not (other / "trajectories.sqlite").exists()
+
+
+def test_lean_rows_are_regular_ones(tmp_path: Path) -> None:
+    """``lean`` (one short call a row, for the million-row listing benchmark) shapes the
+    regular generator's rows; with the agent shape, the default, it is refused."""
+    lean = write_demo_db(tmp_path / "lean.sqlite", count=20, seed=1, lean=True, shape="regular")
+    assert (table(lean)["llm_call_count"] <= 1).all()
+    with pytest.raises(ValueError, match='shape="regular"'):
+        write_demo_db(tmp_path / "agent.sqlite", count=20, seed=1, lean=True)
+    assert not (tmp_path / "agent.sqlite").exists()

@@ -76,7 +76,7 @@ def test_anchored_paging_with_long_tie_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_mod, "ANCHOR_EVERY", 4)
-    db = write_demo_db(tmp_path / "t.sqlite", count=1)
+    db = write_demo_db(tmp_path / "t.sqlite", count=1, shape="regular")
     conn = sqlite3.connect(db)
     conn.execute("DELETE FROM trajectories")
     rows = [(f"id{i:03d}{'aBc'[i % 3]}", 1000 + i // 9, "[]") for i in range(60)]
@@ -170,10 +170,10 @@ def test_anchors_follow_inserts_on_top_and_rebuild_for_other_changes(
 
 
 def test_file_replaced_while_open_is_reopened(tmp_path: Path) -> None:
-    db = write_demo_db(tmp_path / "t.sqlite", count=30, seed=1)
+    db = write_demo_db(tmp_path / "t.sqlite", count=30, seed=1, shape="regular")
     source = open_source(str(db))
     first = source.summaries(5, 0)
-    write_demo_db(db, count=12, seed=2)  # atomic replace, as demo-data does
+    write_demo_db(db, count=12, seed=2, shape="regular")  # atomic replace, as demo-data does
     assert source.count() == 12
     assert not source.summaries(5, 0).equals(first)
 
@@ -219,7 +219,7 @@ def test_missing_file_appearing_later_is_picked_up(tmp_path: Path) -> None:
     path = tmp_path / "later.sqlite"
     source = open_source(str(path))
     assert source.unavailable_reason() is not None
-    write_demo_db(path, count=3)
+    write_demo_db(path, count=3, shape="regular")
     assert source.unavailable_reason() is None
     assert source.count() == 3
 

@@ -29,7 +29,10 @@ DEMO_SEED = 11
 def widget_demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo trajectory database for the session (sources open it read-only)."""
     return write_demo_db(
-        tmp_path_factory.mktemp("demo") / "trajectories.sqlite", count=DEMO_COUNT, seed=DEMO_SEED
+        tmp_path_factory.mktemp("demo") / "trajectories.sqlite",
+        count=DEMO_COUNT,
+        seed=DEMO_SEED,
+        shape="regular",
     )
 
 
