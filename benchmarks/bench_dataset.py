@@ -240,7 +240,7 @@ def ensure_db(count: int, seed: int) -> Path:
 
         print(f"generating {db} (once) …", flush=True)
         t = time.perf_counter()
-        write_demo_db(db, count, seed)
+        write_demo_db(db, count, seed, shape="regular")
         print(f"  {time.perf_counter() - t:.1f} s", flush=True)
     return db
 
