@@ -115,6 +115,7 @@ class BenchmarkBody(TypedDict, total=False):
     datasetId: str
     maxExamples: int
     seed: int
+    engine: str  # torch | llama.cpp
     wait: bool  # over REST the panel polls a run: a benchmark outlasts a request
 
 

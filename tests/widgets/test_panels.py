@@ -661,7 +661,7 @@ def test_launcher_training_controls_and_best_marker(
     jl = JobLauncher(backend)
     c = jl.controls
     assert (c.max_seq_length.value, c.gradient_accumulation.value, c.lr_schedule.value) == (
-        2048,
+        SIZE_TABLE[0].max_seq_length,  # the built-in model's row
         1,
         "cosine",
     )

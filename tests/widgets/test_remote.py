@@ -266,7 +266,13 @@ def test_every_struct_field_passes_through_both_sources() -> None:
             "create": True,
             "ollamaUrl": "http://127.0.0.1:1",
         },
-        "benchmark_model": {"datasetId": "ds-1", "maxExamples": 8, "seed": 1, "wait": False},
+        "benchmark_model": {
+            "datasetId": "ds-1",
+            "maxExamples": 8,
+            "seed": 1,
+            "engine": "torch",
+            "wait": False,
+        },
     }
     assert set(small["import_ollama"]) == set(ImportBody.__annotations__)
     assert set(small["activate_model"]) == set(ActivateBody.__annotations__)
