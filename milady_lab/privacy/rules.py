@@ -73,7 +73,7 @@ _SECRET_WORDS = (
     r"pass(?:word|wd|phrase)?|pwd|secret|client[_-]?secret|secret[_-]?key|api[_-]?key|apikey"
     r"|access[_-]?token|auth[_-]?token|api[_-]?token|refresh[_-]?token|private[_-]?key"
 )
-_B58 = "[1-9A-HJ-NP-Za-km-z]"
+B58 = "[1-9A-HJ-NP-Za-km-z]"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 #: First octet of an address outside loopback (127.x) and "this network" (0.x).
 _FIRST_OCTET = r"(?:25[0-5]|2[0-4]\d|1(?:[01]\d|2[0-689]|[3-9]\d)|[1-9]\d?)"
@@ -166,10 +166,10 @@ def _wallets() -> list[Rule]:
         _secret("eth_private_key", r"\b(?:0x)?[0-9a-fA-F]{64}\b", "wallets"),
         _secret(
             "btc_private_key",
-            rf"\b(?:5[HJK]{_B58}{{49}}|[KL]{_B58}{{51}}|[xt]prv{_B58}{{100,108}})\b",
+            rf"\b(?:5[HJK]{B58}{{49}}|[KL]{B58}{{51}}|[xt]prv{B58}{{100,108}})\b",
             "wallets",
         ),
-        _secret("solana_private_key", rf"\b{_B58}{{86,90}}\b", "wallets"),
+        _secret("solana_private_key", rf"\b{B58}{{86,90}}\b", "wallets"),
         Rule("mnemonic", "wallets", _mnemonic_pattern(), "<SECRET:mnemonic>", by_words=True),
     ]
 

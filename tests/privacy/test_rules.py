@@ -9,7 +9,9 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from milady_lab.privacy import kinds, redact_frame, redact_texts
+from milady_lab.privacy import kinds, redact_frame, redact_texts, seed
+from milady_lab.privacy.redact import line_local
+from milady_lab.privacy.rules import rules
 
 from .corpus import CLEAN, PLANTS
 
@@ -104,3 +106,32 @@ def test_a_loose_hit_that_is_no_hit_is_not_counted() -> None:
     # "x203.0.113.42": the IPv4 pattern without its \b matches, the rule does not.
     out, counts = redact_texts(["host x203.0.113.42 and kai@example.com"])
     assert out == ["host x203.0.113.42 and <EMAIL>"] and dict(counts) == {"email": 1}
+
+
+def test_only_rules_whose_hits_stay_on_one_line_run_line_by_line() -> None:
+    local = {r.kind for r in rules() if line_local(r)}
+    assert {"phone", "email", "ip_address", "eth_private_key", "jwt"} <= local
+    # A PEM block spans lines; a password may follow its "=" on the next line; the token
+    # rule's ``0[^xX]`` takes a "0" then a line break.
+    assert not {"private_key_block", "password", "bearer_token", "token", "mnemonic"} & local
+
+
+def _whole_text_reference(texts: list[str]) -> tuple[list[str], Counter[str]]:
+    """Every rule in order over whole texts, the plain way."""
+    s, counts = pl.Series(texts), Counter[str]()
+    for rule in rules():
+        if rule.by_words:
+            s, found = seed.replace(s, rule.replacement)
+        else:
+            found = s.str.count_matches(rule.pattern)
+            s = s.str.replace_all(rule.pattern, rule.replacement)
+        counts[rule.kind] += int(found.sum())
+    return s.to_list(), +counts
+
+
+def test_line_by_line_finds_what_whole_texts_do() -> None:
+    # Every form between non-ASCII lines (the exact patterns' slow case), all in one text.
+    texts = [f"café ✨\n{text}\n— ok 👍" for _k, text, _s in FORMS]
+    texts.append("\n🙂 ".join(text for _k, text, _s in FORMS))
+    out, counts = redact_texts(texts)
+    assert (out, counts) == _whole_text_reference(texts)
