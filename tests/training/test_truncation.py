@@ -1,6 +1,7 @@
 """Truncation that keeps what matters (issue 26): an agent prompt too long for
 ``maxSeqLength`` loses its oldest conversation turns first, then tokens from the left,
-never its format instructions nor the reply; what went is counted on the job."""
+never its format instructions nor the reply; what went is counted on the job. DPO and
+KTO items are cut the same way, a pair's two sides keeping one prompt."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from milady_lab.training.backends.data import (
     Cuts,
     fit,
     fit_row,
+    preference_item,
+    preference_items,
     tokenize_row,
     tokenized_examples,
     train_and_val_examples,
@@ -205,4 +208,100 @@ def test_the_counts_reach_the_job_and_its_log(
         f"3 training and 1 validation examples, 1 shortened ({k} oldest conversation turns "
         "dropped), 1 truncated from the left, 1 dropped (reply and format instructions "
         "longer than maxSeqLength)"
+    ) in cb.logs
+
+
+# -- preference items (DPO, KTO) -----------------------------------------------------------------
+#: A longer reply: the side of a pair that needs more room.
+LONG_REPLY = REPLY.replace("it is red.", "it is red, " + " ".join(["like a ripe tomato"] * 15))
+
+
+def pair_of(prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
+    return {
+        "prompt": row_of(prompt)["messages"][:2],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def prompt_part(ex: Any) -> list[int]:
+    """The tokens before the reply (a pair's prompts hold no assistant turn)."""
+    return ex.input_ids[: ex.mask.index(True)]
+
+
+@pytest.mark.parametrize("longer", ["chosen", "rejected"])
+def test_a_long_dpo_pair_keeps_one_prompt_with_its_newest_turn_and_format(
+    tok: Any, longer: str
+) -> None:
+    rules = "".join(f"- rule{i} keeps thing {i} in mind\n" for i in range(120))
+    prompt = agent_prompt(30).replace("rules[2]:\n", f"rules[122]:\n{rules}")
+    replies = {"chosen": REPLY, "rejected": REPLY}
+    replies[longer] = LONG_REPLY
+    row = pair_of(prompt, replies["chosen"], replies["rejected"])
+    item, cuts = preference_item(tok, row, "dpo", 400)
+    assert item is not None and item.label is None and cuts == Cuts(turns=29, truncated=True)
+    chosen, rejected = item.examples
+    assert prompt_part(chosen) == prompt_part(rejected)  # one prompt for both replies
+    text = tok.decode(prompt_part(chosen))
+    assert "turn29 " in text and "turn28 " not in text and SYSTEM not in text
+    assert text.endswith(FORMAT + "<|im_end|>\n<|im_start|>assistant\n")
+    for ex, side in ((chosen, "chosen"), (rejected, "rejected")):
+        assert len(ex) <= 400 and trained(tok, ex) == replies[side] + "<|im_end|>"
+    # The longer side is cut exactly as SFT cuts it; the shorter one, cut alone, would
+    # have kept more of the prompt (a different prompt).
+    short = "rejected" if longer == "chosen" else "chosen"
+    sides = dict(zip(("chosen", "rejected"), item.examples, strict=True))
+    alone = {k: fit_row(tok, row_of(prompt, replies[k]), 400)[0] for k in replies}
+    assert sides[longer] == alone[longer]
+    assert alone[short] is not None
+    assert len(prompt_part(alone[short])) > len(prompt_part(sides[short]))
+
+
+def test_a_dpo_pair_whose_reply_cannot_fit_is_dropped(tok: Any) -> None:
+    words = " ".join(f"word{i}" for i in range(600))
+    assert preference_item(tok, pair_of(agent_prompt(30), REPLY, words), "dpo", 300) == (
+        None, Cuts(),
+    )  # fmt: skip
+
+
+def test_a_long_kto_row_is_cut_as_sft_cuts_it(tok: Any) -> None:
+    row = {**row_of(agent_prompt(30)), "label": False}
+    max_len = len(tokenize_row(tok, row)) - 150
+    item, cuts = preference_item(tok, row, "kto", max_len)
+    assert item is not None and item.label is False and 2 < cuts.turns < 29
+    assert (item.examples[0], cuts) == fit_row(tok, row_of(agent_prompt(30)), max_len)
+    text = tok.decode(item.examples[0].input_ids)
+    assert "turn29 " in text and "turn0 " not in text and text.endswith(FORMAT + TAIL)
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_preference_counts_reach_the_job_and_its_log(
+    tiny_llama_dir: Path, tok: Any, tmp_path: Path, objective: str
+) -> None:
+    long_row = row_of(agent_prompt(30))
+    max_len = len(tokenize_row(tok, long_row)) - 150
+    k = fit_row(tok, long_row, max_len)[1].turns
+    words = " ".join(f"word{i}" for i in range(600))
+    prompts_replies = [
+        (agent_prompt(30), REPLY),  # shortened: k turns
+        (f"{words}\n\n{FORMAT}", REPLY),  # no conversation: cut from the left
+        (agent_prompt(30), words),  # the reply alone is too long: dropped
+        ("# Conversation Messages\nalice: hi\nbob: hello\n\n" + FORMAT, REPLY),  # fits
+    ]
+    if objective == "dpo":
+        rows = [pair_of(p, REPLY, r) for p, r in prompts_replies]
+    else:
+        rows = [{**row_of(p, r), "label": True} for p, r in prompts_replies]
+    data = write_dataset(tmp_path / "d", rows, rows[3:])
+    cb = RecordingCallback()
+    spec = make_spec(tiny_llama_dir, data, tmp_path, max_seq_length=max_len, objective=objective)
+    train, valid = preference_items(spec, tok, cb)
+    assert (len(train), len(valid)) == (3, 1)
+    assert cb.summary == {
+        "shortenedExamples": 1, "droppedTurns": k, "truncatedExamples": 1, "droppedExamples": 1,
+    }  # fmt: skip
+    assert (
+        f"3 training and 1 validation {objective} items, 1 shortened ({k} oldest "
+        "conversation turns dropped), 1 truncated from the left, 1 dropped (reply and format "
+        "instructions longer than maxSeqLength)"
     ) in cb.logs

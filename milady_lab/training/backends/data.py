@@ -348,6 +348,22 @@ class DataStats:
             parts.append(f" ({self.no_labels} without assistant tokens skipped)")
         return "".join(parts)
 
+    def kept(self, examples: Sequence[Example] | None, cuts: Cuts) -> bool:
+        """Count one row fitted into ``max_seq_length`` (``examples`` None: it could
+        not be); True when it trains: it fit and each of its examples has a trained
+        token. ``examples`` counts only once it is kept."""
+        if examples is None:
+            self.too_long += 1
+            return False
+        if not all(ex.n_labels for ex in examples):
+            self.no_labels += 1
+            return False
+        self.shortened += cuts.turns > 0
+        self.dropped_turns += cuts.turns
+        self.truncated += cuts.truncated
+        self.examples += 1
+        return True
+
 
 def tokenized_examples(
     path: Path, tokenizer: Any, max_seq_length: int, limit: int | None = None
@@ -363,16 +379,8 @@ def tokenized_examples(
     out: list[Example] = []
     for row in rows:
         ex, cuts = fit_row(tokenizer, row, max(2, max_seq_length))
-        if ex is None:
-            stats.too_long += 1
-        elif not ex.n_labels:
-            stats.no_labels += 1
-        else:
-            out.append(ex)
-            stats.shortened += cuts.turns > 0
-            stats.dropped_turns += cuts.turns
-            stats.truncated += cuts.truncated
-    stats.examples = len(out)
+        if stats.kept(None if ex is None else (ex,), cuts):
+            out.append(ex)  # type: ignore[arg-type]
     return out, stats
 
 
@@ -574,44 +582,92 @@ class PreferenceItem:
         return sum(len(ex) for ex in self.examples)
 
 
-def _fitted(
-    tokenizer: Any, messages: list[Message], max_len: int, tools: Tools = None
-) -> Example | None:
-    row: JsonObject = {"messages": messages, **({"tools": tools} if tools else {})}
-    ex, _ = fit(tokenize_row(tokenizer, row), max(2, max_len))
-    return ex if ex is not None and ex.n_labels else None
+def _reply_start(example: Example, replies: int) -> int | None:
+    """Where the last ``replies`` trained spans of ``example`` begin: the tokens of one
+    side of a pair, which fitting never cuts; None when it has fewer spans."""
+    t = len(example.mask)
+    for _ in range(replies):
+        while t > 0 and not example.mask[t - 1]:
+            t -= 1
+        if t == 0:
+            return None
+        while t > 0 and example.mask[t - 1]:
+            t -= 1
+    return t
+
+
+def fit_pair(
+    tokenizer: Any, prompt: list[Message], sides: Sequence[list[Message]], max_len: int
+) -> tuple[tuple[Example, ...] | None, Cuts]:
+    """A DPO pair's sides (``prompt`` + each side's messages) within ``max_len`` tokens,
+    both with the same prompt tokens, and what fitting took out; None when it cannot be.
+
+    DPO compares two replies to one prompt, so the prompt is shortened once: the side
+    with the longer reply is fitted like an SFT row (``fit_row``: oldest conversation
+    turns, then around the newest turn, then from the left), and the other side's reply
+    follows that same shortened prompt (the prompt is the longer side's tokens even when
+    nothing is cut). Its reply being no longer, it fits as well. A side's own tokens (the
+    trained spans of its assistant messages, through the end) are never cut: a pair
+    whose longer reply cannot fit is dropped, as is one whose side has no trained reply."""
+    encoded = [tokenize_row(tokenizer, {"messages": prompt + side}) for side in sides]
+    replies = [sum(m.get("role") == "assistant" for m in side) for side in sides]
+    starts = [_reply_start(ex, n) for ex, n in zip(encoded, replies, strict=True)]
+    if None in starts:
+        return None, Cuts()
+    tails = [
+        Example(ex.input_ids[s:], ex.mask[s:])  # type: ignore[misc]
+        for ex, s in zip(encoded, starts, strict=True)
+    ]
+    longest = max(range(len(sides)), key=lambda i: len(tails[i]))
+    fitted, cuts = encoded[longest], Cuts()
+    if len(fitted) > max_len:
+        ex, cuts = fit_row(tokenizer, {"messages": prompt + sides[longest]}, max_len)
+        at = None if ex is None else _reply_start(ex, replies[longest])
+        if ex is None or at is None or ex.input_ids[at:] != tails[longest].input_ids:
+            return None, Cuts()
+        fitted = ex
+    head = len(fitted) - len(tails[longest])
+    ids, mask = fitted.input_ids[:head], fitted.mask[:head]
+    return tuple(Example(ids + t.input_ids, mask + t.mask) for t in tails), cuts
 
 
 def preference_item(
     tokenizer: Any, row: JsonObject, objective: str, max_len: int
-) -> PreferenceItem | None:
-    """The item of one dataset line for ``objective`` (``dpo``: a ``pairs`` line, ``kto``:
-    a ``labelled`` one); None when a side does not fit ``max_len``."""
+) -> tuple[PreferenceItem | None, Cuts]:
+    """The item of one dataset line for ``objective`` (``dpo``: a ``pairs`` line,
+    ``kto``: a ``labelled`` one), each example fitted into ``max_len`` tokens as an SFT
+    row is (``fit_row``; a pair's two sides keep one prompt: ``fit_pair``), and what
+    fitting took out; None when it cannot fit."""
+    max_len = max(2, max_len)
     if objective == "dpo":
         if not all(isinstance(row.get(k), list) for k in ("prompt", "chosen", "rejected")):
             raise InputError("objective dpo needs pairs lines: prompt, chosen and rejected lists")
-        sides = [
-            _fitted(tokenizer, row["prompt"] + row[k], max_len) for k in ("chosen", "rejected")
-        ]
-        return None if None in sides else PreferenceItem(tuple(sides))  # type: ignore[arg-type]
+        pair, cuts = fit_pair(tokenizer, row["prompt"], [row["chosen"], row["rejected"]], max_len)
+        return (None if pair is None else PreferenceItem(pair)), cuts
     if not isinstance(row.get("label"), bool) or not isinstance(row.get("messages"), list):
         raise InputError("objective kto needs labelled lines: messages and a true/false label")
-    ex = _fitted(tokenizer, row["messages"], max_len, row.get("tools"))
-    return None if ex is None else PreferenceItem((ex,), row["label"])
+    tools = row.get("tools")
+    line: JsonObject = {"messages": row["messages"], **({"tools": tools} if tools else {})}
+    ex, cuts = fit_row(tokenizer, line, max_len)
+    return (None if ex is None else PreferenceItem((ex,), row["label"])), cuts
 
 
 def preference_items(
     spec: TrainSpec, tokenizer: Any, callback: TrainingCallback
 ) -> tuple[list[PreferenceItem], list[PreferenceItem]]:
-    """The run's training and validation items (``train_and_val_examples`` for DPO/KTO)."""
+    """The run's training and validation items (``train_and_val_examples`` for DPO/KTO):
+    the training file's counts (``DataStats``) go on the job and in its log."""
     out: list[list[PreferenceItem]] = []
-    dropped = 0
+    stats = DataStats()
     for name, limit in (("train.jsonl", None), ("valid.jsonl", spec.max_val_examples)):
         path = spec.dataset_dir / name
         rows = list(read_lines(path)) if path.is_file() else []
-        items = [preference_item(tokenizer, r, spec.objective, spec.max_seq_length) for r in rows]
-        kept = [it for it in items if it is not None]
-        dropped += len(items) - len(kept) if limit is None else 0
+        counts = stats if limit is None else DataStats()
+        kept: list[PreferenceItem] = []
+        for row in rows:
+            item, cuts = preference_item(tokenizer, row, spec.objective, spec.max_seq_length)
+            if counts.kept(None if item is None else item.examples, cuts):
+                kept.append(item)  # type: ignore[arg-type]
         out.append(kept if limit is None else kept[:limit])
     if not out[0]:
         raise InputError(
@@ -620,9 +676,9 @@ def preference_items(
         )
     callback.on_log(
         f"{len(out[0])} training and {len(out[1])} validation {spec.objective} items"
-        + (f", {dropped} dropped (a reply longer than maxSeqLength)" if dropped else "")
+        + stats.described()
     )
-    callback.on_summary({**DataStats().summary(), "droppedExamples": dropped})
+    callback.on_summary(stats.summary())
     return out[0], out[1]
 
 
