@@ -168,3 +168,40 @@ def wait_status(mgr: JobManager, job_id: str, statuses: tuple[str, ...], timeout
 def worker_log(settings: Settings, job_id: str) -> str:
     path = settings.jobs_dir / job_id / "worker.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+#: The CLI in a child process, dumping its threads' stacks on SIGUSR1 (``stopped_on_ctrl_c``).
+CLI_WITH_STACKS = (
+    "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
+    "from milady_lab.cli import main; sys.exit(main())"
+)
+
+
+def stopped_on_ctrl_c(proc: Any, timeout: float) -> int:
+    """``proc``'s exit status once Ctrl-C stopped it; if it does not stop in ``timeout``
+    seconds, an AssertionError saying what it was doing: its signal masks (SigIgn: a
+    Ctrl-C ignored since it started; SigBlk: one held back), where its main thread
+    sleeps in the kernel, and its Python stacks (sent to its stderr)."""
+    import subprocess
+
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    proc_dir = Path(f"/proc/{proc.pid}")
+    with contextlib.suppress(OSError):
+        status = [
+            line
+            for line in (proc_dir / "status").read_text().splitlines()
+            if line.startswith(("State", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
+        ]
+        wchan = (proc_dir / "wchan").read_text()
+        here = Path("/proc/self/status").read_text().splitlines()
+        ours = [line for line in here if line.startswith(("SigBlk", "SigIgn"))]
+        proc.send_signal(signal.SIGUSR1)  # the stacks, on its stderr
+        time.sleep(1.0)
+        raise AssertionError(
+            f"no exit {timeout:.0f} s after Ctrl-C: {'; '.join(status)}; wchan {wchan}; "
+            f"the test process: {'; '.join(ours)}; SIGINT here: {signal.getsignal(signal.SIGINT)}"
+        )
+    raise AssertionError(f"no exit {timeout:.0f} s after Ctrl-C (its /proc is gone)")

@@ -18,11 +18,11 @@ from milady_lab.config import Settings
 from milady_lab.state import StateStore
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
-from .jobkit import add_dataset, wait_for
+from .jobkit import CLI_WITH_STACKS, add_dataset, stopped_on_ctrl_c, wait_for
 
 pytestmark = pytest.mark.slow
 
-CLI = "import sys; from milady_lab.cli import main; sys.exit(main())"
+CLI = CLI_WITH_STACKS
 
 
 def _argv(settings: Settings, *args: str) -> list[str]:
@@ -73,8 +73,13 @@ def test_jobs_cli(
     a_id = first[1]
     wait_for(lambda: (store.get_job(a_id)["currentIteration"] or 0) > 0, 120, "training")
     a.send_signal(signal.SIGINT)
-    _, err = a.communicate(timeout=30)
-    assert a.returncode == 130
+    try:
+        assert stopped_on_ctrl_c(a, 30) == 130
+    finally:
+        if a.poll() is None:
+            a.kill()
+        _, err = a.communicate()
+        print(err, file=sys.stderr)  # on a failure, what it said (its stacks, if it hung)
     assert f"job {a_id} keeps running" in err
     assert store.get_job(a_id)["status"] == "running"
 

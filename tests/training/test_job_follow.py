@@ -4,6 +4,7 @@ terminal (the bar is drawn only there)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -23,11 +24,11 @@ from milady_lab.state import StateStore
 from milady_lab.training.jobs import JobManager
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
-from .jobkit import add_dataset, wait_for
+from .jobkit import CLI_WITH_STACKS, add_dataset, stopped_on_ctrl_c, wait_for
 
 pytestmark = pytest.mark.slow
 
-CLI = "import sys; from milady_lab.cli import main; sys.exit(main())"
+CLI = CLI_WITH_STACKS
 
 
 def _argv(settings: Settings, *args: str) -> list[str]:
@@ -46,6 +47,14 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
             )
         if select.select([fd], [], [], left)[0]:
             seen += os.read(fd, 4096)
+    return seen
+
+
+def _shown(fd: int, seconds: float) -> bytes:
+    """What the terminal shows within ``seconds``."""
+    seen, deadline = b"", time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        seen += os.read(fd, 4096)
     return seen
 
 
@@ -72,8 +81,12 @@ def test_follow_shows_the_stage_and_ctrl_c_detaches_without_cancelling(
         shown = _read_until(master, f"{job_id} training".encode(), 60)  # the bar, its stage
         assert b"it/s" in shown or b"s/it" in shown or b"it [" in shown, shown[-300:]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert stopped_on_ctrl_c(proc, 30) == 0
         said = _read_until(master, b"jobs cancel", 10).decode(errors="replace")
+    except AssertionError:  # what it showed since (its stacks, if it hung)
+        with contextlib.suppress(OSError):
+            print(_shown(master, 2.0).decode(errors="replace"), file=sys.stderr)
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
