@@ -12,7 +12,15 @@ time forward + backward of the whole batch on a small random Llama with LoRA on 
 (fp32, ``--threads`` CPU threads), interleaved ``--repeats`` times (the median counts).
 The losses of the two are printed too: they are the same computation.
 
+``--mlx`` adds the mlx backend's two forms of the same batch (``backends.mlx``): its
+padded rows, one example each, and its shared-prefix rows (one boolean mask per row,
+rope at each token's position), forward + backward in one ``mx.compile``'d step as
+mlx-lm runs it, on the same Llama shape in mlx-lm (fp32, mlx's default device). Its
+"tokens computed" counts the padded rows' positions, padding included: the decoder
+runs over them.
+
     python benchmarks/bench_shared_prefix.py [--prefix 1000] [--batch-size 4] [--repeats 5]
+        [--mlx]
 """
 
 from __future__ import annotations
@@ -77,6 +85,48 @@ def step(peft_model: Any, batch: list[Example], packing: Packing) -> tuple[float
     return time.perf_counter() - tic, sum(r.n_processed for r in rows), total / n_labels
 
 
+def mlx_steps(hidden: int, layers: int, max_len: int) -> dict[str, Any]:
+    """The mlx rows: per form, a function timing one compiled forward + backward of a
+    batch on a random Llama of mlx-lm like ``model``'s (LoRA r=8 on q/k/v/o, fp32)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.models import llama
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from milady_lab.training.backends import mlx as mb
+
+    mx.random.seed(0)
+    args = llama.ModelArgs(
+        model_type="llama", hidden_size=hidden, num_hidden_layers=layers,
+        intermediate_size=hidden * 4, num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 192), rms_norm_eps=1e-5, vocab_size=49_152,
+        max_position_embeddings=8192, tie_word_embeddings=True,
+    )  # fmt: skip
+    net = llama.Model(args)
+    net.freeze()
+    keys = [f"self_attn.{p}_proj" for p in "qkvo"]
+    lora = {"rank": 8, "scale": 2.0, "dropout": 0.0, "keys": keys}
+    linear_to_lora_layers(net, layers, lora)
+    mb.positioned(net)
+    grad = nn.value_and_grad(net, mb.masked_loss)
+    compiled = mx.compile(lambda *arrays: grad(net, *arrays))
+
+    def timed(batches: Any) -> Any:
+        def run(batch: list[Example]) -> tuple[float, int, float]:
+            tic = time.perf_counter()
+            arrays, _, _ = batches.arrays(batch, max_len)
+            (loss, _), grads = compiled(*arrays)
+            mx.eval(loss, grads)
+            return time.perf_counter() - tic, arrays[0].size, loss.item()
+
+        return run
+
+    return {
+        "mlx unshared": timed(mb.Batches(0, 0, selective=True)),
+        "mlx shared": timed(mb.Batches(0, 0, selective=True, min_prefix=MIN_SHARED_PREFIX)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefix", type=int, default=1000, help="shared prompt tokens")
@@ -89,21 +139,27 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--mlx", action="store_true", help="add the mlx backend's rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     batch = examples(args.prefix, args.batch_size, args.tail, args.reply)
-    modes = {
-        "unshared": Packing(args.budget),
-        "shared": Packing(args.budget, MIN_SHARED_PREFIX, args.max_seq_length),
-    }
     net = model(args.hidden, args.layers)
-    step(net, batch, modes["shared"])  # warm-up
+    unshared = Packing(args.budget)
+    shared = Packing(args.budget, MIN_SHARED_PREFIX, args.max_seq_length)
+    modes = {
+        "unshared": lambda b: step(net, b, unshared),
+        "shared": lambda b: step(net, b, shared),
+    }
+    if args.mlx:
+        modes.update(mlx_steps(args.hidden, args.layers, args.max_seq_length))
+    for run in modes.values():
+        run(batch)  # warm-up (for mlx: compiling each form)
     times: dict[str, list[float]] = {m: [] for m in modes}
     tokens: dict[str, int] = {}
     losses: dict[str, float] = {}
     for r in range(args.repeats):
         for name in modes if r % 2 == 0 else reversed(modes):
-            seconds, tokens[name], losses[name] = step(net, batch, modes[name])
+            seconds, tokens[name], losses[name] = modes[name](batch)
             times[name].append(seconds)
     example_tokens = sum(map(len, batch))
     print(
@@ -119,11 +175,15 @@ def main() -> None:
             f"| {name} | {tokens[name] / len(batch):.0f} | {sec:.3f} | "
             f"{len(batch) / sec:.2f} | {losses[name]:.6f} |"
         )
-    speedup = statistics.median(times["unshared"]) / statistics.median(times["shared"])
-    print(
-        f"tokens computed: {tokens['shared'] / tokens['unshared']:.2f}× of unshared; "
-        f"steps per second: {speedup:.2f}× unshared"
-    )
+    for prefix in ("", "mlx ") if args.mlx else ("",):
+        speedup = statistics.median(times[f"{prefix}unshared"]) / statistics.median(
+            times[f"{prefix}shared"]
+        )
+        ratio = tokens[f"{prefix}shared"] / tokens[f"{prefix}unshared"]
+        print(
+            f"{prefix}tokens computed: {ratio:.2f}× of {prefix}unshared; "
+            f"steps per second: {speedup:.2f}× {prefix}unshared"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class TrainSpec:
     cpu_bf16: bool | None = None
     #: Token budget of one packed row (torch); None: 4096 on CUDA, 512 on CPU.
     pack_tokens: int | None = None
-    #: Carry a prompt prefix shared by examples of a batch once per packed row (torch,
-    #: SFT; ``data.Packing``): the same losses and gradients, fewer tokens to compute.
+    #: Carry a prompt prefix shared by examples of a batch once per packed row (torch;
+    #: mlx on llama, qwen2, qwen3; SFT; ``data.Packing``): the same losses and gradients,
+    #: fewer tokens to compute.
     share_prefix: bool = True
     #: Under bf16 autocast, LoRA layers take their input as it comes instead of peft's
     #: upcast to fp32 (which autocast casts straight back): the same values, two copies

@@ -556,6 +556,58 @@ class Packing:
         return list(pack_rows(shared_blocks(examples, self.min_prefix, limit), self.budget))
 
 
+class RowLayout(NamedTuple):
+    """One packed row as plain lists (``row_layout``), for any backend to put on its
+    device: the ids the decoder runs over, each token's position, and the loss's
+    gather."""
+
+    ids: list[int]
+    positions: list[int]
+    src: list[int]  # the row index of the hidden state that predicts each target
+    tgt: list[int]  # the target token
+    seg: list[int]  # which of the row's examples each target belongs to
+    lengths: list[int]  # the row's segments in order: a prefix, or an example's tokens
+    parents: list[int]  # the segment each segment also sees in full (its prefix); -1: none
+    n_tokens: int  # the examples' tokens, as if each were alone
+
+
+def row_layout(blocks: Sequence[Block]) -> RowLayout:
+    """The layout of one packed row of ``blocks``: a block alone is its tokens; a
+    ``Shared`` block is its prefix once, then each example's continuation at the
+    positions it has alone (from the prefix's length on). A target predicted from
+    inside the prefix reads the prefix's hidden state, once per example that trains it,
+    so every example's loss is the one it has alone."""
+    out = RowLayout([], [], [], [], [], [], [], 0)
+    ids, k = out.ids, 0
+    for block in blocks:
+        shared = block if isinstance(block, Shared) else Shared((block,), 0)
+        p, start, parent = shared.prefix, len(ids), -1
+        if p:
+            ids.extend(shared.examples[0].input_ids[:p])
+            out.positions.extend(range(p))
+            parent = len(out.lengths)
+            out.lengths.append(p)
+            out.parents.append(-1)
+        for ex in shared.examples:
+            base = len(ids) - p  # row index of the example's token t (t >= p) is base + t
+            ids.extend(ex.input_ids[p:])
+            out.positions.extend(range(p, len(ex)))
+            out.lengths.append(len(ex) - p)
+            out.parents.append(parent)
+            for t in range(1, len(ex)):
+                if ex.mask[t]:  # hidden state t-1 predicts token t
+                    out.src.append(start + t - 1 if t - 1 < p else base + t - 1)
+                    out.tgt.append(ex.input_ids[t])
+                    out.seg.append(k)
+            k += 1
+    return out._replace(n_tokens=sum(len(ex) for b in blocks for ex in block_examples(b)))
+
+
+def block_examples(block: Block) -> tuple[Example, ...]:
+    """The examples of a block of a packed row."""
+    return block.examples if isinstance(block, Shared) else (block,)
+
+
 def grouped_batch_indices(
     lengths: Sequence[int], batch_size: int, iteration: int, seed: int
 ) -> list[int]:

@@ -7,6 +7,19 @@ assistant turn trains, via a custom ``iterate_batches`` + ``loss``), metrics, ca
 DPO/KTO (``objective``) run their own steps (``preference_mlx``: mlx-lm's trainer only
 reports a loss) through the same reports, evaluation, checkpoints and output.
 
+Shared prompt prefixes (issue 26, ``TrainSpec.share_prefix``, SFT, on llama, qwen2 and
+qwen3): examples of a micro-batch sharing ``MIN_SHARED_PREFIX`` tokens or more carry
+them once, as the torch backend's rows do (``data.Packing``, ``data.row_layout``):
+each continuation sees the prefix and itself only, at the positions it has alone, so
+the loss and gradients are the unshared batch's. mlx-lm's models build their own mask
+and rope offset from the ``cache`` argument, so the rows' layout goes in as one
+(``_RowCache``: the boolean mask, per-token positions, nothing cached), and each
+attention's rope is wrapped to turn every token at its own position (``_TokenRope``).
+Rows are padded to a multiple of PAD_TO like the unshared ones, so mlx-lm's compiled
+step is reused; a batch that shares nothing keeps the plain padded rows.
+``benchmarks/bench_shared_prefix.py --mlx``: 0.37× the tokens, 1.82× the steps per
+second on 4 agent-shaped examples of ~1200 tokens (fp32, mlx on a Linux CPU).
+
 Output folder: the PEFT form at the top (``adapter_model.safetensors`` +
 ``adapter_config.json``, alpha = scale × rank), so every backend's adapter loads in
 peft and imports into Ollama the same way; mlx's native ``adapters.safetensors`` +
@@ -43,7 +56,16 @@ from .common import (
     resolve_model_path,
     write_atomically,
 )
-from .data import Example, grouped_batch_indices, preference_items, train_and_val_examples
+from .data import (
+    MIN_SHARED_PREFIX,
+    Example,
+    Packing,
+    Shared,
+    grouped_batch_indices,
+    preference_items,
+    row_layout,
+    train_and_val_examples,
+)
 
 CHECKPOINT_KIND = "mlx"
 MLX_SUBDIR = "mlx"
@@ -113,17 +135,119 @@ def _to_batch(examples: list[Example], max_len: int, selective: bool) -> tuple[t
     return (mx.array(ids), mx.array(src), mx.array(tgt), mx.array(weight)), tokens
 
 
+def _to_shared_batch(
+    examples: list[Example], max_len: int, min_prefix: int
+) -> tuple[tuple, int, int] | None:
+    """Packed rows carrying each shared prompt prefix once (``data.Packing``: rows of
+    the batch's padded width, a shared block up to ``max_len``), for ``loss``: ids,
+    their layout, then the gather of the targets as ``_to_batch``'s selective form.
+    Also the examples' tokens and the tokens the decoder runs over. None when no
+    examples of the batch share a prefix (``_to_batch`` then, with no mask to build).
+
+    The layout (``_RowCache``) is one ``(3, rows, width)`` array: each token's
+    position, its segment (a prefix or an example's tokens; the padding one more) and
+    the segment it also sees in full (its prefix; -1 none)."""
+    longest = max(len(e) for e in examples)
+    rows = Packing(_round_up(longest), min_prefix, max_len).rows(examples)
+    if not any(isinstance(b, Shared) for row in rows for b in row):
+        return None
+    layouts = [row_layout(row) for row in rows]
+    longest = max(len(lay.ids) for lay in layouts)
+    width = max(longest, min(max_len, _round_up(longest)))
+    ids = np.zeros((len(rows), width), np.int32)
+    layout = np.zeros((3, len(rows), width), np.int32)
+    src: list[int] = []
+    tgt: list[int] = []
+    for r, lay in enumerate(layouts):
+        n = len(lay.ids)
+        segment = np.repeat(np.arange(len(lay.lengths)), lay.lengths)
+        ids[r, :n] = lay.ids
+        layout[0, r, :n] = lay.positions
+        layout[1, r, :n] = segment
+        layout[1, r, n:] = len(lay.lengths)  # padding: causal on its own, seeing itself
+        layout[2, r, :n] = np.asarray(lay.parents)[segment]
+        layout[2, r, n:] = -1
+        src.extend(r * width + i for i in lay.src)
+        tgt.extend(lay.tgt)
+    k = _round_up(len(src))
+    gather = np.zeros((3, k), np.int32)
+    gather[0, : len(src)], gather[1, : len(tgt)], gather[2, : len(src)] = src, tgt, 1
+    arrays = (mx.array(ids), mx.array(layout), mx.array(gather[0]), mx.array(gather[1]))
+    weight = mx.array(gather[2].astype(np.float32))
+    computed = sum(len(lay.ids) for lay in layouts)
+    return (*arrays, weight), sum(lay.n_tokens for lay in layouts), computed
+
+
+class _RowCache:
+    """What a decoder layer of mlx-lm's llama, qwen2 and qwen3 reads from its ``cache``
+    argument, carrying a shared-prefix batch's layout (``_to_shared_batch``) into their
+    attention unchanged: ``offset``, the tokens' positions (for ``_TokenRope``);
+    ``make_mask``, the boolean mask of who sees whom; ``update_and_fetch``, which keeps
+    nothing (there is no generation here).
+
+    Token i sees token j when j is at or before i in i's segment, or anywhere in the
+    segment i's segment shares a prefix with (as ``packed.Packed`` on CUDA)."""
+
+    def __init__(self, layout: mx.array) -> None:
+        self.offset, self.segment, self.parent = layout[0], layout[1], layout[2]
+        idx = mx.arange(layout.shape[-1])
+        own = (self.segment[:, :, None] == self.segment[:, None, :]) & (
+            idx[:, None] >= idx[None, :]
+        )
+        self.mask = own | (self.parent[:, :, None] == self.segment[:, None, :])
+
+    def make_mask(
+        self, n: int, return_array: bool = False, window_size: int | None = None
+    ) -> mx.array:
+        mask = self.mask
+        if window_size is not None:  # a sliding window counts positions, not row indices
+            mask = mask & (self.offset[:, :, None] - self.offset[:, None, :] < window_size)
+        return mask[:, None]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        return keys, values
+
+
+class _TokenRope(nn.Module):
+    """A layer's rope that also takes a position per token: given a ``(rows, tokens)``
+    ``offset`` (``_RowCache``), each token turns as a one-token sequence at its own
+    position — ``mx.fast.rope`` takes one offset per sequence of the batch, so the
+    tokens become the batch. Any other offset goes to the wrapped rope as it is."""
+
+    def __init__(self, rope: nn.Module) -> None:
+        super().__init__()
+        self.rope = rope
+
+    def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
+        if not isinstance(offset, mx.array) or offset.ndim != 2:
+            return self.rope(x, offset=offset)
+        b, heads, n, dim = x.shape
+        tokens = x.transpose(0, 2, 1, 3).reshape(b * n, heads, 1, dim)
+        turned = self.rope(tokens, offset=offset.reshape(-1))
+        return turned.reshape(b, n, heads, dim).transpose(0, 2, 1, 3)
+
+
+def positioned(model: Any) -> Any:
+    """``model`` (a llama, qwen2 or qwen3 of mlx-lm) with every attention's rope a
+    ``_TokenRope``, so it trains on ``_to_shared_batch``'s rows; returns it."""
+    for layer in model.layers:
+        if not isinstance(layer.self_attn.rope, _TokenRope):
+            layer.self_attn.rope = _TokenRope(layer.self_attn.rope)
+    return model
+
+
 def masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array, mx.array]:
     """Mean cross-entropy over assistant targets, in mlx-lm's ``loss`` signature.
 
     With (src, tgt, weight) the head runs only on the hidden states that predict an
-    assistant token: the logits for prompt tokens are never computed. A last scalar,
-    when given, scales the loss: with gradient accumulation it is ``accumulation ×
-    this micro-batch's targets / the step's``, so mlx-lm's mean over micro-batches is
-    the mean over every target of the step, as one large batch gives.
+    assistant token: the logits for prompt tokens are never computed; with a layout
+    before them, the rows carry shared prompt prefixes once (``_to_shared_batch``). A
+    last scalar, when given, scales the loss: with gradient accumulation it is
+    ``accumulation × this micro-batch's targets / the step's``, so mlx-lm's mean over
+    micro-batches is the mean over every target of the step, as one large batch gives.
     """
     scale = None
-    if len(rest) in (2, 4):
+    if rest[-1].ndim == 0:
         *rest, scale = rest
     loss, ntoks = _masked_loss(model, batch, *rest)
     return (loss if scale is None else loss * scale), ntoks
@@ -135,8 +259,12 @@ def _masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array
         weights = rest[0][:, 1:]
         ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * weights
     else:
-        src, tgt, weights = rest
-        hidden = model.model(batch[:, :-1])
+        if len(rest) == 4:  # shared prompt prefixes: every position is a row's token
+            layout, src, tgt, weights = rest
+            hidden = model.model(batch, cache=[_RowCache(layout)] * len(model.layers))
+        else:
+            src, tgt, weights = rest
+            hidden = model.model(batch[:, :-1])
         picked = hidden.reshape(-1, hidden.shape[-1])[src]
         if model.args.tie_word_embeddings:
             logits = model.model.embed_tokens.as_linear(picked)
@@ -147,16 +275,31 @@ def _masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array
     return ce.astype(mx.float32).sum() / ntoks, ntoks
 
 
-class _Batches:
+class Batches:
     """``iterate_batches`` for mlx-lm: stateless per iteration (resume sees the same
-    batches) and counting the non-padding tokens it hands out."""
+    batches), counting the examples' tokens it hands out and the tokens the decoder
+    runs over (fewer where ``min_prefix`` > 0 lets a shared prompt prefix go once)."""
 
-    def __init__(self, seed: int, start: int, selective: bool, accumulation: int = 1) -> None:
+    def __init__(
+        self, seed: int, start: int, selective: bool, accumulation: int = 1, min_prefix: int = 0
+    ) -> None:
         self.seed = seed
         self.start = start
         self.selective = selective
         self.accumulation = accumulation
+        self.min_prefix = min_prefix
         self.tokens = 0
+        self.computed = 0
+
+    def arrays(self, examples: list[Example], max_len: int) -> tuple[tuple, int, int]:
+        """One (micro-)batch's arrays for ``loss``, its examples' tokens, and the
+        tokens the decoder runs over."""
+        if self.min_prefix > 0 and len(examples) > 1:
+            shared = _to_shared_batch(examples, max_len, self.min_prefix)
+            if shared is not None:
+                return shared
+        arrays, n = _to_batch(examples, max_len, self.selective)
+        return arrays, n, n
 
     def __call__(
         self,
@@ -178,14 +321,14 @@ class _Batches:
                 ]
                 labels = [sum(e.n_labels for e in m) for m in micro]
                 for m, n_labels in zip(micro, labels, strict=True):
-                    arrays, n = _to_batch(m, max_seq_length, self.selective)
+                    arrays, n, computed = self.arrays(m, max_seq_length)
                     self.tokens += n
+                    self.computed += computed
                     yield (*arrays, mx.array(k * n_labels / max(1, sum(labels)), mx.float32))
                 it += 1
         else:  # evaluation: every example once
             for i in range(0, len(dataset), batch_size):
-                arrays, _ = _to_batch(dataset[i : i + batch_size], max_seq_length, self.selective)
-                yield arrays
+                yield self.arrays(dataset[i : i + batch_size], max_seq_length)[0]
 
 
 def _lora_keys(model: Any, targets: tuple[str, ...]) -> list[str]:
@@ -326,6 +469,13 @@ class _MlxRun:
         num_layers = len(model.layers)
         self.mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
         linear_to_lora_layers(model, num_layers, self.mlx_cfg["lora_parameters"])
+        selective = _supports_selective_head(model)
+        # Shared prompt prefixes carried once (issue 26), on the architectures whose
+        # attention takes ``_RowCache``'s layout: the same losses, fewer tokens computed.
+        # The rope is wrapped before the optimizer sees the model's tree (resume).
+        share = MIN_SHARED_PREFIX if spec.share_prefix and spec.objective == "sft" else 0
+        if share and selective:
+            positioned(model)
         self.model = model
         schedule = _schedule(spec.learning_rate, spec.iterations, spec.warmup, spec.lr_schedule)
         self.optimizer = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
@@ -335,8 +485,9 @@ class _MlxRun:
         self.start = self._resume() if spec.resume_from is not None else 0
         self.done = self.start  # iterations complete
         self.trained_before = self.state["tokens"]
-        selective = _supports_selective_head(model)
-        self.batches = _Batches(spec.seed, self.start, selective, spec.gradient_accumulation)
+        self.batches = Batches(
+            spec.seed, self.start, selective, spec.gradient_accumulation, share * selective
+        )
         self.tic = time.perf_counter()
 
     def _resume(self) -> int:
@@ -490,6 +641,11 @@ class _MlxRun:
         self.done = iteration
         state["time"] += time.perf_counter() - self.tic
         state["tokens"] = self.trained_before + self.batches.tokens
+        if iteration == self.start + 1 and self.batches.computed < self.batches.tokens:
+            callback.on_log(
+                f"first step: {self.batches.tokens} tokens, {self.batches.computed} computed "
+                "(shared prompt prefixes carried once)"
+            )
         state["loss"] = float(info["train_loss"])
         metric: MetricPoint = {
             "iteration": iteration,

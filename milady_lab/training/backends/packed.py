@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .data import Block, Shared
+from .data import Block, row_layout
 
 
 class Packed:
@@ -29,53 +29,26 @@ class Packed:
     ``lengths`` are the row's segments in order (a prefix or an example's tokens) and
     ``parents[i]`` the segment that segment ``i`` also sees in full (its shared prefix),
     -1 for none. ``row_mask`` (cuda only, or when asked) is the same layout as one
-    ``(1, 1, tokens, tokens)`` boolean mask for a single masked sdpa call."""
+    ``(1, 1, tokens, tokens)`` boolean mask for a single masked sdpa call. The layout
+    itself is ``data.row_layout``'s, which the mlx backend's rows share."""
 
     def __init__(
         self, blocks: Sequence[Block], device: torch.device, row_mask: bool | None = None
     ) -> None:
-        ids: list[int] = []
-        pos: list[int] = []
-        src: list[int] = []
-        tgt: list[int] = []
-        seg: list[int] = []  # which of the row's examples each target belongs to
-        lengths: list[int] = []
-        parents: list[int] = []
-        k = 0
-        for block in blocks:
-            shared = block if isinstance(block, Shared) else Shared((block,), 0)
-            p, start, parent = shared.prefix, len(ids), -1
-            if p:
-                ids.extend(shared.examples[0].input_ids[:p])
-                pos.extend(range(p))
-                parent = len(lengths)
-                lengths.append(p)
-                parents.append(-1)
-            for ex in shared.examples:
-                base = len(ids) - p  # row index of the example's token t (t >= p) is base + t
-                ids.extend(ex.input_ids[p:])
-                pos.extend(range(p, len(ex)))
-                lengths.append(len(ex) - p)
-                parents.append(parent)
-                for t in range(1, len(ex)):
-                    if ex.mask[t]:  # hidden state t-1 predicts token t
-                        src.append(start + t - 1 if t - 1 < p else base + t - 1)
-                        tgt.append(ex.input_ids[t])
-                        seg.append(k)
-                k += 1
+        layout = row_layout(blocks)
         #: Tokens of the examples, as if each were alone (what ``trainedTokens`` counts).
-        self.n_tokens = sum(len(ex) for b in blocks for ex in _examples(b))
+        self.n_tokens = layout.n_tokens
         #: Tokens the decoder runs over (fewer when a prefix is shared).
-        self.n_processed = len(ids)
-        self.n_labels = len(tgt)
-        self.lengths = tuple(lengths)  # for ``attention.NAME``
-        self.parents = tuple(parents)
-        self.input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        self.position_ids = torch.tensor([pos], dtype=torch.long, device=device)
-        self.src = torch.tensor(src, dtype=torch.long, device=device)
-        self.tgt = torch.tensor(tgt, dtype=torch.long, device=device)
+        self.n_processed = len(layout.ids)
+        self.n_labels = len(layout.tgt)
+        self.lengths = tuple(layout.lengths)  # for ``attention.NAME``
+        self.parents = tuple(layout.parents)
+        self.input_ids = torch.tensor([layout.ids], dtype=torch.long, device=device)
+        self.position_ids = torch.tensor([layout.positions], dtype=torch.long, device=device)
+        self.src = torch.tensor(layout.src, dtype=torch.long, device=device)
+        self.tgt = torch.tensor(layout.tgt, dtype=torch.long, device=device)
         # Per-example sums (DPO/KTO score each completion apart: ``preference_torch``).
-        self.seg = torch.tensor(seg, dtype=torch.long, device=device)
+        self.seg = torch.tensor(layout.seg, dtype=torch.long, device=device)
         wants_mask = device.type == "cuda" if row_mask is None else row_mask
         self.row_mask = self._mask(device) if wants_mask else None
 
@@ -100,10 +73,6 @@ class Packed:
             "segment_parents": self.parents,
             "segment_mask": self.row_mask,
         }
-
-
-def _examples(block: Block) -> tuple[Any, ...]:
-    return block.examples if isinstance(block, Shared) else (block,)
 
 
 def row_loss_sum(decoder: Any, lm_head: Any, row: Packed, autocast: Any) -> torch.Tensor:
