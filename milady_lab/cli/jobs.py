@@ -222,7 +222,12 @@ def update_bar(bar: Any, job: Job, figures: dict[str, float] | None = None) -> N
     if job.get("tokensPerSecond"):
         postfix["tok/s"] = f"{job['tokensPerSecond']:.0f}"
     bar.set_postfix(postfix, refresh=False)
-    bar.refresh()
+    # At most every ``mininterval``: a logged run (``make demo`` gives 30 s when stderr is
+    # not a terminal) gets a line now and then, not one a poll; ``close`` draws the last.
+    now = time.time()
+    if now - bar.last_print_t >= bar.mininterval:
+        bar.last_print_t = now
+        bar.refresh()
 
 
 def _ask(prompt: str) -> bool:

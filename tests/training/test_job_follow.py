@@ -134,3 +134,22 @@ def test_a_short_job_goes_through_every_stage_in_order(
         _argv(settings, "jobs", "show", job_id), capture_output=True, text=True, timeout=60
     )
     assert any(line.split() == ["stage", "registering"] for line in shown.stdout.splitlines())
+
+
+def test_a_logged_bar_draws_at_its_mininterval_not_every_poll() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    from milady_lab.cli.jobs import update_bar
+
+    log = io.StringIO()  # make demo's bar when stderr is a log: a line every 30 s
+    bar = tqdm(total=100, desc="job-1", file=log, mininterval=30.0, disable=False)
+    drawn = log.getvalue().count("\r")
+    for i in range(20):  # ten seconds of polls
+        update_bar(bar, {"id": "job-1", "status": "running", "currentIteration": i})
+    assert log.getvalue().count("\r") == drawn
+    bar.last_print_t -= 30.0  # half a minute later
+    update_bar(bar, {"id": "job-1", "status": "running", "currentIteration": 21, "loss": 0.5})
+    assert log.getvalue().count("\r") == drawn + 1 and "21/100" in log.getvalue()
+    bar.close()
