@@ -34,6 +34,7 @@ SCRIPTS = (
     "bench_training.py",
     "bench_shared_prefix.py",
     "bench_agent_training.py",
+    "bench_agent_benchmark.py",
 )
 
 

@@ -205,3 +205,15 @@ def stopped_on_ctrl_c(proc: Any, timeout: float) -> int:
             f"the test process: {'; '.join(ours)}; SIGINT here: {signal.getsignal(signal.SIGINT)}"
         )
     raise AssertionError(f"no exit {timeout:.0f} s after Ctrl-C (its /proc is gone)")
+
+
+def ranks_said(stderr: str, keep: int = 3000) -> str:
+    """A failed torchrun's stderr for an assertion message: what the ranks wrote before
+    the launcher's summary (a rank's own abort message: gloo's, C++'s), then the summary's
+    root cause. The summary alone, its last 2000 characters, hid why a rank aborted."""
+    at = stderr.find("failed (exitcode")
+    if at < 0:
+        return stderr[-keep:]
+    before = stderr[: stderr.rfind("\n", 0, at) + 1]
+    cause = stderr.find("Root Cause", at)
+    return before[-keep:] + "…\n" + (stderr[cause : cause + 800] if cause >= 0 else stderr[-800:])

@@ -30,7 +30,7 @@ from milady_lab.training.options import JobOptions
 from milady_lab.training.processes import process_start_time
 
 from .jobkit import *  # noqa: F403 - the shared job fixtures
-from .jobkit import add_dataset, cleanup_jobs, wait_for, wait_status
+from .jobkit import add_dataset, cleanup_jobs, ranks_said, wait_for, wait_status
 from .test_preference_training import HELD_OUT, TRAIN_WORDS, labelled_line, pair_line
 
 LONG = 1_000_000  # iterations: such a job runs until it is cancelled or killed
@@ -240,7 +240,7 @@ def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, ranks_said(done.stderr)
     alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=6, batch_size=4,
         learning_rate=1e-2, eval_every=1000, cpu_bf16=False,
@@ -271,7 +271,7 @@ def test_preference_on_two_ranks_is_one_process_in_fp32(
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, ranks_said(done.stderr)
     alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=4, batch_size=4,
         learning_rate=1e-2, eval_every=4, cpu_bf16=False, objective=objective, pack_tokens=1,

@@ -22,6 +22,7 @@ from milady_lab.training.backends.data import (
 )
 from milady_lab.training.backends.packed import Packed
 
+from .jobkit import ranks_said
 from .test_speed_losses import lora_grads, lora_model
 
 #: A system prompt long enough to share (well over ``MIN_SHARED_PREFIX`` tokens).
@@ -211,7 +212,7 @@ def test_two_ddp_ranks_sharing_prefixes_are_one_process(
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, ranks_said(done.stderr)
     alone = Recorder()
     spec = spec_for(
         tiny_llama_dir, data, tmp_path / "alone", iterations=4, eval_every=1000,
