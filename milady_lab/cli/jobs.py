@@ -225,7 +225,7 @@ def update_bar(bar: Any, job: Job, figures: dict[str, float] | None = None) -> N
     # At most every ``mininterval``: a logged run (``make demo`` gives 30 s when stderr is
     # not a terminal) gets a line now and then, not one a poll; ``close`` draws the last.
     now = time.time()
-    if now - bar.last_print_t >= bar.mininterval:
+    if not bar.disable and now - bar.last_print_t >= bar.mininterval:
         bar.last_print_t = now
         bar.refresh()
 

@@ -153,3 +153,14 @@ def test_a_logged_bar_draws_at_its_mininterval_not_every_poll() -> None:
     update_bar(bar, {"id": "job-1", "status": "running", "currentIteration": 21, "loss": 0.5})
     assert log.getvalue().count("\r") == drawn + 1 and "21/100" in log.getvalue()
     bar.close()
+
+
+def test_a_bar_off_the_terminal_is_updated_without_drawing() -> None:
+    from tqdm import tqdm
+
+    from milady_lab.cli.jobs import update_bar
+
+    bar = tqdm(total=10, disable=True)  # jobs follow / start --wait off a terminal
+    update_bar(bar, {"id": "job-1", "status": "running", "currentIteration": 3, "loss": 0.5})
+    assert bar.n == 3 and bar.postfix == "status=running, loss=0.5000"
+    bar.close()
