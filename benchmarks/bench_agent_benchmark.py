@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
 GOAL_S = 180.0
 
@@ -78,9 +80,10 @@ def main() -> int:
             ok = True
             for engine in args.engine:
                 t = time.perf_counter()
-                bench = svc.benchmark_model(
+                answer = svc.benchmark_model(
                     model_id, {"maxExamples": args.examples, "engine": engine}
-                )["benchmark"]
+                )
+                bench = msgspec.to_builtins(answer)
                 seconds = time.perf_counter() - t
                 cost = bench.get("cost") or {}
                 conversion = cost.get("conversionSeconds", 0.0)
