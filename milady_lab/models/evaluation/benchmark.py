@@ -61,7 +61,7 @@ from ...errors import ConflictError, InputError, MiladyLabError, NotFoundError, 
 from ...state import EvalStore, StateStore, now_ms
 from ...training.backends.chat_tools import render_tool_use
 from ...training.backends.common import pick_cpu_threads
-from ...training.backends.data import fit_row
+from ...training.backends.data import fit_row, reply_start
 from ..artifacts import require_peft_adapter, resolve_base_path
 from ..handoff.export import source_gguf
 from . import llama_gen, scores
@@ -849,12 +849,8 @@ def _trained_prompt(
     """The prompt tokens of ``chat`` as training saw it within ``max_len`` (the tokens
     before its last reply's trained tokens); None when training could not fit it."""
     fitted, _ = fit_row(tokenizer, {"messages": [dict(m) for m in chat]}, max_len)
-    if fitted is None or True not in fitted.mask:
-        return None
-    start = len(fitted.mask) - 1 - fitted.mask[::-1].index(True)
-    while start > 0 and fitted.mask[start - 1]:
-        start -= 1
-    return list(fitted.input_ids[:start])
+    start = None if fitted is None else reply_start(fitted)
+    return None if fitted is None or start is None else list(fitted.input_ids[:start])
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:

@@ -128,6 +128,20 @@ def _encode_chat(tokenizer: Any, messages: list[Message], tools: Any) -> _Encode
     return _Encoded(Example(ids, mask), full, offsets)  # type: ignore[arg-type]
 
 
+def reply_start(example: Example, replies: int = 1) -> int | None:
+    """Where the last ``replies`` trained spans of ``example`` begin (its reply's first
+    token; a pair side's tokens, which fitting never cuts); None when it has fewer."""
+    t = len(example.mask)
+    for _ in range(replies):
+        while t > 0 and not example.mask[t - 1]:
+            t -= 1
+        if t == 0:
+            return None
+        while t > 0 and example.mask[t - 1]:
+            t -= 1
+    return t
+
+
 def tokenize_row(tokenizer: Any, row: JsonObject) -> Example:
     """Tokenise one dataset row; only assistant tokens (and their end-of-turn) train."""
     messages = line_messages(row)
@@ -226,12 +240,9 @@ def _format_token(enc: _Encoded, prompt: str) -> int | None:
     """The first token of the prompt's format instructions in the rendering (the last
     place their text occurs before the reply); None when there are none to keep."""
     at = prompt_layout(prompt).format_start
-    mask = enc.example.mask
-    if at is None or True not in mask:
+    reply = reply_start(enc.example)
+    if at is None or reply is None:
         return None
-    reply = len(mask) - 1 - mask[::-1].index(True)
-    while reply > 0 and mask[reply - 1]:
-        reply -= 1
     tail = prompt[at:].rstrip()
     pos = enc.text.rfind(tail, 0, enc.offsets[reply][0])
     if pos < 0:  # the template rewrote the prompt: look for the first line alone
@@ -634,20 +645,6 @@ class PreferenceItem:
         return sum(len(ex) for ex in self.examples)
 
 
-def _reply_start(example: Example, replies: int) -> int | None:
-    """Where the last ``replies`` trained spans of ``example`` begin: the tokens of one
-    side of a pair, which fitting never cuts; None when it has fewer spans."""
-    t = len(example.mask)
-    for _ in range(replies):
-        while t > 0 and not example.mask[t - 1]:
-            t -= 1
-        if t == 0:
-            return None
-        while t > 0 and example.mask[t - 1]:
-            t -= 1
-    return t
-
-
 def fit_pair(
     tokenizer: Any, prompt: list[Message], sides: Sequence[list[Message]], max_len: int
 ) -> tuple[tuple[Example, ...] | None, Cuts]:
@@ -663,7 +660,7 @@ def fit_pair(
     whose longer reply cannot fit is dropped, as is one whose side has no trained reply."""
     encoded = [tokenize_row(tokenizer, {"messages": prompt + side}) for side in sides]
     replies = [sum(m.get("role") == "assistant" for m in side) for side in sides]
-    starts = [_reply_start(ex, n) for ex, n in zip(encoded, replies, strict=True)]
+    starts = [reply_start(ex, n) for ex, n in zip(encoded, replies, strict=True)]
     if None in starts:
         return None, Cuts()
     tails = [
@@ -674,7 +671,7 @@ def fit_pair(
     fitted, cuts = encoded[longest], Cuts()
     if len(fitted) > max_len:
         ex, cuts = fit_row(tokenizer, {"messages": prompt + sides[longest]}, max_len)
-        at = None if ex is None else _reply_start(ex, replies[longest])
+        at = None if ex is None else reply_start(ex, replies[longest])
         if ex is None or at is None or ex.input_ids[at:] != tails[longest].input_ids:
             return None, Cuts()
         fitted = ex
