@@ -11,14 +11,19 @@ fresh process, ``--iterations`` steps of ``--batch-size`` on the same seed, so e
 variant trains the very same batches; the variants alternate (A B B A …) over
 ``--rounds`` rounds, since the machine is shared. The first step of a run (kernels
 chosen, memory allocated) is left out; examples/s and tokens/s are over the others,
-and the last step's loss is printed beside them (the same batches: the same losses).
+and the last step's loss is printed beside them (the same batches: the same losses for
+``today`` and ``new``).
 
 Variants:
 
 - ``today``: the behaviour before issue 26's training work — no shared prompt
   prefixes (``share_prefix=False``) and peft's own casts of LoRA inputs
   (``lean_lora_casts=False``);
-- ``new``: the defaults.
+- ``new``: the defaults;
+- ``last-N`` (``--lora-layers N …``): the defaults with adapters on the last N layers only
+  (``loraLayers``). That trains a smaller adapter, not the same computation faster, so
+  its losses differ; what it gives a model is ``make demo``'s to measure (the training
+  guide has both figures).
 
     python benchmarks/bench_agent_training.py [--iterations 2] [--rounds 2] [--threads 1]
 """
@@ -69,6 +74,13 @@ def prepare_dataset(trajectories: int, seed: int) -> Path:
     return folder
 
 
+def variant(name: str) -> dict[str, Any]:
+    """``TrainSpec`` fields of a variant (see the module docstring)."""
+    if name.startswith("last-"):
+        return {"lora_layers": int(name.removeprefix("last-"))}
+    return VARIANTS[name]
+
+
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
     """One run of the torch CPU backend, timed at each step's metric."""
     from milady_lab.config import Settings
@@ -99,7 +111,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
             iterations=args.iterations, batch_size=args.batch_size,
             max_seq_length=args.max_seq_length, checkpoint_every=0, max_val_examples=0,
             base_model_path=model, threads=args.threads, seed=0,
-            **VARIANTS[args.child],
+            **variant(args.child),
         )  # fmt: skip
         train_torch(spec, clock)
     steps = len(clock.ends) - 1
@@ -138,7 +150,11 @@ def main() -> None:
     # One thread by default: on a shared machine a second one waits at every op's barrier
     # for a descheduled thread (``common.pick_cpu_threads``), and the figure swings with it.
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--lora-layers", type=int, nargs="*", default=[], metavar="N",
+        help="also time the defaults with adapters on the last N layers only",
+    )  # fmt: skip
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -151,9 +167,10 @@ def main() -> None:
         f"{args.model} · maxSeqLength {args.max_seq_length} · batch {args.batch_size} · "
         f"{args.iterations} steps per run (the first left out) · {args.threads} threads"
     )
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    names = [*VARIANTS, *(f"last-{n}" for n in args.lora_layers)]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
+        for name in names if r % 2 == 0 else reversed(names):
             load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
             res = child(name, args, data)
             results[name].append(res)
@@ -179,6 +196,8 @@ def main() -> None:
         f"examples/s: new {med['new'] / med['today']:.2f}× today (medians of {args.rounds}); "
         f"per round: {', '.join(f'{x:.2f}×' for x in pairs)}"
     )
+    for name in names[len(VARIANTS) :]:
+        print(f"examples/s: {name} {med[name] / med['today']:.2f}× today")
 
 
 if __name__ == "__main__":

@@ -1338,6 +1338,7 @@ Objective = Literal["sft", "dpo", "kto"]
 MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
 MAX_LORA_RANK = 512
+MAX_LORA_LAYERS = 1024
 MAX_TRAJECTORIES = 10_000_000
 MAX_SEQ_LENGTH = 131_072
 #: Processes on one machine (one per GPU; on CPU, at most one per core).
@@ -1405,6 +1406,17 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     lora_rank: Annotated[
         Annotated[int, Meta(ge=1, le=MAX_LORA_RANK)] | None,
         Meta(description="LoRA rank (default per model size: 8 up to 0.5B, 16 above)"),
+    ] = None
+    lora_layers: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_LORA_LAYERS)] | Literal["all"] | None,
+        Meta(
+            description=(
+                "Adapters on the model's last N transformer layers, or all (the "
+                "default; mlx-lm's num_layers). The backward pass stops at the lowest "
+                "adapted layer: fewer layers train faster, and learn less in as many "
+                "iterations. A number at or above the model's layer count adapts every layer"
+            )
+        ),
     ] = None
     eval_every: Annotated[
         Annotated[int, Meta(ge=1, le=MAX_ITERATIONS)] | None,

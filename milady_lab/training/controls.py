@@ -2,8 +2,8 @@
 
 ``control_options`` checks the body's control fields (bounds from ``StartJobRequest``,
 plus the rules between fields) and fills in the defaults: per model size for the
-learning rate, LoRA rank, batch and maxSeqLength (``defaults``), a resumed job's own values for
-everything else. ``for_dataset`` derives ``iterations`` from ``epochs`` (or the
+learning rate, LoRA rank, batch and maxSeqLength (``defaults``), a resumed job's own
+values for everything else. ``for_dataset`` derives ``iterations`` from ``epochs`` (or the
 other way round) once the dataset is known. All of it runs before any process starts.
 """
 
@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -97,6 +97,8 @@ class Controls:
     batch_size: int
     learning_rate: float
     lora_rank: int | None
+    #: The last N layers; ``all`` or None: every layer.
+    lora_layers: int | Literal["all"] | None
     max_seq_length: int
     gradient_accumulation: int
     warmup_steps: int | None
@@ -132,6 +134,7 @@ def control_options(
         batch_size=batch_size,
         learning_rate=learning_rate,
         lora_rank=lora_rank,
+        lora_layers=lora_layers(b.get("loraLayers"), prior),
         max_seq_length=_given(
             bounded_int(b, "maxSeqLength", pick(prior.max_seq_length, size.max_seq_length))
         ),
@@ -175,10 +178,25 @@ def _same_shape(out: Controls, prior: RecordedOptions, job_id: str) -> None:
         "loraRank": (out.lora_rank, rank),
         "loraAlpha": (out.lora_alpha, old_alpha),
         "targetModules": (out.target_modules, prior.target_modules or "attention"),
+        "loraLayers": (out.lora_layers or "all", prior.lora_layers or "all"),
     }
     for key, (new, old) in shape.items():
         if _plain(new) != _plain(old):
             raise InputError(f"{key} must match job {job_id} to resume it ({_plain(old)!r})")
+
+
+def lora_layers(value: Any, prior: RecordedOptions) -> int | Literal["all"] | None:
+    """``loraLayers``: a count of last layers or ``all``; by default a resumed job's own,
+    else None: every layer (``make demo`` measured 8 of SmolLM2's 30 learning less in
+    the same iterations: training guide)."""
+    if value is None:
+        return prior.lora_layers
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    try:
+        return bounded_int({"loraLayers": value}, "loraLayers", None)
+    except InputError as exc:
+        raise InputError(f"{exc}; or 'all' for every layer") from exc
 
 
 def _plain(value: Any) -> Any:

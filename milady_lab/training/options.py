@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 
@@ -70,6 +70,7 @@ class JobOptions:
     max_trajectories: int | None = None
     resume_from: str | None = None
     lora_rank: int | None = None
+    lora_layers: int | Literal["all"] | None = None
     eval_every: int | None = None
     checkpoint_every: int | None = None
     devices: int = 1
@@ -126,6 +127,7 @@ class JobOptions:
             batch_size=controls.batch_size,
             learning_rate=controls.learning_rate,
             lora_rank=controls.lora_rank,
+            lora_layers=controls.lora_layers,
             epochs=controls.epochs,
             max_seq_length=controls.max_seq_length,
             gradient_accumulation=controls.gradient_accumulation,
@@ -182,6 +184,7 @@ class JobOptions:
             max_trajectories=self.max_trajectories,
             resume_from=self.resume_from,
             lora_rank=self.lora_rank,
+            lora_layers=self.lora_layers,
             eval_every=self.eval_every,
             checkpoint_every=self.checkpoint_every,
             epochs=self.epochs,

@@ -24,6 +24,10 @@ class TrainSpec:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    #: Adapters on the model's last N transformer layers only (mlx-lm's ``num_layers``);
+    #: None, or N at or above the model's layer count: every layer. The backward pass
+    #: stops at the lowest adapted layer, so fewer layers train faster.
+    lora_layers: int | None = None
     max_seq_length: int = 2048
     eval_every: int = 25  # iterations between validation losses (and always at the end)
     checkpoint_every: int = 25

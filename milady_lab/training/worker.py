@@ -245,6 +245,7 @@ def train_spec(
         batch_size=_or(o.batch_size, d.batch_size),
         learning_rate=_or(o.learning_rate, d.learning_rate),
         lora_rank=_or(o.lora_rank, d.lora_rank),
+        lora_layers=None if o.lora_layers == "all" else o.lora_layers,
         lora_alpha=_lora_alpha(o),
         lora_dropout=_or(o.lora_dropout, d.lora_dropout),
         target_modules=_target_modules(o.target_modules),

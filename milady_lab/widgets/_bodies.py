@@ -65,6 +65,7 @@ class JobBody(TypedDict, total=False):
     maxTrajectories: int
     resumeFrom: str
     loraRank: int
+    loraLayers: int | str  # a count of last layers, or "all"
     evalEvery: int
     checkpointEvery: int
     epochs: float

@@ -22,6 +22,8 @@ from ._bodies import JobBody
 from ._checks import FieldChecks, decimal, whole
 from ._fields import STYLE, Change, optional_text, wrap_row
 
+#: ``loraLayers``: every layer (the default), or the last N.
+LAYER_CHOICES = ("all", "8", "16")
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
 #: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
 OBJECTIVES = (("sft", "sft"), ("dpo (pairs)", "dpo"), ("kto (labelled)", "kto"))
@@ -44,6 +46,10 @@ class TrainingControls(w.VBox):
         )
         self.epochs = decimal("Epochs", 3.0, "140px", step=0.5)
         self.lora_rank = whole("LoRA rank", 8, "140px")
+        self.lora_layers = w.Combobox(
+            value="all", options=list(LAYER_CHOICES), ensure_option=False,
+            description="LoRA layers (last)", style=STYLE, layout=w.Layout(width="230px"),
+        )  # fmt: skip
         self.max_seq_length = whole("Max tokens", DEFAULT_MAX_SEQ_LENGTH, "170px")
         self.gradient_accumulation = whole("Grad. accumulation", 1, "200px")
         self.lr_schedule = w.Dropdown(
@@ -79,6 +85,7 @@ class TrainingControls(w.VBox):
                 wrap_row(
                     [self.lora_alpha, check("loraDropout", self.lora_dropout), self.target_modules]
                 ),
+                wrap_row([self.lora_layers]),
                 wrap_row(
                     [
                         check("evalEvery", self.eval_every),
@@ -149,6 +156,8 @@ class TrainingControls(w.VBox):
             self.target_modules.value = (
                 targets if isinstance(targets, str) else ",".join(map(str, targets))
             )
+        layers = options.get("loraLayers")
+        self.lora_layers.value = str(layers) if layers is not None else "all"
         for key, widget in (("warmupSteps", self.warmup_steps), ("loraAlpha", self.lora_alpha)):
             value = options.get(key)
             widget.value = (
@@ -180,6 +189,8 @@ class TrainingControls(w.VBox):
             body["warmupSteps"] = self.warmup_steps.value.strip()
         if self.lora_alpha.value.strip():
             body["loraAlpha"] = self.lora_alpha.value.strip()
+        if self.lora_layers.value.strip() not in ("", "all"):  # all: the default
+            body["loraLayers"] = self.lora_layers.value.strip()
         if self.patience.value:
             body["earlyStoppingPatience"] = int(self.patience.value)
         if self.objective.value != "sft":  # sft is the default: its body stays as it was

@@ -87,9 +87,12 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_llama_for(folder, tok, max_position_embeddings=512)
 
 
-def train_tiny_adapter(base: Path, folder: Path, *, targets: list[str] | None = None) -> Path:
+def train_tiny_adapter(
+    base: Path, folder: Path, *, targets: list[str] | None = None, layers: list[int] | None = None
+) -> Path:
     """A PEFT LoRA (r=8, alpha 16) trained 40 steps on agent-shaped replies, so it
-    measurably beats its (random) base and its outputs are far from uniform."""
+    measurably beats its (random) base and its outputs are far from uniform; on
+    ``layers`` only when given (``loraLayers``)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +104,7 @@ def train_tiny_adapter(base: Path, folder: Path, *, targets: list[str] | None = 
         lora_alpha=16,
         target_modules=targets or ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
         task_type="CAUSAL_LM",
+        layers_to_transform=layers,
     )
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg)
     texts = [tok.apply_chat_template(e["messages"], tokenize=False) for e in make_examples(64, 5)]

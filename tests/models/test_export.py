@@ -13,7 +13,7 @@ from milady_lab.models.handoff.export import export_model
 from milady_lab.models.handoff.gguf import bpe_pre, write_model
 from milady_lab.state import StateStore
 
-from .conftest import one_thread
+from .conftest import insert_model, one_thread
 
 PROBE = [[5, 17, 42, 99, 3, 250, 7, 1], [9, 8, 7, 6, 5, 4, 3, 2]]
 
@@ -56,6 +56,38 @@ def test_hf_export_matches_base_plus_adapter(
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp left behind
     with pytest.raises(ConflictError, match="already exists"):
         export_model(settings, store, model, {"format": "hf"})
+
+
+def test_an_adapter_on_the_last_layers_exports_whole_and_as_a_gguf_lora(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """``loraLayers`` (the default adapts the last layers only): the fused export
+    equals base + adapter, and the GGUF LoRA carries the adapted layer's tensors only."""
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from milady_lab.models.handoff.gguf import write_lora
+
+    from .conftest import train_tiny_adapter
+
+    adapter = train_tiny_adapter(tiny_base, tmp_path / "adapter", layers=[1])
+    settings = Settings.from_env(home=tmp_path / "home")
+    store = StateStore(settings.state_db)
+    model = insert_model(store, adapter, tiny_base)
+    with one_thread():
+        out = Path(export_model(settings, store, model, {"format": "hf"})["export"]["path"])
+        with torch.inference_mode():
+            got = AutoModelForCausalLM.from_pretrained(out).eval()(torch.tensor(PROBE)).logits
+        want = _reference_logits(tiny_base, adapter)
+        base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+        with torch.inference_mode():
+            plain = base(input_ids=torch.tensor(PROBE)).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(want, plain, atol=1e-3)  # the adapter does change the model
+    write_lora(adapter, AutoConfig.from_pretrained(tiny_base), tmp_path / "lora.gguf")
+    names = {t.name for t in gguf.GGUFReader(str(tmp_path / "lora.gguf")).tensors}
+    assert names and all(n.startswith("blk.1.") for n in names)
 
 
 def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:

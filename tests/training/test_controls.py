@@ -114,6 +114,9 @@ def test_epochs_or_iterations_one_derived_from_the_other(
         ({"saveBest": "maybe"}, "saveBest must be true or false"),
         ({"seed": -1}, "seed must be at least 0"),
         ({"earlyStoppingPatience": 0}, "earlyStoppingPatience must be at least 1"),
+        ({"loraLayers": 0}, "loraLayers must be at least 1, got 0; or 'all' for every layer"),
+        ({"loraLayers": "most"}, "loraLayers must be an integer, got 'most'; or 'all'"),
+        ({"loraLayers": 2000}, "loraLayers must be at most 1024"),
     ],
 )
 def test_bad_controls_are_input_errors(
@@ -148,13 +151,17 @@ def test_controls_are_recorded_and_cli_strings_accepted(
         "earlyStoppingPatience": "3",
         "saveBest": "false",
         "warmupSteps": "0",
+        "loraLayers": "4",
     }
     rec = JobOptions.from_body(body, store).to_record()
     assert rec["maxSeqLength"] == 512 and rec["gradientAccumulation"] == 2
     assert rec["lrSchedule"] == "linear" and rec["loraAlpha"] == 32.0
     assert rec["loraDropout"] == 0.05 and rec["targetModules"] == ("q_proj", "v_proj")
     assert (rec["seed"], rec["earlyStoppingPatience"], rec["saveBest"]) == (7, 3, False)
-    assert rec["warmupSteps"] == 0
+    assert rec["warmupSteps"] == 0 and rec["loraLayers"] == 4
+    assert (
+        JobOptions.from_body({"datasetId": ds, "loraLayers": " ALL "}, store).lora_layers == "all"
+    )
     assert JobOptions.from_body({"datasetId": ds, "targetModules": "all-linear"}, store)
 
 
@@ -171,6 +178,7 @@ def test_defaults_follow_the_model_size(settings: Settings, store: StateStore) -
         large.batch_size,
     )
     assert opts.lora_alpha == 2.0 * large.lora_rank
+    assert opts.lora_layers is None  # every layer, whatever the size
     # Given values win over the table.
     opts = JobOptions.from_body({"model": "llama-3.1-8b", "learningRate": 1e-3}, store)
     assert opts.learning_rate == 1e-3
@@ -482,7 +490,8 @@ def test_target_modules_resolve_alike_on_both_backends(tiny_llama_dir: Path) -> 
 def test_lora_shape_seed_and_sequence_length_are_honoured(
     backend: str, tiny_llama_dir: Path, memo_dataset: Path, tmp_path: Path
 ) -> None:
-    """loraAlpha, loraDropout, targetModules, seed and maxSeqLength in a real run: the
+    """loraAlpha, loraDropout, targetModules, loraLayers, seed and maxSeqLength in a real
+    run: the
     adapter has that shape, a seed repeats its run exactly and another seed does not,
     and the examples are cut to the length (their replies kept)."""
     import json
@@ -495,6 +504,7 @@ def test_lora_shape_seed_and_sequence_length_are_honoured(
             tiny_llama_dir, memo_dataset, tmp_path / name, backend, iterations=3,
             lora_rank=4, lora_alpha=12.0, lora_dropout=0.1, target_modules=("all-linear",),
             seed=seed, max_seq_length=24, eval_every=100, save_best=False, cpu_bf16=False,
+            lora_layers=1,
         )  # fmt: skip
         run_training(spec, cb)
         return _adapter(spec.output_dir), cb, spec.output_dir
@@ -505,6 +515,10 @@ def test_lora_shape_seed_and_sequence_length_are_honoured(
     targets = {name.rsplit(".", 1)[-1] for name in cfg["target_modules"]}  # peft may save paths
     assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= targets
     assert any("mlp.down_proj" in k for k in first)
+    # loraLayers 1: adapters on the last layer only, and the saved config says which.
+    last = json.loads((tiny_llama_dir / "config.json").read_text())["num_hidden_layers"] - 1
+    assert last > 0 and {k.split(".layers.")[1].split(".")[0] for k in first} == {str(last)}
+    assert cfg["layers_to_transform"] == [last]
     assert cb.summary["truncatedExamples"] > 0 and cb.summary["droppedExamples"] == 0
     again, _, _ = run("b", 5)
     other, _, _ = run("c", 6)

@@ -165,6 +165,11 @@ def test_resume_checks(settings: Settings, store: StateStore) -> None:
         JobOptions.from_body({"resumeFrom": src, "model": "llama-3.2-3b"}, store)
     with pytest.raises(InputError, match="iterations must be larger"):
         JobOptions.from_body({"resumeFrom": src, "iterations": 4}, store)
+    # Recorded before loraLayers existed: it adapted every layer, and goes on so.
+    assert opts.lora_layers is None
+    assert JobOptions.from_body({"resumeFrom": src, "loraLayers": "all"}, store)
+    with pytest.raises(InputError, match=r"loraLayers must match job .* \('all'\)"):
+        JobOptions.from_body({"resumeFrom": src, "loraLayers": 8}, store)
 
 
 def test_dataset_choice(settings: Settings, store: StateStore) -> None:

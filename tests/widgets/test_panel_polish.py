@@ -88,14 +88,19 @@ def jobs(service: TrainingService) -> JobsStandIn:
 
 
 def test_the_form_shows_the_followed_jobs_options(jobs: JobsStandIn) -> None:
-    body = {"iterations": 8, "batchSize": 2, "learningRate": 1e-3, "loraRank": 4, "seed": 7}
+    body = {
+        "iterations": 8, "batchSize": 2, "learningRate": 1e-3, "loraRank": 4, "seed": 7,
+        "loraLayers": 2,
+    }  # fmt: skip
     jobs.jobs = [make_job("job-1", "running", options=recorded(jobs.service, body))]
     jl = JobLauncher(jobs, autostart=False)
     assert jl.job_id == "job-1"
     # not the defaults 100 / 4 / 2e-4, and not the base model's size defaults either
     assert (jl.iterations.value, jl.batch_size.value, jl.learning_rate.value) == (8, 2, 1e-3)
     assert (jl.controls.lora_rank.value, jl.controls.seed.value) == (4, 7)
+    assert jl.controls.lora_layers.value == "2"
     start = jl.body()
+    assert start["loraLayers"] == "2"  # typed by the service (or ``json_typed`` over REST)
     assert (start["iterations"], start["batchSize"], start["learningRate"]) == (8, 2, 1e-3)
 
     # an edit made while following stays: the form is filled once per job, not every poll

@@ -44,6 +44,13 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
+def adapted_layers(spec: TrainSpec, model_layers: int) -> int:
+    """How many of the model's last layers get LoRA adapters (all when unbounded)."""
+    if spec.lora_layers is None:
+        return model_layers
+    return min(spec.lora_layers, model_layers)
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

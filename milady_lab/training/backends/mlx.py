@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ from ..spec import TrainResult, TrainSpec
 from . import preference_mlx
 from .common import (
     META_FILE,
+    adapted_layers,
     peak_rss_bytes,
     read_checkpoint_meta,
     resolve_model_path,
@@ -363,6 +365,9 @@ def mlx_adapter_config(spec: TrainSpec, keys: list[str], num_layers: int) -> Jso
     }
 
 
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
+
+
 def mlx_to_peft(mlx_dir: Path, out_dir: Path, base_model_path: Path | str) -> None:
     """Write the PEFT form of an mlx-lm LoRA adapter folder into ``out_dir``.
 
@@ -377,6 +382,7 @@ def mlx_to_peft(mlx_dir: Path, out_dir: Path, base_model_path: Path | str) -> No
     rank = int(lp["rank"])
     tensors: dict[str, np.ndarray] = {}
     modules: set[str] = set()
+    layers: set[int] = set()  # adapted layers (``loraLayers``: the last N)
     for name, arr in mx.load(str(mlx_dir / ADAPTER_FILE)).items():
         prefix, leaf = name.rsplit(".", 1)
         if leaf not in ("lora_a", "lora_b"):
@@ -385,6 +391,8 @@ def mlx_to_peft(mlx_dir: Path, out_dir: Path, base_model_path: Path | str) -> No
         data = np.array(arr.astype(mx.float32), copy=False)
         tensors[f"base_model.model.{prefix}.{peft_leaf}"] = np.ascontiguousarray(data.T)
         modules.add(prefix.rsplit(".", 1)[-1])
+        if found := _LAYER_INDEX.search(prefix):
+            layers.add(int(found.group(1)))
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -393,6 +401,7 @@ def mlx_to_peft(mlx_dir: Path, out_dir: Path, base_model_path: Path | str) -> No
         "lora_alpha": float(lp["scale"]) * rank,
         "lora_dropout": float(lp.get("dropout", 0.0)),
         "target_modules": sorted(modules),
+        "layers_to_transform": sorted(layers) or None,
         "bias": "none",
         "fan_in_fan_out": False,
         "inference_mode": True,
@@ -466,7 +475,7 @@ class _MlxRun:
         mx.random.seed(spec.seed)
         model.freeze()
         keys = _lora_keys(model, spec.target_modules)
-        num_layers = len(model.layers)
+        num_layers = adapted_layers(spec, len(model.layers))
         self.mlx_cfg = mlx_adapter_config(spec, keys, num_layers)
         linear_to_lora_layers(model, num_layers, self.mlx_cfg["lora_parameters"])
         selective = _supports_selective_head(model)

@@ -47,6 +47,7 @@ from ..schedule import lr_factor
 from ..spec import TrainResult, TrainSpec
 from .common import (
     META_FILE,
+    adapted_layers,
     pick_cpu_threads,
     read_checkpoint_meta,
     resolve_model_path,
@@ -435,17 +436,30 @@ def _with_lora(base: Any, spec: TrainSpec) -> Any:
     """The base model wrapped with fresh LoRA adapters on the targets it has."""
     from peft import LoraConfig, get_peft_model
 
+    layers = int(base.config.num_hidden_layers)
+    adapted = adapted_layers(spec, layers)
+    targets = _existing_targets(base, spec.target_modules)
+    if targets == "all-linear" and adapted < layers:  # peft takes the preset on all layers
+        targets = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules() if _in_layer(n, m)})
     lora = LoraConfig(
         r=spec.lora_rank,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
-        target_modules=_existing_targets(base, spec.target_modules),
+        target_modules=targets,
+        # The last ``adapted`` layers: nothing below them needs a gradient, so the
+        # backward pass ends there.
+        layers_to_transform=None if adapted == layers else list(range(layers - adapted, layers)),
         task_type="CAUSAL_LM",
         bias="none",
     )
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
         return get_peft_model(base, lora)
+
+
+def _in_layer(name: str, module: Any) -> bool:
+    """A linear module inside a decoder layer (what ``all-linear`` adapts)."""
+    return isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"
 
 
 def _without_input_casts(model: Any) -> None:
