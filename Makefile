@@ -48,7 +48,8 @@ test: venv sysdeps agent-kit
 	@git status --porcelain > $(VENV)/.status-before 2>/dev/null || true
 	$(BIN)/ruff check milady_lab jupyter_server_ext tests benchmarks
 	$(DOCS_BUILD)
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	# The slowest tests are listed at the end: what to make cheaper when the run nears its budget.
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests
 	# The tutorials' set-up (a throw-away home, a server for the REST one) is a plugin kept
 	# out of notebooks/, so the lab's file browser shows only the notebooks.
 	PYTHONPATH=tests/notebooks $(BIN)/pytest -q -p no:cacheprovider -p nbval_setup \
