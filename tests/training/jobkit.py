@@ -170,10 +170,14 @@ def worker_log(settings: Settings, job_id: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-#: The CLI in a child process, dumping its threads' stacks on SIGUSR1 (``stopped_on_ctrl_c``).
+#: The CLI in a child process as a terminal's shell starts it, Ctrl-C at Python's default
+#: (a run started in the background by a non-interactive shell, ``make test &``, ignores
+#: SIGINT, and a child inherits that: Python then leaves it ignored, and the handler polars
+#: installs on import forwards Ctrl-C to Python, which drops it), dumping its threads'
+#: stacks on SIGUSR1 (``stopped_on_ctrl_c``).
 CLI_WITH_STACKS = (
-    "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
-    "from milady_lab.cli import main; sys.exit(main())"
+    "import faulthandler, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "faulthandler.register(signal.SIGUSR1); from milady_lab.cli import main; sys.exit(main())"
 )
 
 
