@@ -223,6 +223,7 @@ def test_recorded_options_round_trip_into_the_spec(
         "targetModules": ["q_proj", "v_proj"],
         "lrSchedule": "linear",
         "saveBest": False,
+        "loraLayers": 6,
     }
     stored = JobOptions.from_body(body, store).to_record().to_dict()
     assert list(stored["targetModules"]) == ["q_proj", "v_proj"]
@@ -235,6 +236,10 @@ def test_recorded_options_round_trip_into_the_spec(
     assert (spec.batch_size, spec.lora_rank, spec.lora_alpha, spec.seed) == (2, 4, 8.0, 3)
     assert spec.target_modules == ("q_proj", "v_proj") and spec.lr_schedule == "linear"
     assert spec.save_best is False and spec.last_dir == tmp_path / "last-adapter"
+    assert spec.lora_layers == 6
+    every = JobOptions.from_body({**body, "loraLayers": "all"}, store).to_record()
+    assert every["loraLayers"] == "all" and _spec(every, tmp_path).lora_layers is None
+    assert _spec(RecordedOptions(), tmp_path).lora_layers is None  # recorded before it existed
 
 
 def test_older_records_train_with_the_defaults_of_their_time(tmp_path: Path) -> None:
