@@ -849,8 +849,9 @@ def _trained_prompt(
     """The prompt tokens of ``chat`` as training saw it within ``max_len`` (the tokens
     before its last reply's trained tokens); None when training could not fit it."""
     fitted, _ = fit_row(tokenizer, {"messages": [dict(m) for m in chat]}, max_len)
-    start = None if fitted is None else reply_start(fitted)
-    return None if fitted is None or start is None else list(fitted.input_ids[:start])
+    if fitted is None or (start := reply_start(fitted)) is None:
+        return None
+    return list(fitted.input_ids[:start])
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
