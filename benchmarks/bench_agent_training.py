@@ -17,8 +17,13 @@ and the last step's loss is printed beside them (the same batches: the same loss
 Variants:
 
 - ``today``: the behaviour before issue 26's training work — no shared prompt
-  prefixes (``share_prefix=False``) and peft's own casts of LoRA inputs
-  (``lean_lora_casts=False``);
+  prefixes (``share_prefix=False``), peft's own casts of LoRA inputs
+  (``lean_lora_casts=False``) and gradients through the whole example
+  (``prompt_gradient_tokens=None``);
+- ``whole``: the defaults but gradients through the whole example
+  (``prompt_gradient_tokens=None``): what detaching the prompt gives;
+- ``keep-N`` (``--prompt-gradient-tokens N …``): the defaults with the gradient through
+  the prompt's last N tokens;
 - ``new``: the defaults;
 - ``last-N`` (``--lora-layers N …``): the defaults with adapters on the last N layers only
   (``loraLayers``). That trains a smaller adapter, not the same computation faster, so
@@ -43,7 +48,8 @@ from typing import Any
 
 CACHE = Path(os.environ.get("MILADY_LAB_BENCH_CACHE", "/tmp/milady-lab-bench"))
 VARIANTS: dict[str, dict[str, Any]] = {
-    "today": {"share_prefix": False, "lean_lora_casts": False},
+    "today": {"share_prefix": False, "lean_lora_casts": False, "prompt_gradient_tokens": None},
+    "whole": {"prompt_gradient_tokens": None},
     "new": {},
 }
 
@@ -78,6 +84,8 @@ def variant(name: str) -> dict[str, Any]:
     """``TrainSpec`` fields of a variant (see the module docstring)."""
     if name.startswith("last-"):
         return {"lora_layers": int(name.removeprefix("last-"))}
+    if name.startswith("keep-"):
+        return {"prompt_gradient_tokens": int(name.removeprefix("keep-"))}
     return VARIANTS[name]
 
 
@@ -154,6 +162,10 @@ def main() -> None:
         "--lora-layers", type=int, nargs="*", default=[], metavar="N",
         help="also time the defaults with adapters on the last N layers only",
     )  # fmt: skip
+    ap.add_argument(
+        "--prompt-gradient-tokens", type=int, nargs="*", default=[], metavar="N",
+        help="also time the defaults with the gradient through the prompt's last N tokens",
+    )  # fmt: skip
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -168,6 +180,7 @@ def main() -> None:
         f"{args.iterations} steps per run (the first left out) · {args.threads} threads"
     )
     names = [*VARIANTS, *(f"last-{n}" for n in args.lora_layers)]
+    names += [f"keep-{n}" for n in args.prompt_gradient_tokens]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
@@ -196,8 +209,9 @@ def main() -> None:
         f"examples/s: new {med['new'] / med['today']:.2f}× today (medians of {args.rounds}); "
         f"per round: {', '.join(f'{x:.2f}×' for x in pairs)}"
     )
-    for name in names[len(VARIANTS) :]:
-        print(f"examples/s: {name} {med[name] / med['today']:.2f}× today")
+    for name in names[1:]:
+        if name != "new":
+            print(f"examples/s: {name} {med[name] / med['today']:.2f}× today")
 
 
 if __name__ == "__main__":

@@ -1339,6 +1339,7 @@ MAX_ITERATIONS = 1_000_000
 MAX_BATCH_SIZE = 1024
 MAX_LORA_RANK = 512
 MAX_LORA_LAYERS = 1024
+MAX_PROMPT_GRADIENT_TOKENS = 1_000_000
 MAX_TRAJECTORIES = 10_000_000
 MAX_SEQ_LENGTH = 131_072
 #: Processes on one machine (one per GPU; on CPU, at most one per core).
@@ -1415,6 +1416,18 @@ class StartJobRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
                 "default; mlx-lm's num_layers). The backward pass stops at the lowest "
                 "adapted layer: fewer layers train faster, and learn less in as many "
                 "iterations. A number at or above the model's layer count adapts every layer"
+            )
+        ),
+    ] = None
+    prompt_gradient_tokens: Annotated[
+        Annotated[int, Meta(ge=0, le=MAX_PROMPT_GRADIENT_TOKENS)] | Literal["all"] | None,
+        Meta(
+            description=(
+                "The gradient flows back through each reply and the last N tokens of "
+                "its prompt (SFT; default 128); the prompt's older tokens run first "
+                "without gradient, as a cache the rest reads. The loss is the same; "
+                "the backward pass, most of a step, covers N + the reply's tokens. all: "
+                "through the whole example"
             )
         ),
     ] = None

@@ -25,6 +25,7 @@ from ..errors import InputError
 from .defaults import size_defaults
 from .request import RecordedOptions, StartJobRequest
 from .schedule import DEFAULT_SCHEDULE, SCHEDULES
+from .spec import DEFAULT_PROMPT_GRADIENT_TOKENS
 
 #: ``targetModules`` presets; a list names the modules itself.
 TARGET_PRESETS = ("attention", "all-linear")
@@ -109,6 +110,8 @@ class Controls:
     early_stopping_patience: int | None
     save_best: bool
     lora_alpha: float | None
+    #: Prompt tokens trained through; ``all``: the whole example.
+    prompt_gradient_tokens: int | Literal["all"]
 
 
 def control_options(
@@ -158,6 +161,9 @@ def control_options(
         ),
         save_best=boolean(b.get("saveBest"), "saveBest", pick(prior.save_best, True)),
         lora_alpha=bounded_number(b, "loraAlpha", pick(prior.lora_alpha, 2.0 * lora_rank)),
+        prompt_gradient_tokens=prompt_gradient_tokens(
+            b.get("promptGradientTokens"), prior, resumed is not None
+        ),
     )
     if resumed is not None:
         _same_shape(out, prior, resumed["id"])
@@ -183,6 +189,25 @@ def _same_shape(out: Controls, prior: RecordedOptions, job_id: str) -> None:
     for key, (new, old) in shape.items():
         if _plain(new) != _plain(old):
             raise InputError(f"{key} must match job {job_id} to resume it ({_plain(old)!r})")
+
+
+def prompt_gradient_tokens(
+    value: Any, prior: RecordedOptions, resumed: bool
+) -> int | Literal["all"]:
+    """``promptGradientTokens``: a count of prompt tokens or ``all``; by default a resumed
+    job's own (``all`` for one recorded before the option: it trained so), else the
+    default (training guide)."""
+    if value is None:
+        if prior.prompt_gradient_tokens is not None:
+            return prior.prompt_gradient_tokens
+        default = None if resumed else DEFAULT_PROMPT_GRADIENT_TOKENS
+        return "all" if default is None else default
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    try:
+        return _given(bounded_int({"promptGradientTokens": value}, "promptGradientTokens", None))
+    except InputError as exc:
+        raise InputError(f"{exc}; or 'all' for the whole example") from exc
 
 
 def lora_layers(value: Any, prior: RecordedOptions) -> int | Literal["all"] | None:

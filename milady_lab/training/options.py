@@ -90,6 +90,7 @@ class JobOptions:
     seed: int = 0
     early_stopping_patience: int | None = None
     save_best: bool = True
+    prompt_gradient_tokens: int | Literal["all"] = "all"
     objective: str = "sft"
     beta: float | None = None
     desirable_weight: float | None = None
@@ -139,6 +140,7 @@ class JobOptions:
             seed=controls.seed,
             early_stopping_patience=controls.early_stopping_patience,
             save_best=controls.save_best,
+            prompt_gradient_tokens=controls.prompt_gradient_tokens,
             objective=objective.objective,
             beta=objective.beta,
             desirable_weight=objective.desirable_weight,
@@ -198,6 +200,7 @@ class JobOptions:
             seed=self.seed,
             early_stopping_patience=self.early_stopping_patience,
             save_best=self.save_best,
+            prompt_gradient_tokens=self.prompt_gradient_tokens,
             devices=self.devices,
             strategy=cast(Strategy, self.strategy),
             nodes=self.nodes,

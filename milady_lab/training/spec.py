@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: ``TrainSpec.prompt_gradient_tokens`` of a job that gives none (training guide).
+DEFAULT_PROMPT_GRADIENT_TOKENS: int | None = 128
+
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -61,6 +64,13 @@ class TrainSpec:
     #: upcast to fp32 (which autocast casts straight back): the same values, two copies
     #: of every adapted projection's input fewer (torch). False: peft's casts.
     lean_lora_casts: bool = True
+    #: The gradient flows back through the reply and the last N tokens of its prompt;
+    #: the prompt's older tokens run first without gradient, as a cache the rest reads
+    #: (SFT; ``packed.Packed.detached``, mlx ``_PromptCache``): the same losses, a
+    #: backward pass over N + the reply's tokens. What it leaves out is how the adapter
+    #: would change the older tokens' own hidden states. Takes the place of
+    #: ``share_prefix``. None: through the whole example.
+    prompt_gradient_tokens: int | None = DEFAULT_PROMPT_GRADIENT_TOKENS
     #: Validation examples evaluated (the first ones of ``valid.jsonl``).
     max_val_examples: int = 64
     #: ``ddp`` | ``fsdp``: how the model is spread when torchrun runs several ranks

@@ -258,6 +258,10 @@ def train_spec(
         lr_schedule=_or(o.lr_schedule, d.lr_schedule),
         early_stopping_patience=o.early_stopping_patience,
         save_best=_or(o.save_best, d.save_best),
+        # "all", and jobs recorded before the option: through the whole example.
+        prompt_gradient_tokens=(
+            None if o.prompt_gradient_tokens in (None, "all") else o.prompt_gradient_tokens
+        ),
         resume_from=resume_from,
         base_model_path=base_model_path,
         strategy=o.strategy or d.strategy,

@@ -66,6 +66,7 @@ class JobBody(TypedDict, total=False):
     resumeFrom: str
     loraRank: int
     loraLayers: int | str  # a count of last layers, or "all"
+    promptGradientTokens: int | str  # a count of prompt tokens, or "all"
     evalEvery: int
     checkpointEvery: int
     epochs: float

@@ -18,17 +18,25 @@ import ipywidgets as w
 from ..training.defaults import DEFAULT_MAX_SEQ_LENGTH, size_defaults
 from ..training.request import StartJobRequest
 from ..training.schedule import SCHEDULES
+from ..training.spec import DEFAULT_PROMPT_GRADIENT_TOKENS
 from ._bodies import JobBody
 from ._checks import FieldChecks, decimal, whole
 from ._fields import STYLE, Change, optional_text, wrap_row
 
 #: ``loraLayers``: every layer (the default), or the last N.
 LAYER_CHOICES = ("all", "8", "16")
+#: ``promptGradientTokens``: the whole example, or the prompt's last N tokens.
+PROMPT_GRADIENT_CHOICES = ("all", "0", "128", "256", "512")
 TARGET_CHOICES = ("attention", "all-linear", "q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj")
 #: The objectives (issue 27): sft on chat examples, dpo on a pairs dataset, kto on a labelled one.
 OBJECTIVES = (("sft", "sft"), ("dpo (pairs)", "dpo"), ("kto (labelled)", "kto"))
 #: β when the user has not changed it (``training.preference.DEFAULT_BETA``).
 DEFAULT_BETA = 0.1
+
+
+def _tokens_text(value: Any) -> str:
+    """A ``promptGradientTokens`` value as the combobox shows it (None: ``all``)."""
+    return "all" if value is None else str(value)
 
 
 class TrainingControls(w.VBox):
@@ -72,29 +80,13 @@ class TrainingControls(w.VBox):
             indent=False,
             layout=w.Layout(width="auto"),
         )
-        advanced = w.VBox(
-            [
-                wrap_row(
-                    [
-                        check("maxSeqLength", self.max_seq_length),
-                        check("gradientAccumulation", self.gradient_accumulation),
-                        check("loraRank", self.lora_rank),
-                    ]
-                ),
-                wrap_row([self.lr_schedule, self.warmup_steps, check("seed", self.seed)]),
-                wrap_row(
-                    [self.lora_alpha, check("loraDropout", self.lora_dropout), self.target_modules]
-                ),
-                wrap_row([self.lora_layers]),
-                wrap_row(
-                    [
-                        check("evalEvery", self.eval_every),
-                        check("earlyStoppingPatience", self.patience),
-                        self.save_best,
-                    ]
-                ),
-            ]
-        )
+        self.prompt_gradient_tokens = w.Combobox(
+            value=_tokens_text(DEFAULT_PROMPT_GRADIENT_TOKENS),
+            options=list(PROMPT_GRADIENT_CHOICES), ensure_option=False,
+            description="Gradient through the prompt's last (tokens)", style=STYLE,
+            layout=w.Layout(width="330px"),
+        )  # fmt: skip
+        advanced = self._advanced_box()
         self.advanced = w.Accordion(children=[advanced], selected_index=None)
         self.advanced.set_title(0, "Advanced")
         self.objective = w.ToggleButtons(
@@ -112,6 +104,33 @@ class TrainingControls(w.VBox):
             wrap_row([self.length_by, check("epochs", self.epochs)]),
             self.advanced,
         ]
+
+    def _advanced_box(self) -> w.VBox:
+        """The "Advanced" accordion's rows, each number checked as it is typed."""
+        check = self.checks.add
+        return w.VBox(
+            [
+                wrap_row(
+                    [
+                        check("maxSeqLength", self.max_seq_length),
+                        check("gradientAccumulation", self.gradient_accumulation),
+                        check("loraRank", self.lora_rank),
+                    ]
+                ),
+                wrap_row([self.lr_schedule, self.warmup_steps, check("seed", self.seed)]),
+                wrap_row(
+                    [self.lora_alpha, check("loraDropout", self.lora_dropout), self.target_modules]
+                ),
+                wrap_row([self.lora_layers, self.prompt_gradient_tokens]),
+                wrap_row(
+                    [
+                        check("evalEvery", self.eval_every),
+                        check("earlyStoppingPatience", self.patience),
+                        self.save_best,
+                    ]
+                ),
+            ]
+        )
 
     def _on_length(self, change: Change) -> None:
         self.epochs.layout.display = "" if change["new"] == "epochs" else "none"
@@ -151,6 +170,8 @@ class TrainingControls(w.VBox):
             self.lr_schedule.value = options["lrSchedule"]
         if isinstance(options.get("saveBest"), bool):
             self.save_best.value = options["saveBest"]
+        # jobs recorded before the option trained through the whole example
+        self.prompt_gradient_tokens.value = _tokens_text(options.get("promptGradientTokens"))
         targets = options.get("targetModules")
         if targets:
             self.target_modules.value = (
@@ -191,6 +212,8 @@ class TrainingControls(w.VBox):
             body["loraAlpha"] = self.lora_alpha.value.strip()
         if self.lora_layers.value.strip() not in ("", "all"):  # all: the default
             body["loraLayers"] = self.lora_layers.value.strip()
+        if self.prompt_gradient_tokens.value.strip():  # checked by the service
+            body["promptGradientTokens"] = self.prompt_gradient_tokens.value.strip()
         if self.patience.value:
             body["earlyStoppingPatience"] = int(self.patience.value)
         if self.objective.value != "sft":  # sft is the default: its body stays as it was

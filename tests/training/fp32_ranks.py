@@ -2,7 +2,8 @@
 (the jobs' bf16 autocast rounds rows packed differently differently), rank 0 writing
 the losses (``loss``, and ``valLoss`` where evaluated) and DPO/KTO figures as JSON. Arguments: model
 folder, dataset folder, out file, batch size, strategy, iterations and, optionally,
-the objective (``sft``, ``dpo``, ``kto``), ``evalEvery`` and ``packTokens``."""
+the objective (``sft``, ``dpo``, ``kto``), ``evalEvery``, ``packTokens`` and
+``promptGradientTokens`` (a number or ``all``; default: ``TrainSpec``'s)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ class _Losses(TrainingCallback):
                 values.append(metric[key])
 
 
+def _tokens(text: str) -> int | None:
+    if not text:
+        return TrainSpec.prompt_gradient_tokens
+    return None if text == "all" else int(text)
+
+
 def main(
     model: str,
     dataset: str,
@@ -39,6 +46,7 @@ def main(
     objective: str = "sft",
     eval_every: str = "1000",
     pack_tokens: str = "0",
+    prompt_gradient_tokens: str = "",
 ) -> None:
     dist.init_process_group("gloo")
     folder = Path(out).parent / f"rank-{dist.get_rank()}"
@@ -60,6 +68,7 @@ def main(
         strategy=strategy,
         objective=objective,
         pack_tokens=int(pack_tokens) or None,
+        prompt_gradient_tokens=_tokens(prompt_gradient_tokens),
     )
     cb = _Losses()
     train_torch(spec, cb)

@@ -20,6 +20,7 @@ from milady_lab.training.callbacks import RecordingCallback
 from milady_lab.training.defaults import SIZE_TABLE, size_defaults
 from milady_lab.training.options import JobOptions
 from milady_lab.training.schedule import FLOOR, lr_factor
+from milady_lab.training.spec import DEFAULT_PROMPT_GRADIENT_TOKENS
 
 from .conftest import MEMO_EXAMPLES, write_dataset
 from .jobkit import *  # noqa: F403 - the shared job fixtures
@@ -112,6 +113,8 @@ def test_epochs_or_iterations_one_derived_from_the_other(
         ({"targetModules": []}, "targetModules must be"),
         ({"warmupSteps": 10, "iterations": 10}, "warmupSteps .10. must be fewer than iterations"),
         ({"saveBest": "maybe"}, "saveBest must be true or false"),
+        ({"promptGradientTokens": -1}, "promptGradientTokens must be at least 0, got -1; or 'all'"),
+        ({"promptGradientTokens": "most"}, "promptGradientTokens must be an integer, got 'most'"),
         ({"seed": -1}, "seed must be at least 0"),
         ({"earlyStoppingPatience": 0}, "earlyStoppingPatience must be at least 1"),
         ({"loraLayers": 0}, "loraLayers must be at least 1, got 0; or 'all' for every layer"),
@@ -152,6 +155,7 @@ def test_controls_are_recorded_and_cli_strings_accepted(
         "saveBest": "false",
         "warmupSteps": "0",
         "loraLayers": "4",
+        "promptGradientTokens": "128",
     }
     rec = JobOptions.from_body(body, store).to_record()
     assert rec["maxSeqLength"] == 512 and rec["gradientAccumulation"] == 2
@@ -159,6 +163,11 @@ def test_controls_are_recorded_and_cli_strings_accepted(
     assert rec["loraDropout"] == 0.05 and rec["targetModules"] == ("q_proj", "v_proj")
     assert (rec["seed"], rec["earlyStoppingPatience"], rec["saveBest"]) == (7, 3, False)
     assert rec["warmupSteps"] == 0 and rec["loraLayers"] == 4
+    assert rec["promptGradientTokens"] == 128
+    new = JobOptions.from_body({"datasetId": ds}, store)
+    assert new.prompt_gradient_tokens == DEFAULT_PROMPT_GRADIENT_TOKENS
+    whole = {"datasetId": ds, "promptGradientTokens": " All "}
+    assert JobOptions.from_body(whole, store).prompt_gradient_tokens == "all"
     assert (
         JobOptions.from_body({"datasetId": ds, "loraLayers": " ALL "}, store).lora_layers == "all"
     )

@@ -206,14 +206,18 @@ def test_two_ranks_follow_one_process_with_the_same_global_batch(
     tmp_path: Path,
     strategy: str,
 ) -> None:
+    # At LR (1e-2) this tiny model's loss jumps about, and bf16 rounding that differs
+    # between differently packed rows grows with it (under fsdp to 0.8 % by step 8);
+    # the curves are compared where training is steady. In fp32: the next test.
+    lr = LR / 10
     ds = add_dataset(settings, store)
-    kw = {"iterations": 8, "batchSize": 2, "evalEvery": 4, "checkpointEvery": 4, "learningRate": LR}
+    kw = {"iterations": 8, "batchSize": 2, "evalEvery": 4, "checkpointEvery": 4, "learningRate": lr}
     job = manager.start(body(job_model_dir, ds, strategy=strategy, **kw))
     rec = wait_status(manager, job["id"], ("completed", "failed", "cancelled"), 120)
     assert rec["status"] == "completed", rec.get("error")
     assert rec["options"]["globalBatchSize"] == 4 and rec["modelId"]
     alone = one_process_run(
-        settings, store, job_model_dir, ds, tmp_path, iterations=8, batch_size=4, learning_rate=LR
+        settings, store, job_model_dir, ds, tmp_path, iterations=8, batch_size=4, learning_rate=lr
     )
     got = job_losses(store, job["id"])
     assert_close(got, alone.losses, range(1, 9))
@@ -230,20 +234,22 @@ def test_in_fp32_two_ranks_are_one_process_to_float_rounding(
 ) -> None:
     """The math without bf16 noise: ``train_torch`` on 2 torchrun ranks × batch 2 and in
     this process with batch 4, both fp32, give the same losses to 1e-5 relative (fp32
-    rounding: the summation order differs) over 6 steps."""
+    rounding: the summation order differs) over 6 steps. Every prompt is detached
+    (``promptGradientTokens`` 0), so each row runs two forwards, in step on both ranks."""
     ds = add_dataset(settings, store)
     script = Path(__file__).with_name("fp32_ranks.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
     out = tmp_path / "ranks.json"
-    args = [str(job_model_dir), store.get_dataset(ds)["path"], str(out), "2", strategy, "6"]
+    path = store.get_dataset(ds)["path"]
+    args = [str(job_model_dir), path, str(out), "2", strategy, "6", "sft", "1000", "0", "0"]
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, ranks_said(done.stderr)
     alone = one_process_run(
         settings, store, job_model_dir, ds, tmp_path, iterations=6, batch_size=4,
-        learning_rate=1e-2, eval_every=1000, cpu_bf16=False,
+        learning_rate=1e-2, eval_every=1000, cpu_bf16=False, prompt_gradient_tokens=0,
     ).losses  # fmt: skip
     assert alone[6] < alone[1] - 0.5  # lr 1e-2 moves it a lot
     got = json.loads(out.read_text())["loss"]

@@ -224,6 +224,7 @@ def test_recorded_options_round_trip_into_the_spec(
         "lrSchedule": "linear",
         "saveBest": False,
         "loraLayers": 6,
+        "promptGradientTokens": 64,
     }
     stored = JobOptions.from_body(body, store).to_record().to_dict()
     assert list(stored["targetModules"]) == ["q_proj", "v_proj"]
@@ -236,7 +237,12 @@ def test_recorded_options_round_trip_into_the_spec(
     assert (spec.batch_size, spec.lora_rank, spec.lora_alpha, spec.seed) == (2, 4, 8.0, 3)
     assert spec.target_modules == ("q_proj", "v_proj") and spec.lr_schedule == "linear"
     assert spec.save_best is False and spec.last_dir == tmp_path / "last-adapter"
-    assert spec.lora_layers == 6
+    assert spec.lora_layers == 6 and spec.prompt_gradient_tokens == 64
+    whole = JobOptions.from_body({**body, "promptGradientTokens": "all"}, store).to_record()
+    assert _spec(whole, tmp_path).prompt_gradient_tokens is None
+    # Recorded before it existed: gradients through the whole example, as then; so does
+    # its resume, unless told otherwise.
+    assert _spec(RecordedOptions(), tmp_path).prompt_gradient_tokens is None
     every = JobOptions.from_body({**body, "loraLayers": "all"}, store).to_record()
     assert every["loraLayers"] == "all" and _spec(every, tmp_path).lora_layers is None
     assert _spec(RecordedOptions(), tmp_path).lora_layers is None  # recorded before it existed

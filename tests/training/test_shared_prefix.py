@@ -170,6 +170,7 @@ def test_a_run_with_shared_prefixes_has_the_losses_of_one_without(
             iterations=4,
             eval_every=2,
             share_prefix=share,
+            prompt_gradient_tokens=None,  # which sharing gives way to
             cpu_bf16=False,
         )
         run_training(spec, rec)
@@ -208,7 +209,7 @@ def test_two_ddp_ranks_sharing_prefixes_are_one_process(
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
     out = tmp_path / "ranks.json"
-    args = [str(tiny_llama_dir), str(data), str(out), "2", "ddp", "4"]
+    args = [str(tiny_llama_dir), str(data), str(out), "2", "ddp", "4", "sft", "1000", "0", "all"]
     done = subprocess.run(
         [*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -216,7 +217,7 @@ def test_two_ddp_ranks_sharing_prefixes_are_one_process(
     alone = Recorder()
     spec = spec_for(
         tiny_llama_dir, data, tmp_path / "alone", iterations=4, eval_every=1000,
-        cpu_bf16=False, pack_tokens=None,
+        cpu_bf16=False, pack_tokens=None, prompt_gradient_tokens=None,
     )  # fmt: skip
     train_torch(spec, alone)
     assert any("shared prompt prefixes carried once" in line for line in alone.logs)

@@ -146,7 +146,7 @@ def test_an_mlx_run_with_shared_prefixes_has_the_losses_of_one_without(
         rec = Recorder()
         spec = make_spec(
             tiny_llama_dir, data, tmp_path / str(share), "mlx",
-            iterations=8, eval_every=4, share_prefix=share,
+            iterations=8, eval_every=4, share_prefix=share, prompt_gradient_tokens=None,
         )  # fmt: skip
         run_training(spec, rec)
         runs.append(rec)

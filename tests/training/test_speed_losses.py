@@ -130,12 +130,14 @@ def test_run_losses_unchanged_by_segment_attention(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Same seed, same batches: the losses (and validation losses) of a run with the
-    per-example attention equal those of the masked-sdpa path, step by step."""
+    per-example attention equal those of the masked-sdpa path, step by step (through
+    whole examples: transformers' sdpa knows no detached prompt's segments)."""
     now = Recorder()
-    run_training(spec_for(tiny_llama_dir, memo_dataset, tmp_path / "a", cpu_bf16=bf16), now)
+    whole = {"cpu_bf16": bf16, "prompt_gradient_tokens": None}
+    run_training(spec_for(tiny_llama_dir, memo_dataset, tmp_path / "a", **whole), now)
     monkeypatch.setattr(tb._Run, "_attention", lambda self: "sdpa")
     before = Recorder()
-    run_training(spec_for(tiny_llama_dir, memo_dataset, tmp_path / "b", cpu_bf16=bf16), before)
+    run_training(spec_for(tiny_llama_dir, memo_dataset, tmp_path / "b", **whole), before)
     tol = 2e-2 if bf16 else 1e-5
     assert now.losses() == pytest.approx(before.losses(), rel=tol)
     vals = [[m["valLoss"] for m in r.metrics if "valLoss" in m] for r in (now, before)]

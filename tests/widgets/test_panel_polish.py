@@ -90,7 +90,7 @@ def jobs(service: TrainingService) -> JobsStandIn:
 def test_the_form_shows_the_followed_jobs_options(jobs: JobsStandIn) -> None:
     body = {
         "iterations": 8, "batchSize": 2, "learningRate": 1e-3, "loraRank": 4, "seed": 7,
-        "loraLayers": 2,
+        "loraLayers": 2, "promptGradientTokens": "all",
     }  # fmt: skip
     jobs.jobs = [make_job("job-1", "running", options=recorded(jobs.service, body))]
     jl = JobLauncher(jobs, autostart=False)
@@ -101,6 +101,8 @@ def test_the_form_shows_the_followed_jobs_options(jobs: JobsStandIn) -> None:
     assert jl.controls.lora_layers.value == "2"
     start = jl.body()
     assert start["loraLayers"] == "2"  # typed by the service (or ``json_typed`` over REST)
+    assert jl.controls.prompt_gradient_tokens.value == "all"
+    assert start["promptGradientTokens"] == "all"
     assert (start["iterations"], start["batchSize"], start["learningRate"]) == (8, 2, 1e-3)
 
     # an edit made while following stays: the form is filled once per job, not every poll

@@ -106,7 +106,8 @@ BUILD_SAMPLE: dict[str, Any] = {
 JOB_SAMPLE: dict[str, Any] = {
     "datasetId": "ds-1", "backend": "cpu", "model": "tiny", "iterations": 5, "batchSize": 2,
     "learningRate": 1e-3, "maxTrajectories": 40, "resumeFrom": "job-0", "loraRank": 4,
-    "loraLayers": 2, "evalEvery": 2, "checkpointEvery": 0, "epochs": 1.5, "maxSeqLength": 256,
+    "loraLayers": 2, "promptGradientTokens": 128, "evalEvery": 2, "checkpointEvery": 0,
+    "epochs": 1.5, "maxSeqLength": 256,
     "gradientAccumulation": 2, "warmupSteps": 1, "lrSchedule": "linear", "loraAlpha": 8.0,
     "loraDropout": 0.05, "targetModules": ["q_proj", "v_proj"], "seed": 3,
     "earlyStoppingPatience": 2, "saveBest": False, "devices": 1, "strategy": "ddp",

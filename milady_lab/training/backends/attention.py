@@ -19,10 +19,15 @@ the same layout as one boolean mask (``segment_mask``) and runs as one masked sd
 (transformers' own ``sdpa_attention_forward``), the kernel the block-diagonal mask ran
 on before: one launch per layer however many examples a row holds.
 
+A detached prompt (``packed.Packed.detached``) is the same picture with the prefixes in
+a cache: the prompt row runs first (each prompt causal on its own), then the replies'
+row, whose keys and values come after the cached prompts' (``segment_cached``: their
+lengths), each reply's parent naming its prompt there.
+
 Registered with transformers' ``AttentionInterface`` under ``NAME``; a model loaded with
 ``attn_implementation=NAME`` builds no mask at all (the name has no mask function), and
 the decoder is called with ``packed.Packed.decoder_inputs()``: ``segment_lengths``,
-``segment_parents`` and ``segment_mask``.
+``segment_parents`` and ``segment_mask``, and ``segment_cached`` with the cache.
 """
 
 from __future__ import annotations
@@ -63,9 +68,10 @@ def segment_attention(
 
     ``segment_lengths`` (kwargs; default: the whole row is one example) sum to the row
     length; ``segment_parents`` (default: none) name each segment's shared prefix
-    (``packed.Packed``). With ``segment_mask`` (the same layout as one boolean mask)
-    the row is one masked sdpa call instead. Returns ``(1, tokens, heads, dim)`` like
-    transformers' own functions."""
+    (``packed.Packed``), a segment of the row or, with ``segment_cached`` (the lengths
+    of the cached segments the keys start with), of the cache. With ``segment_mask``
+    (the same layout as one boolean mask) the row is one masked sdpa call instead.
+    Returns ``(1, tokens, heads, dim)`` like transformers' own functions."""
     if query.shape[0] != 1:
         raise ValueError("segment attention takes one packed row at a time")
     mask = kwargs.get("segment_mask")
@@ -78,7 +84,13 @@ def segment_attention(
     lengths = kwargs.get("segment_lengths") or (query.shape[2],)
     parents = kwargs.get("segment_parents") or (-1,) * len(lengths)
     gqa = query.shape[1] != key.shape[1]
+    cached = kwargs.get("segment_cached") or ()
+    if cached:  # the cache's keys, then the row's
+        split = (*cached, query.shape[2])
+        *past_k, key = key.split(split, 2)
+        *past_v, value = value.split(split, 2)
     keys, values = key.split(lengths, 2), value.split(lengths, 2)
+    seen_k, seen_v = (past_k, past_v) if cached else (keys, values)
     pieces = []
     for i, q in enumerate(query.split(lengths, 2)):
         k, v, parent = keys[i], values[i], parents[i]
@@ -87,7 +99,7 @@ def segment_attention(
                 q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
             )
         else:  # the prefix in full, then itself causally: a lower-right causal mask
-            k, v = torch.cat((keys[parent], k), 2), torch.cat((values[parent], v), 2)
+            k, v = torch.cat((seen_k[parent], k), 2), torch.cat((seen_v[parent], v), 2)
             seen = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device)
             seen = seen.tril(k.shape[2] - q.shape[2])
             out = F.scaled_dot_product_attention(

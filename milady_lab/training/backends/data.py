@@ -614,6 +614,50 @@ def row_layout(blocks: Sequence[Block]) -> RowLayout:
     return out._replace(n_tokens=sum(len(ex) for b in blocks for ex in block_examples(b)))
 
 
+def prompt_length(example: Example) -> int:
+    """Tokens before the hidden state that predicts the example's first trained token:
+    its prompt, of which all but the last ``TrainSpec.prompt_gradient_tokens`` run
+    without gradient."""
+    first = example.mask.index(True, 1) if True in example.mask[1:] else len(example)
+    return first - 1
+
+
+class DetachedLayout(NamedTuple):
+    """A row of examples split for a detached prompt (``detached_layout``)."""
+
+    #: Each example's prompt, causal on its own, no targets: run without gradient.
+    prompts: RowLayout
+    #: Each example's rest at the positions it has alone, seeing its prompt (the
+    #: ``prompts`` segment its ``parents`` entry names, from a cache) and itself.
+    replies: RowLayout
+
+
+def detached_layout(examples: Sequence[Example], keep: int = 0) -> DetachedLayout:
+    """The two rows of a detached prompt: the examples' prompts but their last ``keep``
+    tokens (``prompt_length``; a shorter prompt has none to detach), then the rest of
+    each example, whose targets are all predicted from there."""
+    prompts = RowLayout([], [], [], [], [], [], [], 0)
+    replies = RowLayout([], [], [], [], [], [], [], 0)
+    for k, ex in enumerate(examples):
+        p, start = max(0, prompt_length(ex) - keep), len(replies.ids)
+        if p:
+            prompts.ids.extend(ex.input_ids[:p])
+            prompts.positions.extend(range(p))
+            prompts.lengths.append(p)
+            prompts.parents.append(-1)
+        replies.ids.extend(ex.input_ids[p:])
+        replies.positions.extend(range(p, len(ex)))
+        replies.lengths.append(len(ex) - p)
+        replies.parents.append(len(prompts.lengths) - 1 if p else -1)
+        for t in range(p + 1, len(ex)):
+            if ex.mask[t]:  # hidden state t-1 predicts token t
+                replies.src.append(start + t - 1 - p)
+                replies.tgt.append(ex.input_ids[t])
+                replies.seg.append(k)
+    n_tokens = sum(len(ex) for ex in examples)
+    return DetachedLayout(prompts._replace(n_tokens=0), replies._replace(n_tokens=n_tokens))
+
+
 def block_examples(block: Block) -> tuple[Example, ...]:
     """The examples of a block of a packed row."""
     return block.examples if isinstance(block, Shared) else (block,)

@@ -20,6 +20,13 @@ step is reused; a batch that shares nothing keeps the plain padded rows.
 ``benchmarks/bench_shared_prefix.py --mlx``: 0.37× the tokens, 1.82× the steps per
 second on 4 agent-shaped examples of ~1200 tokens (fp32, mlx on a Linux CPU).
 
+Detached prompts (``TrainSpec.prompt_gradient_tokens``, SFT, the same architectures):
+the first columns of a padded batch, up to the shortest prompt of the optimizer step
+but its last ``prompt_gradient_tokens`` (rounded down to PAD_TO), run first into a
+cache whose keys and values are behind ``mx.stop_gradient`` (``_PromptCache``); the
+rest of each row runs after them, reading the cache. The loss is the plain batch's; no
+gradient flows back into those columns. It takes the place of shared prefixes.
+
 Output folder: the PEFT form at the top (``adapter_model.safetensors`` +
 ``adapter_config.json``, alpha = scale × rank), so every backend's adapter loads in
 peft and imports into Ollama the same way; mlx's native ``adapters.safetensors`` +
@@ -65,6 +72,7 @@ from .data import (
     Shared,
     grouped_batch_indices,
     preference_items,
+    prompt_length,
     row_layout,
     train_and_val_examples,
 )
@@ -108,13 +116,17 @@ def _round_up(n: int) -> int:
     return PAD_TO * math.ceil(max(1, n) / PAD_TO)
 
 
-def _to_batch(examples: list[Example], max_len: int, selective: bool) -> tuple[tuple, int]:
+def _to_batch(
+    examples: list[Example], max_len: int, selective: bool, prompt: int = 0
+) -> tuple[tuple, int]:
     """Padded arrays for ``loss`` plus the batch's non-padding tokens.
 
     Lengths are padded to a multiple of PAD_TO (mlx-lm does the same) so the compiled
     step is reused. ``selective``: ids, then flat indices of the hidden states that
     predict assistant tokens, their targets and weights (0 for padding entries).
     Otherwise: ids and a float mask over target positions (full logits).
+    ``prompt`` > 0 (selective only; ``_detached_prompt``): the ids come as two arrays,
+    the first ``prompt`` columns and the rest, the indices counted in the rest.
     """
     longest = max(len(e) for e in examples)
     width = max(longest, min(max_len, _round_up(longest)))
@@ -131,10 +143,19 @@ def _to_batch(examples: list[Example], max_len: int, selective: bool) -> tuple[t
     src = np.zeros(k, np.int32)
     tgt = np.zeros(k, np.int32)
     weight = np.zeros(k, np.float32)
-    src[: len(rows)] = rows * (width - 1) + cols
+    src[: len(rows)] = rows * (width - 1 - prompt) + cols - prompt
     tgt[: len(rows)] = ids[rows, cols + 1]
     weight[: len(rows)] = 1.0
-    return (mx.array(ids), mx.array(src), mx.array(tgt), mx.array(weight)), tokens
+    head = (ids,) if not prompt else (ids[:, :prompt], ids[:, prompt:])
+    return (*map(mx.array, head), mx.array(src), mx.array(tgt), mx.array(weight)), tokens
+
+
+def _detached_prompt(examples: list[Example], keep: int = 0) -> int:
+    """Columns of a batch that run without gradient when prompts are detached: the
+    shortest prompt of the examples (``data.prompt_length``; padded rows share one
+    width, where the torch backend detaches each example's own) but its last ``keep``
+    tokens, rounded down to PAD_TO so that compiled steps are reused."""
+    return max(0, min(prompt_length(e) for e in examples) - keep) // PAD_TO * PAD_TO
 
 
 def _to_shared_batch(
@@ -210,6 +231,26 @@ class _RowCache:
         return keys, values
 
 
+class _PromptCache:
+    """A layer's cache for a detached prompt (``TrainSpec.prompt_gradient_tokens``): the
+    prompts' pass keeps its keys and values with their gradient stopped, so nothing flows back
+    into the prompt; the replies' pass reads them before its own (``offset`` turns the
+    replies' rope on from there; mlx-lm's causal mask lines the replies' queries up with
+    the last keys)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.kv: tuple[mx.array, mx.array] | None = None
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.kv is None:  # the prompts
+            self.kv = mx.stop_gradient(keys), mx.stop_gradient(values)
+            self.offset = keys.shape[2]
+            return keys, values
+        past_k, past_v = self.kv
+        return mx.concatenate([past_k, keys], axis=2), mx.concatenate([past_v, values], axis=2)
+
+
 class _TokenRope(nn.Module):
     """A layer's rope that also takes a position per token: given a ``(rows, tokens)``
     ``offset`` (``_RowCache``), each token turns as a one-token sequence at its own
@@ -261,7 +302,12 @@ def _masked_loss(model: Any, batch: mx.array, *rest: mx.array) -> tuple[mx.array
         weights = rest[0][:, 1:]
         ce = nn.losses.cross_entropy(logits, batch[:, 1:]) * weights
     else:
-        if len(rest) == 4:  # shared prompt prefixes: every position is a row's token
+        if len(rest) == 4 and rest[0].ndim == 2:  # detached: ``batch`` holds the prompts
+            replies, src, tgt, weights = rest
+            cache = [_PromptCache() for _ in model.layers]
+            model.model(batch, cache=cache)
+            hidden = model.model(replies[:, :-1], cache=cache)
+        elif len(rest) == 4:  # shared prompt prefixes: every position is a row's token
             layout, src, tgt, weights = rest
             hidden = model.model(batch, cache=[_RowCache(layout)] * len(model.layers))
         else:
@@ -283,19 +329,36 @@ class Batches:
     runs over (fewer where ``min_prefix`` > 0 lets a shared prompt prefix go once)."""
 
     def __init__(
-        self, seed: int, start: int, selective: bool, accumulation: int = 1, min_prefix: int = 0
+        self,
+        seed: int,
+        start: int,
+        selective: bool,
+        accumulation: int = 1,
+        min_prefix: int = 0,
+        keep: int | None = None,
     ) -> None:
         self.seed = seed
         self.start = start
         self.selective = selective
         self.accumulation = accumulation
         self.min_prefix = min_prefix
+        #: Prompt tokens trained through (``_detached_prompt``; needs ``selective``);
+        #: None: no prompt detached.
+        self.keep = keep
         self.tokens = 0
         self.computed = 0
 
-    def arrays(self, examples: list[Example], max_len: int) -> tuple[tuple, int, int]:
+    def arrays(
+        self, examples: list[Example], max_len: int, step: list[Example] | None = None
+    ) -> tuple[tuple, int, int]:
         """One (micro-)batch's arrays for ``loss``, its examples' tokens, and the
-        tokens the decoder runs over."""
+        tokens the decoder runs over. A detached prompt is the shortest of ``step``
+        (the optimizer step's examples; default: these), so a step's gradient is the
+        same however gradient accumulation splits it."""
+        if self.keep is not None and self.selective:
+            prompt = _detached_prompt(step or examples, self.keep)
+            arrays, n = _to_batch(examples, max_len, True, prompt)
+            return arrays, n, n
         if self.min_prefix > 0 and len(examples) > 1:
             shared = _to_shared_batch(examples, max_len, self.min_prefix)
             if shared is not None:
@@ -322,8 +385,9 @@ class Batches:
                     for j in range(0, len(idx), batch_size)
                 ]
                 labels = [sum(e.n_labels for e in m) for m in micro]
+                step = [e for m in micro for e in m]
                 for m, n_labels in zip(micro, labels, strict=True):
-                    arrays, n, computed = self.arrays(m, max_seq_length)
+                    arrays, n, computed = self.arrays(m, max_seq_length, step)
                     self.tokens += n
                     self.computed += computed
                     yield (*arrays, mx.array(k * n_labels / max(1, sum(labels)), mx.float32))
@@ -482,7 +546,9 @@ class _MlxRun:
         # Shared prompt prefixes carried once (issue 26), on the architectures whose
         # attention takes ``_RowCache``'s layout: the same losses, fewer tokens computed.
         # The rope is wrapped before the optimizer sees the model's tree (resume).
-        share = MIN_SHARED_PREFIX if spec.share_prefix and spec.objective == "sft" else 0
+        sft = spec.objective == "sft"
+        keep = spec.prompt_gradient_tokens if sft and selective else None
+        share = MIN_SHARED_PREFIX if spec.share_prefix and sft and keep is None else 0
         if share and selective:
             positioned(model)
         self.model = model
@@ -495,7 +561,7 @@ class _MlxRun:
         self.done = self.start  # iterations complete
         self.trained_before = self.state["tokens"]
         self.batches = Batches(
-            spec.seed, self.start, selective, spec.gradient_accumulation, share * selective
+            spec.seed, self.start, selective, spec.gradient_accumulation, share * selective, keep
         )
         self.tic = time.perf_counter()
 

@@ -9,9 +9,14 @@ SmolLM2) and into padding. Here:
   CUDA the row runs one sdpa call under a block-diagonal causal mask; on CPU, whose
   sdpa kernel would compute every masked block, each example's attention runs on its
   own (``attention.py``);
-- examples of a batch that share a prompt prefix of ``MIN_SHARED_PREFIX`` tokens or
-  more (the system prompt, the character, the template's instructions) carry it once
-  per row, each continuation seeing the prefix and itself only (``packed.py``,
+- each example's prompt but its last ``prompt_gradient_tokens`` runs first without
+  gradient, into a cache the rest reads (``packed.Packed.detached``): the same losses,
+  and a backward pass over those tokens and the reply only, where agent prompts are
+  ~2,000 tokens and their replies ~60;
+- with gradients through the whole example (``prompt_gradient_tokens=None``), examples of a
+  batch that share a prompt prefix of ``MIN_SHARED_PREFIX`` tokens or more (the system
+  prompt, the character, the template's instructions) carry it once per row, each
+  continuation seeing the prefix and itself only (``packed.py``,
   ``data.shared_blocks``): the same losses and gradients on fewer tokens
   (``TrainSpec.share_prefix``);
 - the decoder runs once per row and ``lm_head`` + cross-entropy run only on the hidden
@@ -55,10 +60,12 @@ from .common import (
 )
 from .data import (
     MIN_SHARED_PREFIX,
+    Block,
     Example,
     Packing,
     batch_indices,
     preference_items,
+    prompt_length,
     train_and_val_examples,
 )
 from .packed import Packed, row_loss_sum
@@ -192,8 +199,12 @@ class _Run:
         self.budget = spec.pack_tokens or (4096 if self.on_cuda else 512)
         # Shared prompt prefixes carried once per row (issue 26): a row holding one may
         # reach the longest an example may be, as a long example alone already does.
+        keep = spec.prompt_gradient_tokens if spec.objective == "sft" else None
+        #: Prompt tokens before each reply trained through; None: no prompt detached.
+        self.keep = keep
+        self.detach = keep is not None
         share = MIN_SHARED_PREFIX if spec.share_prefix and spec.objective == "sft" else 0
-        self.packing = Packing(self.budget, share, spec.max_seq_length)
+        self.packing = Packing(self.budget, 0 if self.detach else share, spec.max_seq_length)
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -367,7 +378,12 @@ class _Run:
         # ``gradient_accumulation`` micro-batches of ``batch_size``; the loss is the mean
         # over every assistant token of the step, so the update equals the larger batch's.
         micro = [batch[i : i + spec.batch_size] for i in range(0, len(batch), spec.batch_size)]
-        rows = [Packed(r, self.device) for m in micro for r in self.packing.rows(m)]
+        # Every rank knows the global batch: a step detaches its prompts on all of them or
+        # none, so each row runs as many forwards everywhere (FSDP pairs them up).
+        detach = self.keep is not None and all(
+            prompt_length(self.train_set[i]) > self.keep for i in indices
+        )
+        rows = [self._row(r, detach) for m in micro for r in self.packing.rows(m)]
         n_labels, n_rows = group.agree(sum(r.n_labels for r in rows), len(rows))
         lr = self.scheduler.get_last_lr()[0]
         loss_sum = 0.0
@@ -391,11 +407,22 @@ class _Run:
                 if computed < sum(r.n_tokens for r in rows)
                 else ""
             )
+            if detach:
+                prompts = sum(r.prompt.n_processed for r in rows if r.prompt is not None)
+                shared = f", {prompts} of them in prompts run without gradient"
             self.callback.on_log(
                 f"warm-up step: {step_tokens} tokens in {step_time:.2f} s "
                 f"(left out of tokensPerSecond from the next step on){shared}"
             )
         return metric
+
+    def _row(self, blocks: list[Block], detach: bool) -> Packed:
+        """One packed row of the step, its prompts detached when the step does (when
+        every example of the step has a prompt longer than the tokens kept)."""
+        if detach and self.keep is not None:  # no shared prefixes then: only examples
+            examples = [b for b in blocks if isinstance(b, Example)]
+            return Packed.detached(examples, self.device, self.keep)
+        return Packed(blocks, self.device)
 
     def _checkpoint(self, iteration: int, rng: RngState | None = None) -> None:
         state: CheckpointState = {
