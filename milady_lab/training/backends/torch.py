@@ -197,14 +197,15 @@ class _Run:
         # Rows of at most ``budget`` tokens: on CPU sdpa has no varlen kernel, so a long
         # packed row pays for attention across examples; short examples still share a row.
         self.budget = spec.pack_tokens or (4096 if self.on_cuda else 512)
-        # Shared prompt prefixes carried once per row (issue 26): a row holding one may
-        # reach the longest an example may be, as a long example alone already does.
-        keep = spec.prompt_gradient_tokens if spec.objective == "sft" else None
-        #: Prompt tokens before each reply trained through; None: no prompt detached.
-        self.keep = keep
-        self.detach = keep is not None
-        share = MIN_SHARED_PREFIX if spec.share_prefix and spec.objective == "sft" else 0
-        self.packing = Packing(self.budget, 0 if self.detach else share, spec.max_seq_length)
+        sft = spec.objective == "sft"
+        #: Prompt tokens before each reply trained through (the older ones run without
+        #: gradient); None: the whole example.
+        self.keep = spec.prompt_gradient_tokens if sft else None
+        # Through the whole example, shared prompt prefixes are carried once per row (issue
+        # 26): a row holding one may reach the longest an example may be, as a long
+        # example alone already does.
+        share = MIN_SHARED_PREFIX if spec.share_prefix and sft and self.keep is None else 0
+        self.packing = Packing(self.budget, share, spec.max_seq_length)
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
