@@ -3,12 +3,16 @@
 Rust's fast regex engines (the DFAs) cannot follow a Unicode word boundary (``\\b``)
 once a text holds a non-ASCII character, and agent prose nearly always does (emoji,
 curly quotes, accents): the rules' exact patterns then fall back to an engine that
-runs at a few MB/s. So each pattern runs first *loose*, with its ``\\b`` dropped: a
-pattern without an assertion matches wherever the exact one does, and the DFA keeps
-it (hundreds of MB/s). Seed phrases are looked up word by word (``seed``).
+runs at a few MB/s. So each pattern runs first in its *gate form* (``gate_form``), which
+the DFA keeps (hundreds of MB/s) and which matches wherever the exact one does: each
+``\\b`` an ASCII boundary where a word character of the hit stands beside it, dropped
+elsewhere. Dropping every ``\\b`` would do too, but then the hex runs of the UUIDs agents
+write into their prompts read as phone numbers ("…f0756-1309-4835…"), and every such
+prompt went through the exact rules for nothing. Seed phrases are looked up word by
+word (``seed``).
 
 Each distinct text of the columns is read once (system prompts and templates repeat
-across most calls): a pass of the rules' loose patterns as alternatives, one of the
+across most calls): a pass of the rules' gate forms as alternatives, one of the
 seed-phrase candidate. The alternatives are two patterns, not one: the rules made of a
 long run of a key alphabet (hex, base58: wallet keys, IPv6) apart from the others.
 Agent prompts are full of UUIDs (elizaOS writes entity and message ids into them), and
@@ -37,9 +41,28 @@ from . import seed
 from .rules import B58, Rule, rules
 
 
+def _edges(pattern: str, edge: str) -> str:
+    return re.sub(r"\\(.)", lambda m: edge if m.group(1) == "b" else m.group(0), pattern)
+
+
 def loose(pattern: str) -> str:
     """``pattern`` without its word boundaries: it matches wherever ``pattern`` does."""
-    return re.sub(r"\\(.)", lambda m: "" if m.group(1) == "b" else m.group(0), pattern)
+    return _edges(pattern, "")
+
+
+#: The word characters beyond ASCII that a rule's hit can hold: other scripts' digits
+#: (``\\d``) and, under ``(?i)``, the Kelvin sign and the long s (``k`` and ``s`` fold to
+#: them). A text with none of them beside a ``\\b`` sees an ASCII boundary wherever it
+#: sees a Unicode one; a text holding one anywhere passes the gate.
+_WORD_BEYOND_ASCII = r"[[\d\x{17F}\x{212A}]&&[^0-9]]"
+
+
+def gate_form(rule: Rule) -> str:
+    """``rule.pattern`` as the gate runs it, which the DFA keeps: each ``\\b`` an ASCII
+    boundary where ``rule.word_edges`` holds (a word character of the hit beside it:
+    if that one is ASCII, a Unicode boundary there is an ASCII one; if not, it is one of
+    ``_WORD_BEYOND_ASCII``, which the gate passes on its own), else dropped (``loose``)."""
+    return _edges(rule.pattern, r"(?-u:\b)") if rule.word_edges else loose(rule.pattern)
 
 
 #: A key alphabet's class in a rule's pattern: hex (``a-f``) or base58.
@@ -48,13 +71,14 @@ _KEY_ALPHABET = re.compile("|".join(map(re.escape, ("a-f", "A-F", B58))))
 
 @cache
 def gate_patterns() -> tuple[str, ...]:
-    """Any rule's hit but a seed phrase's, loosely: the rules with a key alphabet's
-    class, then the others, each group as one pattern of alternatives (see the module
-    docstring)."""
+    """Any rule's hit but a seed phrase's, in gate form: the rules with a key alphabet's
+    class, then the others and ``_WORD_BEYOND_ASCII``, each group as one pattern of
+    alternatives (see the module docstring)."""
     chosen = [r for r in rules() if not r.by_words]
     keys = [r for r in chosen if _KEY_ALPHABET.search(r.pattern)]
-    groups = (keys, [r for r in chosen if r not in keys])
-    return tuple("|".join(f"(?:{loose(r.pattern)})" for r in g) for g in groups if g)
+    groups = ([gate_form(r) for r in keys], [gate_form(r) for r in chosen if r not in keys])
+    groups[1].append(_WORD_BEYOND_ASCII)
+    return tuple("|".join(f"(?:{p})" for p in g) for g in groups if g)
 
 
 def _probe(rule: Rule) -> str:

@@ -35,6 +35,10 @@ class Rule:
     #: Found by word lookup (``seed``), not by running ``pattern``: the pattern is the
     #: reference the lookup is tested against, too slow to run on every text.
     by_words: bool = False
+    #: Every ``\b`` of ``pattern`` has a word character of the hit beside it (a letter or
+    #: digit), so the redaction gate may read it as an ASCII boundary (``redact.gate_form``).
+    #: Not so where the hit may begin or end with a "." or "-" (an email's first character).
+    word_edges: bool = True
 
     @property
     def replacement(self) -> str:
@@ -42,9 +46,14 @@ class Rule:
 
 
 def _secret(
-    kind: str, pattern: str, group: str = "credentials", keep: bool = False, suffix: str = ""
+    kind: str,
+    pattern: str,
+    group: str = "credentials",
+    keep: bool = False,
+    suffix: str = "",
+    word_edges: bool = True,
 ) -> Rule:
-    return Rule(kind, group, pattern, f"<SECRET:{kind}>", keep, suffix)
+    return Rule(kind, group, pattern, f"<SECRET:{kind}>", keep, suffix, word_edges=word_edges)
 
 
 def _detect_secrets(plugin: str, cls: str) -> list[str]:
@@ -129,6 +138,7 @@ def _credentials() -> list[Rule]:
             r"(?i)(\baws[A-Za-z0-9_ .-]{0,30}?(?:secret|key)[A-Za-z_ ]{0,20}[\"']?\s*[:=]"
             r"\s*[\"']?)[A-Za-z0-9/+]{40}\b",
             keep=True,
+            word_edges=False,  # the key may end with "/" or "+"
         ),
         _secret(
             "github_token",
@@ -147,6 +157,7 @@ def _credentials() -> list[Rule]:
         _secret(
             "discord_token",
             r"\b[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27,38}\b",
+            word_edges=False,  # it may end with "-"
         ),
         _secret("telegram_bot_token", r"\b\d{8,10}:AA[0-9A-Za-z_-]{33}"),
         _secret(
@@ -210,6 +221,7 @@ def _contacts() -> list[Rule]:
             "contacts",
             r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
             "<EMAIL>",
+            word_edges=False,  # it may begin with "." or "-"
         ),
         Rule("ip_address", "contacts", f"{ipv4}|{ipv6}", "<IP>"),
         Rule("phone", "contacts", phone, "<PHONE>"),

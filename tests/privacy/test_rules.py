@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from milady_lab.privacy import kinds, redact_frame, redact_texts, seed
-from milady_lab.privacy.redact import line_local
+from milady_lab.privacy.redact import flagged_texts, gate_form, line_local
 from milady_lab.privacy.rules import rules
 
 from .corpus import CLEAN, PLANTS
@@ -106,6 +106,53 @@ def test_a_loose_hit_that_is_no_hit_is_not_counted() -> None:
     # "x203.0.113.42": the IPv4 pattern without its \b matches, the rule does not.
     out, counts = redact_texts(["host x203.0.113.42 and kai@example.com"])
     assert out == ["host x203.0.113.42 and <EMAIL>"] and dict(counts) == {"email": 1}
+
+
+#: Beside a secret: word characters beyond ASCII (a letter, an Arabic-Indic and a
+#: mathematical digit, the long s and the Kelvin sign, which ``(?i)`` folds s and k to),
+#: ASCII ones, and characters that are no word's.
+EDGES = ["é", "٣", "𝟙", "ſ", "\u212a", "x", "7", "_", "🙂", "’", ".", " "]
+#: Inside one: its last ASCII digit as another script's, its s and k folded.
+SWAPS = [("3", "٣"), ("s", "ſ"), ("k", "\u212a"), ("S", "ſ"), ("K", "\u212a")]
+
+
+def _edge_cases() -> list[str]:
+    out = []
+    for _kind, text, secret in FORMS:
+        out += [text.replace(secret, a + secret + b) for a in EDGES for b in EDGES[::5]]
+        for old, new in SWAPS:
+            at = text.rfind(old)
+            out += [text[:at] + new + text[at + 1 :]] if at >= 0 else []
+    return [*out, "write to é.%@example.com"]  # an email that starts with no word character
+
+
+def test_the_gate_passes_every_text_a_rule_hits() -> None:
+    # Its ASCII word boundaries are DFA work; a Unicode one the exact rule sees where
+    # the ASCII one does not must still send the text to the rules.
+    texts = pl.Series(_edge_cases())
+    exact = [r for r in rules() if not r.by_words]
+    frame = texts.to_frame("t")
+    hit = frame.select(pl.any_horizontal(pl.col("t").str.contains(r.pattern) for r in exact))
+    hit = hit.to_series()
+    passed = texts.is_in(flagged_texts(texts).implode())
+    assert not texts.filter(hit & ~passed).to_list()
+    # Not vacuous: texts a rule hits where that rule's own gate form misses exist here.
+    alone = frame.select(
+        pl.any_horizontal(
+            pl.col("t").str.contains(r.pattern) & ~pl.col("t").str.contains(gate_form(r))
+            for r in exact
+        )
+    )
+    assert alone.to_series().sum() > 0
+
+
+def test_the_hex_runs_of_uuids_are_no_phone_numbers_to_the_gate() -> None:
+    # Without word boundaries "0756-1309-4835" reads as a phone number: every agent prompt
+    # with message ids went through the exact rules for nothing.
+    line = "22:24 (7 minutes ago) [232f0756-1309-4835-9d0f-5b290d1507a8] wren: hi there"
+    assert flagged_texts(pl.Series([line, "call 0756-1309-4835 now"])).to_list() == [
+        "call 0756-1309-4835 now"
+    ]
 
 
 def test_only_rules_whose_hits_stay_on_one_line_run_line_by_line() -> None:
