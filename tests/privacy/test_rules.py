@@ -11,7 +11,7 @@ import pytest
 
 from milady_lab.privacy import kinds, redact_frame, redact_texts, seed
 from milady_lab.privacy.redact import flagged_texts, gate_form, line_local
-from milady_lab.privacy.rules import rules
+from milady_lab.privacy.rules import DETECT_SECRETS, rules
 
 from .corpus import CLEAN, PLANTS
 
@@ -153,6 +153,13 @@ def test_the_hex_runs_of_uuids_are_no_phone_numbers_to_the_gate() -> None:
     assert flagged_texts(pl.Series([line, "call 0756-1309-4835 now"])).to_list() == [
         "call 0756-1309-4835 now"
     ]
+
+
+def test_the_provider_shapes_are_detect_secrets_own() -> None:
+    from detect_secrets.plugins import aws, github_token, sendgrid
+
+    plugins = (aws.AWSKeyDetector, github_token.GitHubTokenDetector, sendgrid.SendGridDetector)
+    assert {p.__name__: tuple(r.pattern for r in p.denylist) for p in plugins} == DETECT_SECRETS
 
 
 def test_only_rules_whose_hits_stay_on_one_line_run_line_by_line() -> None:
