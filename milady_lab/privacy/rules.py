@@ -16,6 +16,7 @@ bech32) match no rule: they are not secrets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -71,11 +72,7 @@ DETECT_SECRETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _detect_secrets(detector: str) -> list[str]:
-    return list(DETECT_SECRETS[detector])
-
-
-def _any(patterns: list[str]) -> str:
+def _any(patterns: Sequence[str]) -> str:
     return "(?:" + "|".join(f"(?:{p})" for p in patterns) + ")"
 
 
@@ -143,7 +140,7 @@ def _credentials() -> list[Rule]:
         ),
         _secret("groq_key", r"\bgsk_[A-Za-z0-9]{32,}\b"),
         _secret("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
-        _secret("aws_access_key", rf"\b{_any(_detect_secrets('AWSKeyDetector')[:1])}\b"),
+        _secret("aws_access_key", rf"\b{_any(DETECT_SECRETS['AWSKeyDetector'][:1])}\b"),
         _secret(
             "aws_secret_key",
             r"(?i)(\baws[A-Za-z0-9_ .-]{0,30}?(?:secret|key)[A-Za-z_ ]{0,20}[\"']?\s*[:=]"
@@ -153,7 +150,7 @@ def _credentials() -> list[Rule]:
         ),
         _secret(
             "github_token",
-            rf"\b{_any(_detect_secrets('GitHubTokenDetector'))}\b"
+            rf"\b{_any(DETECT_SECRETS['GitHubTokenDetector'])}\b"
             r"|\bgithub_pat_[A-Za-z0-9_]{22,}",
         ),
         _secret(
@@ -174,7 +171,7 @@ def _credentials() -> list[Rule]:
         _secret(
             "stripe_key", r"\b(?:sk|rk)_(?:live|test)_[0-9a-zA-Z]{16,}|\bwhsec_[A-Za-z0-9]{24,}"
         ),
-        _secret("sendgrid_key", _any(_detect_secrets("SendGridDetector"))),
+        _secret("sendgrid_key", _any(DETECT_SECRETS["SendGridDetector"])),
         _secret(
             "bearer_token",
             r"(?i)(\b(?:bearer|token|basic)\s+)[A-Za-z0-9._~+/=-]{16,}",
