@@ -104,18 +104,6 @@ def _spans(texts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def found(texts: pl.Series, candidates: pl.Series | None = None) -> pl.Series:
-    """Which ``texts`` hold a seed phrase; ``candidates``: which match ``candidate()``,
-    if already known (the redaction gate computes it in the same pass as its own)."""
-    if candidates is None:
-        candidates = texts.str.contains(candidate())
-    rows = candidates.fill_null(False).arg_true()
-    if not rows.len():
-        return pl.repeat(False, texts.len(), eager=True)
-    hits = _spans(pl.DataFrame({"row": rows, "text": texts.gather(rows)}))["row"]
-    return pl.int_range(texts.len(), eager=True, dtype=rows.dtype).is_in(hits)
-
-
 def replace(texts: pl.Series, placeholder: str) -> tuple[pl.Series, pl.Series]:
     """``texts`` with every seed phrase replaced by ``placeholder``, and how many each
     held (the regex's ``replace_all`` and ``count_matches``)."""
