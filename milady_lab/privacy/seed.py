@@ -67,7 +67,7 @@ def _pieces(texts: pl.DataFrame) -> pl.LazyFrame:
         )
         .with_columns(
             (pl.col("end") - pl.col("n")).alias("start"),
-            pl.col("word").is_in(_words()).alias("hit"),
+            pl.col("word").is_in(_words().implode()).alias("hit"),
             pl.col("piece")
             .str.head(pl.col("piece").str.len_chars() - pl.col("n"))
             .str.contains(_GAP_OK)
