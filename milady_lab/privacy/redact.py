@@ -99,7 +99,7 @@ def _flagged(texts: pl.LazyFrame) -> pl.LazyFrame:
 
 def flagged_texts(texts: pl.Series) -> pl.Series:
     """``_flagged`` of a series: the distinct ``texts`` the rules run on."""
-    return _flagged(texts.rename("t").to_frame().lazy()).collect().to_series()
+    return _flagged(texts.rename("t").to_frame().lazy()).collect(engine=_ENGINE).to_series()
 
 
 #: What could let a pattern's hit hold a line break (a conservative reading of its text):
